@@ -1,0 +1,1 @@
+//! Cairn chunkserver (in progress).

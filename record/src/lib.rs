@@ -1,0 +1,37 @@
+//! Cairn's record format: the bytes every chunk replica and the master's operation log are made of.
+//!
+//! A chunk file is a 32-byte [`ChunkHeader`] followed by 8-byte-aligned frames. A frame is a
+//! 32-byte header (checksum, length, record id, kind) and a payload; `FORMAT.md` at the
+//! repository root has the byte tables. This crate is pure: no I/O, no async, only slices.
+//!
+//! # Layout
+//! - [`limits`]: every size bound, checked against the others at compile time.
+//! - [`ids`]: [`ChunkHandle`] and [`RecordId`].
+//! - [`header`]: the chunk-file header and [`FormatVersion`].
+//! - [`frame`]: encoding and verifying single frames, padding included.
+//! - [`scan`]: a [`Scanner`] that walks frames and resynchronises after garbage.
+//! - [`recovery`]: [`classify`], which tells a torn tail from corruption after a restart.
+//!
+//! # Invariants
+//! - Every frame starts at a file offset that is a multiple of 8 and is covered by a CRC-32;
+//!   a zero-filled region never decodes as a frame.
+//! - Decoding never panics and never returns a frame whose bytes changed after encoding.
+//! - Offsets are file offsets: the first frame of a chunk is at offset 32.
+
+pub mod error;
+pub mod frame;
+pub mod header;
+pub mod ids;
+pub mod limits;
+pub mod recovery;
+pub mod scan;
+
+pub use error::{DecodeError, Error, Result};
+pub use frame::{
+    Frame, FrameKind, SHORT_PADDING_WORD, decode_frame, encode_padding, encode_record, encoded_len,
+    is_short_padding,
+};
+pub use header::{CHUNK_MAGIC, ChunkHeader, FormatVersion};
+pub use ids::{ChunkHandle, RecordId};
+pub use recovery::{Recovery, classify};
+pub use scan::{ByteRange, ScanItem, Scanner};
