@@ -91,7 +91,7 @@ pub fn encode_record(
 /// than a frame header are written as [`SHORT_PADDING_WORD`]s, longer ones as a padding frame
 /// whose zero payload fills the rest.
 pub fn encode_padding(out: &mut Vec<u8>, len: usize) -> Result<(), Error> {
-    if len == 0 || len % FRAME_ALIGN_BYTES != 0 {
+    if len == 0 || !len.is_multiple_of(FRAME_ALIGN_BYTES) {
         return Err(Error::BadPadding { len });
     }
     if len < FRAME_HEADER_BYTES {
@@ -192,7 +192,7 @@ pub fn decode_frame(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
 pub fn is_short_padding(buf: &[u8]) -> bool {
     !buf.is_empty()
         && buf.len() < FRAME_HEADER_BYTES
-        && buf.len() % FRAME_ALIGN_BYTES == 0
+        && buf.len().is_multiple_of(FRAME_ALIGN_BYTES)
         && buf
             .chunks_exact(FRAME_ALIGN_BYTES)
             .all(|w| w == SHORT_PADDING_WORD)

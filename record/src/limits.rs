@@ -21,9 +21,9 @@ pub const CHUNK_BYTES_MAX: u64 = 1 << 30;
 /// Chunk capacity used when a log does not name one (64 MiB).
 pub const CHUNK_BYTES_DEFAULT: u64 = 64 << 20;
 
-const _: () = assert!(CHUNK_HEADER_BYTES % FRAME_ALIGN_BYTES == 0);
-const _: () = assert!(FRAME_HEADER_BYTES % FRAME_ALIGN_BYTES == 0);
-const _: () = assert!(CHUNK_BYTES_MIN % FRAME_ALIGN_BYTES as u64 == 0);
+const _: () = assert!(CHUNK_HEADER_BYTES.is_multiple_of(FRAME_ALIGN_BYTES));
+const _: () = assert!(FRAME_HEADER_BYTES.is_multiple_of(FRAME_ALIGN_BYTES));
+const _: () = assert!(CHUNK_BYTES_MIN.is_multiple_of(FRAME_ALIGN_BYTES as u64));
 const _: () =
     assert!(CHUNK_BYTES_DEFAULT >= CHUNK_BYTES_MIN && CHUNK_BYTES_DEFAULT <= CHUNK_BYTES_MAX);
 // The capacity is stored as a u32 in the chunk header.
@@ -50,7 +50,7 @@ pub const fn record_payload_bytes_max(chunk_bytes: u64) -> usize {
 /// [`CHUNK_BYTES_MIN`]..=[`CHUNK_BYTES_MAX`] and a multiple of [`FRAME_ALIGN_BYTES`].
 pub fn check_chunk_bytes(chunk_bytes: u64) -> Result<(), crate::Error> {
     if !(CHUNK_BYTES_MIN..=CHUNK_BYTES_MAX).contains(&chunk_bytes)
-        || chunk_bytes % FRAME_ALIGN_BYTES as u64 != 0
+        || !chunk_bytes.is_multiple_of(FRAME_ALIGN_BYTES as u64)
     {
         return Err(crate::Error::BadCapacity { chunk_bytes });
     }

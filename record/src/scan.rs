@@ -68,7 +68,7 @@ impl<'a> Scanner<'a> {
     /// If `base` is not a multiple of 8: frames are aligned, so an unaligned start is a caller bug.
     pub fn new(buf: &'a [u8], base: u64) -> Scanner<'a> {
         assert!(
-            base % FRAME_ALIGN_BYTES as u64 == 0,
+            base.is_multiple_of(FRAME_ALIGN_BYTES as u64),
             "scan must start at an aligned offset, got {base}"
         );
         Scanner { buf, base, pos: 0 }
