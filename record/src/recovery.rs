@@ -86,6 +86,24 @@ mod tests {
         );
     }
 
+    // Regression: a record whose payload holds `CAIRNPAD` words, torn just after some of them,
+    // is a torn tail (it used to scan as a bad range followed by padding, i.e. corruption).
+    #[test]
+    fn torn_record_with_padding_words_in_its_payload_is_a_torn_tail() {
+        let mut buf = three_records();
+        let acked = 32 + buf.len() as u64;
+        let id = RecordId {
+            writer: 1,
+            sequence: 4,
+        };
+        encode_record(&mut buf, id, &b"CAIRNPAD".repeat(8), 1 << 10).unwrap();
+        let cut = &buf[..acked as usize - 32 + 32 + 24];
+        assert_eq!(
+            classify(cut, 32, acked),
+            Recovery::TornTail { valid_len: acked }
+        );
+    }
+
     #[test]
     fn cut_below_the_ack_is_corruption() {
         let buf = three_records();

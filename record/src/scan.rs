@@ -54,6 +54,11 @@ pub enum ScanItem<'a> {
 /// valid frame and reports everything in between as one [`ScanItem::Corrupt`]. It never panics,
 /// whatever the bytes. A frame embedded in the payload of a corrupt record can be found by the
 /// search; replay guards against that by preferring a replica where the range is whole.
+///
+/// Short padding is accepted only where a frame may start (at the start of the buffer or right
+/// after a valid frame), never by the search: `CAIRNPAD` words are ordinary payload bytes, and
+/// a torn record whose payload holds some just before the tear must stay one bad range reaching
+/// the end (a torn tail), not become "bad range, then padding" (which reads as corruption).
 #[derive(Clone, Debug)]
 pub struct Scanner<'a> {
     buf: &'a [u8],
@@ -84,7 +89,8 @@ impl<'a> Scanner<'a> {
         self.base + self.buf.len() as u64
     }
 
-    fn valid_at(&self, pos: usize) -> Option<(ScanItem<'a>, usize)> {
+    /// The valid frame or (if `short_padding_ok`) short padding at `pos`, with its length.
+    fn valid_at(&self, pos: usize, short_padding_ok: bool) -> Option<(ScanItem<'a>, usize)> {
         let rest = &self.buf[pos..];
         let offset = self.base + pos as u64;
         match decode_frame(rest) {
@@ -103,7 +109,7 @@ impl<'a> Scanner<'a> {
                 };
                 Some((item, len))
             }
-            Err(_) if is_short_padding(rest) => Some((
+            Err(_) if short_padding_ok && is_short_padding(rest) => Some((
                 ScanItem::Padding {
                     offset,
                     len: rest.len() as u64,
@@ -122,13 +128,13 @@ impl<'a> Iterator for Scanner<'a> {
         if self.pos >= self.buf.len() {
             return None;
         }
-        if let Some((item, len)) = self.valid_at(self.pos) {
+        if let Some((item, len)) = self.valid_at(self.pos, true) {
             self.pos += len;
             return Some(item);
         }
         let start = self.pos;
         let mut next = start + FRAME_ALIGN_BYTES;
-        while next < self.buf.len() && self.valid_at(next).is_none() {
+        while next < self.buf.len() && self.valid_at(next, false).is_none() {
             next += FRAME_ALIGN_BYTES;
         }
         let next = next.min(self.buf.len());
@@ -143,7 +149,7 @@ impl<'a> Iterator for Scanner<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{encode_padding, encode_record};
+    use crate::frame::{encode_padding, encode_record, encoded_len};
 
     fn build(payloads: &[&[u8]]) -> (Vec<u8>, Vec<u64>) {
         let mut out = Vec::new();
@@ -191,6 +197,45 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    // Regression (found by `record/tests/properties.rs`, cut_anywhere_yields_a_prefix): a record
+    // torn right after `CAIRNPAD` words in its payload scanned as "bad range, then padding", so
+    // `classify` called a plain torn append corruption. The search must not stop at short
+    // padding; the tear is one range reaching the end.
+    #[test]
+    fn short_padding_words_inside_a_torn_record_are_not_padding() {
+        let mut payload = b"CAIRNPAD".repeat(4);
+        payload.extend_from_slice(b"tail....");
+        let (buf, _) = build(&[b"first", &payload]);
+        let second = encoded_len(5);
+        // Cut after the header and two payload words of the second record.
+        let cut = second + 32 + 16;
+        let items: Vec<_> = Scanner::new(&buf[..cut], 32).collect();
+        assert_eq!(items.len(), 2, "{items:?}");
+        assert_eq!(
+            items[1],
+            ScanItem::Corrupt {
+                offset: 32 + second as u64,
+                len: (cut - second) as u64
+            }
+        );
+    }
+
+    // The same words in a damaged record followed by nothing else stay part of the bad range.
+    #[test]
+    fn short_padding_words_inside_a_damaged_last_record_are_not_padding() {
+        let payload = b"CAIRNPAD".repeat(3);
+        let (mut buf, _) = build(&[&payload]);
+        buf[0] ^= 1;
+        let items: Vec<_> = Scanner::new(&buf, 32).collect();
+        assert_eq!(
+            items,
+            vec![ScanItem::Corrupt {
+                offset: 32,
+                len: buf.len() as u64
+            }]
+        );
     }
 
     #[test]
