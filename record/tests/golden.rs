@@ -241,21 +241,25 @@ fn check_decoding(golden: &Golden) {
     assert_eq!(classify(&bytes[32..], 32, golden.capacity), Recovery::Clean);
 }
 
+/// Today's encoders produce `chunk_v1.hex` byte for byte.
 #[test]
 fn chunk_v1_encodes_to_the_golden_bytes() {
     check_encoding(&chunk_v1());
 }
 
+/// `chunk_v1.hex` decodes to its header, three records and the padding frame.
 #[test]
 fn chunk_v1_golden_bytes_decode() {
     check_decoding(&chunk_v1());
 }
 
+/// Today's encoders produce `chunk_v1_short_padding.hex` byte for byte.
 #[test]
 fn chunk_v1_short_padding_encodes_to_the_golden_bytes() {
     check_encoding(&chunk_v1_short_padding());
 }
 
+/// `chunk_v1_short_padding.hex` decodes to its header, four records and the short padding.
 #[test]
 fn chunk_v1_short_padding_golden_bytes_decode() {
     check_decoding(&chunk_v1_short_padding());

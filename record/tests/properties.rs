@@ -4,8 +4,9 @@
 //! was written (offsets, ids, payloads, frame boundaries), damages them in one way (a cut, a
 //! flipped byte, random bytes) and checks what `Scanner`, `classify` and `ChunkHeader::decode`
 //! report against the model. Case counts are set explicitly per property (see `CASES_*`) so
-//! the whole file stays well under 30 s in a debug build on two shared cores; raise them locally
-//! with `PROPTEST_CASES` only through the constants, never in CI.
+//! the whole file stays well under 30 s in a debug build on two shared cores (about 12 s when
+//! written). `with_cases` overrides `PROPTEST_CASES`: to run more locally, raise the constants
+//! in a scratch change, never in CI.
 
 mod common;
 
