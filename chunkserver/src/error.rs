@@ -1,0 +1,187 @@
+//! Errors of the chunkserver crate.
+
+use std::path::PathBuf;
+
+use cairn_record::{ByteRange, ChunkHandle};
+
+/// Why a chunk-store operation failed.
+///
+/// Variants are grouped by what the caller should do: `NotFound`; precondition failures
+/// (`WrongOffset`, `Sealed`, `StaleVersion`, `Misaligned`, `SealBeyondEnd`, `AlreadyExists`); limits
+/// (`PastCapacity`, `WindowFull`, `Overloaded`, `DiskFull`, `ReadTooLarge`); retryable
+/// (`GapTimeout`, `Closed`); and data loss (`Failed`, `Corrupt`), which means "re-replicate".
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No replica of this chunk is stored here (or it was deleted).
+    #[error("chunk {handle} not found")]
+    NotFound {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+    },
+    /// `create` for a chunk that already has a replica here.
+    #[error("chunk {handle} already exists")]
+    AlreadyExists {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+    },
+    /// An append at an offset below the replica's current end, or at an offset another early
+    /// append already holds. Appends are accepted only at exactly the end.
+    #[error("chunk {handle}: append at offset {got}, expected {expected}")]
+    WrongOffset {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+        /// The replica's current end (including appends queued ahead of this one).
+        expected: u64,
+        /// The offset the append named.
+        got: u64,
+    },
+    /// An append whose offset or length is not a positive multiple of 8.
+    #[error("chunk {handle}: append of {len} bytes at offset {offset} is not 8-byte aligned")]
+    Misaligned {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+        /// The offset the append named.
+        offset: u64,
+        /// Bytes offered.
+        len: u64,
+    },
+    /// The replica is sealed: immutable.
+    #[error("chunk {handle} is sealed")]
+    Sealed {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+    },
+    /// The request carries a different version than the replica (it was fenced, or the caller
+    /// lags behind).
+    #[error("chunk {handle}: version {got} is stale, replica has {have}")]
+    StaleVersion {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+        /// The replica's version.
+        have: u64,
+        /// The version the request carried.
+        got: u64,
+    },
+    /// An append that would end past the chunk's capacity.
+    #[error("chunk {handle}: append would end at {end}, past the capacity of {capacity} bytes")]
+    PastCapacity {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+        /// The chunk's capacity (file bytes, header included).
+        capacity: u64,
+        /// Where the append would end.
+        end: u64,
+    },
+    /// A seal at a length this replica does not hold.
+    #[error("chunk {handle}: cannot seal at {len}, replica holds only {have} bytes")]
+    SealBeyondEnd {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+        /// The sealed length asked for.
+        len: u64,
+        /// The replica's durable length.
+        have: u64,
+    },
+    /// An early (out-of-order) append could not be held: the per-chunk window is full.
+    #[error("chunk {handle}: out-of-order window full, append at {offset} refused")]
+    WindowFull {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+        /// The offset the append named.
+        offset: u64,
+    },
+    /// An early append waited longer than the window timeout for the bytes before it.
+    #[error("chunk {handle}: append at {got} timed out waiting for bytes from {expected}")]
+    GapTimeout {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+        /// The replica's end while the append waited.
+        expected: u64,
+        /// The offset the append named.
+        got: u64,
+    },
+    /// Too many requests are queued for this chunk's writer.
+    #[error("chunk {handle}: writer queue full")]
+    Overloaded {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+    },
+    /// A read asked for more bytes than one read may return.
+    #[error("read of {len} bytes exceeds the limit of {max} bytes")]
+    ReadTooLarge {
+        /// Bytes asked for.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A read starting past the replica's durable length.
+    #[error("chunk {handle}: read at {offset} is past the durable length {len}")]
+    OutOfRange {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+        /// The offset asked for.
+        offset: u64,
+        /// The replica's durable length.
+        len: u64,
+    },
+    /// The disk is full: the group's bytes were cut back to the last durable length and nothing
+    /// of the group was acknowledged. Earlier data is intact.
+    #[error("chunk {handle}: disk full, append not stored")]
+    DiskFull {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+    },
+    /// The replica failed (an fsync or write error): its unacknowledged bytes cannot be trusted,
+    /// and it refuses every append. Recover it from another replica.
+    #[error("chunk {handle}: replica failed after an I/O error")]
+    Failed {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+    },
+    /// The replica holds bad bytes below its acknowledged length (found at startup). It is kept
+    /// for inspection and must be repaired from another replica.
+    #[error("chunk {handle} corrupt in {ranges:?}")]
+    Corrupt {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+        /// The bad byte ranges, by file offset.
+        ranges: Vec<ByteRange>,
+    },
+    /// The chunk capacity is not a valid one.
+    #[error("bad capacity")]
+    BadCapacity {
+        /// What the record crate said.
+        #[from]
+        source: cairn_record::Error,
+    },
+    /// The store is shutting down (or the replica was deleted while the request waited).
+    #[error("chunk {handle}: store closed")]
+    Closed {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+    },
+    /// An I/O error outside the append path (create, open, recovery, seal).
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// An [`Error::Io`] for `op` on `path`.
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
+}
+
+/// `Result` with the chunkserver's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

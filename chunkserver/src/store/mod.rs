@@ -1,0 +1,613 @@
+//! The crash-safe chunk store: one file per replica, group commit, recovery at open.
+//!
+//! # Files
+//! Under `DATA/chunks/`: `{handle:016x}.chunk`, the replica (a `ChunkHeader` then frames), and
+//! `{handle:016x}.meta`, its durable state (version, acknowledged length, sealed and failed
+//! flags, capacity) in two alternating checksummed slots (see [`meta`] and FORMAT.md). New files
+//! are written as `*.tmp`, fsynced, renamed, and the directory fsynced; leftover `*.tmp` files
+//! are removed at open.
+//!
+//! # Invariants
+//! - An append is answered only after its bytes *and* the acknowledged length covering them
+//!   are durable, so after any crash `acked_len` never exceeds what is on disk.
+//! - Restart cuts bad bytes past `acked_len` (a torn append) but never below it: that is
+//!   corruption, kept and reported in [`ReplicaState::corrupt`].
+//! - The writer writes only at the file's length, which equals the durable length between
+//!   groups; reads never return bytes past the durable length.
+//! - An fsync error fails the replica for good (persisted in `.meta`); it is never retried.
+//!
+//! # Threads
+//! Each open (writable) replica has one writer thread (`chunk-{handle}`) that does group commit
+//! (see [`writer`]). Sealed, failed and corrupt replicas have none. Appends and fences are
+//! futures completed by the writer through `tokio::sync::oneshot`; they need no runtime of their
+//! own. `create`, `seal` and `delete` block on disk I/O: call them from `spawn_blocking` in async
+//! code.
+
+pub mod disk;
+pub mod faulty;
+pub mod meta;
+mod writer;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use cairn_record::limits::CHUNK_HEADER_BYTES;
+use cairn_record::{ByteRange, ChunkHandle, ChunkHeader, Recovery};
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use self::disk::{Disk, DiskFile};
+use self::meta::Meta;
+use self::writer::{Msg, Replica, Stats, Status, Submitted};
+use crate::error::{Error, Result};
+use crate::limits::{META_FILE_BYTES, READ_BYTES_MAX};
+
+/// The chunk store the chunkserver's RPC service runs on.
+pub trait ChunkStore: Send + Sync + 'static {
+    /// Creates an empty replica (just the header) of `handle` at `version`, `capacity` bytes
+    /// (header included). Durable when it returns.
+    fn create(&self, handle: ChunkHandle, version: u64, capacity: u64) -> Result<ReplicaState>;
+
+    /// Appends `frames` (whole frames, a multiple of 8 bytes) at file offset `offset`.
+    /// Resolves once bytes [offset, offset+frames.len()) are durable; returns the new durable
+    /// length. An early append (offset past the current end) waits, bounded, for the bytes
+    /// before it. The request is queued when this is called, not when the future is polled; a
+    /// dropped future does not cancel it.
+    fn append(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        offset: u64,
+        frames: Bytes,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Up to `max_len` bytes from file offset `offset`, never past the durable length.
+    /// Never waits for writes. Sealed replicas are served from a memory map without copying.
+    fn read(&self, handle: ChunkHandle, offset: u64, max_len: usize) -> Result<Bytes>;
+
+    /// The replica's state.
+    fn state(&self, handle: ChunkHandle) -> Result<ReplicaState>;
+
+    /// Every replica's state, by handle, for reports to the master.
+    fn list(&self) -> Vec<ReplicaState>;
+
+    /// Fences the replica at `new_version` (the master's seal): completes the appends queued
+    /// before it, fails held early ones, persists the new version and returns the state with
+    /// the durable length. Afterwards appends with an older version are refused. Fencing at the
+    /// current version again returns the state unchanged; a lower version is `StaleVersion`.
+    fn fence(
+        &self,
+        handle: ChunkHandle,
+        new_version: u64,
+    ) -> impl Future<Output = Result<ReplicaState>> + Send;
+
+    /// Seals the replica at `len` (the master's agreed length, possibly below this replica's
+    /// acknowledged length), which must be at most the durable length; the version must be the
+    /// replica's. Persisted; the file is cut to `len`; reads then come from a memory map.
+    /// Repeating the same seal is a no-op.
+    fn seal(&self, handle: ChunkHandle, version: u64, len: u64) -> Result<ReplicaState>;
+
+    /// Removes the replica and its files.
+    fn delete(&self, handle: ChunkHandle) -> Result<()>;
+}
+
+/// What a replica reports about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaState {
+    /// The chunk.
+    pub handle: ChunkHandle,
+    /// The replica's chunk version.
+    pub version: u64,
+    /// Chunk capacity in bytes, header included.
+    pub capacity: u64,
+    /// Durable file length (header included).
+    pub len: u64,
+    /// The length this replica last acknowledged as durable (persisted); once sealed, the
+    /// sealed length.
+    pub acked_len: u64,
+    /// Sealed: immutable at `acked_len`.
+    pub sealed: bool,
+    /// Failed after an I/O error: refuses appends, to be recovered from another replica.
+    pub failed: bool,
+    /// Bad byte ranges found at startup (empty when healthy); such a replica refuses appends.
+    pub corrupt: Vec<ByteRange>,
+}
+
+/// Counters of a store's disk work since it opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Group commits: one chunk-file write + fdatasync, then one `.meta` write + fdatasync.
+    pub groups: u64,
+    /// Appends acknowledged.
+    pub appends: u64,
+    /// `fdatasync` calls on chunk files by group commits.
+    pub data_fsyncs: u64,
+    /// `fdatasync` calls on `.meta` files (one per group, plus fences, seals and failures).
+    pub meta_fsyncs: u64,
+}
+
+/// A [`ChunkStore`] on a [`Disk`]: [`disk::FsDisk`] in production, [`faulty::FaultyDisk`] in
+/// tests.
+pub struct Store<D: Disk> {
+    disk: D,
+    dir: PathBuf,
+    replicas: RwLock<HashMap<ChunkHandle, Arc<Replica<D::File>>>>,
+    /// Serialises create and delete, which do several file operations.
+    admin: Mutex<()>,
+    stats: Arc<Stats>,
+}
+
+fn chunk_path(dir: &Path, handle: ChunkHandle) -> PathBuf {
+    dir.join(format!("{handle}.chunk"))
+}
+
+fn meta_path(dir: &Path, handle: ChunkHandle) -> PathBuf {
+    dir.join(format!("{handle}.meta"))
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+/// The handle a `{handle:016x}.{ext}` file name names, if it is one.
+fn parse_name(path: &Path, ext: &str) -> Option<ChunkHandle> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
+    if stem.len() != 16 {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+impl<D: Disk> Store<D> {
+    /// Opens the store under `data_dir` (files in `data_dir/chunks/`), creating it if needed, and
+    /// recovers every replica: leftover `*.tmp` files are removed; an open replica's torn tail
+    /// past its acknowledged length is cut (and fsynced, with a warning); bad bytes below it mark
+    /// the replica corrupt, and the file is kept as it is. Sealed replicas are only checked for
+    /// length here (the scrubber verifies their frames), so startup does not read every byte.
+    pub fn open(data_dir: &Path, disk: D) -> Result<Store<D>> {
+        let dir = data_dir.join("chunks");
+        disk.create_dir_all(&dir)
+            .map_err(Error::io("create directory", &dir))?;
+        let store = Store {
+            disk,
+            dir,
+            replicas: RwLock::new(HashMap::new()),
+            admin: Mutex::new(()),
+            stats: Arc::new(Stats::default()),
+        };
+        store.recover_all()?;
+        Ok(store)
+    }
+
+    /// Counters of the disk work done since open.
+    pub fn stats(&self) -> StoreStats {
+        self.stats.snapshot()
+    }
+
+    /// The directory holding the replica files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The path of `handle`'s chunk file.
+    pub fn chunk_path(&self, handle: ChunkHandle) -> PathBuf {
+        chunk_path(&self.dir, handle)
+    }
+
+    /// The path of `handle`'s `.meta` file.
+    pub fn meta_path(&self, handle: ChunkHandle) -> PathBuf {
+        meta_path(&self.dir, handle)
+    }
+
+    fn recover_all(&self) -> Result<()> {
+        let dir = &self.dir;
+        let paths = self
+            .disk
+            .list_dir(dir)
+            .map_err(Error::io("list directory", dir))?;
+        let mut removed = false;
+        for p in &paths {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let orphan_meta =
+                parse_name(p, "meta").is_some_and(|h| !paths.contains(&chunk_path(dir, h)));
+            if name.ends_with(".tmp") || orphan_meta {
+                // An unfinished create (or delete): nothing in it was ever acknowledged.
+                info!(path = %p.display(), "removing leftover file");
+                self.disk
+                    .remove_file(p)
+                    .map_err(Error::io("remove leftover", p))?;
+                removed = true;
+            }
+        }
+        if removed {
+            self.disk
+                .sync_dir(dir)
+                .map_err(Error::io("fsync directory", dir))?;
+        }
+        for p in &paths {
+            let Some(handle) = parse_name(p, "chunk") else {
+                continue;
+            };
+            if let Some(rep) = self.recover(handle)? {
+                self.insert(rep)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Recovers one replica; `None` (with an error logged, file kept) if its state file is
+    /// missing or unreadable.
+    fn recover(&self, handle: ChunkHandle) -> Result<Option<Replica<D::File>>> {
+        let path = chunk_path(&self.dir, handle);
+        let mpath = meta_path(&self.dir, handle);
+        let file = self.disk.open(&path).map_err(Error::io("open", &path))?;
+        let meta_file = match self.disk.open(&mpath) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                error!(chunk = %handle, "replica has no state file; kept, not loaded");
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::io("open", &mpath)(e)),
+        };
+        let mut mbytes = vec![0u8; META_FILE_BYTES as usize];
+        let n = meta_file
+            .read_full_at(&mut mbytes, 0)
+            .map_err(Error::io("read", &mpath))?;
+        let Some(meta) = Meta::choose(&mbytes[..n], handle) else {
+            error!(chunk = %handle, "replica state file has no valid slot; kept, not loaded");
+            return Ok(None);
+        };
+        let mut len = file.size().map_err(Error::io("stat", &path))?;
+        if meta.sealed && len > meta.acked_len {
+            // A seal was persisted but the cut had not finished: finish it.
+            info!(chunk = %handle, from = len, to = meta.acked_len, "finishing an interrupted seal");
+            cut(&file, meta.acked_len).map_err(Error::io("truncate", &path))?;
+            len = meta.acked_len;
+        }
+        let corrupt = if meta.sealed {
+            // Frames of sealed replicas are checked by the scrubber, not at every start.
+            check_sealed_len(len, meta.acked_len)
+        } else {
+            self.scan(handle, &file, &meta, &mut len)?
+        };
+        if !corrupt.is_empty() {
+            error!(chunk = %handle, ranges = ?corrupt, acked_len = meta.acked_len, "replica corrupt; kept for repair");
+        }
+        let map = if meta.sealed && corrupt.is_empty() {
+            Some(file.map().map_err(Error::io("map", &path))?)
+        } else {
+            None
+        };
+        let status = Status {
+            meta,
+            corrupt,
+            map,
+            deleted: false,
+        };
+        Ok(Some(Replica::new(
+            handle,
+            file,
+            meta_file,
+            len,
+            status,
+            self.stats.clone(),
+        )))
+    }
+
+    /// Scans an open replica's frames; cuts a torn tail, returns corrupt ranges.
+    fn scan(
+        &self,
+        handle: ChunkHandle,
+        file: &D::File,
+        meta: &Meta,
+        len: &mut u64,
+    ) -> Result<Vec<ByteRange>> {
+        let path = chunk_path(&self.dir, handle);
+        let bytes = file.map().map_err(Error::io("map", &path))?;
+        let header_ok = ChunkHeader::decode(&bytes).is_ok_and(|h| h.handle == handle);
+        if !header_ok {
+            return Ok(vec![ByteRange {
+                offset: 0,
+                len: CHUNK_HEADER_BYTES as u64,
+            }]);
+        }
+        let verdict = cairn_record::classify(
+            &bytes[CHUNK_HEADER_BYTES..],
+            CHUNK_HEADER_BYTES as u64,
+            meta.acked_len,
+        );
+        // Unmap before any cut: touching a mapping past a file's end is SIGBUS.
+        drop(bytes);
+        match verdict {
+            Recovery::Clean => Ok(Vec::new()),
+            Recovery::TornTail { valid_len } => {
+                warn!(chunk = %handle, from = *len, to = valid_len, acked_len = meta.acked_len, "cutting torn tail");
+                cut(file, valid_len).map_err(Error::io("truncate", &path))?;
+                *len = valid_len;
+                Ok(Vec::new())
+            }
+            Recovery::Corrupt { ranges } => Ok(ranges),
+        }
+    }
+
+    fn insert(&self, rep: Replica<D::File>) -> Result<Arc<Replica<D::File>>> {
+        let handle = rep.handle;
+        let writable = rep.status().writable();
+        let rep = Arc::new(rep);
+        if writable {
+            let r = rep.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("chunk-{handle}"))
+                .spawn(move || writer::run(r))
+                .map_err(Error::io("spawn writer for", chunk_path(&self.dir, handle)))?;
+            *rep.writer.lock().expect("replica writer lock poisoned") = Some(thread);
+        }
+        self.replicas
+            .write()
+            .expect("replica map lock poisoned")
+            .insert(handle, rep.clone());
+        Ok(rep)
+    }
+
+    fn get(&self, handle: ChunkHandle) -> Result<Arc<Replica<D::File>>> {
+        self.replicas
+            .read()
+            .expect("replica map lock poisoned")
+            .get(&handle)
+            .cloned()
+            .ok_or(Error::NotFound { handle })
+    }
+
+    /// Queues an append now; the receiver resolves when the writer answers.
+    fn submit_append(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        offset: u64,
+        frames: Bytes,
+    ) -> Result<oneshot::Receiver<Result<u64>>> {
+        let rep = self.get(handle)?;
+        let (reply, rx) = oneshot::channel();
+        let msg = Msg::Append {
+            version,
+            offset,
+            frames,
+            reply,
+        };
+        if let Submitted::NoWriter(msg) = rep.submit(msg)? {
+            rep.answer_inline(msg);
+        }
+        Ok(rx)
+    }
+
+    fn submit_fence(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+    ) -> Result<oneshot::Receiver<Result<ReplicaState>>> {
+        let rep = self.get(handle)?;
+        let (reply, rx) = oneshot::channel();
+        if let Submitted::NoWriter(msg) = rep.submit(Msg::Fence { version, reply })? {
+            rep.answer_inline(msg);
+        }
+        Ok(rx)
+    }
+
+    fn create_files(&self, header: &ChunkHeader, meta: &Meta) -> io::Result<(D::File, D::File)> {
+        let handle = header.handle;
+        let (cpath, mpath) = (chunk_path(&self.dir, handle), meta_path(&self.dir, handle));
+        let (ctmp, mtmp) = (tmp_path(&cpath), tmp_path(&mpath));
+        let file = self.disk.create(&ctmp)?;
+        file.write_all_at(&header.encode(), 0)?;
+        file.sync_data()?;
+        let meta_file = self.disk.create(&mtmp)?;
+        let mut mbytes = vec![0u8; META_FILE_BYTES as usize];
+        let at = meta.slot_offset() as usize;
+        mbytes[at..at + crate::limits::META_SLOT_BYTES].copy_from_slice(&meta.encode());
+        meta_file.write_all_at(&mbytes, 0)?;
+        meta_file.sync_data()?;
+        // The state file first: a chunk file without one cannot be loaded, while a state file
+        // without a chunk file is a leftover that open removes.
+        self.disk.rename(&mtmp, &mpath)?;
+        self.disk.rename(&ctmp, &cpath)?;
+        // Fsync the directory too: the renames are not durable until their parent is.
+        self.disk.sync_dir(&self.dir)?;
+        Ok((file, meta_file))
+    }
+}
+
+/// Truncates `file` to `len` and makes that durable.
+fn cut<F: DiskFile>(file: &F, len: u64) -> io::Result<()> {
+    file.set_len(len)?;
+    file.sync_data()
+}
+
+/// A sealed replica shorter than its sealed length lost bytes: that range is corrupt.
+fn check_sealed_len(len: u64, sealed_len: u64) -> Vec<ByteRange> {
+    if len < sealed_len {
+        vec![ByteRange {
+            offset: len,
+            len: sealed_len - len,
+        }]
+    } else {
+        Vec::new()
+    }
+}
+
+impl<D: Disk> ChunkStore for Store<D> {
+    fn create(&self, handle: ChunkHandle, version: u64, capacity: u64) -> Result<ReplicaState> {
+        let header = ChunkHeader::new(handle, capacity)?;
+        let _admin = self.admin.lock().expect("store admin lock poisoned");
+        if self.get(handle).is_ok() {
+            return Err(Error::AlreadyExists { handle });
+        }
+        let meta = Meta {
+            generation: 1,
+            handle,
+            version,
+            acked_len: CHUNK_HEADER_BYTES as u64,
+            capacity,
+            sealed: false,
+            failed: false,
+        };
+        let (file, meta_file) = self
+            .create_files(&header, &meta)
+            .map_err(Error::io("create", chunk_path(&self.dir, handle)))?;
+        let status = Status {
+            meta,
+            corrupt: Vec::new(),
+            map: None,
+            deleted: false,
+        };
+        let rep = Replica::new(
+            handle,
+            file,
+            meta_file,
+            CHUNK_HEADER_BYTES as u64,
+            status,
+            self.stats.clone(),
+        );
+        info!(chunk = %handle, version, capacity, "replica created");
+        Ok(self.insert(rep)?.state())
+    }
+
+    fn append(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        offset: u64,
+        frames: Bytes,
+    ) -> impl Future<Output = Result<u64>> + Send {
+        let rx = self.submit_append(handle, version, offset, frames);
+        async move {
+            match rx {
+                Ok(rx) => rx.await.unwrap_or(Err(Error::Closed { handle })),
+                Err(e) => Err(e),
+            }
+        }
+    }
+
+    fn read(&self, handle: ChunkHandle, offset: u64, max_len: usize) -> Result<Bytes> {
+        if max_len > READ_BYTES_MAX {
+            return Err(Error::ReadTooLarge {
+                len: max_len,
+                max: READ_BYTES_MAX,
+            });
+        }
+        let rep = self.get(handle)?;
+        let map = rep.status().map.clone();
+        let len = rep.durable.load(Ordering::Acquire);
+        if offset > len {
+            return Err(Error::OutOfRange {
+                handle,
+                offset,
+                len,
+            });
+        }
+        let n = (max_len as u64).min(len - offset) as usize;
+        if let Some(map) = map {
+            let start = offset as usize;
+            return Ok(map.slice(start..start + n));
+        }
+        let mut buf = vec![0u8; n];
+        let got = rep
+            .file
+            .read_full_at(&mut buf, offset)
+            .map_err(Error::io("read", chunk_path(&self.dir, handle)))?;
+        // Shorter only if a seal cut the file meanwhile; what was read is still valid.
+        buf.truncate(got);
+        Ok(Bytes::from(buf))
+    }
+
+    fn state(&self, handle: ChunkHandle) -> Result<ReplicaState> {
+        Ok(self.get(handle)?.state())
+    }
+
+    fn list(&self) -> Vec<ReplicaState> {
+        let reps: Vec<_> = self
+            .replicas
+            .read()
+            .expect("replica map lock poisoned")
+            .values()
+            .cloned()
+            .collect();
+        let mut states: Vec<ReplicaState> = reps.iter().map(|r| r.state()).collect();
+        states.sort_by_key(|s| s.handle);
+        states
+    }
+
+    fn fence(
+        &self,
+        handle: ChunkHandle,
+        new_version: u64,
+    ) -> impl Future<Output = Result<ReplicaState>> + Send {
+        let rx = self.submit_fence(handle, new_version);
+        async move {
+            match rx {
+                Ok(rx) => rx.await.unwrap_or(Err(Error::Closed { handle })),
+                Err(e) => Err(e),
+            }
+        }
+    }
+
+    fn seal(&self, handle: ChunkHandle, version: u64, len: u64) -> Result<ReplicaState> {
+        let rep = self.get(handle)?;
+        let (reply, rx) = std::sync::mpsc::sync_channel(1);
+        let msg = Msg::Seal {
+            version,
+            len,
+            reply,
+        };
+        if let Submitted::NoWriter(msg) = rep.submit(msg)? {
+            rep.answer_inline(msg);
+        }
+        rx.recv().unwrap_or(Err(Error::Closed { handle }))
+    }
+
+    fn delete(&self, handle: ChunkHandle) -> Result<()> {
+        let _admin = self.admin.lock().expect("store admin lock poisoned");
+        let rep = self
+            .replicas
+            .write()
+            .expect("replica map lock poisoned")
+            .remove(&handle)
+            .ok_or(Error::NotFound { handle })?;
+        rep.status().deleted = true;
+        rep.stop_writer();
+        let (cpath, mpath) = (chunk_path(&self.dir, handle), meta_path(&self.dir, handle));
+        // The chunk file first: a state file left alone by a crash is removed at open.
+        self.disk
+            .remove_file(&cpath)
+            .map_err(Error::io("remove", &cpath))?;
+        self.disk
+            .remove_file(&mpath)
+            .map_err(Error::io("remove", &mpath))?;
+        self.disk
+            .sync_dir(&self.dir)
+            .map_err(Error::io("fsync directory", &self.dir))?;
+        info!(chunk = %handle, "replica deleted");
+        Ok(())
+    }
+}
+
+impl<D: Disk> Drop for Store<D> {
+    /// Stops every writer after it finishes what is queued.
+    fn drop(&mut self) {
+        let reps: Vec<_> = self
+            .replicas
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        for rep in reps {
+            rep.stop_writer();
+        }
+    }
+}

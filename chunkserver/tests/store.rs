@@ -1,0 +1,564 @@
+//! Chunk store behaviour under normal use and injected faults. Most tests run the real
+//! `Store` on a `FaultyDisk`, so group commit, the `.meta` file and recovery all run exactly as
+//! in production while the disk tears writes, fails fsync, fills up, flips bits and crashes.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use cairn_chunkserver::{ChunkStore, Error, FaultyDisk, FsDisk, Store};
+use cairn_record::{ChunkHandle, RecordId, Recovery, classify, encode_record};
+
+const H: ChunkHandle = ChunkHandle(0x00c0_ffee);
+const CAP: u64 = 64 << 10;
+
+fn frame(writer: u64, sequence: u64, len: usize) -> Bytes {
+    let mut out = Vec::new();
+    let payload: Vec<u8> = (0..len).map(|i| (i as u64 ^ sequence) as u8).collect();
+    encode_record(&mut out, RecordId { writer, sequence }, &payload, 1 << 20).unwrap();
+    Bytes::from(out)
+}
+
+fn open(disk: &FaultyDisk) -> Store<FaultyDisk> {
+    Store::open(Path::new("/data"), disk.clone()).unwrap()
+}
+
+fn chunk_file(disk: &FaultyDisk, store: &Store<FaultyDisk>) -> Vec<u8> {
+    disk.contents(&store.chunk_path(H)).unwrap()
+}
+
+/// A tiny seeded generator (SplitMix64), so every schedule is reproducible from its seed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_shares_fsyncs_between_concurrent_appends() {
+    // 64 appends queued at once must be written in far fewer groups than appends: the writer
+    // takes everything pending each time it goes to disk.
+    let disk = FaultyDisk::new();
+    let store = open(&disk);
+    store.create(H, 1, CAP).unwrap();
+    let mut offset = 32;
+    let mut futs = Vec::new();
+    for s in 1..=64 {
+        let f = frame(1, s, 100);
+        futs.push(store.append(H, 1, offset, f.clone()));
+        offset += f.len() as u64;
+    }
+    for fut in futs {
+        fut.await.unwrap();
+    }
+    let stats = store.stats();
+    assert_eq!(stats.appends, 64);
+    assert!(stats.groups <= 8, "64 appends took {} groups", stats.groups);
+    assert_eq!(stats.data_fsyncs, stats.groups);
+    assert_eq!(store.state(H).unwrap().acked_len, offset);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_appends_wait_in_the_window_and_are_written_in_order() {
+    // Appends arriving in reverse offset order are all held until the first arrives, then
+    // written as one contiguous run.
+    let disk = FaultyDisk::new();
+    let store = open(&disk);
+    store.create(H, 1, CAP).unwrap();
+    let frames: Vec<Bytes> = (1..=10).map(|s| frame(1, s, 50 + s as usize)).collect();
+    let mut offsets = vec![32u64];
+    for f in &frames {
+        offsets.push(offsets.last().unwrap() + f.len() as u64);
+    }
+    let futs: Vec<_> = (0..10)
+        .rev()
+        .map(|i| store.append(H, 1, offsets[i], frames[i].clone()))
+        .collect();
+    for fut in futs {
+        fut.await.unwrap();
+    }
+    let all: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+    let read = store.read(H, 32, 1 << 20).unwrap();
+    assert_eq!(&read[..], &all[..]);
+    assert_eq!(classify(&read, 32, offsets[10]), Recovery::Clean);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_append_times_out_when_the_gap_never_fills() {
+    // An append past the end with nothing before it fails after the window timeout instead of
+    // waiting forever; the replica stays usable.
+    let disk = FaultyDisk::new();
+    let store = open(&disk);
+    store.create(H, 1, CAP).unwrap();
+    let err = store
+        .append(H, 1, 32 + 64, frame(1, 2, 8))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::GapTimeout {
+                expected: 32,
+                got: 96,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    store.append(H, 1, 32, frame(1, 1, 8)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_is_bounded() {
+    // More early appends than the window holds: the excess is refused with WindowFull.
+    let disk = FaultyDisk::new();
+    let store = open(&disk);
+    store.create(H, 1, 1 << 20).unwrap();
+    let f = frame(1, 1, 8);
+    let n = cairn_chunkserver::limits::APPEND_WINDOW_COUNT_MAX + 1;
+    let futs: Vec<_> = (1..=n as u64)
+        .map(|i| store.append(H, 1, 32 + i * f.len() as u64, f.clone()))
+        .collect();
+    // The last one is refused at once; fill the gap so the held ones complete.
+    let gap = store.append(H, 1, 32, f.clone());
+    let results: Vec<_> = futures_join(futs).await;
+    gap.await.unwrap();
+    let full = results
+        .iter()
+        .filter(|r| matches!(r, Err(Error::WindowFull { .. })))
+        .count();
+    assert_eq!(full, 1);
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), n - 1);
+}
+
+async fn futures_join<T>(futs: Vec<impl std::future::Future<Output = T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for f in futs {
+        out.push(f.await);
+    }
+    out
+}
+
+#[test]
+fn every_acknowledged_append_survives_a_crash_in_random_schedules() {
+    // Many seeded schedules: concurrent appenders take offsets from a shared allocator (so
+    // appends arrive out of order), a crash hits at a random moment keeping a random prefix of
+    // the unsynced bytes; after reopening, every acknowledged append reads back byte for byte
+    // and the replica is not corrupt.
+    for seed in 0..40u64 {
+        let mut rng = Rng(seed);
+        let disk = FaultyDisk::new();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let acked: Arc<Mutex<Vec<(u64, Bytes)>>> = Arc::default();
+        let writers = 1 + rng.below(8);
+        let crash_after_us = rng.below(3000);
+        let keep = rng.below(3) as usize * rng.below(4000) as usize;
+        rt.block_on(async {
+            let store = Arc::new(open(&disk));
+            store.create(H, 7, CAP).unwrap();
+            let next = Arc::new(Mutex::new(32u64));
+            let mut tasks = Vec::new();
+            for w in 1..=writers {
+                let (store, next, acked) = (store.clone(), next.clone(), acked.clone());
+                let len = 8 + (seed * 13 + w * 29) as usize % 300;
+                tasks.push(tokio::spawn(async move {
+                    for s in 1.. {
+                        let f = frame(w, s, len);
+                        let offset = {
+                            let mut n = next.lock().unwrap();
+                            let o = *n;
+                            *n += f.len() as u64;
+                            o
+                        };
+                        match store.append(H, 7, offset, f.clone()).await {
+                            Ok(durable) => {
+                                assert!(durable >= offset + f.len() as u64);
+                                acked.lock().unwrap().push((offset, f));
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                }));
+            }
+            tokio::time::sleep(std::time::Duration::from_micros(crash_after_us)).await;
+            disk.crash(keep);
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        let store = open(&disk);
+        let st = store.state(H).unwrap();
+        assert!(st.corrupt.is_empty(), "seed {seed}: {st:?}");
+        assert!(!st.failed, "seed {seed}");
+        let acked = acked.lock().unwrap();
+        for (offset, f) in acked.iter() {
+            let got = store.read(H, *offset, f.len()).unwrap();
+            assert_eq!(
+                &got[..],
+                &f[..],
+                "seed {seed}: acked append at {offset} lost"
+            );
+        }
+        let whole = store.read(H, 32, 1 << 20).unwrap();
+        assert_eq!(
+            classify(&whole, 32, st.acked_len),
+            Recovery::Clean,
+            "seed {seed}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torn_write_is_cut_on_reopen_and_nothing_acknowledged_is_lost() {
+    // Power fails in the middle of a group's write: the torn frame lies past the acknowledged
+    // length, so reopening cuts it (TornTail) and keeps every acknowledged append.
+    let disk = FaultyDisk::new();
+    let store = open(&disk);
+    store.create(H, 1, CAP).unwrap();
+    let a = frame(1, 1, 200);
+    let end = store.append(H, 1, 32, a.clone()).await.unwrap();
+    disk.tear_next_write(50);
+    let err = store.append(H, 1, end, frame(1, 2, 300)).await.unwrap_err();
+    assert!(matches!(err, Error::Failed { .. }), "{err}");
+    drop(store);
+    disk.crash(usize::MAX);
+    let torn = disk
+        .contents(Path::new("/data/chunks/0000000000c0ffee.chunk"))
+        .unwrap();
+    assert_eq!(
+        torn.len() as u64,
+        end + 50,
+        "the torn bytes reached the disk"
+    );
+    let store = open(&disk);
+    let st = store.state(H).unwrap();
+    assert_eq!((st.len, st.acked_len), (end, end));
+    assert!(st.corrupt.is_empty() && !st.failed);
+    assert_eq!(&store.read(H, 32, 1 << 20).unwrap()[..], &a[..]);
+    // The cut itself is durable.
+    drop(store);
+    disk.crash(0);
+    assert_eq!(open(&disk).state(H).unwrap().len, end);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bit_flip_below_the_acknowledged_length_is_corruption_and_never_cut() {
+    // A flipped byte inside acknowledged data is reported as corrupt, the file keeps every
+    // byte, and the replica refuses appends.
+    let disk = FaultyDisk::new();
+    let store = open(&disk);
+    store.create(H, 1, CAP).unwrap();
+    let mut end = 32;
+    for s in 1..=3 {
+        end = store.append(H, 1, end, frame(1, s, 100)).await.unwrap();
+    }
+    let path = store.chunk_path(H);
+    let before = chunk_file(&disk, &store);
+    drop(store);
+    disk.flip_byte(&path, 32 + 40);
+    let store = open(&disk);
+    let st = store.state(H).unwrap();
+    assert_eq!(st.len, end);
+    assert_eq!(st.corrupt.len(), 1);
+    assert_eq!(st.corrupt[0].offset, 32);
+    assert_eq!(disk.contents(&path).unwrap().len(), before.len());
+    let err = store.append(H, 1, end, frame(1, 4, 8)).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert_eq!(store.list()[0].corrupt, st.corrupt);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsync_error_fails_the_append_and_the_replica_for_good() {
+    // An fsync error is never retried: the append fails, the replica is marked failed (and
+    // stays failed after a restart), later appends are refused; acknowledged data stays readable.
+    let disk = FaultyDisk::new();
+    let store = open(&disk);
+    store.create(H, 1, CAP).unwrap();
+    let a = frame(1, 1, 100);
+    let end = store.append(H, 1, 32, a.clone()).await.unwrap();
+    disk.fail_next_sync();
+    let err = store.append(H, 1, end, frame(1, 2, 100)).await.unwrap_err();
+    assert!(matches!(err, Error::Failed { .. }), "{err}");
+    assert!(store.state(H).unwrap().failed);
+    let err = store.append(H, 1, end, frame(1, 3, 100)).await.unwrap_err();
+    assert!(matches!(err, Error::Failed { .. }), "{err}");
+    assert!(matches!(store.fence(H, 2).await, Err(Error::Failed { .. })));
+    drop(store);
+    let store = open(&disk);
+    let st = store.state(H).unwrap();
+    assert!(st.failed);
+    assert_eq!(st.acked_len, end);
+    assert_eq!(&store.read(H, 32, a.len()).unwrap()[..], &a[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_fails_the_group_cleanly_and_keeps_earlier_data() {
+    // ENOSPC mid-group: a clear DiskFull error, the partial bytes are cut off so the file still
+    // parses, nothing of the group is acknowledged, earlier data is intact, and appends work
+    // again once space is freed.
+    let disk = FaultyDisk::new();
+    let store = open(&disk);
+    store.create(H, 1, CAP).unwrap();
+    let a = frame(1, 1, 100);
+    let end = store.append(H, 1, 32, a.clone()).await.unwrap();
+    disk.enospc_after(300);
+    let mut offset = end;
+    let mut futs = Vec::new();
+    for s in 2..=5 {
+        let f = frame(1, s, 200);
+        futs.push((offset, f.clone(), store.append(H, 1, offset, f.clone())));
+        offset += f.len() as u64;
+    }
+    let mut acked_end = end;
+    let mut full = 0;
+    for (o, f, fut) in futs {
+        match fut.await {
+            Ok(d) => {
+                assert_eq!(o, acked_end, "acks are contiguous");
+                acked_end = d;
+                assert_eq!(&store.read(H, o, f.len()).unwrap()[..], &f[..]);
+            }
+            Err(Error::DiskFull { .. }) => full += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(full >= 1);
+    let st = store.state(H).unwrap();
+    assert_eq!((st.len, st.acked_len), (acked_end, acked_end));
+    assert!(!st.failed);
+    let bytes = chunk_file(&disk, &store);
+    assert_eq!(bytes.len() as u64, acked_end, "partial group was cut off");
+    assert_eq!(classify(&bytes[32..], 32, acked_end), Recovery::Clean);
+    assert_eq!(&bytes[32..32 + a.len()], &a[..]);
+    disk.clear_enospc();
+    store
+        .append(H, 1, acked_end, frame(1, 9, 10))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_appends_get_clear_errors() {
+    // Wrong offset, misalignment, past capacity, stale version and a sealed chunk each get
+    // their own error, and none of them harms the replica.
+    let disk = FaultyDisk::new();
+    let store = open(&disk);
+    store.create(H, 3, 4096).unwrap();
+    let f = frame(1, 1, 100);
+    let end = store.append(H, 3, 32, f.clone()).await.unwrap();
+    let e = store.append(H, 3, 32, f.clone()).await.unwrap_err();
+    assert!(
+        matches!(e, Error::WrongOffset { expected, got: 32, .. } if expected == end),
+        "{e}"
+    );
+    let e = store.append(H, 3, end + 4, f.clone()).await.unwrap_err();
+    assert!(matches!(e, Error::Misaligned { .. }), "{e}");
+    let e = store
+        .append(H, 3, end, frame(1, 2, 4000))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::PastCapacity { capacity: 4096, .. }),
+        "{e}"
+    );
+    let e = store.append(H, 2, end, f.clone()).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::StaleVersion {
+                have: 3,
+                got: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = store
+        .append(ChunkHandle(9), 3, 32, f.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }), "{e}");
+    let e = store.create(H, 3, 4096).unwrap_err();
+    assert!(matches!(e, Error::AlreadyExists { .. }), "{e}");
+    let e = store.create(ChunkHandle(5), 3, 4095).unwrap_err();
+    assert!(matches!(e, Error::BadCapacity { .. }), "{e}");
+    store.seal(H, 3, end).unwrap();
+    let e = store.append(H, 3, end, f.clone()).await.unwrap_err();
+    assert!(matches!(e, Error::Sealed { .. }), "{e}");
+    let e = store.read(H, end + 8, 10).unwrap_err();
+    assert!(matches!(e, Error::OutOfRange { .. }), "{e}");
+    assert_eq!(store.state(H).unwrap().acked_len, end);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fence_refuses_the_old_version_and_persists_the_new_one() {
+    // After fence(2), appends at version 1 are refused, the durable length is reported, a
+    // lower fence is stale, and the new version survives a crash.
+    let disk = FaultyDisk::new();
+    let store = open(&disk);
+    store.create(H, 1, CAP).unwrap();
+    let end = store.append(H, 1, 32, frame(1, 1, 64)).await.unwrap();
+    let st = store.fence(H, 2).await.unwrap();
+    assert_eq!((st.version, st.len, st.acked_len), (2, end, end));
+    let e = store.append(H, 1, end, frame(1, 2, 64)).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::StaleVersion {
+                have: 2,
+                got: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(store.fence(H, 2).await.unwrap().version, 2);
+    assert!(matches!(
+        store.fence(H, 1).await,
+        Err(Error::StaleVersion { .. })
+    ));
+    let end2 = store.append(H, 2, end, frame(1, 2, 64)).await.unwrap();
+    drop(store);
+    disk.crash(0);
+    let store = open(&disk);
+    let st = store.state(H).unwrap();
+    assert_eq!((st.version, st.len), (2, end2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fence_fails_held_early_appends_of_the_old_version() {
+    // An early append waiting in the window when the fence arrives can never complete at the
+    // old version: it fails with StaleVersion rather than timing out.
+    let disk = FaultyDisk::new();
+    let store = open(&disk);
+    store.create(H, 1, CAP).unwrap();
+    let held = store.append(H, 1, 32 + 64, frame(1, 2, 8));
+    let st = store.fence(H, 2).await.unwrap();
+    assert_eq!(st.len, 32);
+    assert!(matches!(
+        held.await,
+        Err(Error::StaleVersion {
+            have: 2,
+            got: 1,
+            ..
+        })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seal_cuts_to_the_agreed_length_and_reads_come_from_the_map() {
+    // On the real file system: seal below this replica's acknowledged length (legitimate: a
+    // cluster ack needs every replica), the file is cut, reads are served from the memory map,
+    // a repeated seal is a no-op, and the seal survives a restart.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), FsDisk).unwrap();
+    store.create(H, 1, CAP).unwrap();
+    let a = frame(1, 1, 100);
+    let b = frame(1, 2, 100);
+    let mid = store.append(H, 1, 32, a.clone()).await.unwrap();
+    let end = store.append(H, 1, mid, b).await.unwrap();
+    assert!(matches!(
+        store.seal(H, 1, end + 8),
+        Err(Error::SealBeyondEnd { .. })
+    ));
+    store.fence(H, 2).await.unwrap();
+    let st = store.seal(H, 2, mid).unwrap();
+    assert!(st.sealed);
+    assert_eq!((st.len, st.acked_len), (mid, mid));
+    assert_eq!(std::fs::metadata(store.chunk_path(H)).unwrap().len(), mid);
+    let read = store.read(H, 0, 1 << 20).unwrap();
+    assert_eq!(read.len() as u64, mid);
+    assert_eq!(&read[32..], &a[..]);
+    assert_eq!(store.seal(H, 2, mid).unwrap(), st);
+    assert!(matches!(store.seal(H, 2, 32), Err(Error::Sealed { .. })));
+    drop(store);
+    let store = Store::open(dir.path(), FsDisk).unwrap();
+    assert_eq!(store.state(H).unwrap(), st);
+    assert_eq!(&store.read(H, 32, 1 << 20).unwrap()[..], &a[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_disk_round_trip_and_delete() {
+    // The production disk: appends persist across reopen, files have the documented names,
+    // delete removes both files.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), FsDisk).unwrap();
+    store.create(H, 1, CAP).unwrap();
+    let a = frame(1, 1, 1000);
+    let end = store.append(H, 1, 32, a.clone()).await.unwrap();
+    drop(store);
+    let chunks = dir.path().join("chunks");
+    assert!(chunks.join("0000000000c0ffee.chunk").exists());
+    assert!(chunks.join("0000000000c0ffee.meta").exists());
+    std::fs::write(chunks.join("0000000000000001.chunk.tmp"), b"junk").unwrap();
+    let store = Store::open(dir.path(), FsDisk).unwrap();
+    assert!(!chunks.join("0000000000000001.chunk.tmp").exists());
+    assert_eq!(store.state(H).unwrap().len, end);
+    assert_eq!(&store.read(H, 32, 4096).unwrap()[..], &a[..]);
+    store.delete(H).unwrap();
+    assert!(store.list().is_empty());
+    assert!(!chunks.join("0000000000c0ffee.chunk").exists());
+    assert!(!chunks.join("0000000000c0ffee.meta").exists());
+    assert!(matches!(store.read(H, 32, 1), Err(Error::NotFound { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torn_meta_slot_falls_back_to_the_other_slot() {
+    // The newest `.meta` slot is damaged: the older slot still holds a consistent state, the
+    // replica loads, and bytes past its (older) acknowledged length are kept, since they parse.
+    let disk = FaultyDisk::new();
+    let store = open(&disk);
+    store.create(H, 1, CAP).unwrap();
+    let e1 = store.append(H, 1, 32, frame(1, 1, 64)).await.unwrap();
+    let e2 = store.append(H, 1, e1, frame(1, 2, 64)).await.unwrap();
+    let mpath = store.meta_path(H);
+    drop(store);
+    // Generations: 1 at create, 2 after e1 (slot 0), 3 after e2 (slot B at 4096).
+    disk.flip_byte(&mpath, 4096 + 41);
+    let store = open(&disk);
+    let st = store.state(H).unwrap();
+    assert_eq!(st.acked_len, e1);
+    assert_eq!(st.len, e2);
+    assert!(st.corrupt.is_empty());
+    store.append(H, 1, e2, frame(1, 3, 8)).await.unwrap();
+}
+
+#[test]
+fn unfinished_create_leaves_nothing_behind_after_a_crash() {
+    // A finished create is durable across a crash (files fsynced, renamed, directory fsynced),
+    // and the leftover temporary files of an unfinished create are removed at open.
+    let disk = FaultyDisk::new();
+    drop(open(&disk));
+    disk.crash(0);
+    {
+        let store = open(&disk);
+        store.create(H, 1, CAP).unwrap();
+    }
+    disk.crash(usize::MAX);
+    assert_eq!(open(&disk).list().len(), 1, "a finished create is durable");
+    use cairn_chunkserver::{Disk, DiskFile};
+    let f = disk
+        .create(Path::new("/data/chunks/0000000000000002.chunk.tmp"))
+        .unwrap();
+    f.write_all_at(b"partial", 0).unwrap();
+    drop(open(&disk));
+    assert!(
+        disk.paths()
+            .iter()
+            .all(|p| !p.to_string_lossy().ends_with(".tmp")),
+        "{:?}",
+        disk.paths()
+    );
+}
