@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_store;
 mod inspect;
 
 /// Cairn, a GFS-style append-only record store.
@@ -20,6 +21,16 @@ struct Cli {
 enum Command {
     /// Verify a chunk file offline (a bad final range counts as a torn tail) and print it.
     Inspect(inspect::InspectArgs),
+    /// Measure parts of Cairn on this machine.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+/// The benchmarks.
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// Append throughput, fsyncs and latency of the chunk store on one disk.
+    Store(bench_store::StoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +49,7 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Bench(Bench::Store(args)) => bench_store::run(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
