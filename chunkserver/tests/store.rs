@@ -45,23 +45,26 @@ impl Rng {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_shares_fsyncs_between_concurrent_appends() {
     // 64 appends queued at once must be written in far fewer groups than appends: the writer
-    // takes everything pending each time it goes to disk.
+    // takes everything pending each time it goes to disk. Syncs take 2 ms, like a slow disk,
+    // so the count does not depend on thread scheduling.
     let disk = FaultyDisk::new();
+    disk.set_sync_delay(std::time::Duration::from_millis(2));
     let store = open(&disk);
     store.create(H, 1, CAP).unwrap();
+    let frames: Vec<Bytes> = (1..=64).map(|s| frame(1, s, 100)).collect();
     let mut offset = 32;
     let mut futs = Vec::new();
-    for s in 1..=64 {
-        let f = frame(1, s, 100);
-        futs.push(store.append(H, 1, offset, f.clone()));
-        offset += f.len() as u64;
+    for f in frames {
+        let len = f.len() as u64;
+        futs.push(store.append(H, 1, offset, f));
+        offset += len;
     }
     for fut in futs {
         fut.await.unwrap();
     }
     let stats = store.stats();
     assert_eq!(stats.appends, 64);
-    assert!(stats.groups <= 8, "64 appends took {} groups", stats.groups);
+    assert!(stats.groups <= 4, "64 appends took {} groups", stats.groups);
     assert_eq!(stats.data_fsyncs, stats.groups);
     assert_eq!(store.state(H).unwrap().acked_len, offset);
 }
@@ -331,6 +334,8 @@ async fn full_disk_fails_the_group_cleanly_and_keeps_earlier_data() {
                 assert_eq!(&store.read(H, o, f.len()).unwrap()[..], &f[..]);
             }
             Err(Error::DiskFull { .. }) => full += 1,
+            // An append queued behind a failed group waits for bytes that never come.
+            Err(Error::GapTimeout { .. }) if full > 0 => {}
             Err(e) => panic!("unexpected {e}"),
         }
     }

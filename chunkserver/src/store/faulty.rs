@@ -40,6 +40,7 @@ struct State {
     tear_next_write: Option<usize>,
     dead: bool,
     syncs: u64,
+    sync_delay: std::time::Duration,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -149,6 +150,12 @@ impl FaultyDisk {
         if let Some(b) = f.durable.get_mut(offset as usize) {
             *b ^= 0xff;
         }
+    }
+
+    /// Makes every `sync_data` take at least `delay`, as a real disk's flush does, so that tests
+    /// of group commit do not depend on how fast the test machine schedules threads.
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        self.lock().sync_delay = delay;
     }
 
     /// Number of successful `sync_data` calls so far, on every file.
@@ -331,6 +338,10 @@ impl DiskFile for FaultyFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let delay = self.disk.lock().sync_delay;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         self.with(|s, ino| {
             let fail = std::mem::take(&mut s.fail_next_sync);
             let f = s.files.get_mut(&ino).expect("inode exists");
