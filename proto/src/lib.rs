@@ -1,0 +1,15 @@
+//! Cairn's gRPC API, package `cairn.v1`, generated from `proto/cairn/v1/*.proto` at build time.
+//!
+//! Only the `service.rs` modules of the role crates and the client library touch these types;
+//! everything else works with domain types. `bytes` fields are `bytes::Bytes`.
+
+#![allow(missing_docs, unreachable_pub, clippy::all)]
+
+/// Version 1 of the API.
+pub mod v1 {
+    tonic::include_proto!("cairn.v1");
+}
+
+/// Largest gRPC message any Cairn endpoint sends or accepts: a maximal batch (16 MiB of payload
+/// plus framing) or a read of up to 16 MiB, with room for the envelope.
+pub const GRPC_MESSAGE_BYTES_MAX: usize = 20 << 20;
