@@ -10,6 +10,8 @@ use cairn_record::{ByteRange, ChunkHandle};
 /// (`WrongOffset`, `Sealed`, `StaleVersion`, `Misaligned`, `SealBeyondEnd`, `AlreadyExists`); limits
 /// (`PastCapacity`, `WindowFull`, `Overloaded`, `DiskFull`, `ReadTooLarge`); retryable
 /// (`GapTimeout`, `Closed`); and data loss (`Failed`, `Corrupt`), which means "re-replicate".
+/// The service adds batch checks (`InvalidBatch`), role and state refusals (`NotPrimary`,
+/// `Fenced`, retryable `Broken`, `Forward`, `Timeout`), configuration and server errors.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No replica of this chunk is stored here (or it was deleted).
@@ -159,6 +161,83 @@ pub enum Error {
     Closed {
         /// The chunk asked for.
         handle: ChunkHandle,
+    },
+    /// An `Append` whose `frames` are not data frames of one writer with consecutive
+    /// sequences, each within the chunk's record limit, covering the whole buffer.
+    #[error("chunk {handle}: bad append batch: {reason}")]
+    InvalidBatch {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+        /// What is wrong with the batch.
+        reason: String,
+    },
+    /// A request this server refuses as malformed (outside the batch check).
+    #[error("invalid request: {reason}")]
+    InvalidRequest {
+        /// What is wrong.
+        reason: String,
+    },
+    /// An `Append` sent to a replica that is not the chunk's primary (or lost its primary state
+    /// in a restart).
+    #[error("chunk {handle}: this chunkserver is not its primary")]
+    NotPrimary {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+    },
+    /// The chunk was fenced for a seal: it takes no more appends.
+    #[error("chunk {handle} is fenced for a seal")]
+    Fenced {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+    },
+    /// A write of this chunk failed on some replica (or timed out): nothing more is acknowledged
+    /// on it. Seal it and go on with the next chunk.
+    #[error("chunk {handle} is broken after a failed write; seal it")]
+    Broken {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+    },
+    /// Forwarding a write to a secondary failed.
+    #[error("chunk {handle}: forward to {peer} failed: {message}")]
+    Forward {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+        /// The secondary's address.
+        peer: String,
+        /// What the transport or the secondary said.
+        message: String,
+    },
+    /// A call to the master failed (unreachable, timed out, or refused).
+    #[error("master {master}: {message}")]
+    Master {
+        /// The master's address.
+        master: String,
+        /// What the transport or the master said.
+        message: String,
+    },
+    /// A write was not durable on every replica within the RPC timeout.
+    #[error("chunk {handle}: write not durable on every replica within {timeout_ms} ms")]
+    Timeout {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+        /// The timeout that passed.
+        timeout_ms: u64,
+    },
+    /// The server is shutting down.
+    #[error("chunkserver is shutting down")]
+    ShuttingDown,
+    /// A configuration value is out of bounds or inconsistent.
+    #[error("bad configuration: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {source}")]
+    Transport {
+        /// What tonic said.
+        #[from]
+        source: tonic::transport::Error,
     },
     /// An I/O error outside the append path (create, open, recovery, seal).
     #[error("{op} {path}: {source}")]

@@ -1,11 +1,24 @@
-//! Cairn chunkserver: stores chunk replicas on local disk and (later) serves them over RPC.
+//! Cairn chunkserver: stores chunk replicas on local disk and serves them over gRPC.
 //!
-//! This crate currently holds the crash-safe chunk store: one file per replica, appends
-//! group-committed (one `pwritev` and one `fdatasync` per group, then one small state-file
-//! write and `fdatasync`), recovery that tells a torn tail from corruption, fencing and sealing
-//! for the master's seal (DESIGN.md §3.6), and a fault-injecting disk for tests.
+//! One process per disk. It keeps one file per replica (the crash-safe [`store`], with group
+//! commit: one `pwritev` and one `fdatasync` per group), serves the `cairn.v1.Chunkserver` API
+//! (ARCHITECTURE.md: record append, forwarding, reads with long polls, fence, seal, delete),
+//! acts as the fixed primary of the open chunks the master names it for, and registers and
+//! heartbeats with the master. [`server::serve`] is the one entry point; the `cairn
+//! chunkserver` command, `cairn local` and tests all run it.
 //!
 //! # Layout
+//! - [`config`]: [`config::Args`] (flags, `CAIRN_…` environment) and the validated
+//!   [`config::Config`].
+//! - [`server`]: [`server::serve`], the gRPC server with Cairn's transport settings.
+//! - `service`: the only module touching the generated prost types: the `Chunkserver` trait
+//!   implementation, the primary's forwarding clients, the master client, and the one
+//!   `impl From<Error> for tonic::Status`.
+//! - `node`: what each RPC does, in domain types: in-memory chunk states, the primary's write
+//!   path (local store + forwards, awaited in a task), reads and long polls, the fence scan.
+//! - `primary`: the primary's per-chunk bookkeeping: batch checks, writer marks, offsets,
+//!   padding, full / broken / fenced flags and the commit offset. Synchronous, no I/O.
+//! - `heartbeat`: registration at start, heartbeats, deletes the master asks for.
 //! - [`store`]: the [`ChunkStore`] trait, [`Store`] and [`ReplicaState`].
 //!   - [`store::disk`]: the [`Disk`] trait the store is generic over, and [`FsDisk`].
 //!   - [`store::faulty`]: [`FaultyDisk`], which tears writes, fails fsync, fills up, flips bits
@@ -16,16 +29,34 @@
 //!
 //! # Invariants
 //! - An append is acknowledged only after its bytes and the persisted acknowledged length that
-//!   covers them are durable; no acknowledged byte is lost by a crash.
-//! - Recovery never truncates below a replica's acknowledged length.
-//! - An fsync error fails the replica permanently; it is never retried and trusted.
+//!   covers them are durable on *every* replica of the chunk; no acknowledged byte is lost by a
+//!   crash.
+//! - The primary queues a chunk's writes to its own store in offset order under the chunk's
+//!   lock; the commit offset is the end of the longest prefix durable on every replica and
+//!   only grows. Reads of an open chunk never go past it (on a secondary: past the last one
+//!   forwarded).
+//! - After any failed write (store error, forward error or timeout) the primary acknowledges
+//!   nothing more on that chunk (`UNAVAILABLE`); after a fence, nothing at all.
+//! - A writer's records are stored in sequence order: a batch past the next expected sequence
+//!   is refused (`OUT_OF_ORDER`), one at or below it is answered as a duplicate.
+//! - The primary role lives in memory only: after a restart, a chunk has no primary here.
+//! - Recovery never truncates below a replica's acknowledged length; an fsync error fails the
+//!   replica permanently.
 //! - Offsets are file offsets: the first frame of a chunk is at offset 32.
 
+pub mod config;
 pub mod error;
+mod heartbeat;
 pub mod limits;
+mod node;
+mod primary;
+pub mod server;
+mod service;
 pub mod store;
 
+pub use config::{Args, Config};
 pub use error::{Error, Result};
+pub use server::serve;
 pub use store::disk::{Disk, DiskFile, FsDisk};
 pub use store::faulty::FaultyDisk;
 pub use store::{ChunkStore, ReplicaState, Store, StoreStats};

@@ -32,6 +32,42 @@ pub const META_SLOT_B_OFFSET: u64 = 4096;
 /// Length of every `.meta` file: two slots, a page each.
 pub const META_FILE_BYTES: u64 = 2 * META_SLOT_B_OFFSET;
 
+/// Longest a `Read` long poll (`wait_ms`) waits for new bytes, in milliseconds (30 s).
+pub const READ_WAIT_MS_MAX: u64 = 30_000;
+
+/// Most recent (sequence → offset) entries a primary keeps per writer of a chunk, to answer a
+/// retried record with its offset. Older duplicates are answered with offset 0.
+pub const WRITER_RECENT_OFFSETS_MAX: usize = 4096;
+
+/// HTTP/2 initial stream window, server and peer channels (16 MiB): a maximal batch flows
+/// without waiting for window updates.
+pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 16 << 20;
+
+/// HTTP/2 initial connection window (32 MiB): room for two maximal batches in flight.
+pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+
+/// Shortest heartbeat period a chunkserver accepts, in milliseconds.
+pub const HEARTBEAT_MS_MIN: u64 = 50;
+
+/// Longest heartbeat period a chunkserver accepts, in milliseconds (one minute).
+pub const HEARTBEAT_MS_MAX: u64 = 60_000;
+
+/// Shortest RPC timeout a chunkserver accepts, in milliseconds.
+pub const RPC_TIMEOUT_MS_MIN: u64 = 10;
+
+/// Longest RPC timeout a chunkserver accepts, in milliseconds (ten minutes).
+pub const RPC_TIMEOUT_MS_MAX: u64 = 600_000;
+
+/// First wait before retrying an unreachable master, in milliseconds; doubled per failure.
+pub const MASTER_RETRY_MS_MIN: u64 = 100;
+
+/// Longest wait between retries to an unreachable master, in milliseconds.
+pub const MASTER_RETRY_MS_MAX: u64 = 5_000;
+
+/// Largest partial frame the fence scan carries from one read into the next: a maximal record
+/// frame or padding run, both below 16 MiB plus a frame header, plus alignment.
+pub const FENCE_SCAN_CARRY_BYTES_MAX: usize = RECORD_PAYLOAD_BYTES_MAX + 64;
+
 // A window must be able to hold at least one maximal record.
 const _: () = assert!(APPEND_WINDOW_BYTES_MAX >= RECORD_PAYLOAD_BYTES_MAX);
 // The window can never hold more than the writer queue admitted.
@@ -39,3 +75,11 @@ const _: () = assert!(APPEND_WINDOW_COUNT_MAX <= WRITER_QUEUE_COUNT_MAX);
 // One read never needs to exceed a chunk.
 const _: () = assert!(READ_BYTES_MAX as u64 <= CHUNK_BYTES_MAX);
 const _: () = assert!(META_SLOT_BYTES as u64 <= META_SLOT_B_OFFSET);
+// A long poll must end well before any sane client deadline.
+const _: () = assert!(READ_WAIT_MS_MAX <= 60_000);
+const _: () = assert!(HEARTBEAT_MS_MIN <= HEARTBEAT_MS_MAX);
+const _: () = assert!(MASTER_RETRY_MS_MIN <= MASTER_RETRY_MS_MAX);
+// A maximal gRPC message fits the stream window, so one batch never stalls on window updates.
+const _: () =
+    assert!(cairn_proto::GRPC_MESSAGE_BYTES_MAX <= HTTP2_CONNECTION_WINDOW_BYTES as usize);
+const _: () = assert!(HTTP2_STREAM_WINDOW_BYTES <= HTTP2_CONNECTION_WINDOW_BYTES);

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench_store;
+mod chunkserver;
 mod inspect;
+mod serve;
 
 /// Cairn, a GFS-style append-only record store.
 #[derive(Parser, Debug)]
@@ -21,6 +23,8 @@ struct Cli {
 enum Command {
     /// Verify a chunk file offline (a bad final range counts as a torn tail) and print it.
     Inspect(inspect::InspectArgs),
+    /// Run a chunkserver: store replicas under --data and serve them.
+    Chunkserver(cairn_chunkserver::Args),
     /// Measure parts of Cairn on this machine.
     #[command(subcommand)]
     Bench(Bench),
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Chunkserver(args) => chunkserver::run(args),
         Command::Bench(Bench::Store(args)) => bench_store::run(args),
     };
     result.unwrap_or_else(|e| {

@@ -57,14 +57,15 @@ pub trait ChunkStore: Send + Sync + 'static {
     /// Resolves once bytes [offset, offset+frames.len()) are durable; returns the new durable
     /// length. An early append (offset past the current end) waits, bounded, for the bytes
     /// before it. The request is queued when this is called, not when the future is polled; a
-    /// dropped future does not cancel it.
+    /// dropped future does not cancel it. The future does not borrow the store (`'static`), so
+    /// a caller can queue appends in order under a lock and await them in another task.
     fn append(
         &self,
         handle: ChunkHandle,
         version: u64,
         offset: u64,
         frames: Bytes,
-    ) -> impl Future<Output = Result<u64>> + Send;
+    ) -> impl Future<Output = Result<u64>> + Send + 'static;
 
     /// Up to `max_len` bytes from file offset `offset`, never past the durable length.
     /// Never waits for writes. Sealed replicas are served from a memory map without copying.
@@ -84,7 +85,7 @@ pub trait ChunkStore: Send + Sync + 'static {
         &self,
         handle: ChunkHandle,
         new_version: u64,
-    ) -> impl Future<Output = Result<ReplicaState>> + Send;
+    ) -> impl Future<Output = Result<ReplicaState>> + Send + 'static;
 
     /// Seals the replica at `len` (the master's agreed length, possibly below this replica's
     /// acknowledged length), which must be at most the durable length; the version must be the
@@ -485,7 +486,7 @@ impl<D: Disk> ChunkStore for Store<D> {
         version: u64,
         offset: u64,
         frames: Bytes,
-    ) -> impl Future<Output = Result<u64>> + Send {
+    ) -> impl Future<Output = Result<u64>> + Send + 'static {
         let rx = self.submit_append(handle, version, offset, frames);
         async move {
             match rx {
@@ -548,7 +549,7 @@ impl<D: Disk> ChunkStore for Store<D> {
         &self,
         handle: ChunkHandle,
         new_version: u64,
-    ) -> impl Future<Output = Result<ReplicaState>> + Send {
+    ) -> impl Future<Output = Result<ReplicaState>> + Send + 'static {
         let rx = self.submit_fence(handle, new_version);
         async move {
             match rx {

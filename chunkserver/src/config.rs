@@ -1,0 +1,188 @@
+//! The chunkserver's configuration: command-line [`Args`] (each flag also read from a
+//! `CAIRN_…` environment variable) and the validated [`Config`] that [`crate::server::serve`]
+//! takes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::limits::{HEARTBEAT_MS_MAX, HEARTBEAT_MS_MIN, RPC_TIMEOUT_MS_MAX, RPC_TIMEOUT_MS_MIN};
+
+/// `cairn chunkserver` flags.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    /// Address to listen on, HOST:PORT.
+    #[arg(
+        long,
+        env = "CAIRN_CHUNKSERVER_LISTEN",
+        default_value = "127.0.0.1:7001"
+    )]
+    pub listen: String,
+    /// Address the master and clients use to reach this chunkserver, HOST:PORT (its name in
+    /// the cluster). Default: the listen address.
+    #[arg(long, env = "CAIRN_CHUNKSERVER_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// The master's address, HOST:PORT.
+    #[arg(long, env = "CAIRN_MASTER", default_value = "127.0.0.1:7000")]
+    pub master: String,
+    /// Directory holding the replicas (created if missing).
+    #[arg(long, env = "CAIRN_CHUNKSERVER_DATA")]
+    pub data: PathBuf,
+    /// Heartbeat period in milliseconds (minimum 50).
+    #[arg(long, env = "CAIRN_HEARTBEAT_MS", default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+    /// Timeout of calls to secondaries and the master, in milliseconds; bounds how long an
+    /// append waits for every replica.
+    #[arg(long, env = "CAIRN_RPC_TIMEOUT_MS", default_value_t = 5000)]
+    pub rpc_timeout_ms: u64,
+}
+
+/// A validated chunkserver configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Address to listen on, HOST:PORT. The caller binds it (see [`crate::server::serve`]).
+    pub listen: String,
+    /// The name the master and clients use, HOST:PORT. A port of 0 is replaced by the
+    /// listener's port when serving (handy with `127.0.0.1:0` in tests).
+    pub advertise: String,
+    /// The master's address, HOST:PORT.
+    pub master: String,
+    /// Data directory; replicas live in `DATA/chunks/`.
+    pub data_dir: PathBuf,
+    /// Heartbeat period in milliseconds. Default 1000, minimum 50, maximum 60000. A master
+    /// that asks for a shorter period gets that.
+    pub heartbeat_ms: u64,
+    /// Timeout of calls to secondaries and the master, in milliseconds. Default 5000,
+    /// minimum 10, maximum 600000.
+    pub rpc_timeout_ms: u64,
+}
+
+impl Config {
+    /// A configuration with the defaults for everything but the data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            listen: "127.0.0.1:7001".into(),
+            advertise: "127.0.0.1:7001".into(),
+            master: "127.0.0.1:7000".into(),
+            data_dir: data_dir.into(),
+            heartbeat_ms: 1000,
+            rpc_timeout_ms: 5000,
+        }
+    }
+
+    /// The RPC timeout.
+    pub fn rpc_timeout(&self) -> Duration {
+        Duration::from_millis(self.rpc_timeout_ms)
+    }
+
+    /// Checks every field's bounds.
+    pub fn validate(&self) -> Result<()> {
+        check_host_port("--listen", &self.listen)?;
+        check_host_port("--advertise", &self.advertise)?;
+        check_host_port("--master", &self.master)?;
+        let (host, _) = split_host_port(&self.advertise).expect("checked above");
+        if matches!(host, "0.0.0.0" | "::" | "[::]") {
+            return Err(bad(format!(
+                "--advertise {}: peers cannot connect to an unspecified address; name this host",
+                self.advertise
+            )));
+        }
+        if !(HEARTBEAT_MS_MIN..=HEARTBEAT_MS_MAX).contains(&self.heartbeat_ms) {
+            return Err(bad(format!(
+                "--heartbeat-ms {} is outside {HEARTBEAT_MS_MIN}..={HEARTBEAT_MS_MAX}",
+                self.heartbeat_ms
+            )));
+        }
+        if !(RPC_TIMEOUT_MS_MIN..=RPC_TIMEOUT_MS_MAX).contains(&self.rpc_timeout_ms) {
+            return Err(bad(format!(
+                "--rpc-timeout-ms {} is outside {RPC_TIMEOUT_MS_MIN}..={RPC_TIMEOUT_MS_MAX}",
+                self.rpc_timeout_ms
+            )));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(bad("--data must name a directory".into()));
+        }
+        Ok(())
+    }
+}
+
+impl TryFrom<Args> for Config {
+    type Error = Error;
+
+    fn try_from(a: Args) -> Result<Config> {
+        let config = Config {
+            advertise: a.advertise.unwrap_or_else(|| a.listen.clone()),
+            listen: a.listen,
+            master: a.master,
+            data_dir: a.data,
+            heartbeat_ms: a.heartbeat_ms,
+            rpc_timeout_ms: a.rpc_timeout_ms,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn bad(reason: String) -> Error {
+    Error::Config { reason }
+}
+
+/// `(host, port)` of `HOST:PORT` (the host may be a bracketed IPv6 address).
+pub(crate) fn split_host_port(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    (!host.is_empty()).then_some((host, port))
+}
+
+fn check_host_port(flag: &str, s: &str) -> Result<()> {
+    if split_host_port(s).is_none() {
+        return Err(bad(format!("{flag} {s:?} is not HOST:PORT")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> Args {
+        Args {
+            listen: "127.0.0.1:7001".into(),
+            advertise: None,
+            master: "127.0.0.1:7000".into(),
+            data: "/tmp/x".into(),
+            heartbeat_ms: 1000,
+            rpc_timeout_ms: 5000,
+        }
+    }
+
+    #[test]
+    fn advertise_defaults_to_listen_and_bounds_are_checked() {
+        let c = Config::try_from(args()).unwrap();
+        assert_eq!(c.advertise, "127.0.0.1:7001");
+        assert_eq!(c, Config::new("/tmp/x"));
+        let e = Config::try_from(Args {
+            heartbeat_ms: 10,
+            ..args()
+        });
+        assert!(e.unwrap_err().to_string().contains("--heartbeat-ms"));
+        let e = Config::try_from(Args {
+            listen: "0.0.0.0:7001".into(),
+            ..args()
+        });
+        assert!(e.unwrap_err().to_string().contains("--advertise"));
+        let ok = Config::try_from(Args {
+            listen: "0.0.0.0:7001".into(),
+            advertise: Some("cs1.example:7001".into()),
+            ..args()
+        });
+        assert!(ok.is_ok());
+        assert!(
+            Config::try_from(Args {
+                master: "nohost".into(),
+                ..args()
+            })
+            .is_err()
+        );
+    }
+}

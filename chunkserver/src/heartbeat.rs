@@ -1,0 +1,158 @@
+//! Registration and heartbeats: `RegisterChunkserver` at start with every replica's state, then
+//! `Heartbeat` every period; deletes what the master says to delete, registers again when asked.
+//! An unreachable master is retried with a doubling backoff, forever: a chunkserver keeps
+//! serving reads and appends while the master is away.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_record::ChunkHandle;
+use tracing::{debug, info, warn};
+
+use crate::error::Error;
+use crate::limits::{MASTER_RETRY_MS_MAX, MASTER_RETRY_MS_MIN};
+use crate::node::Node;
+use crate::service::MasterLink;
+
+/// What the heartbeat loop needs.
+pub(crate) struct Heartbeat {
+    pub(crate) node: Arc<Node>,
+    pub(crate) master: MasterLink,
+    /// This chunkserver's advertised address.
+    pub(crate) address: String,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) period: Duration,
+}
+
+/// A doubling retry delay.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(Duration::from_millis(MASTER_RETRY_MS_MIN))
+    }
+
+    /// The delay to wait now; the next one is twice as long, up to the bound.
+    fn next(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (d * 2).min(Duration::from_millis(MASTER_RETRY_MS_MAX));
+        d
+    }
+}
+
+impl Heartbeat {
+    /// Runs until the task is aborted.
+    pub(crate) async fn run(mut self) {
+        loop {
+            let period = self.register().await;
+            self.beat(period).await;
+        }
+    }
+
+    /// Registers, retrying until the master answers; returns the heartbeat period to use.
+    async fn register(&mut self) -> Duration {
+        let mut backoff = Backoff::new();
+        loop {
+            let replicas = self.node.replicas();
+            let free = free_bytes(&self.data_dir);
+            match self.master.register(&self.address, &replicas, free).await {
+                Ok(r) => {
+                    info!(address = %self.address, replicas = replicas.len(), delete = r.delete.len(), "registered with the master");
+                    self.delete(&r.delete).await;
+                    let asked = Duration::from_millis(r.heartbeat_ms);
+                    // Beating faster than the master expects is harmless; slower could get
+                    // this chunkserver declared dead.
+                    return if asked.is_zero() {
+                        self.period
+                    } else {
+                        self.period.min(asked)
+                    };
+                }
+                Err(e) => {
+                    let wait = backoff.next();
+                    warn!(error = %e, retry_ms = wait.as_millis() as u64, "registration failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Heartbeats every `period` until the master asks for a new registration.
+    async fn beat(&mut self, period: Duration) {
+        let mut backoff = Backoff::new();
+        let mut wait = period;
+        loop {
+            tokio::time::sleep(wait).await;
+            let replicas = self.node.replicas();
+            let free = free_bytes(&self.data_dir);
+            match self.master.heartbeat(&self.address, &replicas, free).await {
+                Ok(r) => {
+                    backoff = Backoff::new();
+                    wait = period;
+                    self.delete(&r.delete).await;
+                    if r.reregister {
+                        info!("the master asked for a new registration");
+                        return;
+                    }
+                }
+                Err(e) => {
+                    wait = backoff.next().max(period);
+                    warn!(error = %e, retry_ms = wait.as_millis() as u64, "heartbeat failed; retrying");
+                }
+            }
+        }
+    }
+
+    async fn delete(&self, handles: &[ChunkHandle]) {
+        for &handle in handles {
+            match self.node.delete(handle).await {
+                Ok(()) => info!(chunk = %handle, "deleted replica as the master asked"),
+                Err(Error::NotFound { .. }) => debug!(chunk = %handle, "replica to delete is gone"),
+                Err(e) => warn!(chunk = %handle, error = %e, "could not delete replica"),
+            }
+        }
+    }
+}
+
+/// Free bytes on the file system holding `dir` (0 if unknown).
+fn free_bytes(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a valid NUL-terminated string and `st` is writable memory of the right
+    // type; statvfs fills it on success.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return 0;
+    }
+    // SAFETY: statvfs returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    // The field types differ between platforms (u32 on some 32-bit ones).
+    #[allow(clippy::unnecessary_cast)]
+    let (blocks, size) = (st.f_bavail as u64, st.f_frsize as u64);
+    blocks.saturating_mul(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_bound() {
+        let mut b = Backoff::new();
+        assert_eq!(b.next(), Duration::from_millis(MASTER_RETRY_MS_MIN));
+        assert_eq!(b.next(), Duration::from_millis(2 * MASTER_RETRY_MS_MIN));
+        for _ in 0..20 {
+            b.next();
+        }
+        assert_eq!(b.next(), Duration::from_millis(MASTER_RETRY_MS_MAX));
+    }
+
+    #[test]
+    fn free_bytes_of_the_temp_dir_is_known() {
+        assert!(free_bytes(&std::env::temp_dir()) > 0);
+    }
+}

@@ -1,0 +1,564 @@
+//! What each chunkserver RPC does, in domain types: the store, the in-memory chunk states
+//! (primary role, readable end, long-poll wake-ups) and the secondaries a primary forwards to.
+//! [`crate::service`] converts to and from the wire types around these methods.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_record::limits::{CHUNK_HEADER_BYTES, record_payload_bytes_max};
+use cairn_record::{ChunkHandle, ScanItem, Scanner, encode_padding};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::error::{Error, Result};
+use crate::limits::{FENCE_SCAN_CARRY_BYTES_MAX, READ_BYTES_MAX, READ_WAIT_MS_MAX};
+use crate::primary::{Admission, Batch, Primary, Write};
+use crate::service::Peers;
+use crate::store::disk::FsDisk;
+use crate::store::{ChunkStore, ReplicaState, Store};
+
+/// Reads of open replicas larger than this run on a blocking thread (they `pread`).
+const READ_INLINE_BYTES_MAX: usize = 256 << 10;
+
+/// How an append ended (the wire's `AppendStatus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AppendStatus {
+    /// Every record is stored.
+    Ok,
+    /// A prefix is stored; the chunk is full.
+    ChunkFull,
+    /// Nothing stored: the batch starts past the writer's next sequence.
+    OutOfOrder,
+}
+
+/// The answer to an append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AppendOutcome {
+    pub(crate) status: AppendStatus,
+    pub(crate) offsets: Vec<u64>,
+    pub(crate) commit_offset: u64,
+    pub(crate) expected_sequence: u64,
+}
+
+/// The answer to a read.
+#[derive(Clone, Debug)]
+pub(crate) struct ReadOutcome {
+    pub(crate) offset: u64,
+    pub(crate) data: Bytes,
+    pub(crate) readable_end: u64,
+    pub(crate) sealed: bool,
+    pub(crate) version: u64,
+}
+
+/// The answer to a fence.
+#[derive(Clone, Debug)]
+pub(crate) struct FenceOutcome {
+    pub(crate) state: ReplicaState,
+    /// (writer, highest sequence), sorted by writer.
+    pub(crate) writer_marks: Vec<(u64, u64)>,
+}
+
+/// A `CreateReplica` for the chunk's primary.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PrimaryRole {
+    pub(crate) secondaries: Vec<String>,
+    pub(crate) inherited: HashMap<u64, u64>,
+}
+
+/// What this chunkserver keeps in memory about one replica.
+pub(crate) struct Chunk {
+    handle: ChunkHandle,
+    /// Largest record payload of this chunk.
+    payload_bytes_max: usize,
+    /// The readable end of the open replica: the commit offset on the primary, the last one
+    /// forwarded on a secondary. Also pinged (unchanged) on fence, seal, delete and failure,
+    /// so long polls look again.
+    readable: watch::Sender<u64>,
+    /// Present on the chunk's primary (lost in a restart).
+    primary: Option<Mutex<Primary>>,
+}
+
+impl Chunk {
+    fn new(handle: ChunkHandle, capacity: u64, primary: Option<Primary>) -> Chunk {
+        Chunk {
+            handle,
+            payload_bytes_max: record_payload_bytes_max(capacity),
+            readable: watch::Sender::new(CHUNK_HEADER_BYTES as u64),
+            primary: primary.map(Mutex::new),
+        }
+    }
+
+    fn primary(&self) -> Option<MutexGuard<'_, Primary>> {
+        self.primary
+            .as_ref()
+            .map(|p| p.lock().expect("primary lock poisoned"))
+    }
+
+    /// Wakes long polls without changing the readable end.
+    fn ping(&self) {
+        self.readable.send_modify(|_| {});
+    }
+
+    /// Raises the readable end (never lowers it).
+    fn raise_readable(&self, end: u64) {
+        self.readable.send_if_modified(|r| {
+            let grew = end > *r;
+            if grew {
+                *r = end;
+            }
+            grew
+        });
+    }
+
+    /// Records the outcome of the write at `offset` (called by its replication task).
+    fn finish_write(&self, offset: u64, result: &Result<()>) {
+        let mut p = self.primary().expect("only a primary writes");
+        match result {
+            Ok(()) => {
+                if let Some(commit) = p.complete(offset) {
+                    // Under the lock, so commit offsets are published in order.
+                    self.readable.send_replace(commit);
+                }
+            }
+            Err(e) => {
+                if !p.closed() {
+                    warn!(chunk = %self.handle, offset, error = %e, "write failed; chunk broken");
+                }
+                p.fail();
+                drop(p);
+                self.ping();
+            }
+        }
+    }
+}
+
+/// The chunkserver's state.
+pub(crate) struct Node {
+    store: Arc<Store<FsDisk>>,
+    chunks: RwLock<HashMap<ChunkHandle, Arc<Chunk>>>,
+    peers: Peers,
+    rpc_timeout: Duration,
+    /// True once the server is shutting down: long polls return.
+    stopping: watch::Receiver<bool>,
+}
+
+impl Node {
+    /// A node over `store`.
+    pub(crate) fn new(
+        store: Arc<Store<FsDisk>>,
+        peers: Peers,
+        rpc_timeout: Duration,
+        stopping: watch::Receiver<bool>,
+    ) -> Node {
+        Node {
+            store,
+            chunks: RwLock::new(HashMap::new()),
+            peers,
+            rpc_timeout,
+            stopping,
+        }
+    }
+
+    /// Every replica's state, for reports to the master.
+    pub(crate) fn replicas(&self) -> Vec<ReplicaState> {
+        self.store.list()
+    }
+
+    /// The in-memory state of `handle`, created (without a primary role) for a replica the
+    /// store has but this process has not seen yet (after a restart). `NotFound` otherwise.
+    fn chunk(&self, handle: ChunkHandle) -> Result<Arc<Chunk>> {
+        if let Some(c) = self
+            .chunks
+            .read()
+            .expect("chunks lock poisoned")
+            .get(&handle)
+        {
+            return Ok(c.clone());
+        }
+        let state = self.store.state(handle)?;
+        let mut chunks = self.chunks.write().expect("chunks lock poisoned");
+        let chunk = chunks
+            .entry(handle)
+            .or_insert_with(|| Arc::new(Chunk::new(handle, state.capacity, None)));
+        Ok(chunk.clone())
+    }
+
+    /// Creates an empty replica; with `primary`, this chunkserver becomes its primary.
+    /// Repeating the same create is answered as a success.
+    pub(crate) async fn create(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        capacity: u64,
+        primary: Option<PrimaryRole>,
+    ) -> Result<()> {
+        let store = self.store.clone();
+        let created = blocking(move || store.create(handle, version, capacity)).await;
+        match created {
+            Ok(_) => {}
+            Err(Error::AlreadyExists { .. }) => {
+                // A retried create (the master resends after a timeout) is fine if nothing
+                // differs and nothing was written yet.
+                let s = self.store.state(handle)?;
+                let same = s.version == version && s.capacity == capacity && !s.sealed;
+                let empty = s.len == CHUNK_HEADER_BYTES as u64;
+                let has_role = self
+                    .chunks
+                    .read()
+                    .expect("chunks lock poisoned")
+                    .get(&handle)
+                    .is_some_and(|c| c.primary.is_some());
+                if !same || (primary.is_some() && !has_role && !empty) {
+                    return Err(Error::AlreadyExists { handle });
+                }
+                if has_role || primary.is_none() {
+                    return Ok(());
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        let role =
+            primary.map(|r| Primary::new(handle, version, capacity, r.secondaries, r.inherited));
+        let chunk = Arc::new(Chunk::new(handle, capacity, role));
+        self.chunks
+            .write()
+            .expect("chunks lock poisoned")
+            .insert(handle, chunk);
+        Ok(())
+    }
+
+    /// The primary's append (ARCHITECTURE.md, "Record append", steps 4–6).
+    pub(crate) async fn append(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        frames: Bytes,
+        acked_through: u64,
+    ) -> Result<AppendOutcome> {
+        let chunk = self.chunk(handle)?;
+        if chunk.primary.is_none() {
+            return Err(Error::NotPrimary { handle });
+        }
+        let batch = Batch::parse(&frames, chunk.payload_bytes_max)
+            .map_err(|reason| Error::InvalidBatch { handle, reason })?;
+        let (admitted, replication) = {
+            let mut guard = chunk.primary().expect("checked above");
+            let p = &mut *guard;
+            let admitted = match p.admit(version, &batch, acked_through)? {
+                Admission::Admitted(a) => a,
+                Admission::Full => {
+                    return Ok(AppendOutcome {
+                        status: AppendStatus::ChunkFull,
+                        offsets: Vec::new(),
+                        commit_offset: p.commit(),
+                        expected_sequence: 0,
+                    });
+                }
+                Admission::OutOfOrder { expected_sequence } => {
+                    return Ok(AppendOutcome {
+                        status: AppendStatus::OutOfOrder,
+                        offsets: Vec::new(),
+                        commit_offset: p.commit(),
+                        expected_sequence,
+                    });
+                }
+            };
+            let replication = admitted
+                .write
+                .as_ref()
+                .map(|w| self.start_write(&chunk, p, w, &frames));
+            (admitted, replication)
+        };
+        if let Some(task) = replication {
+            task.await.map_err(|_| Error::Broken { handle })??;
+        }
+        if admitted.wait_commit > 0 {
+            self.wait_commit(&chunk, admitted.wait_commit).await?;
+        }
+        debug!(chunk = %handle, records = admitted.offsets.len(), full = admitted.full, "appended");
+        Ok(AppendOutcome {
+            status: if admitted.full {
+                AppendStatus::ChunkFull
+            } else {
+                AppendStatus::Ok
+            },
+            offsets: admitted.offsets,
+            commit_offset: *chunk.readable.borrow(),
+            expected_sequence: 0,
+        })
+    }
+
+    /// Queues `w` on the local store and forwards it to every secondary, all before returning
+    /// (so under the chunk lock, in offset order); a task awaits them all and reports back to
+    /// the chunk, even if the client goes away.
+    fn start_write(
+        &self,
+        chunk: &Arc<Chunk>,
+        p: &Primary,
+        w: &Write,
+        frames: &Bytes,
+    ) -> JoinHandle<Result<()>> {
+        let handle = chunk.handle;
+        let version = p.version();
+        let bytes = if w.padding_bytes == 0 {
+            // Zero-copy: the request's own buffer goes to the disk and the secondaries.
+            frames.slice(w.frames.clone())
+        } else {
+            // Once per chunk: the stored prefix and the padding, in one buffer.
+            let mut out = Vec::with_capacity(w.len() as usize);
+            out.extend_from_slice(&frames[w.frames.clone()]);
+            encode_padding(&mut out, w.padding_bytes)
+                .expect("padding up to an aligned capacity is a positive multiple of 8");
+            Bytes::from(out)
+        };
+        let local = self.store.append(handle, version, w.offset, bytes.clone());
+        let commit = p.commit();
+        let forwards: Vec<_> = p
+            .secondaries()
+            .iter()
+            .map(|peer| {
+                self.peers
+                    .forward(peer, handle, version, w.offset, bytes.clone(), commit)
+            })
+            .collect();
+        let chunk = chunk.clone();
+        let offset = w.offset;
+        let timeout = self.rpc_timeout;
+        tokio::spawn(async move {
+            let all = async {
+                local.await?;
+                for f in forwards {
+                    f.await.map_err(|_| Error::Broken { handle })??;
+                }
+                Ok(())
+            };
+            let result = tokio::time::timeout(timeout, all)
+                .await
+                .unwrap_or(Err(Error::Timeout {
+                    handle,
+                    timeout_ms: timeout.as_millis() as u64,
+                }));
+            chunk.finish_write(offset, &result);
+            result
+        })
+    }
+
+    /// Waits until the commit offset reaches `end` (duplicates still in flight).
+    async fn wait_commit(&self, chunk: &Chunk, end: u64) -> Result<()> {
+        let handle = chunk.handle;
+        let mut rx = chunk.readable.subscribe();
+        let deadline = Instant::now() + self.rpc_timeout;
+        loop {
+            if *rx.borrow_and_update() >= end {
+                return Ok(());
+            }
+            if chunk.primary().is_some_and(|p| p.closed()) {
+                return Err(Error::Broken { handle });
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return Err(Error::Timeout {
+                    handle,
+                    timeout_ms: self.rpc_timeout.as_millis() as u64,
+                });
+            }
+        }
+    }
+
+    /// A secondary's write: the primary's bytes at exactly `offset`.
+    pub(crate) async fn forward(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        offset: u64,
+        frames: Bytes,
+        commit_offset: u64,
+    ) -> Result<u64> {
+        let chunk = self.chunk(handle)?;
+        let durable = self.store.append(handle, version, offset, frames).await?;
+        // The primary's commit offset covers bytes durable on every replica, this one included.
+        chunk.raise_readable(commit_offset.min(durable));
+        Ok(durable)
+    }
+
+    /// Bytes `[offset, min(offset + max_bytes, readable_end))`, waiting up to `wait_ms` for
+    /// new bytes or a seal when nothing is readable at `offset` of an open chunk.
+    pub(crate) async fn read(
+        &self,
+        handle: ChunkHandle,
+        offset: u64,
+        max_bytes: u32,
+        wait_ms: u32,
+    ) -> Result<ReadOutcome> {
+        let chunk = self.chunk(handle)?;
+        let max_bytes = match max_bytes as usize {
+            0 => READ_BYTES_MAX,
+            n => n.min(READ_BYTES_MAX),
+        };
+        let wait = Duration::from_millis((wait_ms as u64).min(READ_WAIT_MS_MAX));
+        let deadline = Instant::now() + wait;
+        let mut rx = chunk.readable.subscribe();
+        let mut stopping = self.stopping.clone();
+        let (state, readable_end) = loop {
+            let commit = *rx.borrow_and_update();
+            let state = self.store.state(handle)?;
+            let end = if state.sealed {
+                state.acked_len
+            } else {
+                commit.min(state.len)
+            };
+            if state.sealed || offset < end || wait.is_zero() || *stopping.borrow() {
+                break (state, end);
+            }
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { break (state, end) },
+                res = stopping.changed() => if res.is_err() { break (state, end) },
+                _ = tokio::time::sleep_until(deadline) => break (state, end),
+            }
+        };
+        let n = readable_end.saturating_sub(offset).min(max_bytes as u64) as usize;
+        let data = if n == 0 {
+            Bytes::new()
+        } else if state.sealed || n <= READ_INLINE_BYTES_MAX {
+            self.store.read(handle, offset, n)?
+        } else {
+            let store = self.store.clone();
+            blocking(move || store.read(handle, offset, n)).await?
+        };
+        Ok(ReadOutcome {
+            offset,
+            data,
+            readable_end,
+            sealed: state.sealed,
+            version: state.version,
+        })
+    }
+
+    /// The master's fence: refuse appends, adopt `new_version`, report the durable length and
+    /// the writers' high-water marks scanned from the durable bytes.
+    pub(crate) async fn fence(
+        &self,
+        handle: ChunkHandle,
+        new_version: u64,
+    ) -> Result<FenceOutcome> {
+        let chunk = self.chunk(handle)?;
+        if let Some(mut p) = chunk.primary()
+            && new_version > p.version()
+        {
+            p.fence();
+        }
+        let state = self.store.fence(handle, new_version).await;
+        chunk.ping();
+        let state = state?;
+        let store = self.store.clone();
+        let len = state.len;
+        let writer_marks = blocking(move || scan_writer_marks(&store, handle, len)).await?;
+        info!(chunk = %handle, version = state.version, len, writers = writer_marks.len(), "fenced");
+        Ok(FenceOutcome {
+            state,
+            writer_marks,
+        })
+    }
+
+    /// The master's seal at `length` (at most this replica's durable length).
+    pub(crate) async fn seal(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        length: u64,
+    ) -> Result<ReplicaState> {
+        let chunk = self.chunk(handle)?;
+        if let Some(mut p) = chunk.primary() {
+            p.fence();
+        }
+        let store = self.store.clone();
+        let state = blocking(move || store.seal(handle, version, length)).await;
+        chunk.ping();
+        state
+    }
+
+    /// Deletes the replica and forgets the chunk.
+    pub(crate) async fn delete(&self, handle: ChunkHandle) -> Result<()> {
+        let store = self.store.clone();
+        let result = blocking(move || store.delete(handle)).await;
+        let chunk = self
+            .chunks
+            .write()
+            .expect("chunks lock poisoned")
+            .remove(&handle);
+        if let Some(chunk) = chunk {
+            if let Some(mut p) = chunk.primary() {
+                p.fence();
+            }
+            chunk.ping();
+        }
+        result
+    }
+}
+
+/// Runs blocking store work off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("blocking store work does not panic")
+}
+
+/// The highest sequence of each writer among the valid data frames in `[32, len)` of the
+/// replica, sorted by writer. Bad ranges are skipped with a warning (their records cannot be
+/// trusted to name a writer).
+fn scan_writer_marks(
+    store: &Store<FsDisk>,
+    handle: ChunkHandle,
+    len: u64,
+) -> Result<Vec<(u64, u64)>> {
+    let mut marks: HashMap<u64, u64> = HashMap::new();
+    // File offset of `carry[0]`, and bytes of a frame cut by the previous read.
+    let mut pos = CHUNK_HEADER_BYTES as u64;
+    let mut carry: Vec<u8> = Vec::new();
+    let mut read_at = pos;
+    while read_at < len {
+        let want = (len - read_at).min(READ_BYTES_MAX as u64) as usize;
+        let data = store.read(handle, read_at, want)?;
+        if data.is_empty() {
+            break;
+        }
+        read_at += data.len() as u64;
+        let buf = if carry.is_empty() {
+            data
+        } else {
+            carry.extend_from_slice(&data);
+            Bytes::from(std::mem::take(&mut carry))
+        };
+        let last = read_at >= len;
+        let mut consumed = buf.len();
+        for item in Scanner::new(&buf, pos) {
+            match item {
+                ScanItem::Record { id, .. } => {
+                    let m = marks.entry(id.writer).or_insert(0);
+                    *m = (*m).max(id.sequence);
+                }
+                ScanItem::Padding { .. } => {}
+                ScanItem::Corrupt { offset, len: bad } => {
+                    let to_end = offset + bad == pos + buf.len() as u64;
+                    if !last && to_end && bad <= FENCE_SCAN_CARRY_BYTES_MAX as u64 {
+                        // Probably a frame cut by the read boundary: read on and look again.
+                        consumed = (offset - pos) as usize;
+                        break;
+                    }
+                    warn!(chunk = %handle, offset, len = bad, "bad bytes skipped while scanning writer marks");
+                }
+            }
+        }
+        carry = buf[consumed..].to_vec();
+        pos += consumed as u64;
+    }
+    let mut marks: Vec<(u64, u64)> = marks.into_iter().collect();
+    marks.sort_unstable();
+    Ok(marks)
+}

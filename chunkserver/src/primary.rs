@@ -1,0 +1,540 @@
+//! The primary's per-chunk state: writer marks, end offset, full / broken / fenced flags and
+//! the commit offset (ARCHITECTURE.md, "Record append", steps 4–6).
+//!
+//! Everything here is plain synchronous bookkeeping, run under the chunk's lock for a few
+//! microseconds per batch: no I/O, no awaits. The service submits the bytes a [`Write`] names
+//! to the store and the secondaries while it still holds the lock, so writes reach the local
+//! store in offset order, and reports each write's outcome back with [`Primary::complete`] or
+//! [`Primary::fail`].
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Range;
+
+use cairn_record::limits::CHUNK_HEADER_BYTES;
+use cairn_record::{ChunkHandle, ScanItem, Scanner, encoded_len};
+
+use crate::error::{Error, Result};
+use crate::limits::WRITER_RECENT_OFFSETS_MAX;
+
+/// An `Append` batch that passed the checks: one writer's data frames with consecutive
+/// sequences, covering the whole buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Batch {
+    /// The writer of every record.
+    pub(crate) writer: u64,
+    /// Sequence of the first record; record `i` has `first_sequence + i`.
+    pub(crate) first_sequence: u64,
+    /// `ends[i]`: where frame `i` ends in the buffer (frame `i` starts at `ends[i - 1]`, or 0).
+    pub(crate) ends: Vec<usize>,
+}
+
+impl Batch {
+    /// Checks `frames` and describes it; the error is a sentence for `INVALID_ARGUMENT`.
+    pub(crate) fn parse(
+        frames: &[u8],
+        payload_bytes_max: usize,
+    ) -> std::result::Result<Batch, String> {
+        if frames.is_empty() {
+            return Err("the batch is empty".into());
+        }
+        let mut batch = Batch {
+            writer: 0,
+            first_sequence: 0,
+            ends: Vec::new(),
+        };
+        for item in Scanner::new(frames, 0) {
+            match item {
+                ScanItem::Record {
+                    offset,
+                    id,
+                    payload,
+                } => {
+                    if payload.len() > payload_bytes_max {
+                        return Err(format!(
+                            "record {id} has {} payload bytes, over this chunk's limit of \
+                             {payload_bytes_max}",
+                            payload.len()
+                        ));
+                    }
+                    if batch.ends.is_empty() {
+                        if id.sequence == 0 {
+                            return Err(format!("record {id}: sequences start at 1"));
+                        }
+                        batch.writer = id.writer;
+                        batch.first_sequence = id.sequence;
+                    } else if id.writer != batch.writer {
+                        return Err(format!(
+                            "records of two writers ({:016x} and {:016x}) in one batch",
+                            batch.writer, id.writer
+                        ));
+                    } else if batch.first_sequence.checked_add(batch.ends.len() as u64)
+                        != Some(id.sequence)
+                    {
+                        return Err(format!(
+                            "record {id} at batch byte {offset} does not follow sequence {}",
+                            batch.first_sequence + batch.ends.len() as u64 - 1
+                        ));
+                    }
+                    batch
+                        .ends
+                        .push(offset as usize + encoded_len(payload.len()));
+                }
+                ScanItem::Padding { offset, .. } => {
+                    return Err(format!(
+                        "padding at batch byte {offset}: appends carry data frames only"
+                    ));
+                }
+                ScanItem::Corrupt { offset, len } => {
+                    return Err(format!(
+                        "batch bytes {offset}..{} are not a valid frame",
+                        offset + len
+                    ));
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Number of records.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Where record `i` starts in the buffer.
+    fn start(&self, i: usize) -> usize {
+        if i == 0 { 0 } else { self.ends[i - 1] }
+    }
+}
+
+/// What the primary makes of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Stored (or found stored): answer with `offsets` once `write` is durable everywhere and
+    /// the commit offset reached `wait_commit`.
+    Admitted(Admitted),
+    /// The batch starts past the writer's next sequence; nothing stored.
+    OutOfOrder {
+        /// The next sequence expected from this writer.
+        expected_sequence: u64,
+    },
+    /// The chunk was already full: nothing stored, no offsets.
+    Full,
+}
+
+/// A batch the primary took.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Admitted {
+    /// The chunk became full: some records did not fit (they follow `offsets`).
+    pub(crate) full: bool,
+    /// One per stored record (duplicates first), in batch order; 0 for a duplicate whose
+    /// offset is forgotten.
+    pub(crate) offsets: Vec<u64>,
+    /// Duplicates may still be in flight: answer only once the commit offset reaches this.
+    pub(crate) wait_commit: u64,
+    /// Bytes to write, if any.
+    pub(crate) write: Option<Write>,
+}
+
+/// One write the primary assigned: a slice of the batch, then optionally padding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Write {
+    /// File offset of the first byte.
+    pub(crate) offset: u64,
+    /// The batch bytes to write (whole frames).
+    pub(crate) frames: Range<usize>,
+    /// Padding bytes after them, up to the capacity (0 if the chunk did not fill).
+    pub(crate) padding_bytes: usize,
+}
+
+impl Write {
+    /// Total bytes written.
+    pub(crate) fn len(&self) -> u64 {
+        (self.frames.len() + self.padding_bytes) as u64
+    }
+}
+
+/// Per writer: its high-water mark in this chunk and the offsets of its recent records.
+#[derive(Debug)]
+struct WriterMarks {
+    /// The mark the writer started with here (inherited, or its `acked_through`).
+    base: u64,
+    /// Highest sequence assigned in this chunk (or `base`).
+    mark: u64,
+    /// (offset, end) of sequences `mark - recent.len() + 1 ..= mark`, oldest first.
+    recent: VecDeque<(u64, u64)>,
+}
+
+impl WriterMarks {
+    /// (offset, end) of `sequence` if it is still remembered.
+    fn recent(&self, sequence: u64) -> Option<(u64, u64)> {
+        let first = self.mark + 1 - self.recent.len() as u64;
+        if sequence < first || sequence > self.mark {
+            return None;
+        }
+        self.recent.get((sequence - first) as usize).copied()
+    }
+
+    fn remember(&mut self, offset: u64, end: u64) {
+        if self.recent.len() == WRITER_RECENT_OFFSETS_MAX {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((offset, end));
+        self.mark += 1;
+    }
+}
+
+/// The primary's state of one open chunk.
+#[derive(Debug)]
+pub(crate) struct Primary {
+    handle: ChunkHandle,
+    version: u64,
+    capacity: u64,
+    secondaries: Vec<String>,
+    inherited: HashMap<u64, u64>,
+    writers: HashMap<u64, WriterMarks>,
+    /// Where the next write goes: the end of everything assigned so far.
+    end: u64,
+    full: bool,
+    broken: bool,
+    fenced: bool,
+    /// Writes not yet durable everywhere, by offset: (end, done).
+    in_flight: BTreeMap<u64, (u64, bool)>,
+    commit: u64,
+}
+
+impl Primary {
+    /// The state of a new, empty chunk.
+    pub(crate) fn new(
+        handle: ChunkHandle,
+        version: u64,
+        capacity: u64,
+        secondaries: Vec<String>,
+        inherited: HashMap<u64, u64>,
+    ) -> Primary {
+        let empty = CHUNK_HEADER_BYTES as u64;
+        Primary {
+            handle,
+            version,
+            capacity,
+            secondaries,
+            inherited,
+            writers: HashMap::new(),
+            end: empty,
+            full: false,
+            broken: false,
+            fenced: false,
+            in_flight: BTreeMap::new(),
+            commit: empty,
+        }
+    }
+
+    /// The secondaries' addresses.
+    pub(crate) fn secondaries(&self) -> &[String] {
+        &self.secondaries
+    }
+
+    /// The chunk version appends must carry.
+    pub(crate) fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The end of the longest prefix durable on every replica.
+    pub(crate) fn commit(&self) -> u64 {
+        self.commit
+    }
+
+    /// Whether no more appends can be acknowledged here (broken or fenced).
+    pub(crate) fn closed(&self) -> bool {
+        self.broken || self.fenced
+    }
+
+    /// Refuses appends from now on (the master is sealing the chunk).
+    pub(crate) fn fence(&mut self) {
+        self.fenced = true;
+    }
+
+    /// Decides what to do with `batch` and, if it writes, reserves its bytes.
+    pub(crate) fn admit(
+        &mut self,
+        version: u64,
+        batch: &Batch,
+        acked_through: u64,
+    ) -> Result<Admission> {
+        let handle = self.handle;
+        if version != self.version {
+            return Err(Error::StaleVersion {
+                handle,
+                have: self.version,
+                got: version,
+            });
+        }
+        if self.fenced {
+            return Err(Error::Fenced { handle });
+        }
+        if self.broken {
+            return Err(Error::Broken { handle });
+        }
+        if self.full {
+            return Ok(Admission::Full);
+        }
+        let inherited = self.inherited.get(&batch.writer).copied().unwrap_or(0);
+        let w = self.writers.entry(batch.writer).or_insert_with(|| {
+            let base = inherited.max(acked_through);
+            WriterMarks {
+                base,
+                mark: base,
+                recent: VecDeque::new(),
+            }
+        });
+        let first = batch.first_sequence;
+        if first > w.mark + 1 {
+            return Ok(Admission::OutOfOrder {
+                expected_sequence: w.mark + 1,
+            });
+        }
+        let n = batch.len();
+        let dups = ((w.mark + 1 - first) as usize).min(n);
+        let mut offsets = Vec::with_capacity(n);
+        let mut wait_commit = 0;
+        for i in 0..dups {
+            let sequence = first + i as u64;
+            match w.recent(sequence) {
+                Some((offset, end)) => {
+                    offsets.push(offset);
+                    wait_commit = wait_commit.max(end);
+                }
+                None => {
+                    offsets.push(0);
+                    if sequence > w.base {
+                        // Assigned in this chunk but forgotten: it lies below the current end.
+                        wait_commit = wait_commit.max(self.end);
+                    }
+                }
+            }
+        }
+        // The longest prefix of the new records that fits under the capacity.
+        let start = batch.start(dups);
+        let room = self.capacity - self.end;
+        let mut stored = dups;
+        while stored < n && (batch.ends[stored] - start) as u64 <= room {
+            stored += 1;
+        }
+        let frames = start..batch.start(stored);
+        let full = stored < n;
+        let padding_bytes = if full {
+            (room - frames.len() as u64) as usize
+        } else {
+            0
+        };
+        for i in dups..stored {
+            let offset = self.end + (batch.start(i) - start) as u64;
+            let end = self.end + (batch.ends[i] - start) as u64;
+            w.remember(offset, end);
+            offsets.push(offset);
+        }
+        let write = Write {
+            offset: self.end,
+            frames,
+            padding_bytes,
+        };
+        let write = (write.len() > 0).then(|| {
+            let end = self.end + write.len();
+            self.in_flight.insert(self.end, (end, false));
+            self.end = end;
+            write
+        });
+        self.full = full;
+        assert!(self.end <= self.capacity, "assigned past the capacity");
+        Ok(Admission::Admitted(Admitted {
+            full,
+            offsets,
+            wait_commit,
+            write,
+        }))
+    }
+
+    /// The write at `offset` is durable on every replica. Returns the new commit offset if it
+    /// grew.
+    pub(crate) fn complete(&mut self, offset: u64) -> Option<u64> {
+        let entry = self
+            .in_flight
+            .get_mut(&offset)
+            .expect("completed a write that was assigned");
+        entry.1 = true;
+        let before = self.commit;
+        while let Some(e) = self.in_flight.first_entry() {
+            let (end, done) = *e.get();
+            if !done {
+                break;
+            }
+            assert_eq!(*e.key(), self.commit, "writes are contiguous");
+            e.remove();
+            self.commit = end;
+        }
+        (self.commit > before).then_some(self.commit)
+    }
+
+    /// A write failed somewhere: the chunk acknowledges nothing more. The commit offset stays
+    /// below the failed write for good.
+    pub(crate) fn fail(&mut self) {
+        self.broken = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_record::{RecordId, encode_record};
+
+    const H: ChunkHandle = ChunkHandle(7);
+
+    fn frames(writer: u64, sequences: std::ops::RangeInclusive<u64>, len: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for sequence in sequences {
+            let id = RecordId { writer, sequence };
+            encode_record(&mut out, id, &vec![1u8; len], 1 << 20).unwrap();
+        }
+        out
+    }
+
+    fn batch(writer: u64, sequences: std::ops::RangeInclusive<u64>, len: usize) -> Batch {
+        Batch::parse(&frames(writer, sequences, len), 1 << 20).unwrap()
+    }
+
+    fn admitted(a: Admission) -> Admitted {
+        match a {
+            Admission::Admitted(a) => a,
+            other => panic!("not admitted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parse_refuses_mixed_writers_gaps_padding_garbage_and_oversized_records() {
+        let mut two = frames(1, 1..=2, 8);
+        two.extend(frames(2, 3..=3, 8));
+        assert!(
+            Batch::parse(&two, 1 << 20)
+                .unwrap_err()
+                .contains("two writers")
+        );
+        let mut gap = frames(1, 1..=1, 8);
+        gap.extend(frames(1, 3..=3, 8));
+        assert!(Batch::parse(&gap, 1 << 20).unwrap_err().contains("follow"));
+        let mut pad = frames(1, 1..=1, 8);
+        cairn_record::encode_padding(&mut pad, 64).unwrap();
+        assert!(Batch::parse(&pad, 1 << 20).unwrap_err().contains("padding"));
+        assert!(
+            Batch::parse(&[0xAB; 64], 1 << 20)
+                .unwrap_err()
+                .contains("valid frame")
+        );
+        let mut torn = frames(1, 1..=2, 8);
+        torn.truncate(torn.len() - 8);
+        assert!(Batch::parse(&torn, 1 << 20).is_err());
+        assert!(
+            Batch::parse(&frames(1, 1..=1, 100), 64)
+                .unwrap_err()
+                .contains("limit")
+        );
+        assert!(
+            Batch::parse(&frames(1, 0..=0, 8), 64)
+                .unwrap_err()
+                .contains("start at 1")
+        );
+        assert!(Batch::parse(&[], 64).is_err());
+        let b = batch(5, 3..=5, 8);
+        assert_eq!((b.writer, b.first_sequence, b.len()), (5, 3, 3));
+        assert_eq!(b.ends, vec![40, 80, 120]);
+    }
+
+    #[test]
+    fn writer_marks_give_offsets_duplicates_and_out_of_order() {
+        let mut p = Primary::new(H, 1, 4096, Vec::new(), HashMap::new());
+        let a = admitted(p.admit(1, &batch(9, 1..=2, 8), 0).unwrap());
+        assert_eq!(a.offsets, vec![32, 72]);
+        assert_eq!(a.write.clone().unwrap().frames, 0..80);
+        // A gap: the next expected is 3.
+        assert_eq!(
+            p.admit(1, &batch(9, 5..=5, 8), 0).unwrap(),
+            Admission::OutOfOrder {
+                expected_sequence: 3
+            }
+        );
+        // A retry of 2..=3: 2 is a duplicate (offset known, still in flight), 3 is new.
+        let b = admitted(p.admit(1, &batch(9, 2..=3, 8), 0).unwrap());
+        assert_eq!(b.offsets, vec![72, 112]);
+        assert_eq!(b.wait_commit, 112);
+        assert_eq!(b.write.clone().unwrap().frames, 40..80);
+        // Completions out of order: the commit offset waits for the first.
+        assert_eq!(p.complete(112), None);
+        assert_eq!(p.commit(), 32);
+        assert_eq!(p.complete(32), Some(152));
+        // Stale version.
+        assert!(matches!(
+            p.admit(2, &batch(9, 4..=4, 8), 0),
+            Err(Error::StaleVersion { .. })
+        ));
+    }
+
+    #[test]
+    fn inherited_marks_and_acked_through_start_a_new_writer() {
+        let inherited = HashMap::from([(9, 10)]);
+        let mut p = Primary::new(H, 1, 4096, Vec::new(), inherited);
+        let a = admitted(p.admit(1, &batch(9, 9..=11, 8), 0).unwrap());
+        assert_eq!(a.offsets, vec![0, 0, 32]);
+        assert_eq!(a.wait_commit, 0);
+        // Another writer, unseen, whose records up to 4 were acknowledged elsewhere.
+        assert_eq!(
+            p.admit(1, &batch(3, 6..=6, 8), 4).unwrap(),
+            Admission::OutOfOrder {
+                expected_sequence: 5
+            }
+        );
+        let b = admitted(p.admit(1, &batch(3, 5..=5, 8), 4).unwrap());
+        assert_eq!(b.offsets, vec![72]);
+    }
+
+    #[test]
+    fn a_batch_that_does_not_fit_stores_a_prefix_and_pads_to_the_capacity() {
+        // Capacity 32 + 3 frames of 40 bytes + 16: two more frames fit, not three.
+        let cap = 32 + 3 * 40 + 16;
+        let mut p = Primary::new(H, 1, cap, Vec::new(), HashMap::new());
+        admitted(p.admit(1, &batch(1, 1..=1, 8), 0).unwrap());
+        let a = admitted(p.admit(1, &batch(1, 2..=4, 8), 0).unwrap());
+        assert!(a.full);
+        assert_eq!(a.offsets, vec![72, 112]);
+        let w = a.write.unwrap();
+        assert_eq!(w.frames, 0..80);
+        assert_eq!(w.offset + w.len(), cap);
+        assert_eq!(w.padding_bytes, 16);
+        assert_eq!(p.admit(1, &batch(1, 4..=4, 8), 0).unwrap(), Admission::Full);
+    }
+
+    #[test]
+    fn a_broken_or_fenced_chunk_refuses_appends() {
+        let mut p = Primary::new(H, 1, 4096, Vec::new(), HashMap::new());
+        admitted(p.admit(1, &batch(1, 1..=1, 8), 0).unwrap());
+        p.fail();
+        assert!(matches!(
+            p.admit(1, &batch(1, 2..=2, 8), 0),
+            Err(Error::Broken { .. })
+        ));
+        let mut q = Primary::new(H, 1, 4096, Vec::new(), HashMap::new());
+        q.fence();
+        assert!(matches!(
+            q.admit(1, &batch(1, 1..=1, 8), 0),
+            Err(Error::Fenced { .. })
+        ));
+    }
+
+    #[test]
+    fn forgotten_duplicates_answer_zero_and_wait_for_the_end() {
+        let mut p = Primary::new(H, 1, 1 << 30, Vec::new(), HashMap::new());
+        let n = WRITER_RECENT_OFFSETS_MAX as u64 + 10;
+        admitted(p.admit(1, &batch(1, 1..=n, 0), 0).unwrap());
+        let a = admitted(p.admit(1, &batch(1, 1..=2, 0), 0).unwrap());
+        assert_eq!(a.offsets, vec![0, 0]);
+        assert_eq!(a.wait_commit, 32 + n * 32);
+        assert!(a.write.is_none());
+    }
+}

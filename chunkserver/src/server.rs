@@ -1,0 +1,115 @@
+//! The chunkserver's one entry point, [`serve`]: opens the store, starts the heartbeat loop and
+//! runs the gRPC server until `shutdown` resolves.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::GRPC_MESSAGE_BYTES_MAX;
+use cairn_proto::v1::chunkserver_server::ChunkserverServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tracing::info;
+
+use crate::config::{Config, split_host_port};
+use crate::error::{Error, Result};
+use crate::heartbeat::Heartbeat;
+use crate::limits::{HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES};
+use crate::node::Node;
+use crate::service::{ChunkserverService, MasterLink, Peers};
+use crate::store::disk::FsDisk;
+use crate::store::{ChunkStore, Store};
+
+/// Serves the chunkserver on `listener` until `shutdown` resolves.
+///
+/// Opens (and recovers) the store under `config.data_dir`, registers with the master and
+/// heartbeats in the background (an unreachable master is retried, never fatal), and answers
+/// the `cairn.v1.Chunkserver` RPCs. On shutdown, long-poll reads return at once, in-flight
+/// requests finish, and the store is closed (its writer threads stopped) before this returns,
+/// unless a request still holds it. Errors: a bad configuration, a store that cannot be
+/// opened, or a failed server.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    config.validate()?;
+    let local = listener.local_addr().map_err(|source| Error::Io {
+        op: "local address of",
+        path: config.listen.clone().into(),
+        source,
+    })?;
+    let advertise = advertised(&config.advertise, local.port());
+    let data_dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, FsDisk))
+        .await
+        .expect("opening the store does not panic")?;
+    let store = Arc::new(store);
+    let timeout = config.rpc_timeout();
+    info!(listen = %local, advertise = %advertise, master = %config.master, data = %config.data_dir.display(), replicas = store.list().len(), "chunkserver starting");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let node = Arc::new(Node::new(store, Peers::new(timeout), timeout, stop_rx));
+    let heartbeat = Heartbeat {
+        node: node.clone(),
+        master: MasterLink::new(&config.master, timeout)?,
+        address: advertise.clone(),
+        data_dir: config.data_dir.clone(),
+        period: Duration::from_millis(config.heartbeat_ms),
+    };
+    let heartbeat = tokio::spawn(heartbeat.run());
+
+    let service = ChunkserverServer::new(ChunkserverService::new(node.clone()))
+        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let shutdown = async move {
+        shutdown.await;
+        info!("chunkserver shutting down");
+        // Long polls return now, so the graceful shutdown does not wait for them.
+        let _ = stop_tx.send(true);
+    };
+    let served = Server::builder()
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
+        .tcp_nodelay(true)
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    heartbeat.abort();
+    let _ = heartbeat.await;
+    close(node, timeout).await;
+    info!(advertise = %advertise, "chunkserver stopped");
+    served.map_err(Error::from)
+}
+
+/// Drops the node (closing the store) once replication tasks let go of it, bounded by
+/// `timeout`. Dropping joins the store's writer threads, so it runs on a blocking thread.
+async fn close(node: Arc<Node>, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while Arc::strong_count(&node) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = tokio::task::spawn_blocking(move || drop(node)).await;
+}
+
+/// The advertised address, with a port of 0 replaced by the listener's.
+fn advertised(advertise: &str, port: u16) -> String {
+    match split_host_port(advertise) {
+        Some((host, 0)) => format!("{host}:{port}"),
+        _ => advertise.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_is_replaced_by_the_listener_port() {
+        assert_eq!(advertised("127.0.0.1:0", 4321), "127.0.0.1:4321");
+        assert_eq!(advertised("cs1:7001", 4321), "cs1:7001");
+    }
+}
