@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod bench_store;
 mod chunkserver;
 mod inspect;
+mod master;
 mod serve;
 
 /// Cairn, a GFS-style append-only record store.
@@ -25,6 +26,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Run a chunkserver: store replicas under --data and serve them.
     Chunkserver(cairn_chunkserver::Args),
+    /// Run the master: logs, chunk metadata and placement; its operation log lives under --data.
+    Master(cairn_master::Args),
     /// Measure parts of Cairn on this machine.
     #[command(subcommand)]
     Bench(Bench),
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Chunkserver(args) => chunkserver::run(args),
+        Command::Master(args) => master::run(args),
         Command::Bench(Bench::Store(args)) => bench_store::run(args),
     };
     result.unwrap_or_else(|e| {

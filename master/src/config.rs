@@ -1,0 +1,166 @@
+//! The master's flags (`cairn master …`) and the validated [`Config`] they become.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::limits::{
+    CHECKPOINT_EVERY_ENTRIES, HEARTBEAT_MS_MAX, HEARTBEAT_MS_MIN, REPLICATION_DEFAULT,
+    REPLICATION_MAX, REPLICATION_MIN, RPC_TIMEOUT_MS_MIN,
+};
+
+/// Flags of `cairn master`. Every flag can also be set through its `CAIRN_…` environment variable.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Address to listen on, HOST:PORT. Default 127.0.0.1:7000.
+    #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:7000")]
+    pub listen: String,
+    /// Directory for the operation log and checkpoint (created if missing). Required.
+    #[arg(long, env = "CAIRN_DATA")]
+    pub data: PathBuf,
+    /// Heartbeat period chunkservers are asked to keep, in milliseconds. Default 1000, minimum 50.
+    #[arg(long, env = "CAIRN_HEARTBEAT_MS", default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+    /// A chunkserver silent this long, in milliseconds, is dead and gets no new chunks.
+    /// Default 10000; must exceed the heartbeat period.
+    #[arg(long, env = "CAIRN_DEAD_AFTER_MS", default_value_t = 10_000)]
+    pub dead_after_ms: u64,
+    /// Timeout of each master → chunkserver RPC (create, fence, seal), in milliseconds.
+    /// Default 5000, minimum 10.
+    #[arg(long, env = "CAIRN_RPC_TIMEOUT_MS", default_value_t = 5000)]
+    pub rpc_timeout_ms: u64,
+    /// Replicas per chunk for logs created without a replication factor. Default 3, 1..=7.
+    #[arg(long, env = "CAIRN_DEFAULT_REPLICATION", default_value_t = REPLICATION_DEFAULT)]
+    pub default_replication: u32,
+}
+
+/// The master's validated settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Address to listen on (HOST:PORT), as given; the binary binds it.
+    pub listen: String,
+    /// Directory holding `oplog` and `checkpoint.json`.
+    pub data_dir: PathBuf,
+    /// Heartbeat period chunkservers are asked to keep. Default 1 s, at least 50 ms.
+    pub heartbeat: Duration,
+    /// Silence after which a chunkserver is dead. Default 10 s, longer than `heartbeat`.
+    pub dead_after: Duration,
+    /// Timeout of each master → chunkserver RPC. Default 5 s, at least 10 ms.
+    pub rpc_timeout: Duration,
+    /// Replicas per chunk when a log is created without a factor. Default 3, 1..=7.
+    pub default_replication: u32,
+    /// Operation-log entries between checkpoints. Default 10,000, at least 1.
+    pub checkpoint_every_entries: u64,
+}
+
+impl Config {
+    /// The default settings with `data_dir` as the data directory (for tests and `cairn local`).
+    pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            listen: "127.0.0.1:7000".to_owned(),
+            data_dir: data_dir.into(),
+            heartbeat: Duration::from_millis(1000),
+            dead_after: Duration::from_millis(10_000),
+            rpc_timeout: Duration::from_millis(5000),
+            default_replication: REPLICATION_DEFAULT,
+            checkpoint_every_entries: CHECKPOINT_EVERY_ENTRIES,
+        }
+    }
+
+    /// Checks the bounds and combinations documented on each field.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |reason: String| Err(Error::Config { reason });
+        let heartbeat_ms = self.heartbeat.as_millis() as u64;
+        if !(HEARTBEAT_MS_MIN..=HEARTBEAT_MS_MAX).contains(&heartbeat_ms) {
+            return bad(format!(
+                "heartbeat {heartbeat_ms} ms is outside {HEARTBEAT_MS_MIN}..={HEARTBEAT_MS_MAX} ms"
+            ));
+        }
+        if self.dead_after <= self.heartbeat {
+            return bad(format!(
+                "dead-after {} ms must exceed the heartbeat period {heartbeat_ms} ms",
+                self.dead_after.as_millis()
+            ));
+        }
+        if self.rpc_timeout < Duration::from_millis(RPC_TIMEOUT_MS_MIN) {
+            return bad(format!(
+                "rpc timeout {} ms is below {RPC_TIMEOUT_MS_MIN} ms",
+                self.rpc_timeout.as_millis()
+            ));
+        }
+        if !(REPLICATION_MIN..=REPLICATION_MAX).contains(&self.default_replication) {
+            return bad(format!(
+                "default replication {} is outside {REPLICATION_MIN}..={REPLICATION_MAX}",
+                self.default_replication
+            ));
+        }
+        if self.checkpoint_every_entries == 0 {
+            return bad("checkpoint interval must be at least 1 entry".to_owned());
+        }
+        let port_ok = self
+            .listen
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
+            return bad(format!("listen address {:?} is not HOST:PORT", self.listen));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data directory is empty".to_owned());
+        }
+        Ok(())
+    }
+}
+
+impl TryFrom<Args> for Config {
+    type Error = Error;
+
+    fn try_from(args: Args) -> Result<Config, Error> {
+        let config = Config {
+            listen: args.listen,
+            data_dir: args.data,
+            heartbeat: Duration::from_millis(args.heartbeat_ms),
+            dead_after: Duration::from_millis(args.dead_after_ms),
+            rpc_timeout: Duration::from_millis(args.rpc_timeout_ms),
+            default_replication: args.default_replication,
+            checkpoint_every_entries: CHECKPOINT_EVERY_ENTRIES,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(flags: &[&str]) -> Result<Config, Error> {
+        let mut argv = vec!["master", "--data", "/tmp/x"];
+        argv.extend_from_slice(flags);
+        Config::try_from(Cli::try_parse_from(argv).expect("flags parse").args)
+    }
+
+    // Defaults parse into the documented values; each bound is enforced.
+    #[test]
+    fn defaults_and_bounds() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:7000");
+        assert_eq!(c.heartbeat, Duration::from_secs(1));
+        assert_eq!(c.dead_after, Duration::from_secs(10));
+        assert_eq!(c.rpc_timeout, Duration::from_secs(5));
+        assert_eq!(c.default_replication, 3);
+        assert!(parse(&["--heartbeat-ms", "49"]).is_err());
+        assert!(parse(&["--heartbeat-ms", "50", "--dead-after-ms", "50"]).is_err());
+        assert!(parse(&["--heartbeat-ms", "50", "--dead-after-ms", "51"]).is_ok());
+        assert!(parse(&["--default-replication", "0"]).is_err());
+        assert!(parse(&["--default-replication", "8"]).is_err());
+        assert!(parse(&["--listen", "nohost"]).is_err());
+        assert!(parse(&["--rpc-timeout-ms", "1"]).is_err());
+    }
+}

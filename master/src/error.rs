@@ -1,0 +1,158 @@
+//! Errors of the master. `service.rs` maps each to a gRPC status code.
+
+use std::path::PathBuf;
+
+use cairn_record::ChunkHandle;
+
+/// Everything that can go wrong in the master.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No log has this path.
+    #[error("log {path} not found")]
+    LogNotFound {
+        /// The path asked for.
+        path: String,
+    },
+    /// A log with this path exists already.
+    #[error("log {path} already exists")]
+    LogExists {
+        /// The path asked for.
+        path: String,
+    },
+    /// A log path that breaks the naming rules.
+    #[error("invalid log path {path:?}: {reason}")]
+    BadPath {
+        /// The path offered (cut to a readable length).
+        path: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A replication factor outside the allowed range.
+    #[error(
+        "replication {replication} is outside {min}..={max}",
+        min = crate::limits::REPLICATION_MIN,
+        max = crate::limits::REPLICATION_MAX
+    )]
+    BadReplication {
+        /// The factor asked for.
+        replication: u32,
+    },
+    /// A chunk capacity outside the allowed range.
+    #[error("{source}")]
+    BadChunkBytes {
+        /// The record crate's verdict.
+        source: cairn_record::Error,
+    },
+    /// A request that is malformed in some other way.
+    #[error("invalid argument: {reason}")]
+    InvalidArgument {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A seal request names a version the master never handed out.
+    #[error("chunk {handle} version {version} is newer than the master's version {current}")]
+    VersionAhead {
+        /// The chunk.
+        handle: ChunkHandle,
+        /// The version in the request.
+        version: u64,
+        /// The master's version.
+        current: u64,
+    },
+    /// Too few live chunkservers to place a chunk.
+    #[error("need {need} live chunkservers, have {have}")]
+    NotEnoughChunkservers {
+        /// The log's replication factor.
+        need: usize,
+        /// Live chunkservers that could take a replica.
+        have: usize,
+    },
+    /// The open chunk's replicas have not reported since the master started.
+    #[error(
+        "open chunk {handle} of log {path} has no live replica yet; waiting for chunkservers to report"
+    )]
+    NoLiveReplica {
+        /// The log.
+        path: String,
+        /// Its open chunk.
+        handle: ChunkHandle,
+    },
+    /// No replica answered a fence, so the chunk cannot be sealed now.
+    #[error("no replica of chunk {handle} answered the fence; retry later")]
+    FenceUnanswered {
+        /// The chunk being sealed.
+        handle: ChunkHandle,
+    },
+    /// No replica accepted the seal.
+    #[error("no replica of chunk {handle} accepted the seal; retry later")]
+    SealUnanswered {
+        /// The chunk being sealed.
+        handle: ChunkHandle,
+    },
+    /// A new chunk could not be created on its chunkservers.
+    #[error("could not create chunk {handle} on {address}: {reason}")]
+    CreateReplicaFailed {
+        /// The new chunk.
+        handle: ChunkHandle,
+        /// The chunkserver that failed.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// The operation log could not be written; the master accepts no more changes.
+    #[error("operation log failed: {reason}; restart the master")]
+    OplogFailed {
+        /// The first write or fsync error.
+        reason: String,
+    },
+    /// A file of the master's data directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The operation log holds bad bytes that are not a torn tail: the master refuses to start
+    /// rather than drop acknowledged changes.
+    #[error("operation log {path} is corrupt at offset {offset}: {reason}")]
+    OplogCorrupt {
+        /// The operation-log file.
+        path: PathBuf,
+        /// File offset of the first bad byte or entry.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The checkpoint cannot be used.
+    #[error("checkpoint {path} is invalid: {reason}")]
+    CheckpointInvalid {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Flags or settings that do not make sense together.
+    #[error("configuration: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {source}")]
+    Transport {
+        /// The transport error.
+        source: tonic::transport::Error,
+    },
+}
+
+/// `Result` with the master's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+}

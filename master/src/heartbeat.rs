@@ -1,0 +1,173 @@
+//! Chunkservers as the master knows them: liveness from registrations and heartbeats, and the
+//! replicas each one reported. None of this is persisted; a restarted master rebuilds it from
+//! registrations.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use cairn_record::ChunkHandle;
+use tokio::time::Instant;
+
+/// One replica as its chunkserver reported it (or as the master last set it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ReplicaReport {
+    pub(crate) handle: ChunkHandle,
+    pub(crate) version: u64,
+    pub(crate) length: u64,
+    pub(crate) sealed: bool,
+    pub(crate) failed: bool,
+    pub(crate) corrupt: bool,
+}
+
+#[derive(Debug)]
+struct Server {
+    last_seen: Instant,
+    /// Each replica with the time the master itself last set it (see [`Servers::set_replica`]).
+    replicas: HashMap<ChunkHandle, (ReplicaReport, Option<Instant>)>,
+}
+
+/// Registered chunkservers and the replicas they hold.
+#[derive(Debug, Default)]
+pub(crate) struct Servers {
+    servers: HashMap<String, Server>,
+    /// handle → addresses reporting it.
+    locations: HashMap<ChunkHandle, HashSet<String>>,
+}
+
+impl Servers {
+    /// Records a report: the chunkserver is live and holds exactly `replicas`, except that a
+    /// replica the master set less than `recent` ago and missing from the report is kept (the
+    /// report may have been taken before the master's `CreateReplica` landed).
+    pub(crate) fn register(
+        &mut self,
+        address: &str,
+        now: Instant,
+        replicas: &[ReplicaReport],
+        recent: Duration,
+    ) {
+        let server = self.servers.entry(address.to_owned()).or_insert(Server {
+            last_seen: now,
+            replicas: HashMap::new(),
+        });
+        server.last_seen = now;
+        let old = std::mem::take(&mut server.replicas);
+        for r in replicas {
+            server.replicas.insert(r.handle, (*r, None));
+        }
+        for (h, (report, set_at)) in old {
+            let fresh = set_at.is_some_and(|t| now.saturating_duration_since(t) < recent);
+            if fresh && !server.replicas.contains_key(&h) {
+                server.replicas.insert(h, (report, set_at));
+            }
+            if !server.replicas.contains_key(&h)
+                && let Some(set) = self.locations.get_mut(&h)
+            {
+                set.remove(address);
+                if set.is_empty() {
+                    self.locations.remove(&h);
+                }
+            }
+        }
+        for h in server.replicas.keys() {
+            self.locations
+                .entry(*h)
+                .or_default()
+                .insert(address.to_owned());
+        }
+    }
+
+    /// Whether `address` has registered since the master started.
+    pub(crate) fn is_known(&self, address: &str) -> bool {
+        self.servers.contains_key(address)
+    }
+
+    /// Whether `address` is registered and was heard from within `dead_after`.
+    pub(crate) fn is_live(&self, address: &str, now: Instant, dead_after: Duration) -> bool {
+        self.servers
+            .get(address)
+            .is_some_and(|s| now.saturating_duration_since(s.last_seen) < dead_after)
+    }
+
+    /// Live chunkservers with the number of replicas each holds.
+    pub(crate) fn live(&self, now: Instant, dead_after: Duration) -> Vec<(String, usize)> {
+        self.servers
+            .iter()
+            .filter(|(_, s)| now.saturating_duration_since(s.last_seen) < dead_after)
+            .map(|(a, s)| (a.clone(), s.replicas.len()))
+            .collect()
+    }
+
+    /// Records what the master itself just did to a replica (created, sealed), ahead of the
+    /// chunkserver's next report.
+    pub(crate) fn set_replica(&mut self, address: &str, now: Instant, report: ReplicaReport) {
+        if let Some(server) = self.servers.get_mut(address) {
+            server.replicas.insert(report.handle, (report, Some(now)));
+            self.locations
+                .entry(report.handle)
+                .or_default()
+                .insert(address.to_owned());
+        }
+    }
+
+    /// Every replica of `handle` the master knows of, with its chunkserver's address.
+    pub(crate) fn replicas_of(&self, handle: ChunkHandle) -> Vec<(String, ReplicaReport)> {
+        let mut out: Vec<(String, ReplicaReport)> = self
+            .locations
+            .get(&handle)
+            .into_iter()
+            .flatten()
+            .filter_map(|a| Some((a.clone(), self.servers.get(a)?.replicas.get(&handle)?.0)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Whether any chunkserver reports `handle`.
+    pub(crate) fn anyone_has(&self, handle: ChunkHandle) -> bool {
+        self.locations.contains_key(&handle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(handle: u64) -> ReplicaReport {
+        ReplicaReport {
+            handle: ChunkHandle(handle),
+            version: 1,
+            length: 32,
+            sealed: false,
+            failed: false,
+            corrupt: false,
+        }
+    }
+
+    // A report replaces the previous one; silence past dead_after makes a server dead.
+    #[tokio::test(start_paused = true)]
+    async fn reports_replace_and_silence_kills() {
+        let mut s = Servers::default();
+        let recent = Duration::from_secs(2);
+        let t0 = Instant::now();
+        s.register("a", t0, &[r(1), r(2)], recent);
+        s.register("b", t0, &[r(2)], recent);
+        assert_eq!(s.replicas_of(ChunkHandle(2)).len(), 2);
+        s.register("a", t0, &[r(1)], recent);
+        assert_eq!(s.replicas_of(ChunkHandle(2)).len(), 1);
+        // A replica the master just created survives a report taken before it landed.
+        s.set_replica("a", t0, r(3));
+        s.register("a", t0, &[r(1)], recent);
+        assert!(s.anyone_has(ChunkHandle(3)));
+        let dead_after = Duration::from_secs(10);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let now = Instant::now();
+        assert!(!s.is_live("a", now, dead_after));
+        s.register("b", now, &[r(2)], recent);
+        assert_eq!(s.live(now, dead_after), vec![("b".to_owned(), 1)]);
+        s.register("a", now, &[r(1)], recent);
+        assert!(
+            !s.anyone_has(ChunkHandle(3)),
+            "gone once the grace has passed"
+        );
+    }
+}

@@ -1,0 +1,87 @@
+//! Cairn's master: the namespace of logs, chunk metadata and placement, the one seal path, and
+//! the operation log and checkpoint that make every metadata change durable before it is
+//! acknowledged.
+//!
+//! The master is a library with one entry point, [`serve`], so the `cairn` binary, `cairn local`
+//! and tests run the same code.
+//!
+//! # Layout
+//! - [`config`]: the `cairn master` flags and the validated [`Config`].
+//! - [`error`]: the master's [`Error`] (mapped to gRPC codes in `service`).
+//! - [`limits`]: every bound the master enforces.
+//! - `namespace`: log path rules.
+//! - `meta`: logs, chunks and the operation-log entries that change them (`Metadata::apply`).
+//! - `oplog`: the operation log (record frames of JSON entries), group commit, recovery.
+//! - `checkpoint`: JSON snapshots written tmp → fsync → rename → fsync dir.
+//! - `placement`: RF distinct live chunkservers, least used first.
+//! - `seal`: the seal decision (sealed length, surviving replicas, writer marks).
+//! - `heartbeat`: chunkserver liveness and reported replica locations (not persisted).
+//! - `core`: the RPC behaviour, free of gRPC types.
+//! - `service`: the gRPC boundary, the chunkserver client and `From<Error> for Status`.
+//!
+//! # Invariants
+//! - Every metadata change is an operation-log entry, applied to memory in log order and fsynced
+//!   before the RPC that caused it is answered. Restart = checkpoint + the entries after it; a
+//!   torn tail is cut, corruption anywhere else stops the start-up.
+//! - Versions only grow and handles are never handed out twice: a seal's new version and a new
+//!   chunk are logged before any chunkserver hears of them.
+//! - A chunk's sealed length is at most the durable length of every replica that was fenced,
+//!   and every acknowledged record lies below it.
+//! - Allocation and sealing are serialised per log; concurrent seal requests get one answer.
+//! - The master never asks a chunkserver to delete a replica of a chunk in its metadata, nor of
+//!   a chunk whose removal is not yet durable.
+
+use std::future::Future;
+use std::sync::Arc;
+
+mod checkpoint;
+pub mod config;
+mod core;
+pub mod error;
+mod heartbeat;
+pub mod limits;
+mod meta;
+mod namespace;
+mod oplog;
+mod placement;
+mod seal;
+mod service;
+
+pub use config::{Args, Config};
+pub use error::{Error, Result};
+
+/// Runs a master on `listener` until `shutdown` completes, then writes a final checkpoint.
+///
+/// Start-up loads `config.data_dir` (checkpoint plus operation log) and fails with a clear
+/// error if either is damaged beyond a torn tail.
+pub async fn serve(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    config.validate()?;
+    let dir = config.data_dir.clone();
+    let (meta, last_sequence, file) = tokio::task::spawn_blocking(move || oplog::open(&dir))
+        .await
+        .map_err(|e| Error::Config {
+            reason: format!("start-up task failed: {e}"),
+        })??;
+    let address = listener.local_addr().map_err(Error::io("listener"))?;
+    let logs = meta.logs.len();
+    let chunks = meta.chunks.len();
+    let api = service::GrpcChunkservers::new(config.rpc_timeout);
+    let seed = core::MasterCore::<service::GrpcChunkservers>::random_seed();
+    let core = Arc::new(core::MasterCore::new(
+        config,
+        api,
+        meta,
+        last_sequence,
+        file,
+        seed,
+    ));
+    tracing::info!(%address, logs, chunks, "master started");
+    let result = service::run(core.clone(), listener, shutdown).await;
+    core.close().await;
+    tracing::info!(%address, "master stopped");
+    result
+}

@@ -1,0 +1,46 @@
+//! Every bound the master enforces, in one place, checked against its neighbours at compile time.
+
+/// Longest log path, in bytes.
+pub const PATH_BYTES_MAX: usize = 1024;
+
+/// Fewest replicas a log may ask for.
+pub const REPLICATION_MIN: u32 = 1;
+
+/// Most replicas a log may ask for.
+pub const REPLICATION_MAX: u32 = 7;
+
+/// Replicas per chunk when neither the request nor `--default-replication` names a number.
+pub const REPLICATION_DEFAULT: u32 = 3;
+
+/// Operation-log entries between two checkpoints.
+pub const CHECKPOINT_EVERY_ENTRIES: u64 = 10_000;
+
+/// Shortest heartbeat period a chunkserver may be asked for, in milliseconds.
+pub const HEARTBEAT_MS_MIN: u64 = 50;
+
+/// Longest heartbeat period, in milliseconds (it travels as a u32 in `RegisterResponse`).
+pub const HEARTBEAT_MS_MAX: u64 = 60_000;
+
+/// Shortest timeout of one master → chunkserver RPC, in milliseconds.
+pub const RPC_TIMEOUT_MS_MIN: u64 = 10;
+
+/// Writer high-water marks carried from one chunk to the next, at most. Dropping one is safe
+/// (replay drops duplicates); the bound keeps seal entries and checkpoints small.
+pub const WRITER_MARKS_MAX: usize = 4096;
+
+/// Placements tried for one new chunk before giving up with `UNAVAILABLE` (a chunkserver that
+/// died since its last heartbeat is left out of the next try).
+pub const ALLOCATION_ATTEMPTS_MAX: usize = 3;
+
+/// Largest operation-log entry (one JSON object), in bytes: a seal with the most writer marks
+/// and replicas fits easily.
+pub const OPLOG_ENTRY_BYTES_MAX: usize = 1 << 20;
+
+const _: () = assert!(REPLICATION_MIN >= 1 && REPLICATION_MIN <= REPLICATION_MAX);
+const _: () =
+    assert!(REPLICATION_DEFAULT >= REPLICATION_MIN && REPLICATION_DEFAULT <= REPLICATION_MAX);
+const _: () = assert!(HEARTBEAT_MS_MIN < HEARTBEAT_MS_MAX && HEARTBEAT_MS_MAX <= u32::MAX as u64);
+// A seal entry: each mark is at most ~50 JSON bytes, each replica address at most ~300.
+const _: () =
+    assert!(WRITER_MARKS_MAX * 64 + REPLICATION_MAX as usize * 512 <= OPLOG_ENTRY_BYTES_MAX);
+const _: () = assert!(OPLOG_ENTRY_BYTES_MAX <= cairn_record::limits::RECORD_PAYLOAD_BYTES_MAX);

@@ -1,0 +1,400 @@
+//! The master's durable metadata (logs and chunks) and the operation-log entries that change it.
+//!
+//! [`Metadata::apply`] is the only way metadata changes, both live and during replay, so a
+//! restarted master rebuilds exactly the state it had acknowledged.
+
+use std::collections::{BTreeMap, HashMap};
+
+use cairn_record::ChunkHandle;
+use serde::{Deserialize, Serialize};
+
+use crate::limits::WRITER_MARKS_MAX;
+
+/// The highest sequence a writer has stored, handed from a sealed chunk to the next primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WriterMark {
+    pub(crate) writer: u64,
+    pub(crate) sequence: u64,
+}
+
+/// Whether a chunk still takes appends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ChunkState {
+    Open,
+    Sealed,
+}
+
+/// One log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LogMeta {
+    pub(crate) path: String,
+    pub(crate) replication: u32,
+    pub(crate) chunk_bytes: u64,
+    /// Marks to hand to the next chunk's primary (from the last seal).
+    #[serde(default)]
+    pub(crate) writer_marks: Vec<WriterMark>,
+    /// Chunk handles in log order; rebuilt from the chunks' `index` when loading a checkpoint.
+    #[serde(skip)]
+    pub(crate) chunks: Vec<ChunkHandle>,
+}
+
+/// One chunk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ChunkMeta {
+    #[serde(with = "hex_handle")]
+    pub(crate) handle: ChunkHandle,
+    /// Path of the log it belongs to.
+    pub(crate) log: String,
+    /// Position in the log, from 0.
+    pub(crate) index: u32,
+    pub(crate) version: u64,
+    pub(crate) state: ChunkState,
+    /// The sealed length; 0 while open.
+    pub(crate) length: u64,
+    /// The fixed primary while open; empty once sealed.
+    pub(crate) primary: String,
+    /// Open: the chunkservers it was allocated on, primary first. Sealed: those that sealed it.
+    pub(crate) replicas: Vec<String>,
+}
+
+/// One operation-log entry: the payload of one frame, a JSON object tagged by `op`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum Entry {
+    /// First frame of every operation-log file.
+    Begin {
+        format: u32,
+    },
+    CreateLog {
+        path: String,
+        replication: u32,
+        chunk_bytes: u64,
+    },
+    DeleteLog {
+        path: String,
+    },
+    /// A new chunk, version 1, logged before any `CreateReplica` goes out.
+    Allocate {
+        path: String,
+        index: u32,
+        #[serde(with = "hex_handle")]
+        handle: ChunkHandle,
+        version: u64,
+        /// Primary first.
+        replicas: Vec<String>,
+    },
+    /// A version bump: logged before fencing (seal), or adopted from a replica's report.
+    Version {
+        #[serde(with = "hex_handle")]
+        handle: ChunkHandle,
+        version: u64,
+    },
+    Seal {
+        #[serde(with = "hex_handle")]
+        handle: ChunkHandle,
+        version: u64,
+        length: u64,
+        replicas: Vec<String>,
+        /// The marks the next chunk's primary inherits.
+        writer_marks: Vec<WriterMark>,
+    },
+    /// An open chunk that provably holds no data (no replica was ever created, or every
+    /// replica said it has none) is dropped from its log.
+    Abandon {
+        #[serde(with = "hex_handle")]
+        handle: ChunkHandle,
+    },
+}
+
+/// Logs and chunks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Metadata {
+    pub(crate) logs: BTreeMap<String, LogMeta>,
+    pub(crate) chunks: HashMap<ChunkHandle, ChunkMeta>,
+}
+
+impl Metadata {
+    /// Applies `entry`. Returns the handles that stopped existing (deleted log, abandoned chunk).
+    /// An error means the entry does not fit the state: a bug or a damaged log, never ignored.
+    pub(crate) fn apply(&mut self, entry: &Entry) -> Result<Vec<ChunkHandle>, String> {
+        match entry {
+            Entry::Begin { .. } => Err("begin entry in the middle of the log".to_owned()),
+            Entry::CreateLog {
+                path,
+                replication,
+                chunk_bytes,
+            } => {
+                if self.logs.contains_key(path) {
+                    return Err(format!("create of existing log {path}"));
+                }
+                self.logs.insert(
+                    path.clone(),
+                    LogMeta {
+                        path: path.clone(),
+                        replication: *replication,
+                        chunk_bytes: *chunk_bytes,
+                        writer_marks: Vec::new(),
+                        chunks: Vec::new(),
+                    },
+                );
+                Ok(Vec::new())
+            }
+            Entry::DeleteLog { path } => {
+                let log = self
+                    .logs
+                    .remove(path)
+                    .ok_or_else(|| format!("delete of unknown log {path}"))?;
+                for h in &log.chunks {
+                    self.chunks.remove(h);
+                }
+                Ok(log.chunks)
+            }
+            Entry::Allocate {
+                path,
+                index,
+                handle,
+                version,
+                replicas,
+            } => {
+                if self.chunks.contains_key(handle) {
+                    return Err(format!("allocation of existing chunk {handle}"));
+                }
+                let log = self
+                    .logs
+                    .get_mut(path)
+                    .ok_or_else(|| format!("allocation in unknown log {path}"))?;
+                if *index as usize != log.chunks.len() {
+                    return Err(format!("allocation of chunk index {index} in {path}"));
+                }
+                if let Some(last) = log.chunks.last()
+                    && self.chunks[last].state == ChunkState::Open
+                {
+                    return Err(format!("allocation in {path} while chunk {last} is open"));
+                }
+                let Some(primary) = replicas.first() else {
+                    return Err(format!("allocation of chunk {handle} with no replicas"));
+                };
+                log.chunks.push(*handle);
+                self.chunks.insert(
+                    *handle,
+                    ChunkMeta {
+                        handle: *handle,
+                        log: path.clone(),
+                        index: *index,
+                        version: *version,
+                        state: ChunkState::Open,
+                        length: 0,
+                        primary: primary.clone(),
+                        replicas: replicas.clone(),
+                    },
+                );
+                Ok(Vec::new())
+            }
+            Entry::Version { handle, version } => {
+                let chunk = self
+                    .chunks
+                    .get_mut(handle)
+                    .ok_or_else(|| format!("version of unknown chunk {handle}"))?;
+                if *version <= chunk.version {
+                    return Err(format!(
+                        "version {version} of chunk {handle} does not exceed {}",
+                        chunk.version
+                    ));
+                }
+                chunk.version = *version;
+                Ok(Vec::new())
+            }
+            Entry::Seal {
+                handle,
+                version,
+                length,
+                replicas,
+                writer_marks,
+            } => {
+                let chunk = self
+                    .chunks
+                    .get_mut(handle)
+                    .ok_or_else(|| format!("seal of unknown chunk {handle}"))?;
+                if chunk.state != ChunkState::Open || *version < chunk.version {
+                    return Err(format!(
+                        "seal of chunk {handle} that is not open at {version}"
+                    ));
+                }
+                chunk.state = ChunkState::Sealed;
+                chunk.version = *version;
+                chunk.length = *length;
+                chunk.primary.clear();
+                chunk.replicas = replicas.clone();
+                let log = chunk.log.clone();
+                let log = self
+                    .logs
+                    .get_mut(&log)
+                    .ok_or_else(|| format!("chunk {handle} of unknown log {log}"))?;
+                log.writer_marks = writer_marks.clone();
+                Ok(Vec::new())
+            }
+            Entry::Abandon { handle } => {
+                let chunk = self
+                    .chunks
+                    .get(handle)
+                    .ok_or_else(|| format!("abandon of unknown chunk {handle}"))?;
+                let log = self
+                    .logs
+                    .get_mut(&chunk.log)
+                    .ok_or_else(|| format!("chunk {handle} of unknown log"))?;
+                if chunk.state != ChunkState::Open || log.chunks.last() != Some(handle) {
+                    return Err(format!(
+                        "abandon of chunk {handle} that is not the open one"
+                    ));
+                }
+                log.chunks.pop();
+                self.chunks.remove(handle);
+                Ok(vec![*handle])
+            }
+        }
+    }
+
+    /// The log's open chunk, if its last chunk is open.
+    pub(crate) fn open_chunk(&self, path: &str) -> Option<&ChunkMeta> {
+        let last = self.logs.get(path)?.chunks.last()?;
+        let chunk = &self.chunks[last];
+        (chunk.state == ChunkState::Open).then_some(chunk)
+    }
+}
+
+/// Merges the marks of a sealed replica (`fresh`) with the ones the log carried so far: the
+/// highest sequence per writer wins, at most [`WRITER_MARKS_MAX`] (fresh ones kept first).
+pub(crate) fn merge_marks(carried: &[WriterMark], fresh: &[WriterMark]) -> Vec<WriterMark> {
+    let mut by_writer: BTreeMap<u64, u64> = BTreeMap::new();
+    for m in fresh.iter().take(WRITER_MARKS_MAX) {
+        let s = by_writer.entry(m.writer).or_default();
+        *s = (*s).max(m.sequence);
+    }
+    for m in carried {
+        if let Some(s) = by_writer.get_mut(&m.writer) {
+            *s = (*s).max(m.sequence);
+        } else if by_writer.len() < WRITER_MARKS_MAX {
+            by_writer.insert(m.writer, m.sequence);
+        }
+    }
+    by_writer
+        .into_iter()
+        .map(|(writer, sequence)| WriterMark { writer, sequence })
+        .collect()
+}
+
+/// Serde for chunk handles as 16 hex digits, the form of replica file names.
+pub(crate) mod hex_handle {
+    use cairn_record::ChunkHandle;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(h: &ChunkHandle, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(h)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ChunkHandle, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.len() != 16 {
+            return Err(serde::de::Error::custom(
+                "chunk handle is not 16 hex digits",
+            ));
+        }
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(n: u64) -> ChunkHandle {
+        ChunkHandle(n)
+    }
+
+    fn create(path: &str) -> Entry {
+        Entry::CreateLog {
+            path: path.to_owned(),
+            replication: 3,
+            chunk_bytes: 1 << 20,
+        }
+    }
+
+    fn allocate(path: &str, index: u32, handle: u64) -> Entry {
+        Entry::Allocate {
+            path: path.to_owned(),
+            index,
+            handle: h(handle),
+            version: 1,
+            replicas: vec!["a:1".into(), "b:1".into(), "c:1".into()],
+        }
+    }
+
+    // Entries round-trip through JSON with handles as 16 hex digits.
+    #[test]
+    fn entries_are_json_with_hex_handles() {
+        let e = allocate("/l", 0, 0xab);
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains(r#""op":"allocate""#), "{json}");
+        assert!(json.contains(r#""handle":"00000000000000ab""#), "{json}");
+        assert_eq!(serde_json::from_str::<Entry>(&json).unwrap(), e);
+    }
+
+    // The lifecycle of a log: allocation needs the previous chunk sealed, seals need the chunk
+    // open, deletion drops every chunk and reports its handles.
+    #[test]
+    fn apply_enforces_the_chunk_lifecycle() {
+        let mut m = Metadata::default();
+        m.apply(&create("/l")).unwrap();
+        assert!(m.apply(&create("/l")).is_err());
+        m.apply(&allocate("/l", 0, 1)).unwrap();
+        assert!(
+            m.apply(&allocate("/l", 1, 2)).is_err(),
+            "chunk 0 still open"
+        );
+        m.apply(&Entry::Version {
+            handle: h(1),
+            version: 2,
+        })
+        .unwrap();
+        assert!(
+            m.apply(&Entry::Version {
+                handle: h(1),
+                version: 2
+            })
+            .is_err()
+        );
+        let seal = Entry::Seal {
+            handle: h(1),
+            version: 2,
+            length: 4096,
+            replicas: vec!["a:1".into()],
+            writer_marks: vec![WriterMark {
+                writer: 9,
+                sequence: 4,
+            }],
+        };
+        m.apply(&seal).unwrap();
+        assert!(m.apply(&seal).is_err(), "already sealed");
+        assert_eq!(m.logs["/l"].writer_marks.len(), 1);
+        assert!(m.open_chunk("/l").is_none());
+        m.apply(&allocate("/l", 1, 2)).unwrap();
+        assert!(m.apply(&Entry::Abandon { handle: h(1) }).is_err(), "sealed");
+        assert_eq!(
+            m.apply(&Entry::Abandon { handle: h(2) }).unwrap(),
+            vec![h(2)]
+        );
+        m.apply(&allocate("/l", 1, 3)).unwrap();
+        assert_eq!(m.open_chunk("/l").unwrap().handle, h(3));
+        let gone = m.apply(&Entry::DeleteLog { path: "/l".into() }).unwrap();
+        assert_eq!(gone, vec![h(1), h(3)]);
+        assert!(m.chunks.is_empty());
+    }
+
+    #[test]
+    fn marks_merge_by_highest_sequence() {
+        let m = |writer, sequence| WriterMark { writer, sequence };
+        let merged = merge_marks(&[m(1, 5), m(2, 7)], &[m(2, 3), m(3, 1)]);
+        assert_eq!(merged, vec![m(1, 5), m(2, 7), m(3, 1)]);
+    }
+}

@@ -1,0 +1,564 @@
+//! The operation log: every metadata change as a `cairn-record` data frame (writer 1, sequence =
+//! the entry's number, payload = one JSON [`Entry`]), fsynced before the change is acknowledged.
+//!
+//! A file is raw frames from offset 0 (no chunk header): first a `begin` entry whose sequence is
+//! the last sequence *before* this file (the one the checkpoint covers), then entries numbered
+//! on from it. Writes are group-committed by one task: whatever queued during an `fdatasync`
+//! shares the next one. See FORMAT.md, "Master operation log, version 1".
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cairn_record::{RecordId, Recovery, ScanItem, Scanner};
+use tokio::sync::{Notify, watch};
+use tracing::{error, info, warn};
+
+use crate::checkpoint;
+use crate::error::{Error, Result};
+use crate::limits::OPLOG_ENTRY_BYTES_MAX;
+use crate::meta::{Entry, Metadata};
+
+/// File name of the operation log in the data directory.
+pub(crate) const FILE: &str = "oplog";
+/// Where a fresh operation log is prepared before it replaces the old one.
+pub(crate) const TMP: &str = "oplog.tmp";
+/// Writer id of every operation-log frame.
+pub(crate) const WRITER_ID: u64 = 1;
+/// The operation-log format this code writes and reads.
+pub(crate) const FORMAT: u32 = 1;
+
+/// Appends the frame of entry number `sequence` to `out`.
+pub(crate) fn encode(out: &mut Vec<u8>, sequence: u64, entry: &Entry) {
+    let payload = serde_json::to_vec(entry).expect("entries always serialise to JSON");
+    let id = RecordId {
+        writer: WRITER_ID,
+        sequence,
+    };
+    cairn_record::encode_record(out, id, &payload, OPLOG_ENTRY_BYTES_MAX)
+        .expect("operation-log entries stay far below the record limit");
+}
+
+/// The entries of one operation-log file.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Parsed {
+    /// The sequence the file continues from (its `begin` frame), or `None` for an empty file.
+    pub(crate) after: Option<u64>,
+    /// Entries with their sequences, in order.
+    pub(crate) entries: Vec<(u64, Entry)>,
+    /// `Some(valid_len)` when a torn tail past `valid_len` was found.
+    pub(crate) torn_at: Option<u64>,
+}
+
+/// Parses an operation-log file. A bad tail with nothing valid after it is a torn append (the
+/// entry was never acknowledged) and is reported in `torn_at`; bad bytes followed by valid
+/// frames, a gap in sequences or an entry that is not JSON is corruption: an error.
+pub(crate) fn parse(buf: &[u8], path: &Path) -> Result<Parsed> {
+    let corrupt = |offset: u64, reason: String| Error::OplogCorrupt {
+        path: path.to_owned(),
+        offset,
+        reason,
+    };
+    let (valid_len, torn_at) = match cairn_record::classify(buf, 0, 0) {
+        Recovery::Clean => (buf.len() as u64, None),
+        Recovery::TornTail { valid_len } => (valid_len, Some(valid_len)),
+        Recovery::Corrupt { ranges } => {
+            let first = ranges.first().map_or(0, |r| r.offset);
+            let reason = format!(
+                "{} bad byte range(s) followed by valid entries; refusing to drop acknowledged changes",
+                ranges.len()
+            );
+            return Err(corrupt(first, reason));
+        }
+    };
+    let mut after = None;
+    let mut entries = Vec::new();
+    let mut expected = None;
+    for item in Scanner::new(&buf[..valid_len as usize], 0) {
+        let ScanItem::Record {
+            offset,
+            id,
+            payload,
+        } = item
+        else {
+            let offset = match item {
+                ScanItem::Padding { offset, .. } | ScanItem::Corrupt { offset, .. } => offset,
+                ScanItem::Record { offset, .. } => offset,
+            };
+            return Err(corrupt(
+                offset,
+                "padding or bad bytes in the log".to_owned(),
+            ));
+        };
+        if id.writer != WRITER_ID {
+            return Err(corrupt(offset, format!("frame of writer {}", id.writer)));
+        }
+        let entry: Entry = serde_json::from_slice(payload)
+            .map_err(|e| corrupt(offset, format!("entry is not valid JSON: {e}")))?;
+        match (&entry, expected) {
+            (Entry::Begin { format }, None) => {
+                if *format != FORMAT {
+                    return Err(corrupt(offset, format!("unknown format {format}")));
+                }
+                after = Some(id.sequence);
+            }
+            (Entry::Begin { .. }, Some(_)) => {
+                return Err(corrupt(offset, "second begin entry".to_owned()));
+            }
+            (_, None) => return Err(corrupt(offset, "first entry is not begin".to_owned())),
+            (_, Some(want)) if id.sequence != want => {
+                return Err(corrupt(
+                    offset,
+                    format!("entry {} where {want} was expected", id.sequence),
+                ));
+            }
+            _ => entries.push((id.sequence, entry)),
+        }
+        expected = Some(id.sequence + 1);
+    }
+    Ok(Parsed {
+        after,
+        entries,
+        torn_at,
+    })
+}
+
+/// Entries waiting for the committer, numbered as they were queued.
+#[derive(Debug)]
+pub(crate) struct OplogQueue {
+    next_sequence: u64,
+    buf: Vec<u8>,
+    since_checkpoint: u64,
+}
+
+impl OplogQueue {
+    /// A queue whose first entry gets `last_sequence + 1`.
+    pub(crate) fn new(last_sequence: u64) -> OplogQueue {
+        OplogQueue {
+            next_sequence: last_sequence + 1,
+            buf: Vec::new(),
+            since_checkpoint: 0,
+        }
+    }
+
+    /// Queues `entry` and returns its sequence.
+    pub(crate) fn push(&mut self, entry: &Entry) -> u64 {
+        let sequence = self.next_sequence;
+        encode(&mut self.buf, sequence, entry);
+        self.next_sequence += 1;
+        self.since_checkpoint += 1;
+        sequence
+    }
+
+    /// The sequence of the last entry queued.
+    pub(crate) fn last_sequence(&self) -> u64 {
+        self.next_sequence - 1
+    }
+
+    /// Takes the queued bytes, and a checkpoint of `meta` when `force` or `every` entries were
+    /// queued since the last one. Call with the lock that orders `push` and metadata changes
+    /// held, so the checkpoint reflects exactly the entries through `last_sequence`.
+    pub(crate) fn take(&mut self, meta: &Metadata, every: u64, force: bool) -> Batch {
+        let checkpoint = (force || self.since_checkpoint >= every).then(|| {
+            self.since_checkpoint = 0;
+            checkpoint::encode(meta, self.last_sequence())
+        });
+        Batch {
+            bytes: std::mem::take(&mut self.buf),
+            last_sequence: self.last_sequence(),
+            checkpoint,
+        }
+    }
+}
+
+/// What the committer writes in one round.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    bytes: Vec<u8>,
+    last_sequence: u64,
+    checkpoint: Option<Vec<u8>>,
+}
+
+/// How far the operation log is durable, and whether it broke.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Durable {
+    sequence: u64,
+    failed: Option<String>,
+}
+
+/// Loads the data directory: the checkpoint plus the operation-log entries after it, a torn
+/// tail cut. Then writes a fresh checkpoint and an empty operation log after it, so the next
+/// entries never land behind a torn tail. Returns the metadata, the last sequence and the open
+/// log file.
+pub(crate) fn open(dir: &Path) -> Result<(Metadata, u64, File)> {
+    fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    for leftover in [TMP, checkpoint::TMP] {
+        match fs::remove_file(dir.join(leftover)) {
+            Ok(()) => warn!(
+                file = leftover,
+                "removed a leftover of an interrupted checkpoint"
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(dir.join(leftover))(e)),
+        }
+    }
+    let (mut meta, covered) = checkpoint::read(dir)?.unwrap_or_default();
+    let path = dir.join(FILE);
+    let mut last = covered;
+    let mut replayed = 0u64;
+    match File::open(&path) {
+        Ok(mut f) => {
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf).map_err(Error::io(&path))?;
+            let parsed = parse(&buf, &path)?;
+            if let Some(valid_len) = parsed.torn_at {
+                warn!(
+                    file = %path.display(),
+                    valid_len,
+                    file_len = buf.len(),
+                    "cut a torn tail of the operation log (an unacknowledged entry)"
+                );
+            }
+            let after = parsed.after.unwrap_or(covered);
+            if after > covered {
+                return Err(Error::OplogCorrupt {
+                    path,
+                    offset: 0,
+                    reason: format!(
+                        "the log starts after entry {after} but the checkpoint covers only \
+                         entries through {covered}: entries are missing"
+                    ),
+                });
+            }
+            for (sequence, entry) in parsed.entries {
+                if sequence <= covered {
+                    continue;
+                }
+                meta.apply(&entry).map_err(|reason| Error::OplogCorrupt {
+                    path: path.clone(),
+                    offset: 0,
+                    reason: format!("entry {sequence} does not apply: {reason}"),
+                })?;
+                last = sequence;
+                replayed += 1;
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&path)(e)),
+    }
+    checkpoint::write(dir, &checkpoint::encode(&meta, last))?;
+    let file = fresh(dir, last)?;
+    info!(
+        dir = %dir.display(),
+        logs = meta.logs.len(),
+        chunks = meta.chunks.len(),
+        checkpoint_sequence = covered,
+        replayed,
+        last_sequence = last,
+        "recovered master metadata"
+    );
+    Ok((meta, last, file))
+}
+
+/// Starts an empty operation log continuing after `after`: `oplog.tmp` with the begin frame,
+/// fsync, rename over `oplog`, fsync the directory. Returns the file, open for appending.
+pub(crate) fn fresh(dir: &Path, after: u64) -> Result<File> {
+    let tmp = dir.join(TMP);
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&tmp)
+        .map_err(Error::io(&tmp))?;
+    let mut buf = Vec::new();
+    encode(&mut buf, after, &Entry::Begin { format: FORMAT });
+    f.write_all(&buf).map_err(Error::io(&tmp))?;
+    f.sync_all().map_err(Error::io(&tmp))?;
+    let path = dir.join(FILE);
+    fs::rename(&tmp, &path).map_err(Error::io(&path))?;
+    checkpoint::sync_dir(dir)?;
+    Ok(f)
+}
+
+/// The handle on the committer task.
+#[derive(Debug)]
+pub(crate) struct Committer {
+    kick: Arc<Notify>,
+    durable: watch::Receiver<Durable>,
+    stop: watch::Sender<bool>,
+    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Committer {
+    /// Starts the committer on `file` (which holds everything through `last_sequence`). `take`
+    /// is called with the metadata lock to collect each round's batch; its argument asks for a
+    /// checkpoint regardless of the entry count (clean shutdown).
+    pub(crate) fn spawn(
+        dir: PathBuf,
+        file: File,
+        last_sequence: u64,
+        take: impl FnMut(bool) -> Batch + Send + 'static,
+    ) -> Committer {
+        let kick = Arc::new(Notify::new());
+        let (durable_tx, durable) = watch::channel(Durable {
+            sequence: last_sequence,
+            failed: None,
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(dir, file, take, kick.clone(), durable_tx, stop_rx));
+        Committer {
+            kick,
+            durable,
+            stop,
+            task: tokio::sync::Mutex::new(Some(task)),
+        }
+    }
+
+    /// Waits until entry `sequence` is durable.
+    pub(crate) async fn wait(&self, sequence: u64) -> Result<()> {
+        self.kick.notify_one();
+        let mut rx = self.durable.clone();
+        let state = rx
+            .wait_for(|d| d.sequence >= sequence || d.failed.is_some())
+            .await
+            .map(|d| d.clone())
+            .map_err(|_| Error::OplogFailed {
+                reason: "the master is shutting down".to_owned(),
+            })?;
+        match state.failed {
+            Some(reason) if state.sequence < sequence => Err(Error::OplogFailed { reason }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The first write error, if the log broke.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.durable.borrow().failed.clone()
+    }
+
+    /// Writes what is queued, a final checkpoint, and stops the task.
+    pub(crate) async fn close(&self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.lock().await.take()
+            && let Err(e) = task.await
+        {
+            error!(error = %e, "operation-log committer panicked");
+        }
+    }
+}
+
+async fn run(
+    dir: PathBuf,
+    file: File,
+    mut take: impl FnMut(bool) -> Batch + Send + 'static,
+    kick: Arc<Notify>,
+    durable: watch::Sender<Durable>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut file = Some(file);
+    loop {
+        let stopping = *stop.borrow() || {
+            tokio::select! {
+                _ = kick.notified() => false,
+                _ = stop.changed() => true,
+            }
+        };
+        let batch = take(stopping);
+        let f = file
+            .take()
+            .expect("the committer owns the file between rounds");
+        let bytes = batch.bytes;
+        let written = tokio::task::spawn_blocking(move || {
+            let mut f = f;
+            if !bytes.is_empty() {
+                f.write_all(&bytes)?;
+                f.sync_data()?;
+            }
+            Ok::<_, std::io::Error>(f)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match written {
+            Ok(f) => file = Some(f),
+            Err(e) => {
+                error!(error = %e, dir = %dir.display(), "operation log write failed; the master accepts no more changes");
+                durable.send_modify(|d| d.failed = Some(e.to_string()));
+                return;
+            }
+        }
+        durable.send_modify(|d| d.sequence = batch.last_sequence);
+        if let Some(json) = batch.checkpoint {
+            let dir2 = dir.clone();
+            let last = batch.last_sequence;
+            let rotated = tokio::task::spawn_blocking(move || {
+                checkpoint::write(&dir2, &json)?;
+                fresh(&dir2, last)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(Error::OplogFailed {
+                    reason: e.to_string(),
+                })
+            });
+            match rotated {
+                Ok(f) => {
+                    info!(
+                        sequence = last,
+                        "checkpoint written, operation log restarted"
+                    );
+                    file = Some(f);
+                }
+                // The old log still holds every entry through `last`, so carrying on with it
+                // is safe; the next checkpoint tries again.
+                Err(e) => warn!(error = %e, "checkpoint failed; keeping the current operation log"),
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::ChunkState;
+    use cairn_record::ChunkHandle;
+
+    fn create(path: &str) -> Entry {
+        Entry::CreateLog {
+            path: path.to_owned(),
+            replication: 1,
+            chunk_bytes: 8192,
+        }
+    }
+
+    fn file(after: u64, entries: &[Entry]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        encode(&mut buf, after, &Entry::Begin { format: FORMAT });
+        for (i, e) in entries.iter().enumerate() {
+            encode(&mut buf, after + 1 + i as u64, e);
+        }
+        buf
+    }
+
+    // Every cut of a log inside its last entry is a torn tail that keeps the entries before it.
+    #[test]
+    fn torn_tail_is_cut_at_the_last_whole_entry() {
+        let whole = file(0, &[create("/a"), create("/b")]);
+        let two = file(0, &[create("/a")]).len();
+        for cut in two + 1..whole.len() {
+            let p = parse(&whole[..cut], Path::new("oplog")).unwrap();
+            assert_eq!(p.entries, vec![(1, create("/a"))], "cut {cut}");
+            assert_eq!(p.torn_at, Some(two as u64));
+        }
+        let p = parse(&whole, Path::new("oplog")).unwrap();
+        assert_eq!(p.entries.len(), 2);
+        assert_eq!(p.torn_at, None);
+        // A zero-filled tail (a file extended but never written) is torn too.
+        let mut zeros = whole.clone();
+        zeros.extend_from_slice(&[0; 64]);
+        assert_eq!(parse(&zeros, Path::new("oplog")).unwrap().entries.len(), 2);
+    }
+
+    // A flipped byte in the middle is corruption: an error, never a silent cut.
+    #[test]
+    fn corruption_in_the_middle_is_an_error() {
+        let mut buf = file(0, &[create("/a"), create("/b"), create("/c")]);
+        let first = file(0, &[]).len();
+        buf[first + 40] ^= 1;
+        let err = parse(&buf, Path::new("oplog")).unwrap_err();
+        assert!(matches!(err, Error::OplogCorrupt { .. }), "{err}");
+    }
+
+    // A sequence gap or a missing begin entry is corruption.
+    #[test]
+    fn gaps_and_missing_begin_are_errors() {
+        let mut buf = file(0, &[create("/a")]);
+        encode(&mut buf, 5, &create("/b"));
+        assert!(parse(&buf, Path::new("oplog")).is_err());
+        let mut buf = Vec::new();
+        encode(&mut buf, 1, &create("/a"));
+        assert!(parse(&buf, Path::new("oplog")).is_err());
+    }
+
+    fn write_oplog(dir: &Path, bytes: &[u8]) {
+        fs::write(dir.join(FILE), bytes).unwrap();
+    }
+
+    // Restart = checkpoint + the entries after it: entries the checkpoint covers are skipped,
+    // later ones applied, a torn tail dropped; the directory is left with a fresh checkpoint.
+    #[test]
+    fn open_replays_checkpoint_plus_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut covered = Metadata::default();
+        covered.apply(&create("/a")).unwrap();
+        checkpoint::write(dir.path(), &checkpoint::encode(&covered, 1)).unwrap();
+        let handle = ChunkHandle(7);
+        let mut log = file(
+            0,
+            &[
+                create("/a"),
+                Entry::Allocate {
+                    path: "/a".into(),
+                    index: 0,
+                    handle,
+                    version: 1,
+                    replicas: vec!["x:1".into()],
+                },
+                Entry::Version { handle, version: 2 },
+            ],
+        );
+        let torn_from = log.len();
+        encode(&mut log, 4, &create("/torn"));
+        log.truncate(torn_from + 20);
+        write_oplog(dir.path(), &log);
+        let (meta, last, _f) = open(dir.path()).unwrap();
+        assert_eq!(last, 3);
+        assert_eq!(meta.chunks[&handle].version, 2);
+        assert_eq!(meta.chunks[&handle].state, ChunkState::Open);
+        assert!(!meta.logs.contains_key("/torn"));
+        // The fresh files alone give the same state.
+        let (again, last_again, _f) = open(dir.path()).unwrap();
+        assert_eq!((again, last_again), (meta, 3));
+        let parsed = parse(&fs::read(dir.path().join(FILE)).unwrap(), Path::new("x")).unwrap();
+        assert_eq!((parsed.after, parsed.entries.len()), (Some(3), 0));
+    }
+
+    // A log that starts after the checkpoint's sequence means entries are missing: refuse.
+    #[test]
+    fn log_newer_than_checkpoint_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_oplog(dir.path(), &file(5, &[create("/a")]));
+        assert!(matches!(open(dir.path()), Err(Error::OplogCorrupt { .. })));
+    }
+
+    // The committer makes queued entries durable, group-commits, and checkpoints on close.
+    #[tokio::test]
+    async fn committer_writes_and_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let (meta, last, f) = open(dir.path()).unwrap();
+        let state = Arc::new(std::sync::Mutex::new((meta, OplogQueue::new(last))));
+        let s2 = state.clone();
+        let committer = Committer::spawn(dir.path().to_owned(), f, last, move |force| {
+            let mut g = s2.lock().unwrap();
+            let (meta, queue) = &mut *g;
+            queue.take(meta, 3, force)
+        });
+        let mut seqs = Vec::new();
+        for i in 0..5 {
+            let e = create(&format!("/l{i}"));
+            let mut g = state.lock().unwrap();
+            g.0.apply(&e).unwrap();
+            seqs.push(g.1.push(&e));
+        }
+        for s in &seqs {
+            committer.wait(*s).await.unwrap();
+        }
+        committer.close().await;
+        let (meta, last, _f) = open(dir.path()).unwrap();
+        assert_eq!(last, 5);
+        assert_eq!(meta.logs.len(), 5);
+    }
+}

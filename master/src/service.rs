@@ -1,0 +1,341 @@
+//! The gRPC boundary: the `cairn.v1.Master` service over [`MasterCore`], the chunkserver client
+//! the master uses, and the mapping of [`Error`] to gRPC status codes. The only module that
+//! touches prost types.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_proto::GRPC_MESSAGE_BYTES_MAX;
+use cairn_proto::v1 as pb;
+use cairn_proto::v1::chunkserver_client::ChunkserverClient;
+use cairn_proto::v1::master_server::{Master, MasterServer};
+use cairn_record::ChunkHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Response, Status};
+use tracing::{debug, instrument};
+
+use crate::core::{
+    ChunkInfo, ChunkserverApi, CreateReplica, Fenced, Location, LogInfo, MasterCore, RpcError,
+};
+use crate::error::Error;
+use crate::heartbeat::ReplicaReport;
+use crate::meta::{ChunkState, WriterMark};
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        let code = match &e {
+            Error::LogNotFound { .. } => Code::NotFound,
+            Error::LogExists { .. } => Code::AlreadyExists,
+            Error::BadPath { .. }
+            | Error::BadReplication { .. }
+            | Error::BadChunkBytes { .. }
+            | Error::InvalidArgument { .. }
+            | Error::Config { .. } => Code::InvalidArgument,
+            Error::VersionAhead { .. } => Code::FailedPrecondition,
+            Error::NotEnoughChunkservers { .. }
+            | Error::NoLiveReplica { .. }
+            | Error::FenceUnanswered { .. }
+            | Error::SealUnanswered { .. }
+            | Error::CreateReplicaFailed { .. }
+            | Error::OplogFailed { .. }
+            | Error::Io { .. }
+            | Error::Transport { .. } => Code::Unavailable,
+            Error::OplogCorrupt { .. } | Error::CheckpointInvalid { .. } => Code::DataLoss,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+/// Runs the gRPC server until `shutdown` completes.
+pub(crate) async fn run(
+    core: Arc<MasterCore<GrpcChunkservers>>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let service = MasterServer::from_arc(Arc::new(MasterService { core }))
+        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|source| Error::Transport { source })
+}
+
+/// `cairn.v1.Master` over the master's core.
+pub(crate) struct MasterService {
+    core: Arc<MasterCore<GrpcChunkservers>>,
+}
+
+#[tonic::async_trait]
+impl Master for MasterService {
+    #[instrument(skip_all, fields(log = %req.get_ref().path))]
+    async fn create_log(
+        &self,
+        req: Request<pb::CreateLogRequest>,
+    ) -> Result<Response<pb::LogInfo>, Status> {
+        let r = req.into_inner();
+        let info = self
+            .core
+            .create_log(&r.path, r.replication, r.chunk_bytes)
+            .await?;
+        Ok(Response::new(log_info(info)))
+    }
+
+    #[instrument(skip_all, fields(log = %req.get_ref().path))]
+    async fn delete_log(
+        &self,
+        req: Request<pb::DeleteLogRequest>,
+    ) -> Result<Response<pb::DeleteLogResponse>, Status> {
+        self.core.delete_log(&req.get_ref().path).await?;
+        Ok(Response::new(pb::DeleteLogResponse {}))
+    }
+
+    async fn list_logs(
+        &self,
+        req: Request<pb::ListLogsRequest>,
+    ) -> Result<Response<pb::ListLogsResponse>, Status> {
+        let logs = self.core.list_logs(&req.get_ref().prefix);
+        Ok(Response::new(pb::ListLogsResponse {
+            logs: logs.into_iter().map(log_info).collect(),
+        }))
+    }
+
+    async fn stat_log(
+        &self,
+        req: Request<pb::StatLogRequest>,
+    ) -> Result<Response<pb::LogInfo>, Status> {
+        let info = self.core.stat_log(&req.get_ref().path)?;
+        Ok(Response::new(log_info(info)))
+    }
+
+    #[instrument(skip_all, fields(log = %req.get_ref().path))]
+    async fn open_chunk(
+        &self,
+        req: Request<pb::OpenChunkRequest>,
+    ) -> Result<Response<pb::ChunkLocation>, Status> {
+        let loc = self.core.open_chunk(&req.get_ref().path).await?;
+        Ok(Response::new(location(loc)))
+    }
+
+    #[instrument(skip_all, fields(log = %req.get_ref().path, chunk = %ChunkHandle(req.get_ref().handle)))]
+    async fn seal_chunk(
+        &self,
+        req: Request<pb::SealChunkRequest>,
+    ) -> Result<Response<pb::ChunkLocation>, Status> {
+        let r = req.into_inner();
+        let reason = match pb::SealReason::try_from(r.reason) {
+            Ok(reason) => reason.as_str_name(),
+            Err(_) => "SEAL_REASON_UNKNOWN",
+        };
+        let reason = if r.detail.is_empty() {
+            reason.to_owned()
+        } else {
+            format!("{reason}: {}", r.detail)
+        };
+        let loc = self
+            .core
+            .seal_chunk(&r.path, ChunkHandle(r.handle), r.version, &reason)
+            .await?;
+        Ok(Response::new(location(loc)))
+    }
+
+    #[instrument(skip_all, fields(chunkserver = %req.get_ref().address))]
+    async fn register_chunkserver(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let r = req.into_inner();
+        let reports: Vec<ReplicaReport> = r.replicas.iter().map(report).collect();
+        let delete = self.core.register(&r.address, &reports).await?;
+        Ok(Response::new(pb::RegisterResponse {
+            delete: delete.into_iter().map(|h| h.0).collect(),
+            heartbeat_ms: self.core.heartbeat_ms(),
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        debug!(chunkserver = %r.address, replicas = r.replicas.len(), "heartbeat");
+        let reports: Vec<ReplicaReport> = r.replicas.iter().map(report).collect();
+        let (delete, reregister) = self.core.heartbeat(&r.address, &reports).await?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            delete: delete.into_iter().map(|h| h.0).collect(),
+            reregister,
+        }))
+    }
+}
+
+fn report(r: &pb::ReplicaReport) -> ReplicaReport {
+    ReplicaReport {
+        handle: ChunkHandle(r.handle),
+        version: r.version,
+        length: r.length,
+        sealed: r.sealed,
+        failed: r.failed,
+        corrupt: r.corrupt,
+    }
+}
+
+fn log_info(l: LogInfo) -> pb::LogInfo {
+    pb::LogInfo {
+        path: l.path,
+        replication: l.replication,
+        chunk_bytes: l.chunk_bytes,
+        chunk_count: l.chunk_count,
+        chunks: l.chunks.into_iter().map(chunk_info).collect(),
+    }
+}
+
+fn chunk_info(c: ChunkInfo) -> pb::ChunkInfo {
+    let state = match c.state {
+        ChunkState::Open => pb::ChunkState::Open,
+        ChunkState::Sealed => pb::ChunkState::Sealed,
+    };
+    pb::ChunkInfo {
+        index: c.index,
+        handle: c.handle.0,
+        state: state as i32,
+        length: c.length,
+        version: c.version,
+        replicas: c.replicas,
+        primary: c.primary,
+    }
+}
+
+fn location(l: Location) -> pb::ChunkLocation {
+    pb::ChunkLocation {
+        path: l.path,
+        index: l.index,
+        handle: l.handle.0,
+        version: l.version,
+        primary: l.primary,
+        secondaries: l.secondaries,
+        chunk_bytes: l.chunk_bytes,
+    }
+}
+
+fn marks_to_pb(marks: Vec<WriterMark>) -> Vec<pb::WriterMark> {
+    marks
+        .into_iter()
+        .map(|m| pb::WriterMark {
+            writer: m.writer,
+            sequence: m.sequence,
+        })
+        .collect()
+}
+
+/// The master's client for chunkservers: one lazily connected channel per address.
+pub(crate) struct GrpcChunkservers {
+    connect_timeout: Duration,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl GrpcChunkservers {
+    /// A client whose connections time out after `connect_timeout`.
+    pub(crate) fn new(connect_timeout: Duration) -> GrpcChunkservers {
+        GrpcChunkservers {
+            connect_timeout,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn client(&self, address: &str) -> Result<ChunkserverClient<Channel>, RpcError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(address) {
+            Some(c) => c.clone(),
+            None => {
+                let endpoint = Endpoint::from_shared(format!("http://{address}"))
+                    .map_err(|e| RpcError::Other(format!("bad address {address:?}: {e}")))?
+                    .connect_timeout(self.connect_timeout)
+                    .tcp_nodelay(true);
+                let channel = endpoint.connect_lazy();
+                channels.insert(address.to_owned(), channel.clone());
+                channel
+            }
+        };
+        Ok(ChunkserverClient::new(channel)
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX))
+    }
+}
+
+fn rpc_error(s: Status) -> RpcError {
+    match s.code() {
+        Code::NotFound => RpcError::NotFound,
+        code => RpcError::Other(format!("{code:?}: {}", s.message())),
+    }
+}
+
+impl ChunkserverApi for GrpcChunkservers {
+    async fn create_replica(&self, address: String, r: CreateReplica) -> Result<(), RpcError> {
+        let mut client = self.client(&address)?;
+        client
+            .create_replica(pb::CreateReplicaRequest {
+                handle: r.handle.0,
+                version: r.version,
+                capacity: r.capacity,
+                primary: r.primary,
+                secondaries: r.secondaries,
+                writer_marks: marks_to_pb(r.writer_marks),
+            })
+            .await
+            .map_err(rpc_error)?;
+        Ok(())
+    }
+
+    async fn fence(
+        &self,
+        address: String,
+        handle: ChunkHandle,
+        new_version: u64,
+    ) -> Result<Fenced, RpcError> {
+        let mut client = self.client(&address)?;
+        let r = client
+            .fence(pb::FenceRequest {
+                handle: handle.0,
+                new_version,
+            })
+            .await
+            .map_err(rpc_error)?
+            .into_inner();
+        Ok(Fenced {
+            length: r.durable_length,
+            version: r.version,
+            sealed: r.sealed,
+            marks: r
+                .writer_marks
+                .into_iter()
+                .map(|m| WriterMark {
+                    writer: m.writer,
+                    sequence: m.sequence,
+                })
+                .collect(),
+        })
+    }
+
+    async fn seal(
+        &self,
+        address: String,
+        handle: ChunkHandle,
+        version: u64,
+        length: u64,
+    ) -> Result<(), RpcError> {
+        let mut client = self.client(&address)?;
+        client
+            .seal(pb::SealRequest {
+                handle: handle.0,
+                version,
+                length,
+            })
+            .await
+            .map_err(rpc_error)?;
+        Ok(())
+    }
+}
