@@ -1,0 +1,363 @@
+//! [`Client`]: channels to the master and chunkservers, and the log namespace calls.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_proto::v1::{self, chunkserver_client::ChunkserverClient, master_client::MasterClient};
+use cairn_record::ChunkHandle;
+use cairn_record::limits::{CHUNK_BYTES_DEFAULT, check_chunk_bytes};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{Error, Result};
+use crate::limits::{
+    CONNECT_TIMEOUT, HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES, MASTER_CALL_TIMEOUT,
+};
+
+/// Options of a new log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Replicas per chunk. Default 3.
+    pub replication: u32,
+    /// Chunk capacity in bytes, header included. Default 64 MiB; a multiple of 8 within
+    /// `cairn_record::limits::{CHUNK_BYTES_MIN, CHUNK_BYTES_MAX}`.
+    pub chunk_bytes: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> LogOptions {
+        LogOptions {
+            replication: 3,
+            chunk_bytes: CHUNK_BYTES_DEFAULT,
+        }
+    }
+}
+
+/// A log as `list_logs` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogInfo {
+    /// The log's path.
+    pub path: String,
+    /// Replicas per chunk.
+    pub replication: u32,
+    /// Chunk capacity in bytes, header included.
+    pub chunk_bytes: u64,
+    /// Number of chunks.
+    pub chunk_count: u32,
+}
+
+/// Whether a chunk still takes appends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkState {
+    /// Taking appends through its fixed primary.
+    Open,
+    /// Immutable; its length is final.
+    Sealed,
+}
+
+impl ChunkState {
+    /// `open` or `sealed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChunkState::Open => "open",
+            ChunkState::Sealed => "sealed",
+        }
+    }
+}
+
+/// One chunk of a log, as the master knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkStat {
+    /// Position in the log, from 0.
+    pub index: u32,
+    /// The chunk's handle (also its replica file name).
+    pub handle: ChunkHandle,
+    /// Open or sealed.
+    pub state: ChunkState,
+    /// Sealed: the sealed length. Open: the largest durable length a replica reported (may lag).
+    /// File bytes, header included.
+    pub length: u64,
+    /// The chunk's version (raised by each fence).
+    pub version: u64,
+    /// Addresses of the chunkservers holding a current replica.
+    pub replicas: Vec<String>,
+    /// Open chunks: the fixed primary's address.
+    pub primary: Option<String>,
+}
+
+/// A log's options and chunks, in log order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogStat {
+    /// The log's path.
+    pub path: String,
+    /// Replicas per chunk.
+    pub replication: u32,
+    /// Chunk capacity in bytes, header included.
+    pub chunk_bytes: u64,
+    /// The chunks in order.
+    pub chunks: Vec<ChunkStat>,
+}
+
+/// Where to append now: a log's open chunk (`OpenChunk` / `SealChunk` answer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Location {
+    pub(crate) index: u32,
+    pub(crate) handle: ChunkHandle,
+    pub(crate) version: u64,
+    pub(crate) primary: String,
+}
+
+impl From<v1::ChunkLocation> for Location {
+    fn from(l: v1::ChunkLocation) -> Location {
+        Location {
+            index: l.index,
+            handle: ChunkHandle(l.handle),
+            version: l.version,
+            primary: l.primary,
+        }
+    }
+}
+
+fn log_info(l: v1::LogInfo) -> LogInfo {
+    LogInfo {
+        path: l.path,
+        replication: l.replication,
+        chunk_bytes: l.chunk_bytes,
+        chunk_count: l.chunk_count,
+    }
+}
+
+fn chunk_stat(c: v1::ChunkInfo) -> ChunkStat {
+    let state = if c.state == v1::ChunkState::Sealed as i32 {
+        ChunkState::Sealed
+    } else {
+        ChunkState::Open
+    };
+    ChunkStat {
+        index: c.index,
+        handle: ChunkHandle(c.handle),
+        state,
+        length: c.length,
+        version: c.version,
+        replicas: c.replicas,
+        primary: (!c.primary.is_empty()).then_some(c.primary),
+    }
+}
+
+/// A connection to a Cairn cluster: one channel to the master and a cache of lazily connected
+/// channels to chunkservers, by address. Cheap to clone; clones share the channels.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    master_addr: String,
+    master: MasterClient<Channel>,
+    chunkservers: Mutex<HashMap<String, ChunkserverClient<Channel>>>,
+}
+
+/// The endpoint settings every channel uses: `TCP_NODELAY`, large HTTP/2 windows, a connect
+/// timeout. Per-call deadlines are set on each request, so long polls are not cut short.
+fn endpoint(addr: &str) -> Result<Endpoint> {
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = Endpoint::from_shared(uri).map_err(|e| Error::InvalidArgument {
+        message: format!("bad address {addr:?}: {e}"),
+    })?;
+    Ok(endpoint
+        .tcp_nodelay(true)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_while_idle(true))
+}
+
+/// A request with a deadline.
+pub(crate) fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+impl Client {
+    /// Connects to the master at `master` (`HOST:PORT` or a URI). Fails with
+    /// [`Error::MasterUnreachable`] if it cannot be reached now; later calls reconnect by
+    /// themselves.
+    pub async fn connect(master: &str) -> Result<Client> {
+        let channel = endpoint(master)?
+            .connect()
+            .await
+            .map_err(|e| Error::MasterUnreachable {
+                addr: master.to_owned(),
+                message: error_chain(&e),
+            })?;
+        let master_client = MasterClient::new(channel)
+            .max_decoding_message_size(cairn_proto::GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(cairn_proto::GRPC_MESSAGE_BYTES_MAX);
+        Ok(Client {
+            inner: Arc::new(Inner {
+                master_addr: master.to_owned(),
+                master: master_client,
+                chunkservers: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The master address this client was connected with.
+    pub fn master_addr(&self) -> &str {
+        &self.inner.master_addr
+    }
+
+    pub(crate) fn master(&self) -> MasterClient<Channel> {
+        self.inner.master.clone()
+    }
+
+    /// A client for the chunkserver at `addr`, from the cache (connected lazily on first use).
+    pub(crate) fn chunkserver(&self, addr: &str) -> Result<ChunkserverClient<Channel>> {
+        let mut cache = self
+            .inner
+            .chunkservers
+            .lock()
+            .expect("chunkserver cache lock is never held across a panic");
+        if let Some(c) = cache.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = endpoint(addr)?.connect_lazy();
+        let c = ChunkserverClient::new(channel)
+            .max_decoding_message_size(cairn_proto::GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(cairn_proto::GRPC_MESSAGE_BYTES_MAX);
+        cache.insert(addr.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    pub(crate) fn master_error(&self, status: tonic::Status, path: &str) -> Error {
+        Error::from_master(status, path, &self.inner.master_addr)
+    }
+
+    /// Creates a log. [`Error::LogExists`] if the path is taken.
+    pub async fn create_log(&self, path: &str, options: LogOptions) -> Result<LogInfo> {
+        check_chunk_bytes(options.chunk_bytes).map_err(|e| Error::InvalidArgument {
+            message: e.to_string(),
+        })?;
+        if options.replication == 0 {
+            return Err(Error::InvalidArgument {
+                message: "replication must be at least 1".into(),
+            });
+        }
+        let req = v1::CreateLogRequest {
+            path: path.to_owned(),
+            replication: options.replication,
+            chunk_bytes: options.chunk_bytes,
+        };
+        let info = self
+            .master()
+            .create_log(request(req, MASTER_CALL_TIMEOUT))
+            .await
+            .map_err(|s| self.master_error(s, path))?
+            .into_inner();
+        Ok(log_info(info))
+    }
+
+    /// Deletes a log and (through heartbeats) its replicas. [`Error::LogNotFound`] if absent.
+    pub async fn delete_log(&self, path: &str) -> Result<()> {
+        let req = v1::DeleteLogRequest {
+            path: path.to_owned(),
+        };
+        self.master()
+            .delete_log(request(req, MASTER_CALL_TIMEOUT))
+            .await
+            .map_err(|s| self.master_error(s, path))?;
+        Ok(())
+    }
+
+    /// Logs whose path starts with `prefix` (all logs for `""`).
+    pub async fn list_logs(&self, prefix: &str) -> Result<Vec<LogInfo>> {
+        let req = v1::ListLogsRequest {
+            prefix: prefix.to_owned(),
+        };
+        let resp = self
+            .master()
+            .list_logs(request(req, MASTER_CALL_TIMEOUT))
+            .await
+            .map_err(|s| self.master_error(s, prefix))?
+            .into_inner();
+        Ok(resp.logs.into_iter().map(log_info).collect())
+    }
+
+    /// A log's options and chunks. [`Error::LogNotFound`] if absent.
+    pub async fn stat_log(&self, path: &str) -> Result<LogStat> {
+        let req = v1::StatLogRequest {
+            path: path.to_owned(),
+        };
+        let info = self
+            .master()
+            .stat_log(request(req, MASTER_CALL_TIMEOUT))
+            .await
+            .map_err(|s| self.master_error(s, path))?
+            .into_inner();
+        let mut chunks: Vec<ChunkStat> = info.chunks.into_iter().map(chunk_stat).collect();
+        chunks.sort_by_key(|c| c.index);
+        Ok(LogStat {
+            path: info.path,
+            replication: info.replication,
+            chunk_bytes: info.chunk_bytes,
+            chunks,
+        })
+    }
+
+    /// The log's open chunk (allocated by the master if there is none).
+    pub(crate) async fn open_chunk(&self, path: &str) -> Result<Location, tonic::Status> {
+        let req = v1::OpenChunkRequest {
+            path: path.to_owned(),
+        };
+        let loc = self
+            .master()
+            .open_chunk(request(req, MASTER_CALL_TIMEOUT))
+            .await?
+            .into_inner();
+        Ok(loc.into())
+    }
+
+    /// Seals `at` (idempotent) and returns the log's next open chunk.
+    pub(crate) async fn seal_chunk(
+        &self,
+        path: &str,
+        at: &Location,
+        reason: v1::SealReason,
+        detail: String,
+    ) -> Result<Location, tonic::Status> {
+        let req = v1::SealChunkRequest {
+            path: path.to_owned(),
+            handle: at.handle.0,
+            version: at.version,
+            reason: reason as i32,
+            detail,
+        };
+        let loc = self
+            .master()
+            .seal_chunk(request(req, MASTER_CALL_TIMEOUT))
+            .await?
+            .into_inner();
+        Ok(loc.into())
+    }
+}
+
+/// An error and its causes on one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        source = s.source();
+    }
+    message
+}

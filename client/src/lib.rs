@@ -1,0 +1,64 @@
+//! Cairn's client library: create and inspect logs, append records, replay and tail them.
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use cairn_client::{Client, LogOptions, ReplayEvent, ReplayOptions};
+//!
+//! # async fn example() -> cairn_client::Result<()> {
+//! let client = Client::connect("127.0.0.1:7000").await?;
+//! client.create_log("events", LogOptions::default()).await?;
+//!
+//! // Appends are pipelined: each `append` queues a record and returns a future of its ack.
+//! let appender = client.appender("events").await?;
+//! let acks: Vec<_> = (0..100)
+//!     .map(|i| appender.append(Bytes::from(format!("record {i}"))))
+//!     .collect();
+//! for ack in acks {
+//!     let ack = ack.await?;
+//!     println!("{} at chunk {:?} offset {:?}", ack.id, ack.chunk, ack.offset);
+//! }
+//! appender.close().await?;
+//!
+//! let mut replay = client.replay("events", ReplayOptions::default()).await?;
+//! while let Some(event) = replay.next().await {
+//!     match event? {
+//!         ReplayEvent::Record { payload, .. } => println!("{}", String::from_utf8_lossy(&payload)),
+//!         ReplayEvent::Skipped { chunk, offset, len, reason } => {
+//!             eprintln!("skipped {len} bytes at chunk {chunk} offset {offset}: {reason}")
+//!         }
+//!     }
+//! }
+//! println!("{:?}", replay.stats());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//! - [`client`]: [`Client`] (channels to the master and a cache of chunkserver channels) and
+//!   the namespace calls: [`Client::create_log`], [`Client::delete_log`],
+//!   [`Client::list_logs`], [`Client::stat_log`].
+//! - [`append`]: [`Appender`] — batching, the in-flight window, seals and retries.
+//! - [`read`]: [`Replay`] and [`Tail`] — range reads, scanning, repair, duplicate dropping.
+//! - [`limits`]: every bound of the client, checked at compile time.
+//! - [`error`]: [`Error`] and [`Result`].
+//!
+//! # Guarantees
+//! - An [`AppendAck`] means every replica of the chunk holds the record durably.
+//! - Records are appended at least once: a record whose acknowledgement was lost is resent with
+//!   the same `(writer, sequence)` and may be stored twice; [`Replay`] keeps the first copy.
+//! - An appender's records are sent in sequence order, so the first copy of each of its
+//!   records appears in the log in its order.
+//! - Replay never hides damage: bytes that no replica holds whole come back as
+//!   [`ReplayEvent::Skipped`].
+
+pub mod append;
+pub mod client;
+pub mod error;
+pub mod limits;
+pub mod read;
+
+pub use append::{AppendAck, Appender};
+pub use cairn_record::{ChunkHandle, RecordId};
+pub use client::{ChunkStat, ChunkState, Client, LogInfo, LogOptions, LogStat};
+pub use error::{Error, Result};
+pub use read::{Replay, ReplayEvent, ReplayOptions, ReplayStats, Tail, TailFrom};

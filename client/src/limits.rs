@@ -1,0 +1,102 @@
+//! Every bound of the client: queues, batches, in-flight windows, retries and read ranges.
+//!
+//! Each is checked against its neighbours at compile time below.
+
+use std::time::Duration;
+
+use cairn_record::frame::encoded_len;
+use cairn_record::limits::{FRAME_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX};
+
+/// Largest batch of encoded frames sent in one `Append` RPC (1 MiB). A single record larger
+/// than this still travels alone in its own batch.
+pub const BATCH_BYTES_MAX: usize = 1 << 20;
+
+/// Most records in one batch.
+pub const BATCH_RECORDS_MAX: usize = 1024;
+
+/// Most batches of one appender in flight (sent, not yet answered) at once.
+pub const BATCHES_IN_FLIGHT_MAX: usize = 8;
+
+/// [`crate::Appender::ready`] waits while more payload bytes than this are queued or in flight
+/// (64 MiB). `append` itself never waits, so that sequences follow call order.
+pub const APPENDER_PENDING_BYTES_MAX: usize = 64 << 20;
+
+/// Deadline of one `Append` RPC: a primary answers only after every replica fsynced.
+pub const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Deadline of one call to the master.
+pub const MASTER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Deadline of one `Read` RPC, on top of its long-poll wait.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connect timeout of every channel.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// An appender gives up on its pending records after failing this long without progress…
+pub const APPEND_RETRY_WINDOW: Duration = Duration::from_secs(30);
+
+/// …or after this many failed attempts (seal and resend) in a row without progress.
+pub const APPEND_ATTEMPTS_MAX: u32 = 20;
+
+/// A reader gives up on an unreachable chunk or master after this long without progress.
+pub const READ_RETRY_WINDOW: Duration = Duration::from_secs(30);
+
+/// First retry delay; it doubles per attempt up to [`RETRY_BACKOFF_MAX`].
+pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(50);
+
+/// Largest retry delay.
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Bytes asked for in one `Read` RPC of replay and tail (8 MiB).
+pub const READ_RANGE_BYTES: u64 = 8 << 20;
+
+/// Most bytes one `Read` RPC may ask for (the chunkserver caps reads at 16 MiB too). A frame
+/// longer than this is fetched in several reads and joined.
+pub const READ_RPC_BYTES_MAX: u64 = 16 << 20;
+
+/// Long-poll wait of `tail`'s reads of an open chunk.
+pub const TAIL_WAIT_MS: u32 = 1_000;
+
+/// How often `tail` asks the master for the next chunk while it has none to read.
+pub const TAIL_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// HTTP/2 stream window of every channel (8 MiB): one batch or read range in flight without
+/// waiting for window updates.
+pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 8 << 20;
+
+/// HTTP/2 connection window of every channel (16 MiB), shared by the streams of one connection.
+pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+
+/// Envelope allowance of one gRPC message beyond its frames or data.
+const GRPC_ENVELOPE_BYTES: usize = 64 << 10;
+
+// A batch holding one maximal record, or a maximal read, fits one gRPC message.
+const _: () = assert!(
+    encoded_len(RECORD_PAYLOAD_BYTES_MAX) + GRPC_ENVELOPE_BYTES
+        <= cairn_proto::GRPC_MESSAGE_BYTES_MAX
+);
+const _: () = assert!(BATCH_BYTES_MAX + GRPC_ENVELOPE_BYTES <= cairn_proto::GRPC_MESSAGE_BYTES_MAX);
+const _: () = assert!(
+    READ_RPC_BYTES_MAX as usize + GRPC_ENVELOPE_BYTES <= cairn_proto::GRPC_MESSAGE_BYTES_MAX
+);
+const _: () = assert!(READ_RANGE_BYTES <= READ_RPC_BYTES_MAX);
+// A read range holds at least a frame header, so every range makes progress.
+const _: () = assert!(READ_RANGE_BYTES as usize >= 2 * FRAME_HEADER_BYTES);
+// The whole in-flight window fits the pending bound, so `ready` never stalls a full window.
+const _: () = assert!(BATCH_BYTES_MAX * BATCHES_IN_FLIGHT_MAX <= APPENDER_PENDING_BYTES_MAX);
+const _: () = assert!(BATCH_RECORDS_MAX >= 1 && BATCHES_IN_FLIGHT_MAX >= 1);
+// A batch fits the stream window, so one batch never waits for a window update.
+const _: () = assert!(BATCH_BYTES_MAX <= HTTP2_STREAM_WINDOW_BYTES as usize);
+const _: () = assert!(HTTP2_STREAM_WINDOW_BYTES <= HTTP2_CONNECTION_WINDOW_BYTES);
+const _: () = assert!(RETRY_BACKOFF_MIN.as_millis() <= RETRY_BACKOFF_MAX.as_millis());
+// A tail long-poll ends well within its RPC deadline.
+const _: () = assert!((TAIL_WAIT_MS as u128) < READ_TIMEOUT.as_millis());
+
+/// The delay before retry number `attempt` (1 = the first retry).
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    let factor = 1u32 << attempt.saturating_sub(1).min(10);
+    RETRY_BACKOFF_MIN
+        .saturating_mul(factor)
+        .min(RETRY_BACKOFF_MAX)
+}

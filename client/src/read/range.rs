@@ -1,0 +1,516 @@
+//! Reading one range of a chunk: fetch, scan, carry a cut frame, repair from other replicas.
+//!
+//! The logic is generic over a [`Source`] of replica bytes so that it runs on synthetic buffers
+//! in tests exactly as it runs on `Read` RPCs.
+
+use std::future::Future;
+
+use bytes::{Bytes, BytesMut};
+use cairn_record::{DecodeError, RecordId, ScanItem, Scanner, decode_frame};
+
+use crate::error::{Error, Result};
+use crate::limits::{READ_RANGE_BYTES, READ_RPC_BYTES_MAX};
+
+/// Bytes one replica returned for a read.
+#[derive(Clone, Debug)]
+pub(crate) struct Fetched {
+    /// The bytes from the requested offset.
+    pub(crate) data: Bytes,
+    /// Bytes below this are readable on that replica (commit offset, or sealed length).
+    pub(crate) readable_end: u64,
+    /// The replica is sealed.
+    pub(crate) sealed: bool,
+}
+
+/// Where the bytes of one chunk come from: its replicas, by position (0 is tried first).
+pub(crate) trait Source {
+    /// Number of replicas.
+    fn replicas(&self) -> usize;
+    /// Up to `max_bytes` bytes from `offset` of replica `replica`, waiting up to `wait_ms` for
+    /// bytes of an open chunk when none are readable at `offset`.
+    fn read(
+        &self,
+        replica: usize,
+        offset: u64,
+        max_bytes: u64,
+        wait_ms: u32,
+    ) -> impl Future<Output = Result<Fetched>> + Send;
+}
+
+/// One thing found in a range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RangeItem {
+    /// A verified record; the payload shares the received buffer.
+    Record {
+        /// File offset of its frame.
+        offset: u64,
+        /// Its id.
+        id: RecordId,
+        /// The payload.
+        payload: Bytes,
+    },
+    /// Padding.
+    Padding {
+        /// Bytes covered.
+        len: u64,
+    },
+    /// Bytes no replica had whole.
+    Bad {
+        /// File offset of the first bad byte.
+        offset: u64,
+        /// Bytes skipped.
+        len: u64,
+        /// Replicas whose copy of the range was tried.
+        tried: usize,
+    },
+}
+
+/// The result of reading one range.
+#[derive(Clone, Debug)]
+pub(crate) struct RangeRead {
+    /// What the range held, in order.
+    pub(crate) items: Vec<RangeItem>,
+    /// File offset where the next range starts (the start of a cut frame, or the range end).
+    pub(crate) next: u64,
+    /// The replica's readable end at the time of the read.
+    pub(crate) readable_end: u64,
+    /// The chunk is sealed (so `readable_end` is final).
+    pub(crate) sealed: bool,
+}
+
+/// What scanning one buffer gave.
+#[derive(Debug)]
+enum Scan {
+    /// Items up to `next`; `bad` if some bytes were not frames.
+    Items {
+        items: Vec<RangeItem>,
+        next: u64,
+        bad: bool,
+    },
+    /// The range starts with a frame longer than the buffer: fetch `needed` bytes from the
+    /// range start.
+    NeedBytes { needed: u64 },
+}
+
+/// Scans `buf` (file offset `base`). `last` says the buffer reaches the readable end, so a
+/// frame cut at its end is damage, not a range boundary. Otherwise, bad bytes that are a frame
+/// running past the buffer's end, or that reach its end, are left for the next range, which
+/// starts where they do (it re-reads them whole, or sees them followed by good frames).
+fn scan(buf: &Bytes, base: u64, last: bool) -> Scan {
+    let end = base + buf.len() as u64;
+    let mut items = Vec::new();
+    let mut bad = false;
+    for item in Scanner::new(buf, base) {
+        match item {
+            ScanItem::Record {
+                offset,
+                id,
+                payload,
+            } => items.push(RangeItem::Record {
+                offset,
+                id,
+                payload: buf.slice_ref(payload),
+            }),
+            ScanItem::Padding { len, .. } => items.push(RangeItem::Padding { len }),
+            ScanItem::Corrupt { offset, len } => {
+                let at = (offset - base) as usize;
+                let cut = decode_frame(&buf[at..]);
+                let runs_past_end = matches!(cut, Err(DecodeError::Incomplete { .. }));
+                if !last && (runs_past_end || offset + len == end) {
+                    if offset > base {
+                        return Scan::Items {
+                            items,
+                            next: offset,
+                            bad,
+                        };
+                    }
+                    if let Err(DecodeError::Incomplete { needed, .. }) = cut {
+                        return Scan::NeedBytes {
+                            needed: needed as u64,
+                        };
+                    }
+                }
+                bad = true;
+                items.push(RangeItem::Bad {
+                    offset,
+                    len,
+                    tried: 1,
+                });
+            }
+        }
+    }
+    Scan::Items {
+        items,
+        next: end,
+        bad,
+    }
+}
+
+/// Reads and scans the range from `base` of a chunk whose readable end is `end` (a sealed
+/// chunk's length) or, if `None`, whatever the first replica reports (an open chunk, read from
+/// its primary, which is replica 0).
+///
+/// Replicas are tried from `*preferred` on; the one that answered becomes preferred. A range
+/// with bad bytes is fetched again from every other replica, and the first copy that scans
+/// clean is used; if none does, the bad bytes come back as [`RangeItem::Bad`].
+pub(crate) async fn read_range<S: Source>(
+    src: &S,
+    preferred: &mut usize,
+    base: u64,
+    end: Option<u64>,
+    wait_ms: u32,
+) -> Result<RangeRead> {
+    let want = end.map_or(READ_RANGE_BYTES, |e| {
+        e.saturating_sub(base).min(READ_RANGE_BYTES)
+    });
+    let (replica, first) = fetch_any(src, preferred, base, want, end, wait_ms).await?;
+    let readable_end = end.unwrap_or(first.readable_end);
+    let mut data = first.data;
+    let mut scanned = scan(&data, base, base + data.len() as u64 >= readable_end);
+    if let Scan::NeedBytes { needed } = scanned {
+        let needed = needed.min(readable_end.saturating_sub(base));
+        data = fetch_exact(src, replica, base, needed).await?;
+        scanned = scan(&data, base, base + data.len() as u64 >= readable_end);
+    }
+    let (mut items, mut next, bad) = match scanned {
+        Scan::Items { items, next, bad } => (items, next, bad),
+        Scan::NeedBytes { .. } => {
+            return Err(Error::Protocol {
+                message: format!("replica returned a short read at offset {base}"),
+            });
+        }
+    };
+    if bad {
+        let last = base + data.len() as u64 >= readable_end;
+        let mut tried = 1;
+        for other in (0..src.replicas()).filter(|&r| r != replica) {
+            tried += 1;
+            let Ok(copy) = fetch_exact(src, other, base, data.len() as u64).await else {
+                continue;
+            };
+            if let Scan::Items {
+                items: good,
+                next: good_next,
+                bad: false,
+            } = scan(&copy, base, last)
+            {
+                items = good;
+                next = good_next;
+                tried = 0;
+                break;
+            }
+        }
+        for item in &mut items {
+            if let RangeItem::Bad { tried: t, .. } = item {
+                *t = tried;
+            }
+        }
+    }
+    Ok(RangeRead {
+        items,
+        next,
+        readable_end,
+        sealed: first.sealed,
+    })
+}
+
+/// The first replica from `*preferred` on that returns the whole range (`want` bytes, or as
+/// many as it says are readable when `end` is unknown). A sealed chunk's replica returning
+/// less is passed over, unless no replica returns more.
+async fn fetch_any<S: Source>(
+    src: &S,
+    preferred: &mut usize,
+    base: u64,
+    want: u64,
+    end: Option<u64>,
+    wait_ms: u32,
+) -> Result<(usize, Fetched)> {
+    let n = src.replicas();
+    if n == 0 {
+        return Err(Error::Unavailable {
+            message: "the chunk has no replica to read from".into(),
+        });
+    }
+    let mut best: Option<(usize, Fetched)> = None;
+    let mut last_error = None;
+    for i in 0..n {
+        let replica = (*preferred + i) % n;
+        match src.read(replica, base, want, wait_ms).await {
+            Ok(f) if end.is_none() || f.data.len() as u64 >= want => {
+                *preferred = replica;
+                return Ok((replica, f));
+            }
+            Ok(f) => {
+                if best
+                    .as_ref()
+                    .is_none_or(|(_, b)| f.data.len() > b.data.len())
+                {
+                    best = Some((replica, f));
+                }
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    match (best, last_error) {
+        (Some((replica, f)), _) => {
+            *preferred = replica;
+            Ok((replica, f))
+        }
+        (None, Some(e)) => Err(e),
+        (None, None) => unreachable!("n > 0 replicas were tried"),
+    }
+}
+
+/// Exactly `len` bytes from `base` of one replica, in several reads if one read cannot carry
+/// them (a frame longer than [`READ_RPC_BYTES_MAX`]). One read's buffer is used as it is.
+async fn fetch_exact<S: Source>(src: &S, replica: usize, base: u64, len: u64) -> Result<Bytes> {
+    let first = src
+        .read(replica, base, len.min(READ_RPC_BYTES_MAX), 0)
+        .await?
+        .data;
+    if first.len() as u64 >= len {
+        return Ok(first.slice(..len as usize));
+    }
+    let mut joined = BytesMut::with_capacity(len as usize);
+    joined.extend_from_slice(&first);
+    while (joined.len() as u64) < len {
+        let at = base + joined.len() as u64;
+        let more = src
+            .read(
+                replica,
+                at,
+                (len - joined.len() as u64).min(READ_RPC_BYTES_MAX),
+                0,
+            )
+            .await?
+            .data;
+        if more.is_empty() {
+            return Err(Error::Unavailable {
+                message: format!("replica {replica} has no bytes at offset {at}"),
+            });
+        }
+        joined.extend_from_slice(&more);
+    }
+    Ok(joined.freeze())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use cairn_record::limits::CHUNK_HEADER_BYTES;
+    use cairn_record::{encode_padding, encode_record};
+    use std::sync::Mutex;
+
+    /// Replicas as in-memory chunk files; reads are capped at `read_cap` bytes and counted.
+    pub(crate) struct MemSource {
+        pub(crate) files: Vec<Option<Vec<u8>>>,
+        pub(crate) read_cap: u64,
+        pub(crate) sealed: bool,
+        pub(crate) reads: Mutex<Vec<(usize, u64, u64)>>,
+    }
+
+    impl MemSource {
+        pub(crate) fn new(files: Vec<Option<Vec<u8>>>) -> MemSource {
+            MemSource {
+                files,
+                read_cap: u64::MAX,
+                sealed: true,
+                reads: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    impl Source for MemSource {
+        fn replicas(&self) -> usize {
+            self.files.len()
+        }
+        async fn read(
+            &self,
+            replica: usize,
+            offset: u64,
+            max_bytes: u64,
+            _wait_ms: u32,
+        ) -> Result<Fetched> {
+            self.reads
+                .lock()
+                .unwrap()
+                .push((replica, offset, max_bytes));
+            let Some(file) = &self.files[replica] else {
+                return Err(Error::Unavailable {
+                    message: format!("replica {replica} down"),
+                });
+            };
+            let end = file.len() as u64;
+            let to = (offset + max_bytes.min(self.read_cap)).min(end);
+            Ok(Fetched {
+                data: Bytes::copy_from_slice(&file[offset as usize..to as usize]),
+                readable_end: end,
+                sealed: self.sealed,
+            })
+        }
+    }
+
+    /// A chunk file: a 32-byte header (zeros will do: reads start at 32) and records whose
+    /// payloads are `sizes` bytes, writer 5, sequences from 1. Returns the file and offsets.
+    pub(crate) fn chunk(sizes: &[usize]) -> (Vec<u8>, Vec<u64>) {
+        let mut file = vec![0u8; CHUNK_HEADER_BYTES];
+        let mut offsets = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            offsets.push(file.len() as u64);
+            let id = RecordId {
+                writer: 5,
+                sequence: i as u64 + 1,
+            };
+            encode_record(&mut file, id, &vec![i as u8; n], 16 << 20).unwrap();
+        }
+        (file, offsets)
+    }
+
+    /// Reads a whole sealed chunk range by range, as replay does.
+    pub(crate) async fn read_all(src: &MemSource, end: u64) -> Vec<RangeItem> {
+        let mut preferred = 0;
+        let mut pos = CHUNK_HEADER_BYTES as u64;
+        let mut all = Vec::new();
+        while pos < end {
+            let r = read_range(src, &mut preferred, pos, Some(end), 0)
+                .await
+                .unwrap();
+            assert!(r.next > pos, "every range makes progress");
+            all.extend(r.items);
+            pos = r.next;
+        }
+        all
+    }
+
+    fn sequences(items: &[RangeItem]) -> Vec<u64> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                RangeItem::Record { id, .. } => Some(id.sequence),
+                _ => None,
+            })
+            .collect()
+    }
+
+    // Proves: a frame cut by the range end is re-read from its start in the next range, so
+    // every record comes back once and whole, with reads capped well below the chunk size.
+    #[tokio::test]
+    async fn frame_straddling_a_range_boundary_is_carried() {
+        let (file, offsets) = chunk(&[1000, 3000, 50, 7000, 10]);
+        let end = file.len() as u64;
+        let mut src = MemSource::new(vec![Some(file.clone())]);
+        src.read_cap = 4096;
+        let items = read_all(&src, end).await;
+        assert_eq!(sequences(&items), vec![1, 2, 3, 4, 5]);
+        for item in &items {
+            if let RangeItem::Record {
+                offset,
+                id,
+                payload,
+            } = item
+            {
+                assert_eq!(*offset, offsets[id.sequence as usize - 1]);
+                assert!(payload.iter().all(|&b| b == id.sequence as u8 - 1));
+            }
+        }
+    }
+
+    // Proves: a frame longer than one read is fetched in several reads and joined.
+    #[tokio::test]
+    async fn frame_longer_than_a_read_is_joined() {
+        let (file, _) = chunk(&[100, 20_000, 100]);
+        let end = file.len() as u64;
+        let mut src = MemSource::new(vec![Some(file)]);
+        src.read_cap = 4096;
+        let items = read_all(&src, end).await;
+        assert_eq!(sequences(&items), vec![1, 2, 3]);
+    }
+
+    // Proves: a corrupt range on the first replica is repaired from a second one that has it
+    // whole; the first replica stays preferred for later ranges only if it answered whole.
+    #[tokio::test]
+    async fn corrupt_range_is_repaired_from_another_replica() {
+        let (good, offsets) = chunk(&[100, 200, 300]);
+        let mut bad = good.clone();
+        bad[offsets[1] as usize + 40] ^= 0x55;
+        let end = good.len() as u64;
+        let src = MemSource::new(vec![Some(bad), None, Some(good)]);
+        let items = read_all(&src, end).await;
+        assert_eq!(sequences(&items), vec![1, 2, 3]);
+        assert!(!items.iter().any(|i| matches!(i, RangeItem::Bad { .. })));
+    }
+
+    // Proves: when no replica has the range whole, the bad bytes come back as one Bad item
+    // (which replay turns into Skipped) and the records around them are kept.
+    #[tokio::test]
+    async fn corrupt_everywhere_is_reported_bad() {
+        let (good, offsets) = chunk(&[100, 200, 300]);
+        let mut bad = good.clone();
+        bad[offsets[1] as usize + 40] ^= 0x55;
+        let end = good.len() as u64;
+        let src = MemSource::new(vec![Some(bad.clone()), Some(bad)]);
+        let items = read_all(&src, end).await;
+        assert_eq!(sequences(&items), vec![1, 3]);
+        assert!(items.contains(&RangeItem::Bad {
+            offset: offsets[1],
+            len: offsets[2] - offsets[1],
+            tried: 2,
+        }));
+    }
+
+    // Proves: a bad frame at the very end of a sealed chunk is damage (not a carried tail), and
+    // padding is reported as padding.
+    #[tokio::test]
+    async fn bad_tail_of_the_last_range_is_not_carried() {
+        let (mut file, _) = chunk(&[100]);
+        encode_padding(&mut file, 64).unwrap();
+        let good_end = file.len();
+        let mut extra = Vec::new();
+        encode_record(
+            &mut extra,
+            RecordId {
+                writer: 5,
+                sequence: 2,
+            },
+            &[9; 50],
+            1 << 20,
+        )
+        .unwrap();
+        file.extend_from_slice(&extra[..40]);
+        let end = file.len() as u64;
+        let src = MemSource::new(vec![Some(file)]);
+        let items = read_all(&src, end).await;
+        assert_eq!(sequences(&items), vec![1]);
+        assert!(items.contains(&RangeItem::Padding { len: 64 }));
+        assert!(items.contains(&RangeItem::Bad {
+            offset: good_end as u64,
+            len: 40,
+            tried: 1,
+        }));
+    }
+
+    // Proves: with a frame cut by the range end on one replica and damage before it, the
+    // clean carry from the repaired copy is used.
+    #[test]
+    fn scan_carries_only_a_tail_that_runs_past_the_range() {
+        let (file, offsets) = chunk(&[100, 100, 100]);
+        let buf = Bytes::copy_from_slice(&file[32..offsets[2] as usize + 20]);
+        match scan(&buf, 32, false) {
+            Scan::Items { items, next, bad } => {
+                assert_eq!(sequences(&items), vec![1, 2]);
+                assert_eq!(next, offsets[2]);
+                assert!(!bad);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The same bytes as the last range: the cut frame is damage.
+        match scan(&buf, 32, true) {
+            Scan::Items { items, next, bad } => {
+                assert_eq!(sequences(&items), vec![1, 2]);
+                assert_eq!(next, 32 + buf.len() as u64);
+                assert!(bad);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
