@@ -17,7 +17,7 @@ use crate::limits::{
 /// Options of a new log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogOptions {
-    /// Replicas per chunk. Default 3.
+    /// Replicas per chunk. Default 3; 0 asks for the master's default.
     pub replication: u32,
     /// Chunk capacity in bytes, header included. Default 64 MiB; a multiple of 8 within
     /// `cairn_record::limits::{CHUNK_BYTES_MIN, CHUNK_BYTES_MAX}`.
@@ -245,11 +245,6 @@ impl Client {
         check_chunk_bytes(options.chunk_bytes).map_err(|e| Error::InvalidArgument {
             message: e.to_string(),
         })?;
-        if options.replication == 0 {
-            return Err(Error::InvalidArgument {
-                message: "replication must be at least 1".into(),
-            });
-        }
         let req = v1::CreateLogRequest {
             path: path.to_owned(),
             replication: options.replication,

@@ -1,0 +1,202 @@
+//! `cairn append LOG`: each input line (newline removed) is one record, many in flight.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use bytes::Bytes;
+use cairn_client::AppendAck;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::mpsc;
+
+use crate::cluster::{self, MasterArg};
+
+/// Most input lines read ahead of their acknowledgements (the appender also bounds bytes).
+const LINES_IN_FLIGHT_MAX: usize = 1 << 16;
+
+/// Lines handed from the reader task to the appending loop at a time.
+const LINE_QUEUE_MAX: usize = 4096;
+
+/// Failures printed one by one before only the summary counts them.
+const FAILURES_SHOWN_MAX: usize = 10;
+
+/// `cairn append LOG`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct AppendArgs {
+    /// The log's path (it must exist: `cairn create` it first).
+    log: String,
+    /// Read records from this file instead of stdin.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Print one JSON line per acknowledged record, as soon as it is acknowledged:
+    /// {"line":N,"chunk":I,"offset":O,"writer":W,"sequence":S}.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    master: MasterArg,
+}
+
+/// Appends every input line as a record.
+pub(crate) fn run(args: &AppendArgs) -> anyhow::Result<ExitCode> {
+    cluster::run(async {
+        let input: Box<dyn AsyncRead + Unpin + Send> = match &args.file {
+            Some(path) => Box::new(
+                tokio::fs::File::open(path)
+                    .await
+                    .with_context(|| format!("open {}", path.display()))?,
+            ),
+            None => Box::new(tokio::io::stdin()),
+        };
+        let client = cluster::connect(&args.master).await?;
+        let appender = client.appender(&args.log).await.map_err(cluster::hint)?;
+        let writer = appender.writer_id();
+        let started = Instant::now();
+
+        let (tx, mut lines) = mpsc::channel::<std::io::Result<Vec<u8>>>(LINE_QUEUE_MAX);
+        tokio::spawn(read_lines(input, tx));
+
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        let mut in_flight = FuturesUnordered::new();
+        let (mut read, mut acked, mut failed) = (0u64, 0u64, 0u64);
+        let mut first_failure: Option<String> = None;
+        let mut input_open = true;
+        loop {
+            if !input_open && in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                line = lines.recv(), if input_open && in_flight.len() < LINES_IN_FLIGHT_MAX => {
+                    match line {
+                        None => input_open = false,
+                        Some(Err(e)) => return Err(e).context("read the input"),
+                        Some(Ok(line)) => {
+                            read += 1;
+                            appender.ready().await;
+                            let ack = appender.append(Bytes::from(line));
+                            let n = read;
+                            in_flight.push(async move { (n, ack.await) });
+                        }
+                    }
+                }
+                Some((n, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    let mut next = Some((n, result));
+                    // Print everything acknowledged by now, then flush once.
+                    while let Some((n, result)) = next.take() {
+                        match result {
+                            Ok(ack) => {
+                                acked += 1;
+                                if args.json {
+                                    writeln!(out, "{}", ack_json(n, &ack)).context("write stdout")?;
+                                }
+                            }
+                            Err(e) => {
+                                failed += 1;
+                                let message = format!("line {n}: {e}");
+                                // The first failure is the final error line; a few more are
+                                // shown as they happen.
+                                if first_failure.is_none() {
+                                    first_failure = Some(message);
+                                } else if failed as usize <= FAILURES_SHOWN_MAX {
+                                    eprintln!("also failed: {message}");
+                                }
+                            }
+                        }
+                        next = futures_util::FutureExt::now_or_never(in_flight.next()).flatten();
+                    }
+                    out.flush().context("write stdout")?;
+                }
+            }
+        }
+        out.flush().context("write stdout")?;
+        drop(out);
+        let _ = appender.close().await;
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "appended {acked} of {read} records to {} in {secs:.2} s ({:.0} records/s), {failed} failed; writer {writer}",
+            args.log,
+            acked as f64 / secs.max(1e-9),
+        );
+        if let Some(first) = first_failure {
+            anyhow::bail!("{failed} of {read} records failed; first: {first}");
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Sends each line (without its newline) to `tx`; a last line without a newline counts too.
+async fn read_lines(
+    input: Box<dyn AsyncRead + Unpin + Send>,
+    tx: mpsc::Sender<std::io::Result<Vec<u8>>>,
+) {
+    let mut reader = BufReader::with_capacity(1 << 20, input);
+    loop {
+        let mut line = Vec::new();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) => return,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                if tx.send(Ok(line)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// `{"line":N,"chunk":I,"offset":O,"writer":W,"sequence":S}`, in this key order; chunk and
+/// offset are null when the primary answered "already stored" without the place.
+fn ack_json(line: u64, ack: &AppendAck) -> String {
+    let opt = |v: Option<u64>| v.map_or_else(|| "null".to_owned(), |v| v.to_string());
+    format!(
+        "{{\"line\":{line},\"chunk\":{},\"offset\":{},\"writer\":{},\"sequence\":{}}}",
+        opt(ack.chunk.map(u64::from)),
+        opt(ack.offset),
+        ack.id.writer,
+        ack.id.sequence
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_client::RecordId;
+
+    #[test]
+    fn ack_lines_follow_the_contract() {
+        let ack = AppendAck {
+            id: RecordId {
+                writer: u64::MAX,
+                sequence: 3,
+            },
+            chunk: Some(2),
+            offset: Some(96),
+        };
+        let line = ack_json(7, &ack);
+        assert_eq!(
+            line,
+            format!(
+                "{{\"line\":7,\"chunk\":2,\"offset\":96,\"writer\":{},\"sequence\":3}}",
+                u64::MAX
+            )
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["writer"].as_u64(), Some(u64::MAX));
+        let dup = AppendAck {
+            chunk: None,
+            offset: None,
+            ..ack
+        };
+        let v: serde_json::Value = serde_json::from_str(&ack_json(1, &dup)).unwrap();
+        assert!(v["chunk"].is_null() && v["offset"].is_null());
+    }
+}

@@ -1,0 +1,103 @@
+//! What the client subcommands (`create`, `append`, `replay`, `tail`, `ls`, `stat`, `bench`)
+//! share: the `--master` flag, byte-size parsing, the runtime and connecting.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use cairn_client::Client;
+
+/// The master to talk to.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct MasterArg {
+    /// The master's address, HOST:PORT.
+    #[arg(long, env = "CAIRN_MASTER", default_value = "127.0.0.1:7000")]
+    pub(crate) master: String,
+}
+
+/// Parses a byte count: plain digits, or a number with a suffix (`K`/`KiB` = 1024, `M`/`MiB`,
+/// `G`/`GiB`; `KB`/`MB`/`GB` are powers of 1000).
+pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, suffix) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count (e.g. 65536, 256KiB, 64MiB)"))?;
+    let unit: u64 = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => return Err(format!("unknown size suffix {other:?} in {s:?}")),
+    };
+    n.checked_mul(unit)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Logs of client commands go to stderr, errors only unless `RUST_LOG` says otherwise: a
+/// failure is reported once, as the `error:` line.
+pub(crate) fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs a client command: tracing, the runtime, then `f`. A closed stdout (`cairn replay LOG |
+/// head`) ends the command quietly, as it does for other Unix tools.
+pub(crate) fn run<F>(f: F) -> anyhow::Result<ExitCode>
+where
+    F: std::future::Future<Output = anyhow::Result<ExitCode>>,
+{
+    init_tracing();
+    let rt = crate::serve::runtime().context("start the runtime")?;
+    match rt.block_on(f) {
+        Err(e) if is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
+        r => r,
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Connects to the master (an error names the address).
+pub(crate) async fn connect(master: &MasterArg) -> anyhow::Result<Client> {
+    Ok(Client::connect(&master.master).await?)
+}
+
+/// Adds a hint to "log not found".
+pub(crate) fn hint(e: cairn_client::Error) -> anyhow::Error {
+    match e {
+        cairn_client::Error::LogNotFound { .. } => {
+            anyhow::anyhow!("{e} (create it first: cairn create LOG)")
+        }
+        e => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts_with_and_without_suffixes() {
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("256KiB"), Ok(256 << 10));
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("64M"), Ok(64 << 20));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("10kb"), Ok(10_000));
+        assert!(parse_bytes("three").is_err());
+        assert!(parse_bytes("12XB").is_err());
+        assert!(parse_bytes("").is_err());
+    }
+}

@@ -1,0 +1,160 @@
+//! `cairn create`, `cairn ls`, `cairn stat`: the log namespace.
+
+use std::process::ExitCode;
+
+use cairn_client::{LogOptions, LogStat};
+use cairn_record::limits::CHUNK_BYTES_DEFAULT;
+use serde_json::json;
+
+use crate::cluster::{self, MasterArg, parse_bytes};
+
+/// `cairn create LOG`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct CreateArgs {
+    /// The log's path.
+    log: String,
+    /// Replicas per chunk. Default: the master's default (3; `cairn local` lowers it to its
+    /// number of chunkservers).
+    #[arg(long)]
+    replication: Option<u32>,
+    /// Chunk capacity, header included: bytes, or with a suffix (256KiB, 64MiB). Default 64 MiB.
+    #[arg(long, value_parser = parse_bytes, default_value_t = CHUNK_BYTES_DEFAULT)]
+    chunk_size: u64,
+    #[command(flatten)]
+    master: MasterArg,
+}
+
+/// `cairn ls`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct LsArgs {
+    /// Only logs whose path starts with this.
+    #[arg(default_value = "")]
+    prefix: String,
+    /// One JSON object per log.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    master: MasterArg,
+}
+
+/// `cairn stat LOG`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct StatArgs {
+    /// The log's path.
+    log: String,
+    /// Print JSON: the log's options and its `chunks` array.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    master: MasterArg,
+}
+
+/// Creates a log.
+pub(crate) fn create(args: &CreateArgs) -> anyhow::Result<ExitCode> {
+    cluster::run(async {
+        let client = cluster::connect(&args.master).await?;
+        let options = LogOptions {
+            // 0 asks the master for its default.
+            replication: args.replication.unwrap_or(0),
+            chunk_bytes: args.chunk_size,
+        };
+        if args.replication == Some(0) {
+            anyhow::bail!("--replication must be at least 1");
+        }
+        let info = client.create_log(&args.log, options).await?;
+        println!(
+            "created {}: replication {}, chunks of {} bytes",
+            info.path, info.replication, info.chunk_bytes
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Lists logs.
+pub(crate) fn ls(args: &LsArgs) -> anyhow::Result<ExitCode> {
+    cluster::run(async {
+        let client = cluster::connect(&args.master).await?;
+        let mut logs = client.list_logs(&args.prefix).await?;
+        logs.sort_by(|a, b| a.path.cmp(&b.path));
+        for l in logs {
+            if args.json {
+                println!(
+                    "{}",
+                    json!({
+                        "path": l.path,
+                        "replication": l.replication,
+                        "chunk_bytes": l.chunk_bytes,
+                        "chunks": l.chunk_count,
+                    })
+                );
+            } else {
+                println!(
+                    "{}\tchunks={}\treplication={}\tchunk_bytes={}",
+                    l.path, l.chunk_count, l.replication, l.chunk_bytes
+                );
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Shows a log's chunks.
+pub(crate) fn stat(args: &StatArgs) -> anyhow::Result<ExitCode> {
+    cluster::run(async {
+        let client = cluster::connect(&args.master).await?;
+        let stat = client.stat_log(&args.log).await.map_err(cluster::hint)?;
+        if args.json {
+            println!("{}", stat_json(&stat));
+        } else {
+            print_stat(&stat);
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn stat_json(stat: &LogStat) -> serde_json::Value {
+    let chunks: Vec<_> = stat
+        .chunks
+        .iter()
+        .map(|c| {
+            json!({
+                "index": c.index,
+                "handle": c.handle.to_string(),
+                "state": c.state.as_str(),
+                "length": c.length,
+                "version": c.version,
+                "replicas": c.replicas,
+                "primary": c.primary,
+            })
+        })
+        .collect();
+    json!({
+        "path": stat.path,
+        "replication": stat.replication,
+        "chunk_bytes": stat.chunk_bytes,
+        "chunks": chunks,
+    })
+}
+
+fn print_stat(stat: &LogStat) {
+    println!(
+        "{}: {} chunk(s), replication {}, chunks of {} bytes",
+        stat.path,
+        stat.chunks.len(),
+        stat.replication,
+        stat.chunk_bytes
+    );
+    println!("index\thandle\tstate\tlength\tversion\tprimary\treplicas");
+    for c in &stat.chunks {
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            c.index,
+            c.handle,
+            c.state.as_str(),
+            c.length,
+            c.version,
+            c.primary.as_deref().unwrap_or("-"),
+            c.replicas.join(",")
+        );
+    }
+}
