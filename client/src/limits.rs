@@ -14,8 +14,14 @@ pub const BATCH_BYTES_MAX: usize = 1 << 20;
 /// Most records in one batch.
 pub const BATCH_RECORDS_MAX: usize = 1024;
 
-/// Most batches of one appender in flight (sent, not yet answered) at once.
+/// Most batches of one appender in flight (sent, not yet answered) at once. The window
+/// starts at one batch and grows by one per [`WINDOW_GROW_AFTER_BATCHES`] batches stored in
+/// order; an `OUT_OF_ORDER` answer (a batch overtook an earlier one on its way into the
+/// primary) halves it. While one batch is in flight the next one gathers everything queued.
 pub const BATCHES_IN_FLIGHT_MAX: usize = 8;
+
+/// Batches stored in order, in a row, before the in-flight window grows by one.
+pub const WINDOW_GROW_AFTER_BATCHES: u32 = 32;
 
 /// [`crate::Appender::ready`] waits while more payload bytes than this are queued or in flight
 /// (64 MiB). `append` itself never waits, so that sequences follow call order.

@@ -265,6 +265,12 @@ impl Task {
             }
             if let Some(location) = &self.location {
                 while let Some(send) = self.window.next_send() {
+                    tracing::trace!(
+                        first = send.meta.first_seq,
+                        records = send.meta.count,
+                        bytes = send.frames.len(),
+                        "send"
+                    );
                     in_flight.push(append_rpc(self.client.clone(), location.clone(), send));
                 }
             }
@@ -397,6 +403,9 @@ impl Task {
                 };
                 return self.close_with(e);
             }
+        }
+        if let Outcome::OutOfOrder { expected } = &outcome {
+            debug!(log = %self.path, first = meta.first_seq, expected, current, "out of order");
         }
         let acked = self.window.on_outcome(meta, outcome);
         if !acked.is_empty() {

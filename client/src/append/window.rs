@@ -21,7 +21,9 @@ use cairn_record::frame::encoded_len;
 use cairn_record::{RecordId, encode_record};
 
 use crate::append::AppendAck;
-use crate::limits::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX, BATCHES_IN_FLIGHT_MAX};
+use crate::limits::{
+    BATCH_BYTES_MAX, BATCH_RECORDS_MAX, BATCHES_IN_FLIGHT_MAX, WINDOW_GROW_AFTER_BATCHES,
+};
 
 /// One `Append` RPC to make.
 #[derive(Clone, Debug)]
@@ -133,6 +135,10 @@ pub(crate) struct Window<W> {
     cursor: usize,
     /// Sends of the current generation not yet answered.
     in_flight: usize,
+    /// Sends allowed in flight now (1..=BATCHES_IN_FLIGHT_MAX).
+    window: usize,
+    /// Batches stored in order since the window last changed.
+    in_order: u32,
     /// Set by `OUT_OF_ORDER`: resend from this sequence once the window drains.
     rewind_from: Option<u64>,
     /// A seal was asked for in the current generation (sending stops until a new location).
@@ -158,6 +164,8 @@ impl<W: Waiter> Window<W> {
             chunk: None,
             cursor: 0,
             in_flight: 0,
+            window: 1,
+            in_order: 0,
             rewind_from: None,
             sealing: false,
             seal_wanted: None,
@@ -227,6 +235,12 @@ impl<W: Waiter> Window<W> {
         self.in_flight
     }
 
+    /// Opens the window fully (tests of the pipelined paths).
+    #[cfg(test)]
+    pub(crate) fn open_window(&mut self) {
+        self.window = BATCHES_IN_FLIGHT_MAX;
+    }
+
     /// A new location (first open, or after a seal): a new generation that resends every held
     /// batch in order.
     pub(crate) fn set_location(&mut self, chunk: u32) {
@@ -242,7 +256,7 @@ impl<W: Waiter> Window<W> {
     /// The next send, if the window has room and something is to be sent.
     pub(crate) fn next_send(&mut self) -> Option<Send> {
         let chunk = self.chunk?;
-        if self.sealing || self.in_flight >= BATCHES_IN_FLIGHT_MAX {
+        if self.sealing || self.in_flight >= self.window {
             return None;
         }
         if let Some(expected) = self.rewind_from {
@@ -340,6 +354,13 @@ impl<W: Waiter> Window<W> {
                 }
             }
             Outcome::Stored { offsets, full } => {
+                if current && !full {
+                    self.in_order += 1;
+                    if self.in_order >= WINDOW_GROW_AFTER_BATCHES {
+                        self.window = (self.window + 1).min(BATCHES_IN_FLIGHT_MAX);
+                        self.in_order = 0;
+                    }
+                }
                 for (i, &offset) in offsets.iter().enumerate() {
                     self.ack(meta.first_seq + i as u64, meta.chunk, offset, &mut acked);
                 }
@@ -348,6 +369,10 @@ impl<W: Waiter> Window<W> {
                 }
             }
             Outcome::OutOfOrder { expected } if current => {
+                if self.rewind_from.is_none() {
+                    self.window = (self.window / 2).max(1);
+                    self.in_order = 0;
+                }
                 let from = self.rewind_from.map_or(expected, |r| r.min(expected));
                 self.rewind_from = Some(from);
             }
@@ -482,6 +507,7 @@ mod tests {
         let per = BATCH_BYTES_MAX / 4;
         let mut w = window(100, per);
         w.set_location(3);
+        w.open_window();
         let mut sends = Vec::new();
         while let Some(s) = w.next_send() {
             assert!(s.frames.len() <= BATCH_BYTES_MAX);
@@ -512,6 +538,7 @@ mod tests {
             w.push(Bytes::from(vec![1u8; 16 << 10]), Tag(s));
         }
         w.set_location(0);
+        w.open_window();
         let a = w.next_send().unwrap();
         let b = w.next_send().unwrap();
         assert!(a.meta.count > 2);
@@ -561,6 +588,7 @@ mod tests {
             w.push(Bytes::from(vec![1u8; 100 << 10]), Tag(s));
         }
         w.set_location(0);
+        w.open_window();
         let sends: Vec<_> = std::iter::from_fn(|| w.next_send()).collect();
         assert_eq!(sends.len(), 5);
         w.on_outcome(sends[0].meta, ok(sends[0].meta, 32));
@@ -604,6 +632,7 @@ mod tests {
             w.push(Bytes::from(vec![1u8; 100 << 10]), Tag(s));
         }
         w.set_location(0);
+        w.open_window();
         let a = w.next_send().unwrap();
         let b = w.next_send().unwrap();
         let c = w.next_send().unwrap();
@@ -681,5 +710,54 @@ mod tests {
         assert_eq!(failed, vec![Tag(3), Tag(4), Tag(5), Tag(6)]);
         assert!(w.is_empty());
         assert_eq!(w.push(Bytes::new(), Tag(7)).sequence, 7);
+    }
+
+    // Proves: the window starts at one batch (the next batch gathers what queued meanwhile),
+    // grows by one per WINDOW_GROW_AFTER_BATCHES in-order batches, and halves on OUT_OF_ORDER.
+    #[test]
+    fn window_grows_in_order_and_halves_on_out_of_order() {
+        let mut w = window(0, 0);
+        w.set_location(0);
+        let mut seq = 0;
+        let mut push = |w: &mut Window<Tag>| {
+            seq += 1;
+            w.push(Bytes::from_static(b"x"), Tag(seq));
+        };
+        push(&mut w);
+        let first = w.next_send().expect("one batch fits the window");
+        push(&mut w);
+        assert!(w.next_send().is_none(), "a window of one batch");
+        w.on_outcome(first.meta, ok(first.meta, 32));
+        for _ in 1..2 * WINDOW_GROW_AFTER_BATCHES {
+            let s = w.next_send().expect("room again");
+            w.on_outcome(s.meta, ok(s.meta, 32));
+            push(&mut w);
+        }
+        // 2 × WINDOW_GROW_AFTER_BATCHES batches in order: the window grew to three.
+        let sends: Vec<_> = (0..4)
+            .filter_map(|_| {
+                push(&mut w);
+                w.next_send()
+            })
+            .collect();
+        assert_eq!(sends.len(), 3);
+        // The second overtook the first: the window halves to one.
+        w.on_outcome(
+            sends[1].meta,
+            Outcome::OutOfOrder {
+                expected: sends[0].meta.first_seq,
+            },
+        );
+        w.on_outcome(sends[0].meta, ok(sends[0].meta, 32));
+        assert!(w.next_send().is_none(), "the third is still in flight");
+        w.on_outcome(
+            sends[2].meta,
+            Outcome::OutOfOrder {
+                expected: sends[1].meta.first_seq,
+            },
+        );
+        let resent: Vec<_> = std::iter::from_fn(|| w.next_send()).collect();
+        assert_eq!(resent.len(), 1);
+        assert_eq!(resent[0].meta.first_seq, sends[1].meta.first_seq);
     }
 }
