@@ -14,7 +14,7 @@
 //!   deduplication each appears exactly once, and the deduplicated replay is exactly the first
 //!   copies of the full one, in order.
 //! - **O (order)**: per writer, first copies appear in increasing sequence (and input-line) order.
-//! - **P (position)**: an acknowledgement's `(chunk, offset)`, when not 0, is where a copy of that
+//! - **P (position)**: an acknowledgement's `(chunk, offset)`, when given, is where a copy of that
 //!   record is.
 //! - **F (definite failure)**: a line of a run marked as definitely failed that was not
 //!   acknowledged never appears.
@@ -49,6 +49,17 @@ impl AppendRun {
     /// Builds a run from a finished `append --json` command fed with `lines`.
     pub fn from_output(name: &str, lines: Vec<Vec<u8>>, output: Output) -> Self {
         let acks = contract::parse_acks(&output);
+        Self {
+            name: name.to_owned(),
+            lines,
+            acks,
+            output,
+            definite_failure: false,
+        }
+    }
+
+    /// Builds a run from acknowledgements gathered some other way (an in-process appender).
+    pub fn from_acks(name: &str, lines: Vec<Vec<u8>>, acks: Vec<Ack>, output: Output) -> Self {
         Self {
             name: name.to_owned(),
             lines,
@@ -428,7 +439,8 @@ pub fn check(runs: &[AppendRun], deduplicated: &Replay, with_duplicates: &Replay
         if !seen.contains(key) {
             report.violate("L (lost)", || {
                 format!(
-                    "{} (writer {} sequence {}, acked at chunk {} offset {}) is not in the replay",
+                    "{} (writer {} sequence {}, acked at chunk {:?} offset {:?}) is not in the \
+                     replay",
                     name(*id),
                     key.0,
                     key.1,
@@ -437,16 +449,15 @@ pub fn check(runs: &[AppendRun], deduplicated: &Replay, with_duplicates: &Replay
                 )
             });
         }
-        if ack.offset != 0
+        if let (Some(chunk), Some(offset)) = (ack.chunk, ack.offset)
             && let Some((_, positions)) = copies.get(key)
-            && !positions.contains(&(ack.chunk, ack.offset))
+            && !positions.contains(&(chunk, offset))
         {
             report.violate("P (position)", || {
                 format!(
-                    "{} acked at chunk {} offset {}, but its copies are at {positions:?}",
-                    name(*id),
-                    ack.chunk,
-                    ack.offset
+                    "{} acked at chunk {chunk} offset {offset}, but its copies are at \
+                     {positions:?}",
+                    name(*id)
                 )
             });
         }
@@ -514,8 +525,8 @@ mod tests {
             .filter(|l| !unacked.contains(l))
             .map(|l| Ack {
                 line: l,
-                chunk: 0,
-                offset: 32 * l,
+                chunk: Some(0),
+                offset: Some(32 * l),
                 writer: WriterId(w.into()),
                 sequence: l,
             })

@@ -194,15 +194,12 @@ impl Cluster {
         &self.server(role).data_dir
     }
 
-    /// A client command: `cairn ARGS… --master ADDR`, with the default deadline.
+    /// A client command: `cairn ARGS… --master ADDR`, with the default deadline and the test's
+    /// environment (so its stderr is what a user would see).
     pub fn cairn<S: AsRef<str>>(&self, args: &[S]) -> Cmd {
         Cmd::new(&self.bin)
             .args(args.iter().map(|a| a.as_ref().to_owned()))
             .args(["--master".to_owned(), self.master_addr()])
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
     }
 
     // ---- process control ----

@@ -29,10 +29,11 @@ impl fmt::Display for WriterId {
 pub struct Ack {
     /// Input line number, from 1.
     pub line: u64,
-    /// Chunk index in the log.
-    pub chunk: u64,
-    /// File offset of the record's frame in its chunk.
-    pub offset: u64,
+    /// Chunk index in the log; `None` (JSON `null`) when the primary answered "already stored"
+    /// without knowing where (a retried duplicate).
+    pub chunk: Option<u64>,
+    /// File offset of the record's frame in its chunk; `None` exactly when `chunk` is.
+    pub offset: Option<u64>,
     /// The appender's writer id.
     pub writer: WriterId,
     /// The record's sequence number.
@@ -142,8 +143,8 @@ pub fn parse_acks(output: &Output) -> Vec<Ack> {
         let v = parse_json_line(line, i, &output.label);
         acks.push(Ack {
             line: number(&v, "line", line),
-            chunk: number(&v, "chunk", line),
-            offset: number(&v, "offset", line),
+            chunk: nullable_number(&v, "chunk", line),
+            offset: nullable_number(&v, "offset", line),
             writer: writer(&v, line),
             sequence: number(&v, "sequence", line),
         });
@@ -291,6 +292,14 @@ fn number(v: &Value, key: &str, line: &[u8]) -> u64 {
     v.get(key)
         .and_then(Value::as_u64)
         .unwrap_or_else(|| panic!("no unsigned integer `{key}` in {}", show(line)))
+}
+
+fn nullable_number(v: &Value, key: &str, line: &[u8]) -> Option<u64> {
+    match v.get(key) {
+        Some(Value::Null) => None,
+        Some(n) if n.is_u64() => n.as_u64(),
+        _ => panic!("no unsigned integer or null `{key}` in {}", show(line)),
+    }
 }
 
 fn writer(v: &Value, line: &[u8]) -> WriterId {

@@ -13,6 +13,9 @@ use crate::workload::Rng;
 /// How long to wait to connect, and for the server's answer after sending.
 const GARBAGE_IO_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// How long to keep reading once the server has answered something.
+const GARBAGE_QUIET_AFTER_ANSWER: Duration = Duration::from_millis(300);
+
 /// The HTTP/2 client connection preface.
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -34,7 +37,7 @@ pub fn send(addr: SocketAddr, payload: &[u8], shutdown_write: bool) -> std::io::
     if shutdown_write {
         let _ = stream.shutdown(std::net::Shutdown::Write);
     }
-    let deadline = Instant::now() + GARBAGE_IO_TIMEOUT;
+    let mut deadline = Instant::now() + GARBAGE_IO_TIMEOUT;
     let mut bytes = Vec::new();
     let mut buf = [0u8; 8192];
     let mut closed = false;
@@ -50,6 +53,8 @@ pub fn send(addr: SocketAddr, payload: &[u8], shutdown_write: bool) -> std::io::
                 if bytes.len() < 1 << 16 {
                     bytes.extend_from_slice(&buf[..n]);
                 }
+                // It answered: give it only a moment more (to close, or to say more).
+                deadline = deadline.min(Instant::now() + GARBAGE_QUIET_AFTER_ANSWER);
             }
             Err(e)
                 if matches!(

@@ -338,6 +338,19 @@ pub struct Output {
 }
 
 impl Output {
+    /// The output of work done in-process (e.g. an appender driven through the client library),
+    /// so it can be checked like a command's: exit 0 if `ok`, else 1 with `stderr`.
+    pub fn in_process(label: &str, ok: bool, stderr: String, elapsed: Duration) -> Self {
+        Self {
+            label: label.to_owned(),
+            status: ExitStatus::from_raw(if ok { 0 } else { 1 << 8 }),
+            timed_out: false,
+            elapsed,
+            stdout: Vec::new(),
+            stderr: stderr.into_bytes(),
+        }
+    }
+
     /// Exited 0 within its deadline.
     pub fn success(&self) -> bool {
         !self.timed_out && self.status.success()

