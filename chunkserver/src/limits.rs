@@ -83,3 +83,8 @@ const _: () = assert!(MASTER_RETRY_MS_MIN <= MASTER_RETRY_MS_MAX);
 const _: () =
     assert!(cairn_proto::GRPC_MESSAGE_BYTES_MAX <= HTTP2_CONNECTION_WINDOW_BYTES as usize);
 const _: () = assert!(HTTP2_STREAM_WINDOW_BYTES <= HTTP2_CONNECTION_WINDOW_BYTES);
+
+/// How long the primary holds a batch that arrived ahead of its writer's next sequence, waiting
+/// for the earlier batch, before answering `OUT_OF_ORDER` (milliseconds).
+pub const REORDER_HOLD_MS: u64 = 50;
+const _: () = assert!(REORDER_HOLD_MS < RPC_TIMEOUT_MS_MIN * 100);

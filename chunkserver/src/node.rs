@@ -15,7 +15,9 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
-use crate::limits::{FENCE_SCAN_CARRY_BYTES_MAX, READ_BYTES_MAX, READ_WAIT_MS_MAX};
+use crate::limits::{
+    FENCE_SCAN_CARRY_BYTES_MAX, READ_BYTES_MAX, READ_WAIT_MS_MAX, REORDER_HOLD_MS,
+};
 use crate::primary::{Admission, Batch, Primary, Write};
 use crate::service::Peers;
 use crate::store::disk::FsDisk;
@@ -80,6 +82,9 @@ pub(crate) struct Chunk {
     readable: watch::Sender<u64>,
     /// Present on the chunk's primary (lost in a restart).
     primary: Option<Mutex<Primary>>,
+    /// Notified whenever the primary admits a batch, so a batch that arrived ahead of its
+    /// writer's earlier one can look again instead of bouncing back to the client.
+    admitted: tokio::sync::Notify,
 }
 
 impl Chunk {
@@ -89,6 +94,7 @@ impl Chunk {
             payload_bytes_max: record_payload_bytes_max(capacity),
             readable: watch::Sender::new(CHUNK_HEADER_BYTES as u64),
             primary: primary.map(Mutex::new),
+            admitted: tokio::sync::Notify::new(),
         }
     }
 
@@ -245,33 +251,55 @@ impl Node {
         }
         let batch = Batch::parse(&frames, chunk.payload_bytes_max)
             .map_err(|reason| Error::InvalidBatch { handle, reason })?;
-        let (admitted, replication) = {
-            let mut guard = chunk.primary().expect("checked above");
-            let p = &mut *guard;
-            let admitted = match p.admit(version, &batch, acked_through)? {
-                Admission::Admitted(a) => a,
-                Admission::Full => {
-                    return Ok(AppendOutcome {
+        // Concurrent RPCs of one connection reach this point in any order. A batch that is
+        // ahead of its writer's next sequence waits (bounded) for the earlier batch to be
+        // admitted rather than bouncing: a bounce drains the client's whole in-flight window.
+        let hold_until = Instant::now() + Duration::from_millis(REORDER_HOLD_MS);
+        let (admitted, replication) = loop {
+            let admitted_elsewhere = chunk.admitted.notified();
+            tokio::pin!(admitted_elsewhere);
+            admitted_elsewhere.as_mut().enable();
+            // The lock is held only inside this block: no await may see it.
+            let step = {
+                let mut guard = chunk.primary().expect("checked above");
+                let p = &mut *guard;
+                match p.admit(version, &batch, acked_through)? {
+                    Admission::Admitted(admitted) => {
+                        let replication = admitted
+                            .write
+                            .as_ref()
+                            .map(|w| self.start_write(&chunk, p, w, &frames));
+                        Ok((admitted, replication))
+                    }
+                    Admission::Full => Err(AppendOutcome {
                         status: AppendStatus::ChunkFull,
                         offsets: Vec::new(),
                         commit_offset: p.commit(),
                         expected_sequence: 0,
-                    });
-                }
-                Admission::OutOfOrder { expected_sequence } => {
-                    return Ok(AppendOutcome {
+                    }),
+                    Admission::OutOfOrder { expected_sequence } => Err(AppendOutcome {
                         status: AppendStatus::OutOfOrder,
                         offsets: Vec::new(),
                         commit_offset: p.commit(),
                         expected_sequence,
-                    });
+                    }),
                 }
             };
-            let replication = admitted
-                .write
-                .as_ref()
-                .map(|w| self.start_write(&chunk, p, w, &frames));
-            (admitted, replication)
+            match step {
+                Ok(taken) => {
+                    chunk.admitted.notify_waiters();
+                    break taken;
+                }
+                Err(out) if out.status == AppendStatus::OutOfOrder => {
+                    if tokio::time::timeout_at(hold_until, admitted_elsewhere)
+                        .await
+                        .is_err()
+                    {
+                        return Ok(out);
+                    }
+                }
+                Err(out) => return Ok(out),
+            }
         };
         if let Some(task) = replication {
             task.await.map_err(|_| Error::Broken { handle })??;
