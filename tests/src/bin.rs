@@ -3,8 +3,15 @@
 //! A test package cannot use another package's `CARGO_BIN_EXE_*` (DESIGN §9), so the harness runs
 //! `cargo build -p cairn-cli --bin cairn` itself, once, with the profile the test executable was
 //! built with, and takes the binary from the same profile directory as the test executable. A
-//! plain `cargo test` from a fresh clone therefore works, and when `cargo test --workspace` has
-//! already built the binary the nested build is a no-op.
+//! plain `cargo test` from a fresh clone therefore works.
+//!
+//! One shortcut: if that binary already exists and is newer than every source file of the
+//! workspace (`*.rs`, `*.toml`, `*.proto`, `Cargo.lock`, outside `target/` and this crate), it is
+//! used as is. That is the case under `cargo test --workspace`, which builds `cairn` for the CLI's
+//! own tests first — with the whole workspace's features (tokio's `test-util`, from a
+//! dev-dependency, among them), so `cargo build -p cairn-cli` would rebuild tokio and everything
+//! above it only to get a different feature set: minutes of CI on two cores. Set
+//! `CAIRN_TESTS_BUILD=1` to always run the build.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,11 +21,20 @@ use std::time::Instant;
 /// Environment variable naming a prebuilt `cairn` binary to use instead of building one.
 pub const CAIRN_BIN_ENV: &str = "CAIRN_BIN";
 
+/// Environment variable: when set, always run `cargo build` (no freshness shortcut).
+pub const BUILD_ENV: &str = "CAIRN_TESTS_BUILD";
+
+/// The binary's file name.
+const BIN_NAME: &str = "cairn";
+
 /// The file cargo writes at the root of every target directory.
 const CACHEDIR_TAG: &str = "CACHEDIR.TAG";
 
-/// The `cairn` binary under test: `$CAIRN_BIN` if set, else the workspace's binary built (once per
-/// test process) with the test executable's profile.
+/// At most this many directory entries are looked at by the freshness check; past it, build.
+const FRESHNESS_ENTRIES_MAX: u32 = 50_000;
+
+/// The `cairn` binary under test: `$CAIRN_BIN` if set, else the workspace's binary (built once per
+/// test process if it is not fresh) from the test executable's profile directory.
 ///
 /// # Panics
 /// If the build fails or the binary is not where cargo puts it; the message says what to do.
@@ -34,6 +50,16 @@ pub fn cairn_bin() -> &'static Path {
             );
             return path;
         }
+        let (profile_dir, _) = test_profile_dir();
+        let bin = profile_dir.join(BIN_NAME);
+        if std::env::var_os(BUILD_ENV).is_none() && is_fresh(&bin) {
+            eprintln!(
+                "cairn-tests: using {} (newer than every workspace source; \
+                 {BUILD_ENV}=1 forces a build)",
+                bin.display()
+            );
+            return bin;
+        }
         build()
     })
 }
@@ -45,9 +71,8 @@ pub fn workspace_root() -> &'static Path {
         .expect("the tests crate sits inside the workspace")
 }
 
-/// Runs `cargo build -p cairn-cli --bin cairn` with the test executable's profile and returns the
-/// binary's path.
-fn build() -> PathBuf {
+/// The directory the test executable was built into (`<target>/<profile dir>`) and its name.
+fn test_profile_dir() -> (PathBuf, String) {
     let exe = std::env::current_exe().expect("the test executable's path");
     // Test executables live in `<target>/<profile dir>/deps/`; binaries in `<target>/<profile dir>/`.
     let profile_dir = exe
@@ -55,15 +80,22 @@ fn build() -> PathBuf {
         .and_then(Path::parent)
         .expect("the test executable sits in <target>/<profile>/deps")
         .to_path_buf();
-    let profile_dir_name = profile_dir
+    let name = profile_dir
         .file_name()
         .and_then(|n| n.to_str())
         .expect("a UTF-8 profile directory name")
         .to_owned();
+    (profile_dir, name)
+}
+
+/// Runs `cargo build -p cairn-cli --bin cairn` with the test executable's profile and returns the
+/// binary's path.
+fn build() -> PathBuf {
+    let (profile_dir, profile_dir_name) = test_profile_dir();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(workspace_root())
-        .args(["build", "-p", "cairn-cli", "--bin", "cairn"]);
+        .args(["build", "-p", "cairn-cli", "--bin", BIN_NAME]);
     // Cargo names the directory after the profile, except `dev` (and `test`) → `debug`.
     match profile_dir_name.as_str() {
         "debug" => {}
@@ -103,7 +135,7 @@ fn build() -> PathBuf {
         "cairn-tests: `cargo build -p cairn-cli --bin cairn` failed ({status}); \
          set ${CAIRN_BIN_ENV} to use a prebuilt binary"
     );
-    let bin = profile_dir.join(format!("cairn{}", std::env::consts::EXE_SUFFIX));
+    let bin = profile_dir.join(BIN_NAME);
     assert!(
         bin.is_file(),
         "cairn-tests: the build succeeded but {} does not exist",
@@ -115,4 +147,52 @@ fn build() -> PathBuf {
         started.elapsed().as_secs_f64()
     );
     bin
+}
+
+/// Whether `bin` exists and is newer than every workspace source file that can go into it (see
+/// the module docs). Any doubt (an unreadable entry, too many entries) answers `false`.
+fn is_fresh(bin: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let this_crate = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dirs = vec![workspace_root().to_path_buf()];
+    let mut budget = FRESHNESS_ENTRIES_MAX;
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return false;
+        };
+        for entry in entries {
+            let Ok(entry) = entry else { return false };
+            budget = budget.saturating_sub(1);
+            let Ok(kind) = entry.file_type() else {
+                return false;
+            };
+            if budget == 0 {
+                return false;
+            }
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if kind.is_dir() {
+                let skip = name.starts_with('.')
+                    || name == "target"
+                    || path == this_crate
+                    || path.join(CACHEDIR_TAG).exists();
+                if !skip {
+                    dirs.push(path);
+                }
+            } else if name.ends_with(".rs")
+                || name.ends_with(".toml")
+                || name.ends_with(".proto")
+                || name == "Cargo.lock"
+            {
+                match entry.metadata().and_then(|m| m.modified()) {
+                    Ok(modified) if modified <= built => {}
+                    _ => return false,
+                }
+            }
+        }
+    }
+    true
 }

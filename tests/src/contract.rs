@@ -8,11 +8,12 @@
 //!   `replicas`, `primary`.
 
 use std::fmt;
+use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::proc::Output;
+use crate::proc::{Output, Running};
 
 /// A writer id as the CLI prints it (a JSON number, or a string), compared as text.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -141,15 +142,53 @@ pub fn parse_acks(output: &Output) -> Vec<Ack> {
             continue;
         }
         let v = parse_json_line(line, i, &output.label);
-        acks.push(Ack {
-            line: number(&v, "line", line),
-            chunk: nullable_number(&v, "chunk", line),
-            offset: nullable_number(&v, "offset", line),
-            writer: writer(&v, line),
-            sequence: number(&v, "sequence", line),
-        });
+        acks.push(ack_from_json(&v, line));
     }
     acks
+}
+
+/// Parses one line of `cairn append --json` (as read while it runs).
+///
+/// # Panics
+/// If it is not a contract acknowledgement.
+pub fn parse_ack_line(line: &[u8]) -> Ack {
+    let v = parse_json_line(line, 0, "cairn append --json");
+    ack_from_json(&v, line)
+}
+
+/// Reads the next `count` acknowledgements a running `cairn append --json` prints, each within
+/// `timeout` of the previous one (they stay in its output for [`parse_acks`] too).
+///
+/// # Panics
+/// If the appender stalls for `timeout` or stops printing first, with its output.
+pub fn read_acks(running: &mut Running, count: usize, timeout: Duration) -> Vec<Ack> {
+    let mut acks = Vec::with_capacity(count);
+    while acks.len() < count {
+        match running.next_line(timeout) {
+            Some(line) if line.iter().all(u8::is_ascii_whitespace) => {}
+            Some(line) => acks.push(parse_ack_line(&line)),
+            None => {
+                let exited = running.has_exited();
+                panic!(
+                    "the appender printed {} of {count} more acknowledgements, then {} for \
+                     {timeout:?}",
+                    acks.len(),
+                    if exited { "exited" } else { "nothing" }
+                );
+            }
+        }
+    }
+    acks
+}
+
+fn ack_from_json(v: &Value, line: &[u8]) -> Ack {
+    Ack {
+        line: number(v, "line", line),
+        chunk: nullable_number(v, "chunk", line),
+        offset: nullable_number(v, "offset", line),
+        writer: writer(v, line),
+        sequence: number(v, "sequence", line),
+    }
 }
 
 /// One chunk of `cairn stat --json`.
