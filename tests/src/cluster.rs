@@ -35,7 +35,7 @@ const SAME_PORT_ATTEMPTS: u32 = 10;
 const SAME_PORT_RETRY_DELAY: Duration = Duration::from_millis(300);
 
 /// Environment variable: when set, the temporary directory (data and logs) of a failed test is
-/// kept and its path printed.
+/// kept and its path printed; set to `always`, that of every test.
 pub const KEEP_ENV: &str = "CAIRN_TESTS_KEEP";
 
 /// How a [`Cluster`] is started.
@@ -559,10 +559,11 @@ impl Drop for Cluster {
             self.kill(Role::Chunkserver(i));
         }
         self.kill(Role::Master);
-        if panicking
-            && std::env::var_os(KEEP_ENV).is_some()
-            && let Some(dir) = self.dir.take()
-        {
+        let keep = match std::env::var(KEEP_ENV) {
+            Ok(v) => panicking || v == "always",
+            Err(_) => false,
+        };
+        if keep && let Some(dir) = self.dir.take() {
             eprintln!("cairn-tests: kept {}", dir.keep().display());
         }
     }

@@ -129,11 +129,25 @@ fn four_appenders_ten_thousand_records_each_across_rolls() {
         "four_appenders: {empty} of {} sealed chunks are empty (length 32)",
         sealed.len()
     );
-    // Only the last chunk may be open.
+    // Only the last chunk may be open, and an open chunk names its primary among its replicas.
     assert!(
         stat.chunks.iter().rev().skip(1).all(|c| c.is_sealed()),
         "every chunk but the last is sealed"
     );
+    for chunk in stat.chunks.iter().filter(|c| !c.is_sealed()) {
+        assert_eq!(chunk.state, "open", "a chunk is open or sealed: {chunk:?}");
+        let primary = chunk.primary.as_ref().expect("an open chunk has a primary");
+        assert!(
+            chunk.replicas.contains(primary),
+            "the primary is one of the replicas: {chunk:?}"
+        );
+    }
+    for chunk in &stat.chunks {
+        assert!(
+            chunk.handle.len() == 16 && chunk.handle.chars().all(|c| c.is_ascii_hexdigit()),
+            "a handle is 16 hex digits: {chunk:?}"
+        );
+    }
     eprintln!(
         "four_appenders: done in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -406,4 +420,47 @@ fn replay_during_appends_sees_everything_acked_before_it() {
         "replay_during_appends: done in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Proves the plain (non-JSON) paths of the contract: `append --file PATH` appends every line of
+/// the file, plain `replay` prints exactly the payloads one per line in log order (the JSON
+/// replay's order), and `ls` lists the log.
+///
+/// How: 500 lines written to a file in the cluster's directory, `cairn append LOG --file PATH
+/// --json`, then `cairn replay LOG` compared byte for byte with the JSON replay's payloads.
+#[test]
+fn append_from_file_and_plain_replay() {
+    let _serial = cairn_tests::serial();
+    let seed = workload::seed("append_from_file");
+    let cluster = Cluster::start(3, ClusterOpts::default());
+    let log = "/append/file";
+    cluster.create_log(log, LogOpts::chunk_bytes(16 << 10));
+    let lines = workload::lines("f", 500, seed, |rng, _| rng.range(1, 900));
+    let path = cluster.dir().join("input.txt");
+    std::fs::write(&path, cairn_tests::contract::join_lines(&lines)).expect("write the input");
+    let output = cluster
+        .cairn(&[
+            "append",
+            log,
+            "--json",
+            "--file",
+            path.to_str().expect("a UTF-8 path"),
+        ])
+        .timeout(Duration::from_secs(60))
+        .run();
+    let run = AppendRun::from_output("file", lines, output);
+    run.assert_all_acked();
+    let deduplicated = cluster.replay(log, false, Duration::from_secs(30));
+    let with_duplicates = cluster.replay(log, true, Duration::from_secs(30));
+    check(std::slice::from_ref(&run), &deduplicated, &with_duplicates).assert_ok();
+    let plain = cluster
+        .cairn(&["replay", log])
+        .timeout(Duration::from_secs(30))
+        .run_ok();
+    assert!(
+        plain.stdout == cairn_tests::contract::join_lines(&deduplicated.payloads()),
+        "plain replay differs from the JSON replay's payloads: {plain:?}"
+    );
+    let ls = cluster.ls().stdout_str();
+    assert!(ls.contains(log), "ls lists the log: {ls}");
 }
