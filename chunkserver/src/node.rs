@@ -271,18 +271,24 @@ impl Node {
                             .map(|w| self.start_write(&chunk, p, w, &frames));
                         Ok((admitted, replication))
                     }
-                    Admission::Full => Err(AppendOutcome {
-                        status: AppendStatus::ChunkFull,
-                        offsets: Vec::new(),
-                        commit_offset: p.commit(),
-                        expected_sequence: 0,
-                    }),
-                    Admission::OutOfOrder { expected_sequence } => Err(AppendOutcome {
-                        status: AppendStatus::OutOfOrder,
-                        offsets: Vec::new(),
-                        commit_offset: p.commit(),
-                        expected_sequence,
-                    }),
+                    Admission::Full => Err((
+                        AppendOutcome {
+                            status: AppendStatus::ChunkFull,
+                            offsets: Vec::new(),
+                            commit_offset: p.commit(),
+                            expected_sequence: 0,
+                        },
+                        p.end(),
+                    )),
+                    Admission::OutOfOrder { expected_sequence } => Err((
+                        AppendOutcome {
+                            status: AppendStatus::OutOfOrder,
+                            offsets: Vec::new(),
+                            commit_offset: p.commit(),
+                            expected_sequence,
+                        },
+                        0,
+                    )),
                 }
             };
             match step {
@@ -290,7 +296,7 @@ impl Node {
                     chunk.admitted.notify_waiters();
                     break taken;
                 }
-                Err(out) if out.status == AppendStatus::OutOfOrder => {
+                Err((out, _)) if out.status == AppendStatus::OutOfOrder => {
                     if tokio::time::timeout_at(hold_until, admitted_elsewhere)
                         .await
                         .is_err()
@@ -298,7 +304,14 @@ impl Node {
                         return Ok(out);
                     }
                 }
-                Err(out) => return Ok(out),
+                Err((mut out, end)) => {
+                    // Answer CHUNK_FULL only once the bytes that filled the chunk are durable
+                    // everywhere (or the chunk broke): the client's seal comes next, and a fence
+                    // that overtook the last forwards would cut the chunk back and waste it.
+                    let _ = self.wait_commit(&chunk, end).await;
+                    out.commit_offset = *chunk.readable.borrow();
+                    return Ok(out);
+                }
             }
         };
         if let Some(task) = replication {

@@ -238,6 +238,11 @@ impl Primary {
         self.version
     }
 
+    /// The end of everything assigned so far (the capacity once the chunk is full).
+    pub(crate) fn end(&self) -> u64 {
+        self.end
+    }
+
     /// The end of the longest prefix durable on every replica.
     pub(crate) fn commit(&self) -> u64 {
         self.commit
