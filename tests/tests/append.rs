@@ -122,11 +122,18 @@ fn four_appenders_ten_thousand_records_each_across_rolls() {
             "sealed chunk without its 3 replicas: {chunk:?}"
         );
     }
-    // A sealed chunk may legitimately be empty (a seal can fence replicas that hold nothing
-    // durable yet), but many of them mean wasted rolls: report the count, do not fail on it.
+    // A sealed chunk may legitimately be empty (a failure seal can fence replicas that hold
+    // nothing durable yet), but in a healthy run many of them mean wasted rolls: a primary that
+    // answered CHUNK_FULL before the bytes filling the chunk were durable made ~30 % of the
+    // chunks empty (fixed in 2d0fdcf). Allow a few, not that.
     let empty = sealed.iter().filter(|c| c.length <= 32).count();
     eprintln!(
         "four_appenders: {empty} of {} sealed chunks are empty (length 32)",
+        sealed.len()
+    );
+    assert!(
+        empty * 10 <= sealed.len(),
+        "{empty} of {} sealed chunks are empty: rolls are being wasted",
         sealed.len()
     );
     // Only the last chunk may be open, and an open chunk names its primary among its replicas.
