@@ -41,6 +41,11 @@ struct State {
     dead: bool,
     syncs: u64,
     sync_delay: std::time::Duration,
+    /// `sync_data` calls running now, and the most ever at once.
+    syncs_running: u64,
+    syncs_running_max: u64,
+    /// Power fails when this many more `sync_data` calls have started (the last one included).
+    crash_at_sync: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -108,8 +113,29 @@ impl FaultyDisk {
     /// cut anywhere), and the namespace goes back to its last synced state. Open handles from
     /// before the crash fail from now on. Faults are disarmed.
     pub fn crash(&self, keep_unsynced_bytes: usize) {
-        let mut s = self.lock();
+        self.lock().crash(keep_unsynced_bytes);
+    }
+
+    /// Power fails at the start of the `n`-th `sync_data` call from now (`n` ≥ 1), before it
+    /// makes anything durable, as [`FaultyDisk::crash`] with no unsynced bytes kept; that call
+    /// and every later one on an old handle fail. Stepping `n` puts the crash at every flush
+    /// in turn, e.g. between a group's data fsync and its `.meta` fsync.
+    pub fn crash_at_sync(&self, n: u64) {
+        self.lock().crash_at_sync = Some(n.max(1));
+    }
+
+    /// The most `sync_data` calls that ever ran at the same time (with a sync delay set, on
+    /// different files: overlapping flushes).
+    pub fn max_concurrent_syncs(&self) -> u64 {
+        self.lock().syncs_running_max
+    }
+}
+
+impl State {
+    fn crash(&mut self, keep_unsynced_bytes: usize) {
+        let s = self;
         s.epoch += 1;
+        s.crash_at_sync = None;
         s.dead = false;
         s.fail_next_sync = false;
         s.enospc_budget = None;
@@ -137,7 +163,9 @@ impl FaultyDisk {
             f.durable = bytes;
         }
     }
+}
 
+impl FaultyDisk {
     /// Flips every bit of the byte at `offset` of `path`, in the cache and on "disk".
     ///
     /// # Panics
@@ -338,10 +366,23 @@ impl DiskFile for FaultyFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        let delay = self.disk.lock().sync_delay;
+        let delay = {
+            let mut s = self.disk.lock();
+            if let Some(n) = s.crash_at_sync {
+                if n <= 1 {
+                    s.crash(0);
+                } else {
+                    s.crash_at_sync = Some(n - 1);
+                }
+            }
+            s.syncs_running += 1;
+            s.syncs_running_max = s.syncs_running_max.max(s.syncs_running);
+            s.sync_delay
+        };
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
+        self.disk.lock().syncs_running -= 1;
         self.with(|s, ino| {
             let fail = std::mem::take(&mut s.fail_next_sync);
             let f = s.files.get_mut(&ino).expect("inode exists");

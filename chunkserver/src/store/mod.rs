@@ -12,13 +12,19 @@
 //!   are durable, so after any crash `acked_len` never exceeds what is on disk.
 //! - Restart cuts bad bytes past `acked_len` (a torn append) but never below it: that is
 //!   corruption, kept and reported in [`ReplicaState::corrupt`].
-//! - The writer writes only at the file's length, which equals the durable length between
-//!   groups; reads never return bytes past the durable length.
+//! - The writer writes only at the file's length, which between groups is the data-durable
+//!   length: at or ahead of the durable (acknowledged) length, since a group's `.meta` update
+//!   may still be in flight. Reads never return bytes past the durable length.
+//! - Exactly one thread writes a replica's `.meta` at a time, each write with the next
+//!   generation, so consecutive writes alternate slots.
 //! - An fsync error fails the replica for good (persisted in `.meta`); it is never retried.
 //!
 //! # Threads
 //! Each open (writable) replica has one writer thread (`chunk-{handle}`) that does group commit
-//! (see [`writer`]). Sealed, failed and corrupt replicas have none. Appends and fences are
+//! and, scoped inside it, a meta committer thread (`meta-{handle}`) that persists the
+//! acknowledged length of groups whose data is durable and completes their appends, so one
+//! group's `.meta` flush overlaps the next group's data flush (see [`writer`]). Sealed, failed
+//! and corrupt replicas have neither. Appends and fences are
 //! futures completed by the writer through `tokio::sync::oneshot`; they need no runtime of their
 //! own. `create`, `seal` and `delete` block on disk I/O: call them from `spawn_blocking` in async
 //! code.
@@ -122,13 +128,15 @@ pub struct ReplicaState {
 /// Counters of a store's disk work since it opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
-    /// Group commits: one chunk-file write + fdatasync, then one `.meta` write + fdatasync.
+    /// Group commits: one chunk-file write + fdatasync each. Their `.meta` updates are written
+    /// by the meta committer, several groups' at once when they pile up.
     pub groups: u64,
     /// Appends acknowledged.
     pub appends: u64,
     /// `fdatasync` calls on chunk files by group commits.
     pub data_fsyncs: u64,
-    /// `fdatasync` calls on `.meta` files (one per group, plus fences, seals and failures).
+    /// `fdatasync` calls on `.meta` files (at most one per group: one per committer batch of
+    /// groups, plus fences, seals and failures).
     pub meta_fsyncs: u64,
 }
 
