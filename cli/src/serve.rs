@@ -1,5 +1,5 @@
 //! What every server subcommand (`chunkserver`, `master`, `local`) shares: the tracing
-//! subscriber and the shutdown signal.
+//! subscriber, the shutdown signal, the runtime and [`run_role`].
 
 /// Installs the tracing subscriber: `RUST_LOG` filter (default `info`), to stderr. Safe to call
 /// more than once (later calls do nothing).
@@ -37,4 +37,27 @@ pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .worker_threads(2)
         .enable_all()
         .build()
+}
+
+/// Runs one server role in the foreground: installs tracing, starts the runtime, binds `listen`
+/// and runs `serve(listener, shutdown)` until Ctrl-C or SIGTERM. `cairn master` and
+/// `cairn chunkserver` differ only in the `serve` they pass.
+pub(crate) fn run_role<F, Fut, E>(listen: &str, serve: F) -> anyhow::Result<std::process::ExitCode>
+where
+    F: FnOnce(tokio::net::TcpListener, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Into<anyhow::Error>,
+{
+    use anyhow::Context;
+    init_tracing();
+    let rt = runtime().context("start the runtime")?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listen on {listen}"))?;
+        serve(listener, Box::pin(shutdown_signal()))
+            .await
+            .map_err(Into::into)?;
+        Ok(std::process::ExitCode::SUCCESS)
+    })
 }
