@@ -55,7 +55,13 @@ where
     F: std::future::Future<Output = anyhow::Result<ExitCode>>,
 {
     init_tracing();
-    let rt = crate::serve::runtime().context("start the runtime")?;
+    // One thread: the command's own future and the appender's or reader's task then run
+    // side by side on it, so waking one never costs an OS thread wake-up (and the servers
+    // keep the other core).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the runtime")?;
     match rt.block_on(f) {
         Err(e) if is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
         r => r,

@@ -20,6 +20,20 @@ pub const BATCH_RECORDS_MAX: usize = 1024;
 /// primary) halves it. While one batch is in flight the next one gathers everything queued.
 pub const BATCHES_IN_FLIGHT_MAX: usize = 8;
 
+/// While batches are in flight, a new batch is sent only if it holds more records than they
+/// do, or at least this many encoded bytes (256 KiB); otherwise it waits for an answer and the
+/// records go out together. Many small RPCs cost more CPU than the fsync they would share, so
+/// small records travel in a few full batches, while large records (or a producer far ahead)
+/// still keep several batches in flight. Resends of batches already built are not held back.
+pub const PIPELINE_BATCH_BYTES_MIN: usize = 256 << 10;
+
+/// How long the appender lets other tasks run, after records were acknowledged and before it
+/// sends what is queued, so that the callers those acknowledgements woke can append their next
+/// records into the same batch (150 µs). It stops as soon as they have; a caller that does not
+/// append again costs this much CPU, not latency: its next record finds nothing in flight and
+/// goes out at once.
+pub const GATHER_WAIT: Duration = Duration::from_micros(150);
+
 /// Batches stored in order, in a row, before the in-flight window grows by one.
 pub const WINDOW_GROW_AFTER_BATCHES: u32 = 32;
 

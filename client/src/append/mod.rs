@@ -24,7 +24,8 @@ use tracing::{debug, warn};
 use crate::client::{Client, Location, request};
 use crate::error::{Error, Result, is_retryable, is_transport};
 use crate::limits::{
-    APPEND_ATTEMPTS_MAX, APPEND_RETRY_WINDOW, APPEND_TIMEOUT, APPENDER_PENDING_BYTES_MAX, backoff,
+    APPEND_ATTEMPTS_MAX, APPEND_RETRY_WINDOW, APPEND_TIMEOUT, APPENDER_PENDING_BYTES_MAX,
+    GATHER_WAIT, backoff,
 };
 use window::{Outcome, Send, SendMeta, Waiter, Window};
 
@@ -120,6 +121,7 @@ impl Client {
             closed: None,
             failures: 0,
             failing_since: None,
+            just_acked: 0,
         };
         Ok(Appender {
             tx: Some(tx),
@@ -252,6 +254,8 @@ struct Task {
     /// Failed attempts in a row without progress, and since when.
     failures: u32,
     failing_since: Option<Instant>,
+    /// Records the last answer acknowledged: about how many callers it woke.
+    just_acked: usize,
 }
 
 impl Task {
@@ -262,6 +266,9 @@ impl Task {
         loop {
             if locating.is_none() && self.closed.is_none() {
                 locating = self.start_locating();
+            }
+            if self.location.is_some() && rx_open && self.window.in_flight() == 0 {
+                rx_open = self.gather().await;
             }
             if let Some(location) = &self.location {
                 while let Some(send) = self.window.next_send() {
@@ -300,6 +307,37 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// After an answer woke `just_acked` callers and nothing else is in flight, lets them run
+    /// (yielding, for at most [`GATHER_WAIT`]) so that their next records join the queued ones
+    /// in one batch, instead of the queue going out alone and their records waiting a whole
+    /// round trip behind it. Returns whether the command channel is still open.
+    async fn gather(&mut self) -> bool {
+        let just_acked = std::mem::take(&mut self.just_acked);
+        if just_acked == 0 {
+            return true;
+        }
+        // Those callers' next records join the ones already queued.
+        let target = self.window.queued() + just_acked;
+        let deadline = std::time::Instant::now() + GATHER_WAIT;
+        while self.window.queued() < target && std::time::Instant::now() < deadline {
+            tokio::task::yield_now().await;
+            loop {
+                match self.rx.try_recv() {
+                    Ok(cmd) => self.command(cmd),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return false,
+                }
+            }
+        }
+        tracing::trace!(
+            target,
+            queued = self.window.queued(),
+            waited_us = (std::time::Instant::now() + GATHER_WAIT - deadline).as_micros() as u64,
+            "gathered"
+        );
+        true
     }
 
     fn command(&mut self, cmd: Command) {
@@ -408,6 +446,7 @@ impl Task {
             debug!(log = %self.path, first = meta.first_seq, expected, current, "out of order");
         }
         let acked = self.window.on_outcome(meta, outcome);
+        self.just_acked = acked.len();
         if !acked.is_empty() {
             self.failures = 0;
             self.failing_since = None;
@@ -493,7 +532,15 @@ async fn append_rpc(client: Client, location: Arc<Location>, send: Send) -> (Sen
         frames: send.frames,
         acked_through: send.acked_through,
     };
-    let outcome = match cs.append(request(req, APPEND_TIMEOUT)).await {
+    let started = Instant::now();
+    let answer = cs.append(request(req, APPEND_TIMEOUT)).await;
+    tracing::trace!(
+        first = meta.first_seq,
+        records = meta.count,
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "answered"
+    );
+    let outcome = match answer {
         Ok(resp) => {
             let resp = resp.into_inner();
             match AppendStatus::try_from(resp.status) {

@@ -22,7 +22,8 @@ use cairn_record::{RecordId, encode_record};
 
 use crate::append::AppendAck;
 use crate::limits::{
-    BATCH_BYTES_MAX, BATCH_RECORDS_MAX, BATCHES_IN_FLIGHT_MAX, WINDOW_GROW_AFTER_BATCHES,
+    BATCH_BYTES_MAX, BATCH_RECORDS_MAX, BATCHES_IN_FLIGHT_MAX, PIPELINE_BATCH_BYTES_MIN,
+    WINDOW_GROW_AFTER_BATCHES,
 };
 
 /// One `Append` RPC to make.
@@ -126,6 +127,8 @@ pub(crate) struct Window<W> {
     /// Records not yet in a batch; the first has sequence `queue_first_seq`.
     queue: VecDeque<(Bytes, W)>,
     queue_first_seq: u64,
+    /// Encoded size of the queued records.
+    queue_bytes: usize,
     /// Contiguous in sequence, ending at `queue_first_seq`.
     batches: VecDeque<Batch<W>>,
     generation: u64,
@@ -135,6 +138,8 @@ pub(crate) struct Window<W> {
     cursor: usize,
     /// Sends of the current generation not yet answered.
     in_flight: usize,
+    /// Records in those sends.
+    in_flight_records: usize,
     /// Sends allowed in flight now (1..=BATCHES_IN_FLIGHT_MAX).
     window: usize,
     /// Batches stored in order since the window last changed.
@@ -159,11 +164,13 @@ impl<W: Waiter> Window<W> {
             batch_bytes_max,
             queue: VecDeque::new(),
             queue_first_seq: 1,
+            queue_bytes: 0,
             batches: VecDeque::new(),
             generation: 0,
             chunk: None,
             cursor: 0,
             in_flight: 0,
+            in_flight_records: 0,
             window: 1,
             in_order: 0,
             rewind_from: None,
@@ -176,11 +183,17 @@ impl<W: Waiter> Window<W> {
     pub(crate) fn push(&mut self, payload: Bytes, waiter: W) -> RecordId {
         assert!(payload.len() <= self.payload_max, "caller checks the limit");
         let sequence = self.queue_first_seq + self.queue.len() as u64;
+        self.queue_bytes += encoded_len(payload.len());
         self.queue.push_back((payload, waiter));
         RecordId {
             writer: self.writer,
             sequence,
         }
+    }
+
+    /// Records queued and not yet in a batch.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.len()
     }
 
     /// The highest sequence pushed so far (0 if none).
@@ -230,7 +243,6 @@ impl<W: Waiter> Window<W> {
     }
 
     /// Sends of the current generation not yet answered.
-    #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight
     }
@@ -248,6 +260,7 @@ impl<W: Waiter> Window<W> {
         self.chunk = Some(chunk);
         self.cursor = 0;
         self.in_flight = 0;
+        self.in_flight_records = 0;
         self.rewind_from = None;
         self.sealing = false;
         self.seal_wanted = None;
@@ -272,7 +285,14 @@ impl<W: Waiter> Window<W> {
                 .unwrap_or(self.batches.len());
         }
         if self.cursor == self.batches.len() {
-            if self.queue.is_empty() {
+            // A new batch: while others are in flight, only one worth its own RPC (many
+            // small RPCs cost more than the fsync they would share): more records than are in
+            // flight (so that two equal halves merge back into one batch), or enough bytes.
+            if self.queue.is_empty()
+                || (self.in_flight > 0
+                    && self.queue.len() <= self.in_flight_records
+                    && self.queue_bytes < PIPELINE_BATCH_BYTES_MIN)
+            {
                 return None;
             }
             let batch = self.build_batch();
@@ -282,6 +302,7 @@ impl<W: Waiter> Window<W> {
         let b = &self.batches[self.cursor];
         self.cursor += 1;
         self.in_flight += 1;
+        self.in_flight_records += b.len();
         Some(Send {
             meta: SendMeta {
                 generation: self.generation,
@@ -322,6 +343,7 @@ impl<W: Waiter> Window<W> {
         }
         assert_eq!(frames.len(), bytes, "encoded_len predicts the frame size");
         self.queue_first_seq += count as u64;
+        self.queue_bytes -= bytes;
         Batch {
             first_seq,
             frames: Bytes::from(frames),
@@ -336,6 +358,7 @@ impl<W: Waiter> Window<W> {
         if current {
             assert!(self.in_flight > 0, "an answer matches a send");
             self.in_flight -= 1;
+            self.in_flight_records -= meta.count;
         }
         let mut acked = Vec::new();
         match outcome {
@@ -436,6 +459,7 @@ impl<W: Waiter> Window<W> {
             .collect();
         self.queue_first_seq += self.queue.len() as u64;
         out.extend(self.queue.drain(..).map(|(_, w)| w));
+        self.queue_bytes = 0;
         self.cursor = 0;
         out
     }
@@ -719,9 +743,11 @@ mod tests {
         let mut w = window(0, 0);
         w.set_location(0);
         let mut seq = 0;
+        // Records big enough that each one alone may be pipelined.
+        let big = Bytes::from(vec![7u8; PIPELINE_BATCH_BYTES_MIN]);
         let mut push = |w: &mut Window<Tag>| {
             seq += 1;
-            w.push(Bytes::from_static(b"x"), Tag(seq));
+            w.push(big.clone(), Tag(seq));
         };
         push(&mut w);
         let first = w.next_send().expect("one batch fits the window");
@@ -759,5 +785,41 @@ mod tests {
         let resent: Vec<_> = std::iter::from_fn(|| w.next_send()).collect();
         assert_eq!(resent.len(), 1);
         assert_eq!(resent[0].meta.first_seq, sends[1].meta.first_seq);
+    }
+
+    // Proves: while a batch is in flight, a new batch of small records waits for the answer
+    // unless it would hold more records than are in flight (two equal halves merge back into
+    // one batch); a queue of PIPELINE_BATCH_BYTES_MIN bytes is pipelined at once; resends are
+    // never held back.
+    #[test]
+    fn small_batches_wait_for_the_answer_large_ones_pipeline() {
+        let mut w = window(3, 100);
+        w.set_location(0);
+        w.open_window();
+        let first = w.next_send().expect("nothing in flight: send at once");
+        assert_eq!(first.meta.count, 3);
+        for s in 4..=6 {
+            w.push(Bytes::from(vec![1u8; 100]), Tag(s));
+        }
+        assert!(w.next_send().is_none(), "3 queued behind 3 in flight wait");
+        w.on_outcome(first.meta, ok(first.meta, 32));
+        let second = w.next_send().expect("answered: the gathered records go");
+        assert_eq!((second.meta.first_seq, second.meta.count), (4, 3));
+        for s in 7..=10 {
+            w.push(Bytes::from(vec![1u8; 100]), Tag(s));
+        }
+        let third = w.next_send().expect("4 queued behind 3 in flight go");
+        assert_eq!((third.meta.first_seq, third.meta.count), (7, 4));
+        // A large queue goes out whatever is in flight.
+        for s in 11..=14 {
+            w.push(Bytes::from(vec![2u8; PIPELINE_BATCH_BYTES_MIN / 4]), Tag(s));
+        }
+        let fourth = w.next_send().expect("a full enough batch is pipelined");
+        assert_eq!(fourth.meta.first_seq, 11);
+        // A seal moves to a new generation: every held batch is resent back to back.
+        w.set_location(1);
+        let resent: Vec<_> = std::iter::from_fn(|| w.next_send()).collect();
+        let firsts: Vec<_> = resent.iter().map(|s| s.meta.first_seq).collect();
+        assert_eq!(firsts, vec![4, 7, 11]);
     }
 }
