@@ -4,7 +4,7 @@
 //! inbox. The writer thread takes *everything* queued at once, checks and orders it, writes the
 //! contiguous run with one `pwritev` and `fdatasync`s the chunk file. It then hands the group's
 //! replies and new length to the replica's *meta committer* thread and goes on with the next
-//! group at once. The committer takes every group handed to it, writes ONE `.meta` slot with the
+//! group at once (or, when nothing else is queued, writes the `.meta` slot itself). The committer takes every group handed to it, writes ONE `.meta` slot with the
 //! highest of their lengths, `fdatasync`s it, and only then advances the durable length and
 //! completes the appends, in order. So group N's `.meta` flush overlaps group N+1's data write
 //! and flush, and a group costs about one device flush instead of two. While the threads wait
@@ -809,7 +809,18 @@ impl<F: DiskFile> Writer<F> {
             end: new_end,
             replies: std::mem::take(&mut self.replies),
         };
-        if !self.pipelined {
+        // With nothing waiting to be written next there is nothing for the `.meta` flush to
+        // overlap: commit here and save the hand-off to the committer (a thread wake-up on the
+        // path of every lone group). The committer is idle then and stays so, since only this
+        // thread gives it work.
+        let inline = !self.pipelined || {
+            let idle = {
+                let c = self.rep.commits();
+                !c.busy && c.jobs.is_empty() && !c.failed
+            };
+            idle && self.rep.inbox().msgs.is_empty()
+        };
+        if inline {
             if !self.rep.commit(&mut vec![job]) {
                 self.rep.commits().failed = true;
                 self.halt();
