@@ -370,12 +370,14 @@ impl Node {
         let offset = w.offset;
         let timeout = self.rpc_timeout;
         tokio::spawn(async move {
+            // One task drives the local write and every forward: each answer wakes it
+            // directly, with no task per forward in between.
             let all = async {
-                local.await?;
-                for f in forwards {
-                    f.await.map_err(|_| Error::Broken { handle })??;
-                }
-                Ok(())
+                let (local, forwarded) =
+                    futures_util::future::join(local, futures_util::future::join_all(forwards))
+                        .await;
+                local?;
+                forwarded.into_iter().try_for_each(|f| f.map(|_| ()))
             };
             let result = tokio::time::timeout(timeout, all)
                 .await

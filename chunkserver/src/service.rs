@@ -18,7 +18,6 @@ use cairn_proto::v1::{
     SealRequest, SealResponse, WriterMark,
 };
 use cairn_record::ChunkHandle;
-use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
 use tracing::instrument;
@@ -105,8 +104,9 @@ impl Peers {
         Ok(c)
     }
 
-    /// Starts forwarding `frames` to `peer` now (a spawned task); resolves to the secondary's
-    /// durable length.
+    /// Forwards `frames` to `peer`; resolves to the secondary's durable length. The client is
+    /// looked up now (so the call is bound to this moment's connection); the RPC starts when the
+    /// future is first polled.
     pub(crate) fn forward(
         &self,
         peer: &str,
@@ -115,10 +115,10 @@ impl Peers {
         offset: u64,
         frames: Bytes,
         commit_offset: u64,
-    ) -> JoinHandle<Result<u64>> {
+    ) -> impl Future<Output = Result<u64>> + Send + 'static {
         let client = self.client(peer);
         let peer = peer.to_owned();
-        tokio::spawn(async move {
+        async move {
             let req = ForwardRequest {
                 handle: handle.0,
                 version,
@@ -132,7 +132,7 @@ impl Peers {
                 message: format!("{:?}: {}", s.code(), s.message()),
             })?;
             Ok(resp.into_inner().durable_length)
-        })
+        }
     }
 }
 
