@@ -66,7 +66,7 @@ async fn group_commit_shares_fsyncs_between_concurrent_appends() {
     assert_eq!(stats.appends, 64);
     assert!(stats.groups <= 4, "64 appends took {} groups", stats.groups);
     assert_eq!(stats.data_fsyncs, stats.groups);
-    assert_eq!(store.state(H).unwrap().acked_len, offset);
+    assert_eq!(store.state(H).unwrap().len, offset);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,7 +256,7 @@ async fn torn_write_is_cut_on_reopen_and_nothing_acknowledged_is_lost() {
     );
     let store = open(&disk);
     let st = store.state(H).unwrap();
-    assert_eq!((st.len, st.acked_len), (end, end));
+    assert_eq!(st.len, end);
     assert!(st.corrupt.is_empty() && !st.failed);
     assert_eq!(&store.read(H, 32, 1 << 20).unwrap()[..], &a[..]);
     // The cut itself is durable.
@@ -350,7 +350,7 @@ async fn full_disk_fails_the_group_cleanly_and_keeps_earlier_data() {
     }
     assert!(full >= 1);
     let st = store.state(H).unwrap();
-    assert_eq!((st.len, st.acked_len), (acked_end, acked_end));
+    assert_eq!(st.len, acked_end);
     assert!(!st.failed);
     let bytes = chunk_file(&disk, &store);
     assert_eq!(bytes.len() as u64, acked_end, "partial group was cut off");
@@ -531,22 +531,24 @@ async fn real_disk_round_trip_and_delete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn torn_meta_slot_falls_back_to_the_other_slot() {
     // The newest `.meta` slot is damaged: the older slot still holds a consistent state, the
-    // replica loads, and bytes past its (older) acknowledged length are kept, since they parse.
+    // replica loads with the older version, and its bytes are kept, since they parse.
     let disk = FaultyDisk::new();
     let store = open(&disk);
     store.create(H, 1, CAP).unwrap();
     let e1 = store.append(H, 1, 32, frame(1, 1, 64)).await.unwrap();
-    let e2 = store.append(H, 1, e1, frame(1, 2, 64)).await.unwrap();
+    store.fence(H, 2).await.unwrap();
+    let e2 = store.append(H, 2, e1, frame(1, 2, 64)).await.unwrap();
+    store.fence(H, 3).await.unwrap();
     let mpath = store.meta_path(H);
     drop(store);
-    // Generations: 1 at create, 2 after e1 (slot 0), 3 after e2 (slot B at 4096).
+    // Generations: 1 at create, 2 at the first fence (slot 0), 3 at the second (slot B at 4096).
     disk.flip_byte(&mpath, 4096 + 41);
     let store = open(&disk);
     let st = store.state(H).unwrap();
-    assert_eq!(st.acked_len, e1);
+    assert_eq!((st.version, st.acked_len), (2, e1));
     assert_eq!(st.len, e2);
     assert!(st.corrupt.is_empty());
-    store.append(H, 1, e2, frame(1, 3, 8)).await.unwrap();
+    store.append(H, 2, e2, frame(1, 3, 8)).await.unwrap();
 }
 
 #[test]
@@ -622,7 +624,7 @@ async fn append_until_failure(
 }
 
 /// After a crash: the replica reopens clean and every acknowledged append reads back, below
-/// the persisted acknowledged length. Returns the reopened state.
+/// the recovered length. Returns the reopened state.
 fn check_acked_survived(
     disk: &FaultyDisk,
     acked: &[(u64, Bytes)],
@@ -633,9 +635,9 @@ fn check_acked_survived(
     assert!(st.corrupt.is_empty() && !st.failed, "{what}: {st:?}");
     for (offset, f) in acked {
         assert!(
-            offset + f.len() as u64 <= st.acked_len,
-            "{what}: ack at {offset} not covered by acked_len {}",
-            st.acked_len
+            offset + f.len() as u64 <= st.len,
+            "{what}: ack at {offset} not covered by the recovered length {}",
+            st.len
         );
         let got = store.read(H, *offset, f.len()).unwrap();
         assert_eq!(&got[..], &f[..], "{what}: acked append at {offset} lost");
@@ -647,38 +649,6 @@ fn check_acked_survived(
         "{what}"
     );
     st
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn meta_flush_overlaps_the_next_groups_data_flush() {
-    // Pipelining: while one group's `.meta` slot is flushed, the writer already writes and
-    // flushes the next group's data, so flushes of the chunk file and of the `.meta` file run
-    // at the same time (one replica has only these two files). Every group still gets its
-    // data flush, `.meta` flushes never outnumber groups, and a power cut in the middle of it
-    // all loses no acknowledged append.
-    let disk = FaultyDisk::new();
-    disk.set_sync_delay(std::time::Duration::from_millis(2));
-    let store = Arc::new(open(&disk));
-    store.create(H, 1, CAP).unwrap();
-    let (d, s) = (disk.clone(), store.clone());
-    let acked = append_until_failure(store.clone(), 16, 40, async move {
-        // Let the pipeline fill, then cut the power under load.
-        while s.stats().appends < 200 {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-        d.crash(0);
-    })
-    .await;
-    let stats = store.stats();
-    assert!(
-        disk.max_concurrent_syncs() >= 2,
-        "no data flush overlapped a meta flush: {stats:?}"
-    );
-    assert!(stats.appends >= 200 && stats.appends == acked.len() as u64);
-    assert!(stats.groups <= stats.data_fsyncs, "{stats:?}");
-    assert!(stats.meta_fsyncs <= stats.groups + 1, "{stats:?}");
-    drop(store);
-    check_acked_survived(&disk, &acked, "overlapping flushes");
 }
 
 #[test]

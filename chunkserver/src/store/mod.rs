@@ -2,29 +2,29 @@
 //!
 //! # Files
 //! Under `DATA/chunks/`: `{handle:016x}.chunk`, the replica (a `ChunkHeader` then frames), and
-//! `{handle:016x}.meta`, its durable state (version, acknowledged length, sealed and failed
+//! `{handle:016x}.meta`, its durable state (version, a length known durable, sealed and failed
 //! flags, capacity) in two alternating checksummed slots (see [`meta`] and FORMAT.md). New files
 //! are written as `*.tmp`, fsynced, renamed, and the directory fsynced; leftover `*.tmp` files
 //! are removed at open.
 //!
 //! # Invariants
-//! - An append is answered only after its bytes *and* the acknowledged length covering them
-//!   are durable, so after any crash `acked_len` never exceeds what is on disk.
-//! - Restart cuts bad bytes past `acked_len` (a torn append) but never below it: that is
-//!   corruption, kept and reported in [`ReplicaState::corrupt`].
-//! - The writer writes only at the file's length, which between groups is the data-durable
-//!   length: at or ahead of the durable (acknowledged) length, since a group's `.meta` update
-//!   may still be in flight. Reads never return bytes past the durable length.
-//! - Exactly one thread writes a replica's `.meta` at a time, each write with the next
-//!   generation, so consecutive writes alternate slots.
+//! - An append is answered only after its bytes are durable (one `fdatasync` per group).
+//! - `.meta` changes only with the replica's state (creation, fence, seal, failure); its
+//!   `acked_len` is a length known durable at that moment (the sealed length once sealed).
+//! - Restart cuts bad bytes at the end of an open replica (a torn append) down to the last
+//!   whole frame, but never below `acked_len`, and never a bad range that valid frames follow:
+//!   that is corruption, kept and reported in [`ReplicaState::corrupt`]. An acknowledged byte
+//!   one replica lost is still on the others; the master seals at the longest fenced length, so
+//!   one short replica never shortens the chunk (ARCHITECTURE.md, "Seal").
+//! - The writer writes only at the file's length, which between groups is the durable length.
+//!   Reads never return bytes past the durable length.
+//! - Exactly one thread writes a replica's `.meta` at a time (its writer while it runs, the
+//!   caller's thread after), each write with the next generation, so writes alternate slots.
 //! - An fsync error fails the replica for good (persisted in `.meta`); it is never retried.
 //!
 //! # Threads
-//! Each open (writable) replica has one writer thread (`chunk-{handle}`) that does group commit
-//! and, scoped inside it, a meta committer thread (`meta-{handle}`) that persists the
-//! acknowledged length of groups whose data is durable and completes their appends, so one
-//! group's `.meta` flush overlaps the next group's data flush (see [`writer`]). Sealed, failed
-//! and corrupt replicas have neither. Appends and fences are
+//! Each open (writable) replica has one writer thread (`chunk-{handle}`) that does group
+//! commit (see [`writer`]). Sealed, failed and corrupt replicas have none. Appends and fences are
 //! futures completed by the writer through `tokio::sync::oneshot`; they need no runtime of their
 //! own. `create`, `seal` and `delete` block on disk I/O: call them from `spawn_blocking` in async
 //! code.
@@ -94,7 +94,7 @@ pub trait ChunkStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<ReplicaState>> + Send + 'static;
 
     /// Seals the replica at `len` (the master's agreed length, possibly below this replica's
-    /// acknowledged length), which must be at most the durable length; the version must be the
+    /// length), which must be at most the durable length; the version must be the
     /// replica's. Persisted; the file is cut to `len`; reads then come from a memory map.
     /// Repeating the same seal is a no-op.
     fn seal(&self, handle: ChunkHandle, version: u64, len: u64) -> Result<ReplicaState>;
@@ -114,8 +114,8 @@ pub struct ReplicaState {
     pub capacity: u64,
     /// Durable file length (header included).
     pub len: u64,
-    /// The length this replica last acknowledged as durable (persisted); once sealed, the
-    /// sealed length.
+    /// A length known durable when `.meta` was last written (creation, fence, failure): losing
+    /// bytes below it is corruption. Once sealed, the sealed length.
     pub acked_len: u64,
     /// Sealed: immutable at `acked_len`.
     pub sealed: bool,
@@ -178,7 +178,7 @@ fn parse_name(path: &Path, ext: &str) -> Option<ChunkHandle> {
 impl<D: Disk> Store<D> {
     /// Opens the store under `data_dir` (files in `data_dir/chunks/`), creating it if needed, and
     /// recovers every replica: leftover `*.tmp` files are removed; an open replica's torn tail
-    /// past its acknowledged length is cut (and fsynced, with a warning); bad bytes below it mark
+    /// past `acked_len` is cut (and fsynced, with a warning); bad bytes below it mark
     /// the replica corrupt, and the file is kept as it is. Sealed replicas are only checked for
     /// length here (the scrubber verifies their frames), so startup does not read every byte.
     pub fn open(data_dir: &Path, disk: D) -> Result<Store<D>> {

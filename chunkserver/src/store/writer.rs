@@ -2,18 +2,15 @@
 //!
 //! Every mutation of an open replica (append, fence, seal, stop) is a message in the replica's
 //! inbox. The writer thread takes *everything* queued at once, checks and orders it, writes the
-//! contiguous run with one `pwritev` and `fdatasync`s the chunk file. It then hands the group's
-//! replies and new length to the replica's *meta committer* thread and goes on with the next
-//! group at once (or, when nothing else is queued, writes the `.meta` slot itself). The committer takes every group handed to it, writes ONE `.meta` slot with the
-//! highest of their lengths, `fdatasync`s it, and only then advances the durable length and
-//! completes the appends, in order. So group N's `.meta` flush overlaps group N+1's data write
-//! and flush, and a group costs about one device flush instead of two. While the threads wait
-//! for the disk, new appends pile up in the inbox and form the next group.
+//! contiguous run with one `pwritev`, `fdatasync`s the chunk file, advances the durable length
+//! and completes the group's appends: one device flush per group. While the thread waits for
+//! the disk, new appends pile up in the inbox and form the next group.
 //!
-//! Only one thread writes `.meta` at a time: the committer while it runs jobs; the writer (fence,
-//! seal, failure) only after draining the committer (`barrier`). Every write takes the next
-//! generation of the last persisted state (`Status::meta`), so slots strictly alternate and the
-//! slot overwritten never holds the newest acknowledged state.
+//! The `.meta` file is written only when the replica's state changes (creation, fence, seal,
+//! failure), never per group: an open replica's length is whatever whole frames its file holds.
+//! An acknowledged byte that one replica later loses (a truncated file) is still on every other
+//! replica, and the master seals at the *longest* fenced length and brings shorter replicas up
+//! to it (ARCHITECTURE.md, "Seal"), so no single replica's length can shorten the log.
 //!
 //! Appends that arrive early (offset past the current end) wait in a bounded window until the
 //! bytes before them arrive, or fail with `GapTimeout`.
@@ -123,29 +120,6 @@ pub(crate) struct Replica<F: DiskFile> {
     wake: Condvar,
     pub(crate) writer: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<Stats>,
-    /// Groups whose data is durable, waiting for the meta committer.
-    commits: Mutex<Commits>,
-    /// Signals both ways between the writer and the meta committer.
-    commit_cv: Condvar,
-}
-
-/// A group whose chunk-file bytes are durable; acknowledged once a `.meta` slot covers it.
-struct Job {
-    /// The group's end: the `acked_len` that covers it.
-    end: u64,
-    replies: Vec<oneshot::Sender<Result<u64>>>,
-}
-
-/// The meta committer's queue.
-#[derive(Default)]
-struct Commits {
-    jobs: Vec<Job>,
-    /// The committer is writing a slot for jobs it took.
-    busy: bool,
-    /// The writer is done: the committer exits once the queue is empty.
-    closed: bool,
-    /// A `.meta` write or fsync failed: the replica failed; no further jobs are taken.
-    failed: bool,
 }
 
 impl<F: DiskFile> Replica<F> {
@@ -171,8 +145,6 @@ impl<F: DiskFile> Replica<F> {
             wake: Condvar::new(),
             writer: Mutex::new(None),
             stats,
-            commits: Mutex::new(Commits::default()),
-            commit_cv: Condvar::new(),
         }
     }
 
@@ -182,117 +154,6 @@ impl<F: DiskFile> Replica<F> {
 
     fn inbox(&self) -> MutexGuard<'_, Inbox> {
         self.inbox.lock().expect("replica inbox lock poisoned")
-    }
-
-    fn commits(&self) -> MutexGuard<'_, Commits> {
-        self.commits.lock().expect("replica commit lock poisoned")
-    }
-
-    /// Persists one `.meta` slot covering every job (the highest end), then advances the durable
-    /// length and completes the jobs' appends in order. On an error the replica fails (the fsync
-    /// is never retried), the failed flag is persisted if possible, and every append fails.
-    /// Returns whether it succeeded. Only one thread may call this at a time, and none may write
-    /// `.meta` meanwhile.
-    fn commit(&self, jobs: &mut Vec<Job>) -> bool {
-        let Some(end) = jobs.iter().map(|j| j.end).max() else {
-            return true;
-        };
-        let handle = self.handle;
-        let base = self.status().meta;
-        debug_assert!(!base.failed && !base.sealed, "commit on a closed replica");
-        let next = Meta {
-            acked_len: end,
-            ..base
-        };
-        match self.write_meta(next) {
-            Ok(m) => {
-                self.status().meta = m;
-                self.durable.store(end, Ordering::Release);
-                let n: usize = jobs.iter().map(|j| j.replies.len()).sum();
-                self.stats
-                    .groups
-                    .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-                self.stats.appends.fetch_add(n as u64, Ordering::Relaxed);
-                trace!(chunk = %handle, groups = jobs.len(), appends = n, acked_len = end, "groups committed");
-                for job in jobs.drain(..) {
-                    for reply in job.replies {
-                        let _ = reply.send(Ok(job.end));
-                    }
-                }
-                true
-            }
-            Err(e) => {
-                error!(chunk = %handle, op = "meta write", error = %e, "replica failed");
-                // The same generation again: the slot that just failed, never the other one,
-                // which holds the newest persisted state.
-                let failed = Meta {
-                    failed: true,
-                    ..base
-                };
-                match self.write_meta(failed) {
-                    Ok(m) => self.status().meta = m,
-                    Err(e) => {
-                        error!(chunk = %handle, error = %e, "could not persist the failed flag");
-                        self.status().meta.failed = true;
-                    }
-                }
-                self.fail_jobs(jobs);
-                false
-            }
-        }
-    }
-
-    fn fail_jobs(&self, jobs: &mut Vec<Job>) {
-        let handle = self.handle;
-        for job in jobs.drain(..) {
-            for reply in job.replies {
-                let _ = reply.send(Err(Error::Failed { handle }));
-            }
-        }
-    }
-
-    /// The meta committer thread: runs jobs until the writer closes the queue.
-    fn run_committer(&self) {
-        let mut jobs = Vec::new();
-        loop {
-            {
-                let mut c = self.commits();
-                while c.jobs.is_empty() && !c.closed {
-                    c = self
-                        .commit_cv
-                        .wait(c)
-                        .expect("replica commit lock poisoned");
-                }
-                if c.jobs.is_empty() {
-                    return;
-                }
-                std::mem::swap(&mut c.jobs, &mut jobs);
-                if c.failed {
-                    // Handed over while the last commit was failing the replica.
-                    drop(c);
-                    self.fail_jobs(&mut jobs);
-                    continue;
-                }
-                c.busy = true;
-            }
-            let ok = self.commit(&mut jobs);
-            {
-                let mut c = self.commits();
-                c.busy = false;
-                c.failed |= !ok;
-            }
-            self.commit_cv.notify_all();
-            if !ok {
-                // Wake the writer (it checks `failed` under the inbox lock before it sleeps).
-                drop(self.inbox());
-                self.wake.notify_all();
-            }
-        }
-    }
-
-    /// Whether the meta committer failed the replica.
-    fn commit_failed(&self) -> bool {
-        self.commits().failed
     }
 
     /// The replica's state for reports.
@@ -470,13 +331,10 @@ struct Held {
 /// The writer thread's state.
 struct Writer<F: DiskFile> {
     rep: Arc<Replica<F>>,
-    /// Copy of the persisted `.meta` state. Version, capacity and flags change only by the
-    /// writer; `acked_len` and `generation` move on in the committer, so the copy is refreshed
-    /// by [`Writer::barrier`] before the writer writes `.meta` itself.
+    /// Copy of the persisted `.meta` state; only the writer changes it while it runs.
     meta: Meta,
-    /// Length of the chunk file whose data is durable, which is also the file length between
-    /// groups. At or ahead of the durable (acknowledged) length: groups between the two wait
-    /// for the meta committer.
+    /// Length of the chunk file, all of it durable between groups: the replica's durable
+    /// length.
     end: u64,
     /// Frames of the group being formed, contiguous from `end`.
     group: Vec<Bytes>,
@@ -486,42 +344,15 @@ struct Writer<F: DiskFile> {
     window: BTreeMap<u64, Held>,
     window_bytes: usize,
     stopping: bool,
-    /// A meta committer thread runs; without one the writer commits each group itself.
-    pipelined: bool,
-}
-
-/// Closes the committer's queue when the writer ends, even by a panic, so it exits.
-struct CloseCommits<'a, F: DiskFile>(&'a Replica<F>);
-
-impl<F: DiskFile> Drop for CloseCommits<'_, F> {
-    fn drop(&mut self) {
-        if let Ok(mut c) = self.0.commits.lock() {
-            c.closed = true;
-        }
-        self.0.commit_cv.notify_all();
-    }
 }
 
 /// Runs the writer of `rep` until it is sealed, fails, or is stopped.
 pub(crate) fn run<F: DiskFile>(rep: Arc<Replica<F>>) {
-    std::thread::scope(|s| {
-        let _close = CloseCommits(&rep);
-        let committer = std::thread::Builder::new()
-            .name(format!("meta-{}", rep.handle))
-            .spawn_scoped(s, || rep.run_committer());
-        let pipelined = match committer {
-            Ok(_) => true,
-            Err(e) => {
-                warn!(chunk = %rep.handle, error = %e, "could not spawn the meta committer; committing inline");
-                false
-            }
-        };
-        run_writer(&rep, pipelined);
-    });
+    run_writer(&rep);
     rep.close_inbox();
 }
 
-fn run_writer<F: DiskFile>(rep: &Arc<Replica<F>>, pipelined: bool) {
+fn run_writer<F: DiskFile>(rep: &Arc<Replica<F>>) {
     let meta = rep.status().meta;
     let end = rep.durable.load(Ordering::Acquire);
     let mut w = Writer {
@@ -534,14 +365,10 @@ fn run_writer<F: DiskFile>(rep: &Arc<Replica<F>>, pipelined: bool) {
         window: BTreeMap::new(),
         window_bytes: 0,
         stopping: false,
-        pipelined,
     };
     let mut batch: Vec<Msg> = Vec::new();
     while !w.stopping {
         w.wait_for_work(&mut batch);
-        if rep.commit_failed() {
-            w.halt();
-        }
         for msg in batch.drain(..) {
             if w.stopping {
                 rep.answer_inline(msg);
@@ -552,8 +379,6 @@ fn run_writer<F: DiskFile>(rep: &Arc<Replica<F>>, pipelined: bool) {
         w.expire_window(Instant::now());
         w.flush();
     }
-    // Every group handed over is committed (or failed) before the writer ends.
-    w.barrier();
     w.fail_window(|_| Error::Closed { handle: rep.handle });
 }
 
@@ -564,9 +389,6 @@ impl<F: DiskFile> Writer<F> {
         let rep = &self.rep;
         let mut q = rep.inbox();
         loop {
-            if rep.commit_failed() {
-                return;
-            }
             if !q.msgs.is_empty() {
                 std::mem::swap(&mut q.msgs, batch);
                 q.appends = 0;
@@ -599,14 +421,7 @@ impl<F: DiskFile> Writer<F> {
             } => self.on_append(version, offset, frames, reply),
             Msg::Fence { version, reply } => {
                 self.flush();
-                let r = if self.barrier() {
-                    self.on_fence(version)
-                } else {
-                    Err(Error::Failed {
-                        handle: self.rep.handle,
-                    })
-                };
-                let _ = reply.send(r);
+                let _ = reply.send(self.on_fence(version));
             }
             Msg::Seal {
                 version,
@@ -614,18 +429,10 @@ impl<F: DiskFile> Writer<F> {
                 reply,
             } => {
                 self.flush();
-                let r = if self.barrier() {
-                    self.on_seal(version, len)
-                } else {
-                    Err(Error::Failed {
-                        handle: self.rep.handle,
-                    })
-                };
-                let _ = reply.send(r);
+                let _ = reply.send(self.on_seal(version, len));
             }
             Msg::Stop => {
                 self.flush();
-                self.barrier();
                 self.stopping = true;
             }
         }
@@ -768,24 +575,16 @@ impl<F: DiskFile> Writer<F> {
         self.group_end = self.end;
     }
 
-    /// Writes the group and makes it durable, then hands it to the meta committer, which
-    /// persists the new acknowledged length and only then completes the group's appends. On a
-    /// full disk the file is cut back to the group's start (the last data-durable length) and
-    /// the whole group fails; on any other I/O error the replica fails.
+    /// Writes the group and makes it durable, then advances the durable length and completes
+    /// the group's appends. On a full disk the file is cut back to the group's start and the
+    /// whole group fails; on any other I/O error the replica fails.
     fn flush(&mut self) {
-        if self.group.is_empty() {
+        if self.group.is_empty() || self.meta.failed {
             return;
-        }
-        if self.rep.commit_failed() {
-            return self.halt();
         }
         let handle = self.rep.handle;
         let start = self.end;
         let new_end = self.group_end;
-        assert!(
-            self.rep.durable.load(Ordering::Acquire) <= start,
-            "the durable length never passes the data-durable end"
-        );
         match self.rep.file.size() {
             Ok(len) => assert_eq!(len, start, "write offset must equal the file length"),
             Err(e) => return self.fail(e, "stat"),
@@ -799,87 +598,17 @@ impl<F: DiskFile> Writer<F> {
         if let Err(e) = self.rep.file.sync_data() {
             return self.fail(e, "fdatasync");
         }
-        self.rep.stats.data_fsyncs.fetch_add(1, Ordering::Relaxed);
         self.end = new_end;
         self.group.clear();
-        trace!(chunk = %handle, appends = self.replies.len(), bytes = new_end - start, "group data durable");
-        // The acknowledged length must be durable before any append of the group is answered:
-        // the committer answers them after its `.meta` fsync.
-        let job = Job {
-            end: new_end,
-            replies: std::mem::take(&mut self.replies),
-        };
-        // With nothing waiting to be written next there is nothing for the `.meta` flush to
-        // overlap: commit here and save the hand-off to the committer (a thread wake-up on the
-        // path of every lone group). The committer is idle then and stays so, since only this
-        // thread gives it work.
-        let inline = !self.pipelined || {
-            let idle = {
-                let c = self.rep.commits();
-                !c.busy && c.jobs.is_empty() && !c.failed
-            };
-            idle && self.rep.inbox().msgs.is_empty()
-        };
-        if inline {
-            if !self.rep.commit(&mut vec![job]) {
-                self.rep.commits().failed = true;
-                self.halt();
-            }
-            return;
+        self.rep.durable.store(new_end, Ordering::Release);
+        let n = self.replies.len() as u64;
+        self.rep.stats.data_fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.rep.stats.groups.fetch_add(1, Ordering::Relaxed);
+        self.rep.stats.appends.fetch_add(n, Ordering::Relaxed);
+        trace!(chunk = %handle, appends = n, bytes = new_end - start, "group durable");
+        for reply in self.replies.drain(..) {
+            let _ = reply.send(Ok(new_end));
         }
-        let refused = {
-            let mut c = self.rep.commits();
-            if c.failed {
-                Some(job)
-            } else {
-                c.jobs.push(job);
-                None
-            }
-        };
-        match refused {
-            None => self.rep.commit_cv.notify_all(),
-            Some(job) => {
-                for reply in job.replies {
-                    let _ = reply.send(Err(Error::Failed { handle }));
-                }
-                self.halt();
-            }
-        }
-    }
-
-    /// Waits until the meta committer has committed (or failed) every group handed to it, then
-    /// refreshes the writer's copy of the persisted state. Afterwards the writer may write
-    /// `.meta` itself, and the durable length is the writer's end. Returns false (and stops the
-    /// writer) if the committer failed the replica.
-    fn barrier(&mut self) -> bool {
-        let failed = {
-            let mut c = self.rep.commits();
-            while c.busy || !c.jobs.is_empty() {
-                c = self
-                    .rep
-                    .commit_cv
-                    .wait(c)
-                    .expect("replica commit lock poisoned");
-            }
-            c.failed
-        };
-        self.meta = self.rep.status().meta;
-        if failed {
-            self.halt();
-            return false;
-        }
-        debug_assert_eq!(self.rep.durable.load(Ordering::Acquire), self.end);
-        true
-    }
-
-    /// The meta committer failed the replica (and persisted the flag if it could): fail what
-    /// the writer holds and stop, without touching `.meta` again.
-    fn halt(&mut self) {
-        let handle = self.rep.handle;
-        self.meta.failed = true;
-        self.fail_group(|| Error::Failed { handle });
-        self.fail_window(|_| Error::Failed { handle });
-        self.stopping = true;
     }
 
     /// One `pwritev` of the whole group, repeated for whatever a short write left.
@@ -927,13 +656,10 @@ impl<F: DiskFile> Writer<F> {
     fn fail(&mut self, e: io::Error, op: &'static str) {
         let handle = self.rep.handle;
         error!(chunk = %handle, op, error = %e, "replica failed");
-        // Groups already handed over have durable data: let the committer finish them first,
-        // so that only one thread writes `.meta` and the generations stay in order.
-        if !self.barrier() {
-            return;
-        }
+        // Everything up to `end` was flushed before the failing operation.
         let next = Meta {
             failed: true,
+            acked_len: self.end,
             ..self.meta
         };
         match self.rep.write_meta(next) {
@@ -972,8 +698,11 @@ impl<F: DiskFile> Writer<F> {
                 have: version,
                 got: h.version,
             });
+            // The whole file is durable here (the group was flushed before the fence): record
+            // its length too, so that losing any of it later reads as corruption.
             let next = Meta {
                 version,
+                acked_len: self.end,
                 ..self.meta
             };
             match self.rep.write_meta(next) {
