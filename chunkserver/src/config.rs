@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::limits::{HEARTBEAT_MS_MAX, HEARTBEAT_MS_MIN, RPC_TIMEOUT_MS_MAX, RPC_TIMEOUT_MS_MIN};
+use crate::limits::{
+    HEARTBEAT_MS_MAX, HEARTBEAT_MS_MIN, REPLICATE_BYTES_PER_SEC_MIN, RPC_TIMEOUT_MS_MAX,
+    RPC_TIMEOUT_MS_MIN,
+};
 
 /// `cairn chunkserver` flags.
 #[derive(clap::Args, Clone, Debug)]
@@ -35,6 +38,10 @@ pub struct Args {
     /// append waits for every replica.
     #[arg(long, env = "CAIRN_RPC_TIMEOUT_MS", default_value_t = 5000)]
     pub rpc_timeout_ms: u64,
+    /// Bandwidth bound of re-replication into this chunkserver (copying sealed chunks from
+    /// another chunkserver), in bytes per second.
+    #[arg(long, env = "CAIRN_REPLICATE_BYTES_PER_SEC", default_value_t = 64 << 20)]
+    pub replicate_bytes_per_sec: u64,
 }
 
 /// A validated chunkserver configuration.
@@ -55,6 +62,9 @@ pub struct Config {
     /// Timeout of calls to secondaries and the master, in milliseconds. Default 5000,
     /// minimum 10, maximum 600000.
     pub rpc_timeout_ms: u64,
+    /// Bandwidth bound of re-replication into this chunkserver, bytes per second. Default
+    /// 64 MiB/s, minimum 1 MiB/s.
+    pub replicate_bytes_per_sec: u64,
 }
 
 impl Config {
@@ -67,6 +77,7 @@ impl Config {
             data_dir: data_dir.into(),
             heartbeat_ms: 1000,
             rpc_timeout_ms: 5000,
+            replicate_bytes_per_sec: 64 << 20,
         }
     }
 
@@ -99,6 +110,12 @@ impl Config {
                 self.rpc_timeout_ms
             )));
         }
+        if self.replicate_bytes_per_sec < REPLICATE_BYTES_PER_SEC_MIN {
+            return Err(bad(format!(
+                "--replicate-bytes-per-sec {} is below the minimum of {REPLICATE_BYTES_PER_SEC_MIN}",
+                self.replicate_bytes_per_sec
+            )));
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(bad("--data must name a directory".into()));
         }
@@ -117,6 +134,7 @@ impl TryFrom<Args> for Config {
             data_dir: a.data,
             heartbeat_ms: a.heartbeat_ms,
             rpc_timeout_ms: a.rpc_timeout_ms,
+            replicate_bytes_per_sec: a.replicate_bytes_per_sec,
         };
         config.validate()?;
         Ok(config)
@@ -153,6 +171,7 @@ mod tests {
             data: "/tmp/x".into(),
             heartbeat_ms: 1000,
             rpc_timeout_ms: 5000,
+            replicate_bytes_per_sec: 64 << 20,
         }
     }
 

@@ -223,6 +223,17 @@ pub enum Error {
         /// The timeout that passed.
         timeout_ms: u64,
     },
+    /// Copying a replica from another chunkserver failed (unreachable, not sealed there, a bad
+    /// frame, or a checksum that differs). Nothing was sealed from it.
+    #[error("chunk {handle}: replicating from {source_addr} failed: {message}")]
+    Replication {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+        /// The chunkserver copied from.
+        source_addr: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The server is shutting down.
     #[error("chunkserver is shutting down")]
     ShuttingDown,

@@ -50,6 +50,7 @@ mod heartbeat;
 pub mod limits;
 mod node;
 mod primary;
+mod replicate;
 pub mod server;
 mod service;
 pub mod store;

@@ -88,3 +88,10 @@ const _: () = assert!(HTTP2_STREAM_WINDOW_BYTES <= HTTP2_CONNECTION_WINDOW_BYTES
 /// for the earlier batch, before answering `OUT_OF_ORDER` (milliseconds).
 pub const REORDER_HOLD_MS: u64 = 50;
 const _: () = assert!(REORDER_HOLD_MS < RPC_TIMEOUT_MS_MIN * 100);
+
+/// Smallest bandwidth bound of re-replication, bytes per second (1 MiB/s).
+pub const REPLICATE_BYTES_PER_SEC_MIN: u64 = 1 << 20;
+
+/// Bytes asked of the source per read while replicating (4 MiB).
+pub const REPLICATE_READ_BYTES: u32 = 4 << 20;
+const _: () = assert!(REPLICATE_READ_BYTES as usize <= READ_BYTES_MAX);

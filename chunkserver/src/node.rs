@@ -144,10 +144,12 @@ impl Chunk {
 
 /// The chunkserver's state.
 pub(crate) struct Node {
-    store: Arc<Store<FsDisk>>,
+    pub(crate) store: Arc<Store<FsDisk>>,
     chunks: RwLock<HashMap<ChunkHandle, Arc<Chunk>>>,
-    peers: Peers,
+    pub(crate) peers: Peers,
     rpc_timeout: Duration,
+    /// Bandwidth bound of re-replication into this chunkserver.
+    pub(crate) replicate_bytes_per_sec: u64,
     /// True once the server is shutting down: long polls return.
     stopping: watch::Receiver<bool>,
 }
@@ -158,6 +160,7 @@ impl Node {
         store: Arc<Store<FsDisk>>,
         peers: Peers,
         rpc_timeout: Duration,
+        replicate_bytes_per_sec: u64,
         stopping: watch::Receiver<bool>,
     ) -> Node {
         Node {
@@ -165,6 +168,7 @@ impl Node {
             chunks: RwLock::new(HashMap::new()),
             peers,
             rpc_timeout,
+            replicate_bytes_per_sec,
             stopping,
         }
     }
@@ -546,7 +550,9 @@ impl Node {
 }
 
 /// Runs blocking store work off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .expect("blocking store work does not panic")

@@ -12,10 +12,11 @@ use cairn_proto::v1::chunkserver_client::ChunkserverClient;
 use cairn_proto::v1::chunkserver_server::Chunkserver;
 use cairn_proto::v1::master_client::MasterClient;
 use cairn_proto::v1::{
-    AppendRequest, AppendResponse, CreateReplicaRequest, CreateReplicaResponse,
-    DeleteReplicaRequest, DeleteReplicaResponse, FenceRequest, FenceResponse, ForwardRequest,
-    ForwardResponse, HeartbeatRequest, ReadRequest, ReadResponse, RegisterRequest, ReplicaReport,
-    SealRequest, SealResponse, WriterMark,
+    AppendRequest, AppendResponse, ChecksumRequest, ChecksumResponse, CreateReplicaRequest,
+    CreateReplicaResponse, DeleteReplicaRequest, DeleteReplicaResponse, FenceRequest,
+    FenceResponse, ForwardRequest, ForwardResponse, HeartbeatRequest, ReadRequest, ReadResponse,
+    RegisterRequest, ReplicaReport, ReplicateRequest, ReplicateResponse, SealRequest, SealResponse,
+    WriterMark,
 };
 use cairn_record::ChunkHandle;
 use tonic::transport::{Channel, Endpoint};
@@ -49,6 +50,7 @@ impl From<Error> for Status {
             | Error::GapTimeout { .. }
             | Error::Closed { .. }
             | Error::ShuttingDown
+            | Error::Replication { .. }
             | Error::Master { .. } => Code::Unavailable,
             Error::Failed { .. } | Error::Corrupt { .. } => Code::DataLoss,
             Error::InvalidBatch { .. }
@@ -92,7 +94,7 @@ impl Peers {
         }
     }
 
-    fn client(&self, peer: &str) -> Result<ChunkserverClient<Channel>> {
+    pub(crate) fn client(&self, peer: &str) -> Result<ChunkserverClient<Channel>> {
         let mut clients = self.clients.lock().expect("peers lock poisoned");
         if let Some(c) = clients.get(peer) {
             return Ok(c.clone());
@@ -365,5 +367,43 @@ impl Chunkserver for ChunkserverService {
         let r = request.into_inner();
         self.node.delete(ChunkHandle(r.handle)).await?;
         Ok(Response::new(DeleteReplicaResponse {}))
+    }
+
+    #[instrument(level = "debug", skip_all, fields(chunk = %ChunkHandle(request.get_ref().handle)))]
+    async fn replicate(
+        &self,
+        request: Request<ReplicateRequest>,
+    ) -> Result<Response<ReplicateResponse>, Status> {
+        let r = request.into_inner();
+        let done = self
+            .node
+            .replicate(
+                ChunkHandle(r.handle),
+                r.version,
+                r.length,
+                r.capacity,
+                &r.source,
+            )
+            .await?;
+        Ok(Response::new(ReplicateResponse {
+            copied_bytes: done.copied_bytes,
+            crc32: done.crc32,
+        }))
+    }
+
+    #[instrument(level = "debug", skip_all, fields(chunk = %ChunkHandle(request.get_ref().handle)))]
+    async fn checksum(
+        &self,
+        request: Request<ChecksumRequest>,
+    ) -> Result<Response<ChecksumResponse>, Status> {
+        let c = self
+            .node
+            .checksum(ChunkHandle(request.into_inner().handle))
+            .await?;
+        Ok(Response::new(ChecksumResponse {
+            version: c.version,
+            length: c.length,
+            crc32: c.crc32,
+        }))
     }
 }

@@ -26,6 +26,7 @@ use crate::meta::{ChunkMeta, ChunkState, Entry, LogMeta, Metadata, WriterMark, m
 use crate::namespace::check_path;
 use crate::oplog::{Committer, OplogQueue};
 use crate::placement::{Candidate, place};
+use crate::repair::{RepairStats, good_replicas, is_garbage};
 use crate::seal::{FenceOutcome, SealPlan};
 
 /// `CreateReplica` as the master sends it.
@@ -77,6 +78,24 @@ pub(crate) trait ChunkserverApi: Send + Sync + 'static {
         version: u64,
         length: u64,
     ) -> impl Future<Output = Result<(), RpcError>> + Send;
+    /// Asks `address` to bring its replica to the sealed `job` by copying from `job.source`;
+    /// returns the bytes copied. Bounded by `timeout`, not the RPC timeout (copies are long).
+    fn replicate(
+        &self,
+        address: String,
+        job: Replicate,
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = Result<u64, RpcError>> + Send;
+}
+
+/// `Replicate` as the master sends it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Replicate {
+    pub(crate) handle: ChunkHandle,
+    pub(crate) version: u64,
+    pub(crate) length: u64,
+    pub(crate) capacity: u64,
+    pub(crate) source: String,
 }
 
 /// A log as `CreateLog`, `ListLogs` and `StatLog` return it.
@@ -119,16 +138,18 @@ pub(crate) struct Location {
 
 type LogLock = Arc<tokio::sync::Mutex<()>>;
 
-struct Inner {
-    meta: Metadata,
+pub(crate) struct Inner {
+    pub(crate) meta: Metadata,
     queue: OplogQueue,
-    servers: Servers,
+    pub(crate) servers: Servers,
     /// One per existing log; replaced when a log is deleted and created again, so a caller
     /// holding an old one can tell (`Arc::ptr_eq`).
     log_locks: HashMap<String, LogLock>,
     /// Handles whose removal (deleted log, abandoned chunk) is not durable yet: heartbeats must
     /// not tell chunkservers to delete them, in case the master crashes and they come back.
     dying: HashSet<ChunkHandle>,
+    /// Copies running (repair.rs): chunk → target chunkserver.
+    pub(crate) repairs: HashMap<ChunkHandle, String>,
     rng: SplitMix64,
 }
 
@@ -175,6 +196,7 @@ pub(crate) struct MasterCore<C> {
     api: Arc<C>,
     inner: Arc<Mutex<Inner>>,
     committer: Committer,
+    repair_stats: RepairStats,
 }
 
 /// What `current_or_allocate` found.
@@ -207,6 +229,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
             servers: Servers::default(),
             log_locks,
             dying: HashSet::new(),
+            repairs: HashMap::new(),
             // Mixing in the log position keeps a fixed seed (tests, simulations) from handing
             // out the handles of a previous run again.
             rng: SplitMix64(seed ^ last_sequence.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
@@ -224,7 +247,28 @@ impl<C: ChunkserverApi> MasterCore<C> {
             api: Arc::new(api),
             inner,
             committer,
+            repair_stats: RepairStats::default(),
         }
+    }
+
+    /// The settings.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The chunkserver RPCs.
+    pub(crate) fn api(&self) -> &C {
+        &self.api
+    }
+
+    /// The metadata lock (see the module doc); never held across an `.await`.
+    pub(crate) fn lock_inner(&self) -> MutexGuard<'_, Inner> {
+        self.lock()
+    }
+
+    /// Counters of the repair loop.
+    pub(crate) fn repair_stats(&self) -> &RepairStats {
+        &self.repair_stats
     }
 
     /// A random seed for handles, different in every process.
@@ -366,16 +410,20 @@ impl<C: ChunkserverApi> MasterCore<C> {
 
     fn chunk_info(&self, g: &Inner, c: &ChunkMeta, now: Instant) -> ChunkInfo {
         let reports = g.servers.replicas_of(c.handle);
-        let replicas = reports
-            .iter()
-            .filter(|(a, r)| {
-                r.version == c.version
-                    && !r.failed
-                    && !r.corrupt
-                    && g.servers.is_live(a, now, self.config.dead_after)
-            })
-            .map(|(a, _)| a.clone())
-            .collect();
+        let replicas = match c.state {
+            // Only good replicas are read sources (repair.rs).
+            ChunkState::Sealed => good_replicas(&g.servers, c, now, self.config.dead_after),
+            ChunkState::Open => reports
+                .iter()
+                .filter(|(a, r)| {
+                    r.version == c.version
+                        && !r.failed
+                        && !r.corrupt
+                        && g.servers.is_live(a, now, self.config.dead_after)
+                })
+                .map(|(a, _)| a.clone())
+                .collect(),
+        };
         let length = match c.state {
             ChunkState::Sealed => c.length,
             ChunkState::Open => reports
@@ -831,7 +879,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
             let mut g = self.lock();
             g.servers
                 .register(address, Instant::now(), reports, self.report_grace());
-            self.reconcile(&mut g, reports)
+            self.reconcile(&mut g, address, reports)
         };
         if let Some(sequence) = sequence {
             self.commit(sequence).await?;
@@ -860,7 +908,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
             }
             g.servers
                 .register(address, Instant::now(), reports, self.report_grace());
-            self.reconcile(&mut g, reports)
+            self.reconcile(&mut g, address, reports)
         };
         if let Some(sequence) = sequence {
             self.commit(sequence).await?;
@@ -885,6 +933,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
     fn reconcile(
         &self,
         g: &mut Inner,
+        address: &str,
         reports: &[ReplicaReport],
     ) -> (Vec<ChunkHandle>, Option<u64>) {
         let mut delete = Vec::new();
@@ -897,6 +946,20 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 }
                 continue;
             };
+            if chunk.state == ChunkState::Sealed && !crate::repair::is_good(chunk, r) {
+                let good = good_replicas(&g.servers, chunk, Instant::now(), self.config.dead_after);
+                let replication = g
+                    .meta
+                    .logs
+                    .get(&chunk.log)
+                    .map_or(u32::MAX, |l| l.replication);
+                let copying_here = g.repairs.get(&r.handle).is_some_and(|t| t == address);
+                if is_garbage(chunk, r, good.len(), replication, copying_here) {
+                    info!(chunk = %r.handle, chunkserver = address, version = r.version, length = r.length, sealed = r.sealed, corrupt = r.corrupt, failed = r.failed, "replica not good and the chunk has enough good ones: deleting it");
+                    delete.push(r.handle);
+                    continue;
+                }
+            }
             if r.version <= chunk.version || !writable {
                 continue;
             }
@@ -1000,6 +1063,7 @@ mod tests {
         creates: Vec<(String, CreateReplica)>,
         fences: Vec<(String, ChunkHandle, u64)>,
         seals: Vec<(String, ChunkHandle, u64, u64)>,
+        replicates: Vec<(String, Replicate)>,
     }
 
     impl Fake {
@@ -1054,6 +1118,22 @@ mod tests {
             self.st().seals.push((address, handle, version, length));
             Ok(())
         }
+
+        async fn replicate(
+            &self,
+            address: String,
+            job: Replicate,
+            _timeout: std::time::Duration,
+        ) -> Result<u64, RpcError> {
+            let mut s = self.st();
+            if s.broken.contains(&address) {
+                return Err(RpcError::Other("broken".into()));
+            }
+            s.replicas.insert((address.clone(), job.handle));
+            let copied = job.length;
+            s.replicates.push((address, job));
+            Ok(copied)
+        }
     }
 
     fn start(dir: &Path, fake: &Arc<Fake>) -> Arc<MasterCore<Arc<Fake>>> {
@@ -1086,7 +1166,8 @@ mod tests {
     }
 
     // Many clients sealing the same full chunk at once: one fence round, one seal at the
-    // smallest durable length, one new chunk, and every caller gets that chunk. Sealing again
+    // longest durable length (on the one replica that holds it; the repair loop brings the
+    // others up), one new chunk, and every caller gets that chunk. Sealing again
     // with the old version is answered with the current chunk and fences nothing.
     #[tokio::test]
     async fn concurrent_seals_share_one_new_chunk() {
@@ -1117,8 +1198,11 @@ mod tests {
         {
             let s = fake.st();
             assert_eq!(s.fences.len(), 3, "one fence per replica");
-            assert_eq!(s.seals.len(), 3);
-            assert!(s.seals.iter().all(|x| x.2 == 2 && x.3 == 5000));
+            assert_eq!(s.seals.len(), 1);
+            assert_eq!(
+                (s.seals[0].0.as_str(), s.seals[0].2, s.seals[0].3),
+                ("a:1", 2, 8000)
+            );
             let primary = s
                 .creates
                 .iter()
@@ -1128,14 +1212,42 @@ mod tests {
                 marks,
                 &vec![WriterMark {
                     writer: 42,
-                    sequence: 5000
+                    sequence: 8000
                 }]
             );
         }
         let info = m.stat_log("/l").unwrap();
         assert_eq!(info.chunks.len(), 2);
         assert_eq!(info.chunks[0].state, ChunkState::Sealed);
-        assert_eq!((info.chunks[0].length, info.chunks[0].version), (5000, 2));
+        assert_eq!((info.chunks[0].length, info.chunks[0].version), (8000, 2));
+        assert_eq!(info.chunks[0].replicas, vec!["a:1".to_owned()]);
+        // The repair loop copies the sealed chunk to the two shorter replicas' chunkservers
+        // (they only need the tail), from the one good replica, one copy per chunk at a time.
+        let mut passes = 0;
+        while m.clone().repair_pass().under_replicated > 0 {
+            passes += 1;
+            assert!(passes < 100, "repair did not converge");
+            for _ in 0..100 {
+                if m.lock_inner().repairs.is_empty() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(passes, 2);
+        {
+            let s = fake.st();
+            let mut targets: Vec<_> = s
+                .replicates
+                .iter()
+                .map(|(t, j)| (t.as_str(), j.length))
+                .collect();
+            targets.sort();
+            assert_eq!(targets, vec![("b:1", 8000), ("c:1", 8000)]);
+            // The first copy could only come from the one good replica.
+            assert_eq!(s.replicates[0].1.source, "a:1");
+        }
+        let info = m.stat_log("/l").unwrap();
         assert_eq!(info.chunks[0].replicas.len(), 3);
         let again = m.seal_chunk("/l", first.handle, 1, "late").await.unwrap();
         assert_eq!(&again, next);

@@ -44,6 +44,7 @@ mod meta;
 mod namespace;
 mod oplog;
 mod placement;
+mod repair;
 mod seal;
 mod service;
 
@@ -80,7 +81,9 @@ pub async fn serve(
         seed,
     ));
     tracing::info!(%address, logs, chunks, "master started");
+    let repairs = tokio::spawn(core.clone().run_repairs());
     let result = service::run(core.clone(), listener, shutdown).await;
+    repairs.abort();
     core.close().await;
     tracing::info!(%address, "master stopped");
     result

@@ -44,3 +44,10 @@ const _: () = assert!(HEARTBEAT_MS_MIN < HEARTBEAT_MS_MAX && HEARTBEAT_MS_MAX <=
 const _: () =
     assert!(WRITER_MARKS_MAX * 64 + REPLICATION_MAX as usize * 512 <= OPLOG_ENTRY_BYTES_MAX);
 const _: () = assert!(OPLOG_ENTRY_BYTES_MAX <= cairn_record::limits::RECORD_PAYLOAD_BYTES_MAX);
+
+/// Copies (re-replications or catch-ups) the master runs at once, cluster-wide. Each copy is
+/// also bounded in bandwidth by its target chunkserver (`--replicate-bytes-per-sec`).
+pub const REPAIRS_IN_FLIGHT_MAX: usize = 4;
+
+/// The slowest copy rate the master waits for before timing a copy out, bytes per second.
+pub const REPAIR_RATE_FLOOR_BYTES_PER_SEC: u64 = 1 << 20;

@@ -38,10 +38,15 @@ pub(crate) enum SealPlan {
 
 /// Decides a seal.
 ///
-/// Every acknowledged record is on every replica, so the smallest durable length among the fenced
-/// replicas covers all of them. If a replica is already sealed, an earlier seal chose its
-/// length (also at least every acknowledged byte), and it is kept so replicas never disagree.
-/// Replicas shorter than the sealed length cannot be cut to it and are left out (stale).
+/// Every acknowledged record was durable on every replica when it was acknowledged, and every
+/// replica holds a prefix of one byte stream (each takes bytes only at its exact length, from
+/// the one primary). So the *longest* fenced length covers every acknowledged record even if
+/// some replica lost part of its tail since (a truncated file, a power cut that tore it), and
+/// bytes past the shortest were at most unacknowledged records, which readers may see once
+/// (appends are at least once). Sealing at the shortest would let one damaged replica shorten
+/// the chunk and lose acknowledged records. If a replica is already sealed, an earlier seal
+/// chose its length, and it is kept so replicas never disagree. Replicas shorter than the
+/// sealed length are left out here; the repair loop brings them up to it (`Replicate`).
 pub(crate) fn plan(outcomes: &[FenceOutcome]) -> SealPlan {
     let fenced: Vec<(&String, u64, bool, &Vec<WriterMark>)> = outcomes
         .iter()
@@ -70,7 +75,7 @@ pub(crate) fn plan(outcomes: &[FenceOutcome]) -> SealPlan {
     let source = already_sealed.unwrap_or_else(|| {
         fenced
             .iter()
-            .min_by_key(|f| f.1)
+            .max_by_key(|f| f.1)
             .expect("fenced is not empty")
     });
     let length = source.1;
@@ -101,13 +106,15 @@ mod tests {
         }
     }
 
-    // The sealed length is the smallest durable length; its replica's marks are carried; an
-    // unreachable replica is left out.
+    // The sealed length is the longest durable length (a replica that lost part of its tail
+    // cannot shorten the chunk); its replica's marks are carried; the shorter replica and an
+    // unreachable one are left out for the repair loop.
     #[test]
-    fn smallest_length_wins_and_gives_the_marks() {
+    fn longest_length_wins_and_gives_the_marks() {
         let plan = plan(&[
             fenced("a", 4096, false, 30),
             fenced("b", 1000, false, 10),
+            fenced("d", 4096, false, 30),
             FenceOutcome::Failed {
                 address: "c".into(),
             },
@@ -115,11 +122,11 @@ mod tests {
         assert_eq!(
             plan,
             SealPlan::Seal {
-                length: 1000,
-                replicas: vec!["a".into(), "b".into()],
+                length: 4096,
+                replicas: vec!["a".into(), "d".into()],
                 marks: vec![WriterMark {
                     writer: 1,
-                    sequence: 10
+                    sequence: 30
                 }],
             }
         );

@@ -17,7 +17,8 @@ use tonic::{Code, Request, Response, Status};
 use tracing::{debug, instrument};
 
 use crate::core::{
-    ChunkInfo, ChunkserverApi, CreateReplica, Fenced, Location, LogInfo, MasterCore, RpcError,
+    ChunkInfo, ChunkserverApi, CreateReplica, Fenced, Location, LogInfo, MasterCore, Replicate,
+    RpcError,
 };
 use crate::error::Error;
 use crate::heartbeat::ReplicaReport;
@@ -337,5 +338,24 @@ impl ChunkserverApi for GrpcChunkservers {
             .await
             .map_err(rpc_error)?;
         Ok(())
+    }
+
+    async fn replicate(
+        &self,
+        address: String,
+        job: Replicate,
+        timeout: std::time::Duration,
+    ) -> Result<u64, RpcError> {
+        let mut client = self.client(&address)?;
+        let mut req = Request::new(pb::ReplicateRequest {
+            handle: job.handle.0,
+            version: job.version,
+            length: job.length,
+            capacity: job.capacity,
+            source: job.source,
+        });
+        req.set_timeout(timeout);
+        let r = client.replicate(req).await.map_err(rpc_error)?.into_inner();
+        Ok(r.copied_bytes)
     }
 }

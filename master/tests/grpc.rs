@@ -165,6 +165,20 @@ impl Chunkserver for FakeService {
         self.replicas.lock().unwrap().remove(&req.get_ref().handle);
         Ok(Response::new(pb::DeleteReplicaResponse {}))
     }
+
+    async fn replicate(
+        &self,
+        _req: Request<pb::ReplicateRequest>,
+    ) -> Result<Response<pb::ReplicateResponse>, Status> {
+        Err(Status::unimplemented("this fake does not copy replicas"))
+    }
+
+    async fn checksum(
+        &self,
+        _req: Request<pb::ChecksumRequest>,
+    ) -> Result<Response<pb::ChecksumResponse>, Status> {
+        Err(Status::unimplemented("this fake keeps no bytes"))
+    }
 }
 
 async fn start_chunkserver() -> Arc<FakeChunkserver> {
@@ -309,14 +323,19 @@ async fn create_open_seal_concurrent_seals_and_restart() {
         next.primary, fakes[3].address,
         "least used chunkserver first"
     );
-    for f in &fakes[..3] {
+    // Sealed at the longest fenced length, on the replica that holds it; the two shorter
+    // ones are fenced (version 2) and left for the repair loop to bring up to it.
+    let r = fakes[0].replica(first.handle).unwrap();
+    assert!(r.sealed);
+    assert_eq!((r.length, r.version), (6000, 2));
+    for f in &fakes[1..3] {
         let r = f.replica(first.handle).unwrap();
-        assert!(r.sealed);
-        assert_eq!((r.length, r.version), (4000, 2));
+        assert!(!r.sealed);
+        assert_eq!(r.version, 2);
     }
     let new_primary = fakes[3].replica(next.handle).unwrap();
     assert!(new_primary.primary);
-    assert_eq!(new_primary.marks, vec![(77, 4000)]);
+    assert_eq!(new_primary.marks, vec![(77, 6000)]);
 
     // Eight clients seal the new chunk at once.
     for f in &fakes {
@@ -358,9 +377,10 @@ async fn create_open_seal_concurrent_seals_and_restart() {
         .unwrap()
         .into_inner();
     assert_eq!(stat.chunk_count, 3);
-    assert_eq!(stat.chunks[0].length, 4000);
+    assert_eq!(stat.chunks[0].length, 6000);
     assert_eq!(stat.chunks[0].state, pb::ChunkState::Sealed as i32);
-    assert_eq!(stat.chunks[0].replicas.len(), 3);
+    // Only the good replica is listed (this fake cannot copy, so repair cannot add others).
+    assert_eq!(stat.chunks[0].replicas, vec![fakes[0].address.clone()]);
     assert_eq!(stat.chunks[2].state, pb::ChunkState::Open as i32);
     assert_eq!(stat.chunks[2].primary, third.primary);
 
@@ -383,7 +403,7 @@ async fn create_open_seal_concurrent_seals_and_restart() {
         );
         assert_eq!(a.primary, b.primary);
     }
-    assert_eq!(restarted.chunks[0].length, 4000);
+    assert_eq!(restarted.chunks[0].length, 6000);
     let hb = m
         .client
         .heartbeat(pb::HeartbeatRequest {

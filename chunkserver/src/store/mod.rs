@@ -125,11 +125,17 @@ pub struct ReplicaState {
     pub corrupt: Vec<ByteRange>,
 }
 
+impl ReplicaState {
+    /// Neither failed nor corrupt.
+    pub fn healthy(&self) -> bool {
+        !self.failed && self.corrupt.is_empty()
+    }
+}
+
 /// Counters of a store's disk work since it opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
-    /// Group commits: one chunk-file write + fdatasync each. Their `.meta` updates are written
-    /// by the meta committer, several groups' at once when they pile up.
+    /// Group commits: one chunk-file write + fdatasync each.
     pub groups: u64,
     /// Appends acknowledged.
     pub appends: u64,

@@ -1,0 +1,341 @@
+//! Re-replication and catch-up: bring this chunkserver's replica of a sealed chunk to the
+//! chunk's sealed (version, length) by copying the missing bytes from a chunkserver that holds
+//! it sealed (ARCHITECTURE.md, "Repair").
+//!
+//! Every byte copied is checked before it is written: the source's bytes are scanned frame by
+//! frame and a bad frame stops the copy (corruption is never copied). The bytes are written
+//! through the replica's writer at exactly its length, as a secondary's forwards are, then
+//! sealed; finally the whole replica's CRC-32 is compared with the source's. A replica that
+//! fails the comparison is deleted.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_proto::v1::{ChecksumRequest, ReadRequest};
+use cairn_record::limits::CHUNK_HEADER_BYTES;
+use cairn_record::{ChunkHandle, ScanItem, Scanner};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+use crate::limits::{READ_BYTES_MAX, REPLICATE_READ_BYTES};
+use crate::node::{Node, blocking};
+use crate::store::ChunkStore;
+
+/// What a replication did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Replicated {
+    /// Bytes copied from the source (0: the replica was already complete).
+    pub(crate) copied_bytes: u64,
+    /// CRC-32 of the replica's bytes `[0, length)`, equal to the source's.
+    pub(crate) crc32: u32,
+}
+
+/// A sealed replica's checksum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Checksum {
+    pub(crate) version: u64,
+    pub(crate) length: u64,
+    pub(crate) crc32: u32,
+}
+
+impl Node {
+    /// Brings the local replica of `handle` to sealed `(version, length)` from `source`.
+    ///
+    /// - already sealed there, intact: nothing to copy;
+    /// - open, not failed or corrupt, at most `length` long and at `version` or older: its
+    ///   bytes are a prefix of the chunk (every replica takes bytes only at its exact length
+    ///   from the one primary), so it is fenced to `version` and only the rest is copied;
+    /// - anything else (absent, longer, sealed elsewhere, failed, corrupt): replaced by a new
+    ///   replica and copied whole.
+    pub(crate) async fn replicate(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        length: u64,
+        capacity: u64,
+        source: &str,
+    ) -> Result<Replicated> {
+        let header = CHUNK_HEADER_BYTES as u64;
+        if length < header || !length.is_multiple_of(8) || length > capacity {
+            return Err(Error::InvalidRequest {
+                reason: format!("chunk {handle}: cannot replicate to length {length}"),
+            });
+        }
+        let start = match self.store.state(handle) {
+            Ok(s) if s.sealed && s.version == version && s.acked_len == length && s.healthy() => {
+                let crc = self.checksum(handle).await?.crc32;
+                return Ok(Replicated {
+                    copied_bytes: 0,
+                    crc32: crc,
+                });
+            }
+            Ok(s)
+                if !s.sealed
+                    && s.healthy()
+                    && s.version <= version
+                    && s.len <= length
+                    && s.capacity == capacity =>
+            {
+                if s.version < version {
+                    self.store.fence(handle, version).await?;
+                }
+                s.len
+            }
+            Ok(s) => {
+                warn!(chunk = %handle, version = s.version, len = s.len, sealed = s.sealed, "replacing an unusable replica before copying");
+                self.delete(handle).await?;
+                self.create(handle, version, capacity, None).await?;
+                header
+            }
+            Err(Error::NotFound { .. }) => {
+                self.create(handle, version, capacity, None).await?;
+                header
+            }
+            Err(e) => return Err(e),
+        };
+        let copied = self
+            .copy_range(handle, version, start, length, source)
+            .await;
+        let copied = match copied {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(chunk = %handle, source, error = %e, "copy failed");
+                return Err(e);
+            }
+        };
+        let store = self.store.clone();
+        blocking(move || store.seal(handle, version, length)).await?;
+        let local = self.checksum(handle).await?;
+        let remote = self.remote_checksum(handle, source).await?;
+        if (local.version, local.length, local.crc32)
+            != (remote.version, remote.length, remote.crc32)
+        {
+            warn!(chunk = %handle, source, local = ?local, remote = ?remote, "copy differs from its source; deleting it");
+            self.delete(handle).await?;
+            return Err(Error::Replication {
+                handle,
+                source_addr: source.to_owned(),
+                message: format!(
+                    "checksum {:08x} over {} bytes differs from the source's {:08x} over {}",
+                    local.crc32, local.length, remote.crc32, remote.length
+                ),
+            });
+        }
+        info!(chunk = %handle, source, version, length, copied, crc32 = format_args!("{:08x}", local.crc32), "replica copied");
+        Ok(Replicated {
+            copied_bytes: copied,
+            crc32: local.crc32,
+        })
+    }
+
+    /// Copies `[start, end)` from `source` into the local open replica, whole frames at a time,
+    /// at most `replicate_bytes_per_sec`. Returns the bytes copied.
+    async fn copy_range(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        start: u64,
+        end: u64,
+        source: &str,
+    ) -> Result<u64> {
+        let mut client = self.peers.client(source)?;
+        let began = Instant::now();
+        // `pos`: file offset of the first byte not yet written; `carry`: bytes from `pos` of a
+        // frame cut by the previous read.
+        let mut pos = start;
+        let mut carry: Vec<u8> = Vec::new();
+        let mut read_at = start;
+        while pos < end {
+            let want = (end - read_at).min(REPLICATE_READ_BYTES as u64) as u32;
+            let resp = client
+                .read(ReadRequest {
+                    handle: handle.0,
+                    offset: read_at,
+                    max_bytes: want,
+                    wait_ms: 0,
+                })
+                .await
+                .map_err(|s| Error::Replication {
+                    handle,
+                    source_addr: source.to_owned(),
+                    message: format!("read at {read_at}: {:?}: {}", s.code(), s.message()),
+                })?
+                .into_inner();
+            if !resp.sealed || resp.version != version || resp.readable_end < end {
+                return Err(Error::Replication {
+                    handle,
+                    source_addr: source.to_owned(),
+                    message: format!(
+                        "source holds version {} {} to {}, not sealed at version {version} to {end}",
+                        resp.version,
+                        if resp.sealed { "sealed" } else { "open" },
+                        resp.readable_end
+                    ),
+                });
+            }
+            if resp.data.is_empty() || resp.offset != read_at {
+                return Err(Error::Replication {
+                    handle,
+                    source_addr: source.to_owned(),
+                    message: format!("read at {read_at} returned nothing"),
+                });
+            }
+            read_at += resp.data.len() as u64;
+            let buf: Bytes = if carry.is_empty() {
+                resp.data
+            } else {
+                carry.extend_from_slice(&resp.data);
+                Bytes::from(std::mem::take(&mut carry))
+            };
+            let whole =
+                whole_frames(&buf, pos, read_at >= end).map_err(|bad| Error::Replication {
+                    handle,
+                    source_addr: source.to_owned(),
+                    message: format!("bad frame at {bad} on the source; nothing copied from it"),
+                })?;
+            if whole > 0 {
+                let end_now = self
+                    .store
+                    .append(handle, version, pos, buf.slice(..whole))
+                    .await?;
+                debug_assert_eq!(end_now, pos + whole as u64);
+                pos += whole as u64;
+            }
+            carry = buf[whole..].to_vec();
+            if carry.len() > READ_BYTES_MAX {
+                return Err(Error::Replication {
+                    handle,
+                    source_addr: source.to_owned(),
+                    message: format!("no whole frame in {} bytes at {pos}", carry.len()),
+                });
+            }
+            // The bandwidth bound: never ahead of `rate` bytes per second since the start.
+            let due =
+                Duration::from_secs_f64((pos - start) as f64 / self.replicate_bytes_per_sec as f64);
+            let elapsed = began.elapsed();
+            if due > elapsed {
+                tokio::time::sleep(due - elapsed).await;
+            }
+        }
+        Ok(pos - start)
+    }
+
+    /// CRC-32 of the local sealed replica's bytes.
+    pub(crate) async fn checksum(&self, handle: ChunkHandle) -> Result<Checksum> {
+        let store = self.store.clone();
+        blocking(move || {
+            let s = store.state(handle)?;
+            if !s.sealed {
+                return Err(Error::InvalidRequest {
+                    reason: format!("chunk {handle} is not sealed here; no checksum"),
+                });
+            }
+            if !s.healthy() {
+                return Err(if s.failed {
+                    Error::Failed { handle }
+                } else {
+                    Error::Corrupt {
+                        handle,
+                        ranges: s.corrupt.clone(),
+                    }
+                });
+            }
+            let mut hasher = crc32fast::Hasher::new();
+            let mut at = 0;
+            while at < s.acked_len {
+                let n = (s.acked_len - at).min(READ_BYTES_MAX as u64) as usize;
+                let data = store.read(handle, at, n)?;
+                if data.is_empty() {
+                    break;
+                }
+                hasher.update(&data);
+                at += data.len() as u64;
+            }
+            Ok(Checksum {
+                version: s.version,
+                length: at,
+                crc32: hasher.finalize(),
+            })
+        })
+        .await
+    }
+
+    async fn remote_checksum(&self, handle: ChunkHandle, source: &str) -> Result<Checksum> {
+        let resp = self
+            .peers
+            .client(source)?
+            .checksum(ChecksumRequest { handle: handle.0 })
+            .await
+            .map_err(|s| Error::Replication {
+                handle,
+                source_addr: source.to_owned(),
+                message: format!("checksum: {:?}: {}", s.code(), s.message()),
+            })?
+            .into_inner();
+        Ok(Checksum {
+            version: resp.version,
+            length: resp.length,
+            crc32: resp.crc32,
+        })
+    }
+}
+
+/// How many leading bytes of `buf` (at file offset `pos`) are whole valid frames. A bad range
+/// at the very end of a non-final buffer is a frame cut by the read boundary and is left for
+/// the next read; any other bad range is an error naming its offset.
+fn whole_frames(buf: &[u8], pos: u64, last: bool) -> std::result::Result<usize, u64> {
+    let mut whole = 0usize;
+    for item in Scanner::new(buf, pos) {
+        match item {
+            ScanItem::Record {
+                offset, payload, ..
+            } => {
+                whole = (offset - pos) as usize + cairn_record::encoded_len(payload.len());
+            }
+            ScanItem::Padding { offset, len } => {
+                whole = (offset - pos + len) as usize;
+            }
+            ScanItem::Corrupt { offset, len } => {
+                let to_end = (offset - pos + len) as usize == buf.len();
+                if !last && to_end {
+                    return Ok(whole);
+                }
+                return Err(offset);
+            }
+        }
+    }
+    Ok(whole)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_record::{RecordId, encode_record};
+
+    fn frames(n: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        for s in 1..=n {
+            let id = RecordId {
+                writer: 7,
+                sequence: s,
+            };
+            encode_record(&mut out, id, &[s as u8; 100], 1 << 20).unwrap();
+        }
+        out
+    }
+
+    // Whole frames are counted; a frame cut at the end waits for the next read unless the
+    // buffer is the last; a bad byte anywhere else stops the copy at its offset.
+    #[test]
+    fn whole_frames_cut_and_corrupt() {
+        let f = frames(3);
+        assert_eq!(whole_frames(&f, 32, true), Ok(f.len()));
+        let one = f.len() / 3;
+        assert_eq!(whole_frames(&f[..one + 10], 32, false), Ok(one));
+        assert_eq!(whole_frames(&f[..one + 10], 32, true), Err(32 + one as u64));
+        let mut bad = f.clone();
+        bad[one + 40] ^= 1;
+        assert_eq!(whole_frames(&bad, 32, false), Err(32 + one as u64));
+    }
+}

@@ -1,0 +1,267 @@
+//! Re-replication and replica garbage (DESIGN.md §5; ARCHITECTURE.md, "Repair").
+//!
+//! A sealed chunk's replica is *good* when its chunkserver is live and reports it sealed at the
+//! chunk's version and sealed length, neither failed nor corrupt. Only good replicas are read
+//! sources, copy sources or counted towards the replication factor. Every pass (one per
+//! heartbeat period) the master:
+//! - picks the sealed chunks with fewer good replicas than their factor, fewest first (the most
+//!   endangered), and for each one a source (a good replica) and a target (a live chunkserver
+//!   without a good replica: one already holding a shorter or stale copy first, since it only
+//!   needs the missing tail, else the least loaded), and asks the target to `Replicate`;
+//! - leaves replicas that are not good alone while the chunk is below its factor (they may
+//!   still be caught up); once it is not, heartbeat replies tell their chunkservers to delete
+//!   them ([`is_garbage`]).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cairn_record::ChunkHandle;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::core::{ChunkserverApi, MasterCore, Replicate, RpcError};
+use crate::heartbeat::{ReplicaReport, Servers};
+use crate::limits::{REPAIR_RATE_FLOOR_BYTES_PER_SEC, REPAIRS_IN_FLIGHT_MAX};
+use crate::meta::{ChunkMeta, ChunkState, Metadata};
+
+/// Whether `r` is a good replica of the sealed chunk `c` (liveness is checked by the caller).
+pub(crate) fn is_good(c: &ChunkMeta, r: &ReplicaReport) -> bool {
+    c.state == ChunkState::Sealed
+        && r.sealed
+        && r.version == c.version
+        && r.length == c.length
+        && !r.failed
+        && !r.corrupt
+}
+
+/// The addresses of the good replicas of `c` on live chunkservers.
+pub(crate) fn good_replicas(
+    servers: &Servers,
+    c: &ChunkMeta,
+    now: Instant,
+    dead_after: Duration,
+) -> Vec<String> {
+    servers
+        .replicas_of(c.handle)
+        .into_iter()
+        .filter(|(a, r)| is_good(c, r) && servers.is_live(a, now, dead_after))
+        .map(|(a, _)| a)
+        .collect()
+}
+
+/// Whether the replica `r` reported by a chunkserver is garbage to delete: a replica of a
+/// sealed chunk that is not good, while the chunk has at least `replication` good replicas and
+/// no copy into that chunkserver is running.
+pub(crate) fn is_garbage(
+    c: &ChunkMeta,
+    r: &ReplicaReport,
+    good: usize,
+    replication: u32,
+    copying_here: bool,
+) -> bool {
+    c.state == ChunkState::Sealed
+        && !is_good(c, r)
+        && r.version <= c.version
+        && good >= replication as usize
+        && !copying_here
+}
+
+/// One copy to start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RepairJob {
+    pub(crate) target: String,
+    pub(crate) job: Replicate,
+    /// Good replicas when it was planned.
+    pub(crate) good: usize,
+}
+
+/// What a pass found, for the progress log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RepairScan {
+    /// Sealed chunks below their factor.
+    pub(crate) under_replicated: usize,
+    /// Of those, chunks with no good replica on a live chunkserver (nothing to copy from).
+    pub(crate) unrecoverable_now: usize,
+}
+
+/// Plans up to `slots` copies. `running` maps chunks being copied to their target.
+pub(crate) fn plan(
+    meta: &Metadata,
+    servers: &Servers,
+    now: Instant,
+    dead_after: Duration,
+    running: &HashMap<ChunkHandle, String>,
+    slots: usize,
+) -> (Vec<RepairJob>, RepairScan) {
+    let mut scan = RepairScan::default();
+    let mut wanting: Vec<(usize, u32, &ChunkMeta, Vec<String>)> = Vec::new();
+    for c in meta.chunks.values() {
+        if c.state != ChunkState::Sealed {
+            continue;
+        }
+        let Some(log) = meta.logs.get(&c.log) else {
+            continue;
+        };
+        let good = good_replicas(servers, c, now, dead_after);
+        if good.len() >= log.replication as usize {
+            continue;
+        }
+        scan.under_replicated += 1;
+        if good.is_empty() {
+            scan.unrecoverable_now += 1;
+            continue;
+        }
+        if !running.contains_key(&c.handle) {
+            wanting.push((good.len(), c.index, c, good));
+        }
+    }
+    // Most endangered first; then older chunks first (a stable order).
+    wanting.sort_by(|a, b| (a.0, &a.2.log, a.1).cmp(&(b.0, &b.2.log, b.1)));
+    let live = servers.live(now, dead_after);
+    let mut load: HashMap<&str, usize> = live.iter().map(|(a, n)| (a.as_str(), *n)).collect();
+    let busy: HashSet<&str> = running.values().map(String::as_str).collect();
+    let mut jobs = Vec::new();
+    for (good_count, _, c, good) in wanting {
+        if jobs.len() >= slots {
+            break;
+        }
+        let holders: HashSet<String> = servers
+            .replicas_of(c.handle)
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect();
+        let target = live
+            .iter()
+            .map(|(a, _)| a.as_str())
+            .filter(|a| !good.iter().any(|g| g == a) && !busy.contains(a))
+            .filter(|a| !jobs.iter().any(|j: &RepairJob| j.target == *a))
+            .min_by_key(|a| (!holders.contains(*a), load.get(a).copied().unwrap_or(0), *a));
+        let Some(target) = target else {
+            continue;
+        };
+        *load.entry(target).or_default() += 1;
+        // Spread the reading over the good replicas.
+        let source = good[(c.handle.0 % good.len() as u64) as usize].clone();
+        jobs.push(RepairJob {
+            target: target.to_owned(),
+            job: Replicate {
+                handle: c.handle,
+                version: c.version,
+                length: c.length,
+                capacity: meta
+                    .logs
+                    .get(&c.log)
+                    .map(|l| l.chunk_bytes)
+                    .unwrap_or(c.length),
+                source,
+            },
+            good: good_count,
+        });
+    }
+    (jobs, scan)
+}
+
+/// Counters of the repair loop since the master started.
+#[derive(Debug, Default)]
+pub(crate) struct RepairStats {
+    pub(crate) copies_done: AtomicU64,
+    pub(crate) copies_failed: AtomicU64,
+    pub(crate) bytes_copied: AtomicU64,
+}
+
+impl<C: ChunkserverApi> MasterCore<C> {
+    /// Runs repair passes, one per heartbeat period, until the task is aborted.
+    pub(crate) async fn run_repairs(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.config().heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_scan = RepairScan::default();
+        loop {
+            tick.tick().await;
+            let scan = self.clone().repair_pass();
+            if scan != last_scan {
+                let stats = self.repair_stats();
+                info!(
+                    under_replicated = scan.under_replicated,
+                    without_good_replica = scan.unrecoverable_now,
+                    copies_done = stats.copies_done.load(Ordering::Relaxed),
+                    copies_failed = stats.copies_failed.load(Ordering::Relaxed),
+                    bytes_copied = stats.bytes_copied.load(Ordering::Relaxed),
+                    "re-replication progress"
+                );
+                last_scan = scan;
+            }
+        }
+    }
+
+    /// Plans this pass's copies and starts them; returns what it found.
+    pub(crate) fn repair_pass(self: Arc<Self>) -> RepairScan {
+        let now = Instant::now();
+        let dead_after = self.config().dead_after;
+        let jobs = {
+            let mut g = self.lock_inner();
+            let running = &g.repairs;
+            let slots = REPAIRS_IN_FLIGHT_MAX.saturating_sub(running.len());
+            let (jobs, scan) = plan(&g.meta, &g.servers, now, dead_after, running, slots);
+            for j in &jobs {
+                g.repairs.insert(j.job.handle, j.target.clone());
+            }
+            (jobs, scan)
+        };
+        let (jobs, scan) = jobs;
+        for j in jobs {
+            let core = self.clone();
+            tokio::spawn(async move { core.copy(j).await });
+        }
+        scan
+    }
+
+    async fn copy(&self, j: RepairJob) {
+        let handle = j.job.handle;
+        let timeout = self.config().rpc_timeout
+            + Duration::from_secs(j.job.length / REPAIR_RATE_FLOOR_BYTES_PER_SEC + 1);
+        info!(chunk = %handle, from = %j.job.source, to = %j.target, good = j.good, length = j.job.length, "copying replica");
+        let started = Instant::now();
+        let call = self
+            .api()
+            .replicate(j.target.clone(), j.job.clone(), timeout);
+        let result = match tokio::time::timeout(timeout, call).await {
+            Ok(r) => r,
+            Err(_) => Err(RpcError::Other(format!("no answer within {timeout:?}"))),
+        };
+        let stats = self.repair_stats();
+        let mut g = self.lock_inner();
+        g.repairs.remove(&handle);
+        match result {
+            Ok(copied) => {
+                stats.copies_done.fetch_add(1, Ordering::Relaxed);
+                stats.bytes_copied.fetch_add(copied, Ordering::Relaxed);
+                let still =
+                    g.meta.chunks.get(&handle).is_some_and(|c| {
+                        c.version == j.job.version && c.state == ChunkState::Sealed
+                    });
+                if still {
+                    g.servers.set_replica(
+                        &j.target,
+                        Instant::now(),
+                        ReplicaReport {
+                            handle,
+                            version: j.job.version,
+                            length: j.job.length,
+                            sealed: true,
+                            failed: false,
+                            corrupt: false,
+                        },
+                    );
+                }
+                let secs = started.elapsed().as_secs_f64();
+                info!(chunk = %handle, to = %j.target, copied, mb_per_sec = format_args!("{:.1}", copied as f64 / secs.max(1e-6) / 1e6), "replica copied");
+            }
+            Err(e) => {
+                stats.copies_failed.fetch_add(1, Ordering::Relaxed);
+                warn!(chunk = %handle, from = %j.job.source, to = %j.target, error = ?e, "copying a replica failed; a later pass retries");
+            }
+        }
+    }
+}
