@@ -66,14 +66,13 @@ pub(crate) fn run(args: &LocalArgs) -> anyhow::Result<ExitCode> {
         let mut chunkserver_addrs = Vec::new();
         for i in 1..=args.chunkservers {
             let addr = format!("127.0.0.1:{}", args.port + i);
-            let config = cairn_chunkserver::Config::try_from(cairn_chunkserver::Args {
+            let config = cairn_chunkserver::Config {
                 listen: addr.clone(),
-                advertise: None,
+                advertise: addr.clone(),
                 master: master_addr.clone(),
-                data: args.data.join(format!("cs{i}")),
-                heartbeat_ms: 1000,
-                rpc_timeout_ms: 5000,
-            })?;
+                ..cairn_chunkserver::Config::new(args.data.join(format!("cs{i}")))
+            };
+            config.validate()?;
             let listener = tokio::net::TcpListener::bind(&addr)
                 .await
                 .with_context(|| format!("listen on {addr}"))?;

@@ -1,0 +1,136 @@
+//! Re-replication and stale replicas, against a real 4-chunkserver cluster: a chunkserver dies
+//! mid-run, every sealed chunk it held regains three good replicas elsewhere, and when it comes
+//! back its replica of the chunk that was open at its death (now stale) is deleted.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use cairn_tests::contract::read_acks;
+use cairn_tests::{AppendRun, Cluster, ClusterOpts, LogOpts, Role, check, wait_until, workload};
+
+/// The length of a chunk holding no record: its header.
+const EMPTY_CHUNK_BYTES: u64 = 32;
+
+fn size(rng: &mut workload::Rng, _: usize) -> usize {
+    rng.range(100, 700)
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) on a child process this test started and has not reaped.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig})");
+}
+
+/// Proves that the death of one of four chunkservers costs no acknowledged record, that the
+/// master re-replicates every sealed chunk the dead one held onto the others (three good
+/// replicas each, none on the dead server) without help, and that the dead server's replica of
+/// the chunk that was open when it died is deleted once it returns (its version is stale).
+///
+/// How: 1 master (dead after 1 s) + 4 chunkservers (heartbeat 200 ms), 64 KiB chunks. One
+/// appender writes 1,000 records; a second `cairn append --json` with 6,000 records runs, and
+/// after 500 of its acknowledgements the harness SIGKILLs a replica holder of the open chunk.
+/// The appender must finish with every record acknowledged (its client seals and rolls). The
+/// harness then polls `stat` until every sealed chunk holding records lists three replicas,
+/// none of them the dead server, restarts the dead server, and waits until its copy of the
+/// chunk that was open at the kill is gone from its data directory. Finally both runs are
+/// checked against the replays.
+#[test]
+fn dead_chunkserver_is_re_replicated_and_its_stale_replica_deleted() {
+    let _serial = cairn_tests::serial();
+    let seed = workload::seed("re_replication");
+    let opts = ClusterOpts {
+        heartbeat_ms: 200,
+        master_args: vec!["--dead-after-ms".into(), "1000".into()],
+        ..ClusterOpts::default()
+    };
+    let mut cluster = Cluster::start(4, opts);
+    let log = "/repair/dead";
+    cluster.create_log(log, LogOpts::chunk_bytes(64 << 10));
+    let mut runs = vec![cluster.append(
+        "before",
+        log,
+        workload::lines("before", 1_000, seed, size),
+        Duration::from_secs(60),
+    )];
+    runs[0].assert_all_acked();
+
+    let during_lines = workload::lines("during", 6_000, seed + 1, size);
+    let mut during = cluster.spawn_append(log, &during_lines, Duration::from_secs(180));
+    read_acks(&mut during, 500, Duration::from_secs(30));
+    // Freeze the appender so that the open chunk cannot roll between `stat` and the kill.
+    signal(during.pid(), libc::SIGSTOP);
+    let at_kill = cluster.stat(log);
+    let open = at_kill
+        .chunks
+        .iter()
+        .find(|c| !c.is_sealed())
+        .expect("an open chunk")
+        .clone();
+    let victim_addr = open
+        .replicas
+        .first()
+        .expect("the open chunk has replicas")
+        .clone();
+    let victim = (0..4)
+        .find(|&i| cluster.chunkserver_addr(i) == victim_addr)
+        .expect("a chunkserver of the cluster");
+    eprintln!(
+        "re_replication: killing chunkserver {victim} ({victim_addr}), which holds open chunk {} ({})",
+        open.index, open.handle
+    );
+    cluster.kill_chunkserver(victim);
+    let killed = Instant::now();
+    signal(during.pid(), libc::SIGCONT);
+    runs.push(AppendRun::from_output(
+        "during",
+        during_lines,
+        during.wait(),
+    ));
+    runs[1].assert_all_acked();
+
+    let stat = wait_until(
+        "three good replicas of every sealed chunk",
+        Duration::from_secs(60),
+        || {
+            let stat = cluster.stat(log);
+            let short = stat
+                .sealed()
+                .iter()
+                .filter(|c| c.length > EMPTY_CHUNK_BYTES)
+                .filter(|c| c.replicas.len() < 3 || c.replicas.contains(&victim_addr))
+                .count();
+            (short == 0).then_some(stat)
+        },
+    );
+    eprintln!(
+        "re_replication: {} sealed chunks back at 3 replicas {:.1} s after the kill",
+        stat.sealed().len(),
+        killed.elapsed().as_secs_f64()
+    );
+    cluster.start_server(Role::Chunkserver(victim));
+    let chunk_file = cluster
+        .data_dir(Role::Chunkserver(victim))
+        .join("chunks")
+        .join(format!("{}.chunk", open.handle));
+    wait_until("the stale replica deleted", Duration::from_secs(30), || {
+        (!chunk_file.exists()).then_some(())
+    });
+    // The chunk itself is intact elsewhere.
+    let after = cluster.stat(log);
+    let chunk = after
+        .chunks
+        .iter()
+        .find(|c| c.handle == open.handle)
+        .expect("the chunk is still in the log");
+    assert!(chunk.is_sealed(), "{chunk:?}");
+    let holders: BTreeSet<&String> = chunk.replicas.iter().collect();
+    assert!(
+        chunk.length <= EMPTY_CHUNK_BYTES || holders.len() >= 3,
+        "{chunk:?}"
+    );
+    assert!(!holders.contains(&victim_addr), "{chunk:?}");
+
+    let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
+    let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
+    check(&runs, &deduplicated, &with_duplicates).assert_ok();
+}
