@@ -40,7 +40,12 @@ fn dead_chunkserver_is_re_replicated_and_its_stale_replica_deleted() {
     let seed = workload::seed("re_replication");
     let opts = ClusterOpts {
         heartbeat_ms: 200,
-        master_args: vec!["--dead-after-ms".into(), "1000".into()],
+        master_args: vec![
+            "--heartbeat-ms".into(),
+            "200".into(),
+            "--dead-after-ms".into(),
+            "1000".into(),
+        ],
         ..ClusterOpts::default()
     };
     let mut cluster = Cluster::start(4, opts);
