@@ -1,5 +1,6 @@
 //! The nemesis proxy against a tiny echo server on loopback: byte-exact pass-through, blackhole
-//! (held, then delivered), one-way blackhole, delay, reset, cut, a dead target, and drop.
+//! (held, then delivered), one-way blackhole, delay, reset, cut, a dead target, and drop; then a
+//! whole cluster behind proxies.
 //!
 //! No assertion here depends on the machine being fast: held bytes are checked to be absent
 //! after a short wait (the proxy never delivers them while the mode lasts, however slow the
@@ -13,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cairn_tests::proxy::{Counters, Direction, Mode, Proxy};
-use cairn_tests::{wait_until, workload};
+use cairn_tests::{Cluster, ClusterOpts, LogOpts, Role, check, wait_until, workload};
 
 /// Deadline of every blocking socket call of these tests.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -278,4 +279,61 @@ fn drop_resets_connections_and_closes_the_port() {
         TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
         "the port of a dropped proxy still accepts"
     );
+}
+
+/// Proves that a proxied cluster routes every role through its proxies: it becomes ready (probe
+/// appends cross them), `stat` names replicas by their proxies' addresses, every proxy carried
+/// bytes both ways, appends and replay agree; and that resetting the master's proxy makes a
+/// client command fail until the cluster is healed.
+#[test]
+fn proxied_cluster_routes_through_its_proxies() {
+    let _serial = cairn_tests::serial();
+    let opts = ClusterOpts {
+        proxied: true,
+        ..ClusterOpts::default()
+    };
+    let cluster = Cluster::start(3, opts);
+    cluster.create_log("/proxied", LogOpts::chunk_bytes(64 << 10));
+    let seed = workload::seed("proxied_cluster_routes_through_its_proxies");
+    let lines = workload::lines("proxied", 200, seed, |rng, _| rng.range(100, 700));
+    let run = cluster.append("w", "/proxied", lines, Duration::from_secs(60));
+    run.assert_all_acked();
+    let dedup = cluster.replay("/proxied", false, Duration::from_secs(60));
+    let full = cluster.replay("/proxied", true, Duration::from_secs(60));
+    check(&[run], &dedup, &full).assert_ok();
+
+    let names = cluster.chunkserver_addrs();
+    for chunk in cluster.stat("/proxied").chunks {
+        for replica in &chunk.replicas {
+            assert!(
+                names.contains(replica),
+                "replica {replica} is not a proxy: {names:?}"
+            );
+        }
+    }
+    for role in [
+        Role::Master,
+        Role::Chunkserver(0),
+        Role::Chunkserver(1),
+        Role::Chunkserver(2),
+    ] {
+        assert_ne!(cluster.advertised_addr(role), cluster.listen_addr(role));
+        let c = cluster.proxy(role).counters();
+        assert!(
+            c.accepted > 0 && c.client_to_server > 0 && c.server_to_client > 0,
+            "{role:?}'s proxy carried nothing: {c:?}"
+        );
+    }
+
+    cluster.proxy(Role::Master).set(Mode::Reset);
+    let refused = cluster
+        .cairn(&["ls"])
+        .timeout(Duration::from_secs(60))
+        .run();
+    assert!(
+        !refused.success(),
+        "ls succeeded through a resetting proxy: {refused:?}"
+    );
+    cluster.heal();
+    cluster.ls();
 }
