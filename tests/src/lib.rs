@@ -15,6 +15,8 @@
 //!   order, integrity, position), with counts.
 //! - [`workload`]: unique, self-describing record lines of chosen sizes from a seed.
 //! - [`garbage`]: raw-TCP garbage for gRPC ports.
+//! - [`history`]: the JSONL client history of chaos scenarios ([`History`]) and its checker
+//!   ([`history::check`]), over records in the [`payload`] format ([`Payload`]).
 //! - [`proxy`]: [`Proxy`]: a userspace TCP nemesis proxy (pass, blackhole, delay, reset), per
 //!   direction, with byte counters.
 //!
@@ -44,6 +46,8 @@ pub mod checker;
 pub mod cluster;
 pub mod contract;
 pub mod garbage;
+pub mod history;
+pub mod payload;
 pub mod proc;
 pub mod proxy;
 pub mod workload;
@@ -54,6 +58,8 @@ pub use bin::cairn_bin;
 pub use checker::{AppendRun, Report, check};
 pub use cluster::{Cluster, ClusterOpts, LogOpts, Role, wait_until};
 pub use contract::{Ack, ChunkStat, Event, LogStat, Record, Replay, WriterId};
+pub use history::{History, HistoryReport};
+pub use payload::Payload;
 pub use proc::{Cmd, Output, Running};
 pub use proxy::{Direction, Mode, Proxy};
 
