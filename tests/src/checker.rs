@@ -27,7 +27,7 @@ use crate::contract::{self, Ack, Event, Replay, WriterId};
 use crate::proc::Output;
 
 /// At most this many examples are shown per violation class.
-const EXAMPLES_MAX: usize = 10;
+pub(crate) const EXAMPLES_MAX: usize = 10;
 
 /// One `cairn append --json` run: its input lines and what it acknowledged.
 #[derive(Clone, Debug)]
@@ -485,7 +485,7 @@ pub fn check(runs: &[AppendRun], deduplicated: &Replay, with_duplicates: &Replay
 }
 
 /// The start of a payload, for messages.
-fn preview(payload: &[u8]) -> String {
+pub(crate) fn preview(payload: &[u8]) -> String {
     let text = String::from_utf8_lossy(&payload[..payload.len().min(80)]).into_owned();
     if payload.len() > 80 {
         format!("{text}…")

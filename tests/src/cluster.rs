@@ -1,5 +1,12 @@
 //! A real cluster: one `cairn master` and N `cairn chunkserver` processes on loopback ports, with
 //! temporary data directories, driven through the `cairn` command line.
+//!
+//! With [`ClusterOpts::proxied`], a nemesis [`Proxy`] stands in front of the master and of every
+//! chunkserver: each server listens on its own port, chunkservers advertise their proxy's address
+//! (their name in `stat`) and reach the master through its proxy, and client commands use the
+//! master's proxy. So every client → master, chunkserver → master, master → chunkserver, client →
+//! chunkserver and chunkserver → chunkserver connection crosses the proxy of the server it goes
+//! to, and [`Cluster::proxy`] controls what reaches that server.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -12,6 +19,7 @@ use std::time::{Duration, Instant};
 use crate::checker::AppendRun;
 use crate::contract::{self, LogStat, Replay};
 use crate::proc::{self, Cmd, Output, Running};
+use crate::proxy::{Mode, Proxy};
 
 /// Chunkserver heartbeat period the harness asks for, in milliseconds (production: 1000).
 pub const HEARTBEAT_MS_DEFAULT: u64 = 200;
@@ -49,6 +57,8 @@ pub struct ClusterOpts {
     pub chunkserver_args: Vec<String>,
     /// `RUST_LOG` of the servers, unless the test's environment sets `RUST_LOG`.
     pub rust_log: String,
+    /// Put a [`Proxy`] in front of every server (see the module docs).
+    pub proxied: bool,
 }
 
 impl Default for ClusterOpts {
@@ -58,6 +68,7 @@ impl Default for ClusterOpts {
             master_args: Vec::new(),
             chunkserver_args: Vec::new(),
             rust_log: "info".to_owned(),
+            proxied: false,
         }
     }
 }
@@ -75,7 +86,11 @@ pub enum Role {
 #[derive(Debug)]
 struct Server {
     name: String,
+    /// Where the process listens.
     addr: SocketAddr,
+    /// In front of `addr` when the cluster is proxied; kept across restarts (chunkservers are
+    /// named by the address they advertise).
+    proxy: Option<Proxy>,
     data_dir: PathBuf,
     stdout_log: PathBuf,
     stderr_log: PathBuf,
@@ -158,25 +173,57 @@ impl Cluster {
         cluster
     }
 
-    /// The master's address, `HOST:PORT`.
+    /// The master's address as chunkservers and clients use it, `HOST:PORT` (its proxy's, when
+    /// proxied).
     pub fn master_addr(&self) -> String {
-        self.master.addr.to_string()
+        self.advertised_addr(Role::Master).to_string()
     }
 
-    /// Chunkserver `i`'s address (also its name in `stat`).
+    /// Chunkserver `i`'s advertised address (its proxy's, when proxied), also its name in `stat`.
     pub fn chunkserver_addr(&self, i: usize) -> String {
-        self.chunkservers[i].addr.to_string()
+        self.advertised_addr(Role::Chunkserver(i)).to_string()
     }
 
-    /// Every chunkserver's address, in order.
+    /// Every chunkserver's advertised address, in order.
     pub fn chunkserver_addrs(&self) -> Vec<String> {
-        self.chunkservers
-            .iter()
-            .map(|s| s.addr.to_string())
+        (0..self.chunkservers.len())
+            .map(|i| self.chunkserver_addr(i))
             .collect()
     }
 
-    /// Every gRPC port of the cluster: `(name, address)` of the master and each chunkserver.
+    /// The address a server is known by: its proxy's when proxied, else where it listens.
+    pub fn advertised_addr(&self, role: Role) -> SocketAddr {
+        let server = self.server(role);
+        server.proxy.as_ref().map_or(server.addr, Proxy::addr)
+    }
+
+    /// The address a server process listens on (behind its proxy, when proxied).
+    pub fn listen_addr(&self, role: Role) -> SocketAddr {
+        self.server(role).addr
+    }
+
+    /// The proxy in front of a server.
+    ///
+    /// # Panics
+    /// If the cluster was not started with [`ClusterOpts::proxied`].
+    pub fn proxy(&self, role: Role) -> &Proxy {
+        self.server(role)
+            .proxy
+            .as_ref()
+            .unwrap_or_else(|| panic!("{role:?} has no proxy: set ClusterOpts::proxied"))
+    }
+
+    /// Sets every proxy of the cluster back to [`Mode::Pass`] (a no-op when not proxied).
+    pub fn heal(&self) {
+        for server in std::iter::once(&self.master).chain(&self.chunkservers) {
+            if let Some(proxy) = &server.proxy {
+                proxy.set(Mode::Pass);
+            }
+        }
+    }
+
+    /// Every gRPC port of the cluster, where the processes listen (not their proxies):
+    /// `(name, address)` of the master and each chunkserver.
     pub fn grpc_addrs(&self) -> Vec<(String, SocketAddr)> {
         std::iter::once(&self.master)
             .chain(&self.chunkservers)
@@ -438,6 +485,7 @@ impl Cluster {
     fn server_args(&self, role: Role) -> Vec<String> {
         let server = self.server(role);
         let addr = server.addr.to_string();
+        let advertised = self.advertised_addr(role).to_string();
         let data = server.data_dir.to_string_lossy().into_owned();
         let mut args: Vec<String> = match role {
             Role::Master => vec![
@@ -450,9 +498,9 @@ impl Cluster {
             Role::Chunkserver(_) => vec![
                 "chunkserver".into(),
                 "--listen".into(),
-                addr.clone(),
-                "--advertise".into(),
                 addr,
+                "--advertise".into(),
+                advertised,
                 "--master".into(),
                 self.master_addr(),
                 "--data".into(),
@@ -472,8 +520,13 @@ impl Cluster {
     /// taken between our probe and its bind).
     fn start_fresh(&mut self, role: Role) {
         let mut failures = Vec::new();
+        let proxied = self.opts.proxied;
         for _ in 0..FRESH_PORT_ATTEMPTS {
-            self.server_mut(role).addr = free_addr();
+            let server = self.server_mut(role);
+            server.addr = free_addr();
+            if proxied {
+                server.proxy = Some(Proxy::start(server.addr));
+            }
             match self.spawn_server(role) {
                 Ok(()) => return,
                 Err(e) => failures.push(e),
@@ -578,6 +631,7 @@ impl Server {
         Self {
             name: name.to_owned(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            proxy: None,
             data_dir,
             stdout_log: logs.join(format!("{name}.stdout")),
             stderr_log: logs.join(format!("{name}.stderr")),

@@ -15,6 +15,10 @@
 //!   order, integrity, position), with counts.
 //! - [`workload`]: unique, self-describing record lines of chosen sizes from a seed.
 //! - [`garbage`]: raw-TCP garbage for gRPC ports.
+//! - [`history`]: the JSONL client history of chaos scenarios ([`History`]) and its checker
+//!   ([`history::check`]), over records in the [`payload`] format ([`Payload`]).
+//! - [`proxy`]: [`Proxy`]: a userspace TCP nemesis proxy (pass, blackhole, delay, reset), per
+//!   direction, with byte counters.
 //!
 //! # Invariants of the harness
 //! - Every process it starts is killed by PID and reaped: servers when the [`Cluster`] drops,
@@ -42,7 +46,10 @@ pub mod checker;
 pub mod cluster;
 pub mod contract;
 pub mod garbage;
+pub mod history;
+pub mod payload;
 pub mod proc;
+pub mod proxy;
 pub mod workload;
 
 use std::sync::{Mutex, MutexGuard};
@@ -51,7 +58,10 @@ pub use bin::cairn_bin;
 pub use checker::{AppendRun, Report, check};
 pub use cluster::{Cluster, ClusterOpts, LogOpts, Role, wait_until};
 pub use contract::{Ack, ChunkStat, Event, LogStat, Record, Replay, WriterId};
+pub use history::{History, HistoryReport};
+pub use payload::Payload;
 pub use proc::{Cmd, Output, Running};
+pub use proxy::{Direction, Mode, Proxy};
 
 /// Serialises the cluster tests of one test process: on two shared cores, two clusters at once
 /// would only make each other's timings flaky. Take it first thing in every test; a test that
