@@ -35,6 +35,11 @@ pub struct Args {
     /// append waits for every replica.
     #[arg(long, env = "CAIRN_RPC_TIMEOUT_MS", default_value_t = 5000)]
     pub rpc_timeout_ms: u64,
+    /// TEST MODE, never for real data: keep every write in process memory until its fsync, so
+    /// that killing the process (SIGKILL) loses what a power cut may lose. Only data and lengths
+    /// are held back; directory changes reach the disk at once. Hidden from --help.
+    #[arg(long, env = "CAIRN_TEST_POWER_CUT", hide = true)]
+    pub test_power_cut: bool,
 }
 
 /// A validated chunkserver configuration.
@@ -55,6 +60,10 @@ pub struct Config {
     /// Timeout of calls to secondaries and the master, in milliseconds. Default 5000,
     /// minimum 10, maximum 600000.
     pub rpc_timeout_ms: u64,
+    /// The power-cut test mode (`--test-power-cut`): the store runs on a
+    /// [`crate::store::write_behind::WriteBehindDisk`], so a killed process loses its unsynced
+    /// writes. Default false; never for real data.
+    pub test_power_cut: bool,
 }
 
 impl Config {
@@ -67,6 +76,7 @@ impl Config {
             data_dir: data_dir.into(),
             heartbeat_ms: 1000,
             rpc_timeout_ms: 5000,
+            test_power_cut: false,
         }
     }
 
@@ -117,6 +127,7 @@ impl TryFrom<Args> for Config {
             data_dir: a.data,
             heartbeat_ms: a.heartbeat_ms,
             rpc_timeout_ms: a.rpc_timeout_ms,
+            test_power_cut: a.test_power_cut,
         };
         config.validate()?;
         Ok(config)
@@ -153,7 +164,27 @@ mod tests {
             data: "/tmp/x".into(),
             heartbeat_ms: 1000,
             rpc_timeout_ms: 5000,
+            test_power_cut: false,
         }
+    }
+
+    #[test]
+    fn the_power_cut_test_mode_is_off_unless_asked_for_and_hidden_from_help() {
+        use clap::{CommandFactory, Parser};
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let parse = |extra: &[&str]| {
+            let argv = ["cairn", "--data", "/tmp/x"].iter().chain(extra);
+            Config::try_from(Cli::try_parse_from(argv).unwrap().args).unwrap()
+        };
+        assert!(!parse(&[]).test_power_cut);
+        assert!(parse(&["--test-power-cut"]).test_power_cut);
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("--heartbeat-ms"), "{help}");
+        assert!(!help.contains("power-cut"), "{help}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::limits::{
 };
 use crate::primary::{Admission, Batch, Primary, Write};
 use crate::service::Peers;
-use crate::store::disk::FsDisk;
+use crate::store::server_disk::ServerDisk;
 use crate::store::{ChunkStore, ReplicaState, Store};
 
 /// Reads of open replicas larger than this run on a blocking thread (they `pread`).
@@ -144,7 +144,7 @@ impl Chunk {
 
 /// The chunkserver's state.
 pub(crate) struct Node {
-    store: Arc<Store<FsDisk>>,
+    store: Arc<Store<ServerDisk>>,
     chunks: RwLock<HashMap<ChunkHandle, Arc<Chunk>>>,
     peers: Peers,
     rpc_timeout: Duration,
@@ -155,7 +155,7 @@ pub(crate) struct Node {
 impl Node {
     /// A node over `store`.
     pub(crate) fn new(
-        store: Arc<Store<FsDisk>>,
+        store: Arc<Store<ServerDisk>>,
         peers: Peers,
         rpc_timeout: Duration,
         stopping: watch::Receiver<bool>,
@@ -556,7 +556,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 /// replica, sorted by writer. Bad ranges are skipped with a warning (their records cannot be
 /// trusted to name a writer).
 fn scan_writer_marks(
-    store: &Store<FsDisk>,
+    store: &Store<ServerDisk>,
     handle: ChunkHandle,
     len: u64,
 ) -> Result<Vec<(u64, u64)>> {

@@ -73,6 +73,7 @@ pub(crate) fn run(args: &LocalArgs) -> anyhow::Result<ExitCode> {
                 data: args.data.join(format!("cs{i}")),
                 heartbeat_ms: 1000,
                 rpc_timeout_ms: 5000,
+                test_power_cut: false,
             })?;
             let listener = tokio::net::TcpListener::bind(&addr)
                 .await
