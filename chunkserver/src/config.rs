@@ -37,8 +37,14 @@ pub struct Args {
     pub rpc_timeout_ms: u64,
     /// TEST MODE, never for real data: keep every write in process memory until its fsync, so
     /// that killing the process (SIGKILL) loses what a power cut may lose. Only data and lengths
-    /// are held back; directory changes reach the disk at once. Hidden from --help.
-    #[arg(long, env = "CAIRN_TEST_POWER_CUT", hide = true)]
+    /// are held back; directory changes reach the disk at once. Hidden from --help. The variable
+    /// takes 1/0, true/false, yes/no or on/off.
+    #[arg(
+        long,
+        env = "CAIRN_TEST_POWER_CUT",
+        hide = true,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub test_power_cut: bool,
 }
 

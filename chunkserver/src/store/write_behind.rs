@@ -49,8 +49,11 @@ use crate::limits::WRITEV_IOVECS_MAX;
 #[derive(Clone, Debug, Default)]
 pub struct WriteBehindDisk {
     /// Open files by (device, inode), so every handle of a file shares its pending state.
-    files: Arc<Mutex<HashMap<(u64, u64), Weak<Shared>>>>,
+    files: Arc<Mutex<Registry>>,
 }
+
+/// Open files by (device, inode).
+type Registry = HashMap<(u64, u64), Weak<Shared>>;
 
 impl WriteBehindDisk {
     /// A disk with no open files.
