@@ -42,6 +42,17 @@ pub struct Args {
     /// another chunkserver), in bytes per second.
     #[arg(long, env = "CAIRN_REPLICATE_BYTES_PER_SEC", default_value_t = 64 << 20)]
     pub replicate_bytes_per_sec: u64,
+    /// TEST MODE, never for real data: keep every write in process memory until its fsync, so
+    /// that killing the process (SIGKILL) loses what a power cut may lose. Only data and lengths
+    /// are held back; directory changes reach the disk at once. Hidden from --help. The variable
+    /// takes 1/0, true/false, yes/no or on/off.
+    #[arg(
+        long,
+        env = "CAIRN_TEST_POWER_CUT",
+        hide = true,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub test_power_cut: bool,
 }
 
 /// A validated chunkserver configuration.
@@ -65,6 +76,10 @@ pub struct Config {
     /// Bandwidth bound of re-replication into this chunkserver, bytes per second. Default
     /// 64 MiB/s, minimum 1 MiB/s.
     pub replicate_bytes_per_sec: u64,
+    /// The power-cut test mode (`--test-power-cut`): the store runs on a
+    /// [`crate::store::write_behind::WriteBehindDisk`], so a killed process loses its unsynced
+    /// writes. Default false; never for real data.
+    pub test_power_cut: bool,
 }
 
 impl Config {
@@ -78,6 +93,7 @@ impl Config {
             heartbeat_ms: 1000,
             rpc_timeout_ms: 5000,
             replicate_bytes_per_sec: 64 << 20,
+            test_power_cut: false,
         }
     }
 
@@ -135,6 +151,7 @@ impl TryFrom<Args> for Config {
             heartbeat_ms: a.heartbeat_ms,
             rpc_timeout_ms: a.rpc_timeout_ms,
             replicate_bytes_per_sec: a.replicate_bytes_per_sec,
+            test_power_cut: a.test_power_cut,
         };
         config.validate()?;
         Ok(config)
@@ -172,7 +189,27 @@ mod tests {
             heartbeat_ms: 1000,
             rpc_timeout_ms: 5000,
             replicate_bytes_per_sec: 64 << 20,
+            test_power_cut: false,
         }
+    }
+
+    #[test]
+    fn the_power_cut_test_mode_is_off_unless_asked_for_and_hidden_from_help() {
+        use clap::{CommandFactory, Parser};
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let parse = |extra: &[&str]| {
+            let argv = ["cairn", "--data", "/tmp/x"].iter().chain(extra);
+            Config::try_from(Cli::try_parse_from(argv).unwrap().args).unwrap()
+        };
+        assert!(!parse(&[]).test_power_cut);
+        assert!(parse(&["--test-power-cut"]).test_power_cut);
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("--heartbeat-ms"), "{help}");
+        assert!(!help.contains("power-cut"), "{help}");
     }
 
     #[test]

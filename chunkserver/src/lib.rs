@@ -23,6 +23,9 @@
 //!   - [`store::disk`]: the [`Disk`] trait the store is generic over, and [`FsDisk`].
 //!   - [`store::faulty`]: [`FaultyDisk`], which tears writes, fails fsync, fills up, flips bits
 //!     and loses unsynced data on a simulated crash.
+//!   - [`store::write_behind`]: [`WriteBehindDisk`], the power-cut test mode
+//!     (`--test-power-cut`): real files whose unsynced writes live in process memory.
+//!   - [`store::server_disk`]: [`ServerDisk`], the server's choice between the two.
 //!   - [`store::meta`]: the `.meta` replica-state slots (FORMAT.md).
 //! - [`limits`]: every bound of the crate.
 //! - [`error`]: [`Error`] and [`Result`].
@@ -60,4 +63,6 @@ pub use error::{Error, Result};
 pub use server::serve;
 pub use store::disk::{Disk, DiskFile, FsDisk};
 pub use store::faulty::FaultyDisk;
+pub use store::server_disk::ServerDisk;
+pub use store::write_behind::WriteBehindDisk;
 pub use store::{ChunkStore, ReplicaState, Store, StoreStats};

@@ -20,7 +20,7 @@ use crate::limits::{
 };
 use crate::primary::{Admission, Batch, Primary, Write};
 use crate::service::Peers;
-use crate::store::disk::FsDisk;
+use crate::store::server_disk::ServerDisk;
 use crate::store::{ChunkStore, ReplicaState, Store};
 
 /// Reads of open replicas larger than this run on a blocking thread (they `pread`).
@@ -144,7 +144,7 @@ impl Chunk {
 
 /// The chunkserver's state.
 pub(crate) struct Node {
-    pub(crate) store: Arc<Store<FsDisk>>,
+    pub(crate) store: Arc<Store<ServerDisk>>,
     chunks: RwLock<HashMap<ChunkHandle, Arc<Chunk>>>,
     pub(crate) peers: Peers,
     rpc_timeout: Duration,
@@ -157,7 +157,7 @@ pub(crate) struct Node {
 impl Node {
     /// A node over `store`.
     pub(crate) fn new(
-        store: Arc<Store<FsDisk>>,
+        store: Arc<Store<ServerDisk>>,
         peers: Peers,
         rpc_timeout: Duration,
         replicate_bytes_per_sec: u64,
@@ -562,7 +562,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 /// replica, sorted by writer. Bad ranges are skipped with a warning (their records cannot be
 /// trusted to name a writer).
 fn scan_writer_marks(
-    store: &Store<FsDisk>,
+    store: &Store<ServerDisk>,
     handle: ChunkHandle,
     len: u64,
 ) -> Result<Vec<(u64, u64)>> {

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{Config, split_host_port};
 use crate::error::{Error, Result};
@@ -19,7 +19,7 @@ use crate::heartbeat::Heartbeat;
 use crate::limits::{HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES};
 use crate::node::Node;
 use crate::service::{ChunkserverService, MasterLink, Peers};
-use crate::store::disk::FsDisk;
+use crate::store::server_disk::ServerDisk;
 use crate::store::{ChunkStore, Store};
 
 /// Serves the chunkserver on `listener` until `shutdown` resolves.
@@ -43,7 +43,15 @@ pub async fn serve(
     })?;
     let advertise = advertised(&config.advertise, local.port());
     let data_dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, FsDisk))
+    if config.test_power_cut {
+        warn!(
+            data = %config.data_dir.display(),
+            "TEST MODE: unsynced writes live in memory (--test-power-cut): a kill loses them as a \
+             power cut would; never use this for real data"
+        );
+    }
+    let disk = ServerDisk::new(config.test_power_cut);
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, disk))
         .await
         .expect("opening the store does not panic")?;
     let store = Arc::new(store);

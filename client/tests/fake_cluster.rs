@@ -364,6 +364,20 @@ impl chunkserver_server::Chunkserver for Fake {
     ) -> Result<Response<v1::DeleteReplicaResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn replicate(
+        &self,
+        _: Request<v1::ReplicateRequest>,
+    ) -> Result<Response<v1::ReplicateResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn checksum(
+        &self,
+        _: Request<v1::ChecksumRequest>,
+    ) -> Result<Response<v1::ChecksumResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// Starts the fake on a loopback port; returns its address and state.

@@ -55,6 +55,9 @@ pub struct ClusterOpts {
     pub master_args: Vec<String>,
     /// Extra arguments for every `cairn chunkserver`.
     pub chunkserver_args: Vec<String>,
+    /// Extra environment variables (name, value) for every `cairn chunkserver`, e.g.
+    /// `CAIRN_TEST_POWER_CUT=1` for the power-cut test mode.
+    pub chunkserver_env: Vec<(String, String)>,
     /// `RUST_LOG` of the servers, unless the test's environment sets `RUST_LOG`.
     pub rust_log: String,
     /// Put a [`Proxy`] in front of every server (see the module docs).
@@ -67,6 +70,7 @@ impl Default for ClusterOpts {
             heartbeat_ms: HEARTBEAT_MS_DEFAULT,
             master_args: Vec::new(),
             chunkserver_args: Vec::new(),
+            chunkserver_env: Vec::new(),
             rust_log: "info".to_owned(),
             proxied: false,
         }
@@ -239,6 +243,12 @@ impl Cluster {
     /// A server's data directory.
     pub fn data_dir(&self, role: Role) -> &Path {
         &self.server(role).data_dir
+    }
+
+    /// Everything a server has written to stderr so far (its log, over all its starts).
+    pub fn server_stderr(&self, role: Role) -> String {
+        let bytes = fs::read(&self.server(role).stderr_log).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// A client command: `cairn ARGS… --master ADDR`, with the default deadline and the test's
@@ -553,6 +563,10 @@ impl Cluster {
     /// Spawns the server, its output appended to its log files, and waits until it listens.
     fn spawn_server(&mut self, role: Role) -> Result<(), String> {
         let args = self.server_args(role);
+        let env = match role {
+            Role::Master => Vec::new(),
+            Role::Chunkserver(_) => self.opts.chunkserver_env.clone(),
+        };
         let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| self.opts.rust_log.clone());
         let bin = self.bin.clone();
         let server = self.server_mut(role);
@@ -564,6 +578,7 @@ impl Cluster {
             .args(&args)
             .env("RUST_LOG", rust_log)
             .env("RUST_BACKTRACE", "1")
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);

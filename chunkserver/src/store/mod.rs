@@ -32,6 +32,8 @@
 pub mod disk;
 pub mod faulty;
 pub mod meta;
+pub mod server_disk;
+pub mod write_behind;
 mod writer;
 
 use std::collections::HashMap;
