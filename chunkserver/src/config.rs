@@ -6,7 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::limits::{HEARTBEAT_MS_MAX, HEARTBEAT_MS_MIN, RPC_TIMEOUT_MS_MAX, RPC_TIMEOUT_MS_MIN};
+use crate::limits::{
+    HEARTBEAT_MS_MAX, HEARTBEAT_MS_MIN, RPC_TIMEOUT_MS_MAX, RPC_TIMEOUT_MS_MIN,
+    SCRUB_BYTES_PER_SEC_DEFAULT, SCRUB_BYTES_PER_SEC_MAX, SCRUB_BYTES_PER_SEC_MIN,
+    SCRUB_INTERVAL_MS_DEFAULT, SCRUB_INTERVAL_MS_MAX,
+};
+use crate::scrub::ScrubConfig;
 
 /// `cairn chunkserver` flags.
 #[derive(clap::Args, Clone, Debug)]
@@ -35,6 +40,13 @@ pub struct Args {
     /// append waits for every replica.
     #[arg(long, env = "CAIRN_RPC_TIMEOUT_MS", default_value_t = 5000)]
     pub rpc_timeout_ms: u64,
+    /// Time from the start of one scrub pass (re-verifying every sealed replica) to the next, in
+    /// milliseconds; 0 turns scrubbing off. The first pass starts at startup.
+    #[arg(long, env = "CAIRN_SCRUB_INTERVAL_MS", default_value_t = SCRUB_INTERVAL_MS_DEFAULT)]
+    pub scrub_interval_ms: u64,
+    /// Most bytes per second the scrubber reads (minimum 65536).
+    #[arg(long, env = "CAIRN_SCRUB_BYTES_PER_SEC", default_value_t = SCRUB_BYTES_PER_SEC_DEFAULT)]
+    pub scrub_bytes_per_sec: u64,
 }
 
 /// A validated chunkserver configuration.
@@ -55,6 +67,11 @@ pub struct Config {
     /// Timeout of calls to secondaries and the master, in milliseconds. Default 5000,
     /// minimum 10, maximum 600000.
     pub rpc_timeout_ms: u64,
+    /// Time from one scrub pass's start to the next one's, in milliseconds. Default one hour,
+    /// 0 = off, maximum 30 days.
+    pub scrub_interval_ms: u64,
+    /// Scrub rate in bytes per second. Default 32 MiB/s, minimum 64 KiB/s, maximum 16 GiB/s.
+    pub scrub_bytes_per_sec: u64,
 }
 
 impl Config {
@@ -67,6 +84,16 @@ impl Config {
             data_dir: data_dir.into(),
             heartbeat_ms: 1000,
             rpc_timeout_ms: 5000,
+            scrub_interval_ms: SCRUB_INTERVAL_MS_DEFAULT,
+            scrub_bytes_per_sec: SCRUB_BYTES_PER_SEC_DEFAULT,
+        }
+    }
+
+    /// The scrubber's settings.
+    pub fn scrub(&self) -> ScrubConfig {
+        ScrubConfig {
+            interval: Duration::from_millis(self.scrub_interval_ms),
+            bytes_per_sec: self.scrub_bytes_per_sec,
         }
     }
 
@@ -99,6 +126,19 @@ impl Config {
                 self.rpc_timeout_ms
             )));
         }
+        if self.scrub_interval_ms > SCRUB_INTERVAL_MS_MAX {
+            return Err(bad(format!(
+                "--scrub-interval-ms {} is above {SCRUB_INTERVAL_MS_MAX} (0 turns scrubbing off)",
+                self.scrub_interval_ms
+            )));
+        }
+        if !(SCRUB_BYTES_PER_SEC_MIN..=SCRUB_BYTES_PER_SEC_MAX).contains(&self.scrub_bytes_per_sec)
+        {
+            return Err(bad(format!(
+                "--scrub-bytes-per-sec {} is outside {SCRUB_BYTES_PER_SEC_MIN}..={SCRUB_BYTES_PER_SEC_MAX}",
+                self.scrub_bytes_per_sec
+            )));
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(bad("--data must name a directory".into()));
         }
@@ -117,6 +157,8 @@ impl TryFrom<Args> for Config {
             data_dir: a.data,
             heartbeat_ms: a.heartbeat_ms,
             rpc_timeout_ms: a.rpc_timeout_ms,
+            scrub_interval_ms: a.scrub_interval_ms,
+            scrub_bytes_per_sec: a.scrub_bytes_per_sec,
         };
         config.validate()?;
         Ok(config)
@@ -153,7 +195,29 @@ mod tests {
             data: "/tmp/x".into(),
             heartbeat_ms: 1000,
             rpc_timeout_ms: 5000,
+            scrub_interval_ms: SCRUB_INTERVAL_MS_DEFAULT,
+            scrub_bytes_per_sec: SCRUB_BYTES_PER_SEC_DEFAULT,
         }
+    }
+
+    #[test]
+    fn scrub_flags_are_bounded_and_zero_turns_it_off() {
+        let off = Config::try_from(Args {
+            scrub_interval_ms: 0,
+            ..args()
+        })
+        .unwrap();
+        assert!(off.scrub().interval.is_zero());
+        let e = Config::try_from(Args {
+            scrub_bytes_per_sec: 1000,
+            ..args()
+        });
+        assert!(e.unwrap_err().to_string().contains("--scrub-bytes-per-sec"));
+        let e = Config::try_from(Args {
+            scrub_interval_ms: SCRUB_INTERVAL_MS_MAX + 1,
+            ..args()
+        });
+        assert!(e.unwrap_err().to_string().contains("--scrub-interval-ms"));
     }
 
     #[test]

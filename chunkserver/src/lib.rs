@@ -24,6 +24,8 @@
 //!   - [`store::faulty`]: [`FaultyDisk`], which tears writes, fails fsync, fills up, flips bits
 //!     and loses unsynced data on a simulated crash.
 //!   - [`store::meta`]: the `.meta` replica-state slots (FORMAT.md).
+//! - [`scrub`]: the scrubber, which re-verifies sealed replicas at a bounded rate and marks
+//!   bad ones corrupt (persisted; reported to the master; their reads refused).
 //! - [`limits`]: every bound of the crate.
 //! - [`error`]: [`Error`] and [`Result`].
 //!
@@ -50,12 +52,14 @@ mod heartbeat;
 pub mod limits;
 mod node;
 mod primary;
+pub mod scrub;
 pub mod server;
 mod service;
 pub mod store;
 
 pub use config::{Args, Config};
 pub use error::{Error, Result};
+pub use scrub::{ScrubConfig, ScrubStats};
 pub use server::serve;
 pub use store::disk::{Disk, DiskFile, FsDisk};
 pub use store::faulty::FaultyDisk;

@@ -134,6 +134,7 @@ impl Cs {
             data_dir: dir.to_owned(),
             heartbeat_ms: 50,
             rpc_timeout_ms: 2000,
+            ..Config::new(dir)
         };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(config, listener, async move {

@@ -73,6 +73,8 @@ pub(crate) fn run(args: &LocalArgs) -> anyhow::Result<ExitCode> {
                 data: args.data.join(format!("cs{i}")),
                 heartbeat_ms: 1000,
                 rpc_timeout_ms: 5000,
+                scrub_interval_ms: cairn_chunkserver::limits::SCRUB_INTERVAL_MS_DEFAULT,
+                scrub_bytes_per_sec: cairn_chunkserver::limits::SCRUB_BYTES_PER_SEC_DEFAULT,
             })?;
             let listener = tokio::net::TcpListener::bind(&addr)
                 .await
