@@ -8,8 +8,10 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::limits::{
     HEARTBEAT_MS_MAX, HEARTBEAT_MS_MIN, REPLICATE_BYTES_PER_SEC_MIN, RPC_TIMEOUT_MS_MAX,
-    RPC_TIMEOUT_MS_MIN,
+    RPC_TIMEOUT_MS_MIN, SCRUB_BYTES_PER_SEC_DEFAULT, SCRUB_BYTES_PER_SEC_MAX,
+    SCRUB_BYTES_PER_SEC_MIN, SCRUB_INTERVAL_MS_DEFAULT, SCRUB_INTERVAL_MS_MAX,
 };
+use crate::scrub::ScrubConfig;
 
 /// `cairn chunkserver` flags.
 #[derive(clap::Args, Clone, Debug)]
@@ -53,6 +55,13 @@ pub struct Args {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub test_power_cut: bool,
+    /// Time from the start of one scrub pass (re-verifying every sealed replica) to the next, in
+    /// milliseconds; 0 turns scrubbing off. The first pass starts at startup.
+    #[arg(long, env = "CAIRN_SCRUB_INTERVAL_MS", default_value_t = SCRUB_INTERVAL_MS_DEFAULT)]
+    pub scrub_interval_ms: u64,
+    /// Most bytes per second the scrubber reads (minimum 65536).
+    #[arg(long, env = "CAIRN_SCRUB_BYTES_PER_SEC", default_value_t = SCRUB_BYTES_PER_SEC_DEFAULT)]
+    pub scrub_bytes_per_sec: u64,
 }
 
 /// A validated chunkserver configuration.
@@ -80,6 +89,11 @@ pub struct Config {
     /// [`crate::store::write_behind::WriteBehindDisk`], so a killed process loses its unsynced
     /// writes. Default false; never for real data.
     pub test_power_cut: bool,
+    /// Time from one scrub pass's start to the next one's, in milliseconds. Default one hour,
+    /// 0 = off, maximum 30 days.
+    pub scrub_interval_ms: u64,
+    /// Scrub rate in bytes per second. Default 32 MiB/s, minimum 64 KiB/s, maximum 16 GiB/s.
+    pub scrub_bytes_per_sec: u64,
 }
 
 impl Config {
@@ -94,6 +108,16 @@ impl Config {
             rpc_timeout_ms: 5000,
             replicate_bytes_per_sec: 64 << 20,
             test_power_cut: false,
+            scrub_interval_ms: SCRUB_INTERVAL_MS_DEFAULT,
+            scrub_bytes_per_sec: SCRUB_BYTES_PER_SEC_DEFAULT,
+        }
+    }
+
+    /// The scrubber's settings.
+    pub fn scrub(&self) -> ScrubConfig {
+        ScrubConfig {
+            interval: Duration::from_millis(self.scrub_interval_ms),
+            bytes_per_sec: self.scrub_bytes_per_sec,
         }
     }
 
@@ -132,6 +156,19 @@ impl Config {
                 self.replicate_bytes_per_sec
             )));
         }
+        if self.scrub_interval_ms > SCRUB_INTERVAL_MS_MAX {
+            return Err(bad(format!(
+                "--scrub-interval-ms {} is above {SCRUB_INTERVAL_MS_MAX} (0 turns scrubbing off)",
+                self.scrub_interval_ms
+            )));
+        }
+        if !(SCRUB_BYTES_PER_SEC_MIN..=SCRUB_BYTES_PER_SEC_MAX).contains(&self.scrub_bytes_per_sec)
+        {
+            return Err(bad(format!(
+                "--scrub-bytes-per-sec {} is outside {SCRUB_BYTES_PER_SEC_MIN}..={SCRUB_BYTES_PER_SEC_MAX}",
+                self.scrub_bytes_per_sec
+            )));
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(bad("--data must name a directory".into()));
         }
@@ -152,6 +189,8 @@ impl TryFrom<Args> for Config {
             rpc_timeout_ms: a.rpc_timeout_ms,
             replicate_bytes_per_sec: a.replicate_bytes_per_sec,
             test_power_cut: a.test_power_cut,
+            scrub_interval_ms: a.scrub_interval_ms,
+            scrub_bytes_per_sec: a.scrub_bytes_per_sec,
         };
         config.validate()?;
         Ok(config)
@@ -190,6 +229,8 @@ mod tests {
             rpc_timeout_ms: 5000,
             replicate_bytes_per_sec: 64 << 20,
             test_power_cut: false,
+            scrub_interval_ms: SCRUB_INTERVAL_MS_DEFAULT,
+            scrub_bytes_per_sec: SCRUB_BYTES_PER_SEC_DEFAULT,
         }
     }
 
@@ -210,6 +251,26 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("--heartbeat-ms"), "{help}");
         assert!(!help.contains("power-cut"), "{help}");
+    }
+
+    #[test]
+    fn scrub_flags_are_bounded_and_zero_turns_it_off() {
+        let off = Config::try_from(Args {
+            scrub_interval_ms: 0,
+            ..args()
+        })
+        .unwrap();
+        assert!(off.scrub().interval.is_zero());
+        let e = Config::try_from(Args {
+            scrub_bytes_per_sec: 1000,
+            ..args()
+        });
+        assert!(e.unwrap_err().to_string().contains("--scrub-bytes-per-sec"));
+        let e = Config::try_from(Args {
+            scrub_interval_ms: SCRUB_INTERVAL_MS_MAX + 1,
+            ..args()
+        });
+        assert!(e.unwrap_err().to_string().contains("--scrub-interval-ms"));
     }
 
     #[test]

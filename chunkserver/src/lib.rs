@@ -27,6 +27,8 @@
 //!     (`--test-power-cut`): real files whose unsynced writes live in process memory.
 //!   - [`store::server_disk`]: [`ServerDisk`], the server's choice between the two.
 //!   - [`store::meta`]: the `.meta` replica-state slots (FORMAT.md).
+//! - [`scrub`]: the scrubber, which re-verifies sealed replicas at a bounded rate and marks
+//!   bad ones corrupt (persisted; reported to the master; their reads refused).
 //! - [`limits`]: every bound of the crate.
 //! - [`error`]: [`Error`] and [`Result`].
 //!
@@ -54,12 +56,14 @@ pub mod limits;
 mod node;
 mod primary;
 mod replicate;
+pub mod scrub;
 pub mod server;
 mod service;
 pub mod store;
 
 pub use config::{Args, Config};
 pub use error::{Error, Result};
+pub use scrub::{ScrubConfig, ScrubStats};
 pub use server::serve;
 pub use store::disk::{Disk, DiskFile, FsDisk};
 pub use store::faulty::FaultyDisk;

@@ -84,6 +84,32 @@ const _: () =
     assert!(cairn_proto::GRPC_MESSAGE_BYTES_MAX <= HTTP2_CONNECTION_WINDOW_BYTES as usize);
 const _: () = assert!(HTTP2_STREAM_WINDOW_BYTES <= HTTP2_CONNECTION_WINDOW_BYTES);
 
+/// Most bytes the scrubber reads in one slice (1 MiB); it sleeps between slices to keep its rate.
+/// A frame cut by a slice boundary is carried into the next slice (at most
+/// [`FENCE_SCAN_CARRY_BYTES_MAX`] bytes), so one read stays this small whatever the frames.
+pub const SCRUB_SLICE_BYTES_MAX: usize = 1 << 20;
+
+/// Default scrub rate, in bytes per second (32 MiB/s).
+pub const SCRUB_BYTES_PER_SEC_DEFAULT: u64 = 32 << 20;
+
+/// Lowest scrub rate a chunkserver accepts, in bytes per second (64 KiB/s).
+pub const SCRUB_BYTES_PER_SEC_MIN: u64 = 64 << 10;
+
+/// Highest scrub rate a chunkserver accepts, in bytes per second (16 GiB/s, i.e. unthrottled).
+pub const SCRUB_BYTES_PER_SEC_MAX: u64 = 16 << 30;
+
+/// Default time from one scrub pass's start to the next one's, in milliseconds (one hour).
+pub const SCRUB_INTERVAL_MS_DEFAULT: u64 = 3_600_000;
+
+/// Longest scrub interval a chunkserver accepts, in milliseconds (30 days). 0 turns it off.
+pub const SCRUB_INTERVAL_MS_MAX: u64 = 30 * 24 * 3_600_000;
+
+const _: () = assert!(SCRUB_BYTES_PER_SEC_MIN <= SCRUB_BYTES_PER_SEC_DEFAULT);
+const _: () = assert!(SCRUB_BYTES_PER_SEC_DEFAULT <= SCRUB_BYTES_PER_SEC_MAX);
+const _: () = assert!(SCRUB_INTERVAL_MS_DEFAULT <= SCRUB_INTERVAL_MS_MAX);
+// A slice holds at least a chunk header, so the header is checked in the first slice.
+const _: () = assert!(SCRUB_SLICE_BYTES_MAX >= cairn_record::limits::CHUNK_HEADER_BYTES);
+
 /// How long the primary holds a batch that arrived ahead of its writer's next sequence, waiting
 /// for the earlier batch, before answering `OUT_OF_ORDER` (milliseconds).
 pub const REORDER_HOLD_MS: u64 = 50;

@@ -472,7 +472,8 @@ impl Node {
         let n = readable_end.saturating_sub(offset).min(max_bytes as u64) as usize;
         let data = if n == 0 {
             Bytes::new()
-        } else if state.sealed || n <= READ_INLINE_BYTES_MAX {
+        } else if (state.sealed && state.corrupt.is_empty()) || n <= READ_INLINE_BYTES_MAX {
+            // Sealed and healthy: a slice of the memory map, no I/O here.
             self.store.read(handle, offset, n)?
         } else {
             let store = self.store.clone();

@@ -25,7 +25,7 @@ use crate::store::{ChunkStore, Store};
 /// Serves the chunkserver on `listener` until `shutdown` resolves.
 ///
 /// Opens (and recovers) the store under `config.data_dir`, registers with the master and
-/// heartbeats in the background (an unreachable master is retried, never fatal), and answers
+/// heartbeats in the background, scrubs sealed replicas in the background (`config.scrub()`) (an unreachable master is retried, never fatal), and answers
 /// the `cairn.v1.Chunkserver` RPCs. On shutdown, long-poll reads return at once, in-flight
 /// requests finish, and the store is closed (its writer threads stopped) before this returns,
 /// unless a request still holds it. Errors: a bad configuration, a store that cannot be
@@ -60,7 +60,7 @@ pub async fn serve(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let node = Arc::new(Node::new(
-        store,
+        store.clone(),
         Peers::new(timeout),
         timeout,
         config.replicate_bytes_per_sec,
@@ -74,6 +74,7 @@ pub async fn serve(
         period: Duration::from_millis(config.heartbeat_ms),
     };
     let heartbeat = tokio::spawn(heartbeat.run());
+    let scrubber = tokio::spawn(crate::scrub::run(store.clone(), config.scrub()));
 
     let service = ChunkserverServer::new(ChunkserverService::new(node.clone()))
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
@@ -94,6 +95,8 @@ pub async fn serve(
         .await;
     heartbeat.abort();
     let _ = heartbeat.await;
+    scrubber.abort();
+    let _ = scrubber.await;
     close(node, timeout).await;
     info!(advertise = %advertise, "chunkserver stopped");
     served.map_err(Error::from)

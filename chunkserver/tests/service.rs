@@ -808,3 +808,70 @@ async fn forwards_arriving_out_of_order_land_in_order() {
     let r = read(&mut s, h, 32, 0).await;
     assert_eq!((r.readable_end, r.data.len() as u64), (at, at - 32));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrubbed_bad_replica_reports_corrupt_and_answers_data_loss() {
+    // A byte flipped on disk in one sealed replica while its chunkserver is down is found by the
+    // scrub pass that runs at startup: the next heartbeat reports the replica corrupt, and reads
+    // of it answer DATA_LOSS naming the chunk, while the other replicas still serve the bytes.
+    let mut c = Cluster::start().await;
+    let handle = 0x5c;
+    c.create(handle, 1 << 20, Vec::new()).await;
+    let mut p = c.client(0).await;
+    append(&mut p, handle, frames(1, 1..=20, 500), 0)
+        .await
+        .unwrap();
+    let mut len = u64::MAX;
+    for i in 0..3 {
+        len = len.min(
+            fence(&mut c.client(i).await, handle, 2)
+                .await
+                .durable_length,
+        );
+    }
+    for i in 0..3 {
+        seal(&mut c.client(i).await, handle, 2, len).await;
+    }
+    let addr = c.addr(1);
+    c.stop_server(1).await;
+    let file = c.dirs[1].path().join(format!("chunks/{handle:016x}.chunk"));
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[5000] ^= 0x01;
+    std::fs::write(&file, &bytes).unwrap();
+    let heartbeats_before = c.master.heartbeats.lock().unwrap().len();
+    c.servers[1] = Some(Cs::start(c.dirs[1].path(), &c.master_addr, &addr).await);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let flagged = c.master.heartbeats.lock().unwrap()[heartbeats_before..]
+            .iter()
+            .filter(|h| h.address == addr)
+            .any(|h| h.replicas.iter().any(|r| r.handle == handle && r.corrupt));
+        if flagged {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat reported the replica corrupt"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let e = c
+        .client(1)
+        .await
+        .read(ReadRequest {
+            handle,
+            offset: 32,
+            max_bytes: 0,
+            wait_ms: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::DataLoss, "{e:?}");
+    assert!(e.message().contains(&format!("{:016x}", handle)), "{e:?}");
+    for i in [0, 2] {
+        let good = read_all(&mut c.client(i).await, handle).await;
+        assert_eq!(good.len() as u64, len);
+        assert_eq!(&good[32..], &frames(1, 1..=20, 500)[..]);
+    }
+}

@@ -27,7 +27,9 @@ fn kill_a_secondary() {
     for round in 1..=3 {
         let (_, secondaries) = chaos.open_chunk_roles();
         let victim = secondaries[0];
-        chaos.fault(format!("round {round}: SIGKILL secondary chunkserver {victim}"));
+        chaos.fault(format!(
+            "round {round}: SIGKILL secondary chunkserver {victim}"
+        ));
         chaos.cluster.kill(Role::Chunkserver(victim));
         chaos.wait_acks(200, ACKS);
         std::thread::sleep(Duration::from_secs(2));
@@ -48,7 +50,9 @@ fn kill_the_primary() {
     chaos.wait_acks(300, ACKS);
     for round in 1..=3 {
         let (primary, _) = chaos.open_chunk_roles();
-        chaos.fault(format!("round {round}: SIGKILL primary chunkserver {primary}"));
+        chaos.fault(format!(
+            "round {round}: SIGKILL primary chunkserver {primary}"
+        ));
         chaos.cluster.kill(Role::Chunkserver(primary));
         chaos.wait_acks(200, ACKS);
         std::thread::sleep(Duration::from_secs(2));
@@ -154,7 +158,9 @@ fn wiped_data_directory() {
     let mut chaos = Chaos::start("wiped_data_dir", ChaosOpts::default());
     chaos.wait_acks(800, ACKS);
     let victim = 1;
-    chaos.fault(format!("SIGKILL chunkserver {victim} and wipe its data directory"));
+    chaos.fault(format!(
+        "SIGKILL chunkserver {victim} and wipe its data directory"
+    ));
     chaos.cluster.kill(Role::Chunkserver(victim));
     let dir = chaos.cluster.data_dir(Role::Chunkserver(victim)).to_owned();
     std::fs::remove_dir_all(&dir).expect("wipe");

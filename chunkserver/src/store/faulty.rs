@@ -5,7 +5,7 @@
 //! operations; `sync_data` applies the queue to the durable copy. Directory entries work the
 //! same way: creations, renames and removals become durable at `sync_dir`.
 //!
-//! Switches: fail the next fsync with EIO (and, as Linux does, drop the unsynced pages so a
+//! Switches: fail reads of a file with EIO; fail the next fsync with EIO (and, as Linux does, drop the unsynced pages so a
 //! later fsync cannot resurrect them); report ENOSPC once files have grown by N more bytes;
 //! tear the next write after K bytes, after which the disk is "dead" (every call fails) until
 //! [`FaultyDisk::crash`]; flip a byte. `crash` discards everything not synced, optionally keeping
@@ -36,6 +36,8 @@ struct State {
     names: BTreeMap<PathBuf, u64>,
     durable_names: BTreeMap<PathBuf, u64>,
     fail_next_sync: bool,
+    /// Reads of this file fail with EIO (a bad sector), until [`FaultyDisk::crash`].
+    fail_reads_of: Option<PathBuf>,
     enospc_budget: Option<u64>,
     tear_next_write: Option<usize>,
     dead: bool,
@@ -96,6 +98,17 @@ impl FaultyDisk {
         self.lock().enospc_budget = Some(bytes);
     }
 
+    /// Makes every read of `path` (through any handle) fail with EIO, as a bad sector does,
+    /// until [`FaultyDisk::heal_reads`] or a crash. Memory maps still copy the bytes.
+    pub fn fail_reads(&self, path: &Path) {
+        self.lock().fail_reads_of = Some(path.to_path_buf());
+    }
+
+    /// Undoes [`FaultyDisk::fail_reads`].
+    pub fn heal_reads(&self) {
+        self.lock().fail_reads_of = None;
+    }
+
     /// Frees the disk again after [`FaultyDisk::enospc_after`].
     pub fn clear_enospc(&self) {
         self.lock().enospc_budget = None;
@@ -138,6 +151,7 @@ impl State {
         s.crash_at_sync = None;
         s.dead = false;
         s.fail_next_sync = false;
+        s.fail_reads_of = None;
         s.enospc_budget = None;
         s.tear_next_write = None;
         s.names = s.durable_names.clone();
@@ -357,6 +371,11 @@ impl DiskFile for FaultyFile {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.with(|s, ino| {
+            if let Some(bad) = &s.fail_reads_of
+                && s.names.get(bad) == Some(&ino)
+            {
+                return Err(eio("read"));
+            }
             let cur = &s.files[&ino].current;
             let start = (offset as usize).min(cur.len());
             let n = buf.len().min(cur.len() - start);

@@ -6,7 +6,7 @@
 //! 0   8  magic        ASCII "CAIRNMET"
 //! 8   2  format       u16, 1
 //! 10  2  slot_len     u16, 64
-//! 12  4  flags        u32: bit 0 sealed, bit 1 failed; other bits must be zero
+//! 12  4  flags        u32: bit 0 sealed, bit 1 failed, bit 2 corrupt; other bits must be zero
 //! 16  8  generation   u64, +1 per write; slot index = generation % 2
 //! 24  8  handle       u64, must match the file name
 //! 32  8  version      u64, the replica's chunk version
@@ -26,6 +26,9 @@ pub const META_MAGIC: [u8; 8] = *b"CAIRNMET";
 const META_FORMAT: u16 = 1;
 const FLAG_SEALED: u32 = 1;
 const FLAG_FAILED: u32 = 2;
+/// Set by the scrubber (or a read error) on a replica whose bytes are bad; added after v1 shipped,
+/// so the format version is unchanged (see FORMAT.md, "Replica state file").
+const FLAG_CORRUPT: u32 = 4;
 
 /// One decoded slot: the replica's durable state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +47,9 @@ pub struct Meta {
     pub sealed: bool,
     /// The replica failed (an fsync or write error) and must be recovered from another replica.
     pub failed: bool,
+    /// The replica's bytes were found bad after it was sealed (scrub or read error): it serves
+    /// no reads and must be repaired from another replica.
+    pub corrupt: bool,
 }
 
 impl Meta {
@@ -62,7 +68,9 @@ impl Meta {
         b[0..8].copy_from_slice(&META_MAGIC);
         b[8..10].copy_from_slice(&META_FORMAT.to_le_bytes());
         b[10..12].copy_from_slice(&(META_SLOT_BYTES as u16).to_le_bytes());
-        let flags = (self.sealed as u32 * FLAG_SEALED) | (self.failed as u32 * FLAG_FAILED);
+        let flags = (self.sealed as u32 * FLAG_SEALED)
+            | (self.failed as u32 * FLAG_FAILED)
+            | (self.corrupt as u32 * FLAG_CORRUPT);
         b[12..16].copy_from_slice(&flags.to_le_bytes());
         b[16..24].copy_from_slice(&self.generation.to_le_bytes());
         b[24..32].copy_from_slice(&self.handle.0.to_le_bytes());
@@ -84,7 +92,7 @@ impl Meta {
             && crc32fast::hash(&b[0..60]) == u32_at(60)
             && u16_at(8) == META_FORMAT
             && u16_at(10) as usize == META_SLOT_BYTES
-            && u32_at(12) & !(FLAG_SEALED | FLAG_FAILED) == 0
+            && u32_at(12) & !(FLAG_SEALED | FLAG_FAILED | FLAG_CORRUPT) == 0
             && u32_at(56) == 0;
         if !valid {
             return None;
@@ -98,6 +106,7 @@ impl Meta {
             capacity: u64_at(48),
             sealed: flags & FLAG_SEALED != 0,
             failed: flags & FLAG_FAILED != 0,
+            corrupt: flags & FLAG_CORRUPT != 0,
         })
     }
 
@@ -130,6 +139,7 @@ mod tests {
             capacity: 1 << 20,
             sealed: generation.is_multiple_of(3),
             failed: false,
+            corrupt: generation.is_multiple_of(5),
         }
     }
 
@@ -144,8 +154,12 @@ mod tests {
 
     #[test]
     fn slot_round_trips() {
-        let m = meta(7);
-        assert_eq!(Meta::decode(&m.encode()), Some(m));
+        for generation in [7, 10, 15] {
+            let m = meta(generation);
+            assert_eq!(Meta::decode(&m.encode()), Some(m));
+        }
+        assert!(Meta::decode(&meta(10).encode()).unwrap().corrupt);
+        assert!(!Meta::decode(&meta(7).encode()).unwrap().corrupt);
     }
 
     #[test]

@@ -54,6 +54,7 @@ use self::meta::Meta;
 use self::writer::{Msg, Replica, Stats, Status, Submitted};
 use crate::error::{Error, Result};
 use crate::limits::{META_FILE_BYTES, READ_BYTES_MAX};
+use crate::scrub::{ScrubCounters, ScrubStats};
 
 /// The chunk store the chunkserver's RPC service runs on.
 pub trait ChunkStore: Send + Sync + 'static {
@@ -123,7 +124,10 @@ pub struct ReplicaState {
     pub sealed: bool,
     /// Failed after an I/O error: refuses appends, to be recovered from another replica.
     pub failed: bool,
-    /// Bad byte ranges found at startup (empty when healthy); such a replica refuses appends.
+    /// Bad byte ranges (empty when healthy), found at startup, by the scrubber or by a failed
+    /// read; such a replica refuses appends, and reads that overlap a bad range. A replica
+    /// marked corrupt before a restart comes back with one range covering the whole file (the
+    /// mark is persisted, the ranges are not).
     pub corrupt: Vec<ByteRange>,
 }
 
@@ -157,6 +161,7 @@ pub struct Store<D: Disk> {
     /// Serialises create and delete, which do several file operations.
     admin: Mutex<()>,
     stats: Arc<Stats>,
+    scrub: ScrubCounters,
 }
 
 fn chunk_path(dir: &Path, handle: ChunkHandle) -> PathBuf {
@@ -199,6 +204,7 @@ impl<D: Disk> Store<D> {
             replicas: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
             stats: Arc::new(Stats::default()),
+            scrub: ScrubCounters::default(),
         };
         store.recover_all()?;
         Ok(store)
@@ -207,6 +213,67 @@ impl<D: Disk> Store<D> {
     /// Counters of the disk work done since open.
     pub fn stats(&self) -> StoreStats {
         self.stats.snapshot()
+    }
+
+    /// Counters of the scrubber's work (and of corrupt replicas found by reads) since open.
+    pub fn scrub_stats(&self) -> ScrubStats {
+        self.scrub.snapshot()
+    }
+
+    pub(crate) fn scrub_counters(&self) -> &ScrubCounters {
+        &self.scrub
+    }
+
+    /// Reads into `buf` from file offset `offset` of `handle`'s replica with `pread`, never from
+    /// its memory map, so a failing disk is an error here rather than a `SIGBUS`. Returns the
+    /// count, short only at the end of the file. For the scrubber: no length or state checks.
+    pub fn read_from_disk(
+        &self,
+        handle: ChunkHandle,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
+        let rep = self.get(handle)?;
+        rep.file
+            .read_full_at(buf, offset)
+            .map_err(Error::io("read", chunk_path(&self.dir, handle)))
+    }
+
+    /// Marks `handle`'s replica corrupt in `ranges` (added to those already known). From then on
+    /// it refuses reads overlapping them, appends, fences and seals, serves nothing from its
+    /// memory map, and reports itself corrupt to the master. A sealed replica persists the mark
+    /// in its `.meta` (in both slots, so no older unmarked state is left to fall back on); an
+    /// open one keeps it in memory only, since its writer owns the `.meta` file. The in-memory
+    /// mark holds even if persisting fails (the error is returned).
+    pub fn mark_corrupt(&self, handle: ChunkHandle, ranges: &[ByteRange]) -> Result<()> {
+        let rep = self.get(handle)?;
+        let mut s = rep.status();
+        if s.deleted {
+            return Err(Error::NotFound { handle });
+        }
+        if s.corrupt.is_empty() {
+            self.scrub.corrupt.fetch_add(1, Ordering::Relaxed);
+        }
+        for r in ranges {
+            if !s.corrupt.contains(r) {
+                s.corrupt.push(*r);
+            }
+        }
+        s.corrupt.sort();
+        s.map = None;
+        if !s.meta.sealed || s.meta.corrupt {
+            return Ok(());
+        }
+        let mpath = meta_path(&self.dir, handle);
+        let next = Meta {
+            corrupt: true,
+            ..s.meta
+        };
+        let first = rep.write_meta(next).map_err(Error::io("write", &mpath))?;
+        s.meta = first;
+        s.meta = rep.write_meta(first).map_err(Error::io("write", &mpath))?;
+        info!(chunk = %handle, ranges = ?s.corrupt, "replica marked corrupt");
+        Ok(())
     }
 
     /// The directory holding the replica files.
@@ -289,12 +356,19 @@ impl<D: Disk> Store<D> {
             cut(&file, meta.acked_len).map_err(Error::io("truncate", &path))?;
             len = meta.acked_len;
         }
-        let corrupt = if meta.sealed {
+        let mut corrupt = if meta.sealed {
             // Frames of sealed replicas are checked by the scrubber, not at every start.
             check_sealed_len(len, meta.acked_len)
         } else {
             self.scan(handle, &file, &meta, &mut len)?
         };
+        if meta.corrupt && corrupt.is_empty() {
+            // Marked by a scrub or a failed read before the restart; its ranges were not kept.
+            corrupt.push(ByteRange {
+                offset: 0,
+                len: len.max(meta.acked_len),
+            });
+        }
         if !corrupt.is_empty() {
             error!(chunk = %handle, ranges = ?corrupt, acked_len = meta.acked_len, "replica corrupt; kept for repair");
         }
@@ -474,6 +548,7 @@ impl<D: Disk> ChunkStore for Store<D> {
             capacity,
             sealed: false,
             failed: false,
+            corrupt: false,
         };
         let (file, meta_file) = self
             .create_files(&header, &meta)
@@ -520,7 +595,6 @@ impl<D: Disk> ChunkStore for Store<D> {
             });
         }
         let rep = self.get(handle)?;
-        let map = rep.status().map.clone();
         let len = rep.durable.load(Ordering::Acquire);
         if offset > len {
             return Err(Error::OutOfRange {
@@ -530,15 +604,47 @@ impl<D: Disk> ChunkStore for Store<D> {
             });
         }
         let n = (max_len as u64).min(len - offset) as usize;
+        let map = {
+            let s = rep.status();
+            let end = offset + n as u64;
+            let bad: Vec<ByteRange> = s
+                .corrupt
+                .iter()
+                .filter(|r| r.offset < end.max(offset + 1) && offset < r.end())
+                .copied()
+                .collect();
+            if !bad.is_empty() {
+                return Err(Error::Corrupt {
+                    handle,
+                    ranges: bad,
+                });
+            }
+            s.map.clone()
+        };
         if let Some(map) = map {
             let start = offset as usize;
             return Ok(map.slice(start..start + n));
         }
         let mut buf = vec![0u8; n];
-        let got = rep
-            .file
-            .read_full_at(&mut buf, offset)
-            .map_err(Error::io("read", chunk_path(&self.dir, handle)))?;
+        let got = match rep.file.read_full_at(&mut buf, offset) {
+            Ok(got) => got,
+            Err(e) => {
+                // A disk that fails a read cannot be trusted with these bytes: mark the range
+                // so the master learns of it and readers go to another replica.
+                let bad = ByteRange {
+                    offset,
+                    len: n as u64,
+                };
+                error!(chunk = %handle, offset, len = n, error = %e, "read failed; replica marked corrupt");
+                if let Err(e) = self.mark_corrupt(handle, &[bad]) {
+                    error!(chunk = %handle, error = %e, "could not persist the corrupt mark");
+                }
+                return Err(Error::Corrupt {
+                    handle,
+                    ranges: vec![bad],
+                });
+            }
+        };
         // Shorter only if a seal cut the file meanwhile; what was read is still valid.
         buf.truncate(got);
         Ok(Bytes::from(buf))

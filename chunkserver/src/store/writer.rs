@@ -273,7 +273,7 @@ impl<F: DiskFile> Replica<F> {
 
     /// Writes `next` (with the next generation) into its slot and fsyncs the `.meta` file.
     /// Returns the state as written. The caller stores it in the status.
-    fn write_meta(&self, next: Meta) -> io::Result<Meta> {
+    pub(super) fn write_meta(&self, next: Meta) -> io::Result<Meta> {
         let m = Meta {
             generation: next.generation + 1,
             ..next

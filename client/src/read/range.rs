@@ -367,7 +367,7 @@ pub(crate) mod tests {
     }
 
     /// Reads a whole sealed chunk range by range, as replay does.
-    pub(crate) async fn read_all(src: &MemSource, end: u64) -> Vec<RangeItem> {
+    pub(crate) async fn read_all<S: Source + Sync>(src: &S, end: u64) -> Vec<RangeItem> {
         let mut preferred = 0;
         let mut pos = CHUNK_HEADER_BYTES as u64;
         let mut all = Vec::new();
@@ -436,6 +436,47 @@ pub(crate) mod tests {
         let end = good.len() as u64;
         let src = MemSource::new(vec![Some(bad), None, Some(good)]);
         let items = read_all(&src, end).await;
+        assert_eq!(sequences(&items), vec![1, 2, 3]);
+        assert!(!items.iter().any(|i| matches!(i, RangeItem::Bad { .. })));
+    }
+
+    /// Replicas whose chunkserver marked its copy corrupt: reads of them answer DATA_LOSS.
+    struct DataLossOn<'a>(&'a MemSource, Vec<usize>);
+
+    impl Source for DataLossOn<'_> {
+        fn replicas(&self) -> usize {
+            self.0.replicas()
+        }
+        async fn read(
+            &self,
+            replica: usize,
+            offset: u64,
+            max_bytes: u64,
+            wait_ms: u32,
+        ) -> Result<Fetched> {
+            if self.1.contains(&replica) {
+                let status = tonic::Status::data_loss("chunk 000000000000005c corrupt");
+                return Err(Error::from_chunkserver(status, "cs"));
+            }
+            self.0.read(replica, offset, max_bytes, wait_ms).await
+        }
+    }
+
+    // Proves: a replica answering DATA_LOSS (a chunkserver that found its copy corrupt) is
+    // passed over for the next one, both for the first fetch and for the repair of a bad range
+    // found on another replica; the replay does not fail.
+    #[tokio::test]
+    async fn data_loss_from_a_replica_moves_on_to_the_next() {
+        let (good, offsets) = chunk(&[100, 200, 300]);
+        let end = good.len() as u64;
+        let mem = MemSource::new(vec![Some(good.clone()), Some(good.clone())]);
+        let items = read_all(&DataLossOn(&mem, vec![0]), end).await;
+        assert_eq!(sequences(&items), vec![1, 2, 3]);
+
+        let mut bad = good.clone();
+        bad[offsets[1] as usize + 40] ^= 0x55;
+        let mem = MemSource::new(vec![Some(bad), Some(good.clone()), Some(good)]);
+        let items = read_all(&DataLossOn(&mem, vec![1]), end).await;
         assert_eq!(sequences(&items), vec![1, 2, 3]);
         assert!(!items.iter().any(|i| matches!(i, RangeItem::Bad { .. })));
     }

@@ -20,33 +20,32 @@ use cairn_client::{Client, Error as ClientError, LogOptions};
 use cairn_record::{ScanItem, Scanner};
 use cairn_tests::history::{ReplicaScan, check};
 use cairn_tests::{
-    Cluster, ClusterOpts, History, LogStat, Payload, Record, Role, WriterId, wait_until,
-    workload,
+    Cluster, ClusterOpts, History, LogStat, Payload, Record, Role, WriterId, wait_until, workload,
 };
 use tokio::task::JoinHandle;
 
 /// Chunk capacity of chaos logs: small, so rolls and padding happen all the time.
-pub const CHUNK_BYTES: u64 = 256 << 10;
+pub(crate) const CHUNK_BYTES: u64 = 256 << 10;
 /// Sequential writers.
-pub const SEQUENTIAL_WRITERS: u32 = 8;
+pub(crate) const SEQUENTIAL_WRITERS: u32 = 8;
 /// Records the pipelined writer keeps in flight.
-pub const PIPELINE_DEPTH: usize = 16;
+pub(crate) const PIPELINE_DEPTH: usize = 16;
 /// How long one attempt may take before the writer calls it indeterminate and retries.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// Options of a scenario's cluster.
 #[derive(Clone, Debug)]
-pub struct ChaosOpts {
+pub(crate) struct ChaosOpts {
     /// Chunkservers (4: one can die and RF 3 still holds).
-    pub chunkservers: usize,
+    pub(crate) chunkservers: usize,
     /// Put a proxy in front of every server.
-    pub proxied: bool,
+    pub(crate) proxied: bool,
     /// Chunkservers keep unsynced writes in memory (`--test-power-cut`).
-    pub power_cut: bool,
+    pub(crate) power_cut: bool,
     /// Sequential writers to run (the pipelined one runs too unless this is 0).
-    pub writers: u32,
+    pub(crate) writers: u32,
     /// Payload body sizes, bytes.
-    pub body: (usize, usize),
+    pub(crate) body: (usize, usize),
 }
 
 impl Default for ChaosOpts {
@@ -62,11 +61,11 @@ impl Default for ChaosOpts {
 }
 
 /// A running scenario.
-pub struct Chaos {
+pub(crate) struct Chaos {
     /// The cluster under test.
-    pub cluster: Cluster,
+    pub(crate) cluster: Cluster,
     /// The scenario's log.
-    pub log: String,
+    pub(crate) log: String,
     name: String,
     seed: u64,
     started: Instant,
@@ -80,7 +79,7 @@ pub struct Chaos {
 
 impl Chaos {
     /// Starts the cluster, creates the log and starts the writers.
-    pub fn start(name: &str, opts: ChaosOpts) -> Chaos {
+    pub(crate) fn start(name: &str, opts: ChaosOpts) -> Chaos {
         let seed = workload::seed(name);
         let mut cluster_opts = ClusterOpts {
             heartbeat_ms: 200,
@@ -152,25 +151,24 @@ impl Chaos {
         chaos
     }
 
-    /// The scenario's seed.
-    pub fn seed(&self) -> u64 {
-        self.seed
-    }
-
     /// Records a fault in the schedule (and prints it).
-    pub fn fault(&mut self, what: impl Into<String>) {
-        let line = format!("{:>7.2} s  {}", self.started.elapsed().as_secs_f64(), what.into());
+    pub(crate) fn fault(&mut self, what: impl Into<String>) {
+        let line = format!(
+            "{:>7.2} s  {}",
+            self.started.elapsed().as_secs_f64(),
+            what.into()
+        );
         eprintln!("chaos {}: {line}", self.name);
         self.schedule.push(line);
     }
 
     /// Acknowledgements so far.
-    pub fn acked(&self) -> u64 {
+    pub(crate) fn acked(&self) -> u64 {
         self.acked.load(Ordering::Relaxed)
     }
 
     /// Waits until `n` more records are acknowledged (bounded).
-    pub fn wait_acks(&self, n: u64, timeout: Duration) {
+    pub(crate) fn wait_acks(&self, n: u64, timeout: Duration) {
         let target = self.acked() + n;
         wait_until(&format!("{n} more acknowledgements"), timeout, || {
             (self.acked() >= target).then_some(())
@@ -178,7 +176,7 @@ impl Chaos {
     }
 
     /// The log's current open chunk's (primary index, secondary indices), from `stat`.
-    pub fn open_chunk_roles(&self) -> (usize, Vec<usize>) {
+    pub(crate) fn open_chunk_roles(&self) -> (usize, Vec<usize>) {
         let stat = self.cluster.stat(&self.log);
         let open = stat
             .chunks
@@ -233,9 +231,11 @@ impl Chaos {
                     let a = appender.as_ref().expect("set above");
                     let payload = Payload::new(w, seq, attempt, body_bytes.clone());
                     history.invoke(w, seq, attempt);
-                    let result =
-                        tokio::time::timeout(ATTEMPT_TIMEOUT, a.append(Bytes::from(payload.encode())))
-                            .await;
+                    let result = tokio::time::timeout(
+                        ATTEMPT_TIMEOUT,
+                        a.append(Bytes::from(payload.encode())),
+                    )
+                    .await;
                     match result {
                         Ok(Ok(ack)) => {
                             history.ok(w, seq, attempt, ack.chunk.map(u64::from), ack.offset);
@@ -249,7 +249,9 @@ impl Chaos {
                         Ok(Err(e)) => {
                             history.info(w, seq, attempt, &e.to_string());
                         }
-                        Err(_) => history.info(w, seq, attempt, "no answer within the attempt timeout"),
+                        Err(_) => {
+                            history.info(w, seq, attempt, "no answer within the attempt timeout")
+                        }
                     }
                     // Indeterminate: a new appender (a new writer id) retries the same record.
                     appender = None;
@@ -319,7 +321,9 @@ impl Chaos {
                                     acked.fetch_add(1, Ordering::Relaxed);
                                 }
                                 Ok(Err(e)) => history.info(w, s, 0, &e.to_string()),
-                                Err(_) => history.info(w, s, 0, "no answer within the attempt timeout"),
+                                Err(_) => {
+                                    history.info(w, s, 0, "no answer within the attempt timeout")
+                                }
                             }
                         }
                         break;
@@ -333,7 +337,7 @@ impl Chaos {
     /// the caller lists by restarting stopped servers, waits for every sealed chunk to have three
     /// good replicas, and checks the history against replays and raw replica scans. Prints the
     /// seed, the fault schedule and the checker's counts; panics on any violation.
-    pub fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         self.fault("stop the writers");
         self.stop.store(true, Ordering::Relaxed);
         let writers = std::mem::take(&mut self.writers);
@@ -354,20 +358,27 @@ impl Chaos {
             self.cluster.start_server(Role::Master);
         }
         // Liveness (A): a new append succeeds after healing.
-        let probe = self
-            .cluster
-            .append("probe", &self.log, vec![b"probe after healing".to_vec()], Duration::from_secs(60));
+        let probe = self.cluster.append(
+            "probe",
+            &self.log,
+            vec![b"probe after healing".to_vec()],
+            Duration::from_secs(60),
+        );
         probe.assert_all_acked();
         let healed = Instant::now();
-        let stat = wait_until("three good replicas of every sealed chunk", Duration::from_secs(90), || {
-            let stat = self.cluster.stat(&self.log);
-            let short = stat
-                .sealed()
-                .iter()
-                .filter(|c| c.length > 32 && c.replicas.len() < 3)
-                .count();
-            (short == 0).then_some(stat)
-        });
+        let stat = wait_until(
+            "three good replicas of every sealed chunk",
+            Duration::from_secs(90),
+            || {
+                let stat = self.cluster.stat(&self.log);
+                let short = stat
+                    .sealed()
+                    .iter()
+                    .filter(|c| c.length > 32 && c.replicas.len() < 3)
+                    .count();
+                (short == 0).then_some(stat)
+            },
+        );
         eprintln!(
             "chaos {}: full replication {:.1} s after healing; {} chunks ({} sealed)",
             self.name,
@@ -377,9 +388,15 @@ impl Chaos {
         );
         self.assert_sealed_replicas_identical(&stat);
 
-        let dedup = self.cluster.replay(&self.log, false, Duration::from_secs(120));
-        let all = self.cluster.replay(&self.log, true, Duration::from_secs(120));
-        let later = self.cluster.replay(&self.log, false, Duration::from_secs(120));
+        let dedup = self
+            .cluster
+            .replay(&self.log, false, Duration::from_secs(120));
+        let all = self
+            .cluster
+            .replay(&self.log, true, Duration::from_secs(120));
+        let later = self
+            .cluster
+            .replay(&self.log, false, Duration::from_secs(120));
         let probe_id = probe_writer(&probe);
         let keep = |r: &&Record| Some(&r.writer) != probe_id.as_ref();
         let dedup: Vec<Record> = dedup.records().filter(keep).cloned().collect();
@@ -412,34 +429,60 @@ impl Chaos {
                     .data_dir(Role::Chunkserver(i))
                     .join("chunks")
                     .join(format!("{}.chunk", c.handle));
-                let bytes = std::fs::read(&path)
-                    .unwrap_or_else(|e| panic!("chunk {} on {addr}: {}: {e}", c.index, path.display()));
-                assert_eq!(bytes.len() as u64, c.length, "chunk {} on {addr}: length", c.index);
+                let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+                    panic!("chunk {} on {addr}: {}: {e}", c.index, path.display())
+                });
+                assert_eq!(
+                    bytes.len() as u64,
+                    c.length,
+                    "chunk {} on {addr}: length",
+                    c.index
+                );
                 copies.insert(addr.clone(), bytes);
             }
             let mut it = copies.values();
             if let Some(first) = it.next() {
-                assert!(it.all(|b| b == first), "chunk {}: sealed replicas differ", c.index);
+                assert!(
+                    it.all(|b| b == first),
+                    "chunk {}: sealed replicas differ",
+                    c.index
+                );
             }
         }
     }
 
     /// Every chunk file of every chunkserver, scanned with the record parser (U and I).
     fn scan_replicas(&self, stat: &LogStat) -> Vec<ReplicaScan> {
-        let index: HashMap<&str, u64> = stat.chunks.iter().map(|c| (c.handle.as_str(), c.index)).collect();
+        let index: HashMap<&str, u64> = stat
+            .chunks
+            .iter()
+            .map(|c| (c.handle.as_str(), c.index))
+            .collect();
         let mut scans = Vec::new();
         for i in 0..self.cluster.chunkserver_addrs().len() {
             let dir = self.cluster.data_dir(Role::Chunkserver(i)).join("chunks");
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for e in entries.flatten() {
                 let path = e.path();
-                let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-                let Some(handle) = name.strip_suffix(".chunk") else { continue };
-                let Ok(bytes) = std::fs::read(&path) else { continue };
+                let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                let Some(handle) = name.strip_suffix(".chunk") else {
+                    continue;
+                };
+                let Ok(bytes) = std::fs::read(&path) else {
+                    continue;
+                };
                 let chunk = index.get(handle).copied().unwrap_or(u64::MAX);
                 let records = Scanner::new(bytes.get(32..).unwrap_or_default(), 32)
                     .filter_map(|item| match item {
-                        ScanItem::Record { offset, id, payload } => Some(Record {
+                        ScanItem::Record {
+                            offset,
+                            id,
+                            payload,
+                        } => Some(Record {
                             chunk,
                             offset,
                             writer: WriterId(format!("{:016x}", id.writer)),
@@ -468,7 +511,12 @@ impl Drop for Chaos {
 
 /// Whether an append error says the record was certainly not stored.
 fn definite(e: &ClientError) -> bool {
-    matches!(e, ClientError::RecordTooLarge { .. } | ClientError::LogNotFound { .. } | ClientError::InvalidArgument { .. })
+    matches!(
+        e,
+        ClientError::RecordTooLarge { .. }
+            | ClientError::LogNotFound { .. }
+            | ClientError::InvalidArgument { .. }
+    )
 }
 
 async fn connect(master: &str, stop: &AtomicBool) -> Option<Client> {
