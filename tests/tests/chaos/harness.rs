@@ -175,27 +175,27 @@ impl Chaos {
         });
     }
 
-    /// The log's current open chunk's (primary index, secondary indices), from `stat`.
+    /// The log's current open chunk's (primary index, secondary indices), from `stat`, once
+    /// its three replicas are reported (a chunk allocated a moment ago may not be yet).
     pub(crate) fn open_chunk_roles(&self) -> (usize, Vec<usize>) {
-        let stat = self.cluster.stat(&self.log);
-        let open = stat
-            .chunks
-            .iter()
-            .find(|c| !c.is_sealed())
-            .expect("the log has an open chunk");
-        let primary = open.primary.clone().expect("an open chunk has a primary");
+        let servers = self.cluster.chunkserver_addrs().len();
         let index = |addr: &str| {
-            (0..self.cluster.chunkserver_addrs().len())
+            (0..servers)
                 .find(|&i| self.cluster.chunkserver_addr(i) == addr)
                 .unwrap_or_else(|| panic!("{addr} is not a chunkserver of the cluster"))
         };
-        let secondaries = open
-            .replicas
-            .iter()
-            .filter(|a| **a != primary)
-            .map(|a| index(a))
-            .collect();
-        (index(&primary), secondaries)
+        wait_until("an open chunk with 3 replicas", Duration::from_secs(30), || {
+            let stat = self.cluster.stat(&self.log);
+            let open = stat.chunks.iter().find(|c| !c.is_sealed())?;
+            let primary = open.primary.clone()?;
+            let secondaries: Vec<usize> = open
+                .replicas
+                .iter()
+                .filter(|a| **a != primary)
+                .map(|a| index(a))
+                .collect();
+            (secondaries.len() == 2).then(|| (index(&primary), secondaries))
+        })
     }
 
     fn spawn_sequential(&mut self, w: u32, body: (usize, usize)) {
@@ -475,7 +475,8 @@ impl Chaos {
                 let Ok(bytes) = std::fs::read(&path) else {
                     continue;
                 };
-                let chunk = index.get(handle).copied().unwrap_or(u64::MAX);
+                // Other logs (the harness's readiness probes) are not this scenario's.
+                let Some(&chunk) = index.get(handle) else { continue };
                 let records = Scanner::new(bytes.get(32..).unwrap_or_default(), 32)
                     .filter_map(|item| match item {
                         ScanItem::Record {
