@@ -173,9 +173,18 @@ impl Node {
         }
     }
 
-    /// Every replica's state, for reports to the master.
-    pub(crate) fn replicas(&self) -> Vec<ReplicaState> {
-        self.store.list()
+    /// Every replica's state, and whether this process holds its primary role, for reports to
+    /// the master.
+    pub(crate) fn replicas(&self) -> Vec<(ReplicaState, bool)> {
+        let chunks = self.chunks.read().expect("chunks lock poisoned");
+        self.store
+            .list()
+            .into_iter()
+            .map(|s| {
+                let primary = chunks.get(&s.handle).is_some_and(|c| c.primary.is_some());
+                (s, primary)
+            })
+            .collect()
     }
 
     /// The in-memory state of `handle`, created (without a primary role) for a replica the

@@ -185,7 +185,7 @@ impl MasterLink {
     pub(crate) async fn register(
         &mut self,
         address: &str,
-        replicas: &[ReplicaState],
+        replicas: &[(ReplicaState, bool)],
         free_bytes: u64,
     ) -> Result<Registered> {
         let req = RegisterRequest {
@@ -205,7 +205,7 @@ impl MasterLink {
     pub(crate) async fn heartbeat(
         &mut self,
         address: &str,
-        replicas: &[ReplicaState],
+        replicas: &[(ReplicaState, bool)],
         free_bytes: u64,
     ) -> Result<HeartbeatReply> {
         let req = HeartbeatRequest {
@@ -222,7 +222,7 @@ impl MasterLink {
     }
 }
 
-fn report(s: &ReplicaState) -> ReplicaReport {
+fn report((s, primary): &(ReplicaState, bool)) -> ReplicaReport {
     ReplicaReport {
         handle: s.handle.0,
         version: s.version,
@@ -230,6 +230,7 @@ fn report(s: &ReplicaState) -> ReplicaReport {
         sealed: s.sealed,
         failed: s.failed,
         corrupt: !s.corrupt.is_empty(),
+        primary: *primary,
     }
 }
 

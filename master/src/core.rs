@@ -150,6 +150,8 @@ pub(crate) struct Inner {
     dying: HashSet<ChunkHandle>,
     /// Copies running (repair.rs): chunk → target chunkserver.
     pub(crate) repairs: HashMap<ChunkHandle, String>,
+    /// Open chunks whose seal the repair loop started (their primary died or restarted).
+    pub(crate) resealing: HashSet<ChunkHandle>,
     rng: SplitMix64,
 }
 
@@ -197,6 +199,9 @@ pub(crate) struct MasterCore<C> {
     inner: Arc<Mutex<Inner>>,
     committer: Committer,
     repair_stats: RepairStats,
+    /// When this process started: servers that never registered since count as dead only
+    /// after the dead-after time has passed.
+    started: Instant,
 }
 
 /// What `current_or_allocate` found.
@@ -230,6 +235,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
             log_locks,
             dying: HashSet::new(),
             repairs: HashMap::new(),
+            resealing: HashSet::new(),
             // Mixing in the log position keeps a fixed seed (tests, simulations) from handing
             // out the handles of a previous run again.
             rng: SplitMix64(seed ^ last_sequence.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
@@ -248,7 +254,13 @@ impl<C: ChunkserverApi> MasterCore<C> {
             inner,
             committer,
             repair_stats: RepairStats::default(),
+            started: Instant::now(),
         }
+    }
+
+    /// When this master process started.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
     }
 
     /// The settings.
@@ -609,6 +621,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                                 sealed: true,
                                 failed: false,
                                 corrupt: false,
+                                primary: false,
                             },
                         );
                     }
@@ -792,6 +805,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                                 sealed: false,
                                 failed: false,
                                 corrupt: false,
+                                primary: *a == loc.primary,
                             },
                         );
                     }
@@ -1162,6 +1176,7 @@ mod tests {
             sealed: false,
             failed: false,
             corrupt: false,
+            primary: false,
         }
     }
 

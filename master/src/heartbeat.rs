@@ -17,6 +17,8 @@ pub(crate) struct ReplicaReport {
     pub(crate) sealed: bool,
     pub(crate) failed: bool,
     pub(crate) corrupt: bool,
+    /// The chunkserver holds this open replica's primary role (lost in a restart).
+    pub(crate) primary: bool,
 }
 
 #[derive(Debug)]
@@ -81,6 +83,22 @@ impl Servers {
         self.servers.contains_key(address)
     }
 
+    /// Whether `address` is dead: registered but silent for `dead_after`, or never heard from
+    /// although the master has run for `dead_after` (a server that died while the master was
+    /// down never registers again).
+    pub(crate) fn is_dead(
+        &self,
+        address: &str,
+        now: Instant,
+        dead_after: Duration,
+        master_started: Instant,
+    ) -> bool {
+        match self.servers.get(address) {
+            Some(s) => now.saturating_duration_since(s.last_seen) >= dead_after,
+            None => now.saturating_duration_since(master_started) >= dead_after,
+        }
+    }
+
     /// Whether `address` is registered and was heard from within `dead_after`.
     pub(crate) fn is_live(&self, address: &str, now: Instant, dead_after: Duration) -> bool {
         self.servers
@@ -140,6 +158,7 @@ mod tests {
             sealed: false,
             failed: false,
             corrupt: false,
+            primary: false,
         }
     }
 

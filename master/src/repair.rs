@@ -10,7 +10,11 @@
 //!   needs the missing tail, else the least loaded), and asks the target to `Replicate`;
 //! - leaves replicas that are not good alone while the chunk is below its factor (they may
 //!   still be caught up); once it is not, heartbeat replies tell their chunkservers to delete
-//!   them ([`is_garbage`]).
+//!   them ([`is_garbage`]);
+//! - seals open chunks whose fixed primary is dead or has restarted ([`orphaned_open_chunks`]):
+//!   no append can succeed there any more, and only a seal makes their acknowledged records
+//!   readable (an open chunk is read up to the primary's commit offset, which a restarted
+//!   primary no longer knows), even if no client appends again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -66,6 +70,42 @@ pub(crate) fn is_garbage(
         && r.version <= c.version
         && good >= replication as usize
         && !copying_here
+}
+
+/// Open chunks to seal because their primary is gone: `(log, handle, version, reason)`. A
+/// primary is gone when it is dead ([`Servers::is_dead`]) or reports the chunk's replica with
+/// data but without the primary role (the role lives in memory, so it restarted; data past the
+/// header can only have been written while it held the role).
+pub(crate) fn orphaned_open_chunks(
+    meta: &Metadata,
+    servers: &Servers,
+    now: Instant,
+    dead_after: Duration,
+    master_started: Instant,
+) -> Vec<(String, ChunkHandle, u64, String)> {
+    let mut out = Vec::new();
+    for c in meta.chunks.values() {
+        if c.state != ChunkState::Open || c.primary.is_empty() {
+            continue;
+        }
+        let reason = if servers.is_dead(&c.primary, now, dead_after, master_started) {
+            format!("primary {} is dead", c.primary)
+        } else {
+            let restarted = servers.replicas_of(c.handle).iter().any(|(a, r)| {
+                *a == c.primary
+                    && r.version == c.version
+                    && !r.primary
+                    && !r.sealed
+                    && r.length > cairn_record::limits::CHUNK_HEADER_BYTES as u64
+            });
+            if !restarted {
+                continue;
+            }
+            format!("primary {} restarted and lost its role", c.primary)
+        };
+        out.push((c.log.clone(), c.handle, c.version, reason));
+    }
+    out
 }
 
 /// One copy to start.
@@ -214,6 +254,24 @@ impl<C: ChunkserverApi> MasterCore<C> {
             let core = self.clone();
             tokio::spawn(async move { core.copy(j).await });
         }
+        let reseals = {
+            let mut g = self.lock_inner();
+            let found = orphaned_open_chunks(&g.meta, &g.servers, now, dead_after, self.started());
+            found
+                .into_iter()
+                .filter(|(_, h, _, _)| g.resealing.insert(*h))
+                .collect::<Vec<_>>()
+        };
+        for (log, handle, version, reason) in reseals {
+            let core = self.clone();
+            tokio::spawn(async move {
+                warn!(%log, chunk = %handle, %reason, "sealing an open chunk whose primary is gone");
+                if let Err(e) = core.seal_chunk(&log, handle, version, &reason).await {
+                    warn!(%log, chunk = %handle, error = %e, "sealing failed; a later pass retries");
+                }
+                core.lock_inner().resealing.remove(&handle);
+            });
+        }
         scan
     }
 
@@ -252,6 +310,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                             sealed: true,
                             failed: false,
                             corrupt: false,
+                            primary: false,
                         },
                     );
                 }

@@ -181,6 +181,7 @@ fn report(r: &pb::ReplicaReport) -> ReplicaReport {
         sealed: r.sealed,
         failed: r.failed,
         corrupt: r.corrupt,
+        primary: r.primary,
     }
 }
 

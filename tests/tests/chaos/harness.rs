@@ -184,18 +184,22 @@ impl Chaos {
                 .find(|&i| self.cluster.chunkserver_addr(i) == addr)
                 .unwrap_or_else(|| panic!("{addr} is not a chunkserver of the cluster"))
         };
-        wait_until("an open chunk with 3 replicas", Duration::from_secs(30), || {
-            let stat = self.cluster.stat(&self.log);
-            let open = stat.chunks.iter().find(|c| !c.is_sealed())?;
-            let primary = open.primary.clone()?;
-            let secondaries: Vec<usize> = open
-                .replicas
-                .iter()
-                .filter(|a| **a != primary)
-                .map(|a| index(a))
-                .collect();
-            (secondaries.len() == 2).then(|| (index(&primary), secondaries))
-        })
+        wait_until(
+            "an open chunk with 3 replicas",
+            Duration::from_secs(30),
+            || {
+                let stat = self.cluster.stat(&self.log);
+                let open = stat.chunks.iter().find(|c| !c.is_sealed())?;
+                let primary = open.primary.clone()?;
+                let secondaries: Vec<usize> = open
+                    .replicas
+                    .iter()
+                    .filter(|a| **a != primary)
+                    .map(|a| index(a))
+                    .collect();
+                (secondaries.len() == 2).then(|| (index(&primary), secondaries))
+            },
+        )
     }
 
     fn spawn_sequential(&mut self, w: u32, body: (usize, usize)) {
@@ -476,7 +480,9 @@ impl Chaos {
                     continue;
                 };
                 // Other logs (the harness's readiness probes) are not this scenario's.
-                let Some(&chunk) = index.get(handle) else { continue };
+                let Some(&chunk) = index.get(handle) else {
+                    continue;
+                };
                 let records = Scanner::new(bytes.get(32..).unwrap_or_default(), 32)
                     .filter_map(|item| match item {
                         ScanItem::Record {
