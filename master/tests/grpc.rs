@@ -47,6 +47,7 @@ impl FakeChunkserver {
                 sealed: r.sealed,
                 failed: false,
                 corrupt: false,
+                primary: r.primary,
             })
             .collect()
     }
