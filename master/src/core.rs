@@ -891,8 +891,10 @@ impl<C: ChunkserverApi> MasterCore<C> {
         check_address(address)?;
         let (delete, sequence) = {
             let mut g = self.lock();
+            // A registration is a (re)started process describing everything it holds: nothing
+            // the master set earlier survives it (a wiped chunkserver must not keep phantoms).
             g.servers
-                .register(address, Instant::now(), reports, self.report_grace());
+                .register(address, Instant::now(), reports, std::time::Duration::ZERO);
             self.reconcile(&mut g, address, reports)
         };
         if let Some(sequence) = sequence {
