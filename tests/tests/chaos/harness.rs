@@ -93,7 +93,16 @@ impl Chaos {
             ]
             .map(String::from)
             .to_vec(),
-            chunkserver_args: ["--rpc-timeout-ms", "2000"].map(String::from).to_vec(),
+            chunkserver_args: [
+                "--rpc-timeout-ms",
+                "2000",
+                "--scrub-interval-ms",
+                "500",
+                "--scrub-bytes-per-sec",
+                "268435456",
+            ]
+            .map(String::from)
+            .to_vec(),
             proxied: opts.proxied,
             ..ClusterOpts::default()
         };
@@ -200,6 +209,39 @@ impl Chaos {
                 (secondaries.len() == 2).then(|| (index(&primary), secondaries))
             },
         )
+    }
+
+    /// The file of chunk `handle` (16 hex digits) on chunkserver `i`.
+    pub(crate) fn chunk_file(&self, i: usize, handle: &str) -> PathBuf {
+        self.cluster
+            .data_dir(Role::Chunkserver(i))
+            .join("chunks")
+            .join(format!("{handle}.chunk"))
+    }
+
+    /// The chunkserver index of `addr`.
+    pub(crate) fn index_of(&self, addr: &str) -> usize {
+        (0..self.cluster.chunkserver_addrs().len())
+            .find(|&i| self.cluster.chunkserver_addr(i) == addr)
+            .unwrap_or_else(|| panic!("{addr} is not a chunkserver of the cluster"))
+    }
+
+    /// Sealed chunks holding records, with their replicas' chunkserver indices, from `stat`.
+    pub(crate) fn sealed_chunks(&self) -> Vec<(String, u64, Vec<usize>)> {
+        let stat = self.cluster.stat(&self.log);
+        stat.sealed()
+            .iter()
+            .filter(|c| c.length > 32 && c.replicas.len() >= 3)
+            .map(|c| {
+                let holders = c.replicas.iter().map(|a| self.index_of(a)).collect();
+                (c.handle.clone(), c.length, holders)
+            })
+            .collect()
+    }
+
+    /// The shared history, for scenarios that run their own writers.
+    pub(crate) fn history(&self) -> &History {
+        &self.history
     }
 
     fn spawn_sequential(&mut self, w: u32, body: (usize, usize)) {
@@ -545,4 +587,20 @@ fn probe_writer(probe: &cairn_tests::AppendRun) -> Option<WriterId> {
 fn random_body(rng: &mut workload::Rng, (lo, hi): (usize, usize)) -> Vec<u8> {
     let len = rng.range(lo, hi);
     (0..len).map(|_| rng.next_u64() as u8).collect()
+}
+
+/// Flips one bit of the byte at `offset` of the file at `path`, in place (the file may be a
+/// live chunkserver's sealed replica: bit rot under it).
+pub(crate) fn flip_byte(path: &std::path::Path, offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset).expect("read the byte");
+    b[0] ^= 0x10;
+    f.write_all_at(&b, offset).expect("write the byte");
+    f.sync_all().expect("sync");
 }
