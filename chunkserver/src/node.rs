@@ -150,6 +150,9 @@ pub(crate) struct Node {
     rpc_timeout: Duration,
     /// Bandwidth bound of re-replication into this chunkserver.
     pub(crate) replicate_bytes_per_sec: u64,
+    /// When the bandwidth bound lets the next copied bytes in: every copy into this
+    /// chunkserver books its reads on this one clock, so they share the bound.
+    pub(crate) replicate_clock: Mutex<Instant>,
     /// True once the server is shutting down: long polls return.
     stopping: watch::Receiver<bool>,
 }
@@ -169,6 +172,7 @@ impl Node {
             peers,
             rpc_timeout,
             replicate_bytes_per_sec,
+            replicate_clock: Mutex::new(Instant::now()),
             stopping,
         }
     }

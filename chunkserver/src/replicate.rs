@@ -130,7 +130,7 @@ impl Node {
     }
 
     /// Copies `[start, end)` from `source` into the local open replica, whole frames at a time,
-    /// at most `replicate_bytes_per_sec`. Returns the bytes copied.
+    /// within this chunkserver's bandwidth bound. Returns the bytes copied.
     async fn copy_range(
         &self,
         handle: ChunkHandle,
@@ -140,7 +140,6 @@ impl Node {
         source: &str,
     ) -> Result<u64> {
         let mut client = self.peers.client(source)?;
-        let began = Instant::now();
         // `pos`: file offset of the first byte not yet written; `carry`: bytes from `pos` of a
         // frame cut by the previous read.
         let mut pos = start;
@@ -181,7 +180,8 @@ impl Node {
                     message: format!("read at {read_at} returned nothing"),
                 });
             }
-            read_at += resp.data.len() as u64;
+            let got = resp.data.len() as u64;
+            read_at += got;
             let buf: Bytes = if carry.is_empty() {
                 resp.data
             } else {
@@ -210,12 +210,21 @@ impl Node {
                     message: format!("no whole frame in {} bytes at {pos}", carry.len()),
                 });
             }
-            // The bandwidth bound: never ahead of `rate` bytes per second since the start.
-            let due =
-                Duration::from_secs_f64((pos - start) as f64 / self.replicate_bytes_per_sec as f64);
-            let elapsed = began.elapsed();
-            if due > elapsed {
-                tokio::time::sleep(due - elapsed).await;
+            // The bandwidth bound, shared by every copy into this chunkserver: book this read's
+            // bytes on the node's clock and wait for their turn.
+            let cost = Duration::from_secs_f64(got as f64 / self.replicate_bytes_per_sec as f64);
+            let wait = {
+                let mut next = self
+                    .replicate_clock
+                    .lock()
+                    .expect("replicate clock lock poisoned");
+                let now = Instant::now();
+                let turn = (*next).max(now);
+                *next = turn + cost;
+                turn - now
+            };
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
             }
         }
         Ok(pos - start)

@@ -38,7 +38,7 @@ pub(crate) struct ClusterArgs {
     /// Skip the replay pass.
     #[arg(long)]
     no_replay: bool,
-    /// Print one JSON object: records_per_sec, mb_per_sec, fsyncs, p50_us, p99_us, p999_us,
+    /// Print one JSON object: records_per_sec, mb_per_sec, fsyncs, p50_us, p99_us, p999_us, max_us,
     /// replay_records_per_sec, replay_mb_per_sec (and the run's parameters).
     #[arg(long)]
     json: bool,
@@ -144,6 +144,7 @@ pub(crate) fn run(args: &ClusterArgs) -> anyhow::Result<ExitCode> {
             "p50_us": percentile(&latencies_us, 0.50),
             "p99_us": percentile(&latencies_us, 0.99),
             "p999_us": percentile(&latencies_us, 0.999),
+            "max_us": latencies_us.last().copied().unwrap_or(0),
             "replay_records": replay_records,
             "replay_elapsed_s": replay_secs,
             "replay_records_per_sec": rate(replay_records as f64, replay_secs),
