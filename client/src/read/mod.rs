@@ -405,7 +405,7 @@ impl Reader {
                     payload,
                 });
             }
-            RangeItem::Padding { len } => self.stats.padding_bytes += len,
+            RangeItem::Padding { len, .. } => self.stats.padding_bytes += len,
             RangeItem::Bad { offset, len, tried } => {
                 self.stats.skipped_ranges += 1;
                 self.stats.skipped_bytes += len;

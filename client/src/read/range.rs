@@ -6,7 +6,7 @@
 use std::future::Future;
 
 use bytes::{Bytes, BytesMut};
-use cairn_record::{DecodeError, RecordId, ScanItem, Scanner, decode_frame};
+use cairn_record::{DecodeError, RecordId, ScanItem, Scanner, decode_frame, encoded_len};
 
 use crate::error::{Error, Result};
 use crate::limits::{READ_RANGE_BYTES, READ_RPC_BYTES_MAX};
@@ -51,6 +51,8 @@ pub(crate) enum RangeItem {
     },
     /// Padding.
     Padding {
+        /// File offset of the run.
+        offset: u64,
         /// Bytes covered.
         len: u64,
     },
@@ -111,7 +113,7 @@ fn scan(buf: &Bytes, base: u64, last: bool) -> Scan {
                 id,
                 payload: buf.slice_ref(payload),
             }),
-            ScanItem::Padding { len, .. } => items.push(RangeItem::Padding { len }),
+            ScanItem::Padding { offset, len } => items.push(RangeItem::Padding { offset, len }),
             ScanItem::Corrupt { offset, len } => {
                 let at = (offset - base) as usize;
                 let cut = decode_frame(&buf[at..]);
@@ -181,24 +183,36 @@ pub(crate) async fn read_range<S: Source>(
         }
     };
     if bad {
+        // Another replica's copy of the range: used whole if it scans clean, else each bad
+        // span is patched with the whole frames another replica has there (replicas hold the
+        // same bytes at the same offsets, so bad spans start and end on frame boundaries).
         let last = base + data.len() as u64 >= readable_end;
         let mut tried = 1;
+        let mut remaining = true;
         for other in (0..src.replicas()).filter(|&r| r != replica) {
             tried += 1;
             let Ok(copy) = fetch_exact(src, other, base, data.len() as u64).await else {
                 continue;
             };
-            if let Scan::Items {
-                items: good,
-                next: good_next,
-                bad: false,
-            } = scan(&copy, base, last)
-            {
-                items = good;
-                next = good_next;
-                tried = 0;
+            match scan(&copy, base, last) {
+                Scan::Items {
+                    items: good,
+                    next: good_next,
+                    bad: false,
+                } => {
+                    items = good;
+                    next = good_next;
+                    remaining = false;
+                }
+                Scan::Items { items: theirs, .. } => remaining = patch(&mut items, &theirs),
+                Scan::NeedBytes { .. } => {}
+            }
+            if !remaining {
                 break;
             }
+        }
+        if !remaining {
+            tried = 0;
         }
         for item in &mut items {
             if let RangeItem::Bad { tried: t, .. } = item {
@@ -212,6 +226,54 @@ pub(crate) async fn read_range<S: Source>(
         readable_end,
         sealed: first.sealed,
     })
+}
+
+/// File bytes an item covers.
+fn span(item: &RangeItem) -> (u64, u64) {
+    match item {
+        RangeItem::Record {
+            offset, payload, ..
+        } => (*offset, offset + encoded_len(payload.len()) as u64),
+        RangeItem::Padding { offset, len } | RangeItem::Bad { offset, len, .. } => {
+            (*offset, offset + len)
+        }
+    }
+}
+
+/// Replaces every bad item of `items` whose span `theirs` covers exactly with good items
+/// (records or padding, contiguous). Returns whether bad items remain.
+fn patch(items: &mut Vec<RangeItem>, theirs: &[RangeItem]) -> bool {
+    let mut out = Vec::with_capacity(items.len());
+    let mut remaining = false;
+    for item in items.drain(..) {
+        if let RangeItem::Bad { offset, len, .. } = item {
+            let (start, end) = (offset, offset + len);
+            let cover: Vec<&RangeItem> = theirs
+                .iter()
+                .filter(|t| {
+                    let (s, e) = span(t);
+                    s >= start && e <= end
+                })
+                .collect();
+            let mut at = start;
+            let whole = !cover.is_empty()
+                && cover.iter().all(|t| {
+                    let (s, e) = span(t);
+                    let ok = s == at && !matches!(t, RangeItem::Bad { .. });
+                    at = e;
+                    ok
+                })
+                && at == end;
+            if whole {
+                out.extend(cover.into_iter().cloned());
+                continue;
+            }
+            remaining = true;
+        }
+        out.push(item);
+    }
+    *items = out;
+    remaining
 }
 
 /// The first replica from `*preferred` on that returns the whole range (`want` bytes, or as
@@ -440,6 +502,46 @@ pub(crate) mod tests {
         assert!(!items.iter().any(|i| matches!(i, RangeItem::Bad { .. })));
     }
 
+    // Proves: with a different record corrupt on each of three replicas (helix: no replica's
+    // copy of the range is clean, every record is whole somewhere), each bad frame is patched
+    // from a replica that has it whole, and nothing is reported bad.
+    #[tokio::test]
+    async fn helix_corruption_is_patched_frame_by_frame() {
+        let (good, offsets) = chunk(&[100, 200, 300, 150, 250]);
+        let end = good.len() as u64;
+        let mut copies = Vec::new();
+        for k in [1usize, 2, 3] {
+            let mut bad = good.clone();
+            bad[offsets[k] as usize + 40] ^= 0x55;
+            copies.push(Some(bad));
+        }
+        let src = MemSource::new(copies);
+        let items = read_all(&src, end).await;
+        assert_eq!(sequences(&items), vec![1, 2, 3, 4, 5]);
+        assert!(!items.iter().any(|i| matches!(i, RangeItem::Bad { .. })));
+    }
+
+    // Proves: the same record corrupt on every replica stays bad (with every replica tried),
+    // while the records around it, each whole somewhere, are returned.
+    #[tokio::test]
+    async fn a_frame_bad_everywhere_stays_bad_and_the_rest_is_patched() {
+        let (good, offsets) = chunk(&[100, 200, 300, 150]);
+        let end = good.len() as u64;
+        let mut a = good.clone();
+        let mut b = good.clone();
+        a[offsets[0] as usize + 40] ^= 0x55;
+        a[offsets[2] as usize + 40] ^= 0x55;
+        b[offsets[2] as usize + 40] ^= 0x55;
+        let src = MemSource::new(vec![Some(a), Some(b)]);
+        let items = read_all(&src, end).await;
+        assert_eq!(sequences(&items), vec![1, 2, 4]);
+        assert!(
+            items
+                .iter()
+                .any(|i| matches!(i, RangeItem::Bad { tried: 2, .. }))
+        );
+    }
+
     /// Replicas whose chunkserver marked its copy corrupt: reads of them answer DATA_LOSS.
     struct DataLossOn<'a>(&'a MemSource, Vec<usize>);
 
@@ -522,7 +624,11 @@ pub(crate) mod tests {
         let src = MemSource::new(vec![Some(file)]);
         let items = read_all(&src, end).await;
         assert_eq!(sequences(&items), vec![1]);
-        assert!(items.contains(&RangeItem::Padding { len: 64 }));
+        assert!(
+            items
+                .iter()
+                .any(|i| matches!(i, RangeItem::Padding { len: 64, .. }))
+        );
         assert!(items.contains(&RangeItem::Bad {
             offset: good_end as u64,
             len: 40,
