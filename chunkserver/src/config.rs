@@ -5,11 +5,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cairn_record::ChunkHandle;
+
 use crate::error::{Error, Result};
 use crate::limits::{
     HEARTBEAT_MS_MAX, HEARTBEAT_MS_MIN, REPLICATE_BYTES_PER_SEC_MIN, RPC_TIMEOUT_MS_MAX,
     RPC_TIMEOUT_MS_MIN,
 };
+use crate::store::fail_disk::DiskFaults;
 
 /// `cairn chunkserver` flags.
 #[derive(clap::Args, Clone, Debug)]
@@ -53,6 +56,38 @@ pub struct Args {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub test_power_cut: bool,
+    /// TEST MODE, never for real data: after N successful fsyncs of chunk files in this process,
+    /// the next one fails with EIO, once (later ones succeed again); the store fails that
+    /// replica for good and the master replaces it. Hidden from --help.
+    #[arg(
+        long,
+        env = "CAIRN_TEST_FAIL_FSYNC_AFTER",
+        hide = true,
+        value_name = "N"
+    )]
+    pub test_fail_fsync_after: Option<u64>,
+    /// TEST MODE, never for real data: once this process has written N bytes of chunk data,
+    /// chunk writes fail with ENOSPC (the write crossing N is cut short), and the free space
+    /// reported to the master and checked by CreateReplica is at most what is left of N.
+    /// Hidden from --help.
+    #[arg(
+        long,
+        env = "CAIRN_TEST_DISK_FULL_AFTER_BYTES",
+        hide = true,
+        value_name = "N"
+    )]
+    pub test_disk_full_after_bytes: Option<u64>,
+    /// TEST MODE, never for real data: reads of these chunks' data files fail with EIO
+    /// (16-hex-digit handles, comma-separated; name sealed replicas: an open replica that
+    /// cannot be read at start-up stops the chunkserver). Hidden from --help.
+    #[arg(
+        long,
+        env = "CAIRN_TEST_FAIL_READS_OF",
+        hide = true,
+        value_delimiter = ',',
+        value_name = "HANDLE"
+    )]
+    pub test_fail_reads_of: Vec<ChunkHandle>,
 }
 
 /// A validated chunkserver configuration.
@@ -80,6 +115,9 @@ pub struct Config {
     /// [`crate::store::write_behind::WriteBehindDisk`], so a killed process loses its unsynced
     /// writes. Default false; never for real data.
     pub test_power_cut: bool,
+    /// Disk faults to inject (the `--test-fail-…` and `--test-disk-full-…` flags). Default
+    /// none; never for real data.
+    pub disk_faults: DiskFaults,
 }
 
 impl Config {
@@ -94,6 +132,7 @@ impl Config {
             rpc_timeout_ms: 5000,
             replicate_bytes_per_sec: 64 << 20,
             test_power_cut: false,
+            disk_faults: DiskFaults::default(),
         }
     }
 
@@ -152,6 +191,11 @@ impl TryFrom<Args> for Config {
             rpc_timeout_ms: a.rpc_timeout_ms,
             replicate_bytes_per_sec: a.replicate_bytes_per_sec,
             test_power_cut: a.test_power_cut,
+            disk_faults: DiskFaults {
+                fail_fsync_after: a.test_fail_fsync_after,
+                disk_full_after_bytes: a.test_disk_full_after_bytes,
+                fail_reads_of: a.test_fail_reads_of,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -190,6 +234,7 @@ mod tests {
             rpc_timeout_ms: 5000,
             replicate_bytes_per_sec: 64 << 20,
             test_power_cut: false,
+            disk_faults: DiskFaults::default(),
         }
     }
 
@@ -210,6 +255,42 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("--heartbeat-ms"), "{help}");
         assert!(!help.contains("power-cut"), "{help}");
+    }
+
+    #[test]
+    fn disk_fault_flags_parse_and_are_hidden_from_help() {
+        use clap::{CommandFactory, Parser};
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let parse = |extra: &[&str]| {
+            let argv = ["cairn", "--data", "/tmp/x"].iter().chain(extra);
+            Config::try_from(Cli::try_parse_from(argv).unwrap().args).unwrap()
+        };
+        assert!(parse(&[]).disk_faults.is_empty());
+        let c = parse(&[
+            "--test-fail-fsync-after",
+            "3",
+            "--test-disk-full-after-bytes",
+            "1048576",
+            "--test-fail-reads-of",
+            "00000000000000ff,0000000000000a00",
+        ]);
+        assert_eq!(
+            c.disk_faults,
+            DiskFaults {
+                fail_fsync_after: Some(3),
+                disk_full_after_bytes: Some(1 << 20),
+                fail_reads_of: vec![ChunkHandle(0xff), ChunkHandle(0xa00)],
+            }
+        );
+        let bad = ["cairn", "--data", "/x", "--test-fail-reads-of", "zz"];
+        assert!(Cli::try_parse_from(bad).is_err());
+        let help = Cli::command().render_long_help().to_string();
+        assert!(!help.contains("test-fail"), "{help}");
+        assert!(!help.contains("disk-full"), "{help}");
     }
 
     #[test]

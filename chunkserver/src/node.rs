@@ -206,6 +206,17 @@ impl Node {
         capacity: u64,
         primary: Option<PrimaryRole>,
     ) -> Result<()> {
+        // Refuse new chunks at the high-watermark: a replica that may not fit would fail later.
+        if let Some(free) = self.store.disk().free_bytes(self.store.dir())
+            && free < capacity
+        {
+            warn!(chunk = %handle, free, need = capacity, "refusing a new replica: disk nearly full");
+            return Err(Error::NoSpace {
+                handle,
+                free,
+                need: capacity,
+            });
+        }
         let store = self.store.clone();
         let created = blocking(move || store.create(handle, version, capacity)).await;
         match created {
