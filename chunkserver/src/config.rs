@@ -234,7 +234,9 @@ mod tests {
             rpc_timeout_ms: 5000,
             replicate_bytes_per_sec: 64 << 20,
             test_power_cut: false,
-            disk_faults: DiskFaults::default(),
+            test_fail_fsync_after: None,
+            test_disk_full_after_bytes: None,
+            test_fail_reads_of: Vec::new(),
         }
     }
 

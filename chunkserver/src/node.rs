@@ -330,7 +330,19 @@ impl Node {
             }
         };
         if let Some(task) = replication {
-            task.await.map_err(|_| Error::Broken { handle })??;
+            task.await
+                .map_err(|_| Error::Broken { handle })?
+                .map_err(|e| match e {
+                    // The primary's own store failed the write (fsync error, full disk): the
+                    // chunk is broken, which is UNAVAILABLE, so the client seals it and retries
+                    // on the next chunk (ARCHITECTURE.md, "Record append", step 5). The cause
+                    // was logged by `finish_write`.
+                    Error::Failed { .. }
+                    | Error::DiskFull { .. }
+                    | Error::Corrupt { .. }
+                    | Error::Io { .. } => Error::Broken { handle },
+                    e => e,
+                })?;
         }
         if admitted.wait_commit > 0 {
             self.wait_commit(&chunk, admitted.wait_commit).await?;

@@ -304,6 +304,17 @@ fn read_eio_on_one_replica_is_read_around() {
         handles.len()
     );
     cluster.restart_chunkserver_with(victim, &["--test-fail-reads-of", &handles.join(",")]);
+    // A restarted chunkserver is no longer primary of its open chunks, and the commit offset
+    // of an open chunk lives in its primary's memory: append once more, so the client seals
+    // the open chunk (whatever its primary) and every acknowledged record is readable.
+    let mut runs = runs;
+    runs.push(cluster.append(
+        "read-after",
+        log,
+        workload::lines("read-after", 200, seed + 1, size),
+        Duration::from_secs(60),
+    ));
+    runs[1].assert_all_acked();
     wait_until(
         "the victim listed again as a replica",
         Duration::from_secs(30),
