@@ -324,17 +324,17 @@ mod tests {
         assert_eq!(disk.bytes_left(), Some(100));
         let f = disk.create(&chunk_path(tmp.path(), 1)).unwrap();
         let n = f
-            .write_vectored_at(&[Bytes::from(vec![1u8; 60]), Bytes::from(vec![2u8; 60])], 0)
+            .write_vectored_at(&[Bytes::from(vec![1u8; 60]), Bytes::from(vec![2u8; 20])], 0)
             .unwrap();
-        assert_eq!(n, 60, "one whole buffer");
-        assert_eq!(disk.bytes_left(), Some(40));
+        assert_eq!(n, 80, "within the limit: all of it");
+        assert_eq!(disk.bytes_left(), Some(20));
         let n = f
             .write_vectored_at(
-                &[Bytes::from(vec![3u8; 30]), Bytes::from(vec![4u8; 30])],
-                60,
+                &[Bytes::from(vec![3u8; 15]), Bytes::from(vec![4u8; 15])],
+                80,
             )
             .unwrap();
-        assert_eq!(n, 40, "cut short at the limit");
+        assert_eq!(n, 20, "cut short at the limit");
         assert_eq!(disk.bytes_left(), Some(0));
         let e = f
             .write_vectored_at(&[Bytes::from(vec![5u8; 8])], 100)
@@ -343,8 +343,11 @@ mod tests {
         assert_eq!(f.size().unwrap(), 100);
         let mut back = vec![0u8; 100];
         assert_eq!(f.read_full_at(&mut back, 0).unwrap(), 100);
-        assert_eq!(&back[58..62], &[1, 1, 3, 3]);
-        assert_eq!(&back[90..100], &[4u8; 10]);
+        assert_eq!(&back[58..62], &[1, 1, 2, 2]);
+        assert_eq!(
+            &back[78..100],
+            &[[2u8; 2].as_slice(), &[3u8; 15], &[4u8; 5]].concat()[..]
+        );
         // The store cuts the file back after ENOSPC; that frees nothing.
         f.set_len(60).unwrap();
         assert_eq!(disk.bytes_left(), Some(0));
