@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cairn_record::ChunkHandle;
+
 use crate::error::{Error, Result};
 use crate::limits::{
     HEARTBEAT_MS_MAX, HEARTBEAT_MS_MIN, REPLICATE_BYTES_PER_SEC_MIN, RPC_TIMEOUT_MS_MAX,
@@ -12,6 +14,7 @@ use crate::limits::{
     SCRUB_BYTES_PER_SEC_MIN, SCRUB_INTERVAL_MS_DEFAULT, SCRUB_INTERVAL_MS_MAX,
 };
 use crate::scrub::ScrubConfig;
+use crate::store::fail_disk::DiskFaults;
 
 /// `cairn chunkserver` flags.
 #[derive(clap::Args, Clone, Debug)]
@@ -62,6 +65,38 @@ pub struct Args {
     /// Most bytes per second the scrubber reads (minimum 65536).
     #[arg(long, env = "CAIRN_SCRUB_BYTES_PER_SEC", default_value_t = SCRUB_BYTES_PER_SEC_DEFAULT)]
     pub scrub_bytes_per_sec: u64,
+    /// TEST MODE, never for real data: after N successful fsyncs of chunk files in this process,
+    /// the next one fails with EIO, once (later ones succeed again); the store fails that
+    /// replica for good and the master replaces it. Hidden from --help.
+    #[arg(
+        long,
+        env = "CAIRN_TEST_FAIL_FSYNC_AFTER",
+        hide = true,
+        value_name = "N"
+    )]
+    pub test_fail_fsync_after: Option<u64>,
+    /// TEST MODE, never for real data: once this process has written N bytes of chunk data,
+    /// chunk writes fail with ENOSPC (the write crossing N is cut short), and the free space
+    /// reported to the master and checked by CreateReplica is at most what is left of N.
+    /// Hidden from --help.
+    #[arg(
+        long,
+        env = "CAIRN_TEST_DISK_FULL_AFTER_BYTES",
+        hide = true,
+        value_name = "N"
+    )]
+    pub test_disk_full_after_bytes: Option<u64>,
+    /// TEST MODE, never for real data: reads of these chunks' data files fail with EIO
+    /// (16-hex-digit handles, comma-separated; name sealed replicas: an open replica that
+    /// cannot be read at start-up stops the chunkserver). Hidden from --help.
+    #[arg(
+        long,
+        env = "CAIRN_TEST_FAIL_READS_OF",
+        hide = true,
+        value_delimiter = ',',
+        value_name = "HANDLE"
+    )]
+    pub test_fail_reads_of: Vec<ChunkHandle>,
 }
 
 /// A validated chunkserver configuration.
@@ -94,6 +129,9 @@ pub struct Config {
     pub scrub_interval_ms: u64,
     /// Scrub rate in bytes per second. Default 32 MiB/s, minimum 64 KiB/s, maximum 16 GiB/s.
     pub scrub_bytes_per_sec: u64,
+    /// Disk faults to inject (the `--test-fail-…` and `--test-disk-full-…` flags). Default
+    /// none; never for real data.
+    pub disk_faults: DiskFaults,
 }
 
 impl Config {
@@ -108,6 +146,7 @@ impl Config {
             rpc_timeout_ms: 5000,
             replicate_bytes_per_sec: 64 << 20,
             test_power_cut: false,
+            disk_faults: DiskFaults::default(),
             scrub_interval_ms: SCRUB_INTERVAL_MS_DEFAULT,
             scrub_bytes_per_sec: SCRUB_BYTES_PER_SEC_DEFAULT,
         }
@@ -191,6 +230,11 @@ impl TryFrom<Args> for Config {
             test_power_cut: a.test_power_cut,
             scrub_interval_ms: a.scrub_interval_ms,
             scrub_bytes_per_sec: a.scrub_bytes_per_sec,
+            disk_faults: DiskFaults {
+                fail_fsync_after: a.test_fail_fsync_after,
+                disk_full_after_bytes: a.test_disk_full_after_bytes,
+                fail_reads_of: a.test_fail_reads_of,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -231,6 +275,9 @@ mod tests {
             test_power_cut: false,
             scrub_interval_ms: SCRUB_INTERVAL_MS_DEFAULT,
             scrub_bytes_per_sec: SCRUB_BYTES_PER_SEC_DEFAULT,
+            test_fail_fsync_after: None,
+            test_disk_full_after_bytes: None,
+            test_fail_reads_of: Vec::new(),
         }
     }
 
@@ -271,6 +318,42 @@ mod tests {
             ..args()
         });
         assert!(e.unwrap_err().to_string().contains("--scrub-interval-ms"));
+    }
+
+    #[test]
+    fn disk_fault_flags_parse_and_are_hidden_from_help() {
+        use clap::{CommandFactory, Parser};
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let parse = |extra: &[&str]| {
+            let argv = ["cairn", "--data", "/tmp/x"].iter().chain(extra);
+            Config::try_from(Cli::try_parse_from(argv).unwrap().args).unwrap()
+        };
+        assert!(parse(&[]).disk_faults.is_empty());
+        let c = parse(&[
+            "--test-fail-fsync-after",
+            "3",
+            "--test-disk-full-after-bytes",
+            "1048576",
+            "--test-fail-reads-of",
+            "00000000000000ff,0000000000000a00",
+        ]);
+        assert_eq!(
+            c.disk_faults,
+            DiskFaults {
+                fail_fsync_after: Some(3),
+                disk_full_after_bytes: Some(1 << 20),
+                fail_reads_of: vec![ChunkHandle(0xff), ChunkHandle(0xa00)],
+            }
+        );
+        let bad = ["cairn", "--data", "/x", "--test-fail-reads-of", "zz"];
+        assert!(Cli::try_parse_from(bad).is_err());
+        let help = Cli::command().render_long_help().to_string();
+        assert!(!help.contains("test-fail"), "{help}");
+        assert!(!help.contains("disk-full"), "{help}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use cairn_record::{ByteRange, ChunkHandle};
 ///
 /// Variants are grouped by what the caller should do: `NotFound`; precondition failures
 /// (`WrongOffset`, `Sealed`, `StaleVersion`, `Misaligned`, `SealBeyondEnd`, `AlreadyExists`); limits
-/// (`PastCapacity`, `WindowFull`, `Overloaded`, `DiskFull`, `ReadTooLarge`); retryable
+/// (`PastCapacity`, `WindowFull`, `Overloaded`, `DiskFull`, `NoSpace`, `ReadTooLarge`); retryable
 /// (`GapTimeout`, `Closed`); and data loss (`Failed`, `Corrupt`), which means "re-replicate".
 /// The service adds batch checks (`InvalidBatch`), role and state refusals (`NotPrimary`,
 /// `Fenced`, retryable `Broken`, `Forward`, `Timeout`), configuration and server errors.
@@ -132,6 +132,17 @@ pub enum Error {
     DiskFull {
         /// The chunk asked for.
         handle: ChunkHandle,
+    },
+    /// Too little free space to create a replica: the disk is at its high-watermark, so the
+    /// chunk should go elsewhere.
+    #[error("chunk {handle}: no room for a new replica: {free} bytes free, {need} needed")]
+    NoSpace {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+        /// Free bytes for chunk data now.
+        free: u64,
+        /// Bytes a full replica takes (its capacity).
+        need: u64,
     },
     /// The replica failed (an fsync or write error): its unacknowledged bytes cannot be trusted,
     /// and it refuses every append. Recover it from another replica.

@@ -3,7 +3,7 @@
 //! An unreachable master is retried with a doubling backoff, forever: a chunkserver keeps
 //! serving reads and appends while the master is away.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,7 +55,7 @@ impl Heartbeat {
         let mut backoff = Backoff::new();
         loop {
             let replicas = self.node.replicas();
-            let free = free_bytes(&self.data_dir);
+            let free = self.free_bytes();
             match self.master.register(&self.address, &replicas, free).await {
                 Ok(r) => {
                     info!(address = %self.address, replicas = replicas.len(), delete = r.delete.len(), "registered with the master");
@@ -85,7 +85,7 @@ impl Heartbeat {
         loop {
             tokio::time::sleep(wait).await;
             let replicas = self.node.replicas();
-            let free = free_bytes(&self.data_dir);
+            let free = self.free_bytes();
             match self.master.heartbeat(&self.address, &replicas, free).await {
                 Ok(r) => {
                     backoff = Backoff::new();
@@ -104,6 +104,15 @@ impl Heartbeat {
         }
     }
 
+    /// Free bytes for chunk data, as reported to the master: 0 means unknown, so a full disk
+    /// reports 1.
+    fn free_bytes(&self) -> u64 {
+        match self.node.store.disk().free_bytes(&self.data_dir) {
+            Some(free) => free.max(1),
+            None => 0,
+        }
+    }
+
     async fn delete(&self, handles: &[ChunkHandle]) {
         for &handle in handles {
             match self.node.delete(handle).await {
@@ -113,27 +122,6 @@ impl Heartbeat {
             }
         }
     }
-}
-
-/// Free bytes on the file system holding `dir` (0 if unknown).
-fn free_bytes(dir: &Path) -> u64 {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return 0;
-    };
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `path` is a valid NUL-terminated string and `st` is writable memory of the right
-    // type; statvfs fills it on success.
-    let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return 0;
-    }
-    // SAFETY: statvfs returned 0, so it initialised `st`.
-    let st = unsafe { st.assume_init() };
-    // The field types differ between platforms (u32 on some 32-bit ones).
-    #[allow(clippy::unnecessary_cast)]
-    let (blocks, size) = (st.f_bavail as u64, st.f_frsize as u64);
-    blocks.saturating_mul(size)
 }
 
 #[cfg(test)]
@@ -149,10 +137,5 @@ mod tests {
             b.next();
         }
         assert_eq!(b.next(), Duration::from_millis(MASTER_RETRY_MS_MAX));
-    }
-
-    #[test]
-    fn free_bytes_of_the_temp_dir_is_known() {
-        assert!(free_bytes(&std::env::temp_dir()) > 0);
     }
 }

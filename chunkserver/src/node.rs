@@ -219,6 +219,17 @@ impl Node {
         capacity: u64,
         primary: Option<PrimaryRole>,
     ) -> Result<()> {
+        // Refuse new chunks at the high-watermark: a replica that may not fit would fail later.
+        if let Some(free) = self.store.disk().free_bytes(self.store.dir())
+            && free < capacity
+        {
+            warn!(chunk = %handle, free, need = capacity, "refusing a new replica: disk nearly full");
+            return Err(Error::NoSpace {
+                handle,
+                free,
+                need: capacity,
+            });
+        }
         let store = self.store.clone();
         let created = blocking(move || store.create(handle, version, capacity)).await;
         match created {
@@ -332,7 +343,19 @@ impl Node {
             }
         };
         if let Some(task) = replication {
-            task.await.map_err(|_| Error::Broken { handle })??;
+            task.await
+                .map_err(|_| Error::Broken { handle })?
+                .map_err(|e| match e {
+                    // The primary's own store failed the write (fsync error, full disk): the
+                    // chunk is broken, which is UNAVAILABLE, so the client seals it and retries
+                    // on the next chunk (ARCHITECTURE.md, "Record append", step 5). The cause
+                    // was logged by `finish_write`.
+                    Error::Failed { .. }
+                    | Error::DiskFull { .. }
+                    | Error::Corrupt { .. }
+                    | Error::Io { .. } => Error::Broken { handle },
+                    e => e,
+                })?;
         }
         if admitted.wait_commit > 0 {
             self.wait_commit(&chunk, admitted.wait_commit).await?;

@@ -50,7 +50,18 @@ pub async fn serve(
              power cut would; never use this for real data"
         );
     }
-    let disk = ServerDisk::new(config.test_power_cut);
+    let faults = &config.disk_faults;
+    if !faults.is_empty() {
+        warn!(
+            data = %config.data_dir.display(),
+            fail_fsync_after = ?faults.fail_fsync_after,
+            disk_full_after_bytes = ?faults.disk_full_after_bytes,
+            fail_reads_of = ?faults.fail_reads_of.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+            "TEST MODE: injecting disk faults into chunk files (--test-fail-fsync-after, \
+             --test-disk-full-after-bytes, --test-fail-reads-of); never use this for real data"
+        );
+    }
+    let disk = ServerDisk::new(config.test_power_cut).with_faults(faults.clone());
     let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, disk))
         .await
         .expect("opening the store does not panic")?;

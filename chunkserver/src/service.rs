@@ -43,6 +43,7 @@ impl From<Error> for Status {
             | Error::WindowFull { .. }
             | Error::Overloaded { .. }
             | Error::DiskFull { .. }
+            | Error::NoSpace { .. }
             | Error::ReadTooLarge { .. } => Code::ResourceExhausted,
             Error::Broken { .. }
             | Error::Forward { .. }

@@ -43,6 +43,7 @@ pub(crate) fn run(args: &LocalArgs) -> anyhow::Result<ExitCode> {
             dead_after_ms: 10_000,
             rpc_timeout_ms: 5000,
             default_replication: u32::from(args.chunkservers.min(3)),
+            min_free_bytes: cairn_master::limits::MIN_FREE_BYTES_DEFAULT,
         })?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = move || {

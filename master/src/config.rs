@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::limits::{
-    CHECKPOINT_EVERY_ENTRIES, HEARTBEAT_MS_MAX, HEARTBEAT_MS_MIN, REPLICATION_DEFAULT,
-    REPLICATION_MAX, REPLICATION_MIN, RPC_TIMEOUT_MS_MIN,
+    CHECKPOINT_EVERY_ENTRIES, HEARTBEAT_MS_MAX, HEARTBEAT_MS_MIN, MIN_FREE_BYTES_DEFAULT,
+    REPLICATION_DEFAULT, REPLICATION_MAX, REPLICATION_MIN, RPC_TIMEOUT_MS_MIN,
 };
 
 /// Flags of `cairn master`. Every flag can also be set through its `CAIRN_…` environment variable.
@@ -32,6 +32,10 @@ pub struct Args {
     /// Replicas per chunk for logs created without a replication factor. Default 3, 1..=7.
     #[arg(long, env = "CAIRN_DEFAULT_REPLICATION", default_value_t = REPLICATION_DEFAULT)]
     pub default_replication: u32,
+    /// Free-space margin, in bytes: a chunkserver that reports less free space than a chunk's
+    /// capacity plus this gets no new chunks and no re-replicated ones. Default 1 GiB.
+    #[arg(long, env = "CAIRN_MIN_FREE_BYTES", default_value_t = MIN_FREE_BYTES_DEFAULT)]
+    pub min_free_bytes: u64,
 }
 
 /// The master's validated settings.
@@ -51,6 +55,9 @@ pub struct Config {
     pub default_replication: u32,
     /// Operation-log entries between checkpoints. Default 10,000, at least 1.
     pub checkpoint_every_entries: u64,
+    /// Free bytes a chunkserver must report beyond a chunk's capacity to be given a new
+    /// replica (the high-watermark margin). Default 1 GiB; 0 leaves just the capacity.
+    pub min_free_bytes: u64,
 }
 
 impl Config {
@@ -64,6 +71,7 @@ impl Config {
             rpc_timeout: Duration::from_millis(5000),
             default_replication: REPLICATION_DEFAULT,
             checkpoint_every_entries: CHECKPOINT_EVERY_ENTRIES,
+            min_free_bytes: MIN_FREE_BYTES_DEFAULT,
         }
     }
 
@@ -123,6 +131,7 @@ impl TryFrom<Args> for Config {
             rpc_timeout: Duration::from_millis(args.rpc_timeout_ms),
             default_replication: args.default_replication,
             checkpoint_every_entries: CHECKPOINT_EVERY_ENTRIES,
+            min_free_bytes: args.min_free_bytes,
         };
         config.validate()?;
         Ok(config)
@@ -155,6 +164,8 @@ mod tests {
         assert_eq!(c.dead_after, Duration::from_secs(10));
         assert_eq!(c.rpc_timeout, Duration::from_secs(5));
         assert_eq!(c.default_replication, 3);
+        assert_eq!(c.min_free_bytes, 1 << 30);
+        assert_eq!(parse(&["--min-free-bytes", "0"]).unwrap().min_free_bytes, 0);
         assert!(parse(&["--heartbeat-ms", "49"]).is_err());
         assert!(parse(&["--heartbeat-ms", "50", "--dead-after-ms", "50"]).is_err());
         assert!(parse(&["--heartbeat-ms", "50", "--dead-after-ms", "51"]).is_ok());

@@ -763,6 +763,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                     log.chunks.len() as u32,
                     log.writer_marks.clone(),
                 );
+                let need_free = log.chunk_bytes.saturating_add(self.config.min_free_bytes);
                 let now = Instant::now();
                 let live = g.servers.live(now, self.config.dead_after);
                 let mut candidates = Vec::with_capacity(live.len());
@@ -770,13 +771,14 @@ impl<C: ChunkserverApi> MasterCore<C> {
                     if !excluded.contains(&address) {
                         candidates.push(Candidate {
                             preferred: preferred.contains(&address),
+                            free_bytes: g.servers.free_bytes(&address),
                             address,
                             replicas,
                             tie: g.rng.next_u64(),
                         });
                     }
                 }
-                let replicas = place(candidates, replication)?;
+                let replicas = place(candidates, replication, need_free)?;
                 let handle = g.new_handle();
                 let sequence = g.record(Entry::Allocate {
                     path: path.to_owned(),
@@ -937,6 +939,12 @@ impl<C: ChunkserverApi> MasterCore<C> {
             );
         }
         Ok((delete, false))
+    }
+
+    /// Records the free bytes a chunkserver reported with its registration or heartbeat (0:
+    /// unknown), for placement.
+    pub(crate) fn note_free_bytes(&self, address: &str, free_bytes: u64) {
+        self.lock().servers.set_free_bytes(address, free_bytes);
     }
 
     /// How long a replica the master created survives reports that lack it.
@@ -1316,6 +1324,42 @@ mod tests {
         m.create_log("/l", 0, 0).await.unwrap();
         let err = m.open_chunk("/l").await.unwrap_err();
         assert_eq!(err.to_string(), "need 3 live chunkservers, have 2");
+        m.close().await;
+    }
+
+    // A chunkserver that reported less free space than a chunk plus the margin gets no new
+    // chunk; when too few have room, the error says so.
+    #[tokio::test]
+    async fn full_chunkservers_get_no_new_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(Fake::default());
+        let m = start(dir.path(), &fake);
+        register(&m, &["a:1", "b:1", "c:1", "d:1"]).await;
+        let chunk = 1u64 << 20;
+        let need = chunk + m.config.min_free_bytes;
+        m.note_free_bytes("a:1", need);
+        m.note_free_bytes("c:1", 0);
+        m.note_free_bytes("d:1", need - 1);
+        for i in 0..8 {
+            let path = format!("/l{i}");
+            m.create_log(&path, 3, chunk).await.unwrap();
+            let loc = m.open_chunk(&path).await.unwrap();
+            let mut got: Vec<&str> = std::iter::once(&loc.primary)
+                .chain(&loc.secondaries)
+                .map(String::as_str)
+                .collect();
+            got.sort();
+            assert_eq!(got, vec!["a:1", "b:1", "c:1"], "d:1 is full");
+        }
+        m.note_free_bytes("b:1", 1);
+        m.create_log("/full", 3, chunk).await.unwrap();
+        let err = m.open_chunk("/full").await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "need 3 live chunkservers with at least {need} free bytes, have 2 (2 more are too full)"
+            )
+        );
         m.close().await;
     }
 

@@ -67,6 +67,21 @@ pub enum Error {
         /// Live chunkservers that could take a replica.
         have: usize,
     },
+    /// Too few live chunkservers with room for a new chunk (the others are past the free-space
+    /// high-watermark).
+    #[error(
+        "need {need} live chunkservers with at least {need_free} free bytes, have {have} ({full} more are too full)"
+    )]
+    NotEnoughRoom {
+        /// The log's replication factor.
+        need: usize,
+        /// Live chunkservers with room.
+        have: usize,
+        /// Live chunkservers without room.
+        full: usize,
+        /// The high-watermark: a chunk's capacity plus `--min-free-bytes`.
+        need_free: u64,
+    },
     /// The open chunk's replicas have not reported since the master started.
     #[error(
         "open chunk {handle} of log {path} has no live replica yet; waiting for chunkservers to report"

@@ -24,6 +24,8 @@ pub(crate) struct ReplicaReport {
 #[derive(Debug)]
 struct Server {
     last_seen: Instant,
+    /// Free bytes for chunk data it last reported; `None` if it never said (0 on the wire).
+    free_bytes: Option<u64>,
     /// Each replica with the time the master itself last set it (see [`Servers::set_replica`]).
     replicas: HashMap<ChunkHandle, (ReplicaReport, Option<Instant>)>,
 }
@@ -49,6 +51,7 @@ impl Servers {
     ) {
         let server = self.servers.entry(address.to_owned()).or_insert(Server {
             last_seen: now,
+            free_bytes: None,
             replicas: HashMap::new(),
         });
         server.last_seen = now;
@@ -113,6 +116,24 @@ impl Servers {
             .filter(|(_, s)| now.saturating_duration_since(s.last_seen) < dead_after)
             .map(|(a, s)| (a.clone(), s.replicas.len()))
             .collect()
+    }
+
+    /// Records the free bytes `address` reported (0: unknown).
+    pub(crate) fn set_free_bytes(&mut self, address: &str, free_bytes: u64) {
+        if let Some(server) = self.servers.get_mut(address) {
+            server.free_bytes = (free_bytes > 0).then_some(free_bytes);
+        }
+    }
+
+    /// The free bytes `address` last reported, `None` if unknown.
+    pub(crate) fn free_bytes(&self, address: &str) -> Option<u64> {
+        self.servers.get(address)?.free_bytes
+    }
+
+    /// Whether `address` may take a new replica needing `need` free bytes: it reported at least
+    /// that much, or never said how much it has.
+    pub(crate) fn has_room(&self, address: &str, need: u64) -> bool {
+        self.free_bytes(address).is_none_or(|free| free >= need)
     }
 
     /// Records what the master itself just did to a replica (created, sealed), ahead of the
@@ -188,5 +209,30 @@ mod tests {
             !s.anyone_has(ChunkHandle(3)),
             "gone once the grace has passed"
         );
+    }
+
+    // Free space: unknown until reported, 0 on the wire means unknown, the last report counts.
+    #[tokio::test(start_paused = true)]
+    async fn free_bytes_decide_room() {
+        let mut s = Servers::default();
+        let t0 = Instant::now();
+        s.set_free_bytes("a", 10);
+        assert_eq!(
+            s.free_bytes("a"),
+            None,
+            "unregistered servers are not recorded"
+        );
+        s.register("a", t0, &[], Duration::from_secs(1));
+        assert!(
+            s.has_room("a", u64::MAX),
+            "unknown free space is not held against it"
+        );
+        s.set_free_bytes("a", 100);
+        assert!(s.has_room("a", 100));
+        assert!(!s.has_room("a", 101));
+        s.set_free_bytes("a", 0);
+        assert_eq!(s.free_bytes("a"), None);
+        s.set_free_bytes("a", 1);
+        assert!(!s.has_room("a", 2));
     }
 }

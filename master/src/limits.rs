@@ -51,3 +51,7 @@ pub const REPAIRS_IN_FLIGHT_MAX: usize = 4;
 
 /// The slowest copy rate the master waits for before timing a copy out, bytes per second.
 pub const REPAIR_RATE_FLOOR_BYTES_PER_SEC: u64 = 1 << 20;
+
+/// Default `--min-free-bytes`: the free space a chunkserver must keep beyond a chunk's capacity
+/// to be given new replicas (1 GiB).
+pub const MIN_FREE_BYTES_DEFAULT: u64 = 1 << 30;

@@ -12,16 +12,31 @@ pub(crate) struct Candidate {
     pub(crate) preferred: bool,
     /// Random tie-breaker, so equal servers take turns being primary.
     pub(crate) tie: u64,
+    /// Free bytes it last reported; `None` if unknown.
+    pub(crate) free_bytes: Option<u64>,
 }
 
 /// Picks `replication` distinct chunkservers, least used first, then those that answered the
 /// last seal, then by the random tie-breaker. The first is the chunk's fixed primary.
+/// Chunkservers that reported fewer than `need_free` free bytes (the high-watermark: a chunk's
+/// capacity plus a margin) get no new chunk.
 pub(crate) fn place(
     mut candidates: Vec<Candidate>,
     replication: usize,
+    need_free: u64,
 ) -> Result<Vec<String>, Error> {
     candidates.sort_by(|a, b| a.address.cmp(&b.address));
     candidates.dedup_by(|a, b| a.address == b.address);
+    let live = candidates.len();
+    candidates.retain(|c| c.free_bytes.is_none_or(|f| f >= need_free));
+    if candidates.len() < replication && candidates.len() < live {
+        return Err(Error::NotEnoughRoom {
+            need: replication,
+            have: candidates.len(),
+            full: live - candidates.len(),
+            need_free,
+        });
+    }
     if candidates.len() < replication {
         return Err(Error::NotEnoughChunkservers {
             need: replication,
@@ -46,7 +61,13 @@ mod tests {
             replicas,
             preferred,
             tie,
+            free_bytes: None,
         }
+    }
+
+    fn with_free(mut c: Candidate, free: u64) -> Candidate {
+        c.free_bytes = Some(free);
+        c
     }
 
     // Least used first; among equals, those that answered the seal; the primary is first.
@@ -60,6 +81,7 @@ mod tests {
                 c("d", 0, false, 9),
             ],
             3,
+            100,
         )
         .unwrap();
         assert_eq!(got, vec!["d", "c", "b"]);
@@ -75,6 +97,7 @@ mod tests {
                 c("b", 0, false, 0),
             ],
             3,
+            100,
         )
         .unwrap_err();
         assert_eq!(err.to_string(), "need 3 live chunkservers, have 2");
@@ -90,8 +113,46 @@ mod tests {
                 c("c", 1, false, 5),
             ],
             3,
+            100,
         )
         .unwrap();
         assert_eq!(got, vec!["b", "c", "a"]);
+    }
+
+    // Servers below the high-watermark get no new chunk, even when least used; unknown free
+    // space is not held against a server.
+    #[test]
+    fn servers_below_the_watermark_are_skipped() {
+        let got = place(
+            vec![
+                with_free(c("a", 0, true, 0), 99),
+                with_free(c("b", 3, false, 0), 100),
+                c("c", 2, false, 0),
+                with_free(c("d", 1, false, 0), 1 << 40),
+            ],
+            3,
+            100,
+        )
+        .unwrap();
+        assert_eq!(got, vec!["d", "c", "b"]);
+    }
+
+    // Too few servers with room: UNAVAILABLE naming the watermark and how many are full.
+    #[test]
+    fn too_few_with_room_says_they_are_full() {
+        let err = place(
+            vec![
+                with_free(c("a", 0, false, 0), 10),
+                with_free(c("b", 0, false, 0), 10),
+                c("c", 0, false, 0),
+            ],
+            2,
+            100,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "need 2 live chunkservers with at least 100 free bytes, have 1 (2 more are too full)"
+        );
     }
 }

@@ -126,7 +126,8 @@ pub(crate) struct RepairScan {
     pub(crate) unrecoverable_now: usize,
 }
 
-/// Plans up to `slots` copies. `running` maps chunks being copied to their target.
+/// Plans up to `slots` copies. `running` maps chunks being copied to their target. A target
+/// must have room: at least the chunk's capacity plus `min_free_bytes` free, or unknown.
 pub(crate) fn plan(
     meta: &Metadata,
     servers: &Servers,
@@ -134,6 +135,7 @@ pub(crate) fn plan(
     dead_after: Duration,
     running: &HashMap<ChunkHandle, String>,
     slots: usize,
+    min_free_bytes: u64,
 ) -> (Vec<RepairJob>, RepairScan) {
     let mut scan = RepairScan::default();
     let mut wanting: Vec<(usize, u32, &ChunkMeta, Vec<String>)> = Vec::new();
@@ -167,6 +169,12 @@ pub(crate) fn plan(
         if jobs.len() >= slots {
             break;
         }
+        let capacity = meta
+            .logs
+            .get(&c.log)
+            .map(|l| l.chunk_bytes)
+            .unwrap_or(c.length);
+        let need_free = capacity.saturating_add(min_free_bytes);
         let holders: HashSet<String> = servers
             .replicas_of(c.handle)
             .into_iter()
@@ -177,6 +185,7 @@ pub(crate) fn plan(
             .map(|(a, _)| a.as_str())
             .filter(|a| !good.iter().any(|g| g == a) && !busy.contains(a))
             .filter(|a| !jobs.iter().any(|j: &RepairJob| j.target == *a))
+            .filter(|a| servers.has_room(a, need_free))
             .min_by_key(|a| (!holders.contains(*a), load.get(a).copied().unwrap_or(0), *a));
         let Some(target) = target else {
             continue;
@@ -190,11 +199,7 @@ pub(crate) fn plan(
                 handle: c.handle,
                 version: c.version,
                 length: c.length,
-                capacity: meta
-                    .logs
-                    .get(&c.log)
-                    .map(|l| l.chunk_bytes)
-                    .unwrap_or(c.length),
+                capacity,
                 source,
             },
             good: good_count,
@@ -243,7 +248,10 @@ impl<C: ChunkserverApi> MasterCore<C> {
             let mut g = self.lock_inner();
             let running = &g.repairs;
             let slots = REPAIRS_IN_FLIGHT_MAX.saturating_sub(running.len());
-            let (jobs, scan) = plan(&g.meta, &g.servers, now, dead_after, running, slots);
+            let min_free = self.config().min_free_bytes;
+            let (jobs, scan) = plan(
+                &g.meta, &g.servers, now, dead_after, running, slots, min_free,
+            );
             for j in &jobs {
                 g.repairs.insert(j.job.handle, j.target.clone());
             }

@@ -36,6 +36,7 @@ impl From<Error> for Status {
             | Error::Config { .. } => Code::InvalidArgument,
             Error::VersionAhead { .. } => Code::FailedPrecondition,
             Error::NotEnoughChunkservers { .. }
+            | Error::NotEnoughRoom { .. }
             | Error::NoLiveReplica { .. }
             | Error::FenceUnanswered { .. }
             | Error::SealUnanswered { .. }
@@ -152,6 +153,7 @@ impl Master for MasterService {
         let r = req.into_inner();
         let reports: Vec<ReplicaReport> = r.replicas.iter().map(report).collect();
         let delete = self.core.register(&r.address, &reports).await?;
+        self.core.note_free_bytes(&r.address, r.free_bytes);
         Ok(Response::new(pb::RegisterResponse {
             delete: delete.into_iter().map(|h| h.0).collect(),
             heartbeat_ms: self.core.heartbeat_ms(),
@@ -166,6 +168,7 @@ impl Master for MasterService {
         debug!(chunkserver = %r.address, replicas = r.replicas.len(), "heartbeat");
         let reports: Vec<ReplicaReport> = r.replicas.iter().map(report).collect();
         let (delete, reregister) = self.core.heartbeat(&r.address, &reports).await?;
+        self.core.note_free_bytes(&r.address, r.free_bytes);
         Ok(Response::new(pb::HeartbeatResponse {
             delete: delete.into_iter().map(|h| h.0).collect(),
             reregister,

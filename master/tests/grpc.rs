@@ -234,7 +234,7 @@ async fn register(client: &mut MasterClient<Channel>, fakes: &[Arc<FakeChunkserv
             .register_chunkserver(pb::RegisterRequest {
                 address: f.address.clone(),
                 replicas: f.reports(),
-                free_bytes: 1 << 30,
+                free_bytes: 1 << 40,
             })
             .await
             .unwrap()

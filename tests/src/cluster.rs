@@ -100,6 +100,9 @@ struct Server {
     stderr_log: PathBuf,
     child: Option<Child>,
     starts: u32,
+    /// Arguments for this server alone, after the cluster's (see
+    /// [`Cluster::restart_chunkserver_with`]).
+    extra_args: Vec<String>,
 }
 
 /// Options of a log created through [`Cluster::create_log`].
@@ -290,6 +293,15 @@ impl Cluster {
         self.kill(Role::Chunkserver(i));
         self.start_same_port(Role::Chunkserver(i));
         self.wait_ready();
+    }
+
+    /// Like [`Cluster::restart_chunkserver`], with `extra_args` added to this chunkserver's
+    /// command line (after the cluster's `chunkserver_args`) for this and every later start;
+    /// an empty list drops earlier ones.
+    pub fn restart_chunkserver_with<S: AsRef<str>>(&mut self, i: usize, extra_args: &[S]) {
+        self.chunkservers[i].extra_args =
+            extra_args.iter().map(|a| a.as_ref().to_owned()).collect();
+        self.restart_chunkserver(i);
     }
 
     /// Kills a server with SIGKILL and reaps it (bounded); a no-op if it is not running.
@@ -523,6 +535,7 @@ impl Cluster {
             Role::Master => self.opts.master_args.iter().cloned(),
             Role::Chunkserver(_) => self.opts.chunkserver_args.iter().cloned(),
         });
+        args.extend(server.extra_args.iter().cloned());
         args
     }
 
@@ -652,6 +665,7 @@ impl Server {
             stderr_log: logs.join(format!("{name}.stderr")),
             child: None,
             starts: 0,
+            extra_args: Vec::new(),
         }
     }
 }

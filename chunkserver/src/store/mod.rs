@@ -30,6 +30,7 @@
 //! code.
 
 pub mod disk;
+pub mod fail_disk;
 pub mod faulty;
 pub mod meta;
 pub mod server_disk;
@@ -276,6 +277,11 @@ impl<D: Disk> Store<D> {
         Ok(())
     }
 
+    /// The disk the store runs on.
+    pub fn disk(&self) -> &D {
+        &self.disk
+    }
+
     /// The directory holding the replica files.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -373,7 +379,15 @@ impl<D: Disk> Store<D> {
             error!(chunk = %handle, ranges = ?corrupt, acked_len = meta.acked_len, "replica corrupt; kept for repair");
         }
         let map = if meta.sealed && corrupt.is_empty() {
-            Some(file.map().map_err(Error::io("map", &path))?)
+            // As at seal: a replica that cannot be mapped is read with pread, so one bad file
+            // does not keep the whole store from opening.
+            match file.map() {
+                Ok(map) => Some(map),
+                Err(e) => {
+                    warn!(chunk = %handle, error = %e, "could not map sealed replica; reads use pread");
+                    None
+                }
+            }
         } else {
             None
         };

@@ -1,6 +1,8 @@
 //! [`ServerDisk`]: the disk the chunkserver runs its store on, chosen at start-up: the real file
-//! system ([`FsDisk`]), or the power-cut test mode ([`WriteBehindDisk`], `--test-power-cut`).
-//! One concrete type, so the server and its node need not be generic over [`Disk`].
+//! system ([`FsDisk`]), or the power-cut test mode ([`WriteBehindDisk`], `--test-power-cut`),
+//! either one optionally wrapped in injected disk faults ([`FailDisk`], the `--test-fail-…` and
+//! `--test-disk-full-…` flags). One concrete type, so the server and its node need not be
+//! generic over [`Disk`].
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -8,15 +10,19 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::disk::{Disk, DiskFile, FsDisk};
+use super::fail_disk::{DiskFaults, FailDisk, FailFile};
 use super::write_behind::{WriteBehindDisk, WriteBehindFile};
 
-/// The chunkserver's disk: [`FsDisk`] normally, [`WriteBehindDisk`] in the power-cut test mode.
+/// The chunkserver's disk: [`FsDisk`] normally, [`WriteBehindDisk`] in the power-cut test mode,
+/// [`FailDisk`] around either when disk faults are injected.
 #[derive(Clone, Debug)]
 pub enum ServerDisk {
     /// The real file system.
     Fs(FsDisk),
     /// Unsynced writes kept in process memory, lost by a kill (test mode only).
     WriteBehind(WriteBehindDisk),
+    /// Injected disk faults around another `ServerDisk` (test mode only).
+    Failing(Box<FailDisk<ServerDisk>>),
 }
 
 impl ServerDisk {
@@ -28,6 +34,47 @@ impl ServerDisk {
             ServerDisk::Fs(FsDisk)
         }
     }
+
+    /// This disk with `faults` injected into its chunk files; unchanged if there are none.
+    pub fn with_faults(self, faults: DiskFaults) -> ServerDisk {
+        if faults.is_empty() {
+            self
+        } else {
+            ServerDisk::Failing(Box::new(FailDisk::new(self, faults)))
+        }
+    }
+
+    /// Free bytes for chunk data on the file system holding `dir`, `None` if unknown. Under an
+    /// injected disk-full limit, at most what the limit leaves.
+    pub fn free_bytes(&self, dir: &Path) -> Option<u64> {
+        let real = fs_free_bytes(dir);
+        match self {
+            ServerDisk::Failing(d) => match (real, d.bytes_left()) {
+                (Some(r), Some(l)) => Some(r.min(l)),
+                (r, l) => r.or(l),
+            },
+            ServerDisk::Fs(_) | ServerDisk::WriteBehind(_) => real,
+        }
+    }
+}
+
+/// Free bytes (for unprivileged users) on the file system holding `dir`; `None` if unknown.
+fn fs_free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a valid NUL-terminated string and `st` is writable memory of the right
+    // type; statvfs fills it on success.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    // The field types differ between platforms (u32 on some 32-bit ones).
+    #[allow(clippy::unnecessary_cast)]
+    let (blocks, size) = (st.f_bavail as u64, st.f_frsize as u64);
+    Some(blocks.saturating_mul(size))
 }
 
 /// A file of a [`ServerDisk`].
@@ -37,6 +84,8 @@ pub enum ServerFile {
     Fs(std::fs::File),
     /// A write-behind file.
     WriteBehind(WriteBehindFile),
+    /// A file with injected faults.
+    Failing(Box<FailFile<ServerFile>>),
 }
 
 impl Disk for ServerDisk {
@@ -46,6 +95,7 @@ impl Disk for ServerDisk {
         match self {
             ServerDisk::Fs(d) => d.create(path).map(ServerFile::Fs),
             ServerDisk::WriteBehind(d) => d.create(path).map(ServerFile::WriteBehind),
+            ServerDisk::Failing(d) => d.create(path).map(|f| ServerFile::Failing(Box::new(f))),
         }
     }
 
@@ -53,6 +103,7 @@ impl Disk for ServerDisk {
         match self {
             ServerDisk::Fs(d) => d.open(path).map(ServerFile::Fs),
             ServerDisk::WriteBehind(d) => d.open(path).map(ServerFile::WriteBehind),
+            ServerDisk::Failing(d) => d.open(path).map(|f| ServerFile::Failing(Box::new(f))),
         }
     }
 
@@ -60,6 +111,7 @@ impl Disk for ServerDisk {
         match self {
             ServerDisk::Fs(d) => d.rename(from, to),
             ServerDisk::WriteBehind(d) => d.rename(from, to),
+            ServerDisk::Failing(d) => d.rename(from, to),
         }
     }
 
@@ -67,6 +119,7 @@ impl Disk for ServerDisk {
         match self {
             ServerDisk::Fs(d) => d.remove_file(path),
             ServerDisk::WriteBehind(d) => d.remove_file(path),
+            ServerDisk::Failing(d) => d.remove_file(path),
         }
     }
 
@@ -74,6 +127,7 @@ impl Disk for ServerDisk {
         match self {
             ServerDisk::Fs(d) => d.sync_dir(dir),
             ServerDisk::WriteBehind(d) => d.sync_dir(dir),
+            ServerDisk::Failing(d) => d.sync_dir(dir),
         }
     }
 
@@ -81,6 +135,7 @@ impl Disk for ServerDisk {
         match self {
             ServerDisk::Fs(d) => d.list_dir(dir),
             ServerDisk::WriteBehind(d) => d.list_dir(dir),
+            ServerDisk::Failing(d) => d.list_dir(dir),
         }
     }
 
@@ -88,6 +143,7 @@ impl Disk for ServerDisk {
         match self {
             ServerDisk::Fs(d) => d.create_dir_all(dir),
             ServerDisk::WriteBehind(d) => d.create_dir_all(dir),
+            ServerDisk::Failing(d) => d.create_dir_all(dir),
         }
     }
 }
@@ -97,6 +153,7 @@ impl DiskFile for ServerFile {
         match self {
             ServerFile::Fs(f) => DiskFile::size(f),
             ServerFile::WriteBehind(f) => f.size(),
+            ServerFile::Failing(f) => f.size(),
         }
     }
 
@@ -104,6 +161,7 @@ impl DiskFile for ServerFile {
         match self {
             ServerFile::Fs(f) => f.write_vectored_at(bufs, offset),
             ServerFile::WriteBehind(f) => f.write_vectored_at(bufs, offset),
+            ServerFile::Failing(f) => f.write_vectored_at(bufs, offset),
         }
     }
 
@@ -111,6 +169,7 @@ impl DiskFile for ServerFile {
         match self {
             ServerFile::Fs(f) => DiskFile::read_at(f, buf, offset),
             ServerFile::WriteBehind(f) => f.read_at(buf, offset),
+            ServerFile::Failing(f) => f.read_at(buf, offset),
         }
     }
 
@@ -118,6 +177,7 @@ impl DiskFile for ServerFile {
         match self {
             ServerFile::Fs(f) => DiskFile::sync_data(f),
             ServerFile::WriteBehind(f) => f.sync_data(),
+            ServerFile::Failing(f) => f.sync_data(),
         }
     }
 
@@ -125,6 +185,7 @@ impl DiskFile for ServerFile {
         match self {
             ServerFile::Fs(f) => DiskFile::set_len(f, len),
             ServerFile::WriteBehind(f) => f.set_len(len),
+            ServerFile::Failing(f) => f.set_len(len),
         }
     }
 
@@ -132,6 +193,28 @@ impl DiskFile for ServerFile {
         match self {
             ServerFile::Fs(f) => f.map(),
             ServerFile::WriteBehind(f) => f.map(),
+            ServerFile::Failing(f) => f.map(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_bytes_are_capped_by_an_injected_disk_full_limit() {
+        let tmp = std::env::temp_dir();
+        let real = ServerDisk::new(false).free_bytes(&tmp).expect("known");
+        assert!(real > 0);
+        let faults = DiskFaults {
+            disk_full_after_bytes: Some(4096),
+            ..DiskFaults::default()
+        };
+        let disk = ServerDisk::new(false).with_faults(faults);
+        assert!(matches!(disk, ServerDisk::Failing(_)));
+        assert_eq!(disk.free_bytes(&tmp), Some(4096.min(real)));
+        let plain = ServerDisk::new(false).with_faults(DiskFaults::default());
+        assert!(matches!(plain, ServerDisk::Fs(_)));
     }
 }
