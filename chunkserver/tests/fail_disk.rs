@@ -46,8 +46,10 @@ async fn a_sealed_replica_with_failing_reads_still_opens_and_its_reads_fail() {
     let store = Store::open(tmp.path(), disk(faults)).unwrap();
     assert_eq!(store.list().len(), 2);
     assert!(store.state(bad).unwrap().healthy());
+    // An I/O error on a read marks the replica corrupt (it is then reported and replaced).
     let err = store.read(bad, 32, data.len()).unwrap_err();
-    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(!store.state(bad).unwrap().healthy());
     assert_eq!(&store.read(good, 32, data.len()).unwrap()[..], &data[..]);
 }
 
