@@ -36,7 +36,8 @@ copies the chunk from a good replica and deletes the corrupt one, as for any cor
 Run fsck again later to see the result.
 
 JSON (--json): one object with `path`, `replication`, `chunk_bytes`, `chunks` (each with \
-`index`, `handle`, `state`, `version`, `length`, `status`, `verified` and `replicas`, each with \
+`index`, `handle`, `state`, `version`, `length`, `replication`, `primary`, `status`, \
+`verified` and `replicas`, each with \
 `address`, `status`, `detail`, `version`, `length`, `sealed`, `bytes_verified`, `crc32` and \
 `reported`) and `summary` (`chunks`, `replicas_checked`, `bytes_verified`, `healthy`, \
 `under_replicated`, `stale`, `corrupt`, `reported_corrupt`, `ok`).
@@ -648,6 +649,7 @@ fn to_json(
                 "version": r.chunk.version,
                 "length": r.chunk.length,
                 "replication": r.chunk.replication,
+                "primary": r.chunk.primary,
                 "status": r.verdict.health.as_str(),
                 "verified": r.verdict.verified,
                 "replicas": replicas,
