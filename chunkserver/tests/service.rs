@@ -101,6 +101,18 @@ impl Master for FakeMasterService {
             reregister: false,
         }))
     }
+    async fn list_replicas(
+        &self,
+        _: Request<cairn_proto::v1::ListReplicasRequest>,
+    ) -> Result<Response<cairn_proto::v1::ListReplicasResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn report_corrupt(
+        &self,
+        _: Request<cairn_proto::v1::ReportCorruptRequest>,
+    ) -> Result<Response<cairn_proto::v1::ReportCorruptResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 async fn start_master() -> (Arc<FakeMaster>, String) {

@@ -10,6 +10,7 @@ mod bench_cluster;
 mod bench_store;
 mod chunkserver;
 mod cluster;
+mod fsck;
 mod inspect;
 mod local;
 mod logs;
@@ -48,6 +49,8 @@ enum Command {
     Ls(logs::LsArgs),
     /// Show a log's chunks.
     Stat(logs::StatArgs),
+    /// Check every replica of every chunk of a log; report corrupt ones to the master.
+    Fsck(fsck::FsckArgs),
     /// Measure a running cluster (--log LOG …), or parts of Cairn on this machine (`store`).
     Bench(BenchArgs),
 }
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         Command::Tail(args) => replay::tail(args),
         Command::Ls(args) => logs::ls(args),
         Command::Stat(args) => logs::stat(args),
+        Command::Fsck(args) => fsck::run(args),
         Command::Bench(BenchArgs {
             command: Some(Bench::Store(args)),
             ..

@@ -37,6 +37,8 @@
 //! - [`client`]: [`Client`] (channels to the master and a cache of chunkserver channels) and
 //!   the namespace calls: [`Client::create_log`], [`Client::delete_log`],
 //!   [`Client::list_logs`], [`Client::stat_log`].
+//! - [`check`]: for checkers (`cairn fsck`): every replica of a log, raw replica reads, and
+//!   corrupt-replica reports.
 //! - [`append`]: [`Appender`] — batching, the in-flight window, seals and retries.
 //! - [`read`]: [`Replay`] and [`Tail`] — range reads, scanning, repair, duplicate dropping.
 //! - [`limits`]: every bound of the client, checked at compile time.
@@ -52,6 +54,7 @@
 //!   [`ReplayEvent::Skipped`].
 
 pub mod append;
+pub mod check;
 pub mod client;
 pub mod error;
 pub mod limits;
@@ -59,6 +62,7 @@ pub mod read;
 
 pub use append::{AppendAck, Appender};
 pub use cairn_record::{ChunkHandle, RecordId};
+pub use check::{ChunkReplicas, CorruptReport, LogReplicas, ReplicaBytes, ReplicaStatus};
 pub use client::{ChunkStat, ChunkState, Client, LogInfo, LogOptions, LogStat};
 pub use error::{Error, Result};
 pub use read::{Replay, ReplayEvent, ReplayOptions, ReplayStats, Tail, TailFrom};

@@ -212,6 +212,18 @@ impl master_server::Master for Fake {
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn list_replicas(
+        &self,
+        _: Request<v1::ListReplicasRequest>,
+    ) -> Result<Response<v1::ListReplicasResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn report_corrupt(
+        &self,
+        _: Request<v1::ReportCorruptRequest>,
+    ) -> Result<Response<v1::ReportCorruptResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 #[tonic::async_trait]

@@ -86,6 +86,13 @@ pub(crate) trait ChunkserverApi: Send + Sync + 'static {
         job: Replicate,
         timeout: std::time::Duration,
     ) -> impl Future<Output = Result<u64, RpcError>> + Send;
+    /// Asks `address` to delete its replica of `handle` (a replica marked corrupt by a checker,
+    /// before a repair copies the chunk onto the same chunkserver).
+    fn delete_replica(
+        &self,
+        address: String,
+        handle: ChunkHandle,
+    ) -> impl Future<Output = Result<(), RpcError>> + Send;
 }
 
 /// `Replicate` as the master sends it.
@@ -964,6 +971,8 @@ impl<C: ChunkserverApi> MasterCore<C> {
         let mut sequence = None;
         let writable = self.committer.failure().is_none();
         for r in reports {
+            // A checker's corrupt mark holds whatever the chunkserver reports.
+            let r = &g.servers.with_mark(address, r);
             let Some(chunk) = g.meta.chunks.get(&r.handle) else {
                 if !g.dying.contains(&r.handle) {
                     delete.push(r.handle);
@@ -1088,6 +1097,7 @@ mod tests {
         fences: Vec<(String, ChunkHandle, u64)>,
         seals: Vec<(String, ChunkHandle, u64, u64)>,
         replicates: Vec<(String, Replicate)>,
+        deletes: Vec<(String, ChunkHandle)>,
     }
 
     impl Fake {
@@ -1157,6 +1167,17 @@ mod tests {
             let copied = job.length;
             s.replicates.push((address, job));
             Ok(copied)
+        }
+
+        async fn delete_replica(
+            &self,
+            address: String,
+            handle: ChunkHandle,
+        ) -> Result<(), RpcError> {
+            let mut s = self.st();
+            s.replicas.remove(&(address.clone(), handle));
+            s.deletes.push((address, handle));
+            Ok(())
         }
     }
 
@@ -1311,6 +1332,100 @@ mod tests {
         }
         let (_, reregister) = m.heartbeat("zz:1", &[]).await.unwrap();
         assert!(reregister, "an unknown chunkserver must register");
+        m.close().await;
+    }
+
+    // A checker reports one replica of a sealed chunk corrupt: it stops being good (stat drops
+    // it, ListReplicas shows the mark), a heartbeat that does not know of the mark keeps it, the
+    // repair loop deletes it and copies the chunk back onto the same chunkserver (the only one
+    // free), and the mark ends. The last good replica is never marked.
+    #[tokio::test]
+    async fn reported_corrupt_replica_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(Fake::default());
+        let m = start(dir.path(), &fake);
+        register(&m, &["a:1", "b:1", "c:1"]).await;
+        m.create_log("/l", 3, 8192).await.unwrap();
+        let first = m.open_chunk("/l").await.unwrap();
+        for a in ["a:1", "b:1", "c:1"] {
+            fake.st().lengths.insert(a.into(), 4096);
+        }
+        m.seal_chunk("/l", first.handle, 1, "full").await.unwrap();
+        let sealed = ReplicaReport {
+            handle: first.handle,
+            version: 2,
+            length: 4096,
+            sealed: true,
+            failed: false,
+            corrupt: false,
+            primary: false,
+        };
+        for a in ["a:1", "b:1", "c:1"] {
+            m.heartbeat(a, &[sealed]).await.unwrap();
+        }
+        assert_eq!(m.stat_log("/l").unwrap().chunks[0].replicas.len(), 3);
+        assert!(matches!(
+            m.report_corrupt(first.handle, "zz:1", "x"),
+            Err(Error::ReplicaNotFound { .. })
+        ));
+        assert!(matches!(
+            m.report_corrupt(ChunkHandle(12345), "a:1", "x"),
+            Err(Error::ChunkNotFound { .. })
+        ));
+        assert_eq!(
+            m.report_corrupt(first.handle, "b:1", "bad frame at 64")
+                .unwrap(),
+            crate::fsck::CorruptMark::Marked
+        );
+        // The chunkserver's next report says nothing of the damage; the mark holds, and the
+        // chunk is below its factor, so nothing is deleted yet.
+        let (delete, _) = m.heartbeat("b:1", &[sealed]).await.unwrap();
+        assert!(delete.is_empty());
+        let info = m.stat_log("/l").unwrap();
+        assert_eq!(info.chunks[0].replicas, vec!["a:1", "c:1"]);
+        let listed = m.list_replicas("/l").unwrap();
+        let b = &listed.chunks[0].replicas[1];
+        assert_eq!(b.address, "b:1");
+        assert!(b.corrupt && !b.good && b.live);
+        assert_eq!(b.reported_corrupt.as_deref(), Some("bad frame at 64"));
+        assert_eq!(listed.chunks[0].replicas.len(), 3);
+
+        let mut passes = 0;
+        while m.clone().repair_pass().under_replicated > 0 {
+            passes += 1;
+            assert!(passes < 100, "repair did not converge");
+            for _ in 0..100 {
+                if m.lock_inner().repairs.is_empty() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        {
+            let s = fake.st();
+            assert_eq!(s.deletes, vec![("b:1".to_owned(), first.handle)]);
+            let last = s.replicates.last().expect("a copy");
+            assert_eq!(last.0, "b:1");
+        }
+        let listed = m.list_replicas("/l").unwrap();
+        assert!(listed.chunks[0].replicas.iter().all(|r| r.good));
+        assert_eq!(m.stat_log("/l").unwrap().chunks[0].replicas.len(), 3);
+
+        // Two replicas reported corrupt: the third, the last good one, is kept readable.
+        m.report_corrupt(first.handle, "a:1", "x").unwrap();
+        m.report_corrupt(first.handle, "b:1", "x").unwrap();
+        assert!(matches!(
+            m.report_corrupt(first.handle, "c:1", "x").unwrap(),
+            crate::fsck::CorruptMark::Refused(_)
+        ));
+        assert_eq!(m.stat_log("/l").unwrap().chunks[0].replicas, vec!["c:1"]);
+        // A chunkserver that stops reporting its replica ends the mark.
+        m.heartbeat("a:1", &[]).await.unwrap();
+        m.heartbeat("a:1", &[sealed]).await.unwrap();
+        assert_eq!(
+            m.stat_log("/l").unwrap().chunks[0].replicas,
+            vec!["a:1", "c:1"]
+        );
         m.close().await;
     }
 

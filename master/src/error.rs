@@ -13,6 +13,20 @@ pub enum Error {
         /// The path asked for.
         path: String,
     },
+    /// No log holds a chunk with this handle.
+    #[error("chunk {handle} not found")]
+    ChunkNotFound {
+        /// The handle asked for.
+        handle: ChunkHandle,
+    },
+    /// The master knows of no replica of this chunk on this chunkserver.
+    #[error("no replica of chunk {handle} on {address} is known")]
+    ReplicaNotFound {
+        /// The chunk.
+        handle: ChunkHandle,
+        /// The chunkserver named.
+        address: String,
+    },
     /// A log with this path exists already.
     #[error("log {path} already exists")]
     LogExists {

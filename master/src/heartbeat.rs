@@ -36,6 +36,10 @@ pub(crate) struct Servers {
     servers: HashMap<String, Server>,
     /// handle → addresses reporting it.
     locations: HashMap<ChunkHandle, HashSet<String>>,
+    /// Replicas a checker reported corrupt (`ReportCorrupt`), with what it found. Reports do
+    /// not clear a mark (the chunkserver does not know of it); it ends when the chunkserver
+    /// stops reporting the replica or a repair copy replaces it ([`Servers::clear_mark`]).
+    marks: HashMap<(String, ChunkHandle), String>,
 }
 
 impl Servers {
@@ -79,6 +83,9 @@ impl Servers {
                 .or_default()
                 .insert(address.to_owned());
         }
+        // A replica its chunkserver no longer holds takes its mark with it.
+        self.marks
+            .retain(|(a, h), _| a != address || server.replicas.contains_key(h));
     }
 
     /// Whether `address` has registered since the master started.
@@ -155,10 +162,51 @@ impl Servers {
             .get(&handle)
             .into_iter()
             .flatten()
-            .filter_map(|a| Some((a.clone(), self.servers.get(a)?.replicas.get(&handle)?.0)))
+            .filter_map(|a| {
+                let r = self.servers.get(a)?.replicas.get(&handle)?.0;
+                Some((a.clone(), self.with_mark(a, &r)))
+            })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// `r`, reported by `address`, marked corrupt if a checker reported it so.
+    pub(crate) fn with_mark(&self, address: &str, r: &ReplicaReport) -> ReplicaReport {
+        let mut r = *r;
+        r.corrupt |= self.mark(address, r.handle).is_some();
+        r
+    }
+
+    /// What a checker reported about `address`'s replica of `handle`, if it is marked corrupt.
+    pub(crate) fn mark(&self, address: &str, handle: ChunkHandle) -> Option<&str> {
+        self.marks
+            .get(&(address.to_owned(), handle))
+            .map(String::as_str)
+    }
+
+    /// Marks `address`'s replica of `handle` corrupt. Returns false (and marks nothing) if the
+    /// master knows of no such replica.
+    pub(crate) fn mark_corrupt(
+        &mut self,
+        address: &str,
+        handle: ChunkHandle,
+        detail: &str,
+    ) -> bool {
+        let known = self
+            .servers
+            .get(address)
+            .is_some_and(|s| s.replicas.contains_key(&handle));
+        if known {
+            self.marks
+                .insert((address.to_owned(), handle), detail.to_owned());
+        }
+        known
+    }
+
+    /// Ends the corrupt mark of `address`'s replica of `handle` (a repair replaced it).
+    pub(crate) fn clear_mark(&mut self, address: &str, handle: ChunkHandle) {
+        self.marks.remove(&(address.to_owned(), handle));
     }
 
     /// Whether any chunkserver reports `handle`.
@@ -234,5 +282,34 @@ mod tests {
         assert_eq!(s.free_bytes("a"), None);
         s.set_free_bytes("a", 1);
         assert!(!s.has_room("a", 2));
+    }
+
+    // A checker's corrupt mark survives reports that say nothing of it, and ends when the
+    // chunkserver stops reporting the replica; unknown replicas are not marked.
+    #[tokio::test(start_paused = true)]
+    async fn corrupt_marks_outlive_reports_until_the_replica_is_gone() {
+        let mut s = Servers::default();
+        let recent = Duration::from_secs(2);
+        let t0 = Instant::now();
+        s.register("a", t0, &[r(1), r(2)], recent);
+        assert!(!s.mark_corrupt("a", ChunkHandle(9), "bad frame"));
+        assert!(!s.mark_corrupt("zz", ChunkHandle(1), "bad frame"));
+        assert!(s.mark_corrupt("a", ChunkHandle(1), "bad frame at 64"));
+        s.register("a", t0, &[r(1), r(2)], recent);
+        let reps = s.replicas_of(ChunkHandle(1));
+        assert_eq!(reps.len(), 1);
+        assert!(reps[0].1.corrupt, "the report does not clear the mark");
+        assert_eq!(s.mark("a", ChunkHandle(1)), Some("bad frame at 64"));
+        assert!(!s.replicas_of(ChunkHandle(2))[0].1.corrupt);
+        s.register("a", t0, &[r(2)], recent);
+        assert_eq!(s.mark("a", ChunkHandle(1)), None);
+        s.register("a", t0, &[r(1), r(2)], recent);
+        assert!(
+            !s.replicas_of(ChunkHandle(1))[0].1.corrupt,
+            "a new replica starts clean"
+        );
+        assert!(s.mark_corrupt("a", ChunkHandle(2), "x"));
+        s.clear_mark("a", ChunkHandle(2));
+        assert!(!s.replicas_of(ChunkHandle(2))[0].1.corrupt);
     }
 }

@@ -17,6 +17,7 @@
 //! - `seal`: the seal decision (sealed length, surviving replicas, writer marks).
 //! - `heartbeat`: chunkserver liveness and reported replica locations (not persisted).
 //! - `core`: the RPC behaviour, free of gRPC types.
+//! - `fsck`: what checkers ask: every replica of a log's chunks, and corrupt-replica reports.
 //! - `service`: the gRPC boundary, the chunkserver client and `From<Error> for Status`.
 //!
 //! # Invariants
@@ -38,6 +39,7 @@ mod checkpoint;
 pub mod config;
 mod core;
 pub mod error;
+mod fsck;
 mod heartbeat;
 pub mod limits;
 mod meta;

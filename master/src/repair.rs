@@ -175,9 +175,11 @@ pub(crate) fn plan(
             .map(|l| l.chunk_bytes)
             .unwrap_or(c.length);
         let need_free = capacity.saturating_add(min_free_bytes);
+        // Holders of a usable prefix; a corrupt or failed copy is no head start.
         let holders: HashSet<String> = servers
             .replicas_of(c.handle)
             .into_iter()
+            .filter(|(_, r)| !r.corrupt && !r.failed)
             .map(|(a, _)| a)
             .collect();
         let target = live
@@ -289,12 +291,31 @@ impl<C: ChunkserverApi> MasterCore<C> {
             + Duration::from_secs(j.job.length / REPAIR_RATE_FLOOR_BYTES_PER_SEC + 1);
         info!(chunk = %handle, from = %j.job.source, to = %j.target, good = j.good, length = j.job.length, "copying replica");
         let started = Instant::now();
-        let call = self
-            .api()
-            .replicate(j.target.clone(), j.job.clone(), timeout);
-        let result = match tokio::time::timeout(timeout, call).await {
-            Ok(r) => r,
-            Err(_) => Err(RpcError::Other(format!("no answer within {timeout:?}"))),
+        // The target's chunkserver does not know that a checker found its replica corrupt, and
+        // would keep it as complete: delete it first so the copy replaces it.
+        let marked = self.lock_inner().servers.mark(&j.target, handle).is_some();
+        let deleted = if marked {
+            info!(chunk = %handle, chunkserver = %j.target, "deleting the replica reported corrupt before copying over it");
+            let call = self.api().delete_replica(j.target.clone(), handle);
+            match tokio::time::timeout(self.config().rpc_timeout, call).await {
+                Ok(Ok(())) | Ok(Err(RpcError::NotFound)) => Ok(()),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(RpcError::Other("delete timed out".to_owned())),
+            }
+        } else {
+            Ok(())
+        };
+        let result = match deleted {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let call = self
+                    .api()
+                    .replicate(j.target.clone(), j.job.clone(), timeout);
+                match tokio::time::timeout(timeout, call).await {
+                    Ok(r) => r,
+                    Err(_) => Err(RpcError::Other(format!("no answer within {timeout:?}"))),
+                }
+            }
         };
         let stats = self.repair_stats();
         let mut g = self.lock_inner();
@@ -307,6 +328,9 @@ impl<C: ChunkserverApi> MasterCore<C> {
                     g.meta.chunks.get(&handle).is_some_and(|c| {
                         c.version == j.job.version && c.state == ChunkState::Sealed
                     });
+                if marked {
+                    g.servers.clear_mark(&j.target, handle);
+                }
                 if still {
                     g.servers.set_replica(
                         &j.target,

@@ -21,13 +21,16 @@ use crate::core::{
     RpcError,
 };
 use crate::error::Error;
+use crate::fsck::{CorruptMark, LogReplicas};
 use crate::heartbeat::ReplicaReport;
 use crate::meta::{ChunkState, WriterMark};
 
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
         let code = match &e {
-            Error::LogNotFound { .. } => Code::NotFound,
+            Error::LogNotFound { .. }
+            | Error::ChunkNotFound { .. }
+            | Error::ReplicaNotFound { .. } => Code::NotFound,
             Error::LogExists { .. } => Code::AlreadyExists,
             Error::BadPath { .. }
             | Error::BadReplication { .. }
@@ -174,6 +177,78 @@ impl Master for MasterService {
             reregister,
         }))
     }
+
+    async fn list_replicas(
+        &self,
+        req: Request<pb::ListReplicasRequest>,
+    ) -> Result<Response<pb::ListReplicasResponse>, Status> {
+        let replicas = self.core.list_replicas(&req.get_ref().path)?;
+        Ok(Response::new(log_replicas(replicas)))
+    }
+
+    #[instrument(skip_all, fields(chunk = %ChunkHandle(req.get_ref().handle), chunkserver = %req.get_ref().address))]
+    async fn report_corrupt(
+        &self,
+        req: Request<pb::ReportCorruptRequest>,
+    ) -> Result<Response<pb::ReportCorruptResponse>, Status> {
+        let r = req.into_inner();
+        let mark = self
+            .core
+            .report_corrupt(ChunkHandle(r.handle), &r.address, &r.detail)?;
+        Ok(Response::new(match mark {
+            CorruptMark::Marked => pb::ReportCorruptResponse {
+                marked: true,
+                reason: String::new(),
+            },
+            CorruptMark::Refused(reason) => pb::ReportCorruptResponse {
+                marked: false,
+                reason,
+            },
+        }))
+    }
+}
+
+fn log_replicas(l: LogReplicas) -> pb::ListReplicasResponse {
+    pb::ListReplicasResponse {
+        path: l.path,
+        replication: l.replication,
+        chunk_bytes: l.chunk_bytes,
+        chunks: l
+            .chunks
+            .into_iter()
+            .map(|c| pb::ChunkReplicas {
+                index: c.index,
+                handle: c.handle.0,
+                state: chunk_state(c.state) as i32,
+                version: c.version,
+                length: c.length,
+                replication: c.replication,
+                primary: c.primary,
+                replicas: c
+                    .replicas
+                    .into_iter()
+                    .map(|r| pb::ReplicaStatus {
+                        address: r.address,
+                        version: r.version,
+                        length: r.length,
+                        sealed: r.sealed,
+                        corrupt: r.corrupt,
+                        failed: r.failed,
+                        live: r.live,
+                        good: r.good,
+                        reported_corrupt: r.reported_corrupt.unwrap_or_default(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn chunk_state(s: ChunkState) -> pb::ChunkState {
+    match s {
+        ChunkState::Open => pb::ChunkState::Open,
+        ChunkState::Sealed => pb::ChunkState::Sealed,
+    }
 }
 
 fn report(r: &pb::ReplicaReport) -> ReplicaReport {
@@ -199,10 +274,7 @@ fn log_info(l: LogInfo) -> pb::LogInfo {
 }
 
 fn chunk_info(c: ChunkInfo) -> pb::ChunkInfo {
-    let state = match c.state {
-        ChunkState::Open => pb::ChunkState::Open,
-        ChunkState::Sealed => pb::ChunkState::Sealed,
-    };
+    let state = chunk_state(c.state);
     pb::ChunkInfo {
         index: c.index,
         handle: c.handle.0,
@@ -361,5 +433,14 @@ impl ChunkserverApi for GrpcChunkservers {
         req.set_timeout(timeout);
         let r = client.replicate(req).await.map_err(rpc_error)?.into_inner();
         Ok(r.copied_bytes)
+    }
+
+    async fn delete_replica(&self, address: String, handle: ChunkHandle) -> Result<(), RpcError> {
+        let mut client = self.client(&address)?;
+        client
+            .delete_replica(pb::DeleteReplicaRequest { handle: handle.0 })
+            .await
+            .map_err(rpc_error)?;
+        Ok(())
     }
 }
