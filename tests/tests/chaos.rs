@@ -412,3 +412,37 @@ fn five_hundred_concurrent_appenders() {
     chaos.wait_acks(10_000, Duration::from_secs(120));
     chaos.finish();
 }
+
+/// Proves row 23: acknowledgements held back past the client's append timeout (the primary's
+/// answers delayed 12 s by its proxy) make clients give up on that chunk, seal it and resend on
+/// the next one; the resent records were already stored, and the marks the seal carries make
+/// the new primary answer "already stored": each record is in the log once after dedupe, and
+/// duplicates (if any) come only from retries.
+#[test]
+fn acknowledgements_delayed_past_the_client_timeout() {
+    let _serial = cairn_tests::serial();
+    let opts = ChaosOpts {
+        proxied: true,
+        ..ChaosOpts::default()
+    };
+    let mut chaos = Chaos::start("ack_delayed", opts);
+    chaos.wait_acks(1000, ACKS);
+    let (primary, _) = chaos.open_chunk_roles();
+    chaos.fault(format!(
+        "delay every answer of primary chunkserver {primary} by 12 s (the client waits 10 s)"
+    ));
+    chaos
+        .cluster
+        .proxy(Role::Chunkserver(primary))
+        .set_direction(
+            cairn_tests::Direction::ServerToClient,
+            cairn_tests::Mode::Delay(Duration::from_secs(12)),
+        );
+    chaos.wait_acks(500, Duration::from_secs(90));
+    chaos.fault("answers flow again");
+    let p = chaos.cluster.proxy(Role::Chunkserver(primary));
+    p.set(cairn_tests::Mode::Pass);
+    p.cut_all();
+    chaos.wait_acks(1000, ACKS);
+    chaos.finish();
+}
