@@ -65,6 +65,16 @@ pub struct Args {
     /// Most bytes per second the scrubber reads (minimum 65536).
     #[arg(long, env = "CAIRN_SCRUB_BYTES_PER_SEC", default_value_t = SCRUB_BYTES_PER_SEC_DEFAULT)]
     pub scrub_bytes_per_sec: u64,
+    /// TEST MODE, never for real data: as a primary, abort the process right after queueing the
+    /// N-th write on its own store and before forwarding it to the secondaries (the crash point
+    /// between a primary's local write and its forwards). Hidden from --help.
+    #[arg(
+        long,
+        env = "CAIRN_TEST_ABORT_BEFORE_FORWARD_AFTER",
+        hide = true,
+        value_name = "N"
+    )]
+    pub test_abort_before_forward_after: Option<u64>,
     /// TEST MODE, never for real data: after N successful fsyncs of chunk files in this process,
     /// the next one fails with EIO, once (later ones succeed again); the store fails that
     /// replica for good and the master replaces it. Hidden from --help.
@@ -132,6 +142,9 @@ pub struct Config {
     /// Disk faults to inject (the `--test-fail-…` and `--test-disk-full-…` flags). Default
     /// none; never for real data.
     pub disk_faults: DiskFaults,
+    /// `--test-abort-before-forward-after`: abort as a primary before forwarding the N-th
+    /// write. Default none; never for real data.
+    pub test_abort_before_forward_after: Option<u64>,
 }
 
 impl Config {
@@ -147,6 +160,7 @@ impl Config {
             replicate_bytes_per_sec: 64 << 20,
             test_power_cut: false,
             disk_faults: DiskFaults::default(),
+            test_abort_before_forward_after: None,
             scrub_interval_ms: SCRUB_INTERVAL_MS_DEFAULT,
             scrub_bytes_per_sec: SCRUB_BYTES_PER_SEC_DEFAULT,
         }
@@ -235,6 +249,7 @@ impl TryFrom<Args> for Config {
                 disk_full_after_bytes: a.test_disk_full_after_bytes,
                 fail_reads_of: a.test_fail_reads_of,
             },
+            test_abort_before_forward_after: a.test_abort_before_forward_after,
         };
         config.validate()?;
         Ok(config)
@@ -275,6 +290,7 @@ mod tests {
             test_power_cut: false,
             scrub_interval_ms: SCRUB_INTERVAL_MS_DEFAULT,
             scrub_bytes_per_sec: SCRUB_BYTES_PER_SEC_DEFAULT,
+            test_abort_before_forward_after: None,
             test_fail_fsync_after: None,
             test_disk_full_after_bytes: None,
             test_fail_reads_of: Vec::new(),

@@ -153,6 +153,10 @@ pub(crate) struct Node {
     /// When the bandwidth bound lets the next copied bytes in: every copy into this
     /// chunkserver books its reads on this one clock, so they share the bound.
     pub(crate) replicate_clock: Mutex<Instant>,
+    /// Test mode: abort as a primary before forwarding this many-th write.
+    abort_before_forward_after: Option<u64>,
+    /// Writes started as a primary (counted only in that test mode).
+    primary_writes: std::sync::atomic::AtomicU64,
     /// True once the server is shutting down: long polls return.
     stopping: watch::Receiver<bool>,
 }
@@ -173,8 +177,32 @@ impl Node {
             rpc_timeout,
             replicate_bytes_per_sec,
             replicate_clock: Mutex::new(Instant::now()),
+            abort_before_forward_after: None,
+            primary_writes: std::sync::atomic::AtomicU64::new(0),
             stopping,
         }
+    }
+
+    /// Test mode (`--test-abort-before-forward-after N`): abort the process as a primary right
+    /// after queueing the N-th write locally, before forwarding it. Never for real data.
+    pub(crate) fn with_test_abort_before_forward(mut self, after: Option<u64>) -> Node {
+        if let Some(n) = after {
+            warn!(
+                writes = n,
+                "TEST MODE: aborting before forwarding the N-th write as a primary"
+            );
+        }
+        self.abort_before_forward_after = after;
+        self
+    }
+
+    fn abort_before_this_forward(&self) -> bool {
+        self.abort_before_forward_after.is_some_and(|n| {
+            self.primary_writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1
+                == n
+        })
     }
 
     /// Every replica's state, and whether this process holds its primary role, for reports to
@@ -397,6 +425,11 @@ impl Node {
             Bytes::from(out)
         };
         let local = self.store.append(handle, version, w.offset, bytes.clone());
+        if self.abort_before_this_forward() {
+            // RELIABILITY row 2: the primary dies between its local write and its forwards.
+            eprintln!("TEST MODE: aborting between the local write and the forwards");
+            std::process::abort();
+        }
         let commit = p.commit();
         let forwards: Vec<_> = p
             .secondaries()

@@ -70,13 +70,16 @@ pub async fn serve(
     info!(listen = %local, advertise = %advertise, master = %config.master, data = %config.data_dir.display(), replicas = store.list().len(), "chunkserver starting");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let node = Arc::new(Node::new(
-        store.clone(),
-        Peers::new(timeout),
-        timeout,
-        config.replicate_bytes_per_sec,
-        stop_rx,
-    ));
+    let node = Arc::new(
+        Node::new(
+            store.clone(),
+            Peers::new(timeout),
+            timeout,
+            config.replicate_bytes_per_sec,
+            stop_rx,
+        )
+        .with_test_abort_before_forward(config.test_abort_before_forward_after),
+    );
     let heartbeat = Heartbeat {
         node: node.clone(),
         master: MasterLink::new(&config.master, timeout)?,

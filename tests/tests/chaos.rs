@@ -446,3 +446,46 @@ fn acknowledgements_delayed_past_the_client_timeout() {
     chaos.wait_acks(1000, ACKS);
     chaos.finish();
 }
+
+/// Proves row 2's crash point: a primary that dies between its local write and its forwards
+/// (it aborts itself there, after its 300th write as a primary) never acknowledged that batch;
+/// the clients seal and resend it elsewhere; the dead primary's replica, possibly longer than
+/// the sealed length, comes back stale and is never read; nothing acknowledged is lost.
+#[test]
+fn primary_dies_between_its_local_write_and_its_forwards() {
+    let _serial = cairn_tests::serial();
+    let mut chaos = Chaos::start("abort_before_forward", ChaosOpts::default());
+    chaos.wait_acks(500, ACKS);
+    let (primary, _) = chaos.open_chunk_roles();
+    chaos.fault(format!(
+        "restart chunkserver {primary} with --test-abort-before-forward-after 300"
+    ));
+    chaos
+        .cluster
+        .restart_chunkserver_with(primary, &["--test-abort-before-forward-after", "300"]);
+    let role = Role::Chunkserver(primary);
+    cairn_tests::wait_until(
+        "the chunkserver to abort before a forward",
+        Duration::from_secs(90),
+        || {
+            chaos
+                .cluster
+                .server_stderr(role)
+                .contains("aborting between the local write and the forwards")
+                .then_some(())
+        },
+    );
+    chaos.fault(format!(
+        "chunkserver {primary} aborted between a local write and its forwards"
+    ));
+    chaos.wait_acks(1000, ACKS);
+    chaos.cluster.kill(role);
+    chaos.fault(format!(
+        "restart chunkserver {primary} without the test mode"
+    ));
+    chaos
+        .cluster
+        .restart_chunkserver_with(primary, &[] as &[&str]);
+    chaos.wait_acks(1000, ACKS);
+    chaos.finish();
+}
