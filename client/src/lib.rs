@@ -33,6 +33,23 @@
 //! # }
 //! ```
 //!
+//! # Guarantees
+//! - An acknowledged record (`append` returned `Ok`) is durable on every replica of its chunk
+//!   and survives the crash, pause or power loss of any process, the loss or corruption of any
+//!   one replica and a master crash; replay returns it.
+//! - Appends are at least once. An appender resends unacknowledged records with the same
+//!   (writer, sequence) id; the primary and, across a roll, the writer marks the seal hands on
+//!   keep a resent record from being stored twice (for up to 4,096 writers per log). Replay
+//!   drops copies by per-writer sequence ([`ReplayOptions`] can keep them), and an appender's
+//!   records appear in call order.
+//! - An `Err` from `append` is indeterminate unless it is [`Error::RecordTooLarge`] or
+//!   [`Error::LogNotFound`] (refused before any write): the record may still be in the log.
+//! - Replay reads a bad frame again from another replica and yields
+//!   [`ReplayEvent::Skipped`] only when no replica has it whole.
+//!
+//! The failure model and how it is tested are in the repository's README and
+//! `tests/tests/chaos.rs`.
+//!
 //! # Layout
 //! - [`client`]: [`Client`] (channels to the master and a cache of chunkserver channels) and
 //!   the namespace calls: [`Client::create_log`], [`Client::delete_log`],
