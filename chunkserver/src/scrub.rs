@@ -402,17 +402,29 @@ pub async fn run<D: Disk>(store: Arc<Store<D>>, config: ScrubConfig) {
         let started = Instant::now();
         let p = pass(&store, &config).await;
         let total = store.scrub_stats();
-        info!(
-            replicas = p.replicas,
-            bytes = p.bytes,
-            corrupt = p.corrupt,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            total_passes = total.passes,
-            total_replicas = total.replicas,
-            total_bytes = total.bytes,
-            total_corrupt = total.corrupt,
-            "scrub pass finished"
-        );
+        // A clean pass is routine (with short test intervals, twice a second): only passes
+        // that found something, and every hundredth one, reach the default log level.
+        let level_info = p.corrupt > 0 || total.passes % 100 == 1;
+        macro_rules! pass_line {
+            ($lvl:ident) => {
+                tracing::$lvl!(
+                    replicas = p.replicas,
+                    bytes = p.bytes,
+                    corrupt = p.corrupt,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    total_passes = total.passes,
+                    total_replicas = total.replicas,
+                    total_bytes = total.bytes,
+                    total_corrupt = total.corrupt,
+                    "scrub pass finished"
+                )
+            };
+        }
+        if level_info {
+            pass_line!(info);
+        } else {
+            pass_line!(debug);
+        }
         tokio::time::sleep_until(started + config.interval).await;
     }
 }

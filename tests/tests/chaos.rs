@@ -248,11 +248,17 @@ fn truncated_replicas_never_shorten_a_chunk() {
     let _serial = cairn_tests::serial();
     let mut chaos = Chaos::start("truncation", ChaosOpts::default());
     chaos.wait_acks(3000, ACKS);
-    let sealed = chaos.sealed_chunks();
-    let (a, len, holders) = sealed.first().expect("a sealed chunk").clone();
-    let victim = holders[0];
-    let (_, secondaries) = chaos.open_chunk_roles();
+    // Both faults at once on the open chunk: its primary goes down (to cut one of its sealed
+    // replicas) while a secondary's replica of the open chunk loses its tail.
+    let (primary, secondaries) = chaos.open_chunk_roles();
     let open_victim = secondaries[0];
+    let sealed = chaos.sealed_chunks();
+    let (a, len, _) = sealed
+        .iter()
+        .find(|(_, _, holders)| holders.contains(&primary))
+        .expect("a sealed chunk on the open chunk's primary")
+        .clone();
+    let victim = primary;
     let stat = chaos.cluster.stat(&chaos.log);
     let open_handle = stat
         .chunks
