@@ -250,7 +250,7 @@ fn truncated_replicas_never_shorten_a_chunk() {
     chaos.wait_acks(3000, ACKS);
     // Both faults at once on the open chunk: its primary goes down (to cut one of its sealed
     // replicas) while a secondary's replica of the open chunk loses its tail.
-    let (primary, secondaries) = chaos.open_chunk_roles();
+    let (open_handle, primary, secondaries) = chaos.open_chunk();
     let open_victim = secondaries[0];
     let sealed = chaos.sealed_chunks();
     let (a, len, _) = sealed
@@ -259,14 +259,6 @@ fn truncated_replicas_never_shorten_a_chunk() {
         .expect("a sealed chunk on the open chunk's primary")
         .clone();
     let victim = primary;
-    let stat = chaos.cluster.stat(&chaos.log);
-    let open_handle = stat
-        .chunks
-        .iter()
-        .find(|c| !c.is_sealed())
-        .expect("an open chunk")
-        .handle
-        .clone();
     chaos.fault(format!(
         "stop chunkserver {victim}; cut 100 bytes off sealed chunk {a}"
     ));
@@ -282,7 +274,9 @@ fn truncated_replicas_never_shorten_a_chunk() {
         ));
         chaos.cluster.kill(Role::Chunkserver(open_victim));
         let path = chaos.chunk_file(open_victim, &open_handle);
-        let size = std::fs::metadata(&path).unwrap().len();
+        let size = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .len();
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(size.saturating_sub(3000).max(32)).unwrap();
         chaos.cluster.start_server(Role::Chunkserver(open_victim));

@@ -187,6 +187,13 @@ impl Chaos {
     /// The log's current open chunk's (primary index, secondary indices), from `stat`, once
     /// its three replicas are reported (a chunk allocated a moment ago may not be yet).
     pub(crate) fn open_chunk_roles(&self) -> (usize, Vec<usize>) {
+        let (_, primary, secondaries) = self.open_chunk();
+        (primary, secondaries)
+    }
+
+    /// The log's current open chunk: (handle, primary index, secondary indices), from one
+    /// `stat`, once its three replicas are reported.
+    pub(crate) fn open_chunk(&self) -> (String, usize, Vec<usize>) {
         let servers = self.cluster.chunkserver_addrs().len();
         let index = |addr: &str| {
             (0..servers)
@@ -206,7 +213,8 @@ impl Chaos {
                     .filter(|a| **a != primary)
                     .map(|a| index(a))
                     .collect();
-                (secondaries.len() == 2).then(|| (index(&primary), secondaries))
+                (secondaries.len() == 2)
+                    .then(|| (open.handle.clone(), index(&primary), secondaries))
             },
         )
     }
