@@ -45,6 +45,7 @@ pub mod bin;
 pub mod checker;
 pub mod cluster;
 pub mod contract;
+pub mod damage;
 pub mod garbage;
 pub mod history;
 pub mod payload;

@@ -13,7 +13,8 @@ mod harness;
 use std::time::Duration;
 
 use cairn_tests::Role;
-use harness::{Chaos, ChaosOpts, flip_byte};
+use cairn_tests::damage::flip_byte;
+use harness::{Chaos, ChaosOpts};
 
 const ACKS: Duration = Duration::from_secs(60);
 

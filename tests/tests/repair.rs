@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use cairn_tests::contract::read_acks;
+use cairn_tests::damage::flip_byte;
 use cairn_tests::{AppendRun, Cluster, ClusterOpts, LogOpts, Role, check, wait_until, workload};
 
 /// The length of a chunk holding no record: its header.
@@ -200,21 +201,6 @@ fn restarted_primary_gets_its_open_chunk_sealed_without_new_appends() {
     let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
     check(&runs, &deduplicated, &with_duplicates).assert_ok();
-}
-
-/// Flips one bit of the byte at `offset` of the file at `path`, in place.
-fn flip_byte(path: &std::path::Path, offset: u64) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, offset).unwrap();
-    b[0] ^= 0x10;
-    f.write_all_at(&b, offset).unwrap();
-    f.sync_all().unwrap();
 }
 
 /// Proves row 12 (helix) for reads: with a different record corrupted on each of the three

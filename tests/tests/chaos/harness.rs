@@ -596,19 +596,3 @@ fn random_body(rng: &mut workload::Rng, (lo, hi): (usize, usize)) -> Vec<u8> {
     let len = rng.range(lo, hi);
     (0..len).map(|_| rng.next_u64() as u8).collect()
 }
-
-/// Flips one bit of the byte at `offset` of the file at `path`, in place (the file may be a
-/// live chunkserver's sealed replica: bit rot under it).
-pub(crate) fn flip_byte(path: &std::path::Path, offset: u64) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, offset).expect("read the byte");
-    b[0] ^= 0x10;
-    f.write_all_at(&b, offset).expect("write the byte");
-    f.sync_all().expect("sync");
-}
