@@ -1,14 +1,16 @@
 //! Registration and heartbeats: `RegisterChunkserver` at start with every replica's state, then
 //! `Heartbeat` every period; deletes what the master says to delete, registers again when asked.
 //! An unreachable master is retried with a doubling backoff, forever: a chunkserver keeps
-//! serving reads and appends while the master is away.
+//! serving reads and appends while the master is away. The first registration records the
+//! master's cluster id in `DATA/cluster-id`; later ones present it, and a master of another
+//! cluster refuses them, so it never gets to send deletions.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_record::ChunkHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::error::Error;
 use crate::limits::{MASTER_RETRY_MS_MAX, MASTER_RETRY_MS_MIN};
@@ -56,8 +58,37 @@ impl Heartbeat {
         loop {
             let replicas = self.node.replicas();
             let free = self.free_bytes();
-            match self.master.register(&self.address, &replicas, free).await {
+            let joined = match read_cluster_id(&self.data_dir) {
+                Ok(id) => id,
+                Err(e) => {
+                    // Never register (and so never delete) without knowing our cluster.
+                    error!(error = %e, "cannot read this chunkserver's cluster id; not registering");
+                    tokio::time::sleep(backoff.next()).await;
+                    continue;
+                }
+            };
+            match self
+                .master
+                .register(&self.address, &replicas, free, joined.unwrap_or(0))
+                .await
+            {
                 Ok(r) => {
+                    match joined {
+                        Some(id) if r.cluster_id != 0 && r.cluster_id != id => {
+                            error!(ours = %format!("{id:016x}"), master = %format!("{:016x}", r.cluster_id), "the master is of another cluster; ignoring its answer");
+                            tokio::time::sleep(backoff.next()).await;
+                            continue;
+                        }
+                        None if r.cluster_id != 0 => {
+                            if let Err(e) = write_cluster_id(&self.data_dir, r.cluster_id) {
+                                error!(error = %e, "cannot record the cluster id; not registering");
+                                tokio::time::sleep(backoff.next()).await;
+                                continue;
+                            }
+                            info!(cluster = %format!("{:016x}", r.cluster_id), "joined the cluster");
+                        }
+                        _ => {}
+                    }
                     info!(address = %self.address, replicas = replicas.len(), delete = r.delete.len(), "registered with the master");
                     self.delete(&r.delete).await;
                     let asked = Duration::from_millis(r.heartbeat_ms);
@@ -124,6 +155,38 @@ impl Heartbeat {
     }
 }
 
+/// The file holding the id of the cluster this chunkserver joined (FORMAT.md).
+const CLUSTER_ID_FILE: &str = "cluster-id";
+
+/// The cluster id in `dir`, if this chunkserver joined one.
+fn read_cluster_id(dir: &Path) -> std::io::Result<Option<u64>> {
+    match std::fs::read_to_string(dir.join(CLUSTER_ID_FILE)) {
+        Ok(text) => u64::from_str_radix(text.trim(), 16)
+            .ok()
+            .filter(|&id| id != 0)
+            .map(Some)
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: not a cluster id: {:?}", CLUSTER_ID_FILE, text.trim()),
+                )
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Records `id` in `dir` durably (tmp file, fsync, rename, fsync of the directory).
+fn write_cluster_id(dir: &Path, id: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{CLUSTER_ID_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    writeln!(f, "{id:016x}")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(CLUSTER_ID_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +200,17 @@ mod tests {
             b.next();
         }
         assert_eq!(b.next(), Duration::from_millis(MASTER_RETRY_MS_MAX));
+    }
+
+    // Proves: no file is "not joined yet"; a written id reads back; a damaged file is an error
+    // (so the chunkserver does not register as a stranger that adopts any master's cluster).
+    #[test]
+    fn cluster_id_file_round_trip_and_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_cluster_id(dir.path()).unwrap(), None);
+        write_cluster_id(dir.path(), 0xabc).unwrap();
+        assert_eq!(read_cluster_id(dir.path()).unwrap(), Some(0xabc));
+        std::fs::write(dir.path().join(CLUSTER_ID_FILE), "nope").unwrap();
+        assert!(read_cluster_id(dir.path()).is_err());
     }
 }

@@ -146,6 +146,8 @@ pub(crate) struct Registered {
     pub(crate) delete: Vec<ChunkHandle>,
     /// The heartbeat period the master expects (0: not said).
     pub(crate) heartbeat_ms: u64,
+    /// The master's cluster id (0: not said).
+    pub(crate) cluster_id: u64,
 }
 
 /// What the master said to a heartbeat.
@@ -188,17 +190,20 @@ impl MasterLink {
         address: &str,
         replicas: &[(ReplicaState, bool)],
         free_bytes: u64,
+        cluster_id: u64,
     ) -> Result<Registered> {
         let req = RegisterRequest {
             address: address.to_owned(),
             replicas: replicas.iter().map(report).collect(),
             free_bytes,
+            cluster_id,
         };
         let resp = self.client.register_chunkserver(req).await;
         let resp = resp.map_err(|s| self.error(s))?.into_inner();
         Ok(Registered {
             delete: resp.delete.into_iter().map(ChunkHandle).collect(),
             heartbeat_ms: resp.heartbeat_ms as u64,
+            cluster_id: resp.cluster_id,
         })
     }
 

@@ -82,6 +82,7 @@ impl Master for FakeMasterService {
         Ok(Response::new(RegisterResponse {
             delete: Vec::new(),
             heartbeat_ms: 50,
+            cluster_id: 0x5eed,
         }))
     }
     async fn heartbeat(

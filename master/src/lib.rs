@@ -36,6 +36,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 mod checkpoint;
+mod cluster_id;
 pub mod config;
 mod core;
 pub mod error;
@@ -69,6 +70,12 @@ pub async fn serve(
         .map_err(|e| Error::Config {
             reason: format!("start-up task failed: {e}"),
         })??;
+    let id_dir = config.data_dir.clone();
+    let cluster_id = tokio::task::spawn_blocking(move || cluster_id::load_or_create(&id_dir))
+        .await
+        .map_err(|e| Error::Config {
+            reason: format!("start-up task failed: {e}"),
+        })??;
     let address = listener.local_addr().map_err(Error::io("listener"))?;
     let logs = meta.logs.len();
     let chunks = meta.chunks.len();
@@ -82,9 +89,9 @@ pub async fn serve(
         file,
         seed,
     ));
-    tracing::info!(%address, logs, chunks, "master started");
+    tracing::info!(%address, logs, chunks, cluster = %format!("{cluster_id:016x}"), "master started");
     let repairs = tokio::spawn(core.clone().run_repairs());
-    let result = service::run(core.clone(), listener, shutdown).await;
+    let result = service::run(core.clone(), cluster_id, listener, shutdown).await;
     repairs.abort();
     core.close().await;
     tracing::info!(%address, "master stopped");

@@ -14,7 +14,7 @@ use cairn_record::ChunkHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
-use tracing::{debug, instrument};
+use tracing::{debug, instrument, warn};
 
 use crate::core::{
     ChunkInfo, ChunkserverApi, CreateReplica, Fenced, Location, LogInfo, MasterCore, Replicate,
@@ -56,10 +56,11 @@ impl From<Error> for Status {
 /// Runs the gRPC server until `shutdown` completes.
 pub(crate) async fn run(
     core: Arc<MasterCore<GrpcChunkservers>>,
+    cluster_id: u64,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let service = MasterServer::from_arc(Arc::new(MasterService { core }))
+    let service = MasterServer::from_arc(Arc::new(MasterService { core, cluster_id }))
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -73,6 +74,8 @@ pub(crate) async fn run(
 /// `cairn.v1.Master` over the master's core.
 pub(crate) struct MasterService {
     core: Arc<MasterCore<GrpcChunkservers>>,
+    /// This cluster's id (`cluster_id.rs`).
+    cluster_id: u64,
 }
 
 #[tonic::async_trait]
@@ -154,12 +157,22 @@ impl Master for MasterService {
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let r = req.into_inner();
+        if r.cluster_id != 0 && r.cluster_id != self.cluster_id {
+            warn!(chunkserver = %r.address, theirs = %format!("{:016x}", r.cluster_id), ours = %format!("{:016x}", self.cluster_id), "refused a chunkserver of another cluster");
+            return Err(Status::failed_precondition(format!(
+                "chunkserver {} belongs to cluster {:016x}, this master's cluster is {:016x} \
+                 (a master started on an empty or wrong data directory?); it is not registered \
+                 and none of its replicas is touched",
+                r.address, r.cluster_id, self.cluster_id
+            )));
+        }
         let reports: Vec<ReplicaReport> = r.replicas.iter().map(report).collect();
         let delete = self.core.register(&r.address, &reports).await?;
         self.core.note_free_bytes(&r.address, r.free_bytes);
         Ok(Response::new(pb::RegisterResponse {
             delete: delete.into_iter().map(|h| h.0).collect(),
             heartbeat_ms: self.core.heartbeat_ms(),
+            cluster_id: self.cluster_id,
         }))
     }
 

@@ -235,12 +235,26 @@ async fn register(client: &mut MasterClient<Channel>, fakes: &[Arc<FakeChunkserv
                 address: f.address.clone(),
                 replicas: f.reports(),
                 free_bytes: 1 << 40,
+                cluster_id: 0,
             })
             .await
             .unwrap()
             .into_inner();
         assert_eq!(r.heartbeat_ms, 1000);
         assert!(r.delete.is_empty(), "nothing is unknown here");
+        assert_ne!(r.cluster_id, 0, "the master names its cluster");
+        // A chunkserver of another cluster is refused before anything is compared or deleted.
+        let err = client
+            .register_chunkserver(pb::RegisterRequest {
+                address: f.address.clone(),
+                replicas: f.reports(),
+                free_bytes: 1 << 40,
+                cluster_id: r.cluster_id ^ 1,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains("another") || err.message().contains("belongs to cluster"));
     }
 }
 

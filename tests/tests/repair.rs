@@ -262,3 +262,70 @@ fn helix_corruption_is_read_around() {
     let runs = vec![run];
     check(&runs, &deduplicated, &with_duplicates).assert_ok();
 }
+
+/// The chunk files under every chunkserver's data directory, sorted.
+fn chunk_files(cluster: &Cluster, n: usize) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = (0..n)
+        .flat_map(|i| {
+            std::fs::read_dir(cluster.data_dir(Role::Chunkserver(i)).join("chunks"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "chunk"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Proves that a master started on an empty data directory (its metadata lost or a wrong
+/// `--data`) cannot make chunkservers delete what it does not know: they present the cluster id
+/// they joined, it refuses them, and every chunk file stays where it was.
+///
+/// How: 500 records into 64 KiB chunks; SIGKILL the master, empty its data directory, start it
+/// again; wait for every chunkserver to log the refusal (bounded), then another two heartbeat
+/// periods; compare the chunk files before and after.
+#[test]
+fn a_master_with_an_empty_data_directory_deletes_nothing() {
+    let _serial = cairn_tests::serial();
+    let seed = workload::seed("empty_master");
+    let mut cluster = Cluster::start(3, ClusterOpts::default());
+    let log = "/repair/empty-master";
+    cluster.create_log(log, LogOpts::chunk_bytes(64 << 10));
+    cluster
+        .append(
+            "only",
+            log,
+            workload::lines("only", 500, seed, size),
+            Duration::from_secs(60),
+        )
+        .assert_all_acked();
+    let before = chunk_files(&cluster, 3);
+    assert!(before.len() >= 6, "{before:?}");
+    cluster.kill_master();
+    let dir = cluster.data_dir(Role::Master).to_owned();
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    cluster.start_server(Role::Master);
+    wait_until(
+        "every chunkserver refused by the new master",
+        Duration::from_secs(30),
+        || {
+            (0..3)
+                .all(|i| {
+                    cluster
+                        .server_stderr(Role::Chunkserver(i))
+                        .contains("belongs to cluster")
+                })
+                .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        chunk_files(&cluster, 3),
+        before,
+        "no chunk file was deleted"
+    );
+}
