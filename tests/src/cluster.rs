@@ -77,6 +77,20 @@ impl Default for ClusterOpts {
     }
 }
 
+impl ClusterOpts {
+    /// Failure detection shortened for fault tests: every server heartbeats every 200 ms and
+    /// the master declares a chunkserver dead after 1 s of silence (and so starts repairs).
+    pub fn fast_failure_detection() -> Self {
+        Self {
+            heartbeat_ms: 200,
+            master_args: ["--heartbeat-ms", "200", "--dead-after-ms", "1000"]
+                .map(String::from)
+                .to_vec(),
+            ..Self::default()
+        }
+    }
+}
+
 /// One server process of the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -189,6 +203,16 @@ impl Cluster {
     /// Chunkserver `i`'s advertised address (its proxy's, when proxied), also its name in `stat`.
     pub fn chunkserver_addr(&self, i: usize) -> String {
         self.advertised_addr(Role::Chunkserver(i)).to_string()
+    }
+
+    /// The number of the chunkserver whose advertised address is `addr` (as `stat` lists it).
+    ///
+    /// # Panics
+    /// If no chunkserver of the cluster has that address.
+    pub fn chunkserver_index(&self, addr: &str) -> usize {
+        (0..self.chunkservers.len())
+            .find(|&i| self.chunkserver_addr(i) == addr)
+            .unwrap_or_else(|| panic!("{addr} is not a chunkserver of the cluster"))
     }
 
     /// Every chunkserver's advertised address, in order.

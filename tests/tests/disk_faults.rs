@@ -23,15 +23,9 @@ fn size(rng: &mut workload::Rng, _: usize) -> usize {
 /// 1 master (heartbeat 200 ms, dead after 1 s, free-space margin 0: a chunkserver needs just
 /// one chunk's capacity free) and 4 chunkservers (heartbeat 200 ms).
 fn cluster() -> Cluster {
-    let opts = ClusterOpts {
-        heartbeat_ms: 200,
-        master_args: ["--heartbeat-ms", "200", "--dead-after-ms", "1000"]
-            .into_iter()
-            .chain(["--min-free-bytes", "0"])
-            .map(String::from)
-            .collect(),
-        ..ClusterOpts::default()
-    };
+    let mut opts = ClusterOpts::fast_failure_detection();
+    opts.master_args
+        .extend(["--min-free-bytes", "0"].map(String::from));
     Cluster::start(4, opts)
 }
 
@@ -290,9 +284,7 @@ fn read_eio_on_one_replica_is_read_around() {
         .expect("a sealed chunk with records")
         .clone();
     let victim_addr = first.replicas.first().expect("replicas").clone();
-    let victim = (0..4)
-        .find(|&i| cluster.chunkserver_addr(i) == victim_addr)
-        .expect("a chunkserver of the cluster");
+    let victim = cluster.chunkserver_index(&victim_addr);
     let handles: Vec<String> = stat
         .sealed()
         .iter()

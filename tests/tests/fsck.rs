@@ -40,16 +40,7 @@ fn fsck(cluster: &Cluster, log: &str) -> (i32, Value, Output) {
 fn fsck_finds_a_flipped_byte_and_the_master_repairs_it() {
     let _serial = cairn_tests::serial();
     let seed = workload::seed("fsck");
-    let opts = ClusterOpts {
-        heartbeat_ms: 200,
-        master_args: vec![
-            "--heartbeat-ms".into(),
-            "200".into(),
-            "--dead-after-ms".into(),
-            "1000".into(),
-        ],
-        ..ClusterOpts::default()
-    };
+    let opts = ClusterOpts::fast_failure_detection();
     let mut cluster = Cluster::start(3, opts);
     let log = "/fsck/flip";
     cluster.create_log(log, LogOpts::chunk_bytes(64 << 10));
@@ -88,9 +79,7 @@ fn fsck_finds_a_flipped_byte_and_the_master_repairs_it() {
         .find(|a| *a != open_primary)
         .expect("a replica off the open chunk's primary")
         .to_owned();
-    let victim = (0..3)
-        .find(|&i| cluster.chunkserver_addr(i) == victim_addr)
-        .expect("a chunkserver of the cluster");
+    let victim = cluster.chunkserver_index(&victim_addr);
     let files: Vec<std::path::PathBuf> = (0..3)
         .map(|i| {
             cluster

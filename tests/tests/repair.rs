@@ -39,16 +39,7 @@ fn signal(pid: u32, sig: libc::c_int) {
 fn dead_chunkserver_is_re_replicated_and_its_stale_replica_deleted() {
     let _serial = cairn_tests::serial();
     let seed = workload::seed("re_replication");
-    let opts = ClusterOpts {
-        heartbeat_ms: 200,
-        master_args: vec![
-            "--heartbeat-ms".into(),
-            "200".into(),
-            "--dead-after-ms".into(),
-            "1000".into(),
-        ],
-        ..ClusterOpts::default()
-    };
+    let opts = ClusterOpts::fast_failure_detection();
     let mut cluster = Cluster::start(4, opts);
     let log = "/repair/dead";
     cluster.create_log(log, LogOpts::chunk_bytes(64 << 10));
@@ -77,9 +68,7 @@ fn dead_chunkserver_is_re_replicated_and_its_stale_replica_deleted() {
         .first()
         .expect("the open chunk has replicas")
         .clone();
-    let victim = (0..4)
-        .find(|&i| cluster.chunkserver_addr(i) == victim_addr)
-        .expect("a chunkserver of the cluster");
+    let victim = cluster.chunkserver_index(&victim_addr);
     eprintln!(
         "re_replication: killing chunkserver {victim} ({victim_addr}), which holds open chunk {} ({})",
         open.index, open.handle
@@ -152,16 +141,7 @@ fn dead_chunkserver_is_re_replicated_and_its_stale_replica_deleted() {
 fn restarted_primary_gets_its_open_chunk_sealed_without_new_appends() {
     let _serial = cairn_tests::serial();
     let seed = workload::seed("restarted_primary");
-    let opts = ClusterOpts {
-        heartbeat_ms: 200,
-        master_args: vec![
-            "--heartbeat-ms".into(),
-            "200".into(),
-            "--dead-after-ms".into(),
-            "1000".into(),
-        ],
-        ..ClusterOpts::default()
-    };
+    let opts = ClusterOpts::fast_failure_detection();
     let mut cluster = Cluster::start(3, opts);
     let log = "/repair/restarted-primary";
     cluster.create_log(log, LogOpts::chunk_bytes(1 << 20));
@@ -179,9 +159,7 @@ fn restarted_primary_gets_its_open_chunk_sealed_without_new_appends() {
         .find(|c| !c.is_sealed())
         .expect("an open chunk");
     let primary = open.primary.clone().expect("a primary");
-    let i = (0..3)
-        .find(|&i| cluster.chunkserver_addr(i) == primary)
-        .expect("a chunkserver of the cluster");
+    let i = cluster.chunkserver_index(&primary);
     cluster.kill_chunkserver(i);
     cluster.start_server(Role::Chunkserver(i));
     let restarted = Instant::now();
@@ -245,9 +223,7 @@ fn helix_corruption_is_read_around() {
         chunk.index
     );
     for (k, addr) in chunk.replicas.iter().enumerate() {
-        let i = (0..3)
-            .find(|&i| cluster.chunkserver_addr(i) == *addr)
-            .unwrap();
+        let i = cluster.chunkserver_index(addr);
         let path = cluster
             .data_dir(Role::Chunkserver(i))
             .join("chunks")

@@ -64,9 +64,7 @@ fn a_flipped_byte_is_found_by_the_scrubber_and_replay_reads_other_replicas() {
         .find(|a| !open_primaries.contains(a))
         .expect("two of three replicas are not the open chunk's primary")
         .clone();
-    let i = (0..3)
-        .find(|&i| cluster.chunkserver_addr(i) == addr)
-        .expect("the replica is on one of our chunkservers");
+    let i = cluster.chunkserver_index(&addr);
 
     cluster.kill_chunkserver(i);
     let file: PathBuf = cluster

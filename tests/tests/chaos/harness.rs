@@ -81,31 +81,21 @@ impl Chaos {
     /// Starts the cluster, creates the log and starts the writers.
     pub(crate) fn start(name: &str, opts: ChaosOpts) -> Chaos {
         let seed = workload::seed(name);
-        let mut cluster_opts = ClusterOpts {
-            heartbeat_ms: 200,
-            master_args: [
-                "--heartbeat-ms",
-                "200",
-                "--dead-after-ms",
-                "1000",
-                "--rpc-timeout-ms",
-                "2000",
-            ]
-            .map(String::from)
-            .to_vec(),
-            chunkserver_args: [
-                "--rpc-timeout-ms",
-                "2000",
-                "--scrub-interval-ms",
-                "500",
-                "--scrub-bytes-per-sec",
-                "268435456",
-            ]
-            .map(String::from)
-            .to_vec(),
-            proxied: opts.proxied,
-            ..ClusterOpts::default()
-        };
+        let mut cluster_opts = ClusterOpts::fast_failure_detection();
+        cluster_opts
+            .master_args
+            .extend(["--rpc-timeout-ms", "2000"].map(String::from));
+        cluster_opts.chunkserver_args = [
+            "--rpc-timeout-ms",
+            "2000",
+            "--scrub-interval-ms",
+            "500",
+            "--scrub-bytes-per-sec",
+            "268435456",
+        ]
+        .map(String::from)
+        .to_vec();
+        cluster_opts.proxied = opts.proxied;
         if opts.power_cut {
             cluster_opts
                 .chunkserver_env
@@ -194,12 +184,7 @@ impl Chaos {
     /// The log's current open chunk: (handle, primary index, secondary indices), from one
     /// `stat`, once its three replicas are reported.
     pub(crate) fn open_chunk(&self) -> (String, usize, Vec<usize>) {
-        let servers = self.cluster.chunkserver_addrs().len();
-        let index = |addr: &str| {
-            (0..servers)
-                .find(|&i| self.cluster.chunkserver_addr(i) == addr)
-                .unwrap_or_else(|| panic!("{addr} is not a chunkserver of the cluster"))
-        };
+        let index = |addr: &str| self.cluster.chunkserver_index(addr);
         wait_until(
             "an open chunk with 3 replicas",
             Duration::from_secs(30),
@@ -227,13 +212,6 @@ impl Chaos {
             .join(format!("{handle}.chunk"))
     }
 
-    /// The chunkserver index of `addr`.
-    pub(crate) fn index_of(&self, addr: &str) -> usize {
-        (0..self.cluster.chunkserver_addrs().len())
-            .find(|&i| self.cluster.chunkserver_addr(i) == addr)
-            .unwrap_or_else(|| panic!("{addr} is not a chunkserver of the cluster"))
-    }
-
     /// Sealed chunks holding records, with their replicas' chunkserver indices, from `stat`.
     pub(crate) fn sealed_chunks(&self) -> Vec<(String, u64, Vec<usize>)> {
         let stat = self.cluster.stat(&self.log);
@@ -241,7 +219,11 @@ impl Chaos {
             .iter()
             .filter(|c| c.length > 32 && c.replicas.len() >= 3)
             .map(|c| {
-                let holders = c.replicas.iter().map(|a| self.index_of(a)).collect();
+                let holders = c
+                    .replicas
+                    .iter()
+                    .map(|a| self.cluster.chunkserver_index(a))
+                    .collect();
                 (c.handle.clone(), c.length, holders)
             })
             .collect()
@@ -471,18 +453,10 @@ impl Chaos {
 
     /// Invariant C: every sealed chunk's good replicas hold identical bytes, of the sealed length.
     fn assert_sealed_replicas_identical(&self, stat: &LogStat) {
-        let servers = self.cluster.chunkserver_addrs().len();
         for c in stat.sealed() {
             let mut copies: BTreeMap<String, Vec<u8>> = BTreeMap::new();
             for addr in &c.replicas {
-                let i = (0..servers)
-                    .find(|&i| self.cluster.chunkserver_addr(i) == *addr)
-                    .expect("a chunkserver of the cluster");
-                let path = self
-                    .cluster
-                    .data_dir(Role::Chunkserver(i))
-                    .join("chunks")
-                    .join(format!("{}.chunk", c.handle));
+                let path = self.chunk_file(self.cluster.chunkserver_index(addr), &c.handle);
                 let bytes = std::fs::read(&path).unwrap_or_else(|e| {
                     panic!("chunk {} on {addr}: {}: {e}", c.index, path.display())
                 });
