@@ -188,6 +188,15 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A `Replicate` that would cut, replace or seal a healthy open replica: only the master's
+    /// seal decides an open chunk's length.
+    #[error("chunk {handle}: refusing to copy over its open replica: {why}")]
+    OpenReplica {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+        /// What the replica holds and why the copy would harm it.
+        why: String,
+    },
     /// An `Append` sent to a replica that is not the chunk's primary (or lost its primary state
     /// in a restart).
     #[error("chunk {handle}: this chunkserver is not its primary")]

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_record::limits::{CHUNK_HEADER_BYTES, record_payload_bytes_max};
+use cairn_record::limits::{CHUNK_HEADER_BYTES, CHUNK_VERSION_MAX, record_payload_bytes_max};
 use cairn_record::{ChunkHandle, ScanItem, Scanner, encode_padding};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -54,6 +54,9 @@ pub(crate) struct ReadOutcome {
     pub(crate) readable_end: u64,
     pub(crate) sealed: bool,
     pub(crate) version: u64,
+    /// Open chunk read on its primary: `readable_end` is the commit offset, which covers every
+    /// acknowledged record. A secondary's lags (the last commit offset forwarded to it).
+    pub(crate) primary: bool,
 }
 
 /// The answer to a fence.
@@ -159,6 +162,8 @@ pub(crate) struct Node {
     primary_writes: std::sync::atomic::AtomicU64,
     /// True once the server is shutting down: long polls return.
     stopping: watch::Receiver<bool>,
+    /// This chunkserver's advertised address (HOST:PORT), to refuse copies from itself.
+    address: String,
 }
 
 impl Node {
@@ -180,7 +185,20 @@ impl Node {
             abort_before_forward_after: None,
             primary_writes: std::sync::atomic::AtomicU64::new(0),
             stopping,
+            address: String::new(),
         }
+    }
+
+    /// Names this chunkserver's advertised address (peers and the master use it), so a
+    /// `Replicate` naming itself as the source is refused.
+    pub(crate) fn with_address(mut self, address: String) -> Node {
+        self.address = address;
+        self
+    }
+
+    /// This chunkserver's advertised address (empty in unit tests that do not set it).
+    pub(crate) fn address(&self) -> &str {
+        &self.address
     }
 
     /// Test mode (`--test-abort-before-forward-after N`): abort the process as a primary right
@@ -236,6 +254,16 @@ impl Node {
             .entry(handle)
             .or_insert_with(|| Arc::new(Chunk::new(handle, state.capacity, None)));
         Ok(chunk.clone())
+    }
+
+    /// Whether this process holds the primary role of `handle` and has not been fenced or
+    /// broken there: appends to it can still be acknowledged.
+    pub(crate) fn is_active_primary(&self, handle: ChunkHandle) -> bool {
+        let chunks = self.chunks.read().expect("chunks lock poisoned");
+        chunks
+            .get(&handle)
+            .and_then(|c| c.primary())
+            .is_some_and(|p| !p.closed())
     }
 
     /// Creates an empty replica; with `primary`, this chunkserver becomes its primary.
@@ -385,8 +413,14 @@ impl Node {
                     e => e,
                 })?;
         }
-        if admitted.wait_commit > 0 {
-            self.wait_commit(&chunk, admitted.wait_commit).await?;
+        // Read-after-ack: the acknowledgement goes out only once the commit offset (what
+        // readers of the open chunk are served up to) covers these records. A write can be
+        // durable everywhere while an earlier one is still in flight; acknowledging it then
+        // would let a reader that starts after the ack stop short of the record.
+        let written_end = admitted.write.as_ref().map_or(0, |w| w.offset + w.len());
+        let wait_commit = admitted.wait_commit.max(written_end);
+        if wait_commit > 0 {
+            self.wait_commit(&chunk, wait_commit).await?;
         }
         debug!(chunk = %handle, records = admitted.offsets.len(), full = admitted.full, "appended");
         Ok(AppendOutcome {
@@ -554,6 +588,7 @@ impl Node {
             readable_end,
             sealed: state.sealed,
             version: state.version,
+            primary: !state.sealed && chunk.primary.is_some(),
         })
     }
 
@@ -564,6 +599,14 @@ impl Node {
         handle: ChunkHandle,
         new_version: u64,
     ) -> Result<FenceOutcome> {
+        if new_version > CHUNK_VERSION_MAX {
+            return Err(Error::InvalidRequest {
+                reason: format!(
+                    "chunk {handle}: fence to version {new_version} is above the largest version \
+                     a master issues ({CHUNK_VERSION_MAX}); forged or broken"
+                ),
+            });
+        }
         let chunk = self.chunk(handle)?;
         if let Some(mut p) = chunk.primary()
             && new_version > p.version()

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_proto::v1::{ChecksumRequest, ReadRequest};
-use cairn_record::limits::CHUNK_HEADER_BYTES;
+use cairn_record::limits::{CHUNK_HEADER_BYTES, CHUNK_VERSION_MAX};
 use cairn_record::{ChunkHandle, ScanItem, Scanner};
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -46,8 +46,14 @@ impl Node {
     /// - open, not failed or corrupt, at most `length` long and at `version` or older: its
     ///   bytes are a prefix of the chunk (every replica takes bytes only at its exact length
     ///   from the one primary), so it is fenced to `version` and only the rest is copied;
-    /// - anything else (absent, longer, sealed elsewhere, failed, corrupt): replaced by a new
+    /// - sealed at another version or length, failed, corrupt, or absent: replaced by a new
     ///   replica and copied whole.
+    ///
+    /// Refused, changing nothing: a source that is this chunkserver itself, a version above
+    /// [`CHUNK_VERSION_MAX`], and any request that would cut or replace a healthy open replica
+    /// (longer than `length`, at a newer version, of another capacity) or seal the replica of
+    /// an open chunk this chunkserver is the active primary of. Only the master's seal decides
+    /// an open chunk's length; a copy only ever extends a prefix.
     pub(crate) async fn replicate(
         &self,
         handle: ChunkHandle,
@@ -61,6 +67,39 @@ impl Node {
             return Err(Error::InvalidRequest {
                 reason: format!("chunk {handle}: cannot replicate to length {length}"),
             });
+        }
+        if version == 0 || version > CHUNK_VERSION_MAX {
+            return Err(Error::InvalidRequest {
+                reason: format!("chunk {handle}: cannot replicate to version {version}"),
+            });
+        }
+        if !self.address().is_empty() && source == self.address() {
+            return Err(Error::InvalidRequest {
+                reason: format!(
+                    "chunk {handle}: the copy source {source} is this chunkserver itself"
+                ),
+            });
+        }
+        if let Ok(s) = self.store.state(handle)
+            && !s.sealed
+            && s.healthy()
+        {
+            let refuse = |why: String| {
+                warn!(chunk = %handle, version, length, source, "refusing a copy over an open replica: {why}");
+                Err(Error::OpenReplica { handle, why })
+            };
+            if s.len > length || s.version > version || s.capacity != capacity {
+                return refuse(format!(
+                    "it holds {} bytes at version {} (capacity {}); a copy to {length} bytes at \
+                     version {version} would cut or replace it",
+                    s.len, s.version, s.capacity
+                ));
+            }
+            if s.version == version && self.is_active_primary(handle) {
+                return refuse(format!(
+                    "this chunkserver is its primary at version {version} and takes appends"
+                ));
+            }
         }
         let start = match self.store.state(handle) {
             Ok(s) if s.sealed && s.version == version && s.acked_len == length && s.healthy() => {

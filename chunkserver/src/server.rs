@@ -78,7 +78,8 @@ pub async fn serve(
             config.replicate_bytes_per_sec,
             stop_rx,
         )
-        .with_test_abort_before_forward(config.test_abort_before_forward_after),
+        .with_test_abort_before_forward(config.test_abort_before_forward_after)
+        .with_address(advertise.clone()),
     );
     let heartbeat = Heartbeat {
         node: node.clone(),

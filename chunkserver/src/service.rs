@@ -38,7 +38,8 @@ impl From<Error> for Status {
             | Error::Fenced { .. }
             | Error::NotPrimary { .. }
             | Error::WrongOffset { .. }
-            | Error::SealBeyondEnd { .. } => Code::FailedPrecondition,
+            | Error::SealBeyondEnd { .. }
+            | Error::OpenReplica { .. } => Code::FailedPrecondition,
             Error::PastCapacity { .. }
             | Error::WindowFull { .. }
             | Error::Overloaded { .. }
@@ -329,6 +330,7 @@ impl Chunkserver for ChunkserverService {
             readable_end: out.readable_end,
             sealed: out.sealed,
             version: out.version,
+            primary: out.primary,
         }))
     }
 

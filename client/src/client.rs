@@ -83,6 +83,10 @@ pub struct ChunkStat {
     pub replicas: Vec<String>,
     /// Open chunks: the fixed primary's address.
     pub primary: Option<String>,
+    /// Sealed chunks: 0, or the end of a lost tail. The master cut the chunk back to `length`
+    /// after every replica holding bytes past it was lost (a salvage); bytes
+    /// `[length, lost_end)` are gone and replay reports them as [`crate::ReplayEvent::Skipped`].
+    pub lost_end: u64,
 }
 
 /// A log's options and chunks, in log order.
@@ -141,6 +145,7 @@ fn chunk_stat(c: v1::ChunkInfo) -> ChunkStat {
         version: c.version,
         replicas: c.replicas,
         primary: (!c.primary.is_empty()).then_some(c.primary),
+        lost_end: c.lost_end,
     }
 }
 
@@ -327,10 +332,23 @@ impl Client {
         reason: v1::SealReason,
         detail: String,
     ) -> Result<Location, tonic::Status> {
+        self.seal(path, at.handle, at.version, reason, detail).await
+    }
+
+    /// Seals chunk `handle` of `path` at `version` (idempotent: a chunk already sealed, or an
+    /// older version, just gets the current open chunk back) and returns the next open chunk.
+    pub(crate) async fn seal(
+        &self,
+        path: &str,
+        handle: ChunkHandle,
+        version: u64,
+        reason: v1::SealReason,
+        detail: String,
+    ) -> Result<Location, tonic::Status> {
         let req = v1::SealChunkRequest {
             path: path.to_owned(),
-            handle: at.handle.0,
-            version: at.version,
+            handle: handle.0,
+            version,
             reason: reason as i32,
             detail,
         };

@@ -167,6 +167,7 @@ impl master_server::Master for Fake {
                     } else {
                         s.addr.clone()
                     },
+                    lost_end: 0,
                 }
             })
             .collect::<Vec<_>>();
@@ -352,6 +353,8 @@ impl chunkserver_server::Chunkserver for Fake {
                         readable_end: end,
                         sealed: c.sealed,
                         version: c.version,
+                        // The fake's one chunkserver is every open chunk's primary.
+                        primary: !c.sealed,
                     }));
                 }
             }

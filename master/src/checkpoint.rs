@@ -15,8 +15,13 @@ use crate::meta::{ChunkMeta, LogMeta, Metadata};
 pub(crate) const FILE: &str = "checkpoint.json";
 /// Where a checkpoint is written before it is renamed into place.
 pub(crate) const TMP: &str = "checkpoint.json.tmp";
-/// The checkpoint format this code writes and reads.
-pub(crate) const FORMAT: u32 = 1;
+/// The checkpoint format this code writes. Version 2 added chunk salvage (the `salvage` entry and
+/// a chunk's `lost_end`); version 1 files have neither and are read as they are. A master of
+/// version 1 refuses version 2 files by their format number instead of dropping what it
+/// does not know.
+pub(crate) const FORMAT: u32 = 2;
+/// The oldest checkpoint format this code reads.
+pub(crate) const FORMAT_READ_MIN: u32 = 1;
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
@@ -48,7 +53,7 @@ pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<(Metadata, u64)> {
     };
     let snapshot: Snapshot =
         serde_json::from_slice(bytes).map_err(|e| invalid(format!("not a checkpoint: {e}")))?;
-    if snapshot.format != FORMAT {
+    if !(FORMAT_READ_MIN..=FORMAT).contains(&snapshot.format) {
         return Err(invalid(format!("unknown format {}", snapshot.format)));
     }
     let mut logs: BTreeMap<String, LogMeta> = BTreeMap::new();

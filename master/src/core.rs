@@ -13,7 +13,9 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cairn_record::ChunkHandle;
-use cairn_record::limits::{CHUNK_BYTES_DEFAULT, CHUNK_HEADER_BYTES, check_chunk_bytes};
+use cairn_record::limits::{
+    CHUNK_BYTES_DEFAULT, CHUNK_HEADER_BYTES, CHUNK_VERSION_MAX, check_chunk_bytes,
+};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -129,6 +131,8 @@ pub(crate) struct ChunkInfo {
     pub(crate) replicas: Vec<String>,
     /// Open chunks: the fixed primary. Empty once sealed.
     pub(crate) primary: String,
+    /// Sealed chunks: 0, or the end of a lost tail `[length, lost_end)` (see [`ChunkMeta`]).
+    pub(crate) lost_end: u64,
 }
 
 /// Where to append: `OpenChunk` and `SealChunk` answers.
@@ -143,7 +147,12 @@ pub(crate) struct Location {
     pub(crate) chunk_bytes: u64,
 }
 
-type LogLock = Arc<tokio::sync::Mutex<()>>;
+/// Serialises the seals and allocations of one log (held across chunkserver RPCs).
+pub(crate) type LogLock = Arc<tokio::sync::Mutex<()>>;
+
+/// The version every chunk is allocated at. An open chunk at a higher version had a seal begin
+/// (the version is logged before any fence) that did not finish.
+pub(crate) const FIRST_VERSION: u64 = 1;
 
 pub(crate) struct Inner {
     pub(crate) meta: Metadata,
@@ -157,14 +166,15 @@ pub(crate) struct Inner {
     dying: HashSet<ChunkHandle>,
     /// Copies running (repair.rs): chunk → target chunkserver.
     pub(crate) repairs: HashMap<ChunkHandle, String>,
-    /// Open chunks whose seal the repair loop started (their primary died or restarted).
+    /// Chunks with a task of the repair loop running on them: a seal of an orphaned open chunk,
+    /// a salvage, or a fence of replicas that missed a seal (one task per chunk at a time).
     pub(crate) resealing: HashSet<ChunkHandle>,
     rng: SplitMix64,
 }
 
 impl Inner {
     /// Applies and queues an entry the caller has validated. Returns its sequence.
-    fn record(&mut self, entry: Entry) -> u64 {
+    pub(crate) fn record(&mut self, entry: Entry) -> u64 {
         let gone = self
             .meta
             .apply(&entry)
@@ -175,7 +185,7 @@ impl Inner {
 
     /// Checks that `lock` is still the lock of the live log `path` (it was not deleted, or
     /// deleted and created again, while the caller waited).
-    fn check_log(&self, path: &str, lock: &LogLock) -> Result<&LogMeta> {
+    pub(crate) fn check_log(&self, path: &str, lock: &LogLock) -> Result<&LogMeta> {
         match (self.log_locks.get(path), self.meta.logs.get(path)) {
             (Some(current), Some(log)) if Arc::ptr_eq(current, lock) => Ok(log),
             _ => Err(Error::LogNotFound {
@@ -306,14 +316,16 @@ impl<C: ChunkserverApi> MasterCore<C> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn check_writable(&self) -> Result<()> {
+    /// Fails if the operation log can no longer be written.
+    pub(crate) fn check_writable(&self) -> Result<()> {
         match self.committer.failure() {
             Some(reason) => Err(Error::OplogFailed { reason }),
             None => Ok(()),
         }
     }
 
-    async fn commit(&self, sequence: u64) -> Result<()> {
+    /// Waits until the operation-log entry `sequence` is durable.
+    pub(crate) async fn commit(&self, sequence: u64) -> Result<()> {
         self.committer.wait(sequence).await
     }
 
@@ -459,10 +471,12 @@ impl<C: ChunkserverApi> MasterCore<C> {
             version: c.version,
             replicas,
             primary: c.primary.clone(),
+            lost_end: c.lost_end,
         }
     }
 
-    fn log_lock(&self, path: &str) -> Result<LogLock> {
+    /// The lock that serialises seals and allocations of the log at `path`.
+    pub(crate) fn log_lock(&self, path: &str) -> Result<LogLock> {
         self.lock()
             .log_locks
             .get(path)
@@ -563,6 +577,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 }
                 Some(c) if c.handle == handle && version == c.version => {
                     self.check_writable()?;
+                    let new_version = next_version(handle, version)?;
                     let mut targets = c.replicas.clone();
                     for (a, _) in g.servers.replicas_of(handle) {
                         if !targets.contains(&a) {
@@ -570,7 +585,6 @@ impl<C: ChunkserverApi> MasterCore<C> {
                         }
                     }
                     // 2. The new version is durable before any replica sees it.
-                    let new_version = version + 1;
                     let sequence = g.record(Entry::Version {
                         handle,
                         version: new_version,
@@ -678,7 +692,9 @@ impl<C: ChunkserverApi> MasterCore<C> {
         Ok(())
     }
 
-    async fn fence_all(
+    /// Fences `handle` with `new_version` on each of `targets` in parallel, each call bounded by
+    /// the RPC timeout; the outcomes are sorted by address.
+    pub(crate) async fn fence_all(
         &self,
         handle: ChunkHandle,
         new_version: u64,
@@ -722,7 +738,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
     }
 
     /// Seals `handle` on each of `replicas`; returns those that confirmed.
-    async fn seal_all(
+    pub(crate) async fn seal_all(
         &self,
         handle: ChunkHandle,
         version: u64,
@@ -791,7 +807,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                     path: path.to_owned(),
                     index,
                     handle,
-                    version: 1,
+                    version: FIRST_VERSION,
                     replicas,
                 });
                 let log = &g.meta.logs[path];
@@ -959,8 +975,11 @@ impl<C: ChunkserverApi> MasterCore<C> {
         2 * self.config.heartbeat + self.config.rpc_timeout
     }
 
-    /// Compares a report with the metadata: unknown handles are to be deleted; a version above
-    /// the master's means the master crashed mid-seal, and is adopted (logged).
+    /// Compares a report with the metadata: unknown handles are to be deleted. A version above
+    /// the master's is never adopted: the master logs every version before any replica is
+    /// fenced with it, so a replica claiming a higher one is forged or broken. It is logged and
+    /// left out (never good, never read, never copied from), and the chunk's next seal fences
+    /// the replicas the master trusts.
     fn reconcile(
         &self,
         g: &mut Inner,
@@ -968,8 +987,6 @@ impl<C: ChunkserverApi> MasterCore<C> {
         reports: &[ReplicaReport],
     ) -> (Vec<ChunkHandle>, Option<u64>) {
         let mut delete = Vec::new();
-        let mut sequence = None;
-        let writable = self.committer.failure().is_none();
         for r in reports {
             // A checker's corrupt mark holds whatever the chunkserver reports.
             let r = &g.servers.with_mark(address, r);
@@ -993,24 +1010,19 @@ impl<C: ChunkserverApi> MasterCore<C> {
                     continue;
                 }
             }
-            if r.version <= chunk.version || !writable {
-                continue;
+            if r.version > chunk.version {
+                warn!(chunk = %r.handle, chunkserver = address, reported = r.version, master = chunk.version, "replica reports a version this master never issued (forged or broken); ignoring it");
             }
-            // Adopt only while no seal or allocation of this log is running; a later report
-            // tries again.
-            let Some(lock) = g.log_locks.get(&chunk.log).cloned() else {
-                continue;
-            };
-            let Ok(_serial) = lock.try_lock() else {
-                continue;
-            };
-            warn!(chunk = %r.handle, reported = r.version, master = chunk.version, "adopting a higher replica version (master crashed mid-seal)");
-            sequence = Some(g.record(Entry::Version {
-                handle: r.handle,
-                version: r.version,
-            }));
         }
-        (delete, sequence)
+        (delete, None)
+    }
+}
+
+/// The version after `version`, refused (never wrapped) past [`CHUNK_VERSION_MAX`].
+pub(crate) fn next_version(handle: ChunkHandle, version: u64) -> Result<u64> {
+    match version.checked_add(1) {
+        Some(v) if v <= CHUNK_VERSION_MAX => Ok(v),
+        _ => Err(Error::VersionExhausted { handle, version }),
     }
 }
 
@@ -1295,9 +1307,26 @@ mod tests {
         }
         let info = m.stat_log("/l").unwrap();
         assert_eq!(info.chunks[0].replicas.len(), 3);
+        // The repair loop also fenced the two replicas it still knew as open at version 1
+        // (replicas that missed a seal are fenced with the chunk's version when seen).
+        let fences = {
+            let s = fake.st();
+            let mut stale: Vec<_> = s.fences[3..]
+                .iter()
+                .map(|(a, h, v)| (a.as_str(), *h, *v))
+                .collect();
+            stale.sort();
+            stale.dedup();
+            assert_eq!(
+                stale,
+                vec![("b:1", first.handle, 2), ("c:1", first.handle, 2)]
+            );
+            s.fences.len()
+        };
+        // A late seal request for the old version fences nothing.
         let again = m.seal_chunk("/l", first.handle, 1, "late").await.unwrap();
         assert_eq!(&again, next);
-        assert_eq!(fake.st().fences.len(), 3);
+        assert_eq!(fake.st().fences.len(), fences);
         m.close().await;
     }
 
@@ -1479,8 +1508,9 @@ mod tests {
     }
 
     // After a restart the metadata (logs, chunks, versions) is back, locations are not: the open
-    // chunk is UNAVAILABLE until its chunkservers report it. A replica reporting a higher
-    // version (a seal the master did not finish) is adopted and survives another restart.
+    // chunk is UNAVAILABLE until its chunkservers report it. A replica reporting a version the
+    // master never issued (forged, or broken) is never adopted, not even across a restart: the
+    // master logs every version before any fence, so it never needs a replica's.
     #[tokio::test]
     async fn restart_keeps_metadata_and_waits_for_reports() {
         let dir = tempfile::tempdir().unwrap();
@@ -1507,16 +1537,24 @@ mod tests {
             m.open_chunk("/l").await,
             Err(Error::NoLiveReplica { .. })
         ));
-        for a in ["a:1", "b:1", "c:1"] {
-            m.register(a, &[report(open.handle, 3)]).await.unwrap();
+        m.register("a:1", &[report(open.handle, u64::MAX)])
+            .await
+            .unwrap();
+        for a in ["b:1", "c:1"] {
+            m.register(a, &[report(open.handle, 1)]).await.unwrap();
         }
-        assert_eq!(m.stat_log("/l").unwrap().chunks[1].version, 3);
+        let stat = m.stat_log("/l").unwrap();
+        assert_eq!(stat.chunks[1].version, 1);
+        assert!(
+            !stat.chunks[1].replicas.contains(&"a:1".to_owned()),
+            "a replica at a forged version is not listed"
+        );
         let again = m.open_chunk("/l").await.unwrap();
-        assert_eq!((again.handle, again.version), (open.handle, 3));
+        assert_eq!((again.handle, again.version), (open.handle, 1));
         m.close().await;
         drop(m);
         let m = start(dir.path(), &fake);
-        assert_eq!(m.stat_log("/l").unwrap().chunks[1].version, 3);
+        assert_eq!(m.stat_log("/l").unwrap().chunks[1].version, 1);
         m.close().await;
     }
 

@@ -73,6 +73,14 @@ pub enum Error {
         /// The master's version.
         current: u64,
     },
+    /// A chunk's version reached the largest one the master issues; it is never wrapped.
+    #[error("chunk {handle} is at version {version}: no higher version may be issued")]
+    VersionExhausted {
+        /// The chunk.
+        handle: ChunkHandle,
+        /// Its version.
+        version: u64,
+    },
     /// Too few live chunkservers to place a chunk.
     #[error("need {need} live chunkservers, have {have}")]
     NotEnoughChunkservers {

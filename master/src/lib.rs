@@ -48,6 +48,7 @@ mod namespace;
 mod oplog;
 mod placement;
 mod repair;
+mod salvage;
 mod seal;
 mod service;
 

@@ -56,6 +56,14 @@ pub(crate) struct ChunkMeta {
     pub(crate) primary: String,
     /// Open: the chunkservers it was allocated on, primary first. Sealed: those that sealed it.
     pub(crate) replicas: Vec<String>,
+    /// Sealed chunks: 0, or the sealed length before a salvage cut the chunk back to `length`
+    /// (every replica holding bytes past it was lost): bytes `[length, lost_end)` are gone.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) lost_end: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One operation-log entry: the payload of one frame, a JSON object tagged by `op`.
@@ -84,7 +92,8 @@ pub(crate) enum Entry {
         /// Primary first.
         replicas: Vec<String>,
     },
-    /// A version bump: logged before fencing (seal), or adopted from a replica's report.
+    /// A version bump, logged before any replica is fenced with it (seal, salvage). The
+    /// master never takes a version from a replica: it issues every version itself.
     Version {
         #[serde(with = "hex_handle")]
         handle: ChunkHandle,
@@ -98,6 +107,16 @@ pub(crate) enum Entry {
         replicas: Vec<String>,
         /// The marks the next chunk's primary inherits.
         writer_marks: Vec<WriterMark>,
+    },
+    /// A sealed chunk none of whose replicas holding its whole sealed length survives, resealed
+    /// at `version` on `replicas` at the longest `length` a surviving replica held (ARCHITECTURE.md,
+    /// "Salvage"). Bytes past it, up to the previous sealed length, are recorded as lost.
+    Salvage {
+        #[serde(with = "hex_handle")]
+        handle: ChunkHandle,
+        version: u64,
+        length: u64,
+        replicas: Vec<String>,
     },
     /// An open chunk that provably holds no data (no replica was ever created, or every
     /// replica said it has none) is dropped from its log.
@@ -187,6 +206,7 @@ impl Metadata {
                         length: 0,
                         primary: primary.clone(),
                         replicas: replicas.clone(),
+                        lost_end: 0,
                     },
                 );
                 Ok(Vec::new())
@@ -232,6 +252,33 @@ impl Metadata {
                     .get_mut(&log)
                     .ok_or_else(|| format!("chunk {handle} of unknown log {log}"))?;
                 log.writer_marks = writer_marks.clone();
+                Ok(Vec::new())
+            }
+            Entry::Salvage {
+                handle,
+                version,
+                length,
+                replicas,
+            } => {
+                let chunk = self
+                    .chunks
+                    .get_mut(handle)
+                    .ok_or_else(|| format!("salvage of unknown chunk {handle}"))?;
+                if chunk.state != ChunkState::Sealed
+                    || *version < chunk.version
+                    || *length > chunk.length
+                {
+                    return Err(format!(
+                        "salvage of chunk {handle} at version {version}, length {length}: it is \
+                         not sealed at or below them"
+                    ));
+                }
+                if *length < chunk.length {
+                    chunk.lost_end = chunk.lost_end.max(chunk.length);
+                }
+                chunk.version = *version;
+                chunk.length = *length;
+                chunk.replicas = replicas.clone();
                 Ok(Vec::new())
             }
             Entry::Abandon { handle } => {

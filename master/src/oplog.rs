@@ -4,7 +4,7 @@
 //! A file is raw frames from offset 0 (no chunk header): first a `begin` entry whose sequence is
 //! the last sequence *before* this file (the one the checkpoint covers), then entries numbered
 //! on from it. Writes are group-committed by one task: whatever queued during an `fdatasync`
-//! shares the next one. See FORMAT.md, "Master operation log, version 1".
+//! shares the next one. See FORMAT.md, "Master operation log, version 2".
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -26,8 +26,13 @@ pub(crate) const FILE: &str = "oplog";
 pub(crate) const TMP: &str = "oplog.tmp";
 /// Writer id of every operation-log frame.
 pub(crate) const WRITER_ID: u64 = 1;
-/// The operation-log format this code writes and reads.
-pub(crate) const FORMAT: u32 = 1;
+/// The operation-log format this code writes. Version 2 added chunk salvage (the `salvage` entry and
+/// a chunk's `lost_end`); version 1 files have neither and are read as they are. A master of
+/// version 1 refuses version 2 files by their format number instead of dropping what it
+/// does not know.
+pub(crate) const FORMAT: u32 = 2;
+/// The oldest operation-log format this code reads.
+pub(crate) const FORMAT_READ_MIN: u32 = 1;
 
 /// Appends the frame of entry number `sequence` to `out`.
 pub(crate) fn encode(out: &mut Vec<u8>, sequence: u64, entry: &Entry) {
@@ -98,7 +103,7 @@ pub(crate) fn parse(buf: &[u8], path: &Path) -> Result<Parsed> {
             .map_err(|e| corrupt(offset, format!("entry is not valid JSON: {e}")))?;
         match (&entry, expected) {
             (Entry::Begin { format }, None) => {
-                if *format != FORMAT {
+                if !(FORMAT_READ_MIN..=FORMAT).contains(format) {
                     return Err(corrupt(offset, format!("unknown format {format}")));
                 }
                 after = Some(id.sequence);

@@ -22,10 +22,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cairn_record::ChunkHandle;
+use cairn_record::limits::CHUNK_HEADER_BYTES;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::core::{ChunkserverApi, MasterCore, Replicate, RpcError};
+use crate::core::{ChunkserverApi, FIRST_VERSION, MasterCore, Replicate, RpcError};
 use crate::heartbeat::{ReplicaReport, Servers};
 use crate::limits::{REPAIR_RATE_FLOOR_BYTES_PER_SEC, REPAIRS_IN_FLIGHT_MAX};
 use crate::meta::{ChunkMeta, ChunkState, Metadata};
@@ -72,10 +73,23 @@ pub(crate) fn is_garbage(
         && !copying_here
 }
 
-/// Open chunks to seal because their primary is gone: `(log, handle, version, reason)`. A
-/// primary is gone when it is dead ([`Servers::is_dead`]) or reports the chunk's replica with
-/// data but without the primary role (the role lives in memory, so it restarted; data past the
-/// header can only have been written while it held the role).
+/// Open chunks that can take no more appends and must be sealed, as `(log, handle, version,
+/// reason)`, when at least one of their chunkservers is live (a seal needs someone to fence):
+/// - a seal began and did not finish: the chunk's version is above [`FIRST_VERSION`] (a seal
+///   logs the new version before any fence; the primary's role keeps the allocation version,
+///   so no append can succeed at the new one);
+/// - the primary is dead ([`Servers::is_dead`]);
+/// - the primary restarted: it reports the chunk's replica without the primary role (the role
+///   lives in memory) and with data past the header (a fresh replica whose `CreateReplica` is
+///   still landing reports an empty one).
+///
+/// A primary that does not report the replica at all is not taken as gone here: right after an
+/// allocation its report may predate the `CreateReplica`. A wiped primary's chunk is sealed
+/// when a client or a reader asks (they get `NOT_FOUND` from it).
+///
+/// Without this, a chunk left open by a failed seal or a lost primary would keep its
+/// acknowledged records from readers that rely on the primary's commit offset, and a tail would
+/// hang on it, until some client appended again.
 pub(crate) fn orphaned_open_chunks(
     meta: &Metadata,
     servers: &Servers,
@@ -88,22 +102,66 @@ pub(crate) fn orphaned_open_chunks(
         if c.state != ChunkState::Open || c.primary.is_empty() {
             continue;
         }
-        let reason = if servers.is_dead(&c.primary, now, dead_after, master_started) {
+        if !c
+            .replicas
+            .iter()
+            .any(|a| servers.is_live(a, now, dead_after))
+        {
+            continue;
+        }
+        let reports = servers.replicas_of(c.handle);
+        let primary_report = reports
+            .iter()
+            .find(|(a, _)| *a == c.primary)
+            .map(|(_, r)| r);
+        let reason = if c.version > FIRST_VERSION {
+            format!("a seal began (version {}) and did not finish", c.version)
+        } else if servers.is_dead(&c.primary, now, dead_after, master_started) {
             format!("primary {} is dead", c.primary)
         } else {
-            let restarted = servers.replicas_of(c.handle).iter().any(|(a, r)| {
-                *a == c.primary
-                    && r.version == c.version
-                    && !r.primary
-                    && !r.sealed
-                    && r.length > cairn_record::limits::CHUNK_HEADER_BYTES as u64
-            });
-            if !restarted {
-                continue;
+            match primary_report {
+                Some(r) if !r.primary && !r.sealed && r.length > CHUNK_HEADER_BYTES as u64 => {
+                    format!("primary {} restarted and lost its role", c.primary)
+                }
+                _ => continue,
             }
-            format!("primary {} restarted and lost its role", c.primary)
         };
         out.push((c.log.clone(), c.handle, c.version, reason));
+    }
+    out
+}
+
+/// Replicas of sealed chunks that missed the seal and are still open at an older version, as
+/// `(handle, the chunk's version, addresses)`: the master fences them with the chunk's version
+/// (already logged, nothing new to issue) so that an old primary among them can never take an
+/// append again, and so that they become prefix holders the repair loop catches up (a copy
+/// only extends them) and salvage can use.
+pub(crate) fn stale_open_replicas(
+    meta: &Metadata,
+    servers: &Servers,
+    now: Instant,
+    dead_after: Duration,
+) -> Vec<(ChunkHandle, u64, Vec<String>)> {
+    let mut out = Vec::new();
+    for c in meta.chunks.values() {
+        if c.state != ChunkState::Sealed {
+            continue;
+        }
+        let mut stale: Vec<String> = servers
+            .replicas_of(c.handle)
+            .into_iter()
+            .filter(|(a, r)| {
+                !r.sealed
+                    && !r.failed
+                    && r.version < c.version
+                    && servers.is_live(a, now, dead_after)
+            })
+            .map(|(a, _)| a)
+            .collect();
+        if !stale.is_empty() {
+            stale.sort();
+            out.push((c.handle, c.version, stale));
+        }
     }
     out
 }
@@ -175,11 +233,12 @@ pub(crate) fn plan(
             .map(|l| l.chunk_bytes)
             .unwrap_or(c.length);
         let need_free = capacity.saturating_add(min_free_bytes);
-        // Holders of a usable prefix; a corrupt or failed copy is no head start.
+        // Holders of a usable prefix; a corrupt, failed, longer or newer copy is no head start
+        // (a copy only extends a prefix: the target refuses to cut an open replica).
         let holders: HashSet<String> = servers
             .replicas_of(c.handle)
             .into_iter()
-            .filter(|(_, r)| !r.corrupt && !r.failed)
+            .filter(|(_, r)| crate::salvage::is_prefix(c, r))
             .map(|(a, _)| a)
             .collect();
         let target = live
@@ -264,14 +323,48 @@ impl<C: ChunkserverApi> MasterCore<C> {
             let core = self.clone();
             tokio::spawn(async move { core.copy(j).await });
         }
-        let reseals = {
+        let (reseals, salvages, stale) = {
             let mut g = self.lock_inner();
-            let found = orphaned_open_chunks(&g.meta, &g.servers, now, dead_after, self.started());
-            found
+            let started = self.started();
+            let found = orphaned_open_chunks(&g.meta, &g.servers, now, dead_after, started);
+            let salvages =
+                crate::salvage::candidates(&g.meta, &g.servers, now, dead_after, started);
+            let stale = stale_open_replicas(&g.meta, &g.servers, now, dead_after);
+            let reseals = found
                 .into_iter()
                 .filter(|(_, h, _, _)| g.resealing.insert(*h))
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            let salvages = salvages
+                .into_iter()
+                .filter(|(_, h, _)| g.resealing.insert(*h))
+                .collect::<Vec<_>>();
+            let stale = stale
+                .into_iter()
+                .filter(|(h, _, _)| g.resealing.insert(*h))
+                .collect::<Vec<_>>();
+            (reseals, salvages, stale)
         };
+        for (log, handle, version) in salvages {
+            let core = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = core.salvage(&log, handle, version).await {
+                    warn!(%log, chunk = %handle, error = %e, "salvage failed; a later pass retries");
+                }
+                core.lock_inner().resealing.remove(&handle);
+            });
+        }
+        for (handle, version, addresses) in stale {
+            let core = self.clone();
+            tokio::spawn(async move {
+                info!(chunk = %handle, version, replicas = ?addresses, "fencing replicas that missed the chunk's seal");
+                for o in core.fence_all(handle, version, &addresses).await {
+                    if let crate::seal::FenceOutcome::Failed { address } = o {
+                        warn!(chunk = %handle, %address, "fencing a replica that missed the seal failed; a later pass retries");
+                    }
+                }
+                core.lock_inner().resealing.remove(&handle);
+            });
+        }
         for (log, handle, version, reason) in reseals {
             let core = self.clone();
             tokio::spawn(async move {
@@ -354,5 +447,154 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 warn!(chunk = %handle, from = %j.job.source, to = %j.target, error = ?e, "copying a replica failed; a later pass retries");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::Entry;
+
+    const H: ChunkHandle = ChunkHandle(0x11);
+    const DEAD_AFTER: Duration = Duration::from_secs(10);
+
+    fn report(version: u64, length: u64, sealed: bool, primary: bool) -> ReplicaReport {
+        ReplicaReport {
+            handle: H,
+            version,
+            length,
+            sealed,
+            failed: false,
+            corrupt: false,
+            primary,
+        }
+    }
+
+    /// A log with one open chunk `H` on a (primary), b, c.
+    fn open_chunk() -> Metadata {
+        let mut meta = Metadata::default();
+        for e in [
+            Entry::CreateLog {
+                path: "/l".into(),
+                replication: 3,
+                chunk_bytes: 1 << 20,
+            },
+            Entry::Allocate {
+                path: "/l".into(),
+                index: 0,
+                handle: H,
+                version: FIRST_VERSION,
+                replicas: vec!["a".into(), "b".into(), "c".into()],
+            },
+        ] {
+            meta.apply(&e).unwrap();
+        }
+        meta
+    }
+
+    fn servers(now: Instant, reports: &[(&str, ReplicaReport)]) -> Servers {
+        let mut s = Servers::default();
+        for (a, r) in reports {
+            s.register(a, now, &[*r], Duration::ZERO);
+        }
+        s
+    }
+
+    // An open chunk is sealed by the master when a seal began and did not finish (version
+    // above the allocation's), when its primary restarted with data, or when its primary is
+    // dead; not while its primary holds the role, not for a fresh empty replica without the
+    // role yet, and not when none of its chunkservers is live (nobody to fence).
+    #[test]
+    fn orphaned_open_chunks_are_found() {
+        let now = Instant::now();
+        let started = now - 2 * DEAD_AFTER;
+        let healthy = [
+            ("a", report(1, 4096, false, true)),
+            ("b", report(1, 4096, false, false)),
+            ("c", report(1, 4096, false, false)),
+        ];
+        let meta = open_chunk();
+        let found = |meta: &Metadata, s: &Servers| {
+            orphaned_open_chunks(meta, s, now, DEAD_AFTER, started)
+                .into_iter()
+                .map(|(_, h, v, reason)| (h, v, reason))
+                .collect::<Vec<_>>()
+        };
+        assert!(found(&meta, &servers(now, &healthy)).is_empty());
+        let fresh = [("a", report(1, 32, false, false)), healthy[1], healthy[2]];
+        assert!(found(&meta, &servers(now, &fresh)).is_empty());
+        let restarted = [("a", report(1, 4096, false, false)), healthy[1], healthy[2]];
+        let f = found(&meta, &servers(now, &restarted));
+        assert_eq!(f.len(), 1);
+        assert!(f[0].2.contains("restarted"), "{f:?}");
+
+        // A failed seal left the master at version 5 while the replicas kept version 1 and the
+        // primary (restarted, or not) reports whatever it has.
+        let mut bumped = open_chunk();
+        bumped
+            .apply(&Entry::Version {
+                handle: H,
+                version: 5,
+            })
+            .unwrap();
+        let f = found(&bumped, &servers(now, &healthy));
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].0, f[0].1), (H, 5));
+        assert!(f[0].2.contains("seal began"), "{f:?}");
+
+        // Every chunkserver silent: nothing to fence yet.
+        let long_ago = now - 2 * DEAD_AFTER;
+        assert!(found(&bumped, &servers(long_ago, &healthy)).is_empty());
+        // Only the primary silent: it is dead.
+        let mut s = servers(now, &healthy[1..]);
+        s.register("a", long_ago, &[healthy[0].1], Duration::ZERO);
+        let f = found(&meta, &s);
+        assert_eq!(f.len(), 1);
+        assert!(f[0].2.contains("dead"), "{f:?}");
+    }
+
+    // Replicas of a sealed chunk still open at an older version (they missed its seal) are
+    // fenced with the chunk's version; sealed, failed, current or silent ones are not.
+    #[test]
+    fn stale_open_replicas_are_found() {
+        let now = Instant::now();
+        let mut meta = open_chunk();
+        for e in [
+            Entry::Version {
+                handle: H,
+                version: 2,
+            },
+            Entry::Seal {
+                handle: H,
+                version: 2,
+                length: 4096,
+                replicas: vec!["a".into()],
+                writer_marks: Vec::new(),
+            },
+        ] {
+            meta.apply(&e).unwrap();
+        }
+        let mut failed = report(1, 1024, false, false);
+        failed.failed = true;
+        let mut s = servers(
+            now,
+            &[
+                ("a", report(2, 4096, true, false)),
+                ("b", report(1, 1024, false, false)),
+                ("c", report(2, 1024, false, false)),
+                ("d", failed),
+                ("e", report(1, 1024, true, false)),
+            ],
+        );
+        s.register(
+            "f",
+            now - 2 * DEAD_AFTER,
+            &[report(1, 1024, false, false)],
+            Duration::ZERO,
+        );
+        assert_eq!(
+            stale_open_replicas(&meta, &s, now, DEAD_AFTER),
+            vec![(H, 2, vec!["b".to_owned()])]
+        );
     }
 }

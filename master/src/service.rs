@@ -38,6 +38,7 @@ impl From<Error> for Status {
             | Error::InvalidArgument { .. }
             | Error::Config { .. } => Code::InvalidArgument,
             Error::VersionAhead { .. } => Code::FailedPrecondition,
+            Error::VersionExhausted { .. } => Code::FailedPrecondition,
             Error::NotEnoughChunkservers { .. }
             | Error::NotEnoughRoom { .. }
             | Error::NoLiveReplica { .. }
@@ -296,6 +297,7 @@ fn chunk_info(c: ChunkInfo) -> pb::ChunkInfo {
         version: c.version,
         replicas: c.replicas,
         primary: c.primary,
+        lost_end: c.lost_end,
     }
 }
 

@@ -21,7 +21,14 @@ pub const CHUNK_BYTES_MAX: u64 = 1 << 30;
 /// Chunk capacity used when a log does not name one (64 MiB).
 pub const CHUNK_BYTES_DEFAULT: u64 = 64 << 20;
 
+/// Largest chunk version anyone may issue or accept (2^62). The master raises a chunk's version
+/// by one per seal, so no real chunk comes near it; a version above it in a request is forged or
+/// broken, and is refused before any arithmetic could wrap.
+pub const CHUNK_VERSION_MAX: u64 = 1 << 62;
+
 const _: () = assert!(CHUNK_HEADER_BYTES.is_multiple_of(FRAME_ALIGN_BYTES));
+// The master adds one to a version per seal: that can never wrap below the bound.
+const _: () = assert!(CHUNK_VERSION_MAX < u64::MAX);
 const _: () = assert!(FRAME_HEADER_BYTES.is_multiple_of(FRAME_ALIGN_BYTES));
 const _: () = assert!(CHUNK_BYTES_MIN.is_multiple_of(FRAME_ALIGN_BYTES as u64));
 const _: () =

@@ -178,6 +178,10 @@ impl Dedupe {
 struct Cursor {
     index: u32,
     handle: ChunkHandle,
+    /// The chunk's version in the master's last answer (a reader's seal request names it).
+    version: u64,
+    /// Sealed chunks: the end of a lost tail past the sealed length (0: none).
+    lost_end: u64,
     /// Replica addresses; for an open chunk the primary comes first.
     sources: Vec<String>,
     preferred: usize,
@@ -192,6 +196,8 @@ impl Cursor {
         let mut cursor = Cursor {
             index: c.index,
             handle: c.handle,
+            version: c.version,
+            lost_end: 0,
             sources: Vec::new(),
             preferred: 0,
             pos: CHUNK_HEADER_BYTES as u64,
@@ -216,8 +222,10 @@ impl Cursor {
         }
         self.sources = sources;
         self.preferred = 0;
+        self.version = c.version;
         if c.state == ChunkState::Sealed {
             self.end = Some(c.length.max(CHUNK_HEADER_BYTES as u64));
+            self.lost_end = c.lost_end;
         }
     }
 }
@@ -330,9 +338,31 @@ impl Reader {
                 }
             });
         };
-        if cursor.end.is_some_and(|end| cursor.pos >= end) {
+        if let Some(end) = cursor.end
+            && cursor.pos >= end
+        {
+            if cursor.lost_end > end {
+                // A salvage cut the chunk back: say what is gone rather than end it quietly.
+                let (index, len) = (cursor.index, cursor.lost_end - end);
+                self.stats.skipped_ranges += 1;
+                self.stats.skipped_bytes += len;
+                self.events.push_back(ReplayEvent::Skipped {
+                    chunk: index,
+                    offset: end,
+                    len,
+                    reason: "lost with every replica that held these bytes (the chunk was \
+                             salvaged from the replicas that survived; the bytes were never \
+                             acknowledged unless a second fault had cut those replicas too)"
+                        .to_owned(),
+                });
+            }
             self.current = None;
             return Ok(());
+        }
+        if cursor.end.is_none() {
+            // An open chunk is read from its primary first: only its end covers every
+            // acknowledged record.
+            cursor.preferred = 0;
         }
         let wait_ms = if self.tail.is_some() && self.pending.is_empty() {
             TAIL_WAIT_MS
@@ -370,6 +400,12 @@ impl Reader {
         let open_caught_up = cursor.end.is_none() && read.next >= read.readable_end;
         for item in read.items {
             self.emit(index, item);
+        }
+        if open_caught_up && !read.authoritative {
+            // Read-after-ack: only the primary's end of an open chunk covers every acknowledged
+            // record, and a secondary answered (the primary is down, cut off or restarted).
+            // Never end the chunk here: have the master seal it, then read to the sealed length.
+            return self.seal_current().await;
         }
         if open_caught_up {
             if self.tail.is_none() {
@@ -432,6 +468,54 @@ impl Reader {
         match self.refresh_current().await {
             Err(e @ Error::LogNotFound { .. }) => Err(e),
             _ => Ok(()),
+        }
+    }
+
+    /// Asks the master to seal the open chunk being read (its primary cannot be read), then
+    /// takes the master's new view of it. A failed seal counts as a failed read: retried with
+    /// backoff, and a replay gives up after [`READ_RETRY_WINDOW`] with an error, never with a
+    /// silently short chunk.
+    async fn seal_current(&mut self) -> Result<()> {
+        let Some(cursor) = &self.current else {
+            return Ok(());
+        };
+        let (handle, version) = (cursor.handle, cursor.version);
+        debug!(log = %self.path, chunk = %handle, version, "open chunk's primary unreadable; asking the master to seal it");
+        let sealed = self
+            .client
+            .seal(
+                &self.path,
+                handle,
+                version,
+                v1::SealReason::PrimaryUnreachable,
+                "a reader could not read the open chunk from its primary".to_owned(),
+            )
+            .await;
+        match sealed {
+            Ok(_) => {
+                self.refresh_current().await?;
+                if self.current.as_ref().is_some_and(|c| c.end.is_none()) {
+                    // Still open in the master's view (e.g. the seal raced a newer version):
+                    // back off before reading again.
+                    let e = Error::Unavailable {
+                        message: format!("chunk {handle} is still open after a seal request"),
+                    };
+                    return self.read_failed(e).await;
+                }
+                self.failures = 0;
+                self.failing_since = None;
+                Ok(())
+            }
+            Err(status) => {
+                let e = Error::Unavailable {
+                    message: format!(
+                        "the primary of open chunk {handle} cannot be read and the master could \
+                         not seal it: {}",
+                        status.message()
+                    ),
+                };
+                self.read_failed(e).await
+            }
         }
     }
 
@@ -528,6 +612,7 @@ impl Source for RpcSource<'_> {
             data: resp.data,
             readable_end: resp.readable_end,
             sealed: resp.sealed,
+            primary: resp.primary,
         })
     }
 }

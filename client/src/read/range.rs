@@ -20,6 +20,9 @@ pub(crate) struct Fetched {
     pub(crate) readable_end: u64,
     /// The replica is sealed.
     pub(crate) sealed: bool,
+    /// The replica holds the open chunk's primary role, so `readable_end` is the commit offset,
+    /// which covers every acknowledged record (a secondary's lags).
+    pub(crate) primary: bool,
 }
 
 /// Where the bytes of one chunk come from: its replicas, by position (0 is tried first).
@@ -78,6 +81,10 @@ pub(crate) struct RangeRead {
     pub(crate) readable_end: u64,
     /// The chunk is sealed (so `readable_end` is final).
     pub(crate) sealed: bool,
+    /// `readable_end` covers every record acknowledged before the read: it came from a sealed
+    /// replica, or from the open chunk's primary. A secondary's end of an open chunk may lag;
+    /// the chunk must not be ended there.
+    pub(crate) authoritative: bool,
 }
 
 /// What scanning one buffer gave.
@@ -225,6 +232,7 @@ pub(crate) async fn read_range<S: Source>(
         next,
         readable_end,
         sealed: first.sealed,
+        authoritative: end.is_some() || first.sealed || first.primary,
     })
 }
 
@@ -408,6 +416,7 @@ pub(crate) mod tests {
                 data: Bytes::copy_from_slice(&file[offset as usize..to as usize]),
                 readable_end: end,
                 sealed: self.sealed,
+                primary: !self.sealed && replica == 0,
             })
         }
     }

@@ -1,0 +1,382 @@
+//! Salvage: a sealed chunk whose every replica holding its whole sealed length is lost is
+//! resealed at the longest length a surviving replica holds (ARCHITECTURE.md, "Salvage").
+//!
+//! Why this is sound: a seal may complete on fewer replicas than the chunk had (those that
+//! answered the fence), at the longest length among them. Every acknowledged record was durable
+//! on *every* replica of the chunk when it was acknowledged, so a replica that missed the seal
+//! (paused, cut off) still holds every acknowledged record as a prefix of its bytes; only bytes
+//! that were never acknowledged can be past it (unless a second fault also cut that replica).
+//! When the replicas that sealed the chunk are all dead, the survivors are fenced with a new
+//! version and sealed at the longest prefix among them; the bytes past it, up to the old sealed
+//! length, are recorded as lost (`lost_end`) so replay reports them as `Skipped` instead of
+//! silently ending the chunk early. The chunk is then good again, and the repair loop brings it
+//! back to its replication factor.
+//!
+//! [`candidates`] and [`plan`] are pure; [`MasterCore::salvage`] does the RPCs.
+
+use std::time::Duration;
+
+use cairn_record::ChunkHandle;
+use cairn_record::limits::CHUNK_HEADER_BYTES;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::core::{ChunkserverApi, MasterCore, next_version};
+use crate::error::{Error, Result};
+use crate::heartbeat::{ReplicaReport, Servers};
+use crate::meta::{ChunkMeta, ChunkState, Entry, Metadata};
+use crate::repair::good_replicas;
+use crate::seal::FenceOutcome;
+
+/// Whether `r` can serve as a salvage source of the sealed chunk `c`: a healthy replica of
+/// this chunk's byte stream at a version the master issued, no longer than the sealed length.
+pub(crate) fn is_prefix(c: &ChunkMeta, r: &ReplicaReport) -> bool {
+    !r.corrupt
+        && !r.failed
+        && r.version <= c.version
+        && r.length >= CHUNK_HEADER_BYTES as u64
+        && r.length <= c.length
+}
+
+/// The live chunkservers holding a prefix of `c`.
+fn prefix_holders(
+    servers: &Servers,
+    c: &ChunkMeta,
+    now: Instant,
+    dead_after: Duration,
+) -> Vec<String> {
+    let mut holders: Vec<String> = servers
+        .replicas_of(c.handle)
+        .into_iter()
+        .filter(|(a, r)| is_prefix(c, r) && servers.is_live(a, now, dead_after))
+        .map(|(a, _)| a)
+        .collect();
+    holders.sort();
+    holders
+}
+
+/// Sealed chunks to salvage, as `(log, handle, version)`: no good replica on a live
+/// chunkserver, every chunkserver that sealed it dead (silent past `dead_after`, or never heard
+/// from although this master has run that long: a restarted master waits for registrations),
+/// and a live chunkserver holding a prefix of it.
+pub(crate) fn candidates(
+    meta: &Metadata,
+    servers: &Servers,
+    now: Instant,
+    dead_after: Duration,
+    master_started: Instant,
+) -> Vec<(String, ChunkHandle, u64)> {
+    if now.saturating_duration_since(master_started) < dead_after {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for c in meta.chunks.values() {
+        if c.state != ChunkState::Sealed
+            || !good_replicas(servers, c, now, dead_after).is_empty()
+            || !c
+                .replicas
+                .iter()
+                .all(|a| servers.is_dead(a, now, dead_after, master_started))
+            || prefix_holders(servers, c, now, dead_after).is_empty()
+        {
+            continue;
+        }
+        out.push((c.log.clone(), c.handle, c.version));
+    }
+    out.sort_by(|a, b| (&a.0, a.1.0).cmp(&(&b.0, b.1.0)));
+    out
+}
+
+/// The salvage decision: the longest fenced length, at most the sealed length `sealed_len`, and
+/// the fenced replicas that can be sealed there (open ones at least that long: a seal cuts an
+/// open replica; sealed ones exactly that long). `None` if no replica was fenced.
+pub(crate) fn plan(sealed_len: u64, outcomes: &[FenceOutcome]) -> Option<(u64, Vec<String>)> {
+    let fenced: Vec<(&String, u64, bool)> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            FenceOutcome::Fenced {
+                address,
+                length,
+                sealed,
+                ..
+            } => Some((address, *length, *sealed)),
+            _ => None,
+        })
+        .collect();
+    let length = fenced.iter().map(|f| f.1).max()?.min(sealed_len);
+    let replicas = fenced
+        .iter()
+        .filter(|f| if f.2 { f.1 == length } else { f.1 >= length })
+        .map(|f| f.0.clone())
+        .collect();
+    Some((length, replicas))
+}
+
+impl<C: ChunkserverApi> MasterCore<C> {
+    /// Salvages the sealed chunk `handle` of `path` at `version` (see the module doc), under the
+    /// log's lock. Does nothing if the chunk changed or has a good live replica again.
+    pub(crate) async fn salvage(
+        &self,
+        path: &str,
+        handle: ChunkHandle,
+        version: u64,
+    ) -> Result<()> {
+        let lock = self.log_lock(path)?;
+        let _serial = lock.lock().await;
+        self.check_writable()?;
+        let now = Instant::now();
+        let dead_after = self.config().dead_after;
+        let start = {
+            let mut g = self.lock_inner();
+            g.check_log(path, &lock)?;
+            let Some(c) = g.meta.chunks.get(&handle) else {
+                return Ok(());
+            };
+            if c.state != ChunkState::Sealed
+                || c.version != version
+                || !good_replicas(&g.servers, c, now, dead_after).is_empty()
+            {
+                return Ok(());
+            }
+            let targets = prefix_holders(&g.servers, c, now, dead_after);
+            if targets.is_empty() {
+                return Ok(());
+            }
+            let sealed_len = c.length;
+            let new_version = next_version(handle, version)?;
+            // The new version is durable before any replica sees it.
+            let sequence = g.record(Entry::Version {
+                handle,
+                version: new_version,
+            });
+            (sequence, new_version, targets, sealed_len)
+        };
+        let (sequence, new_version, targets, sealed_len) = start;
+        self.commit(sequence).await?;
+        warn!(log = path, chunk = %handle, version = new_version, sealed_len, survivors = ?targets, "salvaging a sealed chunk whose complete replicas are all lost");
+        let outcomes = self.fence_all(handle, new_version, &targets).await;
+        let Some((length, replicas)) = plan(sealed_len, &outcomes) else {
+            return Err(Error::FenceUnanswered { handle });
+        };
+        let sealed = self.seal_all(handle, new_version, length, &replicas).await;
+        if sealed.is_empty() {
+            return Err(Error::SealUnanswered { handle });
+        }
+        let sequence = {
+            let mut g = self.lock_inner();
+            g.check_log(path, &lock)?;
+            let still = g
+                .meta
+                .chunks
+                .get(&handle)
+                .is_some_and(|c| c.state == ChunkState::Sealed && c.version == new_version);
+            if !still {
+                return Ok(());
+            }
+            let now = Instant::now();
+            for a in &sealed {
+                g.servers.set_replica(
+                    a,
+                    now,
+                    ReplicaReport {
+                        handle,
+                        version: new_version,
+                        length,
+                        sealed: true,
+                        failed: false,
+                        corrupt: false,
+                        primary: false,
+                    },
+                );
+            }
+            g.record(Entry::Salvage {
+                handle,
+                version: new_version,
+                length,
+                replicas: sealed.clone(),
+            })
+        };
+        self.commit(sequence).await?;
+        let lost = sealed_len.saturating_sub(length);
+        if lost > 0 {
+            warn!(log = path, chunk = %handle, version = new_version, length, lost_from = length, lost_end = sealed_len, replicas = ?sealed, "chunk salvaged; its tail past the surviving replicas is lost (never acknowledged unless a second fault cut them)");
+        } else {
+            info!(log = path, chunk = %handle, version = new_version, length, replicas = ?sealed, "chunk salvaged whole from a replica that missed its seal");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fenced(address: &str, length: u64) -> FenceOutcome {
+        FenceOutcome::Fenced {
+            address: address.to_owned(),
+            length,
+            sealed: false,
+            marks: Vec::new(),
+        }
+    }
+
+    // The longest surviving prefix wins, capped at the sealed length; shorter survivors are
+    // left for the repair loop; nobody fenced means no salvage.
+    #[test]
+    fn longest_surviving_prefix_capped_at_the_sealed_length() {
+        let outcomes = [
+            fenced("a", 400),
+            fenced("b", 800),
+            FenceOutcome::Failed {
+                address: "c".into(),
+            },
+            fenced("d", 800),
+        ];
+        assert_eq!(
+            plan(1000, &outcomes),
+            Some((800, vec!["b".into(), "d".into()]))
+        );
+        assert_eq!(
+            plan(600, &outcomes),
+            Some((600, vec!["b".into(), "d".into()]))
+        );
+        let sealed_short = FenceOutcome::Fenced {
+            address: "e".into(),
+            length: 400,
+            sealed: true,
+            marks: Vec::new(),
+        };
+        assert_eq!(
+            plan(1000, &[fenced("a", 400), sealed_short.clone()]),
+            Some((400, vec!["a".into(), "e".into()]))
+        );
+        assert_eq!(
+            plan(1000, &[fenced("a", 800), sealed_short]),
+            Some((800, vec!["a".into()]))
+        );
+        assert_eq!(
+            plan(
+                1000,
+                &[FenceOutcome::Absent {
+                    address: "a".into()
+                }]
+            ),
+            None
+        );
+    }
+}
+
+#[cfg(test)]
+mod candidate_tests {
+    use super::*;
+    use crate::core::FIRST_VERSION;
+
+    const H: ChunkHandle = ChunkHandle(0x22);
+    const DEAD_AFTER: Duration = Duration::from_secs(10);
+
+    fn report(version: u64, length: u64, sealed: bool) -> ReplicaReport {
+        ReplicaReport {
+            handle: H,
+            version,
+            length,
+            sealed,
+            failed: false,
+            corrupt: false,
+            primary: false,
+        }
+    }
+
+    /// One chunk sealed at version 2, length 4096, on `a` alone; `b` and `c` missed the seal.
+    fn sealed_on_a() -> Metadata {
+        let mut meta = Metadata::default();
+        for e in [
+            Entry::CreateLog {
+                path: "/l".into(),
+                replication: 3,
+                chunk_bytes: 1 << 20,
+            },
+            Entry::Allocate {
+                path: "/l".into(),
+                index: 0,
+                handle: H,
+                version: FIRST_VERSION,
+                replicas: vec!["a".into(), "b".into(), "c".into()],
+            },
+            Entry::Version {
+                handle: H,
+                version: 2,
+            },
+            Entry::Seal {
+                handle: H,
+                version: 2,
+                length: 4096,
+                replicas: vec!["a".into()],
+                writer_marks: Vec::new(),
+            },
+        ] {
+            meta.apply(&e).unwrap();
+        }
+        meta
+    }
+
+    // A sealed chunk is salvaged only when no live good replica exists, every chunkserver that
+    // sealed it is dead, the master has run for the dead-after time (it waits for
+    // registrations after a restart), and a live chunkserver holds a prefix. The salvage entry
+    // records the lost tail.
+    #[test]
+    fn salvage_needs_the_sealers_dead_and_a_live_prefix() {
+        let now = Instant::now();
+        let started = now - 2 * DEAD_AFTER;
+        let long_ago = now - 2 * DEAD_AFTER;
+        let meta = sealed_on_a();
+        let mut s = Servers::default();
+        s.register("b", now, &[report(1, 1024, false)], Duration::ZERO);
+        s.register("c", now, &[report(1, 512, false)], Duration::ZERO);
+        // `a` never registered since this master started: dead only once the master has run
+        // for the dead-after time.
+        assert!(candidates(&meta, &s, now, DEAD_AFTER, now).is_empty());
+        assert_eq!(
+            candidates(&meta, &s, now, DEAD_AFTER, started),
+            vec![("/l".to_owned(), H, 2)]
+        );
+        // `a` live with its good replica: nothing to salvage.
+        s.register("a", now, &[report(2, 4096, true)], Duration::ZERO);
+        assert!(candidates(&meta, &s, now, DEAD_AFTER, started).is_empty());
+        // `a` silent (dead): salvage.
+        s.register("a", long_ago, &[report(2, 4096, true)], Duration::ZERO);
+        assert_eq!(candidates(&meta, &s, now, DEAD_AFTER, started).len(), 1);
+        // No live prefix holder (corrupt and longer replicas do not count): nothing to do.
+        let mut corrupt = report(1, 1024, false);
+        corrupt.corrupt = true;
+        s.register("b", now, &[corrupt], Duration::ZERO);
+        s.register("c", now, &[report(1, 8192, false)], Duration::ZERO);
+        assert!(candidates(&meta, &s, now, DEAD_AFTER, started).is_empty());
+
+        let mut meta = meta;
+        meta.apply(&Entry::Version {
+            handle: H,
+            version: 3,
+        })
+        .unwrap();
+        meta.apply(&Entry::Salvage {
+            handle: H,
+            version: 3,
+            length: 1024,
+            replicas: vec!["b".into()],
+        })
+        .unwrap();
+        let c = &meta.chunks[&H];
+        assert_eq!((c.version, c.length, c.lost_end), (3, 1024, 4096));
+        assert_eq!(c.replicas, vec!["b".to_owned()]);
+        // A salvage never lengthens a chunk.
+        assert!(
+            meta.apply(&Entry::Salvage {
+                handle: H,
+                version: 3,
+                length: 2048,
+                replicas: vec!["c".into()],
+            })
+            .is_err()
+        );
+    }
+}
