@@ -352,9 +352,14 @@ fn a_chunk_with_many_writers_seals_and_keeps_the_most_recent_marks() {
         for t in tasks {
             t.await.expect("an append task");
         }
-        // The last and highest writer, after all the others.
+        // The last and highest writer, after all the others; twice, so that the second
+        // forward tells the secondaries a commit offset past its first record (each replica's
+        // marks cover the commit offset it knows).
         let mut cs = cs;
         cs.append(append_req(&loc, frames(u64::MAX - 1, 1, &[b"last"]), 0, 0))
+            .await
+            .expect("stored");
+        cs.append(append_req(&loc, frames(u64::MAX - 1, 2, &[b"last 2"]), 1, 0))
             .await
             .expect("stored");
         eprintln!(
