@@ -204,6 +204,38 @@ pub enum Error {
         /// The chunk asked for.
         handle: ChunkHandle,
     },
+    /// A resent (writer, sequence) whose stored record has another frame CRC: two processes
+    /// append as one writer, or a resend changed its payload. Nothing of the batch is stored.
+    #[error(
+        "chunk {handle}: writer {writer:016x} sequence {sequence} is already stored as a \
+         different record (another frame CRC); two processes are appending as this writer, or \
+         a resend changed its payload. Append as a fresh writer id, or resume the writer \
+         (a new epoch) and re-send the same records"
+    )]
+    WriterConflict {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+        /// The writer id of the batch.
+        writer: u64,
+        /// The first sequence that differs.
+        sequence: u64,
+    },
+    /// An append from an older incarnation of a resumed writer. Nothing is stored.
+    #[error(
+        "chunk {handle}: writer {writer:016x} at epoch {epoch} is fenced: a newer incarnation \
+         resumed it at epoch {current}; stop this process (its unacknowledged records are the \
+         newer incarnation's to re-send)"
+    )]
+    WriterFenced {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+        /// The writer id of the batch.
+        writer: u64,
+        /// The epoch the batch carried.
+        epoch: u64,
+        /// The epoch the primary knows.
+        current: u64,
+    },
     /// The chunk was fenced for a seal: it takes no more appends.
     #[error("chunk {handle} is fenced for a seal")]
     Fenced {

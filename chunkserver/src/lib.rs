@@ -16,6 +16,8 @@
 //!   `impl From<Error> for tonic::Status`.
 //! - `node`: what each RPC does, in domain types: in-memory chunk states, the primary's write
 //!   path (local store + forwards, awaited in a task), reads and long polls, the fence scan.
+//! - `marks`: the fence's writer marks: the last record of the most recently active writers
+//!   in the prefix every replica holds, stopping at the first bad range.
 //! - `primary`: the primary's per-chunk bookkeeping: batch checks, writer marks, offsets,
 //!   padding, full / broken / fenced flags and the commit offset. Synchronous, no I/O.
 //! - `heartbeat`: registration at start, heartbeats, deletes the master asks for.
@@ -53,6 +55,7 @@ pub mod config;
 pub mod error;
 mod heartbeat;
 pub mod limits;
+mod marks;
 mod node;
 mod primary;
 mod replicate;

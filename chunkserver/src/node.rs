@@ -3,22 +3,22 @@
 //! [`crate::service`] converts to and from the wire types around these methods.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_record::limits::{CHUNK_HEADER_BYTES, CHUNK_VERSION_MAX, record_payload_bytes_max};
-use cairn_record::{ChunkHandle, ScanItem, Scanner, encode_padding};
+use cairn_record::{ChunkHandle, encode_padding};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
-use crate::limits::{
-    FENCE_SCAN_CARRY_BYTES_MAX, READ_BYTES_MAX, READ_WAIT_MS_MAX, REORDER_HOLD_MS,
-};
-use crate::primary::{Admission, Batch, Primary, Write};
+use crate::limits::{READ_BYTES_MAX, READ_WAIT_MS_MAX, REORDER_HOLD_MS};
+use crate::marks::{Mark, scan_marks};
+use crate::primary::{Admission, Batch, Inherited, Primary, Write};
 use crate::service::Peers;
 use crate::store::server_disk::ServerDisk;
 use crate::store::{ChunkStore, ReplicaState, Store};
@@ -63,15 +63,19 @@ pub(crate) struct ReadOutcome {
 #[derive(Clone, Debug)]
 pub(crate) struct FenceOutcome {
     pub(crate) state: ReplicaState,
-    /// (writer, highest sequence), sorted by writer.
-    pub(crate) writer_marks: Vec<(u64, u64)>,
+    /// Per writer, its last record in `[32, marks_through)`: the most recently active
+    /// writers first, at most `cairn_proto::WRITER_MARKS_MAX`.
+    pub(crate) writer_marks: Vec<Mark>,
+    /// The end of the prefix the marks cover: the commit offset this replica knows (or the
+    /// start of its first bad range below it).
+    pub(crate) marks_through: u64,
 }
 
 /// A `CreateReplica` for the chunk's primary.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PrimaryRole {
     pub(crate) secondaries: Vec<String>,
-    pub(crate) inherited: HashMap<u64, u64>,
+    pub(crate) inherited: HashMap<u64, Inherited>,
 }
 
 /// What this chunkserver keeps in memory about one replica.
@@ -88,6 +92,11 @@ pub(crate) struct Chunk {
     /// Notified whenever the primary admits a batch, so a batch that arrived ahead of its
     /// writer's earlier one can look again instead of bouncing back to the client.
     admitted: tokio::sync::Notify,
+    /// The highest commit offset this process knows for the chunk: the primary's own, or the
+    /// last one forwarded to a secondary; the header (32) after a restart, since it is not
+    /// persisted. Every replica holds `[32, known_commit)` durably, so the fence computes the
+    /// writer marks it hands on over that prefix only. Only grows.
+    known_commit: AtomicU64,
 }
 
 impl Chunk {
@@ -98,7 +107,13 @@ impl Chunk {
             readable: watch::Sender::new(CHUNK_HEADER_BYTES as u64),
             primary: primary.map(Mutex::new),
             admitted: tokio::sync::Notify::new(),
+            known_commit: AtomicU64::new(CHUNK_HEADER_BYTES as u64),
         }
+    }
+
+    /// Raises the known commit offset (see [`Chunk::known_commit`]).
+    fn learn_commit(&self, commit: u64) {
+        self.known_commit.fetch_max(commit, Ordering::AcqRel);
     }
 
     fn primary(&self) -> Option<MutexGuard<'_, Primary>> {
@@ -129,6 +144,7 @@ impl Chunk {
         match result {
             Ok(()) => {
                 if let Some(commit) = p.complete(offset) {
+                    self.learn_commit(commit);
                     // Under the lock, so commit offsets are published in order.
                     self.readable.send_replace(commit);
                 }
@@ -328,6 +344,7 @@ impl Node {
         version: u64,
         frames: Bytes,
         acked_through: u64,
+        writer_epoch: u64,
     ) -> Result<AppendOutcome> {
         let chunk = self.chunk(handle)?;
         if chunk.primary.is_none() {
@@ -347,7 +364,7 @@ impl Node {
             let step = {
                 let mut guard = chunk.primary().expect("checked above");
                 let p = &mut *guard;
-                match p.admit(version, &batch, acked_through)? {
+                match p.admit(version, &batch, acked_through, writer_epoch)? {
                     Admission::Admitted(admitted) => {
                         let replication = admitted
                             .write
@@ -533,6 +550,7 @@ impl Node {
         let chunk = self.chunk(handle)?;
         let durable = self.store.append(handle, version, offset, frames).await?;
         // The primary's commit offset covers bytes durable on every replica, this one included.
+        chunk.learn_commit(commit_offset.min(durable));
         chunk.raise_readable(commit_offset.min(durable));
         Ok(durable)
     }
@@ -593,7 +611,7 @@ impl Node {
     }
 
     /// The master's fence: refuse appends, adopt `new_version`, report the durable length and
-    /// the writers' high-water marks scanned from the durable bytes.
+    /// the writers' marks over the prefix every replica holds (ARCHITECTURE.md, "Seal").
     pub(crate) async fn fence(
         &self,
         handle: ChunkHandle,
@@ -617,12 +635,33 @@ impl Node {
         chunk.ping();
         let state = state?;
         let store = self.store.clone();
-        let len = state.len;
-        let writer_marks = blocking(move || scan_writer_marks(&store, handle, len)).await?;
-        info!(chunk = %handle, version = state.version, len, writers = writer_marks.len(), "fenced");
+        // Read after the fence: no commit offset can be learnt for bytes this fence cut off.
+        let through = chunk
+            .known_commit
+            .load(Ordering::Acquire)
+            .min(state.len)
+            .max(CHUNK_HEADER_BYTES as u64);
+        let scanned = blocking(move || {
+            scan_marks(
+                |offset, len| store.read(handle, offset, len),
+                through,
+                READ_BYTES_MAX,
+                cairn_proto::WRITER_MARKS_MAX,
+            )
+        })
+        .await?;
+        info!(
+            chunk = %handle,
+            version = state.version,
+            len = state.len,
+            marks_through = scanned.through,
+            writers = scanned.marks.len(),
+            "fenced"
+        );
         Ok(FenceOutcome {
             state,
-            writer_marks,
+            writer_marks: scanned.marks,
+            marks_through: scanned.through,
         })
     }
 
@@ -669,58 +708,4 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .expect("blocking store work does not panic")
-}
-
-/// The highest sequence of each writer among the valid data frames in `[32, len)` of the
-/// replica, sorted by writer. Bad ranges are skipped with a warning (their records cannot be
-/// trusted to name a writer).
-fn scan_writer_marks(
-    store: &Store<ServerDisk>,
-    handle: ChunkHandle,
-    len: u64,
-) -> Result<Vec<(u64, u64)>> {
-    let mut marks: HashMap<u64, u64> = HashMap::new();
-    // File offset of `carry[0]`, and bytes of a frame cut by the previous read.
-    let mut pos = CHUNK_HEADER_BYTES as u64;
-    let mut carry: Vec<u8> = Vec::new();
-    let mut read_at = pos;
-    while read_at < len {
-        let want = (len - read_at).min(READ_BYTES_MAX as u64) as usize;
-        let data = store.read(handle, read_at, want)?;
-        if data.is_empty() {
-            break;
-        }
-        read_at += data.len() as u64;
-        let buf = if carry.is_empty() {
-            data
-        } else {
-            carry.extend_from_slice(&data);
-            Bytes::from(std::mem::take(&mut carry))
-        };
-        let last = read_at >= len;
-        let mut consumed = buf.len();
-        for item in Scanner::new(&buf, pos) {
-            match item {
-                ScanItem::Record { id, .. } => {
-                    let m = marks.entry(id.writer).or_insert(0);
-                    *m = (*m).max(id.sequence);
-                }
-                ScanItem::Padding { .. } => {}
-                ScanItem::Corrupt { offset, len: bad } => {
-                    let to_end = offset + bad == pos + buf.len() as u64;
-                    if !last && to_end && bad <= FENCE_SCAN_CARRY_BYTES_MAX as u64 {
-                        // Probably a frame cut by the read boundary: read on and look again.
-                        consumed = (offset - pos) as usize;
-                        break;
-                    }
-                    warn!(chunk = %handle, offset, len = bad, "bad bytes skipped while scanning writer marks");
-                }
-            }
-        }
-        carry = buf[consumed..].to_vec();
-        pos += consumed as u64;
-    }
-    let mut marks: Vec<(u64, u64)> = marks.into_iter().collect();
-    marks.sort_unstable();
-    Ok(marks)
 }

@@ -26,6 +26,9 @@ pub(crate) struct Batch {
     pub(crate) first_sequence: u64,
     /// `ends[i]`: where frame `i` ends in the buffer (frame `i` starts at `ends[i - 1]`, or 0).
     pub(crate) ends: Vec<usize>,
+    /// `crcs[i]`: the stored frame CRC of record `i` (its first four bytes), the record's
+    /// digest: a resent sequence is "already stored" only if the stored frame CRC is the same.
+    pub(crate) crcs: Vec<u32>,
 }
 
 impl Batch {
@@ -41,6 +44,7 @@ impl Batch {
             writer: 0,
             first_sequence: 0,
             ends: Vec::new(),
+            crcs: Vec::new(),
         };
         for item in Scanner::new(frames, 0) {
             match item {
@@ -75,6 +79,7 @@ impl Batch {
                             batch.first_sequence + batch.ends.len() as u64 - 1
                         ));
                     }
+                    batch.crcs.push(frame_crc(&frames[offset as usize..]));
                     batch
                         .ends
                         .push(offset as usize + encoded_len(payload.len()));
@@ -153,20 +158,59 @@ impl Write {
     }
 }
 
-/// Per writer: its high-water mark in this chunk and the offsets of its recent records.
+/// The stored frame CRC of the frame starting at `frame[0]` (FORMAT.md, "Frames": bytes 0..4).
+pub(crate) fn frame_crc(frame: &[u8]) -> u32 {
+    u32::from_le_bytes(
+        frame[..4]
+            .try_into()
+            .expect("a verified frame is longer than 4 bytes"),
+    )
+}
+
+/// What a new primary is told about one writer at creation (the master's carried mark and
+/// epoch, ARCHITECTURE.md "Seal").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Inherited {
+    /// Highest sequence durable on every replica of an earlier chunk (0: none known).
+    pub(crate) sequence: u64,
+    /// Frame CRC of that record.
+    pub(crate) frame_crc: u32,
+    /// The writer's epoch as the master handed it out (0: never resumed).
+    pub(crate) epoch: u64,
+}
+
+impl Inherited {
+    /// The frame CRC of record `sequence`, if known: 0 stands for "not known" (marks logged
+    /// before CRCs were carried), so such a mark is used as a sequence only.
+    fn known_crc(&self) -> Option<u32> {
+        (self.sequence > 0 && self.frame_crc != 0).then_some(self.frame_crc)
+    }
+}
+
+/// One record of a writer stored in this chunk.
+#[derive(Clone, Copy, Debug)]
+struct Stored {
+    offset: u64,
+    end: u64,
+    frame_crc: u32,
+}
+
+/// Per writer: its epoch, high-water mark in this chunk and its recent records.
 #[derive(Debug)]
 struct WriterMarks {
-    /// The mark the writer started with here (inherited, or its `acked_through`).
-    base: u64,
-    /// Highest sequence assigned in this chunk (or `base`).
+    /// The highest epoch admitted for this writer (appends with a lower one are refused).
+    epoch: u64,
+    /// Highest sequence assigned in this chunk, or inherited / acknowledged elsewhere.
     mark: u64,
-    /// (offset, end) of sequences `mark - recent.len() + 1 ..= mark`, oldest first.
-    recent: VecDeque<(u64, u64)>,
+    /// Frame CRC of record `mark` when it is known but not in `recent` (an inherited mark).
+    mark_crc: Option<u32>,
+    /// Records `mark - recent.len() + 1 ..= mark`, oldest first.
+    recent: VecDeque<Stored>,
 }
 
 impl WriterMarks {
-    /// (offset, end) of `sequence` if it is still remembered.
-    fn recent(&self, sequence: u64) -> Option<(u64, u64)> {
+    /// Record `sequence` if it is still remembered.
+    fn recent(&self, sequence: u64) -> Option<Stored> {
         let first = self.mark + 1 - self.recent.len() as u64;
         if sequence < first || sequence > self.mark {
             return None;
@@ -174,11 +218,11 @@ impl WriterMarks {
         self.recent.get((sequence - first) as usize).copied()
     }
 
-    fn remember(&mut self, offset: u64, end: u64) {
+    fn remember(&mut self, stored: Stored) {
         if self.recent.len() == WRITER_RECENT_OFFSETS_MAX {
             self.recent.pop_front();
         }
-        self.recent.push_back((offset, end));
+        self.recent.push_back(stored);
         self.mark += 1;
     }
 }
@@ -190,7 +234,7 @@ pub(crate) struct Primary {
     version: u64,
     capacity: u64,
     secondaries: Vec<String>,
-    inherited: HashMap<u64, u64>,
+    inherited: HashMap<u64, Inherited>,
     writers: HashMap<u64, WriterMarks>,
     /// Where the next write goes: the end of everything assigned so far.
     end: u64,
@@ -209,7 +253,7 @@ impl Primary {
         version: u64,
         capacity: u64,
         secondaries: Vec<String>,
-        inherited: HashMap<u64, u64>,
+        inherited: HashMap<u64, Inherited>,
     ) -> Primary {
         let empty = CHUNK_HEADER_BYTES as u64;
         Primary {
@@ -258,12 +302,14 @@ impl Primary {
         self.fenced = true;
     }
 
-    /// Decides what to do with `batch` and, if it writes, reserves its bytes.
+    /// Decides what to do with `batch` of a writer at `epoch` and, if it writes, reserves its
+    /// bytes. A refusal (an error, `OutOfOrder`, `Full`) changes nothing.
     pub(crate) fn admit(
         &mut self,
         version: u64,
         batch: &Batch,
         acked_through: u64,
+        epoch: u64,
     ) -> Result<Admission> {
         let handle = self.handle;
         if version != self.version {
@@ -279,43 +325,96 @@ impl Primary {
         if self.broken {
             return Err(Error::Broken { handle });
         }
+        let writer = batch.writer;
+        let first = batch.first_sequence;
+        if acked_through >= first {
+            // Records at or below `acked_through` would be taken as stored before: refusing
+            // keeps a lying or confused writer from having a record acknowledged unstored.
+            return Err(Error::InvalidBatch {
+                handle,
+                reason: format!(
+                    "writer {writer:016x}: acked_through {acked_through} is not below the \
+                     batch's first sequence {first} (a batch carries only records not yet \
+                     acknowledged)"
+                ),
+            });
+        }
+        let inherited = self.inherited.get(&writer).copied().unwrap_or_default();
+        let known = self.writers.get(&writer);
+        let current = known.map_or(inherited.epoch, |w| w.epoch);
+        if epoch < current {
+            return Err(Error::WriterFenced {
+                handle,
+                writer,
+                epoch,
+                current,
+            });
+        }
         if self.full {
             return Ok(Admission::Full);
         }
-        let inherited = self.inherited.get(&batch.writer).copied().unwrap_or(0);
-        let w = self.writers.entry(batch.writer).or_insert_with(|| {
-            let base = inherited.max(acked_through);
-            WriterMarks {
-                base,
-                mark: base,
-                recent: VecDeque::new(),
-            }
-        });
-        let first = batch.first_sequence;
-        if first > w.mark + 1 {
+        // The writer's mark as it would be with this batch: the records up to `acked_through`
+        // were acknowledged (so stored durably on every replica of some chunk) even if this
+        // chunk never saw them.
+        let (mut mark, mut mark_crc) = match known {
+            Some(w) => (w.mark, w.mark_crc),
+            None => (inherited.sequence, inherited.known_crc()),
+        };
+        let raised = acked_through > mark;
+        if raised {
+            mark = acked_through;
+            mark_crc = None;
+        }
+        if first > mark + 1 {
             return Ok(Admission::OutOfOrder {
-                expected_sequence: w.mark + 1,
+                expected_sequence: mark + 1,
             });
         }
         let n = batch.len();
-        let dups = ((w.mark + 1 - first) as usize).min(n);
+        let dups = ((mark + 1 - first) as usize).min(n);
         let mut offsets = Vec::with_capacity(n);
         let mut wait_commit = 0;
         for i in 0..dups {
             let sequence = first + i as u64;
-            match w.recent(sequence) {
-                Some((offset, end)) => {
-                    offsets.push(offset);
-                    wait_commit = wait_commit.max(end);
+            let crc = batch.crcs[i];
+            let stored = known.filter(|_| !raised).and_then(|w| w.recent(sequence));
+            let same = match (stored, sequence == mark) {
+                (Some(s), _) => Some(s.frame_crc == crc),
+                (None, true) => mark_crc.map(|m| m == crc),
+                (None, false) => None,
+            };
+            match (same, stored) {
+                (Some(false), _) => {
+                    return Err(Error::WriterConflict {
+                        handle,
+                        writer,
+                        sequence,
+                    });
                 }
-                None => {
+                (_, Some(s)) => {
+                    offsets.push(s.offset);
+                    wait_commit = wait_commit.max(s.end);
+                }
+                (_, None) => {
+                    // Stored before, at an offset this primary no longer knows (or in an
+                    // earlier chunk). If it is in this chunk it lies below the current end.
                     offsets.push(0);
-                    if sequence > w.base {
-                        // Assigned in this chunk but forgotten: it lies below the current end.
-                        wait_commit = wait_commit.max(self.end);
-                    }
+                    wait_commit = wait_commit.max(self.end);
                 }
             }
+        }
+        // Every check passed: from here on the batch is taken.
+        let w = self.writers.entry(writer).or_insert_with(|| WriterMarks {
+            epoch,
+            mark: inherited.sequence,
+            mark_crc: inherited.known_crc(),
+            recent: VecDeque::new(),
+        });
+        w.epoch = epoch;
+        if raised {
+            w.mark = mark;
+            w.mark_crc = None;
+            w.recent.clear();
         }
         // The longest prefix of the new records that fits under the capacity.
         let start = batch.start(dups);
@@ -334,7 +433,11 @@ impl Primary {
         for i in dups..stored {
             let offset = self.end + (batch.start(i) - start) as u64;
             let end = self.end + (batch.ends[i] - start) as u64;
-            w.remember(offset, end);
+            w.remember(Stored {
+                offset,
+                end,
+                frame_crc: batch.crcs[i],
+            });
             offsets.push(offset);
         }
         let write = Write {
@@ -406,6 +509,16 @@ mod tests {
         Batch::parse(&frames(writer, sequences, len), 1 << 20).unwrap()
     }
 
+    /// What a new primary inherits for `writer`: its record `sequence` as `frames` encodes it.
+    fn inherit(writer: u64, sequence: u64, epoch: u64) -> Inherited {
+        let f = frames(writer, sequence..=sequence, 8);
+        Inherited {
+            sequence,
+            frame_crc: frame_crc(&f),
+            epoch,
+        }
+    }
+
     fn admitted(a: Admission) -> Admitted {
         match a {
             Admission::Admitted(a) => a,
@@ -455,18 +568,18 @@ mod tests {
     #[test]
     fn writer_marks_give_offsets_duplicates_and_out_of_order() {
         let mut p = Primary::new(H, 1, 4096, Vec::new(), HashMap::new());
-        let a = admitted(p.admit(1, &batch(9, 1..=2, 8), 0).unwrap());
+        let a = admitted(p.admit(1, &batch(9, 1..=2, 8), 0, 0).unwrap());
         assert_eq!(a.offsets, vec![32, 72]);
         assert_eq!(a.write.clone().unwrap().frames, 0..80);
         // A gap: the next expected is 3.
         assert_eq!(
-            p.admit(1, &batch(9, 5..=5, 8), 0).unwrap(),
+            p.admit(1, &batch(9, 5..=5, 8), 0, 0).unwrap(),
             Admission::OutOfOrder {
                 expected_sequence: 3
             }
         );
         // A retry of 2..=3: 2 is a duplicate (offset known, still in flight), 3 is new.
-        let b = admitted(p.admit(1, &batch(9, 2..=3, 8), 0).unwrap());
+        let b = admitted(p.admit(1, &batch(9, 2..=3, 8), 0, 0).unwrap());
         assert_eq!(b.offsets, vec![72, 112]);
         assert_eq!(b.wait_commit, 112);
         assert_eq!(b.write.clone().unwrap().frames, 40..80);
@@ -476,26 +589,27 @@ mod tests {
         assert_eq!(p.complete(32), Some(152));
         // Stale version.
         assert!(matches!(
-            p.admit(2, &batch(9, 4..=4, 8), 0),
+            p.admit(2, &batch(9, 4..=4, 8), 0, 0),
             Err(Error::StaleVersion { .. })
         ));
     }
 
     #[test]
     fn inherited_marks_and_acked_through_start_a_new_writer() {
-        let inherited = HashMap::from([(9, 10)]);
+        let inherited = HashMap::from([(9, inherit(9, 10, 0))]);
         let mut p = Primary::new(H, 1, 4096, Vec::new(), inherited);
-        let a = admitted(p.admit(1, &batch(9, 9..=11, 8), 0).unwrap());
+        let a = admitted(p.admit(1, &batch(9, 9..=11, 8), 0, 0).unwrap());
         assert_eq!(a.offsets, vec![0, 0, 32]);
-        assert_eq!(a.wait_commit, 0);
+        // Nothing of this chunk was below them: the (empty) chunk's end is committed.
+        assert_eq!(a.wait_commit, 32);
         // Another writer, unseen, whose records up to 4 were acknowledged elsewhere.
         assert_eq!(
-            p.admit(1, &batch(3, 6..=6, 8), 4).unwrap(),
+            p.admit(1, &batch(3, 6..=6, 8), 4, 0).unwrap(),
             Admission::OutOfOrder {
                 expected_sequence: 5
             }
         );
-        let b = admitted(p.admit(1, &batch(3, 5..=5, 8), 4).unwrap());
+        let b = admitted(p.admit(1, &batch(3, 5..=5, 8), 4, 0).unwrap());
         assert_eq!(b.offsets, vec![72]);
     }
 
@@ -504,30 +618,33 @@ mod tests {
         // Capacity 32 + 3 frames of 40 bytes + 16: two more frames fit, not three.
         let cap = 32 + 3 * 40 + 16;
         let mut p = Primary::new(H, 1, cap, Vec::new(), HashMap::new());
-        admitted(p.admit(1, &batch(1, 1..=1, 8), 0).unwrap());
-        let a = admitted(p.admit(1, &batch(1, 2..=4, 8), 0).unwrap());
+        admitted(p.admit(1, &batch(1, 1..=1, 8), 0, 0).unwrap());
+        let a = admitted(p.admit(1, &batch(1, 2..=4, 8), 0, 0).unwrap());
         assert!(a.full);
         assert_eq!(a.offsets, vec![72, 112]);
         let w = a.write.unwrap();
         assert_eq!(w.frames, 0..80);
         assert_eq!(w.offset + w.len(), cap);
         assert_eq!(w.padding_bytes, 16);
-        assert_eq!(p.admit(1, &batch(1, 4..=4, 8), 0).unwrap(), Admission::Full);
+        assert_eq!(
+            p.admit(1, &batch(1, 4..=4, 8), 0, 0).unwrap(),
+            Admission::Full
+        );
     }
 
     #[test]
     fn a_broken_or_fenced_chunk_refuses_appends() {
         let mut p = Primary::new(H, 1, 4096, Vec::new(), HashMap::new());
-        admitted(p.admit(1, &batch(1, 1..=1, 8), 0).unwrap());
+        admitted(p.admit(1, &batch(1, 1..=1, 8), 0, 0).unwrap());
         p.fail();
         assert!(matches!(
-            p.admit(1, &batch(1, 2..=2, 8), 0),
+            p.admit(1, &batch(1, 2..=2, 8), 0, 0),
             Err(Error::Broken { .. })
         ));
         let mut q = Primary::new(H, 1, 4096, Vec::new(), HashMap::new());
         q.fence();
         assert!(matches!(
-            q.admit(1, &batch(1, 1..=1, 8), 0),
+            q.admit(1, &batch(1, 1..=1, 8), 0, 0),
             Err(Error::Fenced { .. })
         ));
     }
@@ -536,10 +653,123 @@ mod tests {
     fn forgotten_duplicates_answer_zero_and_wait_for_the_end() {
         let mut p = Primary::new(H, 1, 1 << 30, Vec::new(), HashMap::new());
         let n = WRITER_RECENT_OFFSETS_MAX as u64 + 10;
-        admitted(p.admit(1, &batch(1, 1..=n, 0), 0).unwrap());
-        let a = admitted(p.admit(1, &batch(1, 1..=2, 0), 0).unwrap());
+        admitted(p.admit(1, &batch(1, 1..=n, 0), 0, 0).unwrap());
+        let a = admitted(p.admit(1, &batch(1, 1..=2, 0), 0, 0).unwrap());
         assert_eq!(a.offsets, vec![0, 0]);
         assert_eq!(a.wait_commit, 32 + n * 32);
         assert!(a.write.is_none());
+    }
+
+    // Proves (issue 8 item 10): a resent sequence is "already stored" only when the stored
+    // record has the same frame CRC; another payload under the same (writer, sequence) is
+    // refused with a conflict naming both, and the refusal changes nothing.
+    #[test]
+    fn a_different_record_under_a_stored_sequence_is_refused() {
+        let mut p = Primary::new(H, 1, 4096, Vec::new(), HashMap::new());
+        let a = admitted(p.admit(1, &batch(9, 1..=1, 8), 0, 0).unwrap());
+        assert_eq!(a.offsets, vec![32]);
+        let end = p.end();
+        // Another process with the same writer id, its own sequence 1 (another payload).
+        match p.admit(1, &batch(9, 1..=1, 16), 0, 0) {
+            Err(Error::WriterConflict {
+                writer: 9,
+                sequence: 1,
+                ..
+            }) => {}
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        // A batch whose first record is the same but the second differs: refused too.
+        let mut mixed = frames(9, 1..=1, 8);
+        mixed.extend(frames(9, 2..=2, 8));
+        admitted(
+            p.admit(1, &Batch::parse(&mixed, 1 << 20).unwrap(), 0, 0)
+                .unwrap(),
+        );
+        let mut other = frames(9, 1..=1, 8);
+        other.extend(frames(9, 2..=2, 24));
+        assert!(matches!(
+            p.admit(1, &Batch::parse(&other, 1 << 20).unwrap(), 0, 0),
+            Err(Error::WriterConflict { sequence: 2, .. })
+        ));
+        // The same records again: answered with their offsets, nothing written.
+        let same = admitted(p.admit(1, &batch(9, 1..=2, 8), 0, 0).unwrap());
+        assert_eq!(same.offsets, vec![32, 72]);
+        assert!(same.write.is_none());
+        assert_eq!(p.end(), end + 40);
+    }
+
+    // Proves: the record an inherited mark names is verified by its frame CRC after a roll.
+    #[test]
+    fn an_inherited_mark_is_verified_by_its_frame_crc() {
+        let inherited = HashMap::from([(9, inherit(9, 10, 0))]);
+        let mut p = Primary::new(H, 1, 4096, Vec::new(), inherited);
+        assert!(matches!(
+            p.admit(1, &batch(9, 10..=10, 16), 0, 0),
+            Err(Error::WriterConflict { sequence: 10, .. })
+        ));
+        assert!(p.writers.is_empty(), "a refused batch registers nothing");
+        let a = admitted(p.admit(1, &batch(9, 10..=11, 8), 0, 0).unwrap());
+        assert_eq!(a.offsets, vec![0, 32]);
+    }
+
+    // Proves: an acked_through at or above the batch's first sequence (which would have
+    // answered unstored records "already stored") is refused, and refused or out-of-order
+    // batches register nothing: the writer's next batch is judged as if they never came.
+    #[test]
+    fn impossible_acked_through_and_refused_batches_change_nothing() {
+        let mut p = Primary::new(H, 1, 4096, Vec::new(), HashMap::new());
+        assert!(matches!(
+            p.admit(1, &batch(5, 1..=2, 8), 1, 0),
+            Err(Error::InvalidBatch { .. })
+        ));
+        assert!(matches!(
+            p.admit(1, &batch(5, 3..=3, 8), 7, 0),
+            Err(Error::InvalidBatch { .. })
+        ));
+        assert_eq!(
+            p.admit(1, &batch(5, 3..=3, 8), 0, 0).unwrap(),
+            Admission::OutOfOrder {
+                expected_sequence: 1
+            }
+        );
+        assert!(p.writers.is_empty());
+        assert_eq!(p.end(), 32);
+        let a = admitted(p.admit(1, &batch(5, 1..=1, 8), 0, 0).unwrap());
+        assert_eq!(a.offsets, vec![32]);
+        // Acknowledged elsewhere (the chunk before): the mark moves up, nothing is dropped.
+        let b = admitted(p.admit(1, &batch(5, 4..=4, 8), 3, 0).unwrap());
+        assert_eq!(b.offsets, vec![72]);
+    }
+
+    // Proves: epochs fence older incarnations. A higher epoch is adopted when its batch is
+    // admitted (and its resent records are verified against the stored ones); lower epochs,
+    // including a never-resumed 0, are refused from then on; an epoch learnt at creation
+    // (from the master) fences from the first append.
+    #[test]
+    fn older_epochs_of_a_writer_are_fenced() {
+        let inherited = HashMap::from([(4, inherit(4, 0, 3))]);
+        let mut p = Primary::new(H, 1, 4096, Vec::new(), inherited);
+        assert!(matches!(
+            p.admit(1, &batch(4, 1..=1, 8), 0, 2),
+            Err(Error::WriterFenced {
+                epoch: 2,
+                current: 3,
+                ..
+            })
+        ));
+        assert!(p.writers.is_empty());
+        admitted(p.admit(1, &batch(4, 1..=2, 8), 0, 3).unwrap());
+        // Incarnation 4 resumes from sequence 1 and re-sends the same records.
+        let again = admitted(p.admit(1, &batch(4, 1..=3, 8), 0, 4).unwrap());
+        assert_eq!(again.offsets, vec![32, 72, 112]);
+        assert!(matches!(
+            p.admit(1, &batch(4, 3..=3, 8), 2, 3),
+            Err(Error::WriterFenced { current: 4, .. })
+        ));
+        assert!(matches!(
+            p.admit(1, &batch(4, 4..=4, 8), 3, 0),
+            Err(Error::WriterFenced { .. })
+        ));
+        admitted(p.admit(1, &batch(4, 4..=4, 8), 3, 4).unwrap());
     }
 }

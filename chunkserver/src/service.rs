@@ -26,13 +26,15 @@ use tracing::instrument;
 use crate::error::{Error, Result};
 use crate::limits::{HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES};
 use crate::node::{AppendStatus, Node, PrimaryRole};
+use crate::primary::Inherited;
 use crate::store::ReplicaState;
 
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
         let code = match &e {
             Error::NotFound { .. } => Code::NotFound,
-            Error::AlreadyExists { .. } => Code::AlreadyExists,
+            Error::AlreadyExists { .. } | Error::WriterConflict { .. } => Code::AlreadyExists,
+            Error::WriterFenced { .. } => Code::PermissionDenied,
             Error::StaleVersion { .. }
             | Error::Sealed { .. }
             | Error::Fenced { .. }
@@ -261,12 +263,31 @@ impl Chunkserver for ChunkserverService {
         request: Request<CreateReplicaRequest>,
     ) -> Result<Response<CreateReplicaResponse>, Status> {
         let r = request.into_inner();
+        if r.writer_marks.len() > cairn_proto::WRITER_MARKS_MAX {
+            return Err(Error::InvalidRequest {
+                reason: format!(
+                    "{} writer marks, over the limit of {}",
+                    r.writer_marks.len(),
+                    cairn_proto::WRITER_MARKS_MAX
+                ),
+            }
+            .into());
+        }
         let role = r.primary.then(|| PrimaryRole {
             secondaries: r.secondaries,
             inherited: r
                 .writer_marks
                 .iter()
-                .map(|m| (m.writer, m.sequence))
+                .map(|m| {
+                    (
+                        m.writer,
+                        Inherited {
+                            sequence: m.sequence,
+                            frame_crc: m.frame_crc,
+                            epoch: m.epoch,
+                        },
+                    )
+                })
                 .collect(),
         });
         self.node
@@ -283,7 +304,13 @@ impl Chunkserver for ChunkserverService {
         let r = request.into_inner();
         let out = self
             .node
-            .append(ChunkHandle(r.handle), r.version, r.frames, r.acked_through)
+            .append(
+                ChunkHandle(r.handle),
+                r.version,
+                r.frames,
+                r.acked_through,
+                r.writer_epoch,
+            )
             .await?;
         let status = match out.status {
             AppendStatus::Ok => cairn_proto::v1::AppendStatus::Ok,
@@ -351,8 +378,14 @@ impl Chunkserver for ChunkserverService {
             writer_marks: out
                 .writer_marks
                 .into_iter()
-                .map(|(writer, sequence)| WriterMark { writer, sequence })
+                .map(|m| WriterMark {
+                    writer: m.writer,
+                    sequence: m.sequence,
+                    frame_crc: m.frame_crc,
+                    epoch: 0,
+                })
                 .collect(),
+            marks_through: out.marks_through,
         }))
     }
 

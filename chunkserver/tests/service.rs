@@ -114,6 +114,12 @@ impl Master for FakeMasterService {
     ) -> Result<Response<cairn_proto::v1::ReportCorruptResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn resume_writer(
+        &self,
+        _: Request<cairn_proto::v1::ResumeWriterRequest>,
+    ) -> Result<Response<cairn_proto::v1::ResumeWriterResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 async fn start_master() -> (Arc<FakeMaster>, String) {
@@ -263,6 +269,7 @@ fn append_req(handle: u64, version: u64, frames: Bytes, acked_through: u64) -> A
         version,
         frames,
         acked_through,
+        writer_epoch: 0,
     }
 }
 
@@ -390,19 +397,27 @@ async fn concurrent_writers_are_replicated_byte_for_byte() {
     let mut s1 = c.client(1).await;
     assert!(read(&mut s1, h, 32, 0).await.readable_end <= end);
 
+    // The primary's marks cover its commit offset, the end: every writer's last record. A
+    // secondary's cover only the commit offset last forwarded to it (every replica holds that
+    // prefix), so they may lag, never lead.
     let mut lens = Vec::new();
     for i in 0..3 {
         let f = fence(&mut c.client(i).await, h, 2).await;
         assert_eq!(f.version, 2);
-        let mut marks = f.writer_marks.clone();
-        marks.sort_by_key(|m| m.writer);
-        let want: Vec<_> = (1..=4)
-            .map(|writer| WriterMark {
-                writer,
-                sequence: 100,
-            })
+        let mut marks: Vec<(u64, u64)> = f
+            .writer_marks
+            .iter()
+            .map(|m| (m.writer, m.sequence))
             .collect();
-        assert_eq!(marks, want);
+        marks.sort_unstable();
+        if i == 0 {
+            assert_eq!(f.marks_through, end);
+            let want: Vec<_> = (1..=4).map(|writer| (writer, 100)).collect();
+            assert_eq!(marks, want);
+        } else {
+            assert!(f.marks_through <= end);
+            assert!(marks.iter().all(|&(w, s)| (1..=4).contains(&w) && s <= 100));
+        }
         lens.push(f.durable_length);
     }
     assert!(lens.iter().all(|&l| l == end), "{lens:?} vs {end}");
@@ -449,6 +464,8 @@ async fn gaps_are_out_of_order_and_retries_are_duplicates() {
         vec![WriterMark {
             writer: 9,
             sequence: 5,
+            frame_crc: 0,
+            epoch: 0,
         }],
     )
     .await;
@@ -603,19 +620,14 @@ async fn fence_refuses_the_old_version_and_returns_marks() {
     append(&mut p, h, frames(2, 1..=7, 20), 0).await.unwrap();
     let f = fence(&mut p, h, 2).await;
     assert_eq!(f.durable_length, 32 + 10 * 56);
-    assert_eq!(
-        f.writer_marks,
-        vec![
-            WriterMark {
-                writer: 1,
-                sequence: 3
-            },
-            WriterMark {
-                writer: 2,
-                sequence: 7
-            }
-        ]
-    );
+    // Most recently active writer first.
+    let marks: Vec<(u64, u64)> = f
+        .writer_marks
+        .iter()
+        .map(|m| (m.writer, m.sequence))
+        .collect();
+    assert_eq!(marks, vec![(2, 7), (1, 3)]);
+    assert_eq!(f.marks_through, f.durable_length);
     for version in [1, 2] {
         let e = p
             .append(append_req(h, version, frames(1, 4..=4, 8), 3))

@@ -35,8 +35,31 @@ pub(crate) struct AppendArgs {
     /// {"line":N,"chunk":I,"offset":O,"writer":W,"sequence":S}.
     #[arg(long)]
     json: bool,
+    /// Append as this writer id (decimal, or hex with 0x), resuming it: the master hands out a
+    /// new epoch, so an older process still appending as this writer is fenced, and records
+    /// re-sent under the same (writer, sequence) are stored once. Without it, a random writer.
+    #[arg(long, value_parser = parse_writer)]
+    writer: Option<u64>,
+    /// With --writer: the sequence of the first input line (the next ones follow). Re-running
+    /// after a crash with the same input from line N and --first-sequence N stores each line
+    /// once; sequences before N count as acknowledged.
+    #[arg(long, requires = "writer", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    first_sequence: u64,
     #[command(flatten)]
     master: MasterArg,
+}
+
+/// A non-zero writer id, decimal or `0x` hex.
+fn parse_writer(s: &str) -> Result<u64, String> {
+    let id = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    }
+    .map_err(|e| format!("{s:?} is not a writer id: {e}"))?;
+    if id == 0 {
+        return Err("writer id 0 is reserved".into());
+    }
+    Ok(id)
 }
 
 /// Appends every input line as a record.
@@ -51,7 +74,13 @@ pub(crate) fn run(args: &AppendArgs) -> anyhow::Result<ExitCode> {
             None => Box::new(tokio::io::stdin()),
         };
         let client = cluster::connect(&args.master).await?;
-        let appender = client.appender(&args.log).await.map_err(cluster::hint)?;
+        let appender = match args.writer {
+            Some(writer) => client
+                .resume_appender(&args.log, writer, args.first_sequence)
+                .await
+                .map_err(cluster::hint)?,
+            None => client.appender(&args.log).await.map_err(cluster::hint)?,
+        };
         let writer = appender.writer_id();
         let started = Instant::now();
 
@@ -170,6 +199,15 @@ fn ack_json(line: u64, ack: &AppendAck) -> String {
 mod tests {
     use super::*;
     use cairn_client::RecordId;
+
+    // Proves: --writer takes decimal or 0x hex ids and refuses 0 and garbage.
+    #[test]
+    fn writer_ids_parse() {
+        assert_eq!(parse_writer("42"), Ok(42));
+        assert_eq!(parse_writer("0xff"), Ok(255));
+        assert!(parse_writer("0").is_err());
+        assert!(parse_writer("x").is_err());
+    }
 
     #[test]
     fn ack_lines_follow_the_contract() {

@@ -52,6 +52,22 @@ pub enum Error {
         /// What was wrong with the answer.
         message: String,
     },
+    /// A record was refused because a different record is stored under its (writer,
+    /// sequence): two processes append as one writer id, or a resend changed its payload.
+    /// Nothing of that batch was stored; the appender is closed.
+    #[error("writer conflict: {message}")]
+    WriterConflict {
+        /// The primary's explanation, naming the writer and sequence.
+        message: String,
+    },
+    /// This appender is an older incarnation of a resumed writer: a newer one
+    /// ([`crate::Client::resume_appender`]) took the writer id over. Its records are refused;
+    /// the appender is closed.
+    #[error("writer fenced: {message}")]
+    WriterFenced {
+        /// The primary's explanation, naming the writer and both epochs.
+        message: String,
+    },
     /// The appender stopped (an earlier failure, or its task ended).
     #[error("appender closed: {message}")]
     AppenderClosed {
@@ -124,6 +140,12 @@ impl Error {
     pub(crate) fn from_chunkserver(status: tonic::Status, addr: &str) -> Error {
         match status.code() {
             tonic::Code::InvalidArgument => Error::InvalidArgument {
+                message: format!("{addr}: {}", status.message()),
+            },
+            tonic::Code::AlreadyExists => Error::WriterConflict {
+                message: format!("{addr}: {}", status.message()),
+            },
+            tonic::Code::PermissionDenied => Error::WriterFenced {
                 message: format!("{addr}: {}", status.message()),
             },
             tonic::Code::Unavailable => Error::Unavailable {

@@ -39,11 +39,19 @@
 //!   one replica and a master crash; replay returns it.
 //! - Appends are at least once. An appender resends unacknowledged records with the same
 //!   (writer, sequence) id; the primary and, across a roll, the writer marks the seal hands on
-//!   keep a resent record from being stored twice (for up to 4,096 writers per log). Replay
-//!   drops copies by per-writer sequence ([`ReplayOptions`] can keep them), and an appender's
-//!   records appear in call order.
-//! - An `Err` from `append` is indeterminate unless it is [`Error::RecordTooLarge`] or
-//!   [`Error::LogNotFound`] (refused before any write): the record may still be in the log.
+//!   (each writer's last record held by every replica, for the 4,096 most recently active
+//!   writers of a log) keep a resent record from being stored twice. "Already stored" is
+//!   answered only for the same record (same frame CRC where the primary knows it); a
+//!   different record under a stored (writer, sequence) fails with [`Error::WriterConflict`].
+//!   Replay drops copies by per-writer sequence ([`ReplayOptions`] can keep them), and an
+//!   appender's records appear in call order.
+//! - Writer ids: [`Client::appender`] picks a random one, never shared. A process that must
+//!   survive its own restarts keeps an id and calls [`Client::resume_appender`]: the master
+//!   hands out a new epoch for it, re-sent (writer, sequence) records are stored once, and an
+//!   older incarnation still appending is fenced ([`Error::WriterFenced`]).
+//! - An `Err` from `append` is indeterminate unless it is [`Error::RecordTooLarge`],
+//!   [`Error::LogNotFound`], [`Error::WriterConflict`] or [`Error::WriterFenced`] (refused
+//!   before any write of that batch): the record may still be in the log.
 //! - Replay reads a bad frame again from another replica and yields
 //!   [`ReplayEvent::Skipped`] only when no replica has it whole.
 //!

@@ -225,6 +225,13 @@ impl master_server::Master for Fake {
     ) -> Result<Response<v1::ReportCorruptResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn resume_writer(
+        &self,
+        _: Request<v1::ResumeWriterRequest>,
+    ) -> Result<Response<v1::ResumeWriterResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 #[tonic::async_trait]

@@ -7,7 +7,7 @@
 //! log agree on order; the RPC is answered only after its entry is durable. Per log, an async
 //! mutex serialises allocation and sealing (held across the chunkserver RPCs).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::heartbeat::{ReplicaReport, Servers};
-use crate::limits::{ALLOCATION_ATTEMPTS_MAX, REPLICATION_MAX, REPLICATION_MIN};
+use crate::limits::{ALLOCATION_ATTEMPTS_MAX, REPLICATION_MAX, REPLICATION_MIN, WRITER_EPOCHS_MAX};
 use crate::meta::{ChunkMeta, ChunkState, Entry, LogMeta, Metadata, WriterMark, merge_marks};
 use crate::namespace::check_path;
 use crate::oplog::{Committer, OplogQueue};
@@ -40,6 +40,8 @@ pub(crate) struct CreateReplica {
     pub(crate) primary: bool,
     pub(crate) secondaries: Vec<String>,
     pub(crate) writer_marks: Vec<WriterMark>,
+    /// Primary only: the epochs of the log's resumed writers.
+    pub(crate) writer_epochs: BTreeMap<u64, u64>,
 }
 
 /// A replica's answer to `Fence`.
@@ -49,6 +51,8 @@ pub(crate) struct Fenced {
     pub(crate) version: u64,
     pub(crate) sealed: bool,
     pub(crate) marks: Vec<WriterMark>,
+    /// The commit offset the marks cover (`FenceResponse.marks_through`).
+    pub(crate) marks_through: u64,
 }
 
 /// Why a chunkserver RPC failed.
@@ -508,6 +512,44 @@ impl<C: ChunkserverApi> MasterCore<C> {
         self.seal_locked(path, &lock, handle, version, reason).await
     }
 
+    /// `ResumeWriter`: the next epoch of `writer` in the log at `path`, logged before it is
+    /// returned, so no epoch is ever handed out twice (ARCHITECTURE.md, "Writers and epochs").
+    pub(crate) async fn resume_writer(&self, path: &str, writer: u64) -> Result<u64> {
+        if writer == 0 {
+            return Err(Error::InvalidArgument {
+                reason: "writer id 0 is reserved (padding frames carry it)".to_owned(),
+            });
+        }
+        let lock = self.log_lock(path)?;
+        let _serial = lock.lock().await;
+        self.check_writable()?;
+        let (sequence, epoch) = {
+            let mut g = self.lock();
+            let log = g.check_log(path, &lock)?;
+            let current = log.writer_epochs.get(&writer).copied().unwrap_or(0);
+            if current == 0 && log.writer_epochs.len() >= WRITER_EPOCHS_MAX {
+                return Err(Error::TooManyWriters {
+                    path: path.to_owned(),
+                    max: WRITER_EPOCHS_MAX,
+                });
+            }
+            let epoch = current
+                .checked_add(1)
+                .ok_or_else(|| Error::InvalidArgument {
+                    reason: format!("writer {writer:016x} has used every epoch"),
+                })?;
+            let sequence = g.record(Entry::WriterEpoch {
+                path: path.to_owned(),
+                writer,
+                epoch,
+            });
+            (sequence, epoch)
+        };
+        self.commit(sequence).await?;
+        info!(log = path, writer = %format!("{writer:016x}"), epoch, "writer resumed");
+        Ok(epoch)
+    }
+
     /// The open chunk's location if it can take appends; allocates when the log has none.
     /// Called with the log's lock held.
     async fn current_or_allocate(
@@ -715,6 +757,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                         length: f.length,
                         sealed: f.sealed,
                         marks: f.marks,
+                        marks_through: f.marks_through,
                     },
                     Ok(Ok(f)) => {
                         warn!(chunk = %handle, %address, version = f.version, "fence answered with an old version");
@@ -784,7 +827,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 let (replication, index, marks) = (
                     log.replication as usize,
                     log.chunks.len() as u32,
-                    log.writer_marks.clone(),
+                    (log.writer_marks.clone(), log.writer_epochs.clone()),
                 );
                 let need_free = log.chunk_bytes.saturating_add(self.config.min_free_bytes);
                 let now = Instant::now();
@@ -859,7 +902,11 @@ impl<C: ChunkserverApi> MasterCore<C> {
         Err(last_error.expect("at least one attempt was made"))
     }
 
-    async fn create_replicas(&self, loc: &Location, marks: Vec<WriterMark>) -> Result<()> {
+    async fn create_replicas(
+        &self,
+        loc: &Location,
+        (marks, epochs): (Vec<WriterMark>, BTreeMap<u64, u64>),
+    ) -> Result<()> {
         let request = |primary: bool| CreateReplica {
             handle: loc.handle,
             version: loc.version,
@@ -871,6 +918,11 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 Vec::new()
             },
             writer_marks: if primary { marks.clone() } else { Vec::new() },
+            writer_epochs: if primary {
+                epochs.clone()
+            } else {
+                BTreeMap::new()
+            },
         };
         let mut calls = JoinSet::new();
         for address in &loc.secondaries {
@@ -1150,7 +1202,9 @@ mod tests {
                 marks: vec![WriterMark {
                     writer: 42,
                     sequence: length,
+                    frame_crc: 0,
                 }],
+                marks_through: length,
             })
         }
 
@@ -1270,7 +1324,8 @@ mod tests {
                 marks,
                 &vec![WriterMark {
                     writer: 42,
-                    sequence: 8000
+                    sequence: 8000,
+                    frame_crc: 0,
                 }]
             );
         }

@@ -57,6 +57,17 @@ pub enum Error {
         /// The record crate's verdict.
         source: cairn_record::Error,
     },
+    /// `ResumeWriter` for a new writer of a log that already keeps the most epochs it may.
+    #[error(
+        "log {path} already has {max} resumed writers; resume an existing writer id or use \
+         plain (random, unresumable) writers"
+    )]
+    TooManyWriters {
+        /// The log.
+        path: String,
+        /// The bound.
+        max: usize,
+    },
     /// A request that is malformed in some other way.
     #[error("invalid argument: {reason}")]
     InvalidArgument {

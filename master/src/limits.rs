@@ -24,9 +24,16 @@ pub const HEARTBEAT_MS_MAX: u64 = 60_000;
 /// Shortest timeout of one master → chunkserver RPC, in milliseconds.
 pub const RPC_TIMEOUT_MS_MIN: u64 = 10;
 
-/// Writer high-water marks carried from one chunk to the next, at most. Dropping one is safe
-/// (replay drops duplicates); the bound keeps seal entries and checkpoints small.
-pub const WRITER_MARKS_MAX: usize = 4096;
+/// Writer marks carried from one chunk to the next, at most: those of the most recently active
+/// writers. Dropping one is safe (its resent records are stored again and replay drops the
+/// copies); the bound keeps seal entries, checkpoints and `CreateReplica` small. Equal to what
+/// one fence answer carries.
+pub const WRITER_MARKS_MAX: usize = cairn_proto::WRITER_MARKS_MAX;
+
+/// Resumed writers (`ResumeWriter`) per log whose epochs the master keeps, at most. Every
+/// chunk's primary is told them all at creation, so a new one past it is refused
+/// (`RESOURCE_EXHAUSTED`) rather than an old epoch forgotten (which would unfence it).
+pub const WRITER_EPOCHS_MAX: usize = cairn_proto::WRITER_MARKS_MAX;
 
 /// Placements tried for one new chunk before giving up with `UNAVAILABLE` (a chunkserver that
 /// died since its last heartbeat is left out of the next try).
@@ -40,9 +47,11 @@ const _: () = assert!(REPLICATION_MIN >= 1 && REPLICATION_MIN <= REPLICATION_MAX
 const _: () =
     assert!(REPLICATION_DEFAULT >= REPLICATION_MIN && REPLICATION_DEFAULT <= REPLICATION_MAX);
 const _: () = assert!(HEARTBEAT_MS_MIN < HEARTBEAT_MS_MAX && HEARTBEAT_MS_MAX <= u32::MAX as u64);
-// A seal entry: each mark is at most ~50 JSON bytes, each replica address at most ~300.
+// A seal entry: each mark is at most ~85 JSON bytes, each replica address at most ~300.
 const _: () =
-    assert!(WRITER_MARKS_MAX * 64 + REPLICATION_MAX as usize * 512 <= OPLOG_ENTRY_BYTES_MAX);
+    assert!(WRITER_MARKS_MAX * 96 + REPLICATION_MAX as usize * 512 <= OPLOG_ENTRY_BYTES_MAX);
+// A CreateReplica carries the marks and the epochs of writers without a mark.
+const _: () = assert!(WRITER_MARKS_MAX + WRITER_EPOCHS_MAX <= 2 * cairn_proto::WRITER_MARKS_MAX);
 const _: () = assert!(OPLOG_ENTRY_BYTES_MAX <= cairn_record::limits::RECORD_PAYLOAD_BYTES_MAX);
 
 /// Copies (re-replications or catch-ups) the master runs at once, cluster-wide. Each copy is

@@ -8,13 +8,19 @@ use std::collections::{BTreeMap, HashMap};
 use cairn_record::ChunkHandle;
 use serde::{Deserialize, Serialize};
 
-use crate::limits::WRITER_MARKS_MAX;
+use crate::limits::{WRITER_EPOCHS_MAX, WRITER_MARKS_MAX};
 
-/// The highest sequence a writer has stored, handed from a sealed chunk to the next primary.
+/// A writer's last record durable on every replica of a sealed chunk (its sequence and frame
+/// CRC), handed from a sealed chunk to the next primary so that it can answer a resend of that
+/// record "already stored" and tell a different record under the same sequence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct WriterMark {
     pub(crate) writer: u64,
     pub(crate) sequence: u64,
+    /// The record's stored frame CRC (0 in entries written before it was carried: such a mark
+    /// is only used as a sequence).
+    #[serde(default)]
+    pub(crate) frame_crc: u32,
 }
 
 /// Whether a chunk still takes appends.
@@ -31,9 +37,13 @@ pub(crate) struct LogMeta {
     pub(crate) path: String,
     pub(crate) replication: u32,
     pub(crate) chunk_bytes: u64,
-    /// Marks to hand to the next chunk's primary (from the last seal).
+    /// Marks to hand to the next chunk's primary (from the last seals), the most recently
+    /// active writers first, at most [`WRITER_MARKS_MAX`].
     #[serde(default)]
     pub(crate) writer_marks: Vec<WriterMark>,
+    /// Epoch of each resumed writer (`ResumeWriter`), at most [`WRITER_EPOCHS_MAX`].
+    #[serde(default)]
+    pub(crate) writer_epochs: BTreeMap<u64, u64>,
     /// Chunk handles in log order; rebuilt from the chunks' `index` when loading a checkpoint.
     #[serde(skip)]
     pub(crate) chunks: Vec<ChunkHandle>,
@@ -118,6 +128,12 @@ pub(crate) enum Entry {
         length: u64,
         replicas: Vec<String>,
     },
+    /// `ResumeWriter`: `writer` of the log at `path` starts epoch `epoch`.
+    WriterEpoch {
+        path: String,
+        writer: u64,
+        epoch: u64,
+    },
     /// An open chunk that provably holds no data (no replica was ever created, or every
     /// replica said it has none) is dropped from its log.
     Abandon {
@@ -154,6 +170,7 @@ impl Metadata {
                         replication: *replication,
                         chunk_bytes: *chunk_bytes,
                         writer_marks: Vec::new(),
+                        writer_epochs: BTreeMap::new(),
                         chunks: Vec::new(),
                     },
                 );
@@ -281,6 +298,29 @@ impl Metadata {
                 chunk.replicas = replicas.clone();
                 Ok(Vec::new())
             }
+            Entry::WriterEpoch {
+                path,
+                writer,
+                epoch,
+            } => {
+                let log = self
+                    .logs
+                    .get_mut(path)
+                    .ok_or_else(|| format!("writer epoch in unknown log {path}"))?;
+                let current = log.writer_epochs.get(writer).copied().unwrap_or(0);
+                if *epoch <= current {
+                    return Err(format!(
+                        "epoch {epoch} of writer {writer:016x} in {path} does not exceed {current}"
+                    ));
+                }
+                if current == 0 && log.writer_epochs.len() >= WRITER_EPOCHS_MAX {
+                    return Err(format!(
+                        "more than {WRITER_EPOCHS_MAX} resumed writers in {path}"
+                    ));
+                }
+                log.writer_epochs.insert(*writer, *epoch);
+                Ok(Vec::new())
+            }
             Entry::Abandon { handle } => {
                 let chunk = self
                     .chunks
@@ -310,25 +350,29 @@ impl Metadata {
     }
 }
 
-/// Merges the marks of a sealed replica (`fresh`) with the ones the log carried so far: the
-/// highest sequence per writer wins, at most [`WRITER_MARKS_MAX`] (fresh ones kept first).
+/// Merges the marks of a just sealed chunk (`fresh`, most recently active writer first) with
+/// the ones the log carried so far (`carried`, same order, from earlier chunks): fresh ones
+/// come first, then the carried ones in their order; a writer in both keeps its place in
+/// `fresh` and the mark with the higher sequence. At most [`WRITER_MARKS_MAX`] are kept: the
+/// most recently active writers (not the lowest ids).
 pub(crate) fn merge_marks(carried: &[WriterMark], fresh: &[WriterMark]) -> Vec<WriterMark> {
-    let mut by_writer: BTreeMap<u64, u64> = BTreeMap::new();
-    for m in fresh.iter().take(WRITER_MARKS_MAX) {
-        let s = by_writer.entry(m.writer).or_default();
-        *s = (*s).max(m.sequence);
-    }
-    for m in carried {
-        if let Some(s) = by_writer.get_mut(&m.writer) {
-            *s = (*s).max(m.sequence);
-        } else if by_writer.len() < WRITER_MARKS_MAX {
-            by_writer.insert(m.writer, m.sequence);
+    let mut at: HashMap<u64, usize> = HashMap::new();
+    let mut out: Vec<WriterMark> = Vec::new();
+    for m in fresh.iter().chain(carried) {
+        match at.get(&m.writer) {
+            Some(&i) => {
+                if m.sequence > out[i].sequence {
+                    out[i] = *m;
+                }
+            }
+            None => {
+                at.insert(m.writer, out.len());
+                out.push(*m);
+            }
         }
     }
-    by_writer
-        .into_iter()
-        .map(|(writer, sequence)| WriterMark { writer, sequence })
-        .collect()
+    out.truncate(WRITER_MARKS_MAX);
+    out
 }
 
 /// Serde for chunk handles as 16 hex digits, the form of replica file names.
@@ -419,6 +463,7 @@ mod tests {
             writer_marks: vec![WriterMark {
                 writer: 9,
                 sequence: 4,
+                frame_crc: 0,
             }],
         };
         m.apply(&seal).unwrap();
@@ -438,10 +483,52 @@ mod tests {
         assert!(m.chunks.is_empty());
     }
 
+    // Proves: a writer in both keeps the higher mark; the fresh chunk's writers come first.
     #[test]
     fn marks_merge_by_highest_sequence() {
-        let m = |writer, sequence| WriterMark { writer, sequence };
+        let m = |writer, sequence| WriterMark {
+            writer,
+            sequence,
+            frame_crc: 0,
+        };
         let merged = merge_marks(&[m(1, 5), m(2, 7)], &[m(2, 3), m(3, 1)]);
-        assert_eq!(merged, vec![m(1, 5), m(2, 7), m(3, 1)]);
+        assert_eq!(merged, vec![m(2, 7), m(3, 1), m(1, 5)]);
+    }
+
+    // Proves (issue 8 item 4): the cap across rolls keeps the most recently active writers,
+    // not the lowest ids: high ids active in the last chunk push out low ids of older chunks.
+    #[test]
+    fn the_marks_cap_keeps_the_most_recently_active_writers() {
+        let m = |writer, sequence| WriterMark {
+            writer,
+            sequence,
+            frame_crc: 0,
+        };
+        let old: Vec<WriterMark> = (1..=WRITER_MARKS_MAX as u64).map(|w| m(w, 1)).collect();
+        let fresh: Vec<WriterMark> = (0..10).map(|i| m(u64::MAX - i, 1)).collect();
+        let merged = merge_marks(&old, &fresh);
+        assert_eq!(merged.len(), WRITER_MARKS_MAX);
+        assert_eq!(&merged[..10], &fresh[..]);
+        assert!(
+            merged
+                .iter()
+                .all(|x| x.writer <= WRITER_MARKS_MAX as u64 - 10 || x.writer > 1 << 60)
+        );
+    }
+
+    // Proves: writer epochs only grow, per writer, and survive in the metadata.
+    #[test]
+    fn writer_epochs_only_grow() {
+        let mut m = Metadata::default();
+        m.apply(&create("/l")).unwrap();
+        let e = |epoch| Entry::WriterEpoch {
+            path: "/l".into(),
+            writer: 7,
+            epoch,
+        };
+        m.apply(&e(1)).unwrap();
+        m.apply(&e(2)).unwrap();
+        assert!(m.apply(&e(2)).is_err());
+        assert_eq!(m.logs["/l"].writer_epochs[&7], 2);
     }
 }

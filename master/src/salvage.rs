@@ -217,6 +217,7 @@ mod tests {
             length,
             sealed: false,
             marks: Vec::new(),
+            marks_through: 32,
         }
     }
 
@@ -245,6 +246,7 @@ mod tests {
             length: 400,
             sealed: true,
             marks: Vec::new(),
+            marks_through: 32,
         };
         assert_eq!(
             plan(1000, &[fenced("a", 400), sealed_short.clone()]),

@@ -12,7 +12,10 @@ pub(crate) enum FenceOutcome {
         length: u64,
         /// It was already sealed (a seal that the master did not get to log).
         sealed: bool,
+        /// Its writers' last records in `[32, marks_through)`, most recently active first.
         marks: Vec<WriterMark>,
+        /// The commit offset it knows: a prefix every replica holds durably.
+        marks_through: u64,
     },
     /// The chunkserver answered that it has no such replica.
     Absent { address: String },
@@ -23,8 +26,8 @@ pub(crate) enum FenceOutcome {
 /// What to do after fencing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum SealPlan {
-    /// Seal at `length` on `replicas`; `marks` come from the replica that holds exactly the
-    /// sealed bytes.
+    /// Seal at `length` on `replicas`; `marks` are carried to the next chunk (see
+    /// [`carried_marks`]).
     Seal {
         length: u64,
         replicas: Vec<String>,
@@ -48,15 +51,15 @@ pub(crate) enum SealPlan {
 /// chose its length, and it is kept so replicas never disagree. Replicas shorter than the
 /// sealed length are left out here; the repair loop brings them up to it (`Replicate`).
 pub(crate) fn plan(outcomes: &[FenceOutcome]) -> SealPlan {
-    let fenced: Vec<(&String, u64, bool, &Vec<WriterMark>)> = outcomes
+    let fenced: Vec<(&String, u64, bool)> = outcomes
         .iter()
         .filter_map(|o| match o {
             FenceOutcome::Fenced {
                 address,
                 length,
                 sealed,
-                marks,
-            } => Some((address, *length, *sealed, marks)),
+                ..
+            } => Some((address, *length, *sealed)),
             _ => None,
         })
         .collect();
@@ -86,8 +89,34 @@ pub(crate) fn plan(outcomes: &[FenceOutcome]) -> SealPlan {
             .filter(|f| f.1 >= length)
             .map(|f| f.0.clone())
             .collect(),
-        marks: source.3.clone(),
+        marks: carried_marks(outcomes, length),
     }
+}
+
+/// The writer marks carried to the next chunk: those of the fenced replica that knows the
+/// highest commit offset (at most the sealed `length`).
+///
+/// The next primary answers a resent record "already stored" from these marks, so they may
+/// name only records durable on every replica: a replica's marks cover `[32, its known commit
+/// offset)`, which every replica held durably when that offset was published. The longest
+/// replica's own marks would not do: with its forwards hanging, a primary holds records no
+/// other replica has, never acknowledged; carried on, they would be "already stored" on one
+/// disk. Records above the chosen offset that a client resends are stored again in the next
+/// chunk, and replay drops the copies (appends are at least once).
+pub(crate) fn carried_marks(outcomes: &[FenceOutcome], length: u64) -> Vec<WriterMark> {
+    outcomes
+        .iter()
+        .filter_map(|o| match o {
+            FenceOutcome::Fenced {
+                marks,
+                marks_through,
+                ..
+            } if *marks_through <= length => Some((*marks_through, marks)),
+            _ => None,
+        })
+        .max_by_key(|(through, _)| *through)
+        .map(|(_, marks)| marks.clone())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -95,6 +124,16 @@ mod tests {
     use super::*;
 
     fn fenced(address: &str, length: u64, sealed: bool, mark: u64) -> FenceOutcome {
+        fenced_through(address, length, sealed, mark, length)
+    }
+
+    fn fenced_through(
+        address: &str,
+        length: u64,
+        sealed: bool,
+        mark: u64,
+        marks_through: u64,
+    ) -> FenceOutcome {
         FenceOutcome::Fenced {
             address: address.to_owned(),
             length,
@@ -102,7 +141,9 @@ mod tests {
             marks: vec![WriterMark {
                 writer: 1,
                 sequence: mark,
+                frame_crc: 0,
             }],
+            marks_through,
         }
     }
 
@@ -126,7 +167,8 @@ mod tests {
                 replicas: vec!["a".into(), "d".into()],
                 marks: vec![WriterMark {
                     writer: 1,
-                    sequence: 30
+                    sequence: 30,
+                    frame_crc: 0,
                 }],
             }
         );
@@ -165,5 +207,25 @@ mod tests {
             SealPlan::Unavailable
         );
         assert_eq!(plan(&[absent.clone(), absent]), SealPlan::Abandon);
+    }
+
+    // Proves (issue 8 item 1, marks): the marks carried on come from the replica that knows the
+    // highest commit offset, not from the longest replica. Here the primary ("p") holds x1, x2
+    // (marks up to sequence 5) that its paused secondaries never got, and its own commit offset
+    // stops below them: its marks cover only what every replica held (sequence 3). A replica
+    // claiming a commit offset past the sealed length is not believed.
+    #[test]
+    fn marks_come_from_the_highest_known_commit_offset() {
+        let outcomes = [
+            fenced_through("p", 4096, false, 3, 1000),
+            fenced_through("s", 1000, false, 2, 800),
+        ];
+        assert_eq!(carried_marks(&outcomes, 4096)[0].sequence, 3);
+        let bogus = [
+            fenced_through("p", 4096, false, 3, 1000),
+            fenced_through("s", 1000, false, 9, 9000),
+        ];
+        assert_eq!(carried_marks(&bogus, 4096)[0].sequence, 3);
+        assert!(carried_marks(&[], 4096).is_empty());
     }
 }

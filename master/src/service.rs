@@ -2,7 +2,7 @@
 //! the master uses, and the mapping of [`Error`] to gRPC status codes. The only module that
 //! touches prost types.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +39,7 @@ impl From<Error> for Status {
             | Error::Config { .. } => Code::InvalidArgument,
             Error::VersionAhead { .. } => Code::FailedPrecondition,
             Error::VersionExhausted { .. } => Code::FailedPrecondition,
+            Error::TooManyWriters { .. } => Code::ResourceExhausted,
             Error::NotEnoughChunkservers { .. }
             | Error::NotEnoughRoom { .. }
             | Error::NoLiveReplica { .. }
@@ -200,6 +201,16 @@ impl Master for MasterService {
         Ok(Response::new(log_replicas(replicas)))
     }
 
+    #[instrument(skip_all, fields(log = %req.get_ref().path))]
+    async fn resume_writer(
+        &self,
+        req: Request<pb::ResumeWriterRequest>,
+    ) -> Result<Response<pb::ResumeWriterResponse>, Status> {
+        let r = req.into_inner();
+        let epoch = self.core.resume_writer(&r.path, r.writer).await?;
+        Ok(Response::new(pb::ResumeWriterResponse { epoch }))
+    }
+
     #[instrument(skip_all, fields(chunk = %ChunkHandle(req.get_ref().handle), chunkserver = %req.get_ref().address))]
     async fn report_corrupt(
         &self,
@@ -313,14 +324,25 @@ fn location(l: Location) -> pb::ChunkLocation {
     }
 }
 
-fn marks_to_pb(marks: Vec<WriterMark>) -> Vec<pb::WriterMark> {
-    marks
+/// The marks and epochs a new primary is told: each mark with its writer's epoch, then the
+/// resumed writers without a mark (sequence 0) with theirs.
+fn marks_to_pb(marks: Vec<WriterMark>, mut epochs: BTreeMap<u64, u64>) -> Vec<pb::WriterMark> {
+    let mut out: Vec<pb::WriterMark> = marks
         .into_iter()
         .map(|m| pb::WriterMark {
             writer: m.writer,
             sequence: m.sequence,
+            frame_crc: m.frame_crc,
+            epoch: epochs.remove(&m.writer).unwrap_or(0),
         })
-        .collect()
+        .collect();
+    out.extend(epochs.into_iter().map(|(writer, epoch)| pb::WriterMark {
+        writer,
+        sequence: 0,
+        frame_crc: 0,
+        epoch,
+    }));
+    out
 }
 
 /// The master's client for chunkservers: one lazily connected channel per address.
@@ -375,7 +397,7 @@ impl ChunkserverApi for GrpcChunkservers {
                 capacity: r.capacity,
                 primary: r.primary,
                 secondaries: r.secondaries,
-                writer_marks: marks_to_pb(r.writer_marks),
+                writer_marks: marks_to_pb(r.writer_marks, r.writer_epochs),
             })
             .await
             .map_err(rpc_error)?;
@@ -407,8 +429,10 @@ impl ChunkserverApi for GrpcChunkservers {
                 .map(|m| WriterMark {
                     writer: m.writer,
                     sequence: m.sequence,
+                    frame_crc: m.frame_crc,
                 })
                 .collect(),
+            marks_through: r.marks_through,
         })
     }
 

@@ -139,7 +139,10 @@ impl Chunkserver for FakeService {
             writer_marks: vec![pb::WriterMark {
                 writer: 77,
                 sequence: durable,
+                frame_crc: 0,
+                epoch: 0,
             }],
+            marks_through: durable,
         }))
     }
 

@@ -92,6 +92,7 @@ async fn append(loc: &pb::ChunkLocation, sequence: u64) -> pb::AppendResponse {
             version: loc.version,
             frames: Bytes::from(frames),
             acked_through: sequence - 1,
+            writer_epoch: 0,
         })
         .await
         .unwrap()

@@ -13,3 +13,9 @@ pub mod v1 {
 /// Largest gRPC message any Cairn endpoint sends or accepts: a maximal batch (16 MiB of payload
 /// plus framing) or a read of up to 16 MiB, with room for the envelope.
 pub const GRPC_MESSAGE_BYTES_MAX: usize = 20 << 20;
+
+/// Most writer marks one message carries: a `Fence` answer (the most recently active writers of
+/// the replica) and a `CreateReplica` (the marks and epochs carried across a roll). Bounds the
+/// message whatever the number of writers in a chunk: a mark is at most 32 bytes on the wire.
+pub const WRITER_MARKS_MAX: usize = 4096;
+const _: () = assert!(WRITER_MARKS_MAX * 2 * 32 <= GRPC_MESSAGE_BYTES_MAX / 4);

@@ -25,7 +25,7 @@ use crate::client::{Client, Location, request};
 use crate::error::{Error, Result, is_retryable, is_transport};
 use crate::limits::{
     APPEND_ATTEMPTS_MAX, APPEND_RETRY_WINDOW, APPEND_TIMEOUT, APPENDER_PENDING_BYTES_MAX,
-    GATHER_WAIT, backoff,
+    GATHER_WAIT, MASTER_CALL_TIMEOUT, backoff,
 };
 use window::{Outcome, Send, SendMeta, Waiter, Window};
 
@@ -101,20 +101,74 @@ impl Client {
     /// An appender for the log at `path`. Fails with [`Error::LogNotFound`] if the log does
     /// not exist.
     pub async fn appender(&self, path: &str) -> Result<Appender> {
-        let stat = self.stat_log(path).await?;
         let writer = loop {
             let w: u64 = rand::random();
             if w != 0 {
                 break w;
             }
         };
+        self.start_appender(path, writer, 0, 1).await
+    }
+
+    /// Resumes `writer` (a non-zero id the application chose and keeps, e.g. per producer
+    /// process) on the log at `path`: the master hands out the writer's next epoch, and the
+    /// appender numbers its records from `first_sequence` on. Like Kafka's idempotent
+    /// producer:
+    ///
+    /// - a restarted process that re-sends the same records under the same (writer, sequence)
+    ///   stores each once: a record found stored with the same frame CRC is acknowledged
+    ///   without being stored again (`chunk`/`offset` are `None` when the primary no longer
+    ///   knows where); a different record under a stored sequence fails with
+    ///   [`Error::WriterConflict`];
+    /// - an older incarnation still running is fenced: once the new one has appended (or the
+    ///   log has moved to a new chunk), its appends fail with [`Error::WriterFenced`].
+    ///
+    /// Records before `first_sequence` are taken as acknowledged (the application says so).
+    /// Fails with [`Error::LogNotFound`], or [`Error::InvalidArgument`] for writer 0 or
+    /// sequence 0.
+    pub async fn resume_appender(
+        &self,
+        path: &str,
+        writer: u64,
+        first_sequence: u64,
+    ) -> Result<Appender> {
+        if writer == 0 || first_sequence == 0 {
+            return Err(Error::InvalidArgument {
+                message: "a resumed writer needs a non-zero writer id and first sequence".into(),
+            });
+        }
+        let req = v1::ResumeWriterRequest {
+            path: path.to_owned(),
+            writer,
+        };
+        let epoch = self
+            .master()
+            .resume_writer(request(req, MASTER_CALL_TIMEOUT))
+            .await
+            .map_err(|status| self.master_error(status, path))?
+            .into_inner()
+            .epoch;
+        debug!(log = path, writer = %format!("{writer:016x}"), epoch, first_sequence, "writer resumed");
+        self.start_appender(path, writer, epoch, first_sequence)
+            .await
+    }
+
+    async fn start_appender(
+        &self,
+        path: &str,
+        writer: u64,
+        epoch: u64,
+        first_sequence: u64,
+    ) -> Result<Appender> {
+        let stat = self.stat_log(path).await?;
         let payload_max = record_payload_bytes_max(stat.chunk_bytes);
         let (tx, rx) = mpsc::unbounded_channel();
         let pending = Arc::new(Pending::default());
         let task = Task {
             client: self.clone(),
             path: path.to_owned(),
-            window: Window::new(writer, payload_max, stat.chunk_bytes),
+            window: Window::new(writer, payload_max, stat.chunk_bytes, first_sequence),
+            epoch,
             location: None,
             rx,
             flushes: Vec::new(),
@@ -246,6 +300,8 @@ struct Task {
     client: Client,
     path: String,
     window: Window<RecordWaiter>,
+    /// The writer's epoch (0 unless resumed), sent with every append.
+    epoch: u64,
     location: Option<Arc<Location>>,
     rx: mpsc::UnboundedReceiver<Command>,
     flushes: Vec<(u64, oneshot::Sender<Result<()>>)>,
@@ -278,7 +334,12 @@ impl Task {
                         bytes = send.frames.len(),
                         "send"
                     );
-                    in_flight.push(append_rpc(self.client.clone(), location.clone(), send));
+                    in_flight.push(append_rpc(
+                        self.client.clone(),
+                        location.clone(),
+                        send,
+                        self.epoch,
+                    ));
                 }
             }
             self.answer_flushes();
@@ -468,7 +529,9 @@ impl Task {
 
 fn closed_error(e: &Error) -> Error {
     match e {
-        Error::LogNotFound { .. } => e.clone(),
+        Error::LogNotFound { .. } | Error::WriterConflict { .. } | Error::WriterFenced { .. } => {
+            e.clone()
+        }
         other => Error::AppenderClosed {
             message: other.to_string(),
         },
@@ -520,7 +583,12 @@ async fn locate(
 }
 
 /// One `Append` RPC to the location's primary.
-async fn append_rpc(client: Client, location: Arc<Location>, send: Send) -> (SendMeta, RpcOutcome) {
+async fn append_rpc(
+    client: Client,
+    location: Arc<Location>,
+    send: Send,
+    writer_epoch: u64,
+) -> (SendMeta, RpcOutcome) {
     let meta = send.meta;
     let mut cs = match client.chunkserver(&location.primary) {
         Ok(cs) => cs,
@@ -531,6 +599,7 @@ async fn append_rpc(client: Client, location: Arc<Location>, send: Send) -> (Sen
         version: location.version,
         frames: send.frames,
         acked_through: send.acked_through,
+        writer_epoch,
     };
     let started = Instant::now();
     let answer = cs.append(request(req, APPEND_TIMEOUT)).await;

@@ -153,8 +153,15 @@ pub(crate) struct Window<W> {
 
 impl<W: Waiter> Window<W> {
     /// An empty window for `writer` on a log whose records may be at most `payload_max` bytes
-    /// and whose chunks hold `chunk_bytes`.
-    pub(crate) fn new(writer: u64, payload_max: usize, chunk_bytes: u64) -> Window<W> {
+    /// and whose chunks hold `chunk_bytes`; its first record gets sequence `first_sequence`
+    /// (records before it count as acknowledged).
+    pub(crate) fn new(
+        writer: u64,
+        payload_max: usize,
+        chunk_bytes: u64,
+        first_sequence: u64,
+    ) -> Window<W> {
+        assert!(first_sequence >= 1, "sequences start at 1");
         // Batches of at most an eighth of a chunk: a full chunk then wastes at most one chunk's
         // worth of resends across the whole window.
         let batch_bytes_max = BATCH_BYTES_MAX.min((chunk_bytes / 8) as usize).max(1);
@@ -163,7 +170,7 @@ impl<W: Waiter> Window<W> {
             payload_max,
             batch_bytes_max,
             queue: VecDeque::new(),
-            queue_first_seq: 1,
+            queue_first_seq: first_sequence,
             queue_bytes: 0,
             batches: VecDeque::new(),
             generation: 0,
@@ -478,7 +485,7 @@ mod tests {
     }
 
     fn window(records: u64, payload: usize) -> Window<Tag> {
-        let mut w = Window::new(7, 1 << 20, 64 << 20);
+        let mut w = Window::new(7, 1 << 20, 64 << 20, 1);
         for s in 1..=records {
             let id = w.push(Bytes::from(vec![s as u8; payload]), Tag(s));
             assert_eq!(id.sequence, s);
@@ -557,7 +564,7 @@ mod tests {
     // generation) is resent in order, starting with the trimmed remainder of the cut batch.
     #[test]
     fn chunk_full_acks_prefix_and_resends_the_rest_on_the_next_chunk() {
-        let mut w = Window::new(7, 1 << 20, 1 << 20); // batches of at most 128 KiB
+        let mut w = Window::new(7, 1 << 20, 1 << 20, 1); // batches of at most 128 KiB
         for s in 1..=40u64 {
             w.push(Bytes::from(vec![1u8; 16 << 10]), Tag(s));
         }
@@ -607,7 +614,7 @@ mod tests {
     // ignored; a record acknowledged twice resolves once.
     #[test]
     fn failure_resends_everything_unacknowledged_in_order() {
-        let mut w = Window::new(7, 1 << 20, 64 << 20);
+        let mut w = Window::new(7, 1 << 20, 64 << 20, 1);
         for s in 1..=50u64 {
             w.push(Bytes::from(vec![1u8; 100 << 10]), Tag(s));
         }
@@ -651,7 +658,7 @@ mod tests {
     // from the batch holding the expected sequence, in order.
     #[test]
     fn out_of_order_resends_after_earlier_batches_are_answered() {
-        let mut w = Window::new(7, 1 << 20, 64 << 20);
+        let mut w = Window::new(7, 1 << 20, 64 << 20, 1);
         for s in 1..=30u64 {
             w.push(Bytes::from(vec![1u8; 100 << 10]), Tag(s));
         }
