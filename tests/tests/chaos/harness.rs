@@ -18,12 +18,14 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn_client::{Client, Error as ClientError, LogOptions, ReplayEvent, ReplayOptions, TailFrom};
+use cairn_client::{
+    Client, Error as ClientError, LogOptions, ReplayEvent, ReplayOptions, TailFrom,
+};
 use cairn_record::{ScanItem, Scanner};
 use cairn_tests::history::{Op, ReaderEnd, ReaderRun, ReplicaScan, check};
 use cairn_tests::{
@@ -303,7 +305,9 @@ impl Chaos {
             if r.tail {
                 let acked: HashSet<(u32, u64)> = entries
                     .iter()
-                    .filter(|e| matches!(e.op, Op::Ok { .. }) && e.t.is_some_and(|t| t < r.started_ms))
+                    .filter(|e| {
+                        matches!(e.op, Op::Ok { .. }) && e.t.is_some_and(|t| t < r.started_ms)
+                    })
                     .map(|e| (e.w, e.seq))
                     .collect();
                 let deadline = Instant::now() + TAIL_CATCH_UP;
