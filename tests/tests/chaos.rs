@@ -539,12 +539,20 @@ fn two_secondaries_paused_then_the_primary_lost() {
     for &s in &secondaries {
         chaos.cluster.pause(Role::Chunkserver(s));
     }
-    // Clients seal and go on with the three live chunkservers.
-    chaos.wait_acks(200, Duration::from_secs(90));
-    chaos.fault(format!(
-        "SIGKILL chunkserver {primary} (the primary) and wipe its data directory"
-    ));
+    // Clients seal and go on with the three live chunkservers. Kill the primary at the first
+    // acknowledgement after the seal, before the master's repair copies the chunk.
+    chaos.wait_sealed_then_ack(&handle, Duration::from_secs(60));
     chaos.cluster.kill(Role::Chunkserver(primary));
+    let chunk = chaos
+        .cluster
+        .stat(&chaos.log)
+        .chunks
+        .into_iter()
+        .find(|c| c.handle == handle);
+    chaos.fault(format!(
+        "SIGKILL chunkserver {primary} (the primary) at the first ack after the pause and wipe \
+         its data directory; chunk {handle} was then {chunk:?}"
+    ));
     let dir = chaos
         .cluster
         .data_dir(Role::Chunkserver(primary))

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_client::{
-    Client, Error as ClientError, LogOptions, ReplayEvent, ReplayOptions, TailFrom,
+    ChunkState, Client, Error as ClientError, LogOptions, ReplayEvent, ReplayOptions, TailFrom,
 };
 use cairn_record::{ScanItem, Scanner};
 use cairn_tests::history::{Op, ReaderEnd, ReaderRun, ReplicaScan, check};
@@ -281,6 +281,33 @@ impl Chaos {
             end,
             task,
         });
+    }
+
+    /// Waits (polling the master through the client library every 5 ms, so within milliseconds)
+    /// until chunk `handle` (16 hex digits) is sealed, then until the next acknowledgement.
+    pub(crate) fn wait_sealed_then_ack(&self, handle: &str, timeout: Duration) {
+        let master = self.cluster.master_addr();
+        let deadline = Instant::now() + timeout;
+        let sealed = self.rt.block_on(async {
+            let client = Client::connect(&master).await.ok()?;
+            while Instant::now() < deadline {
+                if let Ok(stat) = client.stat_log(&self.log).await
+                    && stat.chunks.iter().any(|c| {
+                        format!("{}", c.handle) == handle && c.state == ChunkState::Sealed
+                    })
+                {
+                    return Some(());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            None
+        });
+        assert!(sealed.is_some(), "chunk {handle} not sealed within {timeout:?}");
+        let target = self.acked() + 1;
+        while self.acked() < target {
+            assert!(Instant::now() < deadline, "no acknowledgement after the seal");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Stops the writers: each finishes or resolves its record in flight (bounded).
