@@ -28,6 +28,8 @@
 //!   `(w, seq)` whose acknowledgement was recorded before a reader began is among the reader's
 //!   records, unless the reader failed with an error (a reader may give up loudly, never end
 //!   short silently). A reader that never ended is a violation too.
+//! - **T (tail progress)**: [`HistoryReport::check_tail_progress`]: a tail given time to catch
+//!   up after healing has returned every acknowledged record, whenever it began.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -223,6 +225,44 @@ impl HistoryReport {
                         reader.records.len(),
                         missing.len(),
                         t as f64 / 1000.0
+                    )
+                });
+            }
+        }
+    }
+
+    /// Invariant T (tail progress): a tail stopped after the writers stopped and the cluster
+    /// healed, and given time to catch up, has returned every acknowledged `(w, seq)` of the
+    /// history, whenever it began (a tail follows the log; it must not hang on a chunk). Tails
+    /// that failed with an error are not held to it. One violation per short tail.
+    pub fn check_tail_progress(&mut self, history: &[Entry], tails: &[ReaderRun]) {
+        let mut acked: Vec<Key> = history
+            .iter()
+            .filter(|e| matches!(e.op, Op::Ok { .. }))
+            .map(|e| (e.w, e.seq))
+            .collect::<HashSet<Key>>()
+            .into_iter()
+            .collect();
+        acked.sort_unstable();
+        for tail in tails.iter().filter(|t| t.end == ReaderEnd::Stopped) {
+            let read: HashSet<Key> = tail
+                .records
+                .iter()
+                .filter_map(|r| Payload::decode(&r.payload).ok())
+                .map(|p| (p.w, p.seq))
+                .collect();
+            let missing: Vec<&Key> = acked.iter().filter(|k| !read.contains(k)).collect();
+            if !missing.is_empty() {
+                self.violate("T (tail progress)", || {
+                    format!(
+                        "{} (started {:.3} s) returned {} records but lacks {} of the {} \
+                         acknowledged ones after catching up, e.g. (w, seq) {:?}",
+                        tail.name,
+                        tail.started_ms as f64 / 1000.0,
+                        tail.records.len(),
+                        missing.len(),
+                        acked.len(),
+                        &missing[..missing.len().min(5)]
                     )
                 });
             }

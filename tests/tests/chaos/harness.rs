@@ -8,7 +8,8 @@
 //! [`Chaos::spawn_tail`]); each records when it began and what it returned, so the checker can
 //! hold it to every acknowledgement recorded before it began. Replays run while the fault is
 //! still in force (they must return everything or fail with an error, never end short); tails
-//! are given until after healing to catch up, then stopped.
+//! are given until after healing to catch up with every acknowledged record (invariant T), then
+//! stopped.
 //!
 //! Writers use the client library directly: eight *sequential* writers (each waits for its
 //! record's acknowledgement before the next; after an indeterminate outcome it retries the same
@@ -44,7 +45,7 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(40);
 /// A replay started during the run must end (complete or with an error) this long after it
 /// began; the client gives up on an unreadable chunk after 30 s without progress.
 const REPLAY_BOUND: Duration = Duration::from_secs(120);
-/// After healing, a tail gets this long to return every record acknowledged before it began.
+/// After healing, a tail gets this long to return every acknowledged record.
 const TAIL_CATCH_UP: Duration = Duration::from_secs(30);
 
 /// Options of a scenario's cluster.
@@ -323,18 +324,17 @@ impl Chaos {
 
     /// Ends every reader and returns what each returned: replays get until
     /// [`REPLAY_BOUND`] after their start (else they hung), tails get [`TAIL_CATCH_UP`] to hold
-    /// every record acknowledged before they began, then are stopped.
+    /// every acknowledged record (the writers have stopped), then are stopped.
     fn collect_readers(&mut self) -> Vec<ReaderRun> {
         let entries = self.history.entries();
         let mut runs = Vec::new();
         for r in std::mem::take(&mut self.readers) {
             let ended = |r: &Reader| lock(&r.end).is_some();
             if r.tail {
+                // Every acknowledged record (invariant T), not only those before it began (R).
                 let acked: HashSet<(u32, u64)> = entries
                     .iter()
-                    .filter(|e| {
-                        matches!(e.op, Op::Ok { .. }) && e.t.is_some_and(|t| t < r.started_ms)
-                    })
+                    .filter(|e| matches!(e.op, Op::Ok { .. }))
                     .map(|e| (e.w, e.seq))
                     .collect();
                 let deadline = Instant::now() + TAIL_CATCH_UP;
@@ -660,6 +660,7 @@ impl Chaos {
         report.check_stable(&dedup, &later);
         let readers = self.collect_readers();
         report.check_read_after_ack(&entries, &readers);
+        report.check_tail_progress(&entries, &readers);
         eprintln!(
             "chaos {}: seed {}; fault schedule:\n{}\n{report}",
             self.name,
