@@ -1,4 +1,4 @@
-//! The client history of a chaos scenario (RELIABILITY.md §5): what each test writer attempted and
+//! The client history of a chaos scenario: what each test writer attempted and
 //! what it was told, one JSON object per line, and the checker over it ([`check`]).
 //!
 //! Events (`t` is milliseconds since the history was created; `attempt` is on every event the

@@ -1,11 +1,14 @@
-//! The chaos suite (RELIABILITY.md §4–§5, issue "Fault tolerance"): each test runs a real
+//! The chaos suite (issue "Fault tolerance"; compound faults: issue 8): each test runs a real
 //! cluster (1 master + 4 chunkservers, heartbeat 200 ms, dead after 1 s, 256 KiB chunks) with
 //! eight sequential writers and one pipelined writer recording a JSONL history, injects one
-//! kind of fault on a schedule it prints, heals, waits for full replication and runs the
-//! checker: no acknowledged record lost, nothing unattempted read, no definitely failed record
-//! read, duplicates only from retries and exactly once after dedupe, per-writer order, later
-//! replays keep what earlier ones returned, sealed replicas byte-identical, every record's hash
-//! intact. Every scenario prints its seed (rerun with `CAIRN_TESTS_SEED`).
+//! kind of fault (or two at once) on a schedule it prints, heals, waits for full replication
+//! and runs the checker: no acknowledged record lost, nothing unattempted read, no definitely
+//! failed record read, duplicates only from retries and exactly once after dedupe, per-writer
+//! order, later replays keep what earlier ones returned, sealed replicas byte-identical, every
+//! record's hash intact; and read-after-ack (R): every replay started at a fault (and the tails)
+//! returns every record acknowledged before it began, or fails loudly, and every tail catches up
+//! with every acknowledged record after healing (T). Every scenario prints its seed (rerun with
+//! `CAIRN_TESTS_SEED`).
 
 #[path = "chaos/harness.rs"]
 mod harness;

@@ -1,4 +1,4 @@
-//! The chaos checker: a [`History`](super::History) against the final reads (RELIABILITY.md §5).
+//! The chaos checker: a [`History`](super::History) against the final reads.
 //!
 //! Records are named by their [`Payload`] — the test's `(w, seq, attempt)` — not by Cairn's
 //! appender ids, so a record is recognised whatever path it took. A read record is *valid* when
@@ -886,6 +886,31 @@ mod tests {
         assert_eq!(report.violations["R (read-after-ack)"].0, 2, "{report}");
         let text = report.to_string();
         assert!(text.contains("writer 1 seq 2"), "{text}");
+    }
+
+    #[test]
+    fn a_stopped_tail_must_hold_every_acknowledged_record() {
+        let (dedup, full) = clean();
+        let h = history();
+        let tail = |records: &[Record], end| ReaderRun {
+            name: "tail".into(),
+            started_ms: 0,
+            end,
+            records: records.to_vec(),
+        };
+        let mut report = check(&h, &dedup, &full, &[]);
+        report.check_tail_progress(
+            &h,
+            &[
+                tail(&dedup, ReaderEnd::Stopped),
+                tail(&[], ReaderEnd::Failed("log deleted".into())),
+            ],
+        );
+        assert!(report.violations.is_empty(), "{report}");
+        let mut report = check(&h, &dedup, &full, &[]);
+        report.check_tail_progress(&h, &[tail(&dedup[..1], ReaderEnd::Stopped)]);
+        only(&report, "T (tail progress)");
+        assert!(report.to_string().contains("lacks 2 of the 3"), "{report}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The chaos harness (RELIABILITY.md §4–§5): a real cluster (1 master + 4 chunkservers, short
+//! The chaos harness: a real cluster (1 master + 4 chunkservers, short
 //! timings, small chunks, optionally proxied and in power-cut mode), writers in this process
 //! that record every attempt in a JSONL history, a fault schedule printed as it happens, and a
 //! final phase that heals everything, waits for full replication, replays and checks.
@@ -293,9 +293,10 @@ impl Chaos {
             let client = Client::connect(&master).await.ok()?;
             while Instant::now() < deadline {
                 if let Ok(stat) = client.stat_log(&self.log).await
-                    && stat.chunks.iter().any(|c| {
-                        format!("{}", c.handle) == handle && c.state == ChunkState::Sealed
-                    })
+                    && stat
+                        .chunks
+                        .iter()
+                        .any(|c| format!("{}", c.handle) == handle && c.state == ChunkState::Sealed)
                 {
                     return Some(());
                 }
@@ -303,10 +304,16 @@ impl Chaos {
             }
             None
         });
-        assert!(sealed.is_some(), "chunk {handle} not sealed within {timeout:?}");
+        assert!(
+            sealed.is_some(),
+            "chunk {handle} not sealed within {timeout:?}"
+        );
         let target = self.acked() + 1;
         while self.acked() < target {
-            assert!(Instant::now() < deadline, "no acknowledgement after the seal");
+            assert!(
+                Instant::now() < deadline,
+                "no acknowledgement after the seal"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
     }
