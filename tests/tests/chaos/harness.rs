@@ -371,8 +371,18 @@ impl Chaos {
                 }
             });
             let records = std::mem::take(&mut *lock(&r.records));
+            // Where it stopped, and that chunk as the master sees it now (for a stuck tail).
+            let last = records.last().map(|rec| (rec.chunk, rec.offset));
+            let chunk = last.and_then(|(c, _)| {
+                self.cluster
+                    .stat(&self.log)
+                    .chunks
+                    .into_iter()
+                    .find(|s| s.index == c)
+            });
             eprintln!(
-                "chaos {}: {} (began {:.2} s): {} records, {end:?}",
+                "chaos {}: {} (began {:.2} s): {} records, {end:?}; last record at (chunk, \
+                 offset) {last:?}, that chunk now: {chunk:?}",
                 self.name,
                 r.name,
                 r.started_ms as f64 / 1000.0,
