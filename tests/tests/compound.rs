@@ -684,6 +684,9 @@ fn a_forged_fence_to_the_highest_version_changes_nothing() {
             .await
     });
     eprintln!("forged_fence: Fence(u64::MAX) to {victim}: {answer:?}");
+    // Let a few heartbeats (every 200 ms) report the forged version to the master before the
+    // appends below make a client seal the chunk: the master must not adopt it either way.
+    std::thread::sleep(Duration::from_secs(1));
 
     let size = |rng: &mut workload::Rng, _: usize| rng.range(300, 500);
     let b = workload::lines("b", 400, seed + 1, size);
