@@ -1,6 +1,6 @@
 //! Locating, and building once per test process, the `cairn` binary under test.
 //!
-//! A test package cannot use another package's `CARGO_BIN_EXE_*` (DESIGN §9), so the harness runs
+//! A test package cannot use another package's `CARGO_BIN_EXE_*`, so the harness runs
 //! `cargo build -p cairn-cli --bin cairn` itself, once, with the profile the test executable was
 //! built with, and takes the binary from the same profile directory as the test executable. A
 //! plain `cargo test` from a fresh clone therefore works.

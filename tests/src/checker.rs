@@ -1,5 +1,5 @@
 //! The checker: what was attempted and acknowledged (the `append --json` runs and their input
-//! lines) against what replay returned, after RELIABILITY.md §5.
+//! lines) against what replay returned.
 //!
 //! Invariants, each a named class of violations in the [`Report`]:
 //! - **ack**: the acknowledgements themselves are sane: each names an input line, once; a writer

@@ -1,4 +1,4 @@
-//! The client history of a chaos scenario (RELIABILITY.md §5): what each test writer attempted and
+//! The client history of a chaos scenario: what each test writer attempted and
 //! what it was told, one JSON object per line, and the checker over it ([`check`]).
 //!
 //! Events (`t` is milliseconds since the history was created; `attempt` is on every event the
@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-pub use check::{HistoryReport, ReplicaScan, check};
+pub use check::{HistoryReport, ReaderEnd, ReaderRun, ReplicaScan, check};
 
 /// What happened to an attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,6 +161,12 @@ impl History {
     /// The file it writes.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Milliseconds since the history began, on the clock of its events' `t` (a reader's start
+    /// time for invariant R).
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     /// Records that attempt `attempt` of `(w, seq)` is being sent.

@@ -1,7 +1,7 @@
 //! `cairn-tests`: the multi-process test harness. It spawns the real `cairn` binary — a master
 //! and chunkservers on loopback ports with temporary data directories — and drives it through the
 //! command-line contract of issue 3 (item 5), so the tests exercise exactly what users run,
-//! including SIGKILL, restarts and SIGSTOP that need real processes (DESIGN §9).
+//! including SIGKILL, restarts and SIGSTOP that need real processes.
 //!
 //! # Layout
 //! - [`bin`]: builds the `cairn` binary once per test process (`cargo build -p cairn-cli --bin
@@ -16,7 +16,8 @@
 //! - [`workload`]: unique, self-describing record lines of chosen sizes from a seed.
 //! - [`garbage`]: raw-TCP garbage for gRPC ports.
 //! - [`history`]: the JSONL client history of chaos scenarios ([`History`]) and its checker
-//!   ([`history::check`]), over records in the [`payload`] format ([`Payload`]).
+//!   ([`history::check`], with read-after-ack for readers run during faults), over records in
+//!   the [`payload`] format ([`Payload`]).
 //! - [`proxy`]: [`Proxy`]: a userspace TCP nemesis proxy (pass, blackhole, delay, reset), per
 //!   direction, with byte counters.
 //!

@@ -1,4 +1,4 @@
-//! The self-describing payload of chaos-test records (RELIABILITY.md §5), so the checker can name
+//! The self-describing payload of chaos-test records, so the checker can name
 //! every record it reads and tell a phantom or a corrupt one from a real one:
 //!
 //! `writer:u32 | seq:u64 | attempt:u32 | len:u32 | body (len bytes) | blake3(body) (32 bytes)`,

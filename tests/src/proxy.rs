@@ -1,4 +1,4 @@
-//! A userspace TCP "nemesis" proxy (RELIABILITY.md §4): netem is unavailable on the test kernel,
+//! A userspace TCP "nemesis" proxy: netem is unavailable on the test kernel,
 //! so network faults are injected by putting a [`Proxy`] in front of a server and telling it what
 //! to do with the bytes of each direction.
 //!

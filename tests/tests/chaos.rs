@@ -1,11 +1,14 @@
-//! The chaos suite (RELIABILITY.md §4–§5, issue "Fault tolerance"): each test runs a real
+//! The chaos suite (issue "Fault tolerance"; compound faults: issue 8): each test runs a real
 //! cluster (1 master + 4 chunkservers, heartbeat 200 ms, dead after 1 s, 256 KiB chunks) with
 //! eight sequential writers and one pipelined writer recording a JSONL history, injects one
-//! kind of fault on a schedule it prints, heals, waits for full replication and runs the
-//! checker: no acknowledged record lost, nothing unattempted read, no definitely failed record
-//! read, duplicates only from retries and exactly once after dedupe, per-writer order, later
-//! replays keep what earlier ones returned, sealed replicas byte-identical, every record's hash
-//! intact. Every scenario prints its seed (rerun with `CAIRN_TESTS_SEED`).
+//! kind of fault (or two at once) on a schedule it prints, heals, waits for full replication
+//! and runs the checker: no acknowledged record lost, nothing unattempted read, no definitely
+//! failed record read, duplicates only from retries and exactly once after dedupe, per-writer
+//! order, later replays keep what earlier ones returned, sealed replicas byte-identical, every
+//! record's hash intact; and read-after-ack (R): every replay started at a fault (and the tails)
+//! returns every record acknowledged before it began, or fails loudly, and every tail catches up
+//! with every acknowledged record after healing (T). Every scenario prints its seed (rerun with
+//! `CAIRN_TESTS_SEED`).
 
 #[path = "chaos/harness.rs"]
 mod harness;
@@ -498,5 +501,259 @@ fn primary_dies_between_its_local_write_and_its_forwards() {
         .cluster
         .restart_chunkserver_with(primary, &[] as &[&str]);
     chaos.wait_acks(1000, ACKS);
+    chaos.finish();
+}
+
+// ---- Compound faults (issue 8): two faults at once on one chunk, readers started at once ----
+
+/// The chunkserver indices holding `handle`'s replicas, from the current `stat`.
+fn holders_of(chaos: &Chaos, handle: &str) -> Vec<usize> {
+    let stat = chaos.cluster.stat(&chaos.log);
+    stat.chunks
+        .iter()
+        .find(|c| c.handle == handle)
+        .map(|c| {
+            c.replicas
+                .iter()
+                .map(|a| chaos.cluster.chunkserver_index(a))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Proves item 1 under load: with 5 chunkservers, both secondaries of the open chunk paused
+/// (SIGSTOP) while clients keep appending, then the primary lost (SIGKILL, data directory
+/// wiped) and the secondaries resumed, loses nothing acknowledged: no record was acknowledged
+/// on the primary alone, the chunk is read and re-replicated from the replicas holding its
+/// acknowledged prefix, and readers started during the faults return every earlier ack (R).
+#[test]
+fn two_secondaries_paused_then_the_primary_lost() {
+    let _serial = cairn_tests::serial();
+    let opts = ChaosOpts {
+        chunkservers: 5,
+        ..ChaosOpts::default()
+    };
+    let mut chaos = Chaos::start("paused_secondaries_lost_primary", opts);
+    chaos.wait_acks(300, ACKS);
+    let (handle, primary, secondaries) = chaos.open_chunk();
+    chaos.fault(format!(
+        "SIGSTOP chunkservers {secondaries:?} (both secondaries of open chunk {handle})"
+    ));
+    for &s in &secondaries {
+        chaos.cluster.pause(Role::Chunkserver(s));
+    }
+    // Clients seal and go on with the three live chunkservers. Kill the primary at the first
+    // acknowledgement after the seal, before the master's repair copies the chunk.
+    chaos.wait_sealed_then_ack(&handle, Duration::from_secs(60));
+    chaos.cluster.kill(Role::Chunkserver(primary));
+    let chunk = chaos
+        .cluster
+        .stat(&chaos.log)
+        .chunks
+        .into_iter()
+        .find(|c| c.handle == handle);
+    chaos.fault(format!(
+        "SIGKILL chunkserver {primary} (the primary) at the first ack after the pause and wipe \
+         its data directory; chunk {handle} was then {chunk:?}"
+    ));
+    let dir = chaos
+        .cluster
+        .data_dir(Role::Chunkserver(primary))
+        .to_owned();
+    std::fs::remove_dir_all(&dir).expect("wipe");
+    std::fs::create_dir_all(&dir).expect("recreate");
+    chaos.fault(format!("SIGCONT chunkservers {secondaries:?}"));
+    for &s in &secondaries {
+        chaos.cluster.resume(Role::Chunkserver(s));
+    }
+    chaos.wait_acks(300, Duration::from_secs(90));
+    chaos.fault(format!("restart chunkserver {primary} empty"));
+    chaos.cluster.start_server(Role::Chunkserver(primary));
+    chaos.finish();
+}
+
+/// Proves item 2 under load: the open chunk's primary killed right after the last
+/// acknowledgement (writers stopped first), with the master's failure detection slow (dead
+/// after 10 s): a replay started at once, a tail that was already running and one started at
+/// once return every acknowledged record (R), without waiting for the master to notice.
+#[test]
+fn primary_killed_right_after_the_last_ack() {
+    let _serial = cairn_tests::serial();
+    let opts = ChaosOpts {
+        dead_after_ms: 10_000,
+        ..ChaosOpts::default()
+    };
+    let mut chaos = Chaos::start("primary_killed_after_last_ack", opts);
+    chaos.spawn_tail("tail running before the kill");
+    chaos.wait_acks(2000, ACKS);
+    let (handle, primary, _) = chaos.open_chunk();
+    chaos.stop_writers();
+    chaos.cluster.kill(Role::Chunkserver(primary));
+    // `fault` starts the immediate replay (and a tail).
+    chaos.fault(format!(
+        "writers stopped; SIGKILL chunkserver {primary}, primary of open chunk {handle}"
+    ));
+    std::thread::sleep(Duration::from_secs(3));
+    chaos.spawn_replay("replay 3 s after the kill");
+    std::thread::sleep(Duration::from_secs(3));
+    chaos.fault(format!("restart chunkserver {primary}"));
+    chaos.cluster.start_server(Role::Chunkserver(primary));
+    chaos.finish();
+}
+
+/// Proves that a master killed after logging a seal's new version and before its fences were
+/// answered (both secondaries paused, so the fences hang) loses nothing: restarted, it never
+/// hands that version out twice, the chunk is sealed and the log moves on once the secondaries
+/// resume, and readers started meanwhile return every earlier ack (R).
+#[test]
+fn master_killed_between_a_version_and_its_fences() {
+    let _serial = cairn_tests::serial();
+    let mut chaos = Chaos::start("master_killed_mid_seal", ChaosOpts::default());
+    chaos.wait_acks(500, ACKS);
+    let (handle, _, secondaries) = chaos.open_chunk();
+    let seals_before = chaos
+        .cluster
+        .server_stderr(Role::Master)
+        .matches("sealing chunk")
+        .count();
+    chaos.fault(format!(
+        "SIGSTOP chunkservers {secondaries:?} (secondaries of open chunk {handle}): fences hang"
+    ));
+    for &s in &secondaries {
+        chaos.cluster.pause(Role::Chunkserver(s));
+    }
+    cairn_tests::wait_until(
+        "the master to log a seal's new version",
+        Duration::from_secs(30),
+        || {
+            (chaos
+                .cluster
+                .server_stderr(Role::Master)
+                .matches("sealing chunk")
+                .count()
+                > seals_before)
+                .then_some(())
+        },
+    );
+    chaos.cluster.kill(Role::Master);
+    chaos.fault("SIGKILL the master right after it logged a new version, fences in flight");
+    std::thread::sleep(Duration::from_millis(500));
+    chaos.fault("restart the master");
+    chaos.cluster.start_server(Role::Master);
+    std::thread::sleep(Duration::from_secs(1));
+    chaos.fault(format!("SIGCONT chunkservers {secondaries:?}"));
+    for &s in &secondaries {
+        chaos.cluster.resume(Role::Chunkserver(s));
+    }
+    chaos.wait_acks(500, Duration::from_secs(90));
+    chaos.finish();
+}
+
+/// Proves item 5 under load: a sealed replica truncated under its running chunkserver
+/// (scrubbing off, so readers meet the cut first), then read by replays and by `cairn fsck`
+/// (which reads every replica), kills no server; the short replica is found and replaced (all
+/// replicas identical again within 60 s), and readers return every earlier ack (R).
+#[test]
+fn truncated_sealed_replica_under_a_running_chunkserver() {
+    let _serial = cairn_tests::serial();
+    // Scrubbing off (only the pass at startup): the readers, not the scrubber, meet the cut.
+    let opts = ChaosOpts {
+        scrub: false,
+        ..ChaosOpts::default()
+    };
+    let mut chaos = Chaos::start("truncated_live", opts);
+    chaos.wait_acks(3000, ACKS);
+    let sealed = chaos.sealed_chunks();
+    let (a, len, holders) = sealed.first().cloned().expect("a sealed chunk");
+    let victim = holders[0];
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(chaos.chunk_file(victim, &a))
+        .expect("open the replica");
+    // Half the file: whole pages past the new end (a mapped read there is a SIGBUS).
+    f.set_len(len / 2).expect("truncate");
+    drop(f);
+    chaos.fault(format!(
+        "cut sealed chunk {a} ({len} bytes) to {} on running chunkserver {victim}",
+        len / 2
+    ));
+    let fsck = chaos
+        .cluster
+        .cairn(&["fsck", &chaos.log])
+        .timeout(Duration::from_secs(60))
+        .run();
+    chaos.fault(format!(
+        "fsck read every replica: exit {:?}",
+        fsck.status.code()
+    ));
+    chaos.cluster.assert_running();
+    wait_repaired(&chaos, &a, "the truncated sealed replica replaced");
+    chaos.fault(format!("chunk {a}: replicas identical again"));
+    chaos.cluster.assert_running();
+    chaos.wait_acks(1000, ACKS);
+    chaos.finish();
+}
+
+/// Proves item 6 under load: when a sealed chunk loses a replica and the replica the master
+/// first picks as the copy source is corrupt (a flipped payload bit nobody has noticed:
+/// scrubbing is off), the chunk is still re-replicated from its healthy replica within 30 s
+/// (a failed copy rotates the source). Then the corrupt replica's chunkserver restarts with
+/// scrubbing on, finds it and has it replaced; readers return every earlier ack (R).
+#[test]
+fn corrupt_repair_source() {
+    let _serial = cairn_tests::serial();
+    let opts = ChaosOpts {
+        scrub: false,
+        ..ChaosOpts::default()
+    };
+    let mut chaos = Chaos::start("corrupt_repair_source", opts);
+    chaos.wait_acks(3000, ACKS);
+    let sealed = chaos.sealed_chunks();
+    let (a, _, holders) = sealed.first().cloned().expect("a sealed chunk");
+    let lost = holders[2];
+    // The master picks source = good[handle % good.len()], good sorted by address: corrupt
+    // exactly that one, so the first copy fails.
+    let mut remaining: Vec<usize> = holders[..2].to_vec();
+    remaining.sort_by_key(|&i| chaos.cluster.chunkserver_addr(i));
+    let handle = u64::from_str_radix(&a, 16).expect("a hex handle");
+    let source = remaining[(handle % 2) as usize];
+    let healthy = remaining[1 - (handle % 2) as usize];
+    chaos.fault(format!(
+        "flip a payload bit of sealed chunk {a} on chunkserver {source} (no scrubbing)"
+    ));
+    flip_byte(&chaos.chunk_file(source, &a), 32 + 40 + 7);
+    chaos.fault(format!(
+        "SIGKILL chunkserver {lost}, a third replica of chunk {a}"
+    ));
+    chaos.cluster.kill(Role::Chunkserver(lost));
+    let target = (0..4)
+        .find(|i| !holders.contains(i))
+        .expect("a fourth chunkserver");
+    let healthy_bytes = std::fs::read(chaos.chunk_file(healthy, &a)).expect("healthy replica");
+    cairn_tests::wait_until(
+        "the chunk copied to the fourth chunkserver from its healthy replica",
+        Duration::from_secs(30),
+        || {
+            let copied = std::fs::read(chaos.chunk_file(target, &a)).ok()?;
+            (copied == healthy_bytes && holders_of(&chaos, &a).contains(&target)).then_some(())
+        },
+    );
+    let failed_copies = chaos
+        .cluster
+        .server_stderr(Role::Master)
+        .matches("copying a replica failed")
+        .count();
+    chaos.fault(format!(
+        "chunk {a} re-replicated onto chunkserver {target} ({failed_copies} failed copies logged)"
+    ));
+    chaos.cluster.start_server(Role::Chunkserver(lost));
+    chaos.fault(format!(
+        "chunkserver {lost} back; restart chunkserver {source} with scrubbing on"
+    ));
+    chaos
+        .cluster
+        .restart_chunkserver_with(source, &["--scrub-interval-ms", "500"]);
+    wait_repaired(&chaos, &a, "the corrupt source found and replaced");
+    chaos.wait_acks(500, ACKS);
     chaos.finish();
 }

@@ -1,7 +1,7 @@
 //! Injected disk faults on one real chunkserver of four (its hidden `--test-…` disk flags):
 //! fsync EIO once, a full disk, EIO on reads of its replicas. Nothing acknowledged is lost,
 //! failed replicas are replaced, a full chunkserver gets no new chunks, and replay reads around
-//! a replica that cannot be read (RELIABILITY.md rows 17–19).
+//! a replica that cannot be read.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

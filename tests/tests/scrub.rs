@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cairn_tests::{Cluster, ClusterOpts, LogOpts, Role, check, wait_until, workload};
 
-/// Proves RELIABILITY.md row 10 up to detection: one flipped byte in one replica of a sealed
+/// Proves fault row 10 up to detection: one flipped byte in one replica of a sealed
 /// chunk is detected by the scrubber (its log line names the chunk), the replica is reported
 /// corrupt so the master's `stat` leaves it out while the same chunkserver still serves its
 /// other chunks, and `cairn replay` returns every acknowledged record byte-exact, with nothing

@@ -1,4 +1,4 @@
-//! The chaos checker: a [`History`](super::History) against the final reads (RELIABILITY.md §5).
+//! The chaos checker: a [`History`](super::History) against the final reads.
 //!
 //! Records are named by their [`Payload`] — the test's `(w, seq, attempt)` — not by Cairn's
 //! appender ids, so a record is recognised whatever path it took. A read record is *valid* when
@@ -23,6 +23,13 @@
 //!   attempt is.
 //! - **S (stability)**: [`HistoryReport::check_stable`]: every record an earlier replay returned is
 //!   in a later one, at the same place, with the same bytes.
+//! - **R (read-after-ack)**: [`HistoryReport::check_read_after_ack`]: a replay or tail started
+//!   (during faults or after) once an append was acknowledged returns that record: every
+//!   `(w, seq)` whose acknowledgement was recorded before a reader began is among the reader's
+//!   records, unless the reader failed with an error (a reader may give up loudly, never end
+//!   short silently). A reader that never ended is a violation too.
+//! - **T (tail progress)**: [`HistoryReport::check_tail_progress`]: a tail given time to catch
+//!   up after healing has returned every acknowledged record, whenever it began.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -73,6 +80,12 @@ pub struct HistoryReport {
     pub lost_postfix: usize,
     /// Records in the replica scans.
     pub replica_records: usize,
+    /// Readers (replays and tails run during and after the faults) checked for R.
+    pub readers: usize,
+    /// Readers that ended with an error (not held to R).
+    pub readers_failed: usize,
+    /// Acknowledgements checked by readers: per reader, those recorded before it began.
+    pub acks_checked_by_readers: usize,
     /// Violations by class, each with a count and the first examples.
     pub violations: BTreeMap<&'static str, (usize, Vec<String>)>,
 }
@@ -81,6 +94,33 @@ pub struct HistoryReport {
 type Key = (u32, u64);
 /// `(w, seq, attempt)`.
 type AttemptKey = (u32, u64, u32);
+
+/// How a reader (replay or tail) of invariant R ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReaderEnd {
+    /// A replay that returned its last record and ended without error.
+    Complete,
+    /// A tail the harness stopped (tails never end by themselves).
+    Stopped,
+    /// It ended with an error: a loud failure, not held to R.
+    Failed(String),
+    /// It had not ended when the harness stopped waiting for it: a violation of R.
+    Hung(String),
+}
+
+/// What one reader of a scenario returned, for invariant R.
+#[derive(Clone, Debug)]
+pub struct ReaderRun {
+    /// The reader, for messages (e.g. `replay at fault 3`).
+    pub name: String,
+    /// When it began, in the history's clock ([`History::now_ms`](super::History::now_ms)),
+    /// taken before its first call.
+    pub started_ms: u64,
+    /// How it ended.
+    pub end: ReaderEnd,
+    /// Its records, in the order returned.
+    pub records: Vec<Record>,
+}
 
 /// What the history says about one attempt.
 #[derive(Debug, Default)]
@@ -124,6 +164,111 @@ impl HistoryReport {
         }
     }
 
+    /// Invariant R: every `(w, seq)` acknowledged before a reader began (its `ok` event's time is
+    /// below the reader's start) is among that reader's valid records, unless the reader failed
+    /// with an error; a hung reader is a violation. Adds counts and violations to this report.
+    pub fn check_read_after_ack(&mut self, history: &[Entry], readers: &[ReaderRun]) {
+        // The first acknowledgement time of each (w, seq).
+        let mut acked_at: HashMap<Key, u64> = HashMap::new();
+        for e in history {
+            if let (Op::Ok { .. }, Some(t)) = (&e.op, e.t) {
+                let at = acked_at.entry((e.w, e.seq)).or_insert(t);
+                *at = (*at).min(t);
+            }
+        }
+        let mut acked: Vec<(u64, Key)> = acked_at.iter().map(|(&k, &t)| (t, k)).collect();
+        acked.sort_unstable();
+        for reader in readers {
+            self.readers += 1;
+            let state = match &reader.end {
+                ReaderEnd::Complete => "complete",
+                ReaderEnd::Stopped => "stopped",
+                ReaderEnd::Failed(e) => {
+                    self.readers_failed += 1;
+                    eprintln!(
+                        "history checker: {} (started {:.3} s) failed, not held to R: {e}",
+                        reader.name,
+                        reader.started_ms as f64 / 1000.0
+                    );
+                    continue;
+                }
+                ReaderEnd::Hung(why) => {
+                    self.violate("R (read-after-ack)", || {
+                        format!(
+                            "{} (started {:.3} s) never ended: {why}",
+                            reader.name,
+                            reader.started_ms as f64 / 1000.0
+                        )
+                    });
+                    continue;
+                }
+            };
+            let read: HashSet<Key> = reader
+                .records
+                .iter()
+                .filter_map(|r| Payload::decode(&r.payload).ok())
+                .map(|p| (p.w, p.seq))
+                .collect();
+            let before = acked.partition_point(|&(t, _)| t < reader.started_ms);
+            self.acks_checked_by_readers += before;
+            let missing: Vec<&(u64, Key)> = acked[..before]
+                .iter()
+                .filter(|(_, k)| !read.contains(k))
+                .collect();
+            for &&(t, (w, seq)) in &missing {
+                self.violate("R (read-after-ack)", || {
+                    format!(
+                        "{} ({state}, started {:.3} s, {} records, {} of {before} earlier acks \
+                         missing): writer {w} seq {seq} acknowledged at {:.3} s is not in it",
+                        reader.name,
+                        reader.started_ms as f64 / 1000.0,
+                        reader.records.len(),
+                        missing.len(),
+                        t as f64 / 1000.0
+                    )
+                });
+            }
+        }
+    }
+
+    /// Invariant T (tail progress): a tail stopped after the writers stopped and the cluster
+    /// healed, and given time to catch up, has returned every acknowledged `(w, seq)` of the
+    /// history, whenever it began (a tail follows the log; it must not hang on a chunk). Tails
+    /// that failed with an error are not held to it. One violation per short tail.
+    pub fn check_tail_progress(&mut self, history: &[Entry], tails: &[ReaderRun]) {
+        let mut acked: Vec<Key> = history
+            .iter()
+            .filter(|e| matches!(e.op, Op::Ok { .. }))
+            .map(|e| (e.w, e.seq))
+            .collect::<HashSet<Key>>()
+            .into_iter()
+            .collect();
+        acked.sort_unstable();
+        for tail in tails.iter().filter(|t| t.end == ReaderEnd::Stopped) {
+            let read: HashSet<Key> = tail
+                .records
+                .iter()
+                .filter_map(|r| Payload::decode(&r.payload).ok())
+                .map(|p| (p.w, p.seq))
+                .collect();
+            let missing: Vec<&Key> = acked.iter().filter(|k| !read.contains(k)).collect();
+            if !missing.is_empty() {
+                self.violate("T (tail progress)", || {
+                    format!(
+                        "{} (started {:.3} s) returned {} records but lacks {} of the {} \
+                         acknowledged ones after catching up, e.g. (w, seq) {:?}",
+                        tail.name,
+                        tail.started_ms as f64 / 1000.0,
+                        tail.records.len(),
+                        missing.len(),
+                        acked.len(),
+                        &missing[..missing.len().min(5)]
+                    )
+                });
+            }
+        }
+    }
+
     /// Prints the report and panics, showing it, if any invariant is violated.
     pub fn assert_ok(&self) {
         eprintln!("{self}");
@@ -140,7 +285,8 @@ impl fmt::Display for HistoryReport {
             f,
             "history checker: attempted {} ({} attempts), acknowledged {}, definite failures {}, \
              indeterminate {}, read {}, copies {}, duplicates {} before / {} after dedupe, \
-             recovered {}, lost {} prefix / {} middle / {} postfix, replica records {}",
+             recovered {}, lost {} prefix / {} middle / {} postfix, replica records {}, \
+             readers {} ({} failed), acks checked by readers {}",
             self.attempted,
             self.attempts,
             self.acknowledged,
@@ -154,7 +300,10 @@ impl fmt::Display for HistoryReport {
             self.lost_prefix,
             self.lost_middle,
             self.lost_postfix,
-            self.replica_records
+            self.replica_records,
+            self.readers,
+            self.readers_failed,
+            self.acks_checked_by_readers
         )?;
         for (class, (count, examples)) in &self.violations {
             write!(f, "\n  {class}: {count} violation(s)")?;
@@ -680,6 +829,88 @@ mod tests {
         later.remove(1);
         report.check_stable(&full, &later);
         only(&report, "S (stability)");
+    }
+
+    #[test]
+    fn a_reader_must_hold_every_record_acknowledged_before_it_began() {
+        let (dedup, full) = clean();
+        let mut h = history();
+        // Writer 1's acks at 10, 20, 30 ms.
+        let mut t = 0;
+        for e in h.iter_mut().filter(|e| e.w == 1) {
+            if matches!(e.op, Op::Ok { .. }) {
+                t += 10;
+                e.t = Some(t);
+            }
+        }
+        let reader = |name: &str, started_ms, end, records: &[Record]| ReaderRun {
+            name: name.into(),
+            started_ms,
+            end,
+            records: records.to_vec(),
+        };
+        let readers = [
+            // Began after all three acks and has them.
+            reader("whole", 31, ReaderEnd::Complete, &dedup),
+            // Began after the first two acks; has exactly those.
+            reader("early tail", 25, ReaderEnd::Stopped, &dedup[..2]),
+            // Failed loudly: not held to R.
+            reader("failed", 40, ReaderEnd::Failed("gave up".into()), &[]),
+            // An ack at exactly its start does not count as before it.
+            reader("same ms", 10, ReaderEnd::Complete, &[]),
+        ];
+        let mut report = check(&h, &dedup, &full, &[]);
+        report.check_read_after_ack(&h, &readers);
+        assert!(report.violations.is_empty(), "{report}");
+        assert_eq!(
+            (
+                report.readers,
+                report.readers_failed,
+                report.acks_checked_by_readers
+            ),
+            (4, 1, 5),
+            "{report}"
+        );
+
+        // Ended without writer 1 seq 2, acknowledged before it began; and a hung reader.
+        let short = [dedup[0].clone(), dedup[2].clone()];
+        let mut report = check(&h, &dedup, &full, &[]);
+        report.check_read_after_ack(
+            &h,
+            &[
+                reader("short replay", 35, ReaderEnd::Complete, &short),
+                reader("hung", 35, ReaderEnd::Hung("no end".into()), &[]),
+            ],
+        );
+        only(&report, "R (read-after-ack)");
+        assert_eq!(report.violations["R (read-after-ack)"].0, 2, "{report}");
+        let text = report.to_string();
+        assert!(text.contains("writer 1 seq 2"), "{text}");
+    }
+
+    #[test]
+    fn a_stopped_tail_must_hold_every_acknowledged_record() {
+        let (dedup, full) = clean();
+        let h = history();
+        let tail = |records: &[Record], end| ReaderRun {
+            name: "tail".into(),
+            started_ms: 0,
+            end,
+            records: records.to_vec(),
+        };
+        let mut report = check(&h, &dedup, &full, &[]);
+        report.check_tail_progress(
+            &h,
+            &[
+                tail(&dedup, ReaderEnd::Stopped),
+                tail(&[], ReaderEnd::Failed("log deleted".into())),
+            ],
+        );
+        assert!(report.violations.is_empty(), "{report}");
+        let mut report = check(&h, &dedup, &full, &[]);
+        report.check_tail_progress(&h, &[tail(&dedup[..1], ReaderEnd::Stopped)]);
+        only(&report, "T (tail progress)");
+        assert!(report.to_string().contains("lacks 2 of the 3"), "{report}");
     }
 
     #[test]

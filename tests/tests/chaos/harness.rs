@@ -1,7 +1,15 @@
-//! The chaos harness (RELIABILITY.md §4–§5): a real cluster (1 master + 4 chunkservers, short
+//! The chaos harness: a real cluster (1 master + 4 chunkservers, short
 //! timings, small chunks, optionally proxied and in power-cut mode), writers in this process
 //! that record every attempt in a JSONL history, a fault schedule printed as it happens, and a
 //! final phase that heals everything, waits for full replication, replays and checks.
+//!
+//! Readers check read-after-ack (invariant R): every [`Chaos::fault`] starts a library replay at
+//! once, the first one also a tail, and scenarios may start more ([`Chaos::spawn_replay`],
+//! [`Chaos::spawn_tail`]); each records when it began and what it returned, so the checker can
+//! hold it to every acknowledgement recorded before it began. Replays run while the fault is
+//! still in force (they must return everything or fail with an error, never end short); tails
+//! are given until after healing to catch up with every acknowledged record (invariant T), then
+//! stopped.
 //!
 //! Writers use the client library directly: eight *sequential* writers (each waits for its
 //! record's acknowledgement before the next; after an indeterminate outcome it retries the same
@@ -9,16 +17,18 @@
 //! in flight on one appender). Payloads are [`Payload`]s, so the checker can tell every record's
 //! writer, sequence and attempt, and its integrity.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn_client::{Client, Error as ClientError, LogOptions};
+use cairn_client::{
+    ChunkState, Client, Error as ClientError, LogOptions, ReplayEvent, ReplayOptions, TailFrom,
+};
 use cairn_record::{ScanItem, Scanner};
-use cairn_tests::history::{ReplicaScan, check};
+use cairn_tests::history::{Op, ReaderEnd, ReaderRun, ReplicaScan, check};
 use cairn_tests::{
     Cluster, ClusterOpts, History, LogStat, Payload, Record, Role, WriterId, wait_until, workload,
 };
@@ -32,6 +42,11 @@ pub(crate) const SEQUENTIAL_WRITERS: u32 = 8;
 pub(crate) const PIPELINE_DEPTH: usize = 16;
 /// How long one attempt may take before the writer calls it indeterminate and retries.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(40);
+/// A replay started during the run must end (complete or with an error) this long after it
+/// began; the client gives up on an unreadable chunk after 30 s without progress.
+const REPLAY_BOUND: Duration = Duration::from_secs(120);
+/// After healing, a tail gets this long to return every acknowledged record.
+const TAIL_CATCH_UP: Duration = Duration::from_secs(30);
 
 /// Options of a scenario's cluster.
 #[derive(Clone, Debug)]
@@ -46,6 +61,10 @@ pub(crate) struct ChaosOpts {
     pub(crate) writers: u32,
     /// Payload body sizes, bytes.
     pub(crate) body: (usize, usize),
+    /// The master's `--dead-after-ms` (1 s: fast failure detection).
+    pub(crate) dead_after_ms: u64,
+    /// Chunkservers scrub every 500 ms (else only the pass at startup).
+    pub(crate) scrub: bool,
 }
 
 impl Default for ChaosOpts {
@@ -56,6 +75,8 @@ impl Default for ChaosOpts {
             power_cut: false,
             writers: SEQUENTIAL_WRITERS,
             body: (64, 2048),
+            dead_after_ms: 1000,
+            scrub: true,
         }
     }
 }
@@ -75,6 +96,18 @@ pub(crate) struct Chaos {
     rt: tokio::runtime::Runtime,
     writers: Vec<JoinHandle<()>>,
     schedule: Vec<String>,
+    readers: Vec<Reader>,
+}
+
+/// A replay or tail running during the scenario, for invariant R.
+struct Reader {
+    name: String,
+    started_ms: u64,
+    started: Instant,
+    tail: bool,
+    records: Arc<Mutex<Vec<Record>>>,
+    end: Arc<Mutex<Option<ReaderEnd>>>,
+    task: JoinHandle<()>,
 }
 
 impl Chaos {
@@ -82,19 +115,27 @@ impl Chaos {
     pub(crate) fn start(name: &str, opts: ChaosOpts) -> Chaos {
         let seed = workload::seed(name);
         let mut cluster_opts = ClusterOpts::fast_failure_detection();
-        cluster_opts
-            .master_args
-            .extend(["--rpc-timeout-ms", "2000"].map(String::from));
-        cluster_opts.chunkserver_args = [
-            "--rpc-timeout-ms",
-            "2000",
-            "--scrub-interval-ms",
-            "500",
-            "--scrub-bytes-per-sec",
-            "268435456",
+        cluster_opts.master_args = [
+            "--heartbeat-ms".to_owned(),
+            "200".to_owned(),
+            "--dead-after-ms".to_owned(),
+            opts.dead_after_ms.to_string(),
+            "--rpc-timeout-ms".to_owned(),
+            "2000".to_owned(),
         ]
-        .map(String::from)
         .to_vec();
+        cluster_opts.chunkserver_args = ["--rpc-timeout-ms", "2000"].map(String::from).to_vec();
+        if opts.scrub {
+            cluster_opts.chunkserver_args.extend(
+                [
+                    "--scrub-interval-ms",
+                    "500",
+                    "--scrub-bytes-per-sec",
+                    "268435456",
+                ]
+                .map(String::from),
+            );
+        }
         cluster_opts.proxied = opts.proxied;
         if opts.power_cut {
             cluster_opts
@@ -136,6 +177,7 @@ impl Chaos {
             rt,
             writers: Vec::new(),
             schedule: Vec::new(),
+            readers: Vec::new(),
         };
         eprintln!(
             "chaos {name}: seed {seed} (rerun with CAIRN_TESTS_SEED={seed}); history {}",
@@ -150,8 +192,19 @@ impl Chaos {
         chaos
     }
 
-    /// Records a fault in the schedule (and prints it).
+    /// Records a fault in the schedule (and prints it), and starts a replay at once (the first
+    /// fault also a tail) to check read-after-ack while the fault is in force.
     pub(crate) fn fault(&mut self, what: impl Into<String>) {
+        self.note(what);
+        let n = self.schedule.len();
+        if self.readers.iter().all(|r| !r.tail) {
+            self.spawn_tail(&format!("tail from schedule line {n}"));
+        }
+        self.spawn_replay(&format!("replay at schedule line {n}"));
+    }
+
+    /// Records an event in the schedule (and prints it), starting no reader.
+    fn note(&mut self, what: impl Into<String>) {
         let line = format!(
             "{:>7.2} s  {}",
             self.started.elapsed().as_secs_f64(),
@@ -159,6 +212,190 @@ impl Chaos {
         );
         eprintln!("chaos {}: {line}", self.name);
         self.schedule.push(line);
+    }
+
+    /// Starts a library replay of the log now, for invariant R.
+    pub(crate) fn spawn_replay(&mut self, name: &str) {
+        self.spawn_reader(name, false);
+    }
+
+    /// Starts a library tail of the log (from its start) now, for invariant R; it runs until
+    /// [`Chaos::finish`] has let it catch up.
+    pub(crate) fn spawn_tail(&mut self, name: &str) {
+        self.spawn_reader(name, true);
+    }
+
+    fn spawn_reader(&mut self, name: &str, tail: bool) {
+        let started_ms = self.history.now_ms();
+        let master = self.cluster.master_addr();
+        let log = self.log.clone();
+        let records: Arc<Mutex<Vec<Record>>> = Arc::default();
+        let end: Arc<Mutex<Option<ReaderEnd>>> = Arc::default();
+        let (rec, fin) = (records.clone(), end.clone());
+        let task = self.rt.spawn(async move {
+            let push = |event: ReplayEvent| {
+                if let ReplayEvent::Record {
+                    id,
+                    chunk,
+                    offset,
+                    payload,
+                } = event
+                {
+                    lock(&rec).push(Record {
+                        chunk: u64::from(chunk),
+                        offset,
+                        writer: WriterId(format!("{:016x}", id.writer)),
+                        sequence: id.sequence,
+                        payload: payload.to_vec(),
+                    });
+                }
+            };
+            let result: Result<(), ClientError> = async {
+                let client = Client::connect(&master).await?;
+                if tail {
+                    let mut t = client
+                        .tail(&log, TailFrom::Start, ReplayOptions::default())
+                        .await?;
+                    while let Some(event) = t.next().await {
+                        push(event?);
+                    }
+                } else {
+                    let mut r = client.replay(&log, ReplayOptions::default()).await?;
+                    while let Some(event) = r.next().await {
+                        push(event?);
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            *lock(&fin) = Some(match result {
+                Ok(()) => ReaderEnd::Complete,
+                Err(e) => ReaderEnd::Failed(e.to_string()),
+            });
+        });
+        self.readers.push(Reader {
+            name: name.to_owned(),
+            started_ms,
+            started: Instant::now(),
+            tail,
+            records,
+            end,
+            task,
+        });
+    }
+
+    /// Waits (polling the master through the client library every 5 ms, so within milliseconds)
+    /// until chunk `handle` (16 hex digits) is sealed, then until the next acknowledgement.
+    pub(crate) fn wait_sealed_then_ack(&self, handle: &str, timeout: Duration) {
+        let master = self.cluster.master_addr();
+        let deadline = Instant::now() + timeout;
+        let sealed = self.rt.block_on(async {
+            let client = Client::connect(&master).await.ok()?;
+            while Instant::now() < deadline {
+                if let Ok(stat) = client.stat_log(&self.log).await
+                    && stat
+                        .chunks
+                        .iter()
+                        .any(|c| format!("{}", c.handle) == handle && c.state == ChunkState::Sealed)
+                {
+                    return Some(());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            None
+        });
+        assert!(
+            sealed.is_some(),
+            "chunk {handle} not sealed within {timeout:?}"
+        );
+        let target = self.acked() + 1;
+        while self.acked() < target {
+            assert!(
+                Instant::now() < deadline,
+                "no acknowledgement after the seal"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Stops the writers: each finishes or resolves its record in flight (bounded).
+    pub(crate) fn stop_writers(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let writers = std::mem::take(&mut self.writers);
+        self.rt.block_on(async {
+            for w in writers {
+                let _ = tokio::time::timeout(ATTEMPT_TIMEOUT + Duration::from_secs(5), w).await;
+            }
+        });
+    }
+
+    /// Ends every reader and returns what each returned: replays get until
+    /// [`REPLAY_BOUND`] after their start (else they hung), tails get [`TAIL_CATCH_UP`] to hold
+    /// every acknowledged record (the writers have stopped), then are stopped.
+    fn collect_readers(&mut self) -> Vec<ReaderRun> {
+        let entries = self.history.entries();
+        let mut runs = Vec::new();
+        for r in std::mem::take(&mut self.readers) {
+            let ended = |r: &Reader| lock(&r.end).is_some();
+            if r.tail {
+                // Every acknowledged record (invariant T), not only those before it began (R).
+                let acked: HashSet<(u32, u64)> = entries
+                    .iter()
+                    .filter(|e| matches!(e.op, Op::Ok { .. }))
+                    .map(|e| (e.w, e.seq))
+                    .collect();
+                let deadline = Instant::now() + TAIL_CATCH_UP;
+                while !ended(&r) && Instant::now() < deadline {
+                    let read: HashSet<(u32, u64)> = lock(&r.records)
+                        .iter()
+                        .filter_map(|rec| Payload::decode(&rec.payload).ok())
+                        .map(|p| (p.w, p.seq))
+                        .collect();
+                    if acked.is_subset(&read) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            } else {
+                let deadline = r.started + REPLAY_BOUND;
+                while !ended(&r) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            r.task.abort();
+            let end = lock(&r.end).clone().unwrap_or_else(|| {
+                if r.tail {
+                    ReaderEnd::Stopped
+                } else {
+                    ReaderEnd::Hung(format!("not ended {REPLAY_BOUND:?} after it began"))
+                }
+            });
+            let records = std::mem::take(&mut *lock(&r.records));
+            // Where it stopped, and that chunk as the master sees it now (for a stuck tail).
+            let last = records.last().map(|rec| (rec.chunk, rec.offset));
+            let chunk = last.and_then(|(c, _)| {
+                self.cluster
+                    .stat(&self.log)
+                    .chunks
+                    .into_iter()
+                    .find(|s| s.index == c)
+            });
+            eprintln!(
+                "chaos {}: {} (began {:.2} s): {} records, {end:?}; last record at (chunk, \
+                 offset) {last:?}, that chunk now: {chunk:?}",
+                self.name,
+                r.name,
+                r.started_ms as f64 / 1000.0,
+                records.len()
+            );
+            runs.push(ReaderRun {
+                name: r.name,
+                started_ms: r.started_ms,
+                end,
+                records,
+            });
+        }
+        runs
     }
 
     /// Acknowledgements so far.
@@ -374,25 +611,21 @@ impl Chaos {
     /// good replicas, and checks the history against replays and raw replica scans. Prints the
     /// seed, the fault schedule and the checker's counts; panics on any violation.
     pub(crate) fn finish(mut self) {
-        self.fault("stop the writers");
-        self.stop.store(true, Ordering::Relaxed);
-        let writers = std::mem::take(&mut self.writers);
-        self.rt.block_on(async {
-            for w in writers {
-                let _ = tokio::time::timeout(ATTEMPT_TIMEOUT + Duration::from_secs(5), w).await;
-            }
-        });
+        self.note("stop the writers");
+        self.stop_writers();
         self.cluster.heal();
         for i in 0..self.cluster.chunkserver_addrs().len() {
             if self.cluster.pid(Role::Chunkserver(i)).is_none() {
-                self.fault(format!("heal: start chunkserver {i}"));
+                self.note(format!("heal: start chunkserver {i}"));
                 self.cluster.start_server(Role::Chunkserver(i));
             }
         }
         if self.cluster.pid(Role::Master).is_none() {
-            self.fault("heal: start the master");
+            self.note("heal: start the master");
             self.cluster.start_server(Role::Master);
         }
+        // Right after healing: one more replay for R.
+        self.spawn_replay("replay right after healing");
         // Liveness (A): a new append succeeds after healing.
         let probe = self.cluster.append(
             "probe",
@@ -442,6 +675,9 @@ impl Chaos {
         let entries = self.history.entries();
         let mut report = check(&entries, &dedup, &all, &scans);
         report.check_stable(&dedup, &later);
+        let readers = self.collect_readers();
+        report.check_read_after_ack(&entries, &readers);
+        report.check_tail_progress(&entries, &readers);
         eprintln!(
             "chaos {}: seed {}; fault schedule:\n{}\n{report}",
             self.name,
@@ -538,6 +774,11 @@ impl Drop for Chaos {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// Locks a reader's shared state; a reader task that panicked leaves it usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Whether an append error says the record was certainly not stored.
