@@ -874,6 +874,8 @@ fn append_answers_commit_what_they_acknowledge() {
                             version,
                             frames: bytes::Bytes::from(frames),
                             acked_through: sequence - 1,
+                            // A plain (not resumed) writer: epoch 0.
+                            writer_epoch: 0,
                         })
                         .await
                         .map_err(|s| format!("append: {s}"))?
