@@ -182,13 +182,15 @@ fn impossible_acked_through_and_refused_batches_change_nothing() {
 }
 
 /// Proves (item 10, the feature): a restarted process resuming its writer id re-sends the same
-/// (writer, sequence) records and each is stored once, across chunk rolls; the older
-/// incarnation, still running, is fenced: its next append fails with `WriterFenced`.
+/// (writer, sequence) records and each is stored once, across chunk rolls; an older
+/// incarnation still running is fenced as soon as a newer one resumed: its next append fails
+/// with `WriterFenced`.
 ///
 /// How: incarnation 1 is an in-process `resume_appender` that appends 120 records of 1 KiB
-/// into 16 KiB chunks (several rolls); incarnation 2 is `cairn append --writer W
-/// --first-sequence 1` fed those 120 lines and 60 more. Replay with duplicates kept must hold
-/// the 180 records once each; incarnation 1's next append must fail.
+/// into 16 KiB chunks (several rolls); incarnation 2 resumes (in-process) and appends nothing:
+/// 1's next append must fail. Incarnation 3 is `cairn append --writer W --first-sequence 1` fed
+/// those 120 lines and 60 more; then 2's append must fail. Replay with duplicates kept must
+/// hold the 180 records once each, in order.
 #[test]
 fn a_resumed_writer_stores_each_record_once_and_fences_the_old_incarnation() {
     let _serial = cairn_tests::serial();
@@ -219,6 +221,17 @@ fn a_resumed_writer_stores_each_record_once_and_fences_the_old_incarnation() {
             a.await.expect("incarnation 1 appends");
         }
     });
+    // Incarnation 2 resumes: incarnation 1 is fenced at once, before 2 appends anything.
+    let mid = rt
+        .block_on(client.resume_appender(log, writer, 1))
+        .expect("incarnation 2");
+    match rt.block_on(old.append(Bytes::from_static(b"late"))) {
+        Err(cairn_client::Error::WriterFenced { message }) => {
+            assert!(message.contains("epoch"), "{message}");
+        }
+        other => panic!("incarnation 1 must be fenced at once, got {other:?}"),
+    }
+    // Incarnation 3 (the CLI) re-sends everything and more; 2 is fenced after it.
     let out = cluster
         .cairn(&[
             "append",
@@ -233,12 +246,9 @@ fn a_resumed_writer_stores_each_record_once_and_fences_the_old_incarnation() {
         .timeout(Duration::from_secs(120))
         .run_ok();
     assert_eq!(cairn_tests::contract::parse_acks(&out).len(), 180);
-    let fenced = rt.block_on(old.append(Bytes::from_static(b"late")));
-    match fenced {
-        Err(cairn_client::Error::WriterFenced { message }) => {
-            assert!(message.contains("epoch"), "{message}");
-        }
-        other => panic!("the old incarnation must be fenced, got {other:?}"),
+    match rt.block_on(mid.append(Bytes::from_static(b"late too"))) {
+        Err(cairn_client::Error::WriterFenced { .. }) => {}
+        other => panic!("incarnation 2 must be fenced, got {other:?}"),
     }
     let replay = cluster.replay(log, true, Duration::from_secs(60));
     assert_eq!(payloads_of(&replay, writer), lines);

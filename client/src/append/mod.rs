@@ -120,8 +120,9 @@ impl Client {
     ///   without being stored again (`chunk`/`offset` are `None` when the primary no longer
     ///   knows where); a different record under a stored sequence fails with
     ///   [`Error::WriterConflict`];
-    /// - an older incarnation still running is fenced: once the new one has appended (or the
-    ///   log has moved to a new chunk), its appends fail with [`Error::WriterFenced`].
+    /// - an older incarnation still running is fenced: the master seals the log's open chunk
+    ///   when it hands out the epoch, so from then on its appends fail with
+    ///   [`Error::WriterFenced`].
     ///
     /// Records before `first_sequence` are taken as acknowledged (the application says so).
     /// Fails with [`Error::LogNotFound`], or [`Error::InvalidArgument`] for writer 0 or
