@@ -785,7 +785,13 @@ impl<C: ChunkserverApi> MasterCore<C> {
                         });
                     }
                 }
-                let replicas = place(candidates, replication, need_free)?;
+                let replicas = match place(candidates, replication, need_free) {
+                    Ok(r) => r,
+                    // Too few chunkservers left once those that failed CreateReplica are
+                    // excluded: the failure is the cause, not the count (e.g. a chunkserver out
+                    // of file descriptors), so that is what the caller is told.
+                    Err(e) => return Err(last_error.unwrap_or(e)),
+                };
                 let handle = g.new_handle();
                 let sequence = g.record(Entry::Allocate {
                     path: path.to_owned(),
