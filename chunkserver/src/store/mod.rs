@@ -17,14 +17,28 @@
 //!   one replica lost is still on the others; the master seals at the longest fenced length, so
 //!   one short replica never shortens the chunk (ARCHITECTURE.md, "Seal").
 //! - The writer writes only at the file's length, which between groups is the durable length.
-//!   Reads never return bytes past the durable length.
+//!   Reads never return bytes past the durable length; a file shorter than that is corrupt.
 //! - Exactly one thread writes a replica's `.meta` at a time (its writer while it runs, the
 //!   caller's thread after), each write with the next generation, so writes alternate slots.
 //! - An fsync error fails the replica for good (persisted in `.meta`); it is never retried.
 //!
-//! # Threads
+//! # Threads, descriptors, memory
 //! Each open (writable) replica has one writer thread (`chunk-{handle}`) that does group
-//! commit (see [`writer`]). Sealed, failed and corrupt replicas have none. Appends and fences are
+//! commit (see [`writer`]) and holds its chunk and `.meta` files open; at most
+//! [`OPEN_REPLICAS_MAX`] replicas are open (`create` beyond is `Exhausted`). At seal (or failure)
+//! the thread ends and detaches, and the descriptors are released. Sealed, failed and corrupt
+//! replicas have no thread and no descriptor: reads go through a descriptor cache of at most
+//! [`FILE_CACHE_MAX`] chunk files ([`files`]). What a replica costs in memory is its small
+//! in-memory state (no buffer, no map). So threads and descriptors are bounded by limits, not by
+//! the number of replicas.
+//!
+//! # No memory maps
+//! Reads, the startup scan and the scrubber use `pread` only ([`disk::FsDisk`] maps nothing): a
+//! mapped page that the file no longer has (truncated under the server) or that the disk cannot
+//! read is `SIGBUS` and would kill the whole process for one bad file, and crash-loop it when
+//! the startup scan meets it. A failed or short `pread` costs one replica: it is marked corrupt
+//! (persisted, reported, reads answer `DATA_LOSS`) and the master replaces it. (`cairn inspect`
+//! reads a file it is pointed at into memory; a fault there ends that one command.) Appends and fences are
 //! futures completed by the writer through `tokio::sync::oneshot`; they need no runtime of their
 //! own. `create`, `seal` and `delete` block on disk I/O: call them from `spawn_blocking` in async
 //! code.
