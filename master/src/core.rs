@@ -1307,6 +1307,26 @@ mod tests {
         m.close().await;
     }
 
+    // With too few chunkservers left once the one whose CreateReplica fails is excluded, the
+    // allocation's error is that failure (e.g. a chunkserver out of descriptors), not the count
+    // of live chunkservers.
+    #[tokio::test]
+    async fn failed_allocation_reports_the_create_replica_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(Fake::default());
+        let m = start(dir.path(), &fake);
+        register(&m, &["a:1", "b:1", "c:1"]).await;
+        fake.st().broken.insert("c:1".into());
+        m.create_log("/l", 3, 8192).await.unwrap();
+        let e = m.open_chunk("/l").await.unwrap_err();
+        assert!(
+            matches!(&e, Error::CreateReplicaFailed { address, reason, .. }
+                if address == "c:1" && reason == "broken"),
+            "{e}"
+        );
+        m.close().await;
+    }
+
     // A chunkserver whose CreateReplica fails: the half-made chunk is dropped (logged), and the
     // next attempt avoids that server. Heartbeats then ask for the orphan replicas' deletion but
     // never for a replica of a chunk in the metadata.
