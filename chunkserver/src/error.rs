@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use cairn_record::{ByteRange, ChunkHandle};
+use tracing::warn;
 
 /// Why a chunk-store operation failed.
 ///
@@ -286,6 +287,16 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// A resource of this chunkserver ran out (file descriptors, threads, open replicas): the
+    /// request is refused, nothing is wrong with the replica. Logged with `warn!` for the
+    /// operator when it happens.
+    #[error("chunkserver resource exhausted: {resource}: {detail}")]
+    Exhausted {
+        /// Which resource (named in the message the caller sees).
+        resource: &'static str,
+        /// What was being done, and the limit or OS error.
+        detail: String,
+    },
     /// The server is shutting down.
     #[error("chunkserver is shutting down")]
     ShuttingDown,
@@ -315,14 +326,36 @@ pub enum Error {
 }
 
 impl Error {
-    /// An [`Error::Io`] for `op` on `path`.
+    /// An [`Error::Io`] for `op` on `path`, or [`Error::Exhausted`] when the OS is out of file
+    /// descriptors (EMFILE, ENFILE): that is no fault of the file, and the caller is told so.
     pub(crate) fn io(
         op: &'static str,
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io { op, path, source }
+        move |source| {
+            if is_exhausted(&source) {
+                let resource = match source.raw_os_error() {
+                    Some(libc::ENFILE) => "file descriptors (system-wide)",
+                    _ => "file descriptors",
+                };
+                Error::exhausted(resource, format!("{op} {}: {source}", path.display()))
+            } else {
+                Error::Io { op, path, source }
+            }
+        }
     }
+
+    /// An [`Error::Exhausted`] of `resource`, logged for the operator.
+    pub(crate) fn exhausted(resource: &'static str, detail: String) -> Error {
+        warn!(resource, detail = %detail, "chunkserver resource exhausted; request refused");
+        Error::Exhausted { resource, detail }
+    }
+}
+
+/// Whether `e` says the process or the system is out of file descriptors.
+pub(crate) fn is_exhausted(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
 }
 
 /// `Result` with the chunkserver's [`Error`].

@@ -1,6 +1,6 @@
 //! Every bound of the chunkserver, checked against its neighbours at compile time.
 
-use cairn_record::limits::{CHUNK_BYTES_MAX, RECORD_PAYLOAD_BYTES_MAX};
+use cairn_record::limits::{CHUNK_BYTES_MAX, CHUNK_BYTES_MIN, RECORD_PAYLOAD_BYTES_MAX};
 
 /// Most early (out-of-order) appends one chunk holds while it waits for the bytes before them.
 /// A primary pipelines at most a handful of batches per chunk, so 256 is generous.
@@ -121,3 +121,24 @@ pub const REPLICATE_BYTES_PER_SEC_MIN: u64 = 1 << 20;
 /// Bytes asked of the source per read while replicating (4 MiB).
 pub const REPLICATE_READ_BYTES: u32 = 4 << 20;
 const _: () = assert!(REPLICATE_READ_BYTES as usize <= READ_BYTES_MAX);
+
+/// Most chunk files of replicas without a writer (sealed, failed, corrupt) held open at once:
+/// the store's descriptor cache, least recently used closed first. Bounds descriptors whatever
+/// the number of replicas (100,000+ on a full disk of small chunks).
+pub const FILE_CACHE_MAX: usize = 1024;
+
+/// Most open (writable) replicas one chunkserver holds; `CreateReplica` beyond it is refused
+/// with `RESOURCE_EXHAUSTED`. Each has a writer thread and two descriptors (chunk and `.meta`)
+/// until it is sealed; a log has one open chunk at a time, so this bounds open logs per
+/// chunkserver, not its replicas.
+pub const OPEN_REPLICAS_MAX: usize = 1024;
+
+/// Most bytes the startup scan of an open replica reads at once (4 MiB), plus a frame carried
+/// across the boundary: startup memory does not grow with the chunk size.
+pub const RECOVERY_SLICE_BYTES_MAX: usize = 4 << 20;
+
+/// Descriptors the store may hold beyond those of reads in flight: the cache plus two per open
+/// replica. It must leave room under a common `ulimit -n` of 20,000 for sockets and the rest.
+pub const STORE_FILES_MAX: usize = FILE_CACHE_MAX + 2 * OPEN_REPLICAS_MAX;
+const _: () = assert!(STORE_FILES_MAX <= 10_000);
+const _: () = assert!(RECOVERY_SLICE_BYTES_MAX as u64 >= CHUNK_BYTES_MIN);

@@ -23,7 +23,8 @@ use crate::service::Peers;
 use crate::store::server_disk::ServerDisk;
 use crate::store::{ChunkStore, ReplicaState, Store};
 
-/// Reads of open replicas larger than this run on a blocking thread (they `pread`).
+/// Reads larger than this run on a blocking thread (every read is a `pread`; a small one of a
+/// recently written or read page costs less than the hop to a blocking thread).
 const READ_INLINE_BYTES_MAX: usize = 256 << 10;
 
 /// How an append ended (the wire's `AppendStatus`).
@@ -593,8 +594,7 @@ impl Node {
         let n = readable_end.saturating_sub(offset).min(max_bytes as u64) as usize;
         let data = if n == 0 {
             Bytes::new()
-        } else if (state.sealed && state.corrupt.is_empty()) || n <= READ_INLINE_BYTES_MAX {
-            // Sealed and healthy: a slice of the memory map, no I/O here.
+        } else if n <= READ_INLINE_BYTES_MAX {
             self.store.read(handle, offset, n)?
         } else {
             let store = self.store.clone();

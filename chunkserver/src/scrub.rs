@@ -2,8 +2,8 @@
 //!
 //! Startup checks only the length of a sealed replica (reading every byte of every replica
 //! at each start would be slow), so bit rot in sealed bytes is found here. Each pass visits every
-//! replica that is sealed and not yet known bad, once, reads its file with `pread` (never the
-//! memory map, so a failing disk shows up as an error rather than a `SIGBUS`) in slices of at
+//! replica that is sealed and not yet known bad, once, reads its file with `pread` (the store maps
+//! no file, so a failing disk shows up as an error rather than a `SIGBUS`) in slices of at
 //! most [`ScrubConfig::slice_bytes`], and checks that:
 //! - the chunk header decodes, names this chunk and has the replica's capacity;
 //! - every byte in `[32, sealed length)` is a valid frame (record or padding) with

@@ -47,7 +47,8 @@ impl From<Error> for Status {
             | Error::Overloaded { .. }
             | Error::DiskFull { .. }
             | Error::NoSpace { .. }
-            | Error::ReadTooLarge { .. } => Code::ResourceExhausted,
+            | Error::ReadTooLarge { .. }
+            | Error::Exhausted { .. } => Code::ResourceExhausted,
             Error::Broken { .. }
             | Error::Forward { .. }
             | Error::Timeout { .. }

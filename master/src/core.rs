@@ -859,7 +859,13 @@ impl<C: ChunkserverApi> MasterCore<C> {
                         });
                     }
                 }
-                let replicas = place(candidates, replication, need_free)?;
+                let replicas = match place(candidates, replication, need_free) {
+                    Ok(r) => r,
+                    // Too few chunkservers left once those that failed CreateReplica are
+                    // excluded: the failure is the cause, not the count (e.g. a chunkserver out
+                    // of file descriptors), so that is what the caller is told.
+                    Err(e) => return Err(last_error.unwrap_or(e)),
+                };
                 let handle = g.new_handle();
                 let sequence = g.record(Entry::Allocate {
                     path: path.to_owned(),
@@ -1435,6 +1441,26 @@ mod tests {
         let again = m.seal_chunk("/l", first.handle, 1, "late").await.unwrap();
         assert_eq!(&again, next);
         assert_eq!(fake.st().fences.len(), fences);
+        m.close().await;
+    }
+
+    // With too few chunkservers left once the one whose CreateReplica fails is excluded, the
+    // allocation's error is that failure (e.g. a chunkserver out of descriptors), not the count
+    // of live chunkservers.
+    #[tokio::test]
+    async fn failed_allocation_reports_the_create_replica_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(Fake::default());
+        let m = start(dir.path(), &fake);
+        register(&m, &["a:1", "b:1", "c:1"]).await;
+        fake.st().broken.insert("c:1".into());
+        m.create_log("/l", 3, 8192).await.unwrap();
+        let e = m.open_chunk("/l").await.unwrap_err();
+        assert!(
+            matches!(&e, Error::CreateReplicaFailed { address, reason, .. }
+                if address == "c:1" && reason == "broken"),
+            "{e}"
+        );
         m.close().await;
     }
 

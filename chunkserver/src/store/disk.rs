@@ -33,7 +33,8 @@ pub trait Disk: Send + Sync + 'static {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
 }
 
-/// An open file, used through positional I/O only so readers and the writer share it.
+/// An open file, used through positional I/O only so readers and the writer share it. There is
+/// deliberately no memory map (see [`FsDisk`]).
 pub trait DiskFile: Send + Sync + 'static {
     /// The file's current length.
     fn size(&self) -> io::Result<u64>;
@@ -46,9 +47,6 @@ pub trait DiskFile: Send + Sync + 'static {
     fn sync_data(&self) -> io::Result<()>;
     /// Truncates or extends the file to `len` bytes.
     fn set_len(&self, len: u64) -> io::Result<()>;
-    /// The whole file as read-only bytes (a memory map on a real disk). Only for files that no
-    /// longer change: sealed replicas, and replicas being recovered before their writer starts.
-    fn map(&self) -> io::Result<Bytes>;
 
     /// Writes all of `buf` at `offset`, retrying short writes. A write that makes no progress is
     /// an `ErrorKind::WriteZero` error.
@@ -78,7 +76,10 @@ pub trait DiskFile: Send + Sync + 'static {
     }
 }
 
-/// The real file system, through `std::fs`, `pwritev(2)` and `memmap2`.
+/// The real file system, through `std::fs` and `pwritev(2)`/`pread(2)`. Never a memory map: a
+/// mapped page the file no longer has (truncated under the server) or the disk cannot read is
+/// `SIGBUS`, which kills the whole process for one bad file; a failed `pread` is an error that
+/// costs one replica.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FsDisk;
 
@@ -162,12 +163,5 @@ impl DiskFile for File {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         File::set_len(self, len)
-    }
-
-    fn map(&self) -> io::Result<Bytes> {
-        // SAFETY: the store maps only files it no longer changes (sealed replicas, or replicas
-        // during recovery before their writer starts), and nothing else writes the data dir.
-        let map = unsafe { memmap2::Mmap::map(self)? };
-        Ok(Bytes::from_owner(map))
     }
 }

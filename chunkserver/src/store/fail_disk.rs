@@ -14,9 +14,9 @@
 //!   short at it (a short write, as a filling disk does) and later writes fail with ENOSPC.
 //!   Cutting a file back frees nothing. [`FailDisk::bytes_left`] tells what is left, so the
 //!   chunkserver can report a small free space to the master.
-//! - **Read EIO** ([`DiskFaults::fail_reads_of`]): `read_at` and `map` of the named chunks'
-//!   files fail with EIO, so their reads are served from nowhere (a sealed replica that cannot
-//!   be mapped is read with `read_at`, which fails too).
+//! - **Read EIO** ([`DiskFaults::fail_reads_of`]): `read_at` of the named chunks' files fails
+//!   with EIO, so their reads are served from nowhere (the startup scan, reads and scrubs all
+//!   use `read_at`).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -254,13 +254,6 @@ impl<F: DiskFile> DiskFile for FailFile<F> {
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.inner.set_len(len)
     }
-
-    fn map(&self) -> io::Result<Bytes> {
-        if self.fail_reads {
-            return Err(self.injected("map EIO", eio()));
-        }
-        self.inner.map()
-    }
 }
 
 #[cfg(test)]
@@ -357,7 +350,7 @@ mod tests {
         meta.write_all_at(&[0u8; 4096], 0).unwrap();
     }
 
-    // Reads of the named chunks fail (read_at and map); other chunks read normally.
+    // Reads of the named chunks fail; other chunks read normally.
     #[test]
     fn reads_of_named_chunks_fail() {
         let tmp = tempfile::tempdir().unwrap();
@@ -374,13 +367,11 @@ mod tests {
         }
         let mut buf = [0u8; 8];
         assert_eq!(good.read_at(&mut buf, 0).unwrap(), 8);
-        assert_eq!(&good.map().unwrap()[..], b"12345678");
         let e = bad.read_at(&mut buf, 0).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EIO));
-        assert!(bad.map().is_err());
         // Opened again by its final name, it still fails.
         let again = disk.open(&chunk_path(tmp.path(), 2)).unwrap();
         assert!(again.read_at(&mut buf, 0).is_err());
-        assert_eq!(disk.injected(), 3);
+        assert_eq!(disk.injected(), 2);
     }
 }

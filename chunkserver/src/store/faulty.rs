@@ -99,7 +99,7 @@ impl FaultyDisk {
     }
 
     /// Makes every read of `path` (through any handle) fail with EIO, as a bad sector does,
-    /// until [`FaultyDisk::heal_reads`] or a crash. Memory maps still copy the bytes.
+    /// until [`FaultyDisk::heal_reads`] or a crash.
     pub fn fail_reads(&self, path: &Path) {
         self.lock().fail_reads_of = Some(path.to_path_buf());
     }
@@ -428,9 +428,5 @@ impl DiskFile for FaultyFile {
             f.unsynced.push(Op::SetLen(len));
             Ok(())
         })
-    }
-
-    fn map(&self) -> io::Result<Bytes> {
-        self.with(|s, ino| Ok(Bytes::copy_from_slice(&s.files[&ino].current)))
     }
 }

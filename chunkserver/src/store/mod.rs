@@ -17,14 +17,28 @@
 //!   one replica lost is still on the others; the master seals at the longest fenced length, so
 //!   one short replica never shortens the chunk (ARCHITECTURE.md, "Seal").
 //! - The writer writes only at the file's length, which between groups is the durable length.
-//!   Reads never return bytes past the durable length.
+//!   Reads never return bytes past the durable length; a file shorter than that is corrupt.
 //! - Exactly one thread writes a replica's `.meta` at a time (its writer while it runs, the
 //!   caller's thread after), each write with the next generation, so writes alternate slots.
 //! - An fsync error fails the replica for good (persisted in `.meta`); it is never retried.
 //!
-//! # Threads
+//! # Threads, descriptors, memory
 //! Each open (writable) replica has one writer thread (`chunk-{handle}`) that does group
-//! commit (see [`writer`]). Sealed, failed and corrupt replicas have none. Appends and fences are
+//! commit (see [`writer`]) and holds its chunk and `.meta` files open; at most
+//! [`OPEN_REPLICAS_MAX`] replicas are open (`create` beyond is `Exhausted`). At seal (or failure)
+//! the thread ends and detaches, and the descriptors are released. Sealed, failed and corrupt
+//! replicas have no thread and no descriptor: reads go through a descriptor cache of at most
+//! [`FILE_CACHE_MAX`] chunk files ([`files`]). What a replica costs in memory is its small
+//! in-memory state (no buffer, no map). So threads and descriptors are bounded by limits, not by
+//! the number of replicas.
+//!
+//! # No memory maps
+//! Reads, the startup scan and the scrubber use `pread` only ([`disk::FsDisk`] maps nothing): a
+//! mapped page that the file no longer has (truncated under the server) or that the disk cannot
+//! read is `SIGBUS` and would kill the whole process for one bad file, and crash-loop it when
+//! the startup scan meets it. A failed or short `pread` costs one replica: it is marked corrupt
+//! (persisted, reported, reads answer `DATA_LOSS`) and the master replaces it. (`cairn inspect`
+//! reads a file it is pointed at into memory; a fault there ends that one command.) Appends and fences are
 //! futures completed by the writer through `tokio::sync::oneshot`; they need no runtime of their
 //! own. `create`, `seal` and `delete` block on disk I/O: call them from `spawn_blocking` in async
 //! code.
@@ -32,7 +46,9 @@
 pub mod disk;
 pub mod fail_disk;
 pub mod faulty;
+mod files;
 pub mod meta;
+mod scan;
 pub mod server_disk;
 pub mod write_behind;
 mod writer;
@@ -51,10 +67,11 @@ use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use self::disk::{Disk, DiskFile};
+use self::files::{FileSource, Files};
 use self::meta::Meta;
-use self::writer::{Msg, Replica, Stats, Status, Submitted};
-use crate::error::{Error, Result};
-use crate::limits::{META_FILE_BYTES, READ_BYTES_MAX};
+use self::writer::{Msg, Pinned, Replica, Stats, Status, Submitted};
+use crate::error::{Error, Result, is_exhausted};
+use crate::limits::{FILE_CACHE_MAX, META_FILE_BYTES, OPEN_REPLICAS_MAX, READ_BYTES_MAX};
 use crate::scrub::{ScrubCounters, ScrubStats};
 
 /// The chunk store the chunkserver's RPC service runs on.
@@ -78,7 +95,9 @@ pub trait ChunkStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<u64>> + Send + 'static;
 
     /// Up to `max_len` bytes from file offset `offset`, never past the durable length.
-    /// Never waits for writes. Sealed replicas are served from a memory map without copying.
+    /// Never waits for writes. One `pread` into one buffer, returned without copying; a read
+    /// the file cannot answer (EIO, or the file ends before the durable length) marks the
+    /// replica corrupt and answers `Corrupt`.
     fn read(&self, handle: ChunkHandle, offset: u64, max_len: usize) -> Result<Bytes>;
 
     /// The replica's state.
@@ -99,8 +118,8 @@ pub trait ChunkStore: Send + Sync + 'static {
 
     /// Seals the replica at `len` (the master's agreed length, possibly below this replica's
     /// length), which must be at most the durable length; the version must be the
-    /// replica's. Persisted; the file is cut to `len`; reads then come from a memory map.
-    /// Repeating the same seal is a no-op.
+    /// replica's. Persisted; the file is cut to `len`; the replica's writer thread ends and its
+    /// descriptors are released. Repeating the same seal is a no-op.
     fn seal(&self, handle: ChunkHandle, version: u64, len: u64) -> Result<ReplicaState>;
 
     /// Removes the replica and its files.
@@ -156,8 +175,8 @@ pub struct StoreStats {
 /// A [`ChunkStore`] on a [`Disk`]: [`disk::FsDisk`] in production, [`faulty::FaultyDisk`] in
 /// tests.
 pub struct Store<D: Disk> {
-    disk: D,
-    dir: PathBuf,
+    /// The disk, the directory and the descriptor cache, shared with every replica.
+    files: Arc<Files<D>>,
     replicas: RwLock<HashMap<ChunkHandle, Arc<Replica<D::File>>>>,
     /// Serialises create and delete, which do several file operations.
     admin: Mutex<()>,
@@ -196,12 +215,17 @@ impl<D: Disk> Store<D> {
     /// the replica corrupt, and the file is kept as it is. Sealed replicas are only checked for
     /// length here (the scrubber verifies their frames), so startup does not read every byte.
     pub fn open(data_dir: &Path, disk: D) -> Result<Store<D>> {
+        Store::open_with_file_cache(data_dir, disk, FILE_CACHE_MAX)
+    }
+
+    /// [`Store::open`] with at most `file_cache` chunk files of replicas without a writer held
+    /// open at once (see [`files`]); [`FILE_CACHE_MAX`] by default.
+    pub fn open_with_file_cache(data_dir: &Path, disk: D, file_cache: usize) -> Result<Store<D>> {
         let dir = data_dir.join("chunks");
         disk.create_dir_all(&dir)
             .map_err(Error::io("create directory", &dir))?;
         let store = Store {
-            disk,
-            dir,
+            files: Arc::new(Files::new(disk, dir, file_cache)),
             replicas: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
             stats: Arc::new(Stats::default()),
@@ -225,8 +249,20 @@ impl<D: Disk> Store<D> {
         &self.scrub
     }
 
-    /// Reads into `buf` from file offset `offset` of `handle`'s replica with `pread`, never from
-    /// its memory map, so a failing disk is an error here rather than a `SIGBUS`. Returns the
+    /// Chunk files held open by the descriptor cache now (open replicas' files not counted):
+    /// at most the cache's bound.
+    pub fn cached_files(&self) -> usize {
+        self.files.cached()
+    }
+
+    /// Replicas open now, each with a writer thread and two descriptors: at most
+    /// [`OPEN_REPLICAS_MAX`] created through [`ChunkStore::create`].
+    pub fn open_replicas(&self) -> u64 {
+        self.stats.open_replicas.load(Ordering::Acquire)
+    }
+
+    /// Reads into `buf` from file offset `offset` of `handle`'s replica with `pread` (the store
+    /// maps no file, so a failing disk is an error here rather than a `SIGBUS`). Returns the
     /// count, short only at the end of the file. For the scrubber: no length or state checks.
     pub fn read_from_disk(
         &self,
@@ -235,14 +271,15 @@ impl<D: Disk> Store<D> {
         buf: &mut [u8],
     ) -> Result<usize> {
         let rep = self.get(handle)?;
-        rep.file
-            .read_full_at(buf, offset)
-            .map_err(Error::io("read", chunk_path(&self.dir, handle)))
+        let path = || chunk_path(self.dir(), handle);
+        rep.chunk_file()
+            .and_then(|f| f.read_full_at(buf, offset))
+            .map_err(Error::io("read", path()))
     }
 
     /// Marks `handle`'s replica corrupt in `ranges` (added to those already known). From then on
-    /// it refuses reads overlapping them, appends, fences and seals, serves nothing from its
-    /// memory map, and reports itself corrupt to the master. A sealed replica persists the mark
+    /// it refuses reads overlapping them, appends, fences and seals, and reports itself corrupt
+    /// to the master. A sealed replica persists the mark
     /// in its `.meta` (in both slots, so no older unmarked state is left to fall back on); an
     /// open one keeps it in memory only, since its writer owns the `.meta` file. The in-memory
     /// mark holds even if persisting fails (the error is returned).
@@ -261,11 +298,10 @@ impl<D: Disk> Store<D> {
             }
         }
         s.corrupt.sort();
-        s.map = None;
         if !s.meta.sealed || s.meta.corrupt {
             return Ok(());
         }
-        let mpath = meta_path(&self.dir, handle);
+        let mpath = meta_path(self.dir(), handle);
         let next = Meta {
             corrupt: true,
             ..s.meta
@@ -279,28 +315,28 @@ impl<D: Disk> Store<D> {
 
     /// The disk the store runs on.
     pub fn disk(&self) -> &D {
-        &self.disk
+        &self.files.disk
     }
 
     /// The directory holding the replica files.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.files.dir()
     }
 
     /// The path of `handle`'s chunk file.
     pub fn chunk_path(&self, handle: ChunkHandle) -> PathBuf {
-        chunk_path(&self.dir, handle)
+        chunk_path(self.dir(), handle)
     }
 
     /// The path of `handle`'s `.meta` file.
     pub fn meta_path(&self, handle: ChunkHandle) -> PathBuf {
-        meta_path(&self.dir, handle)
+        meta_path(self.dir(), handle)
     }
 
     fn recover_all(&self) -> Result<()> {
-        let dir = &self.dir;
+        let dir = self.dir();
         let paths = self
-            .disk
+            .disk()
             .list_dir(dir)
             .map_err(Error::io("list directory", dir))?;
         let mut removed = false;
@@ -311,14 +347,14 @@ impl<D: Disk> Store<D> {
             if name.ends_with(".tmp") || orphan_meta {
                 // An unfinished create (or delete): nothing in it was ever acknowledged.
                 info!(path = %p.display(), "removing leftover file");
-                self.disk
+                self.disk()
                     .remove_file(p)
                     .map_err(Error::io("remove leftover", p))?;
                 removed = true;
             }
         }
         if removed {
-            self.disk
+            self.disk()
                 .sync_dir(dir)
                 .map_err(Error::io("fsync directory", dir))?;
         }
@@ -334,113 +370,113 @@ impl<D: Disk> Store<D> {
     }
 
     /// Recovers one replica; `None` (with an error logged, file kept) if its state file is
-    /// missing or unreadable.
+    /// missing or unreadable. Reads use `pread` only (see [`scan`]): a chunk file that cannot be
+    /// opened or read (EIO) loads as a corrupt replica, for the master to replace, instead of
+    /// failing the whole store. Only an open, healthy replica keeps its files open (for its
+    /// writer); every other replica's descriptors are closed before the next one is looked at.
     fn recover(&self, handle: ChunkHandle) -> Result<Option<Replica<D::File>>> {
-        let path = chunk_path(&self.dir, handle);
-        let mpath = meta_path(&self.dir, handle);
-        let file = self.disk.open(&path).map_err(Error::io("open", &path))?;
-        let meta_file = match self.disk.open(&mpath) {
+        let path = chunk_path(self.dir(), handle);
+        let mpath = meta_path(self.dir(), handle);
+        let meta_file = match self.disk().open(&mpath) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 error!(chunk = %handle, "replica has no state file; kept, not loaded");
                 return Ok(None);
             }
-            Err(e) => return Err(Error::io("open", &mpath)(e)),
+            Err(e) if is_exhausted(&e) => return Err(Error::io("open", &mpath)(e)),
+            Err(e) => {
+                error!(chunk = %handle, error = %e, "replica state file cannot be opened; kept, not loaded");
+                return Ok(None);
+            }
         };
         let mut mbytes = vec![0u8; META_FILE_BYTES as usize];
-        let n = meta_file
-            .read_full_at(&mut mbytes, 0)
-            .map_err(Error::io("read", &mpath))?;
-        let Some(meta) = Meta::choose(&mbytes[..n], handle) else {
+        let meta = match meta_file.read_full_at(&mut mbytes, 0) {
+            Ok(n) => Meta::choose(&mbytes[..n], handle),
+            Err(e) => {
+                error!(chunk = %handle, error = %e, "replica state file cannot be read; kept, not loaded");
+                return Ok(None);
+            }
+        };
+        let Some(meta) = meta else {
             error!(chunk = %handle, "replica state file has no valid slot; kept, not loaded");
             return Ok(None);
         };
-        let mut len = file.size().map_err(Error::io("stat", &path))?;
-        if meta.sealed && len > meta.acked_len {
-            // A seal was persisted but the cut had not finished: finish it.
-            info!(chunk = %handle, from = len, to = meta.acked_len, "finishing an interrupted seal");
-            cut(&file, meta.acked_len).map_err(Error::io("truncate", &path))?;
-            len = meta.acked_len;
-        }
-        let mut corrupt = if meta.sealed {
-            // Frames of sealed replicas are checked by the scrubber, not at every start.
-            check_sealed_len(len, meta.acked_len)
-        } else {
-            self.scan(handle, &file, &meta, &mut len)?
+        let whole = |len: u64| {
+            vec![ByteRange {
+                offset: 0,
+                len: len.max(meta.acked_len),
+            }]
+        };
+        let (file, len, mut corrupt) = match self.open_chunk(handle, &meta) {
+            Ok((file, len, corrupt)) => (Some(file), len, corrupt),
+            Err(e) if is_exhausted(&e) => return Err(Error::io("open", &path)(e)),
+            Err(e) => {
+                error!(chunk = %handle, error = %e, "chunk file cannot be read; replica corrupt");
+                (None, meta.acked_len, whole(0))
+            }
         };
         if meta.corrupt && corrupt.is_empty() {
             // Marked by a scrub or a failed read before the restart; its ranges were not kept.
-            corrupt.push(ByteRange {
-                offset: 0,
-                len: len.max(meta.acked_len),
-            });
+            corrupt = whole(len);
         }
         if !corrupt.is_empty() {
             error!(chunk = %handle, ranges = ?corrupt, acked_len = meta.acked_len, "replica corrupt; kept for repair");
         }
-        let map = if meta.sealed && corrupt.is_empty() {
-            // As at seal: a replica that cannot be mapped is read with pread, so one bad file
-            // does not keep the whole store from opening.
-            match file.map() {
-                Ok(map) => Some(map),
-                Err(e) => {
-                    warn!(chunk = %handle, error = %e, "could not map sealed replica; reads use pread");
-                    None
-                }
-            }
-        } else {
-            None
-        };
         let status = Status {
             meta,
             corrupt,
-            map,
             deleted: false,
         };
+        let pinned = match file {
+            Some(chunk) if status.writable() => Some(Pinned {
+                chunk: Arc::new(chunk),
+                meta: meta_file,
+            }),
+            // Not open: both descriptors close here.
+            _ => None,
+        };
+        let files: Arc<dyn FileSource<D::File>> = self.files.clone();
         Ok(Some(Replica::new(
             handle,
-            file,
-            meta_file,
+            pinned,
+            files,
             len,
             status,
             self.stats.clone(),
         )))
     }
 
-    /// Scans an open replica's frames; cuts a torn tail, returns corrupt ranges.
-    fn scan(
+    /// Opens `handle`'s chunk file and checks it: a sealed replica's length (its frames are
+    /// the scrubber's job, so startup does not read every byte), an open replica's frames (a
+    /// torn tail is cut). Returns the file, its length and its corrupt ranges.
+    fn open_chunk(
         &self,
         handle: ChunkHandle,
-        file: &D::File,
         meta: &Meta,
-        len: &mut u64,
-    ) -> Result<Vec<ByteRange>> {
-        let path = chunk_path(&self.dir, handle);
-        let bytes = file.map().map_err(Error::io("map", &path))?;
-        let header_ok = ChunkHeader::decode(&bytes).is_ok_and(|h| h.handle == handle);
-        if !header_ok {
-            return Ok(vec![ByteRange {
-                offset: 0,
-                len: CHUNK_HEADER_BYTES as u64,
-            }]);
-        }
-        let verdict = cairn_record::classify(
-            &bytes[CHUNK_HEADER_BYTES..],
-            CHUNK_HEADER_BYTES as u64,
-            meta.acked_len,
-        );
-        // Unmap before any cut: touching a mapping past a file's end is SIGBUS.
-        drop(bytes);
-        match verdict {
-            Recovery::Clean => Ok(Vec::new()),
-            Recovery::TornTail { valid_len } => {
-                warn!(chunk = %handle, from = *len, to = valid_len, acked_len = meta.acked_len, "cutting torn tail");
-                cut(file, valid_len).map_err(Error::io("truncate", &path))?;
-                *len = valid_len;
-                Ok(Vec::new())
+    ) -> io::Result<(D::File, u64, Vec<ByteRange>)> {
+        let path = chunk_path(self.dir(), handle);
+        let file = self.disk().open(&path)?;
+        let mut len = file.size()?;
+        if meta.sealed {
+            if len > meta.acked_len {
+                // A seal was persisted but the cut had not finished: finish it.
+                info!(chunk = %handle, from = len, to = meta.acked_len, "finishing an interrupted seal");
+                cut(&file, meta.acked_len)?;
+                len = meta.acked_len;
             }
-            Recovery::Corrupt { ranges } => Ok(ranges),
+            return Ok((file, len, check_sealed_len(len, meta.acked_len)));
         }
+        let corrupt = match scan::scan_open_replica(handle, &file, meta.acked_len, len)? {
+            Recovery::Clean => Vec::new(),
+            Recovery::TornTail { valid_len } => {
+                warn!(chunk = %handle, from = len, to = valid_len, acked_len = meta.acked_len, "cutting torn tail");
+                cut(&file, valid_len)?;
+                len = valid_len;
+                Vec::new()
+            }
+            Recovery::Corrupt { ranges } => ranges,
+        };
+        Ok((file, len, corrupt))
     }
 
     fn insert(&self, rep: Replica<D::File>) -> Result<Arc<Replica<D::File>>> {
@@ -449,11 +485,22 @@ impl<D: Disk> Store<D> {
         let rep = Arc::new(rep);
         if writable {
             let r = rep.clone();
+            // Held until the handle is stored: the writer takes it (to detach) when it ends.
+            let mut slot = rep.writer.lock().expect("replica writer lock poisoned");
+            self.stats.open_replicas.fetch_add(1, Ordering::AcqRel);
             let thread = std::thread::Builder::new()
                 .name(format!("chunk-{handle}"))
-                .spawn(move || writer::run(r))
-                .map_err(Error::io("spawn writer for", chunk_path(&self.dir, handle)))?;
-            *rep.writer.lock().expect("replica writer lock poisoned") = Some(thread);
+                .spawn(move || writer::run(r));
+            match thread {
+                Ok(t) => *slot = Some(t),
+                Err(e) => {
+                    self.stats.open_replicas.fetch_sub(1, Ordering::AcqRel);
+                    return Err(Error::exhausted(
+                        "threads",
+                        format!("spawning the writer of chunk {handle}: {e}"),
+                    ));
+                }
+            }
         }
         self.replicas
             .write()
@@ -506,14 +553,35 @@ impl<D: Disk> Store<D> {
         Ok(rx)
     }
 
+    /// A read the replica's file could not answer (EIO, a missing or short file): such a disk
+    /// cannot be trusted with these bytes, so the range is marked corrupt, the master learns of
+    /// it and readers go to another replica.
+    fn read_failed(&self, handle: ChunkHandle, offset: u64, len: usize, why: &str) -> Error {
+        let bad = ByteRange {
+            offset,
+            len: len as u64,
+        };
+        error!(chunk = %handle, offset, len, error = why, "read failed; replica marked corrupt");
+        if let Err(e) = self.mark_corrupt(handle, &[bad]) {
+            error!(chunk = %handle, error = %e, "could not persist the corrupt mark");
+        }
+        Error::Corrupt {
+            handle,
+            ranges: vec![bad],
+        }
+    }
+
     fn create_files(&self, header: &ChunkHeader, meta: &Meta) -> io::Result<(D::File, D::File)> {
         let handle = header.handle;
-        let (cpath, mpath) = (chunk_path(&self.dir, handle), meta_path(&self.dir, handle));
+        let (cpath, mpath) = (
+            chunk_path(self.dir(), handle),
+            meta_path(self.dir(), handle),
+        );
         let (ctmp, mtmp) = (tmp_path(&cpath), tmp_path(&mpath));
-        let file = self.disk.create(&ctmp)?;
+        let file = self.disk().create(&ctmp)?;
         file.write_all_at(&header.encode(), 0)?;
         file.sync_data()?;
-        let meta_file = self.disk.create(&mtmp)?;
+        let meta_file = self.disk().create(&mtmp)?;
         let mut mbytes = vec![0u8; META_FILE_BYTES as usize];
         let at = meta.slot_offset() as usize;
         mbytes[at..at + crate::limits::META_SLOT_BYTES].copy_from_slice(&meta.encode());
@@ -521,10 +589,10 @@ impl<D: Disk> Store<D> {
         meta_file.sync_data()?;
         // The state file first: a chunk file without one cannot be loaded, while a state file
         // without a chunk file is a leftover that open removes.
-        self.disk.rename(&mtmp, &mpath)?;
-        self.disk.rename(&ctmp, &cpath)?;
+        self.disk().rename(&mtmp, &mpath)?;
+        self.disk().rename(&ctmp, &cpath)?;
         // Fsync the directory too: the renames are not durable until their parent is.
-        self.disk.sync_dir(&self.dir)?;
+        self.disk().sync_dir(self.dir())?;
         Ok((file, meta_file))
     }
 }
@@ -554,6 +622,14 @@ impl<D: Disk> ChunkStore for Store<D> {
         if self.get(handle).is_ok() {
             return Err(Error::AlreadyExists { handle });
         }
+        let open = self.open_replicas();
+        if open >= OPEN_REPLICAS_MAX as u64 {
+            // Each open replica holds a thread and two descriptors: refuse rather than run out.
+            return Err(Error::exhausted(
+                "open replicas",
+                format!("{open} replicas are open here, the most one chunkserver holds"),
+            ));
+        }
         let meta = Meta {
             generation: 1,
             handle,
@@ -566,17 +642,21 @@ impl<D: Disk> ChunkStore for Store<D> {
         };
         let (file, meta_file) = self
             .create_files(&header, &meta)
-            .map_err(Error::io("create", chunk_path(&self.dir, handle)))?;
+            .map_err(Error::io("create", chunk_path(self.dir(), handle)))?;
         let status = Status {
             meta,
             corrupt: Vec::new(),
-            map: None,
             deleted: false,
         };
+        let pinned = Pinned {
+            chunk: Arc::new(file),
+            meta: meta_file,
+        };
+        let files: Arc<dyn FileSource<D::File>> = self.files.clone();
         let rep = Replica::new(
             handle,
-            file,
-            meta_file,
+            Some(pinned),
+            files,
             CHUNK_HEADER_BYTES as u64,
             status,
             self.stats.clone(),
@@ -618,7 +698,7 @@ impl<D: Disk> ChunkStore for Store<D> {
             });
         }
         let n = (max_len as u64).min(len - offset) as usize;
-        let map = {
+        {
             let s = rep.status();
             let end = offset + n as u64;
             let bad: Vec<ByteRange> = s
@@ -633,34 +713,36 @@ impl<D: Disk> ChunkStore for Store<D> {
                     ranges: bad,
                 });
             }
-            s.map.clone()
-        };
-        if let Some(map) = map {
-            let start = offset as usize;
-            return Ok(map.slice(start..start + n));
         }
-        let mut buf = vec![0u8; n];
-        let got = match rep.file.read_full_at(&mut buf, offset) {
-            Ok(got) => got,
-            Err(e) => {
-                // A disk that fails a read cannot be trusted with these bytes: mark the range
-                // so the master learns of it and readers go to another replica.
-                let bad = ByteRange {
-                    offset,
-                    len: n as u64,
-                };
-                error!(chunk = %handle, offset, len = n, error = %e, "read failed; replica marked corrupt");
-                if let Err(e) = self.mark_corrupt(handle, &[bad]) {
-                    error!(chunk = %handle, error = %e, "could not persist the corrupt mark");
-                }
-                return Err(Error::Corrupt {
-                    handle,
-                    ranges: vec![bad],
-                });
-            }
+        if n == 0 {
+            return Ok(Bytes::new());
+        }
+        let path = || chunk_path(self.dir(), handle);
+        let file = match rep.chunk_file() {
+            Ok(f) => f,
+            // Out of descriptors is this server's problem, not the replica's.
+            Err(e) if is_exhausted(&e) => return Err(Error::io("open", path())(e)),
+            Err(e) => return Err(self.read_failed(handle, offset, n, &e.to_string())),
         };
-        // Shorter only if a seal cut the file meanwhile; what was read is still valid.
-        buf.truncate(got);
+        // One buffer per read, handed out without a copy: replay slices records out of it.
+        let mut buf = vec![0u8; n];
+        let got = match file.read_full_at(&mut buf, offset) {
+            Ok(got) => got,
+            Err(e) => return Err(self.read_failed(handle, offset, n, &e.to_string())),
+        };
+        drop(file);
+        if got < n {
+            // The file ends before the durable length. Only a seal cuts a replica, and only
+            // past the new durable length (reads stop there); anything else is lost bytes.
+            let now = rep.durable.load(Ordering::Acquire);
+            let want_end = (offset + n as u64).min(now);
+            let got_end = offset + got as u64;
+            if got_end < want_end {
+                let why = format!("file ends at {got_end}, before the durable length {now}");
+                return Err(self.read_failed(handle, got_end, (want_end - got_end) as usize, &why));
+            }
+            buf.truncate(got);
+        }
         Ok(Bytes::from(buf))
     }
 
@@ -719,17 +801,21 @@ impl<D: Disk> ChunkStore for Store<D> {
             .ok_or(Error::NotFound { handle })?;
         rep.status().deleted = true;
         rep.stop_writer();
-        let (cpath, mpath) = (chunk_path(&self.dir, handle), meta_path(&self.dir, handle));
+        self.files.forget(handle);
+        let (cpath, mpath) = (
+            chunk_path(self.dir(), handle),
+            meta_path(self.dir(), handle),
+        );
         // The chunk file first: a state file left alone by a crash is removed at open.
-        self.disk
+        self.disk()
             .remove_file(&cpath)
             .map_err(Error::io("remove", &cpath))?;
-        self.disk
+        self.disk()
             .remove_file(&mpath)
             .map_err(Error::io("remove", &mpath))?;
-        self.disk
-            .sync_dir(&self.dir)
-            .map_err(Error::io("fsync directory", &self.dir))?;
+        self.disk()
+            .sync_dir(self.dir())
+            .map_err(Error::io("fsync directory", self.dir()))?;
         info!(chunk = %handle, "replica deleted");
         Ok(())
     }

@@ -188,14 +188,6 @@ impl DiskFile for ServerFile {
             ServerFile::Failing(f) => f.set_len(len),
         }
     }
-
-    fn map(&self) -> io::Result<Bytes> {
-        match self {
-            ServerFile::Fs(f) => f.map(),
-            ServerFile::WriteBehind(f) => f.map(),
-            ServerFile::Failing(f) => f.map(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! and survive a `kill -9`; only a power cut or kernel crash loses them. A multi-process test
 //! cannot cut the power, so in this mode a file's writes stay in memory until `sync_data`, and a
 //! killed process takes them with it. While the process lives the store sees exactly what it
-//! would see on `FsDisk`: reads, `size` and `map` show the pending writes on top of the file.
+//! would see on `FsDisk`: reads and `size` show the pending writes on top of the file.
 //!
 //! # What reaches the real file, and when
 //! - `write_vectored_at`: kept in memory as pending byte ranges (newer bytes replace older
@@ -25,8 +25,6 @@
 //!   unsynced *directory entries*: a rename or removal killed before its `sync_dir` survives,
 //!   where a power cut might undo it. The store follows every such change with a `sync_dir`
 //!   straight away; lost entries are covered by [`super::faulty::FaultyDisk`] in unit tests.
-//! - `map`: a memory map of the real file when nothing is pending (sealed replicas, replicas at
-//!   recovery), else a copy of the logical contents, so it never misses pending bytes.
 //!
 //! Handles of one file (found by device and inode) share their pending state, as open files of
 //! one inode share the page cache. Dropping the last handle, or the process ending in any way
@@ -156,11 +154,6 @@ struct State {
 }
 
 impl State {
-    /// Nothing pending: the real file is the logical file.
-    fn clean(&self) -> bool {
-        self.cut.is_none() && self.pending.is_empty() && self.len == self.real_len
-    }
-
     /// The end of the real bytes still visible.
     fn real_visible_end(&self) -> u64 {
         self.cut.map_or(self.real_len, |c| c.min(self.real_len))
@@ -325,21 +318,6 @@ impl DiskFile for WriteBehindFile {
         self.state().set_len(len);
         Ok(())
     }
-
-    fn map(&self) -> io::Result<Bytes> {
-        let s = self.state();
-        if s.clean() {
-            // Mapped under the lock, so no write slips in between the check and the map.
-            return self.shared.file.map();
-        }
-        let len = usize::try_from(s.len)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large to map"))?;
-        drop(s);
-        let mut buf = vec![0u8; len];
-        let n = self.read_full_at(&mut buf, 0)?;
-        buf.truncate(n);
-        Ok(Bytes::from(buf))
-    }
 }
 
 #[cfg(test)]
@@ -377,12 +355,12 @@ mod tests {
         f.write_all_at(b"W", 6).unwrap();
         assert_eq!(f.size().unwrap(), 11);
         assert_eq!(contents(&f), b"hello World");
-        assert_eq!(&f.map().unwrap()[..], b"hello World");
+        assert_eq!(&contents(&f)[..], b"hello World");
         assert_eq!(std::fs::read(&path).unwrap(), b"");
         f.sync_data().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"hello World");
         // A clean file is mapped from the disk, and still reads the same.
-        assert_eq!(&f.map().unwrap()[..], b"hello World");
+        assert_eq!(&contents(&f)[..], b"hello World");
         f.write_all_at(b"!", 11).unwrap();
         assert_eq!(contents(&f), b"hello World!");
         assert_eq!(std::fs::read(&path).unwrap(), b"hello World");
@@ -421,7 +399,7 @@ mod tests {
         // The cut bytes of the real file read as zeros when the file grows again.
         f.write_all_at(b"Z", 7).unwrap();
         assert_eq!(contents(&f), b"0123\0\0\0Z");
-        assert_eq!(&f.map().unwrap()[..], b"0123\0\0\0Z");
+        assert_eq!(&contents(&f)[..], b"0123\0\0\0Z");
         assert_eq!(std::fs::read(&path).unwrap(), b"0123456789");
         f.sync_data().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"0123\0\0\0Z");
@@ -526,7 +504,7 @@ mod tests {
                         synced = model.clone();
                         assert_eq!(std::fs::read(&path).unwrap(), synced, "seed {seed}");
                     }
-                    _ => assert_eq!(&f.map().unwrap()[..], &model[..], "seed {seed}"),
+                    _ => assert_eq!(&contents(&f)[..], &model[..], "seed {seed}"),
                 }
                 assert_eq!(f.size().unwrap(), model.len() as u64, "seed {seed}");
                 assert_eq!(contents(&f), model, "seed {seed} step {step}");

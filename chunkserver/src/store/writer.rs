@@ -32,6 +32,7 @@ use tokio::sync::oneshot;
 use tracing::{error, info, trace, warn};
 
 use super::disk::DiskFile;
+use super::files::FileSource;
 use super::meta::Meta;
 use super::{ReplicaState, StoreStats};
 use crate::error::{Error, Result};
@@ -47,6 +48,8 @@ pub(crate) struct Stats {
     pub(crate) appends: AtomicU64,
     pub(crate) data_fsyncs: AtomicU64,
     pub(crate) meta_fsyncs: AtomicU64,
+    /// Replicas whose writer runs (open, healthy), each holding a thread and two descriptors.
+    pub(crate) open_replicas: AtomicU64,
 }
 
 impl Stats {
@@ -95,8 +98,6 @@ pub(crate) struct Status {
     pub(crate) meta: Meta,
     /// Bad ranges found at startup; a corrupt replica gets no writer.
     pub(crate) corrupt: Vec<ByteRange>,
-    /// The whole file, mapped, once sealed.
-    pub(crate) map: Option<Bytes>,
     /// Removed from the store.
     pub(crate) deleted: bool,
 }
@@ -108,25 +109,36 @@ struct Inbox {
     closed: bool,
 }
 
-/// One replica: its files, durable length, status and inbox.
+/// A replica's files, held open while its writer runs.
+pub(crate) struct Pinned<F> {
+    pub(crate) chunk: Arc<F>,
+    pub(crate) meta: F,
+}
+
+/// One replica: its durable length, status and inbox, and its files while it is open. A replica
+/// without a writer holds no descriptor: it reaches its files through `files` (see
+/// [`super::files`]).
 pub(crate) struct Replica<F: DiskFile> {
     pub(crate) handle: ChunkHandle,
-    pub(crate) file: F,
-    meta_file: F,
+    /// The chunk and `.meta` files while the writer runs; `None` otherwise.
+    pinned: Mutex<Option<Pinned<F>>>,
+    files: Arc<dyn FileSource<F>>,
     /// Bytes of the file that are durable; reads never go past this.
     pub(crate) durable: AtomicU64,
     pub(crate) status: Mutex<Status>,
     inbox: Mutex<Inbox>,
     wake: Condvar,
     pub(crate) writer: Mutex<Option<JoinHandle<()>>>,
-    stats: Arc<Stats>,
+    pub(crate) stats: Arc<Stats>,
 }
 
 impl<F: DiskFile> Replica<F> {
+    /// A replica whose files are `pinned` (an open replica about to get a writer) or reached
+    /// through `files` (`pinned` is `None`).
     pub(crate) fn new(
         handle: ChunkHandle,
-        file: F,
-        meta_file: F,
+        pinned: Option<Pinned<F>>,
+        files: Arc<dyn FileSource<F>>,
         len: u64,
         status: Status,
         stats: Arc<Stats>,
@@ -134,8 +146,8 @@ impl<F: DiskFile> Replica<F> {
         let has_writer = status.writable();
         Replica {
             handle,
-            file,
-            meta_file,
+            pinned: Mutex::new(pinned),
+            files,
             durable: AtomicU64::new(len),
             status: Mutex::new(status),
             inbox: Mutex::new(Inbox {
@@ -278,10 +290,50 @@ impl<F: DiskFile> Replica<F> {
             generation: next.generation + 1,
             ..next
         };
-        self.meta_file.write_all_at(&m.encode(), m.slot_offset())?;
-        self.meta_file.sync_data()?;
+        let pinned = self.pinned.lock().expect("replica files lock poisoned");
+        match pinned.as_ref() {
+            Some(p) => {
+                p.meta.write_all_at(&m.encode(), m.slot_offset())?;
+                p.meta.sync_data()?;
+            }
+            None => {
+                drop(pinned);
+                // A replica without a writer changes state rarely (a fence, a corrupt mark): open
+                // the file for this write only, so it holds no descriptor the rest of the time.
+                let meta = self.files.meta(self.handle)?;
+                meta.write_all_at(&m.encode(), m.slot_offset())?;
+                meta.sync_data()?;
+            }
+        }
         self.stats.meta_fsyncs.fetch_add(1, Ordering::Relaxed);
         Ok(m)
+    }
+
+    /// The chunk file: the writer's while it runs, else from the store's descriptor cache.
+    pub(crate) fn chunk_file(&self) -> io::Result<Arc<F>> {
+        let pinned = self.pinned.lock().expect("replica files lock poisoned");
+        match pinned.as_ref() {
+            Some(p) => Ok(p.chunk.clone()),
+            None => {
+                drop(pinned);
+                self.files.chunk(self.handle)
+            }
+        }
+    }
+
+    /// Releases the files the writer held: the `.meta` file is closed, the chunk file goes to
+    /// the descriptor cache (a sealed replica is likely read soon), unless the replica is gone.
+    pub(crate) fn unpin(&self) {
+        let pinned = self
+            .pinned
+            .lock()
+            .expect("replica files lock poisoned")
+            .take();
+        if let Some(p) = pinned
+            && !self.status().deleted
+        {
+            self.files.adopt(self.handle, p.chunk);
+        }
     }
 
     /// Closes the inbox and answers whatever is still in it.
@@ -331,6 +383,8 @@ struct Held {
 /// The writer thread's state.
 struct Writer<F: DiskFile> {
     rep: Arc<Replica<F>>,
+    /// The chunk file, pinned in the replica while the writer runs.
+    file: Arc<F>,
     /// Copy of the persisted `.meta` state; only the writer changes it while it runs.
     meta: Meta,
     /// Length of the chunk file, all of it durable between groups: the replica's durable
@@ -349,14 +403,33 @@ struct Writer<F: DiskFile> {
 /// Runs the writer of `rep` until it is sealed, fails, or is stopped.
 pub(crate) fn run<F: DiskFile>(rep: Arc<Replica<F>>) {
     run_writer(&rep);
+    // The replica keeps no descriptor and no thread once it is no longer open.
+    rep.unpin();
     rep.close_inbox();
+    rep.stats.open_replicas.fetch_sub(1, Ordering::AcqRel);
+    // Detach: a finished thread that nobody joins would keep its stack until the process ends,
+    // one per sealed replica. `stop_writer` joins it instead when it gets here first.
+    drop(
+        rep.writer
+            .lock()
+            .expect("replica writer lock poisoned")
+            .take(),
+    );
 }
 
 fn run_writer<F: DiskFile>(rep: &Arc<Replica<F>>) {
     let meta = rep.status().meta;
     let end = rep.durable.load(Ordering::Acquire);
+    let file = match rep.chunk_file() {
+        Ok(f) => f,
+        Err(e) => {
+            error!(chunk = %rep.handle, error = %e, "writer has no chunk file; replica closed");
+            return;
+        }
+    };
     let mut w = Writer {
         rep: rep.clone(),
+        file,
         meta,
         end,
         group: Vec::new(),
@@ -585,7 +658,7 @@ impl<F: DiskFile> Writer<F> {
         let handle = self.rep.handle;
         let start = self.end;
         let new_end = self.group_end;
-        match self.rep.file.size() {
+        match self.file.size() {
             Ok(len) => assert_eq!(len, start, "write offset must equal the file length"),
             Err(e) => return self.fail(e, "stat"),
         }
@@ -595,7 +668,7 @@ impl<F: DiskFile> Writer<F> {
             }
             return self.fail(e, "write");
         }
-        if let Err(e) = self.rep.file.sync_data() {
+        if let Err(e) = self.file.sync_data() {
             return self.fail(e, "fdatasync");
         }
         self.end = new_end;
@@ -616,7 +689,7 @@ impl<F: DiskFile> Writer<F> {
         let mut offset = start;
         let mut i = 0;
         while i < self.group.len() {
-            let mut n = self.rep.file.write_vectored_at(&self.group[i..], offset)?;
+            let mut n = self.file.write_vectored_at(&self.group[i..], offset)?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
@@ -641,10 +714,9 @@ impl<F: DiskFile> Writer<F> {
         let handle = self.rep.handle;
         warn!(chunk = %handle, len = start, "disk full: group not stored, file cut back");
         let cut = self
-            .rep
             .file
             .set_len(start)
-            .and_then(|()| self.rep.file.sync_data());
+            .and_then(|()| self.file.sync_data());
         if let Err(e) = cut {
             return self.fail(e, "truncate after disk full");
         }
@@ -760,11 +832,7 @@ impl<F: DiskFile> Writer<F> {
             }
         }
         if len < self.end {
-            let cut = self
-                .rep
-                .file
-                .set_len(len)
-                .and_then(|()| self.rep.file.sync_data());
+            let cut = self.file.set_len(len).and_then(|()| self.file.sync_data());
             if let Err(e) = cut {
                 self.fail(e, "seal truncate");
                 return Err(Error::Failed { handle });
@@ -772,15 +840,6 @@ impl<F: DiskFile> Writer<F> {
             self.rep.durable.store(len, Ordering::Release);
             self.end = len;
             self.group_end = len;
-        }
-        match self.rep.file.map() {
-            Ok(map) => {
-                assert_eq!(map.len() as u64, len, "sealed file has the sealed length");
-                self.rep.status().map = Some(map);
-            }
-            Err(e) => {
-                warn!(chunk = %handle, error = %e, "could not map sealed replica; reads use pread")
-            }
         }
         info!(chunk = %handle, version, len, "replica sealed");
         self.stopping = true;
