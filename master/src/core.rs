@@ -26,7 +26,7 @@ use crate::meta::{ChunkMeta, ChunkState, Entry, LogMeta, Metadata, WriterMark, m
 use crate::namespace::check_path;
 use crate::oplog::{Committer, OplogQueue};
 use crate::placement::{Candidate, place};
-use crate::repair::{RepairStats, good_replicas, is_garbage};
+use crate::repair::{CopyError, RepairStats, good_replicas, is_garbage};
 use crate::seal::{FenceOutcome, SealPlan};
 
 /// `CreateReplica` as the master sends it.
@@ -80,12 +80,13 @@ pub(crate) trait ChunkserverApi: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), RpcError>> + Send;
     /// Asks `address` to bring its replica to the sealed `job` by copying from `job.source`;
     /// returns the bytes copied. Bounded by `timeout`, not the RPC timeout (copies are long).
+    /// [`CopyError::SourceCorrupt`] when the target found the source's bytes bad.
     fn replicate(
         &self,
         address: String,
         job: Replicate,
         timeout: std::time::Duration,
-    ) -> impl Future<Output = Result<u64, RpcError>> + Send;
+    ) -> impl Future<Output = Result<u64, CopyError>> + Send;
     /// Asks `address` to delete its replica of `handle` (a replica marked corrupt by a checker,
     /// before a repair copies the chunk onto the same chunkserver).
     fn delete_replica(
@@ -1158,10 +1159,10 @@ mod tests {
             address: String,
             job: Replicate,
             _timeout: std::time::Duration,
-        ) -> Result<u64, RpcError> {
+        ) -> Result<u64, CopyError> {
             let mut s = self.st();
             if s.broken.contains(&address) {
-                return Err(RpcError::Other("broken".into()));
+                return Err(RpcError::Other("broken".into()).into());
             }
             s.replicas.insert((address.clone(), job.handle));
             let copied = job.length;

@@ -49,6 +49,13 @@ const _: () = assert!(OPLOG_ENTRY_BYTES_MAX <= cairn_record::limits::RECORD_PAYL
 /// also bounded in bandwidth by its target chunkserver (`--replicate-bytes-per-sec`).
 pub const REPAIRS_IN_FLIGHT_MAX: usize = 4;
 
+/// How long a failed copy of a chunk counts against its source and target: until then the
+/// repair loop tries every other good replica (and target) first.
+pub const FAILED_COPY_MEMORY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Failed copies remembered at most (the oldest are forgotten first), bounding that memory.
+pub const FAILED_COPIES_REMEMBERED_MAX: usize = 65_536;
+
 /// The slowest copy rate the master waits for before timing a copy out, bytes per second.
 pub const REPAIR_RATE_FLOOR_BYTES_PER_SEC: u64 = 1 << 20;
 

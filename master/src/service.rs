@@ -24,6 +24,7 @@ use crate::error::Error;
 use crate::fsck::{CorruptMark, LogReplicas};
 use crate::heartbeat::ReplicaReport;
 use crate::meta::{ChunkState, WriterMark};
+use crate::repair::CopyError;
 
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
@@ -434,7 +435,7 @@ impl ChunkserverApi for GrpcChunkservers {
         address: String,
         job: Replicate,
         timeout: std::time::Duration,
-    ) -> Result<u64, RpcError> {
+    ) -> Result<u64, CopyError> {
         let mut client = self.client(&address)?;
         let mut req = Request::new(pb::ReplicateRequest {
             handle: job.handle.0,
@@ -444,7 +445,15 @@ impl ChunkserverApi for GrpcChunkservers {
             source: job.source,
         });
         req.set_timeout(timeout);
-        let r = client.replicate(req).await.map_err(rpc_error)?.into_inner();
+        let r = client
+            .replicate(req)
+            .await
+            .map_err(|s| match s.code() {
+                // The target found the source's bytes bad (chunkserver.proto, `Replicate`).
+                Code::DataLoss => CopyError::SourceCorrupt(s.message().to_owned()),
+                _ => CopyError::Rpc(rpc_error(s)),
+            })?
+            .into_inner();
         Ok(r.copied_bytes)
     }
 
