@@ -45,6 +45,21 @@ const _: () =
     assert!(WRITER_MARKS_MAX * 64 + REPLICATION_MAX as usize * 512 <= OPLOG_ENTRY_BYTES_MAX);
 const _: () = assert!(OPLOG_ENTRY_BYTES_MAX <= cairn_record::limits::RECORD_PAYLOAD_BYTES_MAX);
 
+/// Most chunks in one `StatLog` page (a request's `max_chunks` is capped to it; 0 asks for it).
+pub const STAT_LOG_PAGE_CHUNKS_MAX: usize = 16_384;
+
+/// Most bytes of chunk descriptions (estimated encoded size) in one `StatLog` page.
+pub const STAT_LOG_PAGE_BYTES_MAX: usize = 4 << 20;
+
+/// Most bytes of chunk descriptions in an unpaged `StatLog` answer (a client that predates
+/// paging asks for the whole log); a bigger log is `RESOURCE_EXHAUSTED` for it.
+pub const STAT_LOG_UNPAGED_BYTES_MAX: usize = 16 << 20;
+
+const _: () = assert!(STAT_LOG_PAGE_BYTES_MAX <= STAT_LOG_UNPAGED_BYTES_MAX);
+// Room for the log's own fields and message framing under the gRPC message limit.
+const _: () =
+    assert!(STAT_LOG_UNPAGED_BYTES_MAX + (1 << 20) <= cairn_proto::GRPC_MESSAGE_BYTES_MAX);
+
 /// Copies (re-replications or catch-ups) the master runs at once, cluster-wide. Each copy is
 /// also bounded in bandwidth by its target chunkserver (`--replicate-bytes-per-sec`).
 pub const REPAIRS_IN_FLIGHT_MAX: usize = 4;

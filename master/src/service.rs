@@ -35,10 +35,11 @@ impl From<Error> for Status {
             Error::LogExists { .. } => Code::AlreadyExists,
             Error::BadPath { .. }
             | Error::BadReplication { .. }
+            | Error::BadMinReplicas { .. }
             | Error::BadChunkBytes { .. }
             | Error::InvalidArgument { .. }
             | Error::Config { .. } => Code::InvalidArgument,
-            Error::VersionAhead { .. } => Code::FailedPrecondition,
+            Error::VersionAhead { .. } | Error::ClusterTooSmall { .. } => Code::FailedPrecondition,
             Error::NotEnoughChunkservers { .. }
             | Error::NotEnoughRoom { .. }
             | Error::NoLiveReplica { .. }
@@ -48,6 +49,7 @@ impl From<Error> for Status {
             | Error::OplogFailed { .. }
             | Error::Io { .. }
             | Error::Transport { .. } => Code::Unavailable,
+            Error::StatTooLarge { .. } => Code::ResourceExhausted,
             Error::OplogCorrupt { .. } | Error::CheckpointInvalid { .. } => Code::DataLoss,
         };
         Status::new(code, e.to_string())
@@ -89,7 +91,7 @@ impl Master for MasterService {
         let r = req.into_inner();
         let info = self
             .core
-            .create_log(&r.path, r.replication, r.chunk_bytes)
+            .create_log_with(&r.path, r.replication, r.min_replicas, r.chunk_bytes)
             .await?;
         Ok(Response::new(log_info(info)))
     }
@@ -117,7 +119,10 @@ impl Master for MasterService {
         &self,
         req: Request<pb::StatLogRequest>,
     ) -> Result<Response<pb::LogInfo>, Status> {
-        let info = self.core.stat_log(&req.get_ref().path)?;
+        let r = req.get_ref();
+        let info = self
+            .core
+            .stat_log_page(&r.path, r.first_index, r.max_chunks)?;
         Ok(Response::new(log_info(info)))
     }
 
@@ -281,6 +286,7 @@ fn log_info(l: LogInfo) -> pb::LogInfo {
     pb::LogInfo {
         path: l.path,
         replication: l.replication,
+        min_replicas: l.min_replicas,
         chunk_bytes: l.chunk_bytes,
         chunk_count: l.chunk_count,
         chunks: l.chunks.into_iter().map(chunk_info).collect(),

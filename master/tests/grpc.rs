@@ -281,6 +281,7 @@ async fn create_open_seal_concurrent_seals_and_restart() {
             path: "/orders".into(),
             replication: 3,
             chunk_bytes: 8192,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -290,6 +291,7 @@ async fn create_open_seal_concurrent_seals_and_restart() {
             path: "/orders".into(),
             replication: 3,
             chunk_bytes: 8192,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -387,6 +389,7 @@ async fn create_open_seal_concurrent_seals_and_restart() {
         .client
         .stat_log(pb::StatLogRequest {
             path: "/orders".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -406,6 +409,7 @@ async fn create_open_seal_concurrent_seals_and_restart() {
         .client
         .stat_log(pb::StatLogRequest {
             path: "/orders".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -452,6 +456,7 @@ async fn create_open_seal_concurrent_seals_and_restart() {
         .client
         .stat_log(pb::StatLogRequest {
             path: "/missing".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -101,7 +101,8 @@ impl Client {
     /// An appender for the log at `path`. Fails with [`Error::LogNotFound`] if the log does
     /// not exist.
     pub async fn appender(&self, path: &str) -> Result<Appender> {
-        let stat = self.stat_log(path).await?;
+        // Only the options: the chunks come from OpenChunk, never a listing of the whole log.
+        let stat = self.log_options(path).await?;
         let writer = loop {
             let w: u64 = rand::random();
             if w != 0 {

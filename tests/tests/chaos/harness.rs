@@ -116,6 +116,7 @@ impl Chaos {
                     &log,
                     LogOptions {
                         replication: 3,
+                        min_replicas: 0,
                         chunk_bytes: CHUNK_BYTES,
                     },
                 )
