@@ -39,6 +39,16 @@ pub struct Args {
     /// Heartbeat period in milliseconds (minimum 50).
     #[arg(long, env = "CAIRN_HEARTBEAT_MS", default_value_t = 1000)]
     pub heartbeat_ms: u64,
+    /// Join the master's cluster although this data directory holds replicas but records no
+    /// cluster id (a directory from before cluster ids existed). Without it such a chunkserver
+    /// refuses to register: a master that does not know its replicas would delete them all.
+    /// The variable takes 1/0, true/false, yes/no or on/off.
+    #[arg(
+        long,
+        env = "CAIRN_ADOPT_CLUSTER_ID",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub adopt_cluster_id: bool,
     /// Timeout of calls to secondaries and the master, in milliseconds; bounds how long an
     /// append waits for every replica.
     #[arg(long, env = "CAIRN_RPC_TIMEOUT_MS", default_value_t = 5000)]
@@ -124,6 +134,10 @@ pub struct Config {
     /// Heartbeat period in milliseconds. Default 1000, minimum 50, maximum 60000. A master
     /// that asks for a shorter period gets that.
     pub heartbeat_ms: u64,
+    /// `--adopt-cluster-id`: register and record the master's cluster id even though the data
+    /// directory holds replicas and no cluster id. Default false (such a chunkserver does not
+    /// register, and keeps its replicas).
+    pub adopt_cluster_id: bool,
     /// Timeout of calls to secondaries and the master, in milliseconds. Default 5000,
     /// minimum 10, maximum 600000.
     pub rpc_timeout_ms: u64,
@@ -156,6 +170,7 @@ impl Config {
             master: "127.0.0.1:7000".into(),
             data_dir: data_dir.into(),
             heartbeat_ms: 1000,
+            adopt_cluster_id: false,
             rpc_timeout_ms: 5000,
             replicate_bytes_per_sec: 64 << 20,
             test_power_cut: false,
@@ -239,6 +254,7 @@ impl TryFrom<Args> for Config {
             master: a.master,
             data_dir: a.data,
             heartbeat_ms: a.heartbeat_ms,
+            adopt_cluster_id: a.adopt_cluster_id,
             rpc_timeout_ms: a.rpc_timeout_ms,
             replicate_bytes_per_sec: a.replicate_bytes_per_sec,
             test_power_cut: a.test_power_cut,
@@ -285,6 +301,7 @@ mod tests {
             master: "127.0.0.1:7000".into(),
             data: "/tmp/x".into(),
             heartbeat_ms: 1000,
+            adopt_cluster_id: false,
             rpc_timeout_ms: 5000,
             replicate_bytes_per_sec: 64 << 20,
             test_power_cut: false,

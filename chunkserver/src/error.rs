@@ -297,6 +297,18 @@ pub enum Error {
         /// What was being done, and the limit or OS error.
         detail: String,
     },
+    /// Copying a replica found the source's bytes bad: a bad frame, a read the source answered
+    /// `DATA_LOSS`, or a whole-replica checksum that differs from the copy's. Nothing was
+    /// sealed from it; the master marks that source corrupt and copies from another replica.
+    #[error("chunk {handle}: the source {source_addr} holds bad bytes: {message}")]
+    SourceCorrupt {
+        /// The chunk asked for.
+        handle: ChunkHandle,
+        /// The chunkserver copied from.
+        source_addr: String,
+        /// What was found.
+        message: String,
+    },
     /// The server is shutting down.
     #[error("chunkserver is shutting down")]
     ShuttingDown,

@@ -4,6 +4,11 @@
 //! serving reads and appends while the master is away. The first registration records the
 //! master's cluster id in `DATA/cluster-id`; later ones present it, and a master of another
 //! cluster refuses them, so it never gets to send deletions.
+//!
+//! A chunkserver that holds replicas but records no cluster id (a data directory from before
+//! cluster ids existed, or one whose `cluster-id` file was lost) does not register at all unless
+//! started with `--adopt-cluster-id`: any master would be adopted, and one that does not know its
+//! chunks would have it delete every replica. It keeps its replicas and says why, every retry.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +29,8 @@ pub(crate) struct Heartbeat {
     /// This chunkserver's advertised address.
     pub(crate) address: String,
     pub(crate) data_dir: PathBuf,
+    /// `--adopt-cluster-id`: join a cluster although replicas are held and no id is recorded.
+    pub(crate) adopt_cluster_id: bool,
     pub(crate) period: Duration,
 }
 
@@ -67,6 +74,18 @@ impl Heartbeat {
                     continue;
                 }
             };
+            if joined.is_none() && !replicas.is_empty() && !self.adopt_cluster_id {
+                error!(
+                    data = %self.data_dir.display(),
+                    replicas = replicas.len(),
+                    "this chunkserver holds replicas but has no cluster-id file: refusing to join \
+                     the master's cluster, which would delete every replica it does not know; \
+                     if this directory belongs to that master's cluster, restart with \
+                     --adopt-cluster-id (CAIRN_ADOPT_CLUSTER_ID=1)"
+                );
+                tokio::time::sleep(backoff.next()).await;
+                continue;
+            }
             match self
                 .master
                 .register(&self.address, &replicas, free, joined.unwrap_or(0))

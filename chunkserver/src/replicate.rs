@@ -6,7 +6,9 @@
 //! frame and a bad frame stops the copy (corruption is never copied). The bytes are written
 //! through the replica's writer at exactly its length, as a secondary's forwards are, then
 //! sealed; finally the whole replica's CRC-32 is compared with the source's. A replica that
-//! fails the comparison is deleted.
+//! fails the comparison is deleted. Bad bytes found on the source (a bad frame, a read it
+//! answers `DATA_LOSS`, a checksum that differs) are [`Error::SourceCorrupt`], so the master
+//! can tell them from any other failure and stop copying from that replica.
 
 use std::time::Duration;
 
@@ -152,7 +154,7 @@ impl Node {
         {
             warn!(chunk = %handle, source, local = ?local, remote = ?remote, "copy differs from its source; deleting it");
             self.delete(handle).await?;
-            return Err(Error::Replication {
+            return Err(Error::SourceCorrupt {
                 handle,
                 source_addr: source.to_owned(),
                 message: format!(
@@ -194,11 +196,7 @@ impl Node {
                     wait_ms: 0,
                 })
                 .await
-                .map_err(|s| Error::Replication {
-                    handle,
-                    source_addr: source.to_owned(),
-                    message: format!("read at {read_at}: {:?}: {}", s.code(), s.message()),
-                })?
+                .map_err(|s| source_error(handle, source, format!("read at {read_at}"), &s))?
                 .into_inner();
             if !resp.sealed || resp.version != version || resp.readable_end < end {
                 return Err(Error::Replication {
@@ -228,7 +226,7 @@ impl Node {
                 Bytes::from(std::mem::take(&mut carry))
             };
             let whole =
-                whole_frames(&buf, pos, read_at >= end).map_err(|bad| Error::Replication {
+                whole_frames(&buf, pos, read_at >= end).map_err(|bad| Error::SourceCorrupt {
                     handle,
                     source_addr: source.to_owned(),
                     message: format!("bad frame at {bad} on the source; nothing copied from it"),
@@ -315,17 +313,33 @@ impl Node {
             .client(source)?
             .checksum(ChecksumRequest { handle: handle.0 })
             .await
-            .map_err(|s| Error::Replication {
-                handle,
-                source_addr: source.to_owned(),
-                message: format!("checksum: {:?}: {}", s.code(), s.message()),
-            })?
+            .map_err(|s| source_error(handle, source, "checksum".to_owned(), &s))?
             .into_inner();
         Ok(Checksum {
             version: resp.version,
             length: resp.length,
             crc32: resp.crc32,
         })
+    }
+}
+
+/// The error for an RPC to the source that failed: [`Error::SourceCorrupt`] when the source
+/// itself answered that its bytes are bad (`DATA_LOSS`), else [`Error::Replication`].
+fn source_error(handle: ChunkHandle, source: &str, what: String, s: &tonic::Status) -> Error {
+    let message = format!("{what}: {:?}: {}", s.code(), s.message());
+    let source_addr = source.to_owned();
+    if s.code() == tonic::Code::DataLoss {
+        Error::SourceCorrupt {
+            handle,
+            source_addr,
+            message,
+        }
+    } else {
+        Error::Replication {
+            handle,
+            source_addr,
+            message,
+        }
     }
 }
 

@@ -86,6 +86,7 @@ pub async fn serve(
         master: MasterLink::new(&config.master, timeout)?,
         address: advertise.clone(),
         data_dir: config.data_dir.clone(),
+        adopt_cluster_id: config.adopt_cluster_id,
         period: Duration::from_millis(config.heartbeat_ms),
     };
     let heartbeat = tokio::spawn(heartbeat.run());

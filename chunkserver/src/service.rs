@@ -57,7 +57,9 @@ impl From<Error> for Status {
             | Error::ShuttingDown
             | Error::Replication { .. }
             | Error::Master { .. } => Code::Unavailable,
-            Error::Failed { .. } | Error::Corrupt { .. } => Code::DataLoss,
+            Error::Failed { .. } | Error::Corrupt { .. } | Error::SourceCorrupt { .. } => {
+                Code::DataLoss
+            }
             Error::InvalidBatch { .. }
             | Error::InvalidRequest { .. }
             | Error::Misaligned { .. }
@@ -427,7 +429,15 @@ impl Chunkserver for ChunkserverService {
                 r.capacity,
                 &r.source,
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // DATA_LOSS from Replicate means the source's bytes are bad (the master marks
+                // that source corrupt): this replica's own fault must not read as that.
+                Error::Failed { .. } | Error::Corrupt { .. } => {
+                    Status::internal(format!("this chunkserver's replica: {e}"))
+                }
+                e => Status::from(e),
+            })?;
         Ok(Response::new(ReplicateResponse {
             copied_bytes: done.copied_bytes,
             crc32: done.crc32,

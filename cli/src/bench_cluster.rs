@@ -57,6 +57,7 @@ pub(crate) fn run(args: &ClusterArgs) -> anyhow::Result<ExitCode> {
         let client = cluster::connect(&args.master).await?;
         let options = LogOptions {
             replication: args.replication.unwrap_or(0),
+            min_replicas: 0,
             chunk_bytes: args.chunk_size,
         };
         match client.create_log(&log, options).await {

@@ -1,5 +1,5 @@
-//! `cairn chunkserver`: binds the listen address and runs [`cairn_chunkserver::serve`] until
-//! Ctrl-C or SIGTERM.
+//! `cairn chunkserver`: locks the data directory (`dir_lock.rs`), binds the listen address and
+//! runs [`cairn_chunkserver::serve`] until Ctrl-C or SIGTERM.
 
 use std::process::ExitCode;
 
@@ -8,6 +8,8 @@ use cairn_chunkserver::{Args, Config};
 /// Runs a chunkserver with `args`.
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let config = Config::try_from(args.clone())?;
+    // Held until this process ends: no second process may use the directory meanwhile.
+    let _lock = crate::dir_lock::lock(&config.data_dir)?;
     let listen = config.listen.clone();
     crate::serve::run_role(&listen, |listener, shutdown| {
         cairn_chunkserver::serve(config, listener, shutdown)

@@ -1,4 +1,5 @@
-//! `cairn local`: a master and N chunkservers in this process, on 127.0.0.1, until Ctrl-C.
+//! `cairn local`: a master and N chunkservers in this process, on 127.0.0.1, until Ctrl-C; each
+//! one's data directory is locked (`dir_lock.rs`) first.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +19,14 @@ pub(crate) struct LocalArgs {
     /// The master's port; chunkservers take the ports after it.
     #[arg(long, default_value_t = 7000)]
     port: u16,
+    /// Let chunkservers whose directory holds replicas but no cluster id join the master's
+    /// cluster (a data directory from before cluster ids existed); see `cairn chunkserver`.
+    #[arg(
+        long,
+        env = "CAIRN_ADOPT_CLUSTER_ID",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    adopt_cluster_id: bool,
 }
 
 /// Runs the cluster until Ctrl-C or SIGTERM.
@@ -32,6 +41,12 @@ pub(crate) fn run(args: &LocalArgs) -> anyhow::Result<ExitCode> {
         args.port,
         args.chunkservers
     );
+    // Every role's directory is locked before any of them reads or writes: a second
+    // `cairn local` (or a `cairn master`/`chunkserver`) on one of them changes nothing.
+    let _locks = std::iter::once(args.data.join("master"))
+        .chain((1..=args.chunkservers).map(|i| args.data.join(format!("cs{i}"))))
+        .map(|dir| crate::dir_lock::lock(&dir))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     crate::serve::init_tracing();
     let rt = crate::serve::runtime().context("start the runtime")?;
     rt.block_on(async {
@@ -71,6 +86,7 @@ pub(crate) fn run(args: &LocalArgs) -> anyhow::Result<ExitCode> {
                 listen: addr.clone(),
                 advertise: addr.clone(),
                 master: master_addr.clone(),
+                adopt_cluster_id: args.adopt_cluster_id,
                 ..cairn_chunkserver::Config::new(args.data.join(format!("cs{i}")))
             };
             config.validate()?;

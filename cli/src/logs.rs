@@ -17,6 +17,12 @@ pub(crate) struct CreateArgs {
     /// number of chunkservers).
     #[arg(long)]
     replication: Option<u32>,
+    /// Fewest replicas a new chunk opens on, 1..=replication (default: the replication factor).
+    /// With fewer, appends go on while some chunkservers are down: a chunk opens on as many live
+    /// ones as it can (at least this many) and is copied to the full factor once sealed; an
+    /// acknowledged record is then durable on every replica its chunk was opened on.
+    #[arg(long)]
+    min_replicas: Option<u32>,
     /// Chunk capacity, header included: bytes, or with a suffix (256KiB, 64MiB). Default 64 MiB.
     #[arg(long, value_parser = parse_bytes, default_value_t = CHUNK_BYTES_DEFAULT)]
     chunk_size: u64,
@@ -56,15 +62,20 @@ pub(crate) fn create(args: &CreateArgs) -> anyhow::Result<ExitCode> {
         let options = LogOptions {
             // 0 asks the master for its default.
             replication: args.replication.unwrap_or(0),
+            // 0: the replication factor.
+            min_replicas: args.min_replicas.unwrap_or(0),
             chunk_bytes: args.chunk_size,
         };
         if args.replication == Some(0) {
             anyhow::bail!("--replication must be at least 1");
         }
+        if args.min_replicas == Some(0) {
+            anyhow::bail!("--min-replicas must be at least 1");
+        }
         let info = client.create_log(&args.log, options).await?;
         println!(
-            "created {}: replication {}, chunks of {} bytes",
-            info.path, info.replication, info.chunk_bytes
+            "created {}: replication {}, min replicas {}, chunks of {} bytes",
+            info.path, info.replication, info.min_replicas, info.chunk_bytes
         );
         Ok(ExitCode::SUCCESS)
     })
@@ -83,14 +94,15 @@ pub(crate) fn ls(args: &LsArgs) -> anyhow::Result<ExitCode> {
                     json!({
                         "path": l.path,
                         "replication": l.replication,
+                        "min_replicas": l.min_replicas,
                         "chunk_bytes": l.chunk_bytes,
                         "chunks": l.chunk_count,
                     })
                 );
             } else {
                 println!(
-                    "{}\tchunks={}\treplication={}\tchunk_bytes={}",
-                    l.path, l.chunk_count, l.replication, l.chunk_bytes
+                    "{}\tchunks={}\treplication={}\tmin_replicas={}\tchunk_bytes={}",
+                    l.path, l.chunk_count, l.replication, l.min_replicas, l.chunk_bytes
                 );
             }
         }
@@ -131,6 +143,7 @@ fn stat_json(stat: &LogStat) -> serde_json::Value {
     json!({
         "path": stat.path,
         "replication": stat.replication,
+        "min_replicas": stat.min_replicas,
         "chunk_bytes": stat.chunk_bytes,
         "chunks": chunks,
     })
@@ -138,10 +151,11 @@ fn stat_json(stat: &LogStat) -> serde_json::Value {
 
 fn print_stat(stat: &LogStat) {
     println!(
-        "{}: {} chunk(s), replication {}, chunks of {} bytes",
+        "{}: {} chunk(s), replication {} (min {}), chunks of {} bytes",
         stat.path,
         stat.chunks.len(),
         stat.replication,
+        stat.min_replicas,
         stat.chunk_bytes
     );
     println!("index\thandle\tstate\tlength\tversion\tprimary\treplicas");

@@ -10,6 +10,7 @@ mod bench_cluster;
 mod bench_store;
 mod chunkserver;
 mod cluster;
+mod dir_lock;
 mod fsck;
 mod inspect;
 mod local;

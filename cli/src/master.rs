@@ -1,5 +1,5 @@
-//! `cairn master`: binds the listen address and runs [`cairn_master::serve`] until Ctrl-C or
-//! SIGTERM (then writes a final checkpoint).
+//! `cairn master`: locks the data directory (`dir_lock.rs`), binds the listen address and runs
+//! [`cairn_master::serve`] until Ctrl-C or SIGTERM (then writes a final checkpoint).
 
 use std::process::ExitCode;
 
@@ -8,6 +8,8 @@ use cairn_master::{Args, Config};
 /// Runs a master with `args`.
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let config = Config::try_from(args.clone())?;
+    // Held until this process ends: no second process may use the directory meanwhile.
+    let _lock = crate::dir_lock::lock(&config.data_dir)?;
     let listen = config.listen.clone();
     crate::serve::run_role(&listen, |listener, shutdown| {
         cairn_master::serve(config, listener, shutdown)

@@ -12,6 +12,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::error::{Error, Result};
 use crate::limits::{
     CONNECT_TIMEOUT, HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES, MASTER_CALL_TIMEOUT,
+    STAT_LOG_PAGE_CHUNKS,
 };
 
 /// Options of a new log.
@@ -19,6 +20,10 @@ use crate::limits::{
 pub struct LogOptions {
     /// Replicas per chunk. Default 3; 0 asks for the master's default.
     pub replication: u32,
+    /// Fewest replicas a new chunk opens on, 1..=replication; 0 (default) means the replication
+    /// factor. A chunk opens on as many live chunkservers as it can up to the factor, at least
+    /// this many, and is copied to the full factor once sealed.
+    pub min_replicas: u32,
     /// Chunk capacity in bytes, header included. Default 64 MiB; a multiple of 8 within
     /// `cairn_record::limits::{CHUNK_BYTES_MIN, CHUNK_BYTES_MAX}`.
     pub chunk_bytes: u64,
@@ -28,6 +33,7 @@ impl Default for LogOptions {
     fn default() -> LogOptions {
         LogOptions {
             replication: 3,
+            min_replicas: 0,
             chunk_bytes: CHUNK_BYTES_DEFAULT,
         }
     }
@@ -40,6 +46,8 @@ pub struct LogInfo {
     pub path: String,
     /// Replicas per chunk.
     pub replication: u32,
+    /// Fewest replicas a new chunk opens on (0 from a master that predates it).
+    pub min_replicas: u32,
     /// Chunk capacity in bytes, header included.
     pub chunk_bytes: u64,
     /// Number of chunks.
@@ -96,10 +104,20 @@ pub struct LogStat {
     pub path: String,
     /// Replicas per chunk.
     pub replication: u32,
+    /// Fewest replicas a new chunk opens on (0 from a master that predates it).
+    pub min_replicas: u32,
     /// Chunk capacity in bytes, header included.
     pub chunk_bytes: u64,
     /// The chunks in order.
     pub chunks: Vec<ChunkStat>,
+}
+
+/// One `StatLog` page.
+struct StatPage {
+    /// The log's chunk count when the page was taken.
+    total_chunks: u32,
+    /// The log's options and this page's chunks.
+    log: LogStat,
 }
 
 /// Where to append now: a log's open chunk (`OpenChunk` / `SealChunk` answer).
@@ -126,6 +144,7 @@ fn log_info(l: v1::LogInfo) -> LogInfo {
     LogInfo {
         path: l.path,
         replication: l.replication,
+        min_replicas: l.min_replicas,
         chunk_bytes: l.chunk_bytes,
         chunk_count: l.chunk_count,
     }
@@ -253,6 +272,7 @@ impl Client {
         let req = v1::CreateLogRequest {
             path: path.to_owned(),
             replication: options.replication,
+            min_replicas: options.min_replicas,
             chunk_bytes: options.chunk_bytes,
         };
         let info = self
@@ -291,9 +311,44 @@ impl Client {
     }
 
     /// A log's options and chunks. [`Error::LogNotFound`] if absent.
+    ///
+    /// Asks the master page by page (at most [`STAT_LOG_PAGE_CHUNKS`] chunks each), so a log of
+    /// any length can be listed; a master that predates paging answers the whole log at once.
     pub async fn stat_log(&self, path: &str) -> Result<LogStat> {
+        let first = self.stat_log_page(path, 0, STAT_LOG_PAGE_CHUNKS).await?;
+        let mut total = first.total_chunks;
+        let mut log = first.log;
+        while let Some(last) = log.chunks.last() {
+            let next = last.index.saturating_add(1);
+            if next >= total {
+                break;
+            }
+            let page = self.stat_log_page(path, next, STAT_LOG_PAGE_CHUNKS).await?;
+            // The log may have grown (or its open chunk been dropped) between pages: the last
+            // page's count is the current one.
+            total = page.total_chunks;
+            let before = log.chunks.len();
+            log.chunks
+                .extend(page.log.chunks.into_iter().filter(|c| c.index >= next));
+            if log.chunks.len() == before {
+                break;
+            }
+        }
+        Ok(log)
+    }
+
+    /// A log's options and its first chunk at most, without listing the rest (what an
+    /// appender needs to know).
+    pub(crate) async fn log_options(&self, path: &str) -> Result<LogStat> {
+        Ok(self.stat_log_page(path, 0, 1).await?.log)
+    }
+
+    /// One `StatLog` page: the chunks from index `first`, at most `max` (the master may cap it).
+    async fn stat_log_page(&self, path: &str, first: u32, max: u32) -> Result<StatPage> {
         let req = v1::StatLogRequest {
             path: path.to_owned(),
+            first_index: first,
+            max_chunks: Some(max),
         };
         let info = self
             .master()
@@ -303,11 +358,15 @@ impl Client {
             .into_inner();
         let mut chunks: Vec<ChunkStat> = info.chunks.into_iter().map(chunk_stat).collect();
         chunks.sort_by_key(|c| c.index);
-        Ok(LogStat {
-            path: info.path,
-            replication: info.replication,
-            chunk_bytes: info.chunk_bytes,
-            chunks,
+        Ok(StatPage {
+            total_chunks: info.chunk_count,
+            log: LogStat {
+                path: info.path,
+                replication: info.replication,
+                min_replicas: info.min_replicas,
+                chunk_bytes: info.chunk_bytes,
+                chunks,
+            },
         })
     }
 

@@ -120,3 +120,7 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
         .saturating_mul(factor)
         .min(RETRY_BACKOFF_MAX)
 }
+
+/// Chunks asked for per `StatLog` page: `Client::stat_log` pages through a log of any length
+/// (the master may answer fewer; a log of 230k chunks no longer fits one gRPC message).
+pub const STAT_LOG_PAGE_CHUNKS: u32 = 8_192;

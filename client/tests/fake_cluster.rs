@@ -177,6 +177,7 @@ impl master_server::Master for Fake {
             chunk_bytes: log.chunk_bytes,
             chunk_count: chunks.len() as u32,
             chunks,
+            ..Default::default()
         }))
     }
     async fn open_chunk(
@@ -508,6 +509,7 @@ async fn appends_survive_rolls_reordering_and_lost_acks() {
     let client = Client::connect(&addr).await.unwrap();
     let options = LogOptions {
         replication: 1,
+        min_replicas: 0,
         chunk_bytes: 4096,
     };
     client.create_log("l", options).await.unwrap();
@@ -529,6 +531,7 @@ async fn replay_drops_resent_copies() {
     let client = Client::connect(&addr).await.unwrap();
     let options = LogOptions {
         replication: 1,
+        min_replicas: 0,
         chunk_bytes: 64 << 10,
     };
     client.create_log("d", options).await.unwrap();
@@ -558,6 +561,7 @@ async fn tail_follows_new_records_across_rolls() {
     let client = Client::connect(&addr).await.unwrap();
     let options = LogOptions {
         replication: 1,
+        min_replicas: 0,
         chunk_bytes: 4096,
     };
     client.create_log("t", options).await.unwrap();
@@ -601,6 +605,7 @@ async fn clear_errors() {
     ));
     let options = LogOptions {
         replication: 1,
+        min_replicas: 0,
         chunk_bytes: 4096,
     };
     client.create_log("e", options).await.unwrap();

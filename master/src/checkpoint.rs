@@ -121,6 +121,7 @@ mod tests {
         m.apply(&Entry::CreateLog {
             path: "/l".into(),
             replication: 1,
+            min_replicas: 1,
             chunk_bytes: 8192,
         })
         .unwrap();

@@ -23,12 +23,15 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::heartbeat::{ReplicaReport, Servers};
-use crate::limits::{ALLOCATION_ATTEMPTS_MAX, REPLICATION_MAX, REPLICATION_MIN, WRITER_EPOCHS_MAX};
+use crate::limits::{
+    ALLOCATION_ATTEMPTS_MAX, REPLICATION_MAX, REPLICATION_MIN, STAT_LOG_PAGE_BYTES_MAX,
+    STAT_LOG_PAGE_CHUNKS_MAX, STAT_LOG_UNPAGED_BYTES_MAX, WRITER_EPOCHS_MAX,
+};
 use crate::meta::{ChunkMeta, ChunkState, Entry, LogMeta, Metadata, WriterMark, merge_marks};
 use crate::namespace::check_path;
 use crate::oplog::{Committer, OplogQueue};
 use crate::placement::{Candidate, place};
-use crate::repair::{RepairStats, good_replicas, is_garbage};
+use crate::repair::{CopyError, RepairStats, good_replicas, is_garbage};
 use crate::seal::{FenceOutcome, SealPlan};
 
 /// `CreateReplica` as the master sends it.
@@ -86,12 +89,13 @@ pub(crate) trait ChunkserverApi: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), RpcError>> + Send;
     /// Asks `address` to bring its replica to the sealed `job` by copying from `job.source`;
     /// returns the bytes copied. Bounded by `timeout`, not the RPC timeout (copies are long).
+    /// [`CopyError::SourceCorrupt`] when the target found the source's bytes bad.
     fn replicate(
         &self,
         address: String,
         job: Replicate,
         timeout: std::time::Duration,
-    ) -> impl Future<Output = Result<u64, RpcError>> + Send;
+    ) -> impl Future<Output = Result<u64, CopyError>> + Send;
     /// Asks `address` to delete its replica of `handle` (a replica marked corrupt by a checker,
     /// before a repair copies the chunk onto the same chunkserver).
     fn delete_replica(
@@ -116,6 +120,8 @@ pub(crate) struct Replicate {
 pub(crate) struct LogInfo {
     pub(crate) path: String,
     pub(crate) replication: u32,
+    /// Fewest replicas a new chunk opens on.
+    pub(crate) min_replicas: u32,
     pub(crate) chunk_bytes: u64,
     pub(crate) chunk_count: u32,
     /// Filled by `StatLog` only.
@@ -346,11 +352,26 @@ impl<C: ChunkserverApi> MasterCore<C> {
         self.config.heartbeat.as_millis() as u32
     }
 
-    /// `CreateLog`.
+    /// `CreateLog` with every new chunk needing its full replication factor (tests).
+    #[cfg(test)]
     pub(crate) async fn create_log(
         &self,
         path: &str,
         replication: u32,
+        chunk_bytes: u64,
+    ) -> Result<LogInfo> {
+        self.create_log_with(path, replication, 0, chunk_bytes)
+            .await
+    }
+
+    /// `CreateLog`: `replication` 0 is the default factor, `min_replicas` 0 the factor. Refused
+    /// (`ClusterTooSmall`) when fewer than `min_replicas` chunkservers are live, or fewer than
+    /// `replication` registered: no chunk of it could be opened or ever fully replicated.
+    pub(crate) async fn create_log_with(
+        &self,
+        path: &str,
+        replication: u32,
+        min_replicas: u32,
         chunk_bytes: u64,
     ) -> Result<LogInfo> {
         check_path(path)?;
@@ -360,6 +381,16 @@ impl<C: ChunkserverApi> MasterCore<C> {
         };
         if !(REPLICATION_MIN..=REPLICATION_MAX).contains(&replication) {
             return Err(Error::BadReplication { replication });
+        }
+        let min_replicas = match min_replicas {
+            0 => replication,
+            k => k,
+        };
+        if !(1..=replication).contains(&min_replicas) {
+            return Err(Error::BadMinReplicas {
+                min_replicas,
+                replication,
+            });
         }
         let chunk_bytes = match chunk_bytes {
             0 => CHUNK_BYTES_DEFAULT,
@@ -374,21 +405,76 @@ impl<C: ChunkserverApi> MasterCore<C> {
                     path: path.to_owned(),
                 });
             }
+            self.check_cluster_size(&g, path, replication, min_replicas, true)?;
             g.log_locks.insert(path.to_owned(), LogLock::default());
             g.record(Entry::CreateLog {
                 path: path.to_owned(),
                 replication,
+                min_replicas,
                 chunk_bytes,
             })
         };
         self.commit(sequence).await?;
-        info!(log = path, replication, chunk_bytes, "log created");
+        info!(
+            log = path,
+            replication, min_replicas, chunk_bytes, "log created"
+        );
         Ok(LogInfo {
             path: path.to_owned(),
             replication,
+            min_replicas,
             chunk_bytes,
             chunk_count: 0,
             chunks: Vec::new(),
+        })
+    }
+
+    /// Whether the cluster is big enough for a log of `replication` with `min_replicas`. To
+    /// create it: at least `min_replicas` live chunkservers and `replication` registered ones.
+    /// To allocate a chunk (`creating` false): at least `min_replicas` registered ones; fewer
+    /// live ones is a passing outage, answered by placement with the retryable
+    /// `NotEnoughChunkservers`. Within the first dead-after period of this master, chunkservers
+    /// may not have registered yet: then the answer is that retryable error too.
+    fn check_cluster_size(
+        &self,
+        g: &Inner,
+        path: &str,
+        replication: u32,
+        min_replicas: u32,
+        creating: bool,
+    ) -> Result<()> {
+        let now = Instant::now();
+        let live = g.servers.live(now, self.config.dead_after).len();
+        let known = g.servers.known_count();
+        let problem = if creating && (min_replicas as usize) > live {
+            Some(("min replicas", min_replicas, "live", live))
+        } else if (min_replicas as usize) > known {
+            Some(("min replicas", min_replicas, "registered", known))
+        } else if creating && (replication as usize) > known {
+            Some(("replication", replication, "registered", known))
+        } else {
+            None
+        };
+        let Some((what, need, which, have)) = problem else {
+            return Ok(());
+        };
+        if now.saturating_duration_since(self.started) < self.config.dead_after {
+            return Err(Error::NotEnoughChunkservers {
+                need: need as usize,
+                have,
+            });
+        }
+        let what = if min_replicas == replication {
+            "replication"
+        } else {
+            what
+        };
+        Err(Error::ClusterTooSmall {
+            path: path.to_owned(),
+            what,
+            need,
+            which,
+            have,
         })
     }
 
@@ -427,19 +513,54 @@ impl<C: ChunkserverApi> MasterCore<C> {
             .collect()
     }
 
-    /// `StatLog`.
+    /// `StatLog` of the whole log, as a request without paging fields (tests).
+    #[cfg(test)]
     pub(crate) fn stat_log(&self, path: &str) -> Result<LogInfo> {
+        self.stat_log_page(path, 0, None)
+    }
+
+    /// `StatLog`: the chunks from index `first`, at most `max` of them (0: the page limit)
+    /// within the page limits (`STAT_LOG_PAGE_*`), at least one if any remain. `max` absent
+    /// (a client that predates paging) asks for the whole log: `StatTooLarge` if it does not fit
+    /// in one answer, rather than a list that silently ends early.
+    pub(crate) fn stat_log_page(
+        &self,
+        path: &str,
+        first: u32,
+        max: Option<u32>,
+    ) -> Result<LogInfo> {
         let g = self.lock();
         let log = g.meta.logs.get(path).ok_or_else(|| Error::LogNotFound {
             path: path.to_owned(),
         })?;
+        let (count_max, bytes_max) = match max {
+            None => (usize::MAX, STAT_LOG_UNPAGED_BYTES_MAX),
+            Some(0) => (STAT_LOG_PAGE_CHUNKS_MAX, STAT_LOG_PAGE_BYTES_MAX),
+            Some(n) => (
+                (n as usize).min(STAT_LOG_PAGE_CHUNKS_MAX),
+                STAT_LOG_PAGE_BYTES_MAX,
+            ),
+        };
         let now = Instant::now();
         let mut info = log_info(log);
-        info.chunks = log
-            .chunks
-            .iter()
-            .map(|h| self.chunk_info(&g, &g.meta.chunks[h], now))
-            .collect();
+        let mut bytes = 0usize;
+        for h in log.chunks.iter().skip(first as usize) {
+            if info.chunks.len() >= count_max {
+                break;
+            }
+            let c = self.chunk_info(&g, &g.meta.chunks[h], now);
+            bytes = bytes.saturating_add(chunk_info_bytes(&c));
+            if bytes > bytes_max && !info.chunks.is_empty() {
+                if max.is_none() {
+                    return Err(Error::StatTooLarge {
+                        path: path.to_owned(),
+                        chunks: log.chunks.len(),
+                    });
+                }
+                break;
+            }
+            info.chunks.push(c);
+        }
         Ok(info)
     }
 
@@ -839,11 +960,14 @@ impl<C: ChunkserverApi> MasterCore<C> {
             let (sequence, loc, marks) = {
                 let mut g = self.lock();
                 let log = g.check_log(path, lock)?;
-                let (replication, index, marks) = (
-                    log.replication as usize,
+                let (replication, min_replicas, index, marks) = (
+                    log.replication,
+                    log.min_replicas(),
                     log.chunks.len() as u32,
                     (log.writer_marks.clone(), log.writer_epochs.clone()),
                 );
+                // A log that can never be placed fails now, not after the client's retries.
+                self.check_cluster_size(&g, path, replication, min_replicas, false)?;
                 let need_free = log.chunk_bytes.saturating_add(self.config.min_free_bytes);
                 let now = Instant::now();
                 let live = g.servers.live(now, self.config.dead_after);
@@ -859,7 +983,12 @@ impl<C: ChunkserverApi> MasterCore<C> {
                         });
                     }
                 }
-                let replicas = match place(candidates, replication, need_free) {
+                let replicas = match place(
+                    candidates,
+                    replication as usize,
+                    min_replicas as usize,
+                    need_free,
+                ) {
                     Ok(r) => r,
                     // Too few chunkservers left once those that failed CreateReplica are
                     // excluded: the failure is the cause, not the count (e.g. a chunkserver out
@@ -1124,10 +1253,18 @@ fn log_info(log: &LogMeta) -> LogInfo {
     LogInfo {
         path: log.path.clone(),
         replication: log.replication,
+        min_replicas: log.min_replicas(),
         chunk_bytes: log.chunk_bytes,
         chunk_count: log.chunks.len() as u32,
         chunks: Vec::new(),
     }
+}
+
+/// An upper estimate of a chunk's encoded size in a `StatLog` answer: its fixed fields (tags,
+/// varints at their longest) and its addresses with their framing.
+fn chunk_info_bytes(c: &ChunkInfo) -> usize {
+    const FIXED: usize = 64;
+    FIXED + c.primary.len() + c.replicas.iter().map(|a| a.len() + 4).sum::<usize>()
 }
 
 fn location(log: &LogMeta, c: &ChunkMeta) -> Location {
@@ -1245,10 +1382,10 @@ mod tests {
             address: String,
             job: Replicate,
             _timeout: std::time::Duration,
-        ) -> Result<u64, RpcError> {
+        ) -> Result<u64, CopyError> {
             let mut s = self.st();
             if s.broken.contains(&address) {
-                return Err(RpcError::Other("broken".into()));
+                return Err(RpcError::Other("broken".into()).into());
             }
             s.replicas.insert((address.clone(), job.handle));
             let copied = job.length;
@@ -1592,16 +1729,58 @@ mod tests {
         m.close().await;
     }
 
-    // Too few live chunkservers: UNAVAILABLE with both counts.
+    // Too few live chunkservers: UNAVAILABLE with both counts while chunkservers may still be
+    // registering (the master's first dead-after period), for a new log and for a chunk of an
+    // existing one.
     #[tokio::test]
     async fn too_few_chunkservers() {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(Fake::default());
         let m = start(dir.path(), &fake);
         register(&m, &["a:1", "b:1"]).await;
-        m.create_log("/l", 0, 0).await.unwrap();
-        let err = m.open_chunk("/l").await.unwrap_err();
+        let err = m.create_log("/l", 0, 0).await.unwrap_err();
         assert_eq!(err.to_string(), "need 3 live chunkservers, have 2");
+        m.create_log("/two", 2, 0).await.unwrap();
+        fake.st().broken.insert("b:1".into());
+        let err = m.open_chunk("/two").await.unwrap_err();
+        assert_eq!(err.to_string(), "need 2 live chunkservers, have 1");
+        m.close().await;
+    }
+
+    // Once chunkservers have had time to register: a log asking for more replicas than there
+    // are chunkservers is refused (FAILED_PRECONDITION naming both counts), and so is a bad
+    // minimum; a log with a minimum below its factor opens chunks on the live chunkservers
+    // (at least the minimum) while one is dead.
+    #[tokio::test(start_paused = true)]
+    async fn log_options_checked_against_the_cluster_and_min_replicas_open_on_fewer() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(Fake::default());
+        let m = start(dir.path(), &fake);
+        register(&m, &["a:1", "b:1", "c:1"]).await;
+        tokio::time::advance(m.config.dead_after).await;
+        for a in ["a:1", "b:1"] {
+            m.heartbeat(a, &[]).await.unwrap();
+        }
+        let err = m.create_log_with("/five", 5, 0, 0).await.unwrap_err();
+        assert!(matches!(err, Error::ClusterTooSmall { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "log /five: replication 5 exceeds the 2 live chunkserver(s)"
+        );
+        let err = m.create_log_with("/m", 3, 3, 0).await.unwrap_err();
+        assert!(matches!(err, Error::ClusterTooSmall { .. }), "{err:?}");
+        assert!(matches!(
+            m.create_log_with("/m", 3, 4, 0).await,
+            Err(Error::BadMinReplicas { .. })
+        ));
+        let info = m.create_log_with("/m", 3, 2, 8192).await.unwrap();
+        assert_eq!((info.replication, info.min_replicas), (3, 2));
+        let loc = m.open_chunk("/m").await.unwrap();
+        let mut on: Vec<String> = loc.secondaries.clone();
+        on.push(loc.primary.clone());
+        on.sort();
+        assert_eq!(on, vec!["a:1", "b:1"]);
+        assert_eq!(m.list_logs("/m")[0].min_replicas, 2);
         m.close().await;
     }
 
@@ -1721,6 +1900,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(Fake::default());
         let m = start(dir.path(), &fake);
+        // Logs of the default factor need that many chunkservers.
+        register(&m, &["a:1", "b:1", "c:1"]).await;
         assert!(matches!(
             m.create_log("nope", 3, 0).await,
             Err(Error::BadPath { .. })
@@ -1753,6 +1934,76 @@ mod tests {
         ));
         assert!(matches!(m.stat_log("/a/x"), Err(Error::LogNotFound { .. })));
         assert_eq!(m.list_logs("").len(), 2);
+        m.close().await;
+    }
+
+    // StatLog paging over a log too big for one answer: pages are capped by the named limits
+    // and together list every chunk exactly once, in order; an unpaged request (a client that
+    // predates paging) is refused rather than answered with a shortened list.
+    #[tokio::test]
+    async fn stat_log_pages_cover_a_log_of_any_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(Fake::default());
+        let (_, last, file) = crate::oplog::open(dir.path()).unwrap();
+        let mut meta = Metadata::default();
+        meta.apply(&Entry::CreateLog {
+            path: "/big".into(),
+            replication: 1,
+            min_replicas: 0,
+            chunk_bytes: 8192,
+        })
+        .unwrap();
+        // More chunks than the unpaged answer may hold at the estimated size of each.
+        let n = STAT_LOG_UNPAGED_BYTES_MAX / 64 + 1000;
+        for i in 0..n as u64 {
+            let handle = ChunkHandle(i + 1);
+            meta.apply(&Entry::Allocate {
+                path: "/big".into(),
+                index: i as u32,
+                handle,
+                version: 1,
+                replicas: vec!["a:1".into()],
+            })
+            .unwrap();
+            meta.apply(&Entry::Seal {
+                handle,
+                version: 1,
+                length: 32,
+                replicas: vec!["a:1".into()],
+                writer_marks: Vec::new(),
+            })
+            .unwrap();
+        }
+        let m = MasterCore::new(Config::new(dir.path()), fake, meta, last, file, 7);
+        assert!(matches!(
+            m.stat_log_page("/big", 0, None),
+            Err(Error::StatTooLarge { .. })
+        ));
+        let page = m.stat_log_page("/big", 0, Some(0)).unwrap();
+        assert_eq!(page.chunks.len(), STAT_LOG_PAGE_CHUNKS_MAX);
+        assert_eq!(page.chunk_count as usize, n);
+        let page = m.stat_log_page("/big", 5, Some(3)).unwrap();
+        let indexes: Vec<u32> = page.chunks.iter().map(|c| c.index).collect();
+        assert_eq!(indexes, vec![5, 6, 7]);
+        let mut next = 0u32;
+        let mut pages = 0;
+        while (next as usize) < n {
+            let page = m.stat_log_page("/big", next, Some(u32::MAX)).unwrap();
+            assert!(!page.chunks.is_empty());
+            assert!(page.chunks.len() <= STAT_LOG_PAGE_CHUNKS_MAX);
+            for c in &page.chunks {
+                assert_eq!(c.index, next);
+                next += 1;
+            }
+            pages += 1;
+        }
+        assert!(pages > 1);
+        assert!(
+            m.stat_log_page("/big", next, Some(10))
+                .unwrap()
+                .chunks
+                .is_empty()
+        );
         m.close().await;
     }
 }

@@ -92,10 +92,46 @@ pub enum Error {
         /// Its version.
         version: u64,
     },
+    /// A log's minimum replica count outside `1..=replication`.
+    #[error(
+        "min replicas {min_replicas} must be within 1..={replication} (the replication factor)"
+    )]
+    BadMinReplicas {
+        /// The minimum asked for.
+        min_replicas: u32,
+        /// The log's replication factor.
+        replication: u32,
+    },
+    /// A log asks for more chunkservers than the cluster has: refused at creation, and an
+    /// allocation that can never be placed fails with it at once instead of being retried.
+    #[error("log {path}: {what} {need} exceeds the {have} {which} chunkserver(s)")]
+    ClusterTooSmall {
+        /// The log.
+        path: String,
+        /// `replication` or `min replicas`.
+        what: &'static str,
+        /// That number.
+        need: u32,
+        /// `live` or `registered`.
+        which: &'static str,
+        /// How many chunkservers are.
+        have: usize,
+    },
+    /// A `StatLog` without paging for a log whose chunks do not fit in one answer.
+    #[error(
+        "log {path} has {chunks} chunks, too many for one StatLog answer; ask for pages \
+         (first_index, max_chunks)"
+    )]
+    StatTooLarge {
+        /// The log.
+        path: String,
+        /// Its chunk count.
+        chunks: usize,
+    },
     /// Too few live chunkservers to place a chunk.
     #[error("need {need} live chunkservers, have {have}")]
     NotEnoughChunkservers {
-        /// The log's replication factor.
+        /// The log's minimum replica count.
         need: usize,
         /// Live chunkservers that could take a replica.
         have: usize,

@@ -88,6 +88,11 @@ impl Servers {
             .retain(|(a, h), _| a != address || server.replicas.contains_key(h));
     }
 
+    /// How many chunkservers registered since the master started, live or not.
+    pub(crate) fn known_count(&self) -> usize {
+        self.servers.len()
+    }
+
     /// Whether `address` has registered since the master started.
     pub(crate) fn is_known(&self, address: &str) -> bool {
         self.servers.contains_key(address)

@@ -54,9 +54,31 @@ const _: () =
 const _: () = assert!(WRITER_MARKS_MAX + WRITER_EPOCHS_MAX <= 2 * cairn_proto::WRITER_MARKS_MAX);
 const _: () = assert!(OPLOG_ENTRY_BYTES_MAX <= cairn_record::limits::RECORD_PAYLOAD_BYTES_MAX);
 
+/// Most chunks in one `StatLog` page (a request's `max_chunks` is capped to it; 0 asks for it).
+pub const STAT_LOG_PAGE_CHUNKS_MAX: usize = 16_384;
+
+/// Most bytes of chunk descriptions (estimated encoded size) in one `StatLog` page.
+pub const STAT_LOG_PAGE_BYTES_MAX: usize = 4 << 20;
+
+/// Most bytes of chunk descriptions in an unpaged `StatLog` answer (a client that predates
+/// paging asks for the whole log); a bigger log is `RESOURCE_EXHAUSTED` for it.
+pub const STAT_LOG_UNPAGED_BYTES_MAX: usize = 16 << 20;
+
+const _: () = assert!(STAT_LOG_PAGE_BYTES_MAX <= STAT_LOG_UNPAGED_BYTES_MAX);
+// Room for the log's own fields and message framing under the gRPC message limit.
+const _: () =
+    assert!(STAT_LOG_UNPAGED_BYTES_MAX + (1 << 20) <= cairn_proto::GRPC_MESSAGE_BYTES_MAX);
+
 /// Copies (re-replications or catch-ups) the master runs at once, cluster-wide. Each copy is
 /// also bounded in bandwidth by its target chunkserver (`--replicate-bytes-per-sec`).
 pub const REPAIRS_IN_FLIGHT_MAX: usize = 4;
+
+/// How long a failed copy of a chunk counts against its source and target: until then the
+/// repair loop tries every other good replica (and target) first.
+pub const FAILED_COPY_MEMORY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Failed copies remembered at most (the oldest are forgotten first), bounding that memory.
+pub const FAILED_COPIES_REMEMBERED_MAX: usize = 65_536;
 
 /// The slowest copy rate the master waits for before timing a copy out, bytes per second.
 pub const REPAIR_RATE_FLOOR_BYTES_PER_SEC: u64 = 1 << 20;

@@ -36,6 +36,10 @@ pub(crate) enum ChunkState {
 pub(crate) struct LogMeta {
     pub(crate) path: String,
     pub(crate) replication: u32,
+    /// Fewest replicas a new chunk opens on (`create --min-replicas`); 0 in data written before
+    /// the field existed, meaning `replication` ([`LogMeta::min_replicas`]).
+    #[serde(default)]
+    pub(crate) min_replicas: u32,
     pub(crate) chunk_bytes: u64,
     /// Marks to hand to the next chunk's primary (from the last seals), the most recently
     /// active writers first, at most [`WRITER_MARKS_MAX`].
@@ -47,6 +51,17 @@ pub(crate) struct LogMeta {
     /// Chunk handles in log order; rebuilt from the chunks' `index` when loading a checkpoint.
     #[serde(skip)]
     pub(crate) chunks: Vec<ChunkHandle>,
+}
+
+impl LogMeta {
+    /// Fewest live chunkservers a new chunk of this log opens on: `min_replicas`, or the
+    /// replication factor where it is unset (0).
+    pub(crate) fn min_replicas(&self) -> u32 {
+        match self.min_replicas {
+            0 => self.replication,
+            k => k.min(self.replication),
+        }
+    }
 }
 
 /// One chunk.
@@ -87,6 +102,9 @@ pub(crate) enum Entry {
     CreateLog {
         path: String,
         replication: u32,
+        /// Absent (0) in entries written before it existed: the replication factor.
+        #[serde(default)]
+        min_replicas: u32,
         chunk_bytes: u64,
     },
     DeleteLog {
@@ -158,6 +176,7 @@ impl Metadata {
             Entry::CreateLog {
                 path,
                 replication,
+                min_replicas,
                 chunk_bytes,
             } => {
                 if self.logs.contains_key(path) {
@@ -168,6 +187,7 @@ impl Metadata {
                     LogMeta {
                         path: path.clone(),
                         replication: *replication,
+                        min_replicas: *min_replicas,
                         chunk_bytes: *chunk_bytes,
                         writer_marks: Vec::new(),
                         writer_epochs: BTreeMap::new(),
@@ -407,6 +427,7 @@ mod tests {
         Entry::CreateLog {
             path: path.to_owned(),
             replication: 3,
+            min_replicas: 0,
             chunk_bytes: 1 << 20,
         }
     }

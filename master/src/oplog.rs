@@ -435,6 +435,7 @@ mod tests {
         Entry::CreateLog {
             path: path.to_owned(),
             replication: 1,
+            min_replicas: 0,
             chunk_bytes: 8192,
         }
     }

@@ -16,30 +16,33 @@ pub(crate) struct Candidate {
     pub(crate) free_bytes: Option<u64>,
 }
 
-/// Picks `replication` distinct chunkservers, least used first, then those that answered the
-/// last seal, then by the random tie-breaker. The first is the chunk's fixed primary.
-/// Chunkservers that reported fewer than `need_free` free bytes (the high-watermark: a chunk's
-/// capacity plus a margin) get no new chunk.
+/// Picks `replication` distinct chunkservers, or as many as there are but at least
+/// `min_replicas`: least used first, then those that answered the last seal, then by the random
+/// tie-breaker. The first is the chunk's fixed primary. Chunkservers that reported fewer than
+/// `need_free` free bytes (the high-watermark: a chunk's capacity plus a margin) get no new
+/// chunk.
 pub(crate) fn place(
     mut candidates: Vec<Candidate>,
     replication: usize,
+    min_replicas: usize,
     need_free: u64,
 ) -> Result<Vec<String>, Error> {
+    let need = min_replicas.min(replication);
     candidates.sort_by(|a, b| a.address.cmp(&b.address));
     candidates.dedup_by(|a, b| a.address == b.address);
     let live = candidates.len();
     candidates.retain(|c| c.free_bytes.is_none_or(|f| f >= need_free));
-    if candidates.len() < replication && candidates.len() < live {
+    if candidates.len() < need && candidates.len() < live {
         return Err(Error::NotEnoughRoom {
-            need: replication,
+            need,
             have: candidates.len(),
             full: live - candidates.len(),
             need_free,
         });
     }
-    if candidates.len() < replication {
+    if candidates.len() < need {
         return Err(Error::NotEnoughChunkservers {
-            need: replication,
+            need,
             have: candidates.len(),
         });
     }
@@ -81,6 +84,7 @@ mod tests {
                 c("d", 0, false, 9),
             ],
             3,
+            3,
             100,
         )
         .unwrap();
@@ -97,6 +101,7 @@ mod tests {
                 c("b", 0, false, 0),
             ],
             3,
+            3,
             100,
         )
         .unwrap_err();
@@ -112,6 +117,7 @@ mod tests {
                 c("b", 1, false, 3),
                 c("c", 1, false, 5),
             ],
+            3,
             3,
             100,
         )
@@ -131,6 +137,7 @@ mod tests {
                 with_free(c("d", 1, false, 0), 1 << 40),
             ],
             3,
+            3,
             100,
         )
         .unwrap();
@@ -147,6 +154,7 @@ mod tests {
                 c("c", 0, false, 0),
             ],
             2,
+            2,
             100,
         )
         .unwrap_err();
@@ -154,5 +162,22 @@ mod tests {
             err.to_string(),
             "need 2 live chunkservers with at least 100 free bytes, have 1 (2 more are too full)"
         );
+    }
+
+    // With a minimum below the factor: as many as are live up to the factor, at least the
+    // minimum; fewer than the minimum names the minimum.
+    #[test]
+    fn a_minimum_opens_on_fewer_live_servers() {
+        let two = vec![c("a", 0, false, 0), c("b", 1, false, 0)];
+        assert_eq!(place(two.clone(), 3, 2, 100).unwrap(), vec!["a", "b"]);
+        let four = vec![
+            c("a", 0, false, 0),
+            c("b", 1, false, 0),
+            c("c", 2, false, 0),
+            c("d", 3, false, 0),
+        ];
+        assert_eq!(place(four, 3, 2, 100).unwrap(), vec!["a", "b", "c"]);
+        let err = place(two[..1].to_vec(), 3, 2, 100).unwrap_err();
+        assert_eq!(err.to_string(), "need 2 live chunkservers, have 1");
     }
 }

@@ -8,6 +8,13 @@
 //!   endangered), and for each one a source (a good replica) and a target (a live chunkserver
 //!   without a good replica: one already holding a shorter or stale copy first, since it only
 //!   needs the missing tail, else the least loaded), and asks the target to `Replicate`;
+//! - learns from failed copies: when the target found the source's bytes bad
+//!   ([`CopyError::SourceCorrupt`]), that source replica is marked corrupt exactly as a
+//!   checker's `ReportCorrupt` would (never the chunk's last good replica), so it is no longer
+//!   good and is replaced in turn; any other failure is remembered for
+//!   [`FAILED_COPY_MEMORY`](crate::limits::FAILED_COPY_MEMORY) against the chunk's source and
+//!   target, which later passes try after every other candidate. So one bad replica never
+//!   blocks a chunk whose other replicas are healthy;
 //! - leaves replicas that are not good alone while the chunk is below its factor (they may
 //!   still be caught up); once it is not, heartbeat replies tell their chunkservers to delete
 //!   them ([`is_garbage`]);
@@ -17,8 +24,8 @@
 //!   primary no longer knows), even if no client appends again.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_record::ChunkHandle;
@@ -27,8 +34,12 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::core::{ChunkserverApi, FIRST_VERSION, MasterCore, Replicate, RpcError};
+use crate::fsck::CorruptMark;
 use crate::heartbeat::{ReplicaReport, Servers};
-use crate::limits::{REPAIR_RATE_FLOOR_BYTES_PER_SEC, REPAIRS_IN_FLIGHT_MAX};
+use crate::limits::{
+    FAILED_COPIES_REMEMBERED_MAX, FAILED_COPY_MEMORY, REPAIR_RATE_FLOOR_BYTES_PER_SEC,
+    REPAIRS_IN_FLIGHT_MAX,
+};
 use crate::meta::{ChunkMeta, ChunkState, Metadata};
 
 /// Whether `r` is a good replica of the sealed chunk `c` (liveness is checked by the caller).
@@ -166,6 +177,67 @@ pub(crate) fn stale_open_replicas(
     out
 }
 
+/// Why a copy failed, as far as the repair loop acts on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum CopyError {
+    /// The target found the source's bytes bad (`DATA_LOSS` from `Replicate`: a bad frame, a
+    /// read the source answered `DATA_LOSS`, or a whole-replica checksum that differs).
+    SourceCorrupt(String),
+    /// Anything else (unreachable, timed out, refused, the target's own fault).
+    Rpc(RpcError),
+}
+
+impl From<RpcError> for CopyError {
+    fn from(e: RpcError) -> CopyError {
+        CopyError::Rpc(e)
+    }
+}
+
+/// Failed copies remembered per (chunk, chunkserver): the source and the target of each, with
+/// when it failed. Planning tries them after every other candidate until the memory fades.
+#[derive(Debug, Default)]
+pub(crate) struct FailedCopies {
+    at: HashMap<(ChunkHandle, String), Instant>,
+}
+
+impl FailedCopies {
+    /// When a copy of `handle` from or to `address` last failed, if within the memory.
+    fn since(&self, handle: ChunkHandle, address: &str) -> Option<Instant> {
+        self.at.get(&(handle, address.to_owned())).copied()
+    }
+
+    /// Remembers a failed copy of `handle` involving `address`.
+    fn note(&mut self, handle: ChunkHandle, address: &str, now: Instant) {
+        self.at.insert((handle, address.to_owned()), now);
+    }
+
+    /// Forgets failures older than [`FAILED_COPY_MEMORY`], and the oldest beyond
+    /// [`FAILED_COPIES_REMEMBERED_MAX`].
+    fn prune(&mut self, now: Instant) {
+        self.at
+            .retain(|_, t| now.saturating_duration_since(*t) < FAILED_COPY_MEMORY);
+        if self.at.len() > FAILED_COPIES_REMEMBERED_MAX {
+            let mut times: Vec<Instant> = self.at.values().copied().collect();
+            times.sort_unstable();
+            let cut = times[times.len() - FAILED_COPIES_REMEMBERED_MAX];
+            self.at.retain(|_, t| *t >= cut);
+        }
+    }
+}
+
+/// The source to copy `handle` from, out of its good replicas `good` (not empty): the first one
+/// without a remembered failure, starting at a position given by the handle (so the reading is
+/// spread over the replicas); if every one failed recently, the one that failed longest ago.
+fn pick_source<'a>(handle: ChunkHandle, good: &'a [String], failed: &FailedCopies) -> &'a str {
+    let n = good.len();
+    let start = (handle.0 % n as u64) as usize;
+    // `None` (no failure) sorts first; among failures the oldest; ties keep rotation order.
+    (0..n)
+        .map(|k| good[(start + k) % n].as_str())
+        .min_by_key(|a| failed.since(handle, a))
+        .expect("a chunk to repair has a good replica")
+}
+
 /// One copy to start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct RepairJob {
@@ -186,6 +258,8 @@ pub(crate) struct RepairScan {
 
 /// Plans up to `slots` copies. `running` maps chunks being copied to their target. A target
 /// must have room: at least the chunk's capacity plus `min_free_bytes` free, or unknown.
+/// Sources and targets of recently failed copies of a chunk (`failed`) come last.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn plan(
     meta: &Metadata,
     servers: &Servers,
@@ -194,6 +268,7 @@ pub(crate) fn plan(
     running: &HashMap<ChunkHandle, String>,
     slots: usize,
     min_free_bytes: u64,
+    failed: &FailedCopies,
 ) -> (Vec<RepairJob>, RepairScan) {
     let mut scan = RepairScan::default();
     let mut wanting: Vec<(usize, u32, &ChunkMeta, Vec<String>)> = Vec::new();
@@ -247,13 +322,19 @@ pub(crate) fn plan(
             .filter(|a| !good.iter().any(|g| g == a) && !busy.contains(a))
             .filter(|a| !jobs.iter().any(|j: &RepairJob| j.target == *a))
             .filter(|a| servers.has_room(a, need_free))
-            .min_by_key(|a| (!holders.contains(*a), load.get(a).copied().unwrap_or(0), *a));
+            .min_by_key(|a| {
+                (
+                    failed.since(c.handle, a),
+                    !holders.contains(*a),
+                    load.get(a).copied().unwrap_or(0),
+                    *a,
+                )
+            });
         let Some(target) = target else {
             continue;
         };
         *load.entry(target).or_default() += 1;
-        // Spread the reading over the good replicas.
-        let source = good[(c.handle.0 % good.len() as u64) as usize].clone();
+        let source = pick_source(c.handle, &good, failed).to_owned();
         jobs.push(RepairJob {
             target: target.to_owned(),
             job: Replicate {
@@ -269,12 +350,22 @@ pub(crate) fn plan(
     (jobs, scan)
 }
 
-/// Counters of the repair loop since the master started.
+/// Counters of the repair loop since the master started, and its memory of failed copies.
 #[derive(Debug, Default)]
 pub(crate) struct RepairStats {
     pub(crate) copies_done: AtomicU64,
     pub(crate) copies_failed: AtomicU64,
     pub(crate) bytes_copied: AtomicU64,
+    /// Source replicas marked corrupt because a copy found their bytes bad.
+    pub(crate) sources_marked_corrupt: AtomicU64,
+    /// Recently failed copies (taken after the metadata lock, never held across an `.await`).
+    failed: Mutex<FailedCopies>,
+}
+
+impl RepairStats {
+    fn failed(&self) -> std::sync::MutexGuard<'_, FailedCopies> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl<C: ChunkserverApi> MasterCore<C> {
@@ -293,6 +384,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                     without_good_replica = scan.unrecoverable_now,
                     copies_done = stats.copies_done.load(Ordering::Relaxed),
                     copies_failed = stats.copies_failed.load(Ordering::Relaxed),
+                    sources_marked_corrupt = stats.sources_marked_corrupt.load(Ordering::Relaxed),
                     bytes_copied = stats.bytes_copied.load(Ordering::Relaxed),
                     "re-replication progress"
                 );
@@ -310,9 +402,12 @@ impl<C: ChunkserverApi> MasterCore<C> {
             let running = &g.repairs;
             let slots = REPAIRS_IN_FLIGHT_MAX.saturating_sub(running.len());
             let min_free = self.config().min_free_bytes;
+            let mut failed = self.repair_stats().failed();
+            failed.prune(now);
             let (jobs, scan) = plan(
-                &g.meta, &g.servers, now, dead_after, running, slots, min_free,
+                &g.meta, &g.servers, now, dead_after, running, slots, min_free, &failed,
             );
+            drop(failed);
             for j in &jobs {
                 g.repairs.insert(j.job.handle, j.target.clone());
             }
@@ -399,17 +494,46 @@ impl<C: ChunkserverApi> MasterCore<C> {
             Ok(())
         };
         let result = match deleted {
-            Err(e) => Err(e),
+            Err(e) => Err(CopyError::Rpc(e)),
             Ok(()) => {
                 let call = self
                     .api()
                     .replicate(j.target.clone(), j.job.clone(), timeout);
                 match tokio::time::timeout(timeout, call).await {
                     Ok(r) => r,
-                    Err(_) => Err(RpcError::Other(format!("no answer within {timeout:?}"))),
+                    Err(_) => Err(RpcError::Other(format!("no answer within {timeout:?}")).into()),
                 }
             }
         };
+        let result = result.map_err(|e| match e {
+            CopyError::Rpc(e) => CopyError::Rpc(e),
+            // Mark the source before the next pass can pick it again (fsck.rs: never the
+            // chunk's last good replica).
+            CopyError::SourceCorrupt(detail) => {
+                let reason = format!("a copy to {} found bad bytes: {detail}", j.target);
+                match self.report_corrupt(handle, &j.job.source, &reason) {
+                    Ok(CorruptMark::Marked) => {
+                        self.repair_stats()
+                            .sources_marked_corrupt
+                            .fetch_add(1, Ordering::Relaxed);
+                        warn!(chunk = %handle, source = %j.job.source, to = %j.target, %detail, "the copy source holds bad bytes: marked it corrupt");
+                    }
+                    Ok(CorruptMark::Refused(why)) => {
+                        warn!(chunk = %handle, source = %j.job.source, %detail, %why, "the copy source holds bad bytes but is the last good replica");
+                    }
+                    Err(e) => {
+                        warn!(chunk = %handle, source = %j.job.source, error = %e, "could not mark the copy source corrupt");
+                    }
+                }
+                CopyError::SourceCorrupt(detail)
+            }
+        });
+        if result.is_err() {
+            let now = Instant::now();
+            let mut failed = self.repair_stats().failed();
+            failed.note(handle, &j.job.source, now);
+            failed.note(handle, &j.target, now);
+        }
         let stats = self.repair_stats();
         let mut g = self.lock_inner();
         g.repairs.remove(&handle);
@@ -477,6 +601,7 @@ mod tests {
             Entry::CreateLog {
                 path: "/l".into(),
                 replication: 3,
+                min_replicas: 3,
                 chunk_bytes: 1 << 20,
             },
             Entry::Allocate {
@@ -596,5 +721,31 @@ mod tests {
             stale_open_replicas(&meta, &s, now, DEAD_AFTER),
             vec![(H, 2, vec!["b".to_owned()])]
         );
+    }
+
+    // Proves: the first choice rotates by handle; a source with a remembered failed copy comes
+    // after every other good replica; when all failed, the one that failed longest ago is
+    // retried; failures fade after FAILED_COPY_MEMORY.
+    #[tokio::test(start_paused = true)]
+    async fn failed_sources_are_tried_last_and_forgotten() {
+        let good = vec!["a:1".to_owned(), "b:1".to_owned(), "c:1".to_owned()];
+        let h = ChunkHandle(4); // 4 % 3 = 1: "b:1" first
+        let mut failed = FailedCopies::default();
+        assert_eq!(pick_source(h, &good, &failed), "b:1");
+        let t0 = Instant::now();
+        failed.note(h, "b:1", t0);
+        assert_eq!(pick_source(h, &good, &failed), "c:1");
+        failed.note(ChunkHandle(5), "c:1", t0);
+        assert_eq!(pick_source(h, &good, &failed), "c:1", "per chunk");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        failed.note(h, "c:1", Instant::now());
+        assert_eq!(pick_source(h, &good, &failed), "a:1");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        failed.note(h, "a:1", Instant::now());
+        assert_eq!(pick_source(h, &good, &failed), "b:1", "the oldest failure");
+        tokio::time::advance(FAILED_COPY_MEMORY).await;
+        failed.prune(Instant::now());
+        assert!(failed.at.is_empty());
+        assert_eq!(pick_source(h, &good, &failed), "b:1");
     }
 }

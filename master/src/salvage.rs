@@ -295,6 +295,7 @@ mod candidate_tests {
             Entry::CreateLog {
                 path: "/l".into(),
                 replication: 3,
+                min_replicas: 3,
                 chunk_bytes: 1 << 20,
             },
             Entry::Allocate {

@@ -24,6 +24,7 @@ use crate::error::Error;
 use crate::fsck::{CorruptMark, LogReplicas};
 use crate::heartbeat::ReplicaReport;
 use crate::meta::{ChunkState, WriterMark};
+use crate::repair::CopyError;
 
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
@@ -34,10 +35,11 @@ impl From<Error> for Status {
             Error::LogExists { .. } => Code::AlreadyExists,
             Error::BadPath { .. }
             | Error::BadReplication { .. }
+            | Error::BadMinReplicas { .. }
             | Error::BadChunkBytes { .. }
             | Error::InvalidArgument { .. }
             | Error::Config { .. } => Code::InvalidArgument,
-            Error::VersionAhead { .. } => Code::FailedPrecondition,
+            Error::VersionAhead { .. } | Error::ClusterTooSmall { .. } => Code::FailedPrecondition,
             Error::VersionExhausted { .. } => Code::FailedPrecondition,
             Error::TooManyWriters { .. } => Code::ResourceExhausted,
             Error::NotEnoughChunkservers { .. }
@@ -49,6 +51,7 @@ impl From<Error> for Status {
             | Error::OplogFailed { .. }
             | Error::Io { .. }
             | Error::Transport { .. } => Code::Unavailable,
+            Error::StatTooLarge { .. } => Code::ResourceExhausted,
             Error::OplogCorrupt { .. } | Error::CheckpointInvalid { .. } => Code::DataLoss,
         };
         Status::new(code, e.to_string())
@@ -90,7 +93,7 @@ impl Master for MasterService {
         let r = req.into_inner();
         let info = self
             .core
-            .create_log(&r.path, r.replication, r.chunk_bytes)
+            .create_log_with(&r.path, r.replication, r.min_replicas, r.chunk_bytes)
             .await?;
         Ok(Response::new(log_info(info)))
     }
@@ -118,7 +121,10 @@ impl Master for MasterService {
         &self,
         req: Request<pb::StatLogRequest>,
     ) -> Result<Response<pb::LogInfo>, Status> {
-        let info = self.core.stat_log(&req.get_ref().path)?;
+        let r = req.get_ref();
+        let info = self
+            .core
+            .stat_log_page(&r.path, r.first_index, r.max_chunks)?;
         Ok(Response::new(log_info(info)))
     }
 
@@ -292,6 +298,7 @@ fn log_info(l: LogInfo) -> pb::LogInfo {
     pb::LogInfo {
         path: l.path,
         replication: l.replication,
+        min_replicas: l.min_replicas,
         chunk_bytes: l.chunk_bytes,
         chunk_count: l.chunk_count,
         chunks: l.chunks.into_iter().map(chunk_info).collect(),
@@ -460,7 +467,7 @@ impl ChunkserverApi for GrpcChunkservers {
         address: String,
         job: Replicate,
         timeout: std::time::Duration,
-    ) -> Result<u64, RpcError> {
+    ) -> Result<u64, CopyError> {
         let mut client = self.client(&address)?;
         let mut req = Request::new(pb::ReplicateRequest {
             handle: job.handle.0,
@@ -470,7 +477,15 @@ impl ChunkserverApi for GrpcChunkservers {
             source: job.source,
         });
         req.set_timeout(timeout);
-        let r = client.replicate(req).await.map_err(rpc_error)?.into_inner();
+        let r = client
+            .replicate(req)
+            .await
+            .map_err(|s| match s.code() {
+                // The target found the source's bytes bad (chunkserver.proto, `Replicate`).
+                Code::DataLoss => CopyError::SourceCorrupt(s.message().to_owned()),
+                _ => CopyError::Rpc(rpc_error(s)),
+            })?
+            .into_inner();
         Ok(r.copied_bytes)
     }
 

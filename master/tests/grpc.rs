@@ -284,6 +284,7 @@ async fn create_open_seal_concurrent_seals_and_restart() {
             path: "/orders".into(),
             replication: 3,
             chunk_bytes: 8192,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -293,6 +294,7 @@ async fn create_open_seal_concurrent_seals_and_restart() {
             path: "/orders".into(),
             replication: 3,
             chunk_bytes: 8192,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -390,6 +392,7 @@ async fn create_open_seal_concurrent_seals_and_restart() {
         .client
         .stat_log(pb::StatLogRequest {
             path: "/orders".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -409,6 +412,7 @@ async fn create_open_seal_concurrent_seals_and_restart() {
         .client
         .stat_log(pb::StatLogRequest {
             path: "/orders".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -455,6 +459,7 @@ async fn create_open_seal_concurrent_seals_and_restart() {
         .client
         .stat_log(pb::StatLogRequest {
             path: "/missing".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

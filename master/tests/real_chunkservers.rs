@@ -114,14 +114,26 @@ async fn roll_and_restart_with_real_chunkservers() {
     let mut client = MasterClient::connect(format!("http://{master_address}"))
         .await
         .unwrap();
-    client
-        .create_log(pb::CreateLogRequest {
-            path: "/t".into(),
-            replication: 3,
-            chunk_bytes: 4096,
-        })
-        .await
-        .unwrap();
+    // A log of three replicas is refused until three chunkservers have registered.
+    let mut attempts = 0;
+    loop {
+        let created = client
+            .create_log(pb::CreateLogRequest {
+                path: "/t".into(),
+                replication: 3,
+                chunk_bytes: 4096,
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(_) => break,
+            Err(s) if s.code() == tonic::Code::Unavailable && attempts < 100 => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(s) => panic!("create_log: {s:?}"),
+        }
+    }
     let first = open_chunk(&mut client, "/t").await;
 
     let mut sequence = 0;
@@ -150,7 +162,10 @@ async fn roll_and_restart_with_real_chunkservers() {
     assert_eq!(r.offsets, vec![32]);
 
     let stat = client
-        .stat_log(pb::StatLogRequest { path: "/t".into() })
+        .stat_log(pb::StatLogRequest {
+            path: "/t".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -172,7 +187,10 @@ async fn roll_and_restart_with_real_chunkservers() {
     let r = append(&again, sequence + 1).await;
     assert_eq!(r.status, pb::AppendStatus::Ok as i32);
     let stat = client
-        .stat_log(pb::StatLogRequest { path: "/t".into() })
+        .stat_log(pb::StatLogRequest {
+            path: "/t".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -161,7 +161,8 @@ impl Client {
         epoch: u64,
         first_sequence: u64,
     ) -> Result<Appender> {
-        let stat = self.stat_log(path).await?;
+        // Only the options: the chunks come from OpenChunk, never a listing of the whole log.
+        let stat = self.log_options(path).await?;
         let payload_max = record_payload_bytes_max(stat.chunk_bytes);
         let (tx, rx) = mpsc::unbounded_channel();
         let pending = Arc::new(Pending::default());

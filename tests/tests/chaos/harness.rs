@@ -157,6 +157,7 @@ impl Chaos {
                     &log,
                     LogOptions {
                         replication: 3,
+                        min_replicas: 0,
                         chunk_bytes: CHUNK_BYTES,
                     },
                 )
