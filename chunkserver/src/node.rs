@@ -478,7 +478,7 @@ impl Node {
         };
         let local = self.store.append(handle, version, w.offset, bytes.clone());
         if self.abort_before_this_forward() {
-            // RELIABILITY row 2: the primary dies between its local write and its forwards.
+            // Fault test: the primary dies between its local write and its forwards.
             eprintln!("TEST MODE: aborting between the local write and the forwards");
             std::process::abort();
         }

@@ -719,6 +719,16 @@ async fn restarted_chunkserver_reports_and_serves_its_replicas() {
     let len = fence(&mut p, sealed, 2).await.durable_length;
     seal(&mut p, sealed, 2, len).await;
     let addr = c.addr(0);
+    // The first registration records the cluster id (DATA/cluster-id); a chunkserver restarted
+    // with replicas but without one refuses to join (it would adopt any master): wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !c.dirs[0].path().join("cluster-id").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no registration before the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     c.restart_server(0).await;
     assert_eq!(c.addr(0), addr);
 

@@ -31,7 +31,7 @@ pub(crate) async fn shutdown_signal() {
 }
 
 /// A tokio runtime with two worker threads: with a master, three chunkservers and clients on
-/// two cores, more workers only add context switches (DESIGN.md §8).
+/// two cores, more workers only add context switches (seen in profiles of `cairn local`).
 pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

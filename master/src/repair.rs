@@ -1,4 +1,4 @@
-//! Re-replication and replica garbage (DESIGN.md §5; ARCHITECTURE.md, "Repair").
+//! Re-replication and replica garbage (ARCHITECTURE.md, "Repair").
 //!
 //! A sealed chunk's replica is *good* when its chunkserver is live and reports it sealed at the
 //! chunk's version and sealed length, neither failed nor corrupt. Only good replicas are read

@@ -5,7 +5,7 @@ use cairn_record::{RecordId, ScanItem, Scanner, encode_record};
 /// A record whose payload is itself a valid frame: when the outer frame is damaged, the
 /// scanner's search finds the inner frame and returns it as a record at an offset nobody
 /// appended to. CRCs cannot tell an embedded frame from a real one; readers guard against this
-/// by preferring a replica on which the range is whole (DESIGN §4), and a fix would need the
+/// by preferring a replica on which the range is whole (ARCHITECTURE.md, "Reads"), and a fix would need the
 /// format to bind each frame to its offset (see FORMAT.md, "Resynchronisation").
 #[test]
 fn frame_embedded_in_a_damaged_record_is_found_by_the_search() {

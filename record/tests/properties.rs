@@ -1,4 +1,4 @@
-//! Property tests of the record format (DESIGN §2, STYLE "Testing" 2).
+//! Property tests of the record format (FORMAT.md).
 //!
 //! Each property builds chunk files through the public encoders while keeping a model of what
 //! was written (offsets, ids, payloads, frame boundaries), damages them in one way (a cut, a
