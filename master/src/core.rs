@@ -1730,8 +1730,8 @@ mod tests {
     }
 
     // Too few live chunkservers: UNAVAILABLE with both counts while chunkservers may still be
-    // registering (the master's first dead-after period), for a new log and for a chunk of an
-    // existing one.
+    // registering (the master's first dead-after period) for a new log; for a chunk of an
+    // existing one whose CreateReplica failed, the failure.
     #[tokio::test]
     async fn too_few_chunkservers() {
         let dir = tempfile::tempdir().unwrap();
@@ -1742,8 +1742,14 @@ mod tests {
         assert_eq!(err.to_string(), "need 3 live chunkservers, have 2");
         m.create_log("/two", 2, 0).await.unwrap();
         fake.st().broken.insert("b:1".into());
-        let err = m.open_chunk("/two").await.unwrap_err();
-        assert_eq!(err.to_string(), "need 2 live chunkservers, have 1");
+        // Once the chunkserver whose CreateReplica failed is left out, too few remain: the
+        // caller is told the failure itself, not only the count (a chunkserver out of file
+        // descriptors must not read as "need 2 live chunkservers, have 1").
+        let err = m.open_chunk("/two").await.unwrap_err().to_string();
+        assert!(
+            err.starts_with("could not create chunk ") && err.ends_with(" on b:1: broken"),
+            "{err}"
+        );
         m.close().await;
     }
 

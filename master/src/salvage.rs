@@ -56,9 +56,12 @@ fn prefix_holders(
 }
 
 /// Sealed chunks to salvage, as `(log, handle, version)`: no good replica on a live
-/// chunkserver, every chunkserver that sealed it dead (silent past `dead_after`, or never heard
-/// from although this master has run that long: a restarted master waits for registrations),
-/// and a live chunkserver holding a prefix of it.
+/// chunkserver; every chunkserver that sealed it gone: dead (silent past `dead_after`, or never
+/// heard from although this master has run that long: a restarted master waits for
+/// registrations) or live without the replica (it came back with a wiped data directory; a
+/// registration reports everything a chunkserver holds); and a live chunkserver holding a
+/// prefix of it. A sealer that still reports the replica, damaged, is not gone: the chunk is
+/// read around the damage, not cut back.
 pub(crate) fn candidates(
     meta: &Metadata,
     servers: &Servers,
@@ -73,12 +76,20 @@ pub(crate) fn candidates(
     for c in meta.chunks.values() {
         if c.state != ChunkState::Sealed
             || !good_replicas(servers, c, now, dead_after).is_empty()
-            || !c
-                .replicas
-                .iter()
-                .all(|a| servers.is_dead(a, now, dead_after, master_started))
             || prefix_holders(servers, c, now, dead_after).is_empty()
         {
+            continue;
+        }
+        let reporting: Vec<String> = servers
+            .replicas_of(c.handle)
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect();
+        let gone = |a: &String| {
+            servers.is_dead(a, now, dead_after, master_started)
+                || (servers.is_live(a, now, dead_after) && !reporting.contains(a))
+        };
+        if !c.replicas.iter().all(gone) {
             continue;
         }
         out.push((c.log.clone(), c.handle, c.version));
@@ -348,6 +359,15 @@ mod candidate_tests {
         // `a` silent (dead): salvage.
         s.register("a", long_ago, &[report(2, 4096, true)], Duration::ZERO);
         assert_eq!(candidates(&meta, &s, now, DEAD_AFTER, started).len(), 1);
+        // `a` back with a wiped directory (live, without the replica): salvage too.
+        s.register("a", now, &[], Duration::ZERO);
+        assert_eq!(candidates(&meta, &s, now, DEAD_AFTER, started).len(), 1);
+        // `a` back with its replica damaged: read around the damage, not cut back.
+        let mut damaged = report(2, 4096, true);
+        damaged.corrupt = true;
+        s.register("a", now, &[damaged], Duration::ZERO);
+        assert!(candidates(&meta, &s, now, DEAD_AFTER, started).is_empty());
+        s.register("a", long_ago, &[report(2, 4096, true)], Duration::ZERO);
         // No live prefix holder (corrupt and longer replicas do not count): nothing to do.
         let mut corrupt = report(1, 1024, false);
         corrupt.corrupt = true;

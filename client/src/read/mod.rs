@@ -530,7 +530,16 @@ impl Reader {
             return Ok(());
         };
         if let Some(c) = stat.chunks.iter().find(|c| c.index == cursor.index) {
-            cursor.update(c);
+            if c.handle == cursor.handle {
+                cursor.update(c);
+            } else {
+                // The chunk this cursor was made for was abandoned (the master drops an open
+                // chunk only when it provably holds nothing: its allocation failed) and another
+                // took its index. Read that one, from its start. Without this, a reader that
+                // saw the doomed chunk in a listing kept asking for it, and a tail hung there.
+                debug!(log = %self.path, index = cursor.index, old = %cursor.handle, new = %c.handle, "chunk replaced at its index; reading the new one");
+                *cursor = Cursor::new(c);
+            }
         }
         if self.tail.is_some() {
             self.pending = stat
