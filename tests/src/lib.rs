@@ -15,6 +15,8 @@
 //!   order, integrity, position), with counts.
 //! - [`workload`]: unique, self-describing record lines of chosen sizes from a seed.
 //! - [`garbage`]: raw-TCP garbage for gRPC ports.
+//! - [`small_chunks`]: the 4-chunkserver, 64 KiB-chunk cluster of the disk-fault tests and
+//!   their shared checks.
 //! - [`history`]: the JSONL client history of chaos scenarios ([`History`]) and its checker
 //!   ([`history::check`], with read-after-ack for readers run during faults), over records in
 //!   the [`payload`] format ([`Payload`]).
@@ -52,6 +54,7 @@ pub mod history;
 pub mod payload;
 pub mod proc;
 pub mod proxy;
+pub mod small_chunks;
 pub mod workload;
 
 use std::sync::{Mutex, MutexGuard};

@@ -6,64 +6,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cairn_tests::{AppendRun, Cluster, ClusterOpts, Cmd, LogOpts, LogStat, Role, check};
+use cairn_tests::small_chunks::{
+    CHUNK_BYTES, EMPTY_CHUNK_BYTES, check_log, cluster, log_count, size, wait_three_good,
+};
+use cairn_tests::{AppendRun, Cmd, LogOpts, Role};
 use cairn_tests::{wait_until, workload};
-
-/// The length of a chunk holding no record: its header.
-const EMPTY_CHUNK_BYTES: u64 = 32;
-
-/// Small chunks, so that chunks roll, seal and get re-replicated all the time.
-const CHUNK_BYTES: u64 = 64 << 10;
-
-/// Record sizes: 100–700 bytes, so a 64 KiB chunk holds ~150 records.
-fn size(rng: &mut workload::Rng, _: usize) -> usize {
-    rng.range(100, 700)
-}
-
-/// 1 master (heartbeat 200 ms, dead after 1 s, free-space margin 0: a chunkserver needs just
-/// one chunk's capacity free) and 4 chunkservers (heartbeat 200 ms).
-fn cluster() -> Cluster {
-    let mut opts = ClusterOpts::fast_failure_detection();
-    opts.master_args
-        .extend(["--min-free-bytes", "0"].map(String::from));
-    Cluster::start(4, opts)
-}
-
-/// Replays `log` (with and without duplicates) and checks `runs` against it.
-fn check_log(cluster: &Cluster, log: &str, runs: &[AppendRun]) {
-    let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
-    let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
-    eprintln!(
-        "disk_faults: {log}: replay returned {} records",
-        deduplicated.records().count()
-    );
-    check(runs, &deduplicated, &with_duplicates).assert_ok();
-}
-
-/// Waits until every sealed chunk of `log` holding records lists three good replicas.
-fn wait_three_good(cluster: &Cluster, log: &str) -> LogStat {
-    wait_until(
-        "three good replicas of every sealed chunk",
-        Duration::from_secs(60),
-        || {
-            let stat = cluster.stat(log);
-            let short = stat
-                .sealed()
-                .iter()
-                .filter(|c| c.length > EMPTY_CHUNK_BYTES && c.replicas.len() < 3)
-                .count();
-            (short == 0).then_some(stat)
-        },
-    )
-}
-
-/// How many times `needle` occurs in chunkserver `i`'s log.
-fn log_count(cluster: &Cluster, i: usize, needle: &str) -> usize {
-    cluster
-        .server_stderr(Role::Chunkserver(i))
-        .matches(needle)
-        .count()
-}
 
 /// Proves that an fsync that fails once (EIO) on one chunkserver during appends costs no
 /// acknowledged record, and that the replica it failed is replaced: afterwards every sealed chunk
@@ -108,13 +55,13 @@ fn fsync_eio_once_fails_the_replica_and_it_is_replaced() {
         log_count(&cluster, 0, "replica failed") >= 1,
         "the store failed the replica"
     );
-    let stat = wait_three_good(&cluster, log);
+    let stat = wait_three_good(&cluster, log, Duration::from_secs(60));
     eprintln!(
         "disk_faults: {} sealed chunks at three good replicas {:.1} s after the appends began",
         stat.sealed().len(),
         started.elapsed().as_secs_f64()
     );
-    check_log(&cluster, log, &runs);
+    check_log("disk_faults", &cluster, log, &runs);
 }
 
 /// Panics unless `cairn inspect` finds every chunk file under `data_dir` clean (no corrupt
@@ -249,9 +196,9 @@ fn full_disk_gets_no_new_chunks_and_loses_nothing() {
     assert!(checked > 0);
     cluster.start_server(Role::Chunkserver(0));
     for (log, run) in logs.iter().zip(runs) {
-        check_log(&cluster, log, &[run]);
+        check_log("disk_faults", &cluster, log, &[run]);
     }
-    check_log(&cluster, after, &[after_run]);
+    check_log("disk_faults", &cluster, after, &[after_run]);
 }
 
 /// Proves that replay returns every record when one replica's reads fail with EIO: the client
@@ -276,7 +223,7 @@ fn read_eio_on_one_replica_is_read_around() {
         Duration::from_secs(120),
     )];
     runs[0].assert_all_acked();
-    let stat = wait_three_good(&cluster, log);
+    let stat = wait_three_good(&cluster, log, Duration::from_secs(60));
     let first = stat
         .sealed()
         .into_iter()
@@ -295,7 +242,18 @@ fn read_eio_on_one_replica_is_read_around() {
         "disk_faults: failing reads of {} sealed chunks on chunkserver {victim} ({victim_addr})",
         handles.len()
     );
-    cluster.restart_chunkserver_with(victim, &["--test-fail-reads-of", &handles.join(",")]);
+    // Scrubbing off on the victim: its scrubber reads through the same failing disk and would
+    // mark the replicas corrupt before stat lists them again, and this test is about replay
+    // meeting the EIO (the scrubber's handling of it: file_faults.rs).
+    cluster.restart_chunkserver_with(
+        victim,
+        &[
+            "--test-fail-reads-of",
+            &handles.join(","),
+            "--scrub-interval-ms",
+            "0",
+        ],
+    );
     // A restarted chunkserver is no longer primary of its open chunks, and the commit offset
     // of an open chunk lives in its primary's memory: append once more, so the client seals
     // the open chunk (whatever its primary) and every acknowledged record is readable.
@@ -320,7 +278,7 @@ fn read_eio_on_one_replica_is_read_around() {
             (listed == handles.len()).then_some(())
         },
     );
-    check_log(&cluster, log, &runs);
+    check_log("disk_faults", &cluster, log, &runs);
     let injected = log_count(&cluster, victim, "TEST FAULT: injected read EIO");
     eprintln!("disk_faults: replay met {injected} injected read errors on the victim");
     assert!(injected > 0, "replay never read the failing replica");

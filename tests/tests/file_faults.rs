@@ -6,65 +6,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cairn_tests::{AppendRun, Cluster, ClusterOpts, LogOpts, LogStat, Role, check};
+use cairn_tests::small_chunks::{
+    CHUNK_BYTES, EMPTY_CHUNK_BYTES, check_log, cluster, log_count, size, wait_three_good,
+};
+use cairn_tests::{LogOpts, Role};
 use cairn_tests::{wait_until, workload};
-
-/// The length of a chunk holding no record: its header.
-const EMPTY_CHUNK_BYTES: u64 = 32;
-
-/// Small chunks, so that a short run seals several.
-const CHUNK_BYTES: u64 = 64 << 10;
-
-/// Record sizes: 100–700 bytes, so a 64 KiB chunk holds ~150 records.
-fn size(rng: &mut workload::Rng, _: usize) -> usize {
-    rng.range(100, 700)
-}
-
-/// 1 master (heartbeat 200 ms, dead after 1 s, no free-space margin) and 4 chunkservers, so a
-/// replaced replica has a fourth chunkserver to go to.
-fn cluster() -> Cluster {
-    let mut opts = ClusterOpts::fast_failure_detection();
-    opts.master_args
-        .extend(["--min-free-bytes", "0"].map(String::from));
-    Cluster::start(4, opts)
-}
-
-/// Replays `log` (with and without duplicates) and checks `runs` against it.
-fn check_log(cluster: &Cluster, log: &str, runs: &[AppendRun]) {
-    let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
-    let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
-    eprintln!(
-        "file_faults: {log}: replay returned {} records",
-        deduplicated.records().count()
-    );
-    check(runs, &deduplicated, &with_duplicates).assert_ok();
-}
-
-/// Waits until every sealed chunk of `log` holding records lists three good replicas.
-fn wait_three_good(cluster: &Cluster, log: &str) -> LogStat {
-    wait_until(
-        "three good replicas of every sealed chunk",
-        Duration::from_secs(90),
-        || {
-            let stat = cluster.stat(log);
-            let short = stat
-                .sealed()
-                .iter()
-                .filter(|c| c.length > EMPTY_CHUNK_BYTES)
-                .filter(|c| c.replicas.len() < 3)
-                .count();
-            (short == 0).then_some(stat)
-        },
-    )
-}
-
-/// How many times `needle` occurs in chunkserver `i`'s log.
-fn log_count(cluster: &Cluster, i: usize, needle: &str) -> usize {
-    cluster
-        .server_stderr(Role::Chunkserver(i))
-        .matches(needle)
-        .count()
-}
 
 /// Proves that truncating a sealed replica file under a running chunkserver costs that replica
 /// only: replay returns every acknowledged record, the chunkserver is still running afterwards,
@@ -92,7 +38,7 @@ fn a_sealed_replica_truncated_under_a_running_chunkserver_costs_only_that_replic
         Duration::from_secs(120),
     )];
     runs[0].assert_all_acked();
-    let stat = wait_three_good(&cluster, log);
+    let stat = wait_three_good(&cluster, log, Duration::from_secs(90));
     let sealed = stat.sealed();
     assert!(sealed.len() >= 3, "several sealed chunks: {}", stat.raw);
     let chunk = sealed
@@ -119,7 +65,7 @@ fn a_sealed_replica_truncated_under_a_running_chunkserver_costs_only_that_replic
         chunk.length / 2
     );
 
-    check_log(&cluster, log, &runs);
+    check_log("file_faults", &cluster, log, &runs);
     // Still running: a SIGBUS would have ended it.
     cluster.assert_running();
     assert!(
@@ -146,7 +92,7 @@ fn a_sealed_replica_truncated_under_a_running_chunkserver_costs_only_that_replic
         },
     );
     cluster.assert_running();
-    check_log(&cluster, log, &runs);
+    check_log("file_faults", &cluster, log, &runs);
 }
 
 /// Proves that a chunkserver whose disk fails every read of some replica files (EIO) starts,
@@ -176,7 +122,7 @@ fn read_eio_at_startup_costs_the_replicas_not_the_process() {
         Duration::from_secs(120),
     )];
     runs[0].assert_all_acked();
-    let stat = wait_three_good(&cluster, log);
+    let stat = wait_three_good(&cluster, log, Duration::from_secs(90));
     let open = stat
         .chunks
         .iter()
@@ -229,8 +175,8 @@ fn read_eio_at_startup_costs_the_replicas_not_the_process() {
             handles.iter().all(done).then_some(())
         },
     );
-    wait_three_good(&cluster, log);
+    wait_three_good(&cluster, log, Duration::from_secs(90));
     cluster.assert_running();
-    check_log(&cluster, log, &runs);
+    check_log("file_faults", &cluster, log, &runs);
     cluster.assert_running();
 }
