@@ -427,11 +427,12 @@ fn five_hundred_concurrent_appenders() {
     chaos.finish();
 }
 
-/// Proves row 23: acknowledgements held back past the client's append timeout (the primary's
+/// Proves that acknowledgements held back past the client's append timeout (the primary's
 /// answers delayed 12 s by its proxy) make clients give up on that chunk, seal it and resend on
-/// the next one; the resent records were already stored, and the marks the seal carries make
-/// the new primary answer "already stored": each record is in the log once after dedupe, and
-/// duplicates (if any) come only from retries.
+/// the next one; the resent records were already stored: those under the commit offset the
+/// seal's carried marks cover are answered "already stored" by the new primary, the others are
+/// stored again. Each record is in the log once after dedupe, and duplicates come only from
+/// retries.
 #[test]
 fn acknowledgements_delayed_past_the_client_timeout() {
     let _serial = cairn_tests::serial();
