@@ -197,6 +197,14 @@ impl Cluster {
         for d in &dirs {
             servers.push(Some(Cs::start(d.path(), &master_addr, "127.0.0.1:0").await));
         }
+        // Each chunkserver records the cluster id (DATA/cluster-id) after its first
+        // registration. A chunkserver restarted with replicas but without one refuses to join
+        // (it would adopt any master), so the tests that restart one need it written first.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !dirs.iter().all(|d| d.path().join("cluster-id").exists()) {
+            assert!(Instant::now() < deadline, "chunkservers did not register");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         Cluster {
             master,
             master_addr,
@@ -719,16 +727,6 @@ async fn restarted_chunkserver_reports_and_serves_its_replicas() {
     let len = fence(&mut p, sealed, 2).await.durable_length;
     seal(&mut p, sealed, 2, len).await;
     let addr = c.addr(0);
-    // The first registration records the cluster id (DATA/cluster-id); a chunkserver restarted
-    // with replicas but without one refuses to join (it would adopt any master): wait for it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !c.dirs[0].path().join("cluster-id").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "no registration before the restart"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     c.restart_server(0).await;
     assert_eq!(c.addr(0), addr);
 
