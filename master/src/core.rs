@@ -813,15 +813,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                         g.servers.set_replica(
                             a,
                             now,
-                            ReplicaReport {
-                                handle,
-                                version: new_version,
-                                length,
-                                sealed: true,
-                                failed: false,
-                                corrupt: false,
-                                primary: false,
-                            },
+                            ReplicaReport::sealed(handle, new_version, length),
                         );
                     }
                     g.record(Entry::Seal {

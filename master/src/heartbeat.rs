@@ -21,6 +21,22 @@ pub(crate) struct ReplicaReport {
     pub(crate) primary: bool,
 }
 
+impl ReplicaReport {
+    /// A healthy replica sealed at `(version, length)`, as the master records one it has just
+    /// sealed or copied (until the chunkserver's next report says otherwise).
+    pub(crate) fn sealed(handle: ChunkHandle, version: u64, length: u64) -> ReplicaReport {
+        ReplicaReport {
+            handle,
+            version,
+            length,
+            sealed: true,
+            failed: false,
+            corrupt: false,
+            primary: false,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Server {
     last_seen: Instant,

@@ -552,15 +552,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                     g.servers.set_replica(
                         &j.target,
                         Instant::now(),
-                        ReplicaReport {
-                            handle,
-                            version: j.job.version,
-                            length: j.job.length,
-                            sealed: true,
-                            failed: false,
-                            corrupt: false,
-                            primary: false,
-                        },
+                        ReplicaReport::sealed(handle, j.job.version, j.job.length),
                     );
                 }
                 let secs = started.elapsed().as_secs_f64();

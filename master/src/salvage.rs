@@ -102,18 +102,7 @@ pub(crate) fn candidates(
 /// the fenced replicas that can be sealed there (open ones at least that long: a seal cuts an
 /// open replica; sealed ones exactly that long). `None` if no replica was fenced.
 pub(crate) fn plan(sealed_len: u64, outcomes: &[FenceOutcome]) -> Option<(u64, Vec<String>)> {
-    let fenced: Vec<(&String, u64, bool)> = outcomes
-        .iter()
-        .filter_map(|o| match o {
-            FenceOutcome::Fenced {
-                address,
-                length,
-                sealed,
-                ..
-            } => Some((address, *length, *sealed)),
-            _ => None,
-        })
-        .collect();
+    let fenced = crate::seal::fenced(outcomes);
     let length = fenced.iter().map(|f| f.1).max()?.min(sealed_len);
     let replicas = fenced
         .iter()
@@ -186,19 +175,8 @@ impl<C: ChunkserverApi> MasterCore<C> {
             }
             let now = Instant::now();
             for a in &sealed {
-                g.servers.set_replica(
-                    a,
-                    now,
-                    ReplicaReport {
-                        handle,
-                        version: new_version,
-                        length,
-                        sealed: true,
-                        failed: false,
-                        corrupt: false,
-                        primary: false,
-                    },
-                );
+                g.servers
+                    .set_replica(a, now, ReplicaReport::sealed(handle, new_version, length));
             }
             g.record(Entry::Salvage {
                 handle,

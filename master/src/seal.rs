@@ -23,6 +23,22 @@ pub(crate) enum FenceOutcome {
     Failed { address: String },
 }
 
+/// The fenced replicas among `outcomes`: (address, durable length, already sealed).
+pub(crate) fn fenced(outcomes: &[FenceOutcome]) -> Vec<(&String, u64, bool)> {
+    outcomes
+        .iter()
+        .filter_map(|o| match o {
+            FenceOutcome::Fenced {
+                address,
+                length,
+                sealed,
+                ..
+            } => Some((address, *length, *sealed)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// What to do after fencing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum SealPlan {
@@ -51,18 +67,7 @@ pub(crate) enum SealPlan {
 /// chose its length, and it is kept so replicas never disagree. Replicas shorter than the
 /// sealed length are left out here; the repair loop brings them up to it (`Replicate`).
 pub(crate) fn plan(outcomes: &[FenceOutcome]) -> SealPlan {
-    let fenced: Vec<(&String, u64, bool)> = outcomes
-        .iter()
-        .filter_map(|o| match o {
-            FenceOutcome::Fenced {
-                address,
-                length,
-                sealed,
-                ..
-            } => Some((address, *length, *sealed)),
-            _ => None,
-        })
-        .collect();
+    let fenced = fenced(outcomes);
     if fenced.is_empty() {
         let all_absent = !outcomes.is_empty()
             && outcomes
