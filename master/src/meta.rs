@@ -415,6 +415,31 @@ pub(crate) mod hex_handle {
     }
 }
 
+/// Test fixture: a log `/l` (replication 3, 1 MiB chunks) whose one chunk `handle` is open at
+/// version 1 on `a` (primary), `b` and `c`.
+#[cfg(test)]
+pub(crate) fn one_open_chunk(handle: ChunkHandle) -> Metadata {
+    let mut meta = Metadata::default();
+    for e in [
+        Entry::CreateLog {
+            path: "/l".into(),
+            replication: 3,
+            min_replicas: 3,
+            chunk_bytes: 1 << 20,
+        },
+        Entry::Allocate {
+            path: "/l".into(),
+            index: 0,
+            handle,
+            version: crate::core::FIRST_VERSION,
+            replicas: vec!["a".into(), "b".into(), "c".into()],
+        },
+    ] {
+        meta.apply(&e).expect("a fresh log takes its first chunk");
+    }
+    meta
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

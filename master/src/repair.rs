@@ -588,25 +588,7 @@ mod tests {
 
     /// A log with one open chunk `H` on a (primary), b, c.
     fn open_chunk() -> Metadata {
-        let mut meta = Metadata::default();
-        for e in [
-            Entry::CreateLog {
-                path: "/l".into(),
-                replication: 3,
-                min_replicas: 3,
-                chunk_bytes: 1 << 20,
-            },
-            Entry::Allocate {
-                path: "/l".into(),
-                index: 0,
-                handle: H,
-                version: FIRST_VERSION,
-                replicas: vec!["a".into(), "b".into(), "c".into()],
-            },
-        ] {
-            meta.apply(&e).unwrap();
-        }
-        meta
+        crate::meta::one_open_chunk(H)
     }
 
     fn servers(now: Instant, reports: &[(&str, ReplicaReport)]) -> Servers {

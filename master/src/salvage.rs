@@ -260,7 +260,6 @@ mod tests {
 #[cfg(test)]
 mod candidate_tests {
     use super::*;
-    use crate::core::FIRST_VERSION;
 
     const H: ChunkHandle = ChunkHandle(0x22);
     const DEAD_AFTER: Duration = Duration::from_secs(10);
@@ -279,21 +278,8 @@ mod candidate_tests {
 
     /// One chunk sealed at version 2, length 4096, on `a` alone; `b` and `c` missed the seal.
     fn sealed_on_a() -> Metadata {
-        let mut meta = Metadata::default();
+        let mut meta = crate::meta::one_open_chunk(H);
         for e in [
-            Entry::CreateLog {
-                path: "/l".into(),
-                replication: 3,
-                min_replicas: 3,
-                chunk_bytes: 1 << 20,
-            },
-            Entry::Allocate {
-                path: "/l".into(),
-                index: 0,
-                handle: H,
-                version: FIRST_VERSION,
-                replicas: vec!["a".into(), "b".into(), "c".into()],
-            },
             Entry::Version {
                 handle: H,
                 version: 2,
