@@ -72,4 +72,4 @@ pub use store::disk::{Disk, DiskFile, FsDisk};
 pub use store::faulty::FaultyDisk;
 pub use store::server_disk::ServerDisk;
 pub use store::write_behind::WriteBehindDisk;
-pub use store::{ChunkStore, ReplicaState, Store, StoreStats};
+pub use store::{ChunkStore, ReplicaState, Store, StoreLimits, StoreStats};

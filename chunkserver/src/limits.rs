@@ -142,3 +142,42 @@ pub const RECOVERY_SLICE_BYTES_MAX: usize = 4 << 20;
 pub const STORE_FILES_MAX: usize = FILE_CACHE_MAX + 2 * OPEN_REPLICAS_MAX;
 const _: () = assert!(STORE_FILES_MAX <= 10_000);
 const _: () = assert!(RECOVERY_SLICE_BYTES_MAX as u64 >= CHUNK_BYTES_MIN);
+
+/// Most replicas one chunkserver holds; `CreateReplica` and repair copies beyond it are refused
+/// with `RESOURCE_EXHAUSTED` (400,000: 25 TB of 64 MiB chunks). What grows with the replica
+/// count is bounded by it: the store's in-memory state of a replica (a few hundred bytes, no
+/// thread, no descriptor, no buffer; see the store's module doc) and the replica report every
+/// registration and heartbeat carries, which must fit one gRPC message.
+pub const REPLICAS_MAX: usize = 400_000;
+
+/// Largest encoded `ReplicaReport` with its framing: a fixed64 handle, two varints (a version up
+/// to 2^62, a length up to the largest chunk), four booleans, tags and the length prefix.
+pub const REPLICA_REPORT_BYTES_MAX: usize = 40;
+
+// A full report of the most replicas fits one message, with room for the rest of it.
+const _: () =
+    assert!(REPLICAS_MAX * REPLICA_REPORT_BYTES_MAX <= cairn_proto::GRPC_MESSAGE_BYTES_MAX * 4 / 5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    // Proves: REPLICA_REPORT_BYTES_MAX bounds a report of a replica at its largest (every field
+    // at its widest value), framed as an element of a repeated field, so the assertion that
+    // REPLICAS_MAX reports fit one message holds for real encodings.
+    #[test]
+    fn the_largest_replica_report_fits_its_bound() {
+        let r = cairn_proto::v1::ReplicaReport {
+            handle: u64::MAX,
+            version: cairn_record::limits::CHUNK_VERSION_MAX,
+            length: cairn_record::limits::CHUNK_BYTES_MAX,
+            sealed: true,
+            failed: true,
+            corrupt: true,
+            primary: true,
+        };
+        let framed = 1 + prost::length_delimiter_len(r.encoded_len()) + r.encoded_len();
+        assert!(framed <= REPLICA_REPORT_BYTES_MAX, "{framed} bytes");
+    }
+}

@@ -43,6 +43,9 @@ pub(crate) enum AppendStatus {
 pub(crate) struct AppendOutcome {
     pub(crate) status: AppendStatus,
     pub(crate) offsets: Vec<u64>,
+    /// Batch indices of duplicates whose bytes could not be compared (see
+    /// [`crate::primary::Admitted::unverified`]).
+    pub(crate) unverified: Vec<u32>,
     pub(crate) commit_offset: u64,
     pub(crate) expected_sequence: u64,
 }
@@ -256,6 +259,11 @@ impl Node {
 
     /// The in-memory state of `handle`, created (without a primary role) for a replica the
     /// store has but this process has not seen yet (after a restart). `NotFound` otherwise.
+    ///
+    /// Only unsealed replicas keep their state in the map: a sealed one needs none (no writes,
+    /// no long polls to wake, no commit offset to learn), so it gets a throwaway one, and a
+    /// chunkserver's memory for its sealed replicas is the store's small per-replica state
+    /// alone (see [`Node::seal`], which drops the entry).
     fn chunk(&self, handle: ChunkHandle) -> Result<Arc<Chunk>> {
         if let Some(c) = self
             .chunks
@@ -266,7 +274,14 @@ impl Node {
             return Ok(c.clone());
         }
         let state = self.store.state(handle)?;
+        if state.sealed {
+            return Ok(Arc::new(Chunk::new(handle, state.capacity, None)));
+        }
         let mut chunks = self.chunks.write().expect("chunks lock poisoned");
+        // Sealed since the check above: its seal's `forget_sealed` may already have run.
+        if self.store.state(handle)?.sealed {
+            return Ok(Arc::new(Chunk::new(handle, state.capacity, None)));
+        }
         let chunk = chunks
             .entry(handle)
             .or_insert_with(|| Arc::new(Chunk::new(handle, state.capacity, None)));
@@ -377,6 +392,7 @@ impl Node {
                         AppendOutcome {
                             status: AppendStatus::ChunkFull,
                             offsets: Vec::new(),
+                            unverified: Vec::new(),
                             commit_offset: p.commit(),
                             expected_sequence: 0,
                         },
@@ -386,6 +402,7 @@ impl Node {
                         AppendOutcome {
                             status: AppendStatus::OutOfOrder,
                             offsets: Vec::new(),
+                            unverified: Vec::new(),
                             commit_offset: p.commit(),
                             expected_sequence,
                         },
@@ -448,6 +465,7 @@ impl Node {
                 AppendStatus::Ok
             },
             offsets: admitted.offsets,
+            unverified: admitted.unverified,
             commit_offset: *chunk.readable.borrow(),
             expected_sequence: 0,
         })
@@ -678,8 +696,24 @@ impl Node {
         }
         let store = self.store.clone();
         let state = blocking(move || store.seal(handle, version, length)).await;
+        if state.is_ok() {
+            // Sealed for good: the primary's writer marks, the watch and the rest go. Long
+            // polls hold their own reference and are woken by the ping below.
+            self.forget_sealed(handle);
+        }
         chunk.ping();
         state
+    }
+
+    /// Drops the in-memory state of `handle` if its replica is sealed (see [`Node::chunk`]).
+    pub(crate) fn forget_sealed(&self, handle: ChunkHandle) {
+        let sealed = self.store.state(handle).is_ok_and(|s| s.sealed);
+        if sealed {
+            self.chunks
+                .write()
+                .expect("chunks lock poisoned")
+                .remove(&handle);
+        }
     }
 
     /// Deletes the replica and forgets the chunk.
@@ -708,4 +742,67 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .expect("blocking store work does not panic")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_record::{RecordId, encode_record};
+
+    fn node(dir: &std::path::Path) -> Node {
+        let store = Store::open(dir, ServerDisk::new(false)).expect("open the store");
+        let (_stop, stopping) = watch::channel(false);
+        Node::new(
+            Arc::new(store),
+            Peers::new(Duration::from_secs(1)),
+            Duration::from_secs(1),
+            1 << 30,
+            stopping,
+        )
+    }
+
+    fn in_memory(n: &Node, handle: ChunkHandle) -> bool {
+        n.chunks.read().expect("chunks lock").contains_key(&handle)
+    }
+
+    // Proves (issue 8 item 12): a sealed replica keeps no per-chunk state in the RPC layer (the
+    // primary's writer marks, the watch, the notify): the seal drops it, and reads, fences and
+    // seals of a sealed replica (also one found at startup) never bring it back. So what a
+    // chunkserver holds per sealed replica is the store's small state alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sealed_replicas_keep_no_per_chunk_state() {
+        let tmp = tempfile::tempdir().expect("temporary directory");
+        let n = node(tmp.path());
+        let h = ChunkHandle(0xa11);
+        let role = PrimaryRole::default();
+        n.create(h, 1, 1 << 16, Some(role)).await.expect("create");
+        assert!(in_memory(&n, h), "an open replica has its state");
+        let mut frames = Vec::new();
+        let id = RecordId {
+            writer: 5,
+            sequence: 1,
+        };
+        encode_record(&mut frames, id, b"r1", 1 << 20).expect("encode");
+        let out = n
+            .append(h, 1, Bytes::from(frames), 0, 0)
+            .await
+            .expect("append on a primary without secondaries");
+        assert_eq!(out.offsets, vec![32]);
+        let fenced = n.fence(h, 2).await.expect("fence");
+        assert_eq!(fenced.writer_marks.len(), 1);
+        n.seal(h, 2, fenced.state.len).await.expect("seal");
+        assert!(!in_memory(&n, h), "the seal drops the chunk's state");
+        let read = n.read(h, 32, 0, 0).await.expect("read the sealed replica");
+        assert!(read.sealed && !read.primary && !read.data.is_empty());
+        n.fence(h, 2).await.expect("fence a sealed replica again");
+        n.seal(h, 2, fenced.state.len)
+            .await
+            .expect("repeat the seal");
+        assert!(!in_memory(&n, h), "nothing brings it back");
+        drop(n);
+        // After a restart: reading a sealed replica creates no state either.
+        let n = node(tmp.path());
+        n.read(h, 32, 0, 0).await.expect("read after restart");
+        assert!(!in_memory(&n, h));
+    }
 }

@@ -147,6 +147,7 @@ impl Node {
         };
         let store = self.store.clone();
         blocking(move || store.seal(handle, version, length)).await?;
+        self.forget_sealed(handle);
         let local = self.checksum(handle).await?;
         let remote = self.remote_checksum(handle, source).await?;
         if (local.version, local.length, local.crc32)

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use cairn_chunkserver::{ChunkStore, FsDisk, Store};
+use cairn_chunkserver::{ChunkStore, FsDisk, Store, StoreLimits};
 use cairn_record::{ChunkHandle, RecordId, encode_record};
 
 /// Replicas created: several times the descriptor cache below.
@@ -16,6 +16,13 @@ const CACHE: usize = 16;
 
 /// Descriptors the store may use beyond its cache: a read in flight, and the directory fsync.
 const SLACK: usize = 4;
+
+fn limits() -> StoreLimits {
+    StoreLimits {
+        file_cache: CACHE,
+        ..StoreLimits::default()
+    }
+}
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
@@ -58,7 +65,7 @@ async fn many_sealed_replicas_use_a_bounded_number_of_descriptors() {
     let base_fds = open_fds();
     let base_threads = threads();
     let bound = base_fds + CACHE + SLACK;
-    let store = Store::open_with_file_cache(tmp.path(), FsDisk, CACHE).expect("open the store");
+    let store = Store::open_with_limits(tmp.path(), FsDisk, limits()).expect("open the store");
     let mut lens = Vec::new();
     for h in 1..=REPLICAS {
         let handle = ChunkHandle(h);
@@ -111,7 +118,7 @@ async fn many_sealed_replicas_use_a_bounded_number_of_descriptors() {
         base_fds,
         "a dropped store closes every descriptor"
     );
-    let store = Store::open_with_file_cache(Path::new(tmp.path()), FsDisk, CACHE)
+    let store = Store::open_with_limits(Path::new(tmp.path()), FsDisk, limits())
         .expect("open the store again");
     assert!(open_fds() <= bound, "recovery closes what it opened");
     assert_eq!(store.list().len(), REPLICAS as usize);

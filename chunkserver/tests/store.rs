@@ -686,3 +686,61 @@ fn a_crash_at_every_flush_loses_no_acknowledged_append() {
         "no crash fell between a data flush and its .meta flush"
     );
 }
+
+// Proves (issue 8 item 12): the store refuses a new replica past its open-replica bound and past
+// its replica bound with `Exhausted` naming the resource, changes nothing it holds when it
+// refuses, and takes new replicas again once one is sealed (open bound) or deleted (replica
+// bound). Replicas found at open are all kept, even above the bound.
+//
+// How: a store on the in-memory disk with bounds of 2 open and 3 replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_bounds_refuse_creation_and_change_nothing() {
+    use cairn_chunkserver::StoreLimits;
+    let disk = FaultyDisk::new();
+    let limits = StoreLimits {
+        open_replicas: 2,
+        replicas: 3,
+        ..StoreLimits::default()
+    };
+    let store = Store::open_with_limits(Path::new("/data"), disk.clone(), limits).unwrap();
+    let h = |n: u64| ChunkHandle(0x100 + n);
+    store.create(h(1), 1, CAP).unwrap();
+    let len = store.append(h(1), 1, 32, frame(1, 1, 100)).await.unwrap();
+    store.create(h(2), 1, CAP).unwrap();
+    match store.create(h(3), 1, CAP) {
+        Err(Error::Exhausted { resource, detail }) => {
+            assert_eq!(resource, "open replicas");
+            assert!(detail.contains('2'), "{detail}");
+        }
+        other => panic!("expected the open-replica bound, got {other:?}"),
+    }
+    assert!(
+        store.state(h(3)).is_err(),
+        "a refused create leaves nothing"
+    );
+    assert_eq!(store.state(h(1)).unwrap().len, len);
+    store.seal(h(1), 1, len).unwrap();
+    store.create(h(3), 1, CAP).unwrap();
+    store.seal(h(3), 1, 32).unwrap();
+    match store.create(h(4), 1, CAP) {
+        Err(Error::Exhausted { resource, .. }) => assert_eq!(resource, "replicas"),
+        other => panic!("expected the replica bound, got {other:?}"),
+    }
+    assert_eq!(store.list().len(), 3);
+    assert_eq!(store.read(h(1), 32, 4096).unwrap(), frame(1, 1, 100));
+    store.delete(h(3)).unwrap();
+    store.create(h(4), 1, CAP).unwrap();
+    drop(store);
+    // Reopened with a smaller bound: every replica is still there and readable.
+    let tight = StoreLimits {
+        replicas: 1,
+        ..limits
+    };
+    let store = Store::open_with_limits(Path::new("/data"), disk, tight).unwrap();
+    assert_eq!(store.list().len(), 3);
+    assert_eq!(store.read(h(1), 32, 4096).unwrap(), frame(1, 1, 100));
+    assert!(matches!(
+        store.create(h(5), 1, CAP),
+        Err(Error::Exhausted { .. })
+    ));
+}

@@ -71,7 +71,9 @@ use self::files::{FileSource, Files};
 use self::meta::Meta;
 use self::writer::{Msg, Pinned, Replica, Stats, Status, Submitted};
 use crate::error::{Error, Result, is_exhausted};
-use crate::limits::{FILE_CACHE_MAX, META_FILE_BYTES, OPEN_REPLICAS_MAX, READ_BYTES_MAX};
+use crate::limits::{
+    FILE_CACHE_MAX, META_FILE_BYTES, OPEN_REPLICAS_MAX, READ_BYTES_MAX, REPLICAS_MAX,
+};
 use crate::scrub::{ScrubCounters, ScrubStats};
 
 /// The chunk store the chunkserver's RPC service runs on.
@@ -172,9 +174,31 @@ pub struct StoreStats {
     pub meta_fsyncs: u64,
 }
 
+/// The bounds of a store; [`StoreLimits::default`] is the chunkserver's (`crate::limits`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Most chunk files of replicas without a writer held open at once (see [`files`]).
+    pub file_cache: usize,
+    /// Most open (writable) replicas, each with a writer thread and two descriptors.
+    pub open_replicas: usize,
+    /// Most replicas held; replicas found at open are all kept, only creation is refused.
+    pub replicas: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> StoreLimits {
+        StoreLimits {
+            file_cache: FILE_CACHE_MAX,
+            open_replicas: OPEN_REPLICAS_MAX,
+            replicas: REPLICAS_MAX,
+        }
+    }
+}
+
 /// A [`ChunkStore`] on a [`Disk`]: [`disk::FsDisk`] in production, [`faulty::FaultyDisk`] in
 /// tests.
 pub struct Store<D: Disk> {
+    limits: StoreLimits,
     /// The disk, the directory and the descriptor cache, shared with every replica.
     files: Arc<Files<D>>,
     replicas: RwLock<HashMap<ChunkHandle, Arc<Replica<D::File>>>>,
@@ -215,17 +239,17 @@ impl<D: Disk> Store<D> {
     /// the replica corrupt, and the file is kept as it is. Sealed replicas are only checked for
     /// length here (the scrubber verifies their frames), so startup does not read every byte.
     pub fn open(data_dir: &Path, disk: D) -> Result<Store<D>> {
-        Store::open_with_file_cache(data_dir, disk, FILE_CACHE_MAX)
+        Store::open_with_limits(data_dir, disk, StoreLimits::default())
     }
 
-    /// [`Store::open`] with at most `file_cache` chunk files of replicas without a writer held
-    /// open at once (see [`files`]); [`FILE_CACHE_MAX`] by default.
-    pub fn open_with_file_cache(data_dir: &Path, disk: D, file_cache: usize) -> Result<Store<D>> {
+    /// [`Store::open`] with other bounds than the chunkserver's (tests reach them quickly).
+    pub fn open_with_limits(data_dir: &Path, disk: D, limits: StoreLimits) -> Result<Store<D>> {
         let dir = data_dir.join("chunks");
         disk.create_dir_all(&dir)
             .map_err(Error::io("create directory", &dir))?;
         let store = Store {
-            files: Arc::new(Files::new(disk, dir, file_cache)),
+            limits,
+            files: Arc::new(Files::new(disk, dir, limits.file_cache)),
             replicas: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
             stats: Arc::new(Stats::default()),
@@ -623,11 +647,22 @@ impl<D: Disk> ChunkStore for Store<D> {
             return Err(Error::AlreadyExists { handle });
         }
         let open = self.open_replicas();
-        if open >= OPEN_REPLICAS_MAX as u64 {
+        if open >= self.limits.open_replicas as u64 {
             // Each open replica holds a thread and two descriptors: refuse rather than run out.
             return Err(Error::exhausted(
                 "open replicas",
                 format!("{open} replicas are open here, the most one chunkserver holds"),
+            ));
+        }
+        let held = self.replicas.read().expect("replicas lock poisoned").len();
+        if held >= self.limits.replicas {
+            // Each replica costs a little memory and a line of every report to the master.
+            return Err(Error::exhausted(
+                "replicas",
+                format!(
+                    "{held} replicas are held here, the most one chunkserver holds \
+                     (its report to the master must fit one message)"
+                ),
             ));
         }
         let meta = Meta {
