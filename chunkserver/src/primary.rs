@@ -134,6 +134,12 @@ pub(crate) struct Admitted {
     /// One per stored record (duplicates first), in batch order; 0 for a duplicate whose
     /// offset is forgotten.
     pub(crate) offsets: Vec<u64>,
+    /// Batch indices of the duplicates whose stored bytes could not be compared with the sent
+    /// ones: older than the writer's last [`WRITER_RECENT_OFFSETS_MAX`] records here, or
+    /// below the mark carried from an earlier chunk. A record with that writer and sequence
+    /// is stored durably; whether it is *this* record is not known, and the answer says so
+    /// instead of calling it the same (ARCHITECTURE.md, "Writer identity").
+    pub(crate) unverified: Vec<u32>,
     /// Duplicates may still be in flight: answer only once the commit offset reaches this.
     pub(crate) wait_commit: u64,
     /// Bytes to write, if any.
@@ -373,6 +379,7 @@ impl Primary {
         let n = batch.len();
         let dups = ((mark + 1 - first) as usize).min(n);
         let mut offsets = Vec::with_capacity(n);
+        let mut unverified = Vec::new();
         let mut wait_commit = 0;
         for i in 0..dups {
             let sequence = first + i as u64;
@@ -395,9 +402,14 @@ impl Primary {
                     offsets.push(s.offset);
                     wait_commit = wait_commit.max(s.end);
                 }
-                (_, None) => {
+                (same, None) => {
                     // Stored before, at an offset this primary no longer knows (or in an
                     // earlier chunk). If it is in this chunk it lies below the current end.
+                    // Unless it is the carried mark with a matching CRC, its bytes were not
+                    // compared, and the answer says so.
+                    if same.is_none() {
+                        unverified.push(i as u32);
+                    }
                     offsets.push(0);
                     wait_commit = wait_commit.max(self.end);
                 }
@@ -456,6 +468,7 @@ impl Primary {
         Ok(Admission::Admitted(Admitted {
             full,
             offsets,
+            unverified,
             wait_commit,
             write,
         }))
@@ -649,15 +662,27 @@ mod tests {
         ));
     }
 
+    // Proves (issue 8 item 10): a resend older than the writer's remembered records is
+    // answered with offset 0 *and named unverified* (its bytes were not compared), even with
+    // another payload, while a remembered one is compared; nothing is written either way.
     #[test]
-    fn forgotten_duplicates_answer_zero_and_wait_for_the_end() {
+    fn forgotten_duplicates_answer_zero_unverified_and_wait_for_the_end() {
         let mut p = Primary::new(H, 1, 1 << 30, Vec::new(), HashMap::new());
         let n = WRITER_RECENT_OFFSETS_MAX as u64 + 10;
         admitted(p.admit(1, &batch(1, 1..=n, 0), 0, 0).unwrap());
         let a = admitted(p.admit(1, &batch(1, 1..=2, 0), 0, 0).unwrap());
         assert_eq!(a.offsets, vec![0, 0]);
+        assert_eq!(a.unverified, vec![0, 1]);
         assert_eq!(a.wait_commit, 32 + n * 32);
         assert!(a.write.is_none());
+        // Another payload under a forgotten sequence: still "unverified", never "the same".
+        let b = admitted(p.admit(1, &batch(1, 3..=3, 8), 0, 0).unwrap());
+        assert_eq!((b.offsets, b.unverified), (vec![0], vec![0]));
+        // The last remembered ones are compared: same bytes, real offsets, nothing unverified.
+        let c = admitted(p.admit(1, &batch(1, n..=n, 0), 0, 0).unwrap());
+        assert_eq!(c.offsets, vec![32 + (n - 1) * 32]);
+        assert!(c.unverified.is_empty());
+        assert_eq!(p.end(), 32 + n * 32);
     }
 
     // Proves (issue 8 item 10): a resent sequence is "already stored" only when the stored
@@ -710,6 +735,10 @@ mod tests {
         assert!(p.writers.is_empty(), "a refused batch registers nothing");
         let a = admitted(p.admit(1, &batch(9, 10..=11, 8), 0, 0).unwrap());
         assert_eq!(a.offsets, vec![0, 32]);
+        assert!(a.unverified.is_empty(), "the carried mark was compared");
+        // Below the carried mark nothing can be compared: answered as unverified.
+        let b = admitted(p.admit(1, &batch(9, 9..=9, 8), 0, 0).unwrap());
+        assert_eq!((b.offsets, b.unverified), (vec![0], vec![0]));
     }
 
     // Proves: an acked_through at or above the batch's first sequence (which would have

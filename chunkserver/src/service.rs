@@ -323,6 +323,7 @@ impl Chunkserver for ChunkserverService {
         Ok(Response::new(AppendResponse {
             status: status as i32,
             offsets: out.offsets,
+            unverified: out.unverified,
             commit_offset: out.commit_offset,
             expected_sequence: out.expected_sequence,
         }))

@@ -42,7 +42,10 @@ pub(crate) struct AppendArgs {
     writer: Option<u64>,
     /// With --writer: the sequence of the first input line (the next ones follow). Re-running
     /// after a crash with the same input from line N and --first-sequence N stores each line
-    /// once; sequences before N count as acknowledged.
+    /// once; sequences before N count as acknowledged. A line whose (writer, sequence) is
+    /// already stored but too long ago to be compared (older than the writer's last 4,096
+    /// records in the open chunk, or in an earlier chunk) is not stored again and is counted as
+    /// "already stored, not compared" (with --json: "unverified":true), not as a failure.
     #[arg(long, requires = "writer", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     first_sequence: u64,
     #[command(flatten)]
@@ -90,7 +93,7 @@ pub(crate) fn run(args: &AppendArgs) -> anyhow::Result<ExitCode> {
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
         let mut in_flight = FuturesUnordered::new();
-        let (mut read, mut acked, mut failed) = (0u64, 0u64, 0u64);
+        let (mut read, mut acked, mut failed, mut unverified) = (0u64, 0u64, 0u64, 0u64);
         let mut first_failure: Option<String> = None;
         let mut input_open = true;
         loop {
@@ -122,6 +125,21 @@ pub(crate) fn run(args: &AppendArgs) -> anyhow::Result<ExitCode> {
                                     writeln!(out, "{}", ack_json(n, &ack)).context("write stdout")?;
                                 }
                             }
+                            Err(cairn_client::Error::UnverifiedDuplicate { writer, sequence }) => {
+                                // Stored earlier under this writer (a resumed run re-sending
+                                // old lines): not stored again, its bytes not compared.
+                                unverified += 1;
+                                if unverified == 1 {
+                                    eprintln!(
+                                        "line {n}: writer {writer} sequence {sequence} is already \
+                                         stored, too long ago to be compared; not stored again"
+                                    );
+                                }
+                                if args.json {
+                                    writeln!(out, "{}", unverified_json(n, writer, sequence))
+                                        .context("write stdout")?;
+                                }
+                            }
                             Err(e) => {
                                 failed += 1;
                                 let message = format!("line {n}: {e}");
@@ -149,6 +167,12 @@ pub(crate) fn run(args: &AppendArgs) -> anyhow::Result<ExitCode> {
             args.log,
             acked as f64 / secs.max(1e-9),
         );
+        if unverified > 0 {
+            eprintln!(
+                "{unverified} of {read} records were already stored under writer {writer}, too \
+                 long ago to be compared, and were not stored again"
+            );
+        }
         if let Some(first) = first_failure {
             anyhow::bail!("{failed} of {read} records failed; first: {first}");
         }
@@ -192,6 +216,14 @@ fn ack_json(line: u64, ack: &AppendAck) -> String {
         opt(ack.offset),
         ack.id.writer,
         ack.id.sequence
+    )
+}
+
+/// `{"line":N,"chunk":null,"offset":null,"writer":W,"sequence":S,"unverified":true}`: a record
+/// whose (writer, sequence) was already stored, too long ago to be compared with this line.
+fn unverified_json(line: u64, writer: u64, sequence: u64) -> String {
+    format!(
+        "{{\"line\":{line},\"chunk\":null,\"offset\":null,\"writer\":{writer},\"sequence\":{sequence},\"unverified\":true}}"
     )
 }
 

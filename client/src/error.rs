@@ -60,6 +60,22 @@ pub enum Error {
         /// The primary's explanation, naming the writer and sequence.
         message: String,
     },
+    /// A record was not stored because a record with the same (writer, sequence) already is,
+    /// stored by someone else (an earlier incarnation of a resumed writer, or another process
+    /// using this writer id), and too long ago for the primary to compare the two: it remembers
+    /// a writer's last 4,096 records in the open chunk, and only the last one acknowledged in
+    /// the chunks before. Whether the stored record is this one is unknown. Only that record
+    /// fails; the appender goes on.
+    #[error(
+        "writer {writer:016x} sequence {sequence}: a record with this id is already stored, \
+         too long ago to be compared with this one; this one was not stored"
+    )]
+    UnverifiedDuplicate {
+        /// The writer id.
+        writer: u64,
+        /// The record's sequence.
+        sequence: u64,
+    },
     /// This appender is an older incarnation of a resumed writer: a newer one
     /// ([`crate::Client::resume_appender`]) took the writer id over. Its records are refused;
     /// the appender is closed.

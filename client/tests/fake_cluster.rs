@@ -268,13 +268,14 @@ impl chunkserver_server::Chunkserver for Fake {
         if c.broken {
             return Err(Status::unavailable("chunk broken"));
         }
-        let full = |offsets| v1::AppendResponse {
+        let full = |offsets, unverified| v1::AppendResponse {
             status: v1::AppendStatus::ChunkFull as i32,
             offsets,
+            unverified,
             ..Default::default()
         };
         if c.full {
-            return Ok(Response::new(full(vec![])));
+            return Ok(Response::new(full(vec![], vec![])));
         }
         let mut records = Vec::new();
         for item in Scanner::new(&r.frames, 0) {
@@ -290,11 +291,14 @@ impl chunkserver_server::Chunkserver for Fake {
         let writer = records[0].0.writer;
         let mark = *c.marks.get(&writer).unwrap_or(&r.acked_through);
         let mut offsets = Vec::new();
+        // The fake keeps no CRCs: every duplicate is answered as not compared.
+        let mut unverified = Vec::new();
         let mut stored_any = false;
         for (i, (id, at, len)) in records.iter().enumerate() {
             assert_eq!(id.writer, writer);
             let mark = *c.marks.get(&writer).unwrap_or(&mark);
             if id.sequence <= mark {
+                unverified.push(i as u32);
                 offsets.push(0);
                 continue;
             }
@@ -315,7 +319,7 @@ impl chunkserver_server::Chunkserver for Fake {
                     encode_padding(&mut c.bytes, pad).unwrap();
                 }
                 c.full = true;
-                return Ok(Response::new(full(offsets)));
+                return Ok(Response::new(full(offsets, unverified)));
             }
             offsets.push(c.bytes.len() as u64);
             c.bytes.extend_from_slice(&r.frames[*at..*at + frame_len]);
@@ -329,6 +333,7 @@ impl chunkserver_server::Chunkserver for Fake {
         Ok(Response::new(v1::AppendResponse {
             status: v1::AppendStatus::Ok as i32,
             offsets,
+            unverified,
             commit_offset: c.bytes.len() as u64,
             expected_sequence: 0,
         }))

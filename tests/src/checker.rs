@@ -529,6 +529,7 @@ mod tests {
                 offset: Some(32 * l),
                 writer: WriterId(w.into()),
                 sequence: l,
+                unverified: false,
             })
             .collect();
         r

@@ -39,6 +39,9 @@ pub struct Ack {
     pub writer: WriterId,
     /// The record's sequence number.
     pub sequence: u64,
+    /// `"unverified":true`: not stored by this run; a record with this (writer, sequence) was
+    /// stored earlier, too long ago for the primary to compare it with this one.
+    pub unverified: bool,
 }
 
 /// A record event of `cairn replay --json`.
@@ -188,6 +191,11 @@ fn ack_from_json(v: &Value, line: &[u8]) -> Ack {
         offset: nullable_number(v, "offset", line),
         writer: writer(v, line),
         sequence: number(v, "sequence", line),
+        unverified: match v.get("unverified") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => panic!("`unverified` is not a boolean in {}", show(line)),
+        },
     }
 }
 

@@ -283,6 +283,7 @@ fn eight_client_appenders_with_64_in_flight_keep_order() {
                         offset: a.offset,
                         writer: WriterId(a.id.writer.to_string()),
                         sequence: a.id.sequence,
+                        unverified: false,
                     };
                     for (i, line) in lines.iter().enumerate() {
                         if window.len() == IN_FLIGHT {

@@ -245,7 +245,25 @@ fn a_resumed_writer_stores_each_record_once_and_fences_the_old_incarnation() {
         .stdin(cairn_tests::contract::join_lines(&lines))
         .timeout(Duration::from_secs(120))
         .run_ok();
-    assert_eq!(cairn_tests::contract::parse_acks(&out).len(), 180);
+    // Re-sent records stored in an earlier chunk (below the mark carried to the next one) are
+    // "already stored, not compared": the primary no longer has their bytes to compare.
+    let acks = cairn_tests::contract::parse_acks(&out);
+    assert_eq!(acks.len(), 180);
+    let unverified: Vec<u64> = acks
+        .iter()
+        .filter(|a| a.unverified)
+        .map(|a| a.sequence)
+        .collect();
+    // (Which of the re-sent ones depends on how the pipelined batches meet the chunk's roll:
+    // a resend reaching a chunk whose carried mark is past it cannot be compared.)
+    assert!(
+        !unverified.is_empty() && unverified.iter().all(|&s| s <= 120),
+        "only re-sent records are unverified: {unverified:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("too long ago to be compared"),
+        "the CLI says so"
+    );
     match rt.block_on(mid.append(Bytes::from_static(b"late too"))) {
         Err(cairn_client::Error::WriterFenced { .. }) => {}
         other => panic!("incarnation 2 must be fenced, got {other:?}"),
@@ -256,6 +274,95 @@ fn a_resumed_writer_stores_each_record_once_and_fences_the_old_incarnation() {
         cluster.stat(log).chunks.len() >= 5,
         "the records span several chunks"
     );
+}
+
+/// Proves (item 10, the rest): a resent (writer, sequence) older than the primary remembers
+/// (past the writer's last 4,096 records in the chunk) is never answered "the same record":
+/// the raw answer is a duplicate at offset 0 listed in `unverified`, whatever its payload, and
+/// nothing is stored; the client library fails that one record with `UnverifiedDuplicate` and
+/// its appender goes on; a resent record the primary still remembers is compared (a different
+/// payload is refused with ALREADY_EXISTS).
+///
+/// How: raw `Append`s store 4,200 records of writer W in one 1 MiB chunk; W's sequence 1 is
+/// re-sent with another payload, raw and through `resume_appender(W, 1)`; then the appender
+/// goes on with 4,201. Replay (duplicates kept) must hold W's original 4,200 and the new one.
+#[test]
+fn a_resend_older_than_the_primary_remembers_is_answered_unverified() {
+    let _serial = cairn_tests::serial();
+    let cluster = Cluster::start(3, ClusterOpts::default());
+    let log = "/identity/unverified";
+    cluster.create_log(log, LogOpts::chunk_bytes(1 << 20));
+    let writer: u64 = 0x5eed_0007;
+    let n: u64 = 4200;
+    let payload = |s: u64| format!("w{s:05}").into_bytes();
+    runtime().block_on(async {
+        let (loc, mut cs) = open(&cluster.master_addr(), log).await;
+        let mut acked = 0;
+        while acked < n {
+            let batch: Vec<Vec<u8>> = (acked + 1..=(acked + 600).min(n)).map(payload).collect();
+            let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+            let r = cs
+                .append(append_req(&loc, frames(writer, acked + 1, &refs), acked, 0))
+                .await
+                .expect("stored")
+                .into_inner();
+            assert_eq!(r.status, AppendStatus::Ok as i32);
+            assert!(r.unverified.is_empty() && r.offsets.iter().all(|&o| o >= 32));
+            acked += batch.len() as u64;
+        }
+        for resend in [&b"another payload"[..], &payload(1)] {
+            let r = cs
+                .append(append_req(&loc, frames(writer, 1, &[resend]), 0, 0))
+                .await
+                .expect("answered")
+                .into_inner();
+            assert_eq!(r.status, AppendStatus::Ok as i32);
+            assert_eq!((r.offsets, r.unverified), (vec![0], vec![0]));
+        }
+        // The last records are still remembered: compared by CRC.
+        let e = cs
+            .append(append_req(&loc, frames(writer, n, &[b"changed"]), n - 1, 0))
+            .await
+            .expect_err("a remembered sequence with another payload is refused");
+        assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+        let same = cs
+            .append(append_req(
+                &loc,
+                frames(writer, n, &[&payload(n)]),
+                n - 1,
+                0,
+            ))
+            .await
+            .expect("the same record")
+            .into_inner();
+        assert!(same.unverified.is_empty() && same.offsets[0] > 32);
+    });
+    let rt = runtime();
+    let client = rt
+        .block_on(cairn_client::Client::connect(&cluster.master_addr()))
+        .expect("connect");
+    let resumed = rt
+        .block_on(client.resume_appender(log, writer, 1))
+        .expect("resume the writer");
+    match rt.block_on(resumed.append(Bytes::from_static(b"another payload"))) {
+        Err(cairn_client::Error::UnverifiedDuplicate {
+            writer: w,
+            sequence: 1,
+        }) if w == writer => {}
+        other => panic!("expected UnverifiedDuplicate for sequence 1, got {other:?}"),
+    }
+    // Sequences 2..=n are skipped by a resumed appender only if it says so: resume from n + 1.
+    let next = rt
+        .block_on(client.resume_appender(log, writer, n + 1))
+        .expect("resume after the stored records");
+    let ack = rt
+        .block_on(next.append(Bytes::from(payload(n + 1))))
+        .expect("a new record is stored");
+    assert_eq!(ack.id.sequence, n + 1);
+    assert!(ack.offset.is_some());
+    let replay = cluster.replay(log, true, Duration::from_secs(60));
+    let expected: Vec<Vec<u8>> = (1..=n + 1).map(payload).collect();
+    assert_eq!(payloads_of(&replay, writer), expected);
 }
 
 /// Proves (item 1, the marks part, reproduced): records written on the primary alone (both

@@ -514,8 +514,8 @@ impl Task {
             self.failures = 0;
             self.failing_since = None;
         }
-        for (waiter, ack) in acked {
-            waiter.complete(Ok(ack));
+        for (waiter, result) in acked {
+            waiter.complete(result);
         }
     }
 
@@ -617,10 +617,12 @@ async fn append_rpc(
             match AppendStatus::try_from(resp.status) {
                 Ok(AppendStatus::Ok) => Outcome::Stored {
                     offsets: resp.offsets,
+                    unverified: resp.unverified,
                     full: false,
                 },
                 Ok(AppendStatus::ChunkFull) => Outcome::Stored {
                     offsets: resp.offsets,
+                    unverified: resp.unverified,
                     full: true,
                 },
                 Ok(AppendStatus::OutOfOrder) => Outcome::OutOfOrder {

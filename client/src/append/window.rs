@@ -10,6 +10,14 @@
 //! - a stored answer (`OK`, or the prefix of `CHUNK_FULL`) acknowledges records whatever the
 //!   generation, since a primary answers only once every replica holds them durably.
 //!
+//! A duplicate the primary could not compare (`unverified`: a record with that writer and
+//! sequence is stored, but older than the primary remembers) acknowledges the record only if
+//! this appender may have stored it itself: its batch was sent in an earlier generation, whose
+//! answer never came or came as a failure. Otherwise the record was stored by someone else
+//! (an earlier incarnation of a resumed writer, or another process misusing its id) and may
+//! differ: the record fails with [`crate::Error::UnverifiedDuplicate`] instead of being
+//! called stored.
+//!
 //! Sending only from the cursor keeps each generation's sends in sequence order; resending
 //! from the first unacknowledged record means a chunk never sees a gap it cannot fill.
 
@@ -48,6 +56,9 @@ pub(crate) struct SendMeta {
     pub(crate) count: usize,
     /// Index of the chunk it was sent to.
     pub(crate) chunk: u32,
+    /// The batch went out before, in a generation that ended without its answer: this
+    /// appender may have stored its records already.
+    pub(crate) resend: bool,
 }
 
 /// What an `Append` RPC came back with.
@@ -58,6 +69,8 @@ pub(crate) enum Outcome {
     Stored {
         /// One per stored record, in batch order.
         offsets: Vec<u64>,
+        /// Indices (in the batch) of duplicates whose bytes the primary could not compare.
+        unverified: Vec<u32>,
         /// The chunk is full.
         full: bool,
     },
@@ -91,6 +104,8 @@ struct Batch<W> {
     ends: Vec<usize>,
     /// `None` once the record is acknowledged.
     waiters: Vec<Option<W>>,
+    /// Sent in a generation that ended before all of it was answered (see [`SendMeta::resend`]).
+    sent_before: bool,
 }
 
 impl<W> Batch<W> {
@@ -263,6 +278,10 @@ impl<W: Waiter> Window<W> {
     /// A new location (first open, or after a seal): a new generation that resends every held
     /// batch in order.
     pub(crate) fn set_location(&mut self, chunk: u32) {
+        // Every batch the ending generation sent may have been stored by it.
+        for b in self.batches.iter_mut().take(self.cursor) {
+            b.sent_before = true;
+        }
         self.generation += 1;
         self.chunk = Some(chunk);
         self.cursor = 0;
@@ -316,6 +335,7 @@ impl<W: Waiter> Window<W> {
                 first_seq: b.first_seq,
                 count: b.len(),
                 chunk,
+                resend: b.sent_before,
             },
             frames: b.frames.clone(),
             acked_through,
@@ -356,11 +376,17 @@ impl<W: Waiter> Window<W> {
             frames: Bytes::from(frames),
             ends,
             waiters,
+            sent_before: false,
         }
     }
 
-    /// Applies an outcome. Returns the records it acknowledged, with their acks.
-    pub(crate) fn on_outcome(&mut self, meta: SendMeta, outcome: Outcome) -> Vec<(W, AppendAck)> {
+    /// Applies an outcome. Returns the records it resolved: acknowledged, or failed as
+    /// unverified duplicates of a record someone else stored.
+    pub(crate) fn on_outcome(
+        &mut self,
+        meta: SendMeta,
+        outcome: Outcome,
+    ) -> Vec<(W, crate::Result<AppendAck>)> {
         let current = meta.generation == self.generation;
         if current {
             assert!(self.in_flight > 0, "an answer matches a send");
@@ -369,21 +395,34 @@ impl<W: Waiter> Window<W> {
         }
         let mut acked = Vec::new();
         match outcome {
-            Outcome::Stored { offsets, full }
-                if offsets.len() > meta.count || (!full && offsets.len() != meta.count) =>
+            Outcome::Stored {
+                offsets,
+                full,
+                unverified,
+            } if offsets.len() > meta.count
+                || (!full && offsets.len() != meta.count)
+                || unverified
+                    .iter()
+                    .any(|&i| offsets.get(i as usize) != Some(&0)) =>
             {
                 if current {
                     self.want_seal(
                         SealReason::AppendFailed,
                         format!(
-                            "primary answered {} offsets for a batch of {}",
+                            "primary answered {} offsets for a batch of {} ({} unverified, \
+                             each must be a duplicate at offset 0)",
                             offsets.len(),
-                            meta.count
+                            meta.count,
+                            unverified.len()
                         ),
                     );
                 }
             }
-            Outcome::Stored { offsets, full } => {
+            Outcome::Stored {
+                offsets,
+                full,
+                unverified,
+            } => {
                 if current && !full {
                     self.in_order += 1;
                     if self.in_order >= WINDOW_GROW_AFTER_BATCHES {
@@ -392,7 +431,14 @@ impl<W: Waiter> Window<W> {
                     }
                 }
                 for (i, &offset) in offsets.iter().enumerate() {
-                    self.ack(meta.first_seq + i as u64, meta.chunk, offset, &mut acked);
+                    let foreign = !meta.resend && unverified.contains(&(i as u32));
+                    self.ack(
+                        meta.first_seq + i as u64,
+                        meta.chunk,
+                        offset,
+                        foreign,
+                        &mut acked,
+                    );
                 }
                 if full && current {
                     self.want_seal(SealReason::ChunkFull, "chunk full".into());
@@ -421,7 +467,16 @@ impl<W: Waiter> Window<W> {
         }
     }
 
-    fn ack(&mut self, seq: u64, chunk: u32, offset: u64, acked: &mut Vec<(W, AppendAck)>) {
+    /// Resolves record `seq`: acknowledged at `offset` (0: place unknown), or, when `foreign`
+    /// (an unverified duplicate this appender cannot have stored), failed.
+    fn ack(
+        &mut self,
+        seq: u64,
+        chunk: u32,
+        offset: u64,
+        foreign: bool,
+        acked: &mut Vec<(W, crate::Result<AppendAck>)>,
+    ) {
         let i = self.batches.partition_point(|b| b.end_seq() <= seq);
         let Some(b) = self.batches.get_mut(i) else {
             return;
@@ -432,6 +487,16 @@ impl<W: Waiter> Window<W> {
         let Some(waiter) = b.waiters[(seq - b.first_seq) as usize].take() else {
             return;
         };
+        if foreign {
+            acked.push((
+                waiter,
+                Err(crate::Error::UnverifiedDuplicate {
+                    writer: self.writer,
+                    sequence: seq,
+                }),
+            ));
+            return;
+        }
         let id = RecordId {
             writer: self.writer,
             sequence: seq,
@@ -441,7 +506,7 @@ impl<W: Waiter> Window<W> {
         } else {
             (Some(chunk), Some(offset))
         };
-        acked.push((waiter, AppendAck { id, chunk, offset }));
+        acked.push((waiter, Ok(AppendAck { id, chunk, offset })));
     }
 
     /// Trims acknowledged records off the front, so the first held record is unacknowledged.
@@ -493,8 +558,17 @@ mod tests {
         w
     }
 
+    /// Applies an outcome that must resolve only with acknowledgements.
+    fn acks(w: &mut Window<Tag>, meta: SendMeta, outcome: Outcome) -> Vec<(Tag, AppendAck)> {
+        w.on_outcome(meta, outcome)
+            .into_iter()
+            .map(|(t, r)| (t, r.expect("an acknowledgement")))
+            .collect()
+    }
+
     fn ok(meta: SendMeta, base: u64) -> Outcome {
         Outcome::Stored {
+            unverified: vec![],
             offsets: (0..meta.count as u64).map(|i| base + i * 64).collect(),
             full: false,
         }
@@ -523,7 +597,7 @@ mod tests {
         assert_eq!(s.acked_through, 0);
         assert_eq!(sequences(&s.frames), (1..=10).collect::<Vec<_>>());
         assert!(w.next_send().is_none());
-        let acked = w.on_outcome(s.meta, ok(s.meta, 32));
+        let acked = acks(&mut w, s.meta, ok(s.meta, 32));
         assert_eq!(acked.len(), 10);
         assert_eq!(acked[3].1.offset, Some(32 + 3 * 64));
         assert_eq!(acked[3].1.chunk, Some(0));
@@ -554,7 +628,7 @@ mod tests {
             );
         }
         let first = sends[0].meta;
-        w.on_outcome(first, ok(first, 32));
+        acks(&mut w, first, ok(first, 32));
         let next = w.next_send().expect("room for one more");
         assert_eq!(next.acked_through, first.count as u64);
     }
@@ -574,10 +648,11 @@ mod tests {
         let b = w.next_send().unwrap();
         assert!(a.meta.count > 2);
         let stored = Outcome::Stored {
+            unverified: vec![],
             offsets: vec![32, 32 + 16416],
             full: true,
         };
-        let acked = w.on_outcome(a.meta, stored);
+        let acked = acks(&mut w, a.meta, stored);
         assert_eq!(
             acked.iter().map(|(t, _)| t.0).collect::<Vec<_>>(),
             vec![1, 2]
@@ -586,9 +661,11 @@ mod tests {
         assert!(w.next_send().is_none(), "no sends while sealing");
         // The later batch also comes back full, with nothing stored: no second seal.
         assert!(
-            w.on_outcome(
+            acks(
+                &mut w,
                 b.meta,
                 Outcome::Stored {
+                    unverified: vec![],
                     offsets: vec![],
                     full: true
                 }
@@ -622,8 +699,9 @@ mod tests {
         w.open_window();
         let sends: Vec<_> = std::iter::from_fn(|| w.next_send()).collect();
         assert_eq!(sends.len(), 5);
-        w.on_outcome(sends[0].meta, ok(sends[0].meta, 32));
-        w.on_outcome(
+        acks(&mut w, sends[0].meta, ok(sends[0].meta, 32));
+        acks(
+            &mut w,
             sends[1].meta,
             Outcome::Failed {
                 reason: SealReason::AppendFailed,
@@ -637,16 +715,16 @@ mod tests {
         assert_eq!(resend[0].meta.first_seq, sends[1].meta.first_seq);
         assert_eq!(resend[1].meta.first_seq, sends[2].meta.first_seq);
         // The old generation's answer for the third batch arrives late: OK counts.
-        let late = w.on_outcome(sends[2].meta, ok(sends[2].meta, 5000));
+        let late = acks(&mut w, sends[2].meta, ok(sends[2].meta, 5000));
         assert_eq!(late.len(), sends[2].meta.count);
         assert!(late.iter().all(|(_, a)| a.chunk == Some(0)));
         // The new generation's answer for the same batch resolves nothing twice.
-        let again = w.on_outcome(resend[1].meta, ok(resend[1].meta, 32));
+        let again = acks(&mut w, resend[1].meta, ok(resend[1].meta, 32));
         assert!(again.is_empty());
         // Old-generation refusals change nothing.
-        w.on_outcome(sends[3].meta, Outcome::OutOfOrder { expected: 1 });
+        acks(&mut w, sends[3].meta, Outcome::OutOfOrder { expected: 1 });
         assert!(w.take_seal().is_none());
-        let done = w.on_outcome(resend[0].meta, ok(resend[0].meta, 32));
+        let done = acks(&mut w, resend[0].meta, ok(resend[0].meta, 32));
         assert_eq!(done.len(), sends[1].meta.count);
         assert_eq!(
             w.acked_through(),
@@ -668,14 +746,15 @@ mod tests {
         let b = w.next_send().unwrap();
         let c = w.next_send().unwrap();
         // b overtook a on the way.
-        w.on_outcome(b.meta, Outcome::OutOfOrder { expected: 1 });
+        acks(&mut w, b.meta, Outcome::OutOfOrder { expected: 1 });
         assert!(
             w.next_send().is_none(),
             "no sends until a and c are answered"
         );
-        w.on_outcome(a.meta, ok(a.meta, 32));
+        acks(&mut w, a.meta, ok(a.meta, 32));
         assert!(w.next_send().is_none());
-        w.on_outcome(
+        acks(
+            &mut w,
             c.meta,
             Outcome::OutOfOrder {
                 expected: b.meta.first_seq,
@@ -694,9 +773,11 @@ mod tests {
         let mut w = window(2, 1);
         w.set_location(4);
         let s = w.next_send().unwrap();
-        let acked = w.on_outcome(
+        let acked = acks(
+            &mut w,
             s.meta,
             Outcome::Stored {
+                unverified: vec![],
                 offsets: vec![0, 96],
                 full: false,
             },
@@ -712,9 +793,11 @@ mod tests {
         let mut w = window(3, 1);
         w.set_location(0);
         let s = w.next_send().unwrap();
-        let acked = w.on_outcome(
+        let acked = acks(
+            &mut w,
             s.meta,
             Outcome::Stored {
+                unverified: vec![],
                 offsets: vec![32],
                 full: false,
             },
@@ -730,9 +813,11 @@ mod tests {
         w.set_location(0);
         let s = w.next_send().unwrap();
         w.push(Bytes::from_static(b"x"), Tag(6));
-        w.on_outcome(
+        acks(
+            &mut w,
             s.meta,
             Outcome::Stored {
+                unverified: vec![],
                 offsets: vec![32, 64],
                 full: true,
             },
@@ -760,10 +845,10 @@ mod tests {
         let first = w.next_send().expect("one batch fits the window");
         push(&mut w);
         assert!(w.next_send().is_none(), "a window of one batch");
-        w.on_outcome(first.meta, ok(first.meta, 32));
+        acks(&mut w, first.meta, ok(first.meta, 32));
         for _ in 1..2 * WINDOW_GROW_AFTER_BATCHES {
             let s = w.next_send().expect("room again");
-            w.on_outcome(s.meta, ok(s.meta, 32));
+            acks(&mut w, s.meta, ok(s.meta, 32));
             push(&mut w);
         }
         // 2 × WINDOW_GROW_AFTER_BATCHES batches in order: the window grew to three.
@@ -775,15 +860,17 @@ mod tests {
             .collect();
         assert_eq!(sends.len(), 3);
         // The second overtook the first: the window halves to one.
-        w.on_outcome(
+        acks(
+            &mut w,
             sends[1].meta,
             Outcome::OutOfOrder {
                 expected: sends[0].meta.first_seq,
             },
         );
-        w.on_outcome(sends[0].meta, ok(sends[0].meta, 32));
+        acks(&mut w, sends[0].meta, ok(sends[0].meta, 32));
         assert!(w.next_send().is_none(), "the third is still in flight");
-        w.on_outcome(
+        acks(
+            &mut w,
             sends[2].meta,
             Outcome::OutOfOrder {
                 expected: sends[1].meta.first_seq,
@@ -809,7 +896,7 @@ mod tests {
             w.push(Bytes::from(vec![1u8; 100]), Tag(s));
         }
         assert!(w.next_send().is_none(), "3 queued behind 3 in flight wait");
-        w.on_outcome(first.meta, ok(first.meta, 32));
+        acks(&mut w, first.meta, ok(first.meta, 32));
         let second = w.next_send().expect("answered: the gathered records go");
         assert_eq!((second.meta.first_seq, second.meta.count), (4, 3));
         for s in 7..=10 {
@@ -828,5 +915,72 @@ mod tests {
         let resent: Vec<_> = std::iter::from_fn(|| w.next_send()).collect();
         let firsts: Vec<_> = resent.iter().map(|s| s.meta.first_seq).collect();
         assert_eq!(firsts, vec![4, 7, 11]);
+    }
+
+    // Proves (issue 8 item 10): a duplicate the primary could not compare acknowledges a
+    // record only if this appender may have stored it itself (its batch went out in a
+    // generation that ended unanswered); on a first send it fails that record alone with
+    // UnverifiedDuplicate, and the window goes on; an "unverified" index that is not a
+    // duplicate (offset 0) is a protocol error, never an acknowledgement.
+    #[test]
+    fn unverified_duplicates_acknowledge_only_this_appenders_resends() {
+        let mut w = window(4, 8);
+        w.set_location(0);
+        w.open_window();
+        let first = w.next_send().unwrap();
+        assert!(!first.meta.resend);
+        let resolved = w.on_outcome(
+            first.meta,
+            Outcome::Stored {
+                offsets: vec![0, 0, 32, 72],
+                unverified: vec![0],
+                full: false,
+            },
+        );
+        assert_eq!(resolved.len(), 4);
+        match &resolved[0].1 {
+            Err(crate::Error::UnverifiedDuplicate {
+                writer: 7,
+                sequence: 1,
+            }) => {}
+            other => panic!("expected an unverified duplicate, got {other:?}"),
+        }
+        assert!(resolved[1..].iter().all(|(_, r)| r.is_ok()));
+        assert!(w.is_empty(), "the failed record is resolved, not resent");
+
+        // A batch sent, its generation ended unanswered (a seal), resent: now the appender may
+        // have stored it, so "unverified" acknowledges it (place unknown).
+        let mut w = window(2, 8);
+        w.set_location(0);
+        let lost = w.next_send().unwrap();
+        w.set_location(1);
+        let resend = w.next_send().unwrap();
+        assert_eq!(resend.meta.first_seq, lost.meta.first_seq);
+        assert!(resend.meta.resend);
+        let acked = acks(
+            &mut w,
+            resend.meta,
+            Outcome::Stored {
+                offsets: vec![0, 0],
+                unverified: vec![0, 1],
+                full: false,
+            },
+        );
+        assert!(acked.iter().all(|(_, a)| a.chunk.is_none()));
+
+        // "Unverified" on a record answered with a real offset: a failure, nothing resolved.
+        let mut w = window(1, 8);
+        w.set_location(0);
+        let s = w.next_send().unwrap();
+        let resolved = w.on_outcome(
+            s.meta,
+            Outcome::Stored {
+                offsets: vec![32],
+                unverified: vec![0],
+                full: false,
+            },
+        );
+        assert!(resolved.is_empty());
+        assert!(w.sealing());
     }
 }
