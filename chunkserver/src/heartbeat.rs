@@ -19,13 +19,13 @@ use tracing::{debug, error, info, warn};
 
 use crate::error::Error;
 use crate::limits::{MASTER_RETRY_MS_MAX, MASTER_RETRY_MS_MIN};
+use crate::master_link::MasterApi;
 use crate::node::Node;
-use crate::service::MasterLink;
 
 /// What the heartbeat loop needs.
 pub(crate) struct Heartbeat {
     pub(crate) node: Arc<Node>,
-    pub(crate) master: MasterLink,
+    pub(crate) master: Arc<dyn MasterApi>,
     /// This chunkserver's advertised address.
     pub(crate) address: String,
     pub(crate) data_dir: PathBuf,

@@ -4,16 +4,22 @@
 //! commit: one `pwritev` and one `fdatasync` per group), serves the `cairn.v1.Chunkserver` API
 //! (ARCHITECTURE.md: record append, forwarding, reads with long polls, fence, seal, delete),
 //! acts as the fixed primary of the open chunks the master names it for, and registers and
-//! heartbeats with the master. [`server::serve`] is the one entry point; the `cairn
-//! chunkserver` command, `cairn local` and tests all run it.
+//! heartbeats with the master. [`server::serve_with`] is the one entry point, over any
+//! transport; [`server::serve`] wires it to TCP for the `cairn chunkserver` command, `cairn
+//! local` and tests.
 //!
 //! # Layout
 //! - [`config`]: [`config::Args`] (flags, `CAIRN_…` environment) and the validated
 //!   [`config::Config`].
-//! - [`server`]: [`server::serve`], the gRPC server with Cairn's transport settings.
-//! - `service`: the only module touching the generated prost types: the `Chunkserver` trait
-//!   implementation, the primary's forwarding clients, the master client, and the one
+//! - [`server`]: [`server::serve_with`] and [`server::serve`], the gRPC server with Cairn's
+//!   transport settings (`cairn_proto::net`).
+//! - `service`: the `Chunkserver` trait implementation and the one
 //!   `impl From<Error> for tonic::Status`.
+//! - `peers`: the chunkserver's view of other chunkservers (forward, read, checksum) as the
+//!   `PeerApi` trait, and its gRPC implementation.
+//! - `master_link`: the chunkserver's view of the master (register, heartbeat) as the
+//!   `MasterApi` trait, and its gRPC implementation. With `service` and `peers`, the only
+//!   modules touching the generated prost types.
 //! - `node`: what each RPC does, in domain types: in-memory chunk states, the primary's write
 //!   path (local store + forwards, awaited in a task), reads and long polls, the fence scan.
 //! - `marks`: the fence's writer marks: the last record of the most recently active writers
@@ -56,7 +62,9 @@ pub mod error;
 mod heartbeat;
 pub mod limits;
 mod marks;
+mod master_link;
 mod node;
+mod peers;
 mod primary;
 mod replicate;
 pub mod scrub;
@@ -67,7 +75,7 @@ pub mod store;
 pub use config::{Args, Config};
 pub use error::{Error, Result};
 pub use scrub::{ScrubConfig, ScrubStats};
-pub use server::serve;
+pub use server::{serve, serve_with};
 pub use store::disk::{Disk, DiskFile, FsDisk};
 pub use store::faulty::FaultyDisk;
 pub use store::server_disk::ServerDisk;

@@ -39,13 +39,6 @@ pub const READ_WAIT_MS_MAX: u64 = 30_000;
 /// retried record with its offset. Older duplicates are answered with offset 0.
 pub const WRITER_RECENT_OFFSETS_MAX: usize = 4096;
 
-/// HTTP/2 initial stream window, server and peer channels (16 MiB): a maximal batch flows
-/// without waiting for window updates.
-pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 16 << 20;
-
-/// HTTP/2 initial connection window (32 MiB): room for two maximal batches in flight.
-pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
-
 /// Shortest heartbeat period a chunkserver accepts, in milliseconds.
 pub const HEARTBEAT_MS_MIN: u64 = 50;
 
@@ -79,10 +72,6 @@ const _: () = assert!(META_SLOT_BYTES as u64 <= META_SLOT_B_OFFSET);
 const _: () = assert!(READ_WAIT_MS_MAX <= 60_000);
 const _: () = assert!(HEARTBEAT_MS_MIN <= HEARTBEAT_MS_MAX);
 const _: () = assert!(MASTER_RETRY_MS_MIN <= MASTER_RETRY_MS_MAX);
-// A maximal gRPC message fits the stream window, so one batch never stalls on window updates.
-const _: () =
-    assert!(cairn_proto::GRPC_MESSAGE_BYTES_MAX <= HTTP2_CONNECTION_WINDOW_BYTES as usize);
-const _: () = assert!(HTTP2_STREAM_WINDOW_BYTES <= HTTP2_CONNECTION_WINDOW_BYTES);
 
 /// Most bytes the scrubber reads in one slice (1 MiB); it sleeps between slices to keep its rate.
 /// A frame cut by a slice boundary is carried into the next slice (at most

@@ -18,8 +18,8 @@ use tracing::{debug, info, warn};
 use crate::error::{Error, Result};
 use crate::limits::{READ_BYTES_MAX, READ_WAIT_MS_MAX, REORDER_HOLD_MS};
 use crate::marks::{Mark, scan_marks};
+use crate::peers::PeerApi;
 use crate::primary::{Admission, Batch, Inherited, Primary, Write};
-use crate::service::Peers;
 use crate::store::server_disk::ServerDisk;
 use crate::store::{ChunkStore, ReplicaState, Store};
 
@@ -169,7 +169,7 @@ impl Chunk {
 pub(crate) struct Node {
     pub(crate) store: Arc<Store<ServerDisk>>,
     chunks: RwLock<HashMap<ChunkHandle, Arc<Chunk>>>,
-    pub(crate) peers: Peers,
+    pub(crate) peers: Arc<dyn PeerApi>,
     rpc_timeout: Duration,
     /// Bandwidth bound of re-replication into this chunkserver.
     pub(crate) replicate_bytes_per_sec: u64,
@@ -190,7 +190,7 @@ impl Node {
     /// A node over `store`.
     pub(crate) fn new(
         store: Arc<Store<ServerDisk>>,
-        peers: Peers,
+        peers: Arc<dyn PeerApi>,
         rpc_timeout: Duration,
         replicate_bytes_per_sec: u64,
         stopping: watch::Receiver<bool>,
@@ -754,7 +754,10 @@ mod tests {
         let (_stop, stopping) = watch::channel(false);
         Node::new(
             Arc::new(store),
-            Peers::new(Duration::from_secs(1)),
+            Arc::new(crate::peers::GrpcPeers::new(
+                cairn_proto::net::TcpConnector::shared(),
+                Duration::from_secs(1),
+            )),
             Duration::from_secs(1),
             1 << 30,
             stopping,

@@ -13,7 +13,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_proto::v1::{ChecksumRequest, ReadRequest};
 use cairn_record::limits::{CHUNK_HEADER_BYTES, CHUNK_VERSION_MAX};
 use cairn_record::{ChunkHandle, ScanItem, Scanner};
 use tokio::time::Instant;
@@ -181,7 +180,6 @@ impl Node {
         end: u64,
         source: &str,
     ) -> Result<u64> {
-        let mut client = self.peers.client(source)?;
         // `pos`: file offset of the first byte not yet written; `carry`: bytes from `pos` of a
         // frame cut by the previous read.
         let mut pos = start;
@@ -189,16 +187,11 @@ impl Node {
         let mut read_at = start;
         while pos < end {
             let want = (end - read_at).min(REPLICATE_READ_BYTES as u64) as u32;
-            let resp = client
-                .read(ReadRequest {
-                    handle: handle.0,
-                    offset: read_at,
-                    max_bytes: want,
-                    wait_ms: 0,
-                })
+            let resp = self
+                .peers
+                .read(source, handle, read_at, want)
                 .await
-                .map_err(|s| source_error(handle, source, format!("read at {read_at}"), &s))?
-                .into_inner();
+                .map_err(|s| source_error(handle, source, format!("read at {read_at}"), &s))?;
             if !resp.sealed || resp.version != version || resp.readable_end < end {
                 return Err(Error::Replication {
                     handle,
@@ -309,18 +302,10 @@ impl Node {
     }
 
     async fn remote_checksum(&self, handle: ChunkHandle, source: &str) -> Result<Checksum> {
-        let resp = self
-            .peers
-            .client(source)?
-            .checksum(ChecksumRequest { handle: handle.0 })
+        self.peers
+            .checksum(source, handle)
             .await
-            .map_err(|s| source_error(handle, source, "checksum".to_owned(), &s))?
-            .into_inner();
-        Ok(Checksum {
-            version: resp.version,
-            length: resp.length,
-            crc32: resp.crc32,
-        })
+            .map_err(|s| source_error(handle, source, "checksum".to_owned(), &s))
     }
 }
 

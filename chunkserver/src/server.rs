@@ -1,28 +1,54 @@
-//! The chunkserver's one entry point, [`serve`]: opens the store, starts the heartbeat loop and
-//! runs the gRPC server until `shutdown` resolves.
+//! The chunkserver's entry points: [`serve_with`] opens the store, starts the heartbeat loop and
+//! runs the gRPC server on any transport (the connections it is handed, a
+//! [`Connector`] for the calls it makes) until `shutdown` resolves; [`serve`] is the TCP wiring
+//! the binaries and tests use.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::GRPC_MESSAGE_BYTES_MAX;
+use cairn_proto::net::{Connector, TcpConnector};
 use cairn_proto::v1::chunkserver_server::ChunkserverServer;
+use futures_util::Stream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{Connected, TcpIncoming};
 use tracing::{info, warn};
 
 use crate::config::{Config, split_host_port};
 use crate::error::{Error, Result};
 use crate::heartbeat::Heartbeat;
-use crate::limits::{HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES};
+use crate::master_link::GrpcMaster;
 use crate::node::Node;
-use crate::service::{ChunkserverService, MasterLink, Peers};
+use crate::peers::GrpcPeers;
+use crate::service::ChunkserverService;
 use crate::store::server_disk::ServerDisk;
 use crate::store::{ChunkStore, Store};
 
-/// Serves the chunkserver on `listener` until `shutdown` resolves.
+/// Serves the chunkserver on `listener` until `shutdown` resolves: [`serve_with`] over the
+/// operating system's TCP, with the advertised address's port 0 replaced by the listener's.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let local = listener.local_addr().map_err(|source| Error::Io {
+        op: "local address of",
+        path: config.listen.clone().into(),
+        source,
+    })?;
+    let config = Config {
+        advertise: advertised(&config.advertise, local.port()),
+        ..config
+    };
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    serve_with(config, incoming, TcpConnector::shared(), shutdown).await
+}
+
+/// Serves the chunkserver on the connections `incoming` yields until `shutdown` resolves,
+/// making every outgoing call (to peers, to the master) through `connector`.
 ///
 /// Opens (and recovers) the store under `config.data_dir`, registers with the master and
 /// heartbeats in the background, scrubs sealed replicas in the background (`config.scrub()`) (an unreachable master is retried, never fatal), and answers
@@ -30,18 +56,20 @@ use crate::store::{ChunkStore, Store};
 /// requests finish, and the store is closed (its writer threads stopped) before this returns,
 /// unless a request still holds it. Errors: a bad configuration, a store that cannot be
 /// opened, or a failed server.
-pub async fn serve(
+pub async fn serve_with<I, IO, IE>(
     config: Config,
-    listener: TcpListener,
+    incoming: I,
+    connector: Arc<dyn Connector>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
+) -> Result<()>
+where
+    I: Stream<Item = std::result::Result<IO, IE>> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     config.validate()?;
-    let local = listener.local_addr().map_err(|source| Error::Io {
-        op: "local address of",
-        path: config.listen.clone().into(),
-        source,
-    })?;
-    let advertise = advertised(&config.advertise, local.port());
+    let advertise = config.advertise.clone();
     let data_dir = config.data_dir.clone();
     if config.test_power_cut {
         warn!(
@@ -67,13 +95,13 @@ pub async fn serve(
         .expect("opening the store does not panic")?;
     let store = Arc::new(store);
     let timeout = config.rpc_timeout();
-    info!(listen = %local, advertise = %advertise, master = %config.master, data = %config.data_dir.display(), replicas = store.list().len(), "chunkserver starting");
+    info!(listen = %config.listen, advertise = %advertise, master = %config.master, data = %config.data_dir.display(), replicas = store.list().len(), "chunkserver starting");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let node = Arc::new(
         Node::new(
             store.clone(),
-            Peers::new(timeout),
+            Arc::new(GrpcPeers::new(connector.clone(), timeout)),
             timeout,
             config.replicate_bytes_per_sec,
             stop_rx,
@@ -83,7 +111,11 @@ pub async fn serve(
     );
     let heartbeat = Heartbeat {
         node: node.clone(),
-        master: MasterLink::new(&config.master, timeout)?,
+        master: Arc::new(GrpcMaster::new(
+            connector.as_ref(),
+            &config.master,
+            timeout,
+        )?),
         address: advertise.clone(),
         data_dir: config.data_dir.clone(),
         adopt_cluster_id: config.adopt_cluster_id,
@@ -95,17 +127,13 @@ pub async fn serve(
     let service = ChunkserverServer::new(ChunkserverService::new(node.clone()))
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let shutdown = async move {
         shutdown.await;
         info!("chunkserver shutting down");
         // Long polls return now, so the graceful shutdown does not wait for them.
         let _ = stop_tx.send(true);
     };
-    let served = Server::builder()
-        .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
-        .tcp_nodelay(true)
+    let served = cairn_proto::net::server()
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

@@ -1,33 +1,23 @@
-//! The gRPC boundary, and the only module that touches the generated (prost) types: the
-//! `Chunkserver` service, the primary's forwarding client ([`Peers`]), the master client
-//! ([`MasterLink`]) and the mapping of [`Error`] to `tonic::Status`.
+//! The gRPC server boundary: the `Chunkserver` service over a [`Node`], and the mapping of
+//! [`Error`] to `tonic::Status`. With [`crate::peers`] and [`crate::master_link`] (the gRPC
+//! clients), the only modules that touch the generated (prost) types.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use bytes::Bytes;
-use cairn_proto::GRPC_MESSAGE_BYTES_MAX;
-use cairn_proto::v1::chunkserver_client::ChunkserverClient;
 use cairn_proto::v1::chunkserver_server::Chunkserver;
-use cairn_proto::v1::master_client::MasterClient;
 use cairn_proto::v1::{
     AppendRequest, AppendResponse, ChecksumRequest, ChecksumResponse, CreateReplicaRequest,
     CreateReplicaResponse, DeleteReplicaRequest, DeleteReplicaResponse, FenceRequest,
-    FenceResponse, ForwardRequest, ForwardResponse, HeartbeatRequest, ReadRequest, ReadResponse,
-    RegisterRequest, ReplicaReport, ReplicateRequest, ReplicateResponse, SealRequest, SealResponse,
-    WriterMark,
+    FenceResponse, ForwardRequest, ForwardResponse, ReadRequest, ReadResponse, ReplicateRequest,
+    ReplicateResponse, SealRequest, SealResponse, WriterMark,
 };
 use cairn_record::ChunkHandle;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
 use tracing::instrument;
 
-use crate::error::{Error, Result};
-use crate::limits::{HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES};
+use crate::error::Error;
 use crate::node::{AppendStatus, Node, PrimaryRole};
 use crate::primary::Inherited;
-use crate::store::ReplicaState;
 
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
@@ -69,180 +59,6 @@ impl From<Error> for Status {
             Error::Io { .. } | Error::Transport { .. } => Code::Internal,
         };
         Status::new(code, e.to_string())
-    }
-}
-
-/// A channel to `addr` (`HOST:PORT`) with Cairn's transport settings, connected on first use.
-pub(crate) fn channel(addr: &str, timeout: Duration) -> Result<Channel> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Error::InvalidRequest {
-            reason: format!("bad address {addr:?}: {e}"),
-        })?
-        .tcp_nodelay(true)
-        .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
-        .connect_timeout(timeout)
-        .timeout(timeout);
-    Ok(endpoint.connect_lazy())
-}
-
-/// The primary's clients of its secondaries: one lazily connected channel per address.
-pub(crate) struct Peers {
-    clients: Mutex<HashMap<String, ChunkserverClient<Channel>>>,
-    timeout: Duration,
-}
-
-impl Peers {
-    /// No connections yet; each call times out after `timeout`.
-    pub(crate) fn new(timeout: Duration) -> Peers {
-        Peers {
-            clients: Mutex::new(HashMap::new()),
-            timeout,
-        }
-    }
-
-    pub(crate) fn client(&self, peer: &str) -> Result<ChunkserverClient<Channel>> {
-        let mut clients = self.clients.lock().expect("peers lock poisoned");
-        if let Some(c) = clients.get(peer) {
-            return Ok(c.clone());
-        }
-        let c = ChunkserverClient::new(channel(peer, self.timeout)?)
-            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
-        clients.insert(peer.to_owned(), c.clone());
-        Ok(c)
-    }
-
-    /// Forwards `frames` to `peer`; resolves to the secondary's durable length. The client is
-    /// looked up now (so the call is bound to this moment's connection); the RPC starts when the
-    /// future is first polled.
-    pub(crate) fn forward(
-        &self,
-        peer: &str,
-        handle: ChunkHandle,
-        version: u64,
-        offset: u64,
-        frames: Bytes,
-        commit_offset: u64,
-    ) -> impl Future<Output = Result<u64>> + Send + 'static {
-        let client = self.client(peer);
-        let peer = peer.to_owned();
-        async move {
-            let req = ForwardRequest {
-                handle: handle.0,
-                version,
-                offset,
-                frames,
-                commit_offset,
-            };
-            let resp = client?.forward(req).await.map_err(|s| Error::Forward {
-                handle,
-                peer,
-                message: format!("{:?}: {}", s.code(), s.message()),
-            })?;
-            Ok(resp.into_inner().durable_length)
-        }
-    }
-}
-
-/// What the master said to a registration.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Registered {
-    /// Replicas to delete.
-    pub(crate) delete: Vec<ChunkHandle>,
-    /// The heartbeat period the master expects (0: not said).
-    pub(crate) heartbeat_ms: u64,
-    /// The master's cluster id (0: not said).
-    pub(crate) cluster_id: u64,
-}
-
-/// What the master said to a heartbeat.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct HeartbeatReply {
-    /// Replicas to delete.
-    pub(crate) delete: Vec<ChunkHandle>,
-    /// The master does not know this chunkserver: register again.
-    pub(crate) reregister: bool,
-}
-
-/// The chunkserver's client of the master.
-pub(crate) struct MasterLink {
-    master: String,
-    client: MasterClient<Channel>,
-}
-
-impl MasterLink {
-    /// A lazily connected client of the master at `master` (`HOST:PORT`).
-    pub(crate) fn new(master: &str, timeout: Duration) -> Result<MasterLink> {
-        let client = MasterClient::new(channel(master, timeout)?)
-            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
-        Ok(MasterLink {
-            master: master.to_owned(),
-            client,
-        })
-    }
-
-    fn error(&self, s: Status) -> Error {
-        Error::Master {
-            master: self.master.clone(),
-            message: format!("{:?}: {}", s.code(), s.message()),
-        }
-    }
-
-    /// `RegisterChunkserver` with every replica's state.
-    pub(crate) async fn register(
-        &mut self,
-        address: &str,
-        replicas: &[(ReplicaState, bool)],
-        free_bytes: u64,
-        cluster_id: u64,
-    ) -> Result<Registered> {
-        let req = RegisterRequest {
-            address: address.to_owned(),
-            replicas: replicas.iter().map(report).collect(),
-            free_bytes,
-            cluster_id,
-        };
-        let resp = self.client.register_chunkserver(req).await;
-        let resp = resp.map_err(|s| self.error(s))?.into_inner();
-        Ok(Registered {
-            delete: resp.delete.into_iter().map(ChunkHandle).collect(),
-            heartbeat_ms: resp.heartbeat_ms as u64,
-            cluster_id: resp.cluster_id,
-        })
-    }
-
-    /// `Heartbeat` with every replica's state.
-    pub(crate) async fn heartbeat(
-        &mut self,
-        address: &str,
-        replicas: &[(ReplicaState, bool)],
-        free_bytes: u64,
-    ) -> Result<HeartbeatReply> {
-        let req = HeartbeatRequest {
-            address: address.to_owned(),
-            replicas: replicas.iter().map(report).collect(),
-            free_bytes,
-        };
-        let resp = self.client.heartbeat(req).await;
-        let resp = resp.map_err(|s| self.error(s))?.into_inner();
-        Ok(HeartbeatReply {
-            delete: resp.delete.into_iter().map(ChunkHandle).collect(),
-            reregister: resp.reregister,
-        })
-    }
-}
-
-fn report((s, primary): &(ReplicaState, bool)) -> ReplicaReport {
-    ReplicaReport {
-        handle: s.handle.0,
-        version: s.version,
-        length: s.len,
-        sealed: s.sealed,
-        failed: s.failed,
-        corrupt: !s.corrupt.is_empty(),
-        primary: *primary,
     }
 }
 

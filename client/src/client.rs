@@ -4,16 +4,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cairn_proto::net::{Connector, TcpConnector};
 use cairn_proto::v1::{self, chunkserver_client::ChunkserverClient, master_client::MasterClient};
 use cairn_record::ChunkHandle;
 use cairn_record::limits::{CHUNK_BYTES_DEFAULT, check_chunk_bytes};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, Result};
-use crate::limits::{
-    CONNECT_TIMEOUT, HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES, MASTER_CALL_TIMEOUT,
-    STAT_LOG_PAGE_CHUNKS,
-};
+use crate::limits::{CONNECT_TIMEOUT, MASTER_CALL_TIMEOUT, STAT_LOG_PAGE_CHUNKS};
 
 /// Options of a new log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,31 +173,29 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     master_addr: String,
+    /// Makes every channel: the OS's TCP, or a test's or simulator's network.
+    connector: Arc<dyn Connector>,
     master: MasterClient<Channel>,
     chunkservers: Mutex<HashMap<String, ChunkserverClient<Channel>>>,
 }
 
-/// The endpoint settings every channel uses: `TCP_NODELAY`, large HTTP/2 windows, a connect
-/// timeout. Per-call deadlines are set on each request, so long polls are not cut short.
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("master_addr", &self.master_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The endpoint of `addr` with Cairn's channel settings (`cairn_proto::net::endpoint`) and the
+/// client's connect timeout. Per-call deadlines are set on each request, so long polls are not
+/// cut short.
 fn endpoint(addr: &str) -> Result<Endpoint> {
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    let endpoint = Endpoint::from_shared(uri).map_err(|e| Error::InvalidArgument {
-        message: format!("bad address {addr:?}: {e}"),
-    })?;
-    Ok(endpoint
-        .tcp_nodelay(true)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_while_idle(true))
+    cairn_proto::net::endpoint(addr, CONNECT_TIMEOUT).map_err(|e| Error::InvalidArgument {
+        message: e.to_string(),
+    })
 }
 
 /// A request with a deadline.
@@ -214,19 +210,27 @@ impl Client {
     /// [`Error::MasterUnreachable`] if it cannot be reached now; later calls reconnect by
     /// themselves.
     pub async fn connect(master: &str) -> Result<Client> {
-        let channel = endpoint(master)?
-            .connect()
-            .await
-            .map_err(|e| Error::MasterUnreachable {
-                addr: master.to_owned(),
-                message: error_chain(&e),
-            })?;
+        Client::with_connector(master, TcpConnector::shared()).await
+    }
+
+    /// [`Client::connect`] making every channel (to the master and to chunkservers) through
+    /// `connector`: a test's or a simulator's network instead of the OS's TCP.
+    pub async fn with_connector(master: &str, connector: Arc<dyn Connector>) -> Result<Client> {
+        let channel =
+            connector
+                .connect(endpoint(master)?)
+                .await
+                .map_err(|e| Error::MasterUnreachable {
+                    addr: master.to_owned(),
+                    message: error_chain(&e),
+                })?;
         let master_client = MasterClient::new(channel)
             .max_decoding_message_size(cairn_proto::GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(cairn_proto::GRPC_MESSAGE_BYTES_MAX);
         Ok(Client {
             inner: Arc::new(Inner {
                 master_addr: master.to_owned(),
+                connector,
                 master: master_client,
                 chunkservers: Mutex::new(HashMap::new()),
             }),
@@ -252,7 +256,7 @@ impl Client {
         if let Some(c) = cache.get(addr) {
             return Ok(c.clone());
         }
-        let channel = endpoint(addr)?.connect_lazy();
+        let channel = self.inner.connector.lazy(endpoint(addr)?);
         let c = ChunkserverClient::new(channel)
             .max_decoding_message_size(cairn_proto::GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(cairn_proto::GRPC_MESSAGE_BYTES_MAX);

@@ -81,13 +81,6 @@ pub const TAIL_WAIT_MS: u32 = 1_000;
 /// How often `tail` asks the master for the next chunk while it has none to read.
 pub const TAIL_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
-/// HTTP/2 stream window of every channel (8 MiB): one batch or read range in flight without
-/// waiting for window updates.
-pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 8 << 20;
-
-/// HTTP/2 connection window of every channel (16 MiB), shared by the streams of one connection.
-pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
-
 /// Envelope allowance of one gRPC message beyond its frames or data.
 const GRPC_ENVELOPE_BYTES: usize = 64 << 10;
 
@@ -107,8 +100,8 @@ const _: () = assert!(READ_RANGE_BYTES as usize >= 2 * FRAME_HEADER_BYTES);
 const _: () = assert!(BATCH_BYTES_MAX * BATCHES_IN_FLIGHT_MAX <= APPENDER_PENDING_BYTES_MAX);
 const _: () = assert!(BATCH_RECORDS_MAX >= 1 && BATCHES_IN_FLIGHT_MAX >= 1);
 // A batch fits the stream window, so one batch never waits for a window update.
-const _: () = assert!(BATCH_BYTES_MAX <= HTTP2_STREAM_WINDOW_BYTES as usize);
-const _: () = assert!(HTTP2_STREAM_WINDOW_BYTES <= HTTP2_CONNECTION_WINDOW_BYTES);
+// One batch is in flight without waiting for window updates (the windows: cairn_proto::net).
+const _: () = assert!(BATCH_BYTES_MAX <= cairn_proto::net::HTTP2_STREAM_WINDOW_BYTES as usize);
 const _: () = assert!(RETRY_BACKOFF_MIN.as_millis() <= RETRY_BACKOFF_MAX.as_millis());
 // A tail long-poll ends well within its RPC deadline.
 const _: () = assert!((TAIL_WAIT_MS as u128) < READ_TIMEOUT.as_millis());

@@ -5,6 +5,8 @@
 
 #![allow(missing_docs, unreachable_pub, clippy::all)]
 
+pub mod net;
+
 /// Version 1 of the API.
 pub mod v1 {
     tonic::include_proto!("cairn.v1");

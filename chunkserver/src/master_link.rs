@@ -1,0 +1,153 @@
+//! The chunkserver's view of the master: registration and heartbeats, as a trait
+//! ([`MasterApi`]) so that the heartbeat loop does not depend on how the calls travel.
+//! [`GrpcMaster`] is the gRPC implementation, over the process's
+//! [`Connector`](cairn_proto::net::Connector).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use cairn_proto::GRPC_MESSAGE_BYTES_MAX;
+use cairn_proto::net::Connector;
+use cairn_proto::v1::master_client::MasterClient;
+use cairn_proto::v1::{HeartbeatRequest, RegisterRequest, ReplicaReport};
+use cairn_record::ChunkHandle;
+use tonic::Status;
+use tonic::transport::Channel;
+
+use crate::error::{Error, Result};
+use crate::peers::link;
+use crate::store::ReplicaState;
+
+/// A boxed future of a call to the master, borrowing the caller.
+pub(crate) type MasterCall<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// What the master said to a registration.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Registered {
+    /// Replicas to delete.
+    pub(crate) delete: Vec<ChunkHandle>,
+    /// The heartbeat period the master expects (0: not said).
+    pub(crate) heartbeat_ms: u64,
+    /// The master's cluster id (0: not said).
+    pub(crate) cluster_id: u64,
+}
+
+/// What the master said to a heartbeat.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HeartbeatReply {
+    /// Replicas to delete.
+    pub(crate) delete: Vec<ChunkHandle>,
+    /// The master does not know this chunkserver: register again.
+    pub(crate) reregister: bool,
+}
+
+/// Calls to the master. Each replica is reported with whether this process holds its primary
+/// role.
+pub(crate) trait MasterApi: Send + Sync + 'static {
+    /// `RegisterChunkserver` with every replica's state, presenting `cluster_id` (0: none yet).
+    fn register<'a>(
+        &'a self,
+        address: &'a str,
+        replicas: &'a [(ReplicaState, bool)],
+        free_bytes: u64,
+        cluster_id: u64,
+    ) -> MasterCall<'a, Registered>;
+
+    /// `Heartbeat` with every replica's state.
+    fn heartbeat<'a>(
+        &'a self,
+        address: &'a str,
+        replicas: &'a [(ReplicaState, bool)],
+        free_bytes: u64,
+    ) -> MasterCall<'a, HeartbeatReply>;
+}
+
+/// [`MasterApi`] over gRPC: one lazily connected channel, each call bounded by the RPC timeout.
+pub(crate) struct GrpcMaster {
+    master: String,
+    client: MasterClient<Channel>,
+}
+
+impl GrpcMaster {
+    /// A client of the master at `master` (`HOST:PORT`), connected by `connector` on first use.
+    pub(crate) fn new(
+        connector: &dyn Connector,
+        master: &str,
+        timeout: Duration,
+    ) -> Result<GrpcMaster> {
+        let client = MasterClient::new(link(connector, master, timeout)?)
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+        Ok(GrpcMaster {
+            master: master.to_owned(),
+            client,
+        })
+    }
+
+    fn error(&self, s: Status) -> Error {
+        Error::Master {
+            master: self.master.clone(),
+            message: format!("{:?}: {}", s.code(), s.message()),
+        }
+    }
+}
+
+impl MasterApi for GrpcMaster {
+    fn register<'a>(
+        &'a self,
+        address: &'a str,
+        replicas: &'a [(ReplicaState, bool)],
+        free_bytes: u64,
+        cluster_id: u64,
+    ) -> MasterCall<'a, Registered> {
+        Box::pin(async move {
+            let req = RegisterRequest {
+                address: address.to_owned(),
+                replicas: replicas.iter().map(report).collect(),
+                free_bytes,
+                cluster_id,
+            };
+            let resp = self.client.clone().register_chunkserver(req).await;
+            let resp = resp.map_err(|s| self.error(s))?.into_inner();
+            Ok(Registered {
+                delete: resp.delete.into_iter().map(ChunkHandle).collect(),
+                heartbeat_ms: resp.heartbeat_ms as u64,
+                cluster_id: resp.cluster_id,
+            })
+        })
+    }
+
+    fn heartbeat<'a>(
+        &'a self,
+        address: &'a str,
+        replicas: &'a [(ReplicaState, bool)],
+        free_bytes: u64,
+    ) -> MasterCall<'a, HeartbeatReply> {
+        Box::pin(async move {
+            let req = HeartbeatRequest {
+                address: address.to_owned(),
+                replicas: replicas.iter().map(report).collect(),
+                free_bytes,
+            };
+            let resp = self.client.clone().heartbeat(req).await;
+            let resp = resp.map_err(|s| self.error(s))?.into_inner();
+            Ok(HeartbeatReply {
+                delete: resp.delete.into_iter().map(ChunkHandle).collect(),
+                reregister: resp.reregister,
+            })
+        })
+    }
+}
+
+fn report((s, primary): &(ReplicaState, bool)) -> ReplicaReport {
+    ReplicaReport {
+        handle: s.handle.0,
+        version: s.version,
+        length: s.len,
+        sealed: s.sealed,
+        failed: s.failed,
+        corrupt: !s.corrupt.is_empty(),
+        primary: *primary,
+    }
+}

@@ -1,0 +1,137 @@
+//! How every Cairn process makes gRPC channels and servers: one set of HTTP/2 and TCP settings,
+//! and one seam, [`Connector`], through which every outgoing channel is made. Production uses
+//! [`TcpConnector`] (the OS's TCP); a test or a simulator hands its own connector to the roles
+//! and the client, and so carries every byte between them over a network it controls.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint, Server};
+
+use crate::GRPC_MESSAGE_BYTES_MAX;
+
+#[cfg(feature = "memory-net")]
+pub mod memory;
+
+/// HTTP/2 initial stream window of every channel and server (16 MiB): a maximal batch flows
+/// without waiting for window updates.
+pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 16 << 20;
+
+/// HTTP/2 initial connection window of every channel and server (32 MiB): room for two maximal
+/// batches in flight on one connection.
+pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+
+/// Period of HTTP/2 keep-alive pings on idle channels, so a dead peer is noticed.
+pub const HTTP2_KEEPALIVE: Duration = Duration::from_secs(10);
+
+// A maximal message fits the connection window, so one call never stalls on window updates.
+const _: () = assert!(GRPC_MESSAGE_BYTES_MAX <= HTTP2_CONNECTION_WINDOW_BYTES as usize);
+const _: () = assert!(HTTP2_STREAM_WINDOW_BYTES <= HTTP2_CONNECTION_WINDOW_BYTES);
+
+/// An address that is neither `HOST:PORT` nor a URI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadAddress {
+    /// The address as given.
+    pub addr: String,
+    /// Why it was refused.
+    pub message: String,
+}
+
+impl fmt::Display for BadAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bad address {:?}: {}", self.addr, self.message)
+    }
+}
+
+impl std::error::Error for BadAddress {}
+
+/// The endpoint of `addr` (`HOST:PORT`, or a URI) with Cairn's settings: `TCP_NODELAY`, the
+/// HTTP/2 windows above, keep-alive pings, and `connect_timeout`. Per-call deadlines are the
+/// caller's (on each request, or [`Endpoint::timeout`]).
+pub fn endpoint(addr: &str, connect_timeout: Duration) -> Result<Endpoint, BadAddress> {
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = Endpoint::from_shared(uri).map_err(|e| BadAddress {
+        addr: addr.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(endpoint
+        .tcp_nodelay(true)
+        .connect_timeout(connect_timeout)
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
+        .http2_keep_alive_interval(HTTP2_KEEPALIVE)
+        .keep_alive_while_idle(true))
+}
+
+/// A server builder with the same settings as [`endpoint`]; the caller adds its service and
+/// serves it on the connections it accepts (`serve_with_incoming_shutdown`).
+pub fn server() -> Server {
+    Server::builder()
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
+        .tcp_nodelay(true)
+}
+
+/// A connection attempt made by [`Connector::connect`].
+pub type Connecting =
+    Pin<Box<dyn Future<Output = Result<Channel, tonic::transport::Error>> + Send>>;
+
+/// Makes the channels of one process: the one seam between Cairn's code and the network.
+pub trait Connector: Send + Sync + 'static {
+    /// A channel to `endpoint` that connects on first use, and again after a failure.
+    fn lazy(&self, endpoint: Endpoint) -> Channel;
+
+    /// A channel to `endpoint`, connected now (so an unreachable address is an error here).
+    fn connect(&self, endpoint: Endpoint) -> Connecting;
+}
+
+/// The production [`Connector`]: the operating system's TCP.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpConnector;
+
+impl TcpConnector {
+    /// A shared [`TcpConnector`], as the roles and the client take connectors.
+    pub fn shared() -> Arc<dyn Connector> {
+        Arc::new(TcpConnector)
+    }
+}
+
+impl Connector for TcpConnector {
+    fn lazy(&self, endpoint: Endpoint) -> Channel {
+        endpoint.connect_lazy()
+    }
+
+    fn connect(&self, endpoint: Endpoint) -> Connecting {
+        Box::pin(async move { endpoint.connect().await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves: HOST:PORT and URIs are both accepted (HOST:PORT as http), garbage is refused with
+    // the address named.
+    #[test]
+    fn addresses_are_host_port_or_uri() {
+        let t = Duration::from_secs(1);
+        assert_eq!(
+            endpoint("127.0.0.1:7000", t).unwrap().uri().to_string(),
+            "http://127.0.0.1:7000/"
+        );
+        assert_eq!(
+            endpoint("http://h:1", t).unwrap().uri().to_string(),
+            "http://h:1/"
+        );
+        let e = endpoint("not an address", t).unwrap_err();
+        assert_eq!(e.addr, "not an address");
+        assert!(e.to_string().contains("not an address"));
+    }
+}
