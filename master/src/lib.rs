@@ -35,6 +35,11 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use cairn_proto::net::{Connector, TcpConnector};
+use futures_util::Stream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tonic::transport::server::{Connected, TcpIncoming};
+
 mod checkpoint;
 mod cluster_id;
 pub mod config;
@@ -64,6 +69,33 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let address = listener.local_addr().map_err(Error::io("listener"))?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    serve_with(
+        config,
+        &address.to_string(),
+        incoming,
+        TcpConnector::shared(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] on any transport: the connections `incoming` yields (named `address` in the logs),
+/// every call to a chunkserver made through `connector`.
+pub async fn serve_with<I, IO, IE>(
+    config: Config,
+    address: &str,
+    incoming: I,
+    connector: Arc<dyn Connector>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()>
+where
+    I: Stream<Item = std::result::Result<IO, IE>> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     config.validate()?;
     let dir = config.data_dir.clone();
     let (meta, last_sequence, file) = tokio::task::spawn_blocking(move || oplog::open(&dir))
@@ -77,10 +109,9 @@ pub async fn serve(
         .map_err(|e| Error::Config {
             reason: format!("start-up task failed: {e}"),
         })??;
-    let address = listener.local_addr().map_err(Error::io("listener"))?;
     let logs = meta.logs.len();
     let chunks = meta.chunks.len();
-    let api = service::GrpcChunkservers::new(config.rpc_timeout);
+    let api = service::GrpcChunkservers::new(connector, config.rpc_timeout);
     let seed = core::MasterCore::<service::GrpcChunkservers>::random_seed();
     let core = Arc::new(core::MasterCore::new(
         config,
@@ -92,7 +123,7 @@ pub async fn serve(
     ));
     tracing::info!(%address, logs, chunks, cluster = %format!("{cluster_id:016x}"), "master started");
     let repairs = tokio::spawn(core.clone().run_repairs());
-    let result = service::run(core.clone(), cluster_id, listener, shutdown).await;
+    let result = service::run(core.clone(), cluster_id, incoming, shutdown).await;
     repairs.abort();
     core.close().await;
     tracing::info!(%address, "master stopped");

@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_proto::GRPC_MESSAGE_BYTES_MAX;
+use cairn_proto::net::Connector;
 use cairn_proto::v1 as pb;
 use cairn_proto::v1::chunkserver_client::ChunkserverClient;
 use cairn_proto::v1::master_server::{Master, MasterServer};
 use cairn_record::ChunkHandle;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use tracing::{debug, instrument, warn};
 
@@ -58,18 +58,28 @@ impl From<Error> for Status {
     }
 }
 
-/// Runs the gRPC server until `shutdown` completes.
-pub(crate) async fn run(
+/// Runs the gRPC server on the connections `incoming` yields until `shutdown` completes.
+pub(crate) async fn run<I, IO, IE>(
     core: Arc<MasterCore<GrpcChunkservers>>,
     cluster_id: u64,
-    listener: tokio::net::TcpListener,
+    incoming: I,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
+) -> Result<(), Error>
+where
+    I: futures_util::Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let service = MasterServer::from_arc(Arc::new(MasterService { core, cluster_id }))
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    cairn_proto::net::server()
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
@@ -352,16 +362,22 @@ fn marks_to_pb(marks: Vec<WriterMark>, mut epochs: BTreeMap<u64, u64>) -> Vec<pb
     out
 }
 
-/// The master's client for chunkservers: one lazily connected channel per address.
+/// The master's client for chunkservers: one lazily connected channel per address, made by
+/// the process's [`Connector`].
 pub(crate) struct GrpcChunkservers {
+    connector: Arc<dyn Connector>,
     connect_timeout: Duration,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl GrpcChunkservers {
-    /// A client whose connections time out after `connect_timeout`.
-    pub(crate) fn new(connect_timeout: Duration) -> GrpcChunkservers {
+    /// A client whose connections are made by `connector` and time out after `connect_timeout`.
+    pub(crate) fn new(
+        connector: Arc<dyn Connector>,
+        connect_timeout: Duration,
+    ) -> GrpcChunkservers {
         GrpcChunkservers {
+            connector,
             connect_timeout,
             channels: Mutex::new(HashMap::new()),
         }
@@ -372,11 +388,9 @@ impl GrpcChunkservers {
         let channel = match channels.get(address) {
             Some(c) => c.clone(),
             None => {
-                let endpoint = Endpoint::from_shared(format!("http://{address}"))
-                    .map_err(|e| RpcError::Other(format!("bad address {address:?}: {e}")))?
-                    .connect_timeout(self.connect_timeout)
-                    .tcp_nodelay(true);
-                let channel = endpoint.connect_lazy();
+                let endpoint = cairn_proto::net::endpoint(address, self.connect_timeout)
+                    .map_err(|e| RpcError::Other(e.to_string()))?;
+                let channel = self.connector.lazy(endpoint);
                 channels.insert(address.to_owned(), channel.clone());
                 channel
             }
