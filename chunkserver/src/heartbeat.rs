@@ -195,15 +195,9 @@ fn read_cluster_id(dir: &Path) -> std::io::Result<Option<u64>> {
     }
 }
 
-/// Records `id` in `dir` durably (tmp file, fsync, rename, fsync of the directory).
+/// Records `id` in `dir` durably (`cairn_files::replace`).
 fn write_cluster_id(dir: &Path, id: u64) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = dir.join(format!("{CLUSTER_ID_FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    writeln!(f, "{id:016x}")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(CLUSTER_ID_FILE))?;
-    std::fs::File::open(dir)?.sync_all()
+    cairn_files::replace(dir, CLUSTER_ID_FILE, format!("{id:016x}\n").as_bytes()).map(drop)
 }
 
 #[cfg(test)]

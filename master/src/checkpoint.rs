@@ -2,8 +2,7 @@
 //! crash-safely (tmp → fsync → rename → fsync directory).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -89,23 +88,10 @@ pub(crate) fn read(dir: &Path) -> Result<Option<(Metadata, u64)>> {
     }
 }
 
-/// Writes `bytes` as the checkpoint of `dir`: tmp file, fsync, rename, fsync the directory.
+/// Writes `bytes` as the checkpoint of `dir`, durably (`cairn_files::replace`).
 pub(crate) fn write(dir: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = dir.join(TMP);
-    let mut f = File::create(&tmp).map_err(Error::io(&tmp))?;
-    f.write_all(bytes).map_err(Error::io(&tmp))?;
-    f.sync_all().map_err(Error::io(&tmp))?;
-    drop(f);
-    let path = dir.join(FILE);
-    fs::rename(&tmp, &path).map_err(Error::io(&path))?;
-    sync_dir(dir)
-}
-
-/// Fsyncs a directory: a rename or create is not durable until its parent is.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io(dir))
+    cairn_files::replace(dir, FILE, bytes).map_err(Error::io(&dir.join(FILE)))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 //! started on an empty (or wrong) data directory cannot tell chunkservers to delete replicas it
 //! does not know.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -30,17 +29,11 @@ pub(crate) fn load_or_create(dir: &Path) -> Result<u64> {
                     break id;
                 }
             };
-            let tmp = dir.join(format!("{FILE}.tmp"));
-            let io = |e: std::io::Error| Error::Config {
-                reason: format!("write {}: {e}", path.display()),
-            };
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            writeln!(f, "{id:016x}").map_err(io)?;
-            f.sync_all().map_err(io)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
+            cairn_files::replace(dir, FILE, format!("{id:016x}\n").as_bytes()).map_err(|e| {
+                Error::Config {
+                    reason: format!("write {}: {e}", path.display()),
+                }
+            })?;
             tracing::info!(cluster = %format!("{id:016x}"), "new cluster id");
             Ok(id)
         }

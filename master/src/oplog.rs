@@ -6,7 +6,7 @@
 //! on from it. Writes are group-committed by one task: whatever queued during an `fdatasync`
 //! shares the next one. See FORMAT.md, "Master operation log, version 2".
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -269,21 +269,9 @@ pub(crate) fn open(dir: &Path) -> Result<(Metadata, u64, File)> {
 /// Starts an empty operation log continuing after `after`: `oplog.tmp` with the begin frame,
 /// fsync, rename over `oplog`, fsync the directory. Returns the file, open for appending.
 pub(crate) fn fresh(dir: &Path, after: u64) -> Result<File> {
-    let tmp = dir.join(TMP);
-    let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&tmp)
-        .map_err(Error::io(&tmp))?;
     let mut buf = Vec::new();
     encode(&mut buf, after, &Entry::Begin { format: FORMAT });
-    f.write_all(&buf).map_err(Error::io(&tmp))?;
-    f.sync_all().map_err(Error::io(&tmp))?;
-    let path = dir.join(FILE);
-    fs::rename(&tmp, &path).map_err(Error::io(&path))?;
-    checkpoint::sync_dir(dir)?;
-    Ok(f)
+    cairn_files::replace(dir, FILE, &buf).map_err(Error::io(&dir.join(FILE)))
 }
 
 /// The handle on the committer task.
