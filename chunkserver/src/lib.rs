@@ -35,6 +35,7 @@
 //!     (`--test-power-cut`): real files whose unsynced writes live in process memory.
 //!   - [`store::server_disk`]: [`ServerDisk`], the server's choice between the two.
 //!   - [`store::meta`]: the `.meta` replica-state slots (FORMAT.md).
+//!   - [`store::schedule`]: where open replicas' writers run: a bounded thread pool, or inline.
 //! - [`scrub`]: the scrubber, which re-verifies sealed replicas at a bounded rate and marks
 //!   bad ones corrupt (persisted; reported to the master; their reads refused).
 //! - [`limits`]: every bound of the crate.
@@ -80,4 +81,4 @@ pub use store::disk::{Disk, DiskFile, FsDisk};
 pub use store::faulty::FaultyDisk;
 pub use store::server_disk::ServerDisk;
 pub use store::write_behind::WriteBehindDisk;
-pub use store::{ChunkStore, ReplicaState, Store, StoreLimits, StoreStats};
+pub use store::{ChunkStore, ReplicaState, Store, StoreOptions, StoreStats};

@@ -111,15 +111,23 @@ pub const REPLICATE_BYTES_PER_SEC_MIN: u64 = 1 << 20;
 pub const REPLICATE_READ_BYTES: u32 = 4 << 20;
 const _: () = assert!(REPLICATE_READ_BYTES as usize <= READ_BYTES_MAX);
 
+/// Most threads running the writers of open replicas (the store's pool, `store::schedule`):
+/// group commits of this many replicas wait for the disk at once; others queue. Threads no
+/// longer grow with the open replicas.
+pub const WRITER_THREADS_MAX: usize = 32;
+
+/// How long a writer thread stays without work before it ends, in milliseconds.
+pub const WRITER_THREAD_IDLE_MS: u64 = 10_000;
+
 /// Most chunk files of replicas without a writer (sealed, failed, corrupt) held open at once:
 /// the store's descriptor cache, least recently used closed first. Bounds descriptors whatever
 /// the number of replicas (100,000+ on a full disk of small chunks).
 pub const FILE_CACHE_MAX: usize = 1024;
 
 /// Most open (writable) replicas one chunkserver holds; `CreateReplica` beyond it is refused
-/// with `RESOURCE_EXHAUSTED`. Each has a writer thread and two descriptors (chunk and `.meta`)
-/// until it is sealed; a log has one open chunk at a time, so this bounds open logs per
-/// chunkserver, not its replicas.
+/// with `RESOURCE_EXHAUSTED`. Each has two descriptors (chunk and `.meta`) until it is sealed; a
+/// log has one open chunk at a time, so this bounds open logs per chunkserver, not its
+/// replicas.
 pub const OPEN_REPLICAS_MAX: usize = 1024;
 
 /// Most bytes the startup scan of an open replica reads at once (4 MiB), plus a frame carried

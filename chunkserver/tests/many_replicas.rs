@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use cairn_chunkserver::{ChunkStore, FsDisk, Store, StoreLimits};
+use cairn_chunkserver::{ChunkStore, FsDisk, Store, StoreOptions};
 use cairn_record::{ChunkHandle, RecordId, encode_record};
 
 /// Replicas created: several times the descriptor cache below.
@@ -17,10 +17,17 @@ const CACHE: usize = 16;
 /// Descriptors the store may use beyond its cache: a read in flight, and the directory fsync.
 const SLACK: usize = 4;
 
-fn limits() -> StoreLimits {
-    StoreLimits {
+/// Writer threads the store may run.
+const WRITERS: usize = 2;
+
+/// Replicas open at once in the first phase: many times the writer threads.
+const OPEN_AT_ONCE: u64 = 64;
+
+fn limits() -> StoreOptions {
+    StoreOptions {
         file_cache: CACHE,
-        ..StoreLimits::default()
+        writers: cairn_chunkserver::store::schedule::Scheduling::Threads(WRITERS),
+        ..StoreOptions::default()
     }
 }
 
@@ -49,25 +56,48 @@ fn frame(handle: u64) -> Bytes {
     Bytes::from(out)
 }
 
-/// Proves that a store holding more sealed replicas than its descriptor cache keeps its open
+/// Proves that a store's threads are bounded by its writer pool however many replicas are open,
+/// and that a store holding more sealed replicas than its descriptor cache keeps its open
 /// descriptors under the cache bound (plus a small slack) while every replica is read, twice,
-/// also after a restart, and that sealing ends each replica's writer thread.
+/// also after a restart.
 ///
-/// How: a store on the real file system with a 16-file cache; 300 replicas are created, given a
-/// record and sealed one by one (so at most one is open at a time); the process's descriptor
-/// count (/proc/self/fd) is checked after each seal and each read, against the count before the
-/// store was opened plus the cache and slack; the thread count must be back to its start once
-/// every replica is sealed. The store is then dropped and opened again, and every replica read
-/// once more under the same bound.
+/// How: a store on the real file system with a 16-file cache and 2 writer threads. First 64
+/// replicas are open at once, each with appends in flight together: the process never has more
+/// than 2 threads beyond its start (it had one per open replica before the pool). They are
+/// sealed. Then the rest of 300 replicas are created, given a record and sealed one by one; the
+/// process's descriptor count (/proc/self/fd) is checked after each seal and each read, against
+/// the count before the store was opened plus the cache and slack. The store is then dropped
+/// (its threads end) and opened again, and every replica read once more under the same bound.
 #[tokio::test(flavor = "current_thread")]
 async fn many_sealed_replicas_use_a_bounded_number_of_descriptors() {
     let tmp = tempfile::tempdir().expect("temporary directory");
     let base_fds = open_fds();
     let base_threads = threads();
     let bound = base_fds + CACHE + SLACK;
-    let store = Store::open_with_limits(tmp.path(), FsDisk, limits()).expect("open the store");
+    let store = Store::open_with(tmp.path(), FsDisk, limits()).expect("open the store");
     let mut lens = Vec::new();
-    for h in 1..=REPLICAS {
+    for h in 1..=OPEN_AT_ONCE {
+        store
+            .create(ChunkHandle(h), 1, 4096)
+            .expect("create a replica");
+    }
+    let appends: Vec<_> = (1..=OPEN_AT_ONCE)
+        .map(|h| store.append(ChunkHandle(h), 1, 32, frame(h)))
+        .collect();
+    assert!(
+        threads() <= base_threads + WRITERS,
+        "{} threads with {OPEN_AT_ONCE} replicas open, more than {WRITERS} writers",
+        threads() - base_threads
+    );
+    for (i, a) in appends.into_iter().enumerate() {
+        let len = a.await.expect("append a record");
+        store
+            .seal(ChunkHandle(i as u64 + 1), 1, len)
+            .expect("seal the replica");
+        lens.push(len);
+    }
+    assert!(store.writer_threads() <= WRITERS);
+    for h in OPEN_AT_ONCE + 1..=REPLICAS {
         let handle = ChunkHandle(h);
         store.create(handle, 1, 4096).expect("create a replica");
         let f = frame(h);
@@ -83,18 +113,7 @@ async fn many_sealed_replicas_use_a_bounded_number_of_descriptors() {
             "after sealing {h} replicas: {fds} descriptors > {bound}"
         );
     }
-    // Writer threads end at seal; give the last one a moment to exit.
-    for _ in 0..100 {
-        if threads() <= base_threads {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    assert_eq!(
-        threads(),
-        base_threads,
-        "no writer thread outlives its seal"
-    );
+    assert!(threads() <= base_threads + WRITERS);
     assert_eq!(store.open_replicas(), 0);
     let read_all = |store: &Store<FsDisk>| {
         for (i, &len) in lens.iter().enumerate() {
@@ -118,8 +137,20 @@ async fn many_sealed_replicas_use_a_bounded_number_of_descriptors() {
         base_fds,
         "a dropped store closes every descriptor"
     );
-    let store = Store::open_with_limits(Path::new(tmp.path()), FsDisk, limits())
-        .expect("open the store again");
+    // A dropped store's writer threads end; give them a moment.
+    for _ in 0..200 {
+        if threads() <= base_threads {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(
+        threads(),
+        base_threads,
+        "no writer thread outlives its store"
+    );
+    let store =
+        Store::open_with(Path::new(tmp.path()), FsDisk, limits()).expect("open the store again");
     assert!(open_fds() <= bound, "recovery closes what it opened");
     assert_eq!(store.list().len(), REPLICAS as usize);
     read_all(&store);

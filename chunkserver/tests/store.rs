@@ -695,14 +695,14 @@ fn a_crash_at_every_flush_loses_no_acknowledged_append() {
 // How: a store on the in-memory disk with bounds of 2 open and 3 replicas.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_bounds_refuse_creation_and_change_nothing() {
-    use cairn_chunkserver::StoreLimits;
+    use cairn_chunkserver::StoreOptions;
     let disk = FaultyDisk::new();
-    let limits = StoreLimits {
+    let limits = StoreOptions {
         open_replicas: 2,
         replicas: 3,
-        ..StoreLimits::default()
+        ..StoreOptions::default()
     };
-    let store = Store::open_with_limits(Path::new("/data"), disk.clone(), limits).unwrap();
+    let store = Store::open_with(Path::new("/data"), disk.clone(), limits).unwrap();
     let h = |n: u64| ChunkHandle(0x100 + n);
     store.create(h(1), 1, CAP).unwrap();
     let len = store.append(h(1), 1, 32, frame(1, 1, 100)).await.unwrap();
@@ -732,15 +732,61 @@ async fn replica_bounds_refuse_creation_and_change_nothing() {
     store.create(h(4), 1, CAP).unwrap();
     drop(store);
     // Reopened with a smaller bound: every replica is still there and readable.
-    let tight = StoreLimits {
+    let tight = StoreOptions {
         replicas: 1,
         ..limits
     };
-    let store = Store::open_with_limits(Path::new("/data"), disk, tight).unwrap();
+    let store = Store::open_with(Path::new("/data"), disk, tight).unwrap();
     assert_eq!(store.list().len(), 3);
     assert_eq!(store.read(h(1), 32, 4096).unwrap(), frame(1, 1, 100));
     assert!(matches!(
         store.create(h(5), 1, CAP),
         Err(Error::Exhausted { .. })
     ));
+}
+
+// Proves (issue 9, the store's seam for a simulator): with writers run inline, the store starts
+// no writer thread and runs on tokio's clock alone: group commit, an early append held until
+// the bytes before it arrive, an early append that times out after exactly the window timeout
+// of (paused, virtual) time, a fence and a seal all behave as on the thread pool.
+//
+// How: a current-thread runtime with the clock paused; the store on the in-memory disk with
+// `Scheduling::Inline`.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn inline_writers_use_no_thread_and_tokio_time() {
+    use cairn_chunkserver::StoreOptions;
+    use cairn_chunkserver::store::schedule::Scheduling;
+    let disk = FaultyDisk::new();
+    let options = StoreOptions {
+        writers: Scheduling::Inline,
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(Path::new("/data"), disk.clone(), options).unwrap();
+    store.create(H, 1, CAP).unwrap();
+    let (a, b) = (frame(1, 1, 8), frame(1, 2, 8));
+    // The second record first: held, then written with the first as one contiguous run.
+    let late = store.append(H, 1, 32 + a.len() as u64, b.clone());
+    let first = store.append(H, 1, 32, a.clone()).await.unwrap();
+    assert_eq!(first, 32 + (a.len() + b.len()) as u64);
+    assert_eq!(late.await.unwrap(), first);
+    // A gap that never fills: refused after the window timeout of virtual time, not before.
+    let started = tokio::time::Instant::now();
+    let err = store
+        .append(H, 1, first + 64, frame(1, 4, 8))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::GapTimeout { .. }), "{err}");
+    let waited = started.elapsed();
+    let window =
+        std::time::Duration::from_millis(cairn_chunkserver::limits::APPEND_WINDOW_TIMEOUT_MS);
+    assert!(waited >= window && waited < window * 2, "{waited:?}");
+    let fenced = store.fence(H, 2).await.unwrap();
+    assert_eq!(fenced.len, first);
+    store.seal(H, 2, first).unwrap();
+    // (The process's thread count is not compared: other tests of this file run beside it.)
+    assert_eq!(store.writer_threads(), 0, "inline writers start no thread");
+    drop(store);
+    let store = Store::open_with(Path::new("/data"), disk, options).unwrap();
+    let s = store.state(H).unwrap();
+    assert!(s.sealed && s.len == first);
 }

@@ -18,19 +18,21 @@
 //!   one short replica never shortens the chunk (ARCHITECTURE.md, "Seal").
 //! - The writer writes only at the file's length, which between groups is the durable length.
 //!   Reads never return bytes past the durable length; a file shorter than that is corrupt.
-//! - Exactly one thread writes a replica's `.meta` at a time (its writer while it runs, the
-//!   caller's thread after), each write with the next generation, so writes alternate slots.
+//! - Exactly one thread writes a replica's `.meta` at a time (its writer's step while it runs,
+//!   the caller's thread after), each write with the next generation, so writes alternate slots.
 //! - An fsync error fails the replica for good (persisted in `.meta`); it is never retried.
 //!
 //! # Threads, descriptors, memory
-//! Each open (writable) replica has one writer thread (`chunk-{handle}`) that does group
-//! commit (see [`writer`]) and holds its chunk and `.meta` files open; at most
-//! [`OPEN_REPLICAS_MAX`] replicas are open (`create` beyond is `Exhausted`). At seal (or failure)
-//! the thread ends and detaches, and the descriptors are released. Sealed, failed and corrupt
-//! replicas have no thread and no descriptor: reads go through a descriptor cache of at most
-//! [`FILE_CACHE_MAX`] chunk files ([`files`]). What a replica costs in memory is its small
+//! Each open (writable) replica has a writer that does group commit (see [`writer`]) and holds
+//! its chunk and `.meta` files open; at most [`OPEN_REPLICAS_MAX`] replicas are open (`create`
+//! beyond is `Exhausted`). A writer is not a thread: its steps run on the store's scheduler
+//! ([`schedule`]), a pool of at most [`WRITER_THREADS_MAX`] threads (`chunk-writer-N`, started
+//! with work, ended when idle), or inline in the caller (simulations). At seal (or failure) the
+//! writer ends and the descriptors are released before the seal is answered. Sealed, failed and
+//! corrupt replicas have no writer and no descriptor: reads go through a descriptor cache of at
+//! most [`FILE_CACHE_MAX`] chunk files ([`files`]). What a replica costs in memory is its small
 //! in-memory state (no buffer, no map). So threads and descriptors are bounded by limits, not by
-//! the number of replicas.
+//! the number of replicas, open or sealed.
 //!
 //! # No memory maps
 //! Reads, the startup scan and the scrubber use `pread` only ([`disk::FsDisk`] maps nothing): a
@@ -38,10 +40,10 @@
 //! read is `SIGBUS` and would kill the whole process for one bad file, and crash-loop it when
 //! the startup scan meets it. A failed or short `pread` costs one replica: it is marked corrupt
 //! (persisted, reported, reads answer `DATA_LOSS`) and the master replaces it. (`cairn inspect`
-//! reads a file it is pointed at into memory; a fault there ends that one command.) Appends and fences are
-//! futures completed by the writer through `tokio::sync::oneshot`; they need no runtime of their
-//! own. `create`, `seal` and `delete` block on disk I/O: call them from `spawn_blocking` in async
-//! code.
+//! reads a file it is pointed at into memory; a fault there ends that one command.) Appends and
+//! fences are futures completed by the writer through `tokio::sync::oneshot`; they need no
+//! runtime of their own. `create`, `seal` and `delete` block on disk I/O: call them from
+//! `spawn_blocking` in async code (with inline writers, on a simulated disk, directly).
 
 pub mod disk;
 pub mod fail_disk;
@@ -49,6 +51,7 @@ pub mod faulty;
 mod files;
 pub mod meta;
 mod scan;
+pub mod schedule;
 pub mod server_disk;
 pub mod write_behind;
 mod writer;
@@ -69,10 +72,12 @@ use tracing::{error, info, warn};
 use self::disk::{Disk, DiskFile};
 use self::files::{FileSource, Files};
 use self::meta::Meta;
+use self::schedule::{Scheduler, Scheduling};
 use self::writer::{Msg, Pinned, Replica, Stats, Status, Submitted};
 use crate::error::{Error, Result, is_exhausted};
 use crate::limits::{
     FILE_CACHE_MAX, META_FILE_BYTES, OPEN_REPLICAS_MAX, READ_BYTES_MAX, REPLICAS_MAX,
+    WRITER_THREADS_MAX,
 };
 use crate::scrub::{ScrubCounters, ScrubStats};
 
@@ -174,9 +179,13 @@ pub struct StoreStats {
     pub meta_fsyncs: u64,
 }
 
-/// The bounds of a store; [`StoreLimits::default`] is the chunkserver's (`crate::limits`).
+/// The bounds of a store and where its writers run; [`StoreOptions::default`] is the
+/// chunkserver's (`crate::limits`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StoreLimits {
+pub struct StoreOptions {
+    /// Where open replicas' writers run: a pool of at most `WRITER_THREADS_MAX` threads by
+    /// default, or inline (see [`schedule`]).
+    pub writers: Scheduling,
     /// Most chunk files of replicas without a writer held open at once (see [`files`]).
     pub file_cache: usize,
     /// Most open (writable) replicas, each with a writer thread and two descriptors.
@@ -185,9 +194,10 @@ pub struct StoreLimits {
     pub replicas: usize,
 }
 
-impl Default for StoreLimits {
-    fn default() -> StoreLimits {
-        StoreLimits {
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            writers: Scheduling::Threads(WRITER_THREADS_MAX),
             file_cache: FILE_CACHE_MAX,
             open_replicas: OPEN_REPLICAS_MAX,
             replicas: REPLICAS_MAX,
@@ -198,7 +208,9 @@ impl Default for StoreLimits {
 /// A [`ChunkStore`] on a [`Disk`]: [`disk::FsDisk`] in production, [`faulty::FaultyDisk`] in
 /// tests.
 pub struct Store<D: Disk> {
-    limits: StoreLimits,
+    limits: StoreOptions,
+    /// Runs the open replicas' writers.
+    scheduler: Arc<Scheduler>,
     /// The disk, the directory and the descriptor cache, shared with every replica.
     files: Arc<Files<D>>,
     replicas: RwLock<HashMap<ChunkHandle, Arc<Replica<D::File>>>>,
@@ -239,16 +251,18 @@ impl<D: Disk> Store<D> {
     /// the replica corrupt, and the file is kept as it is. Sealed replicas are only checked for
     /// length here (the scrubber verifies their frames), so startup does not read every byte.
     pub fn open(data_dir: &Path, disk: D) -> Result<Store<D>> {
-        Store::open_with_limits(data_dir, disk, StoreLimits::default())
+        Store::open_with(data_dir, disk, StoreOptions::default())
     }
 
-    /// [`Store::open`] with other bounds than the chunkserver's (tests reach them quickly).
-    pub fn open_with_limits(data_dir: &Path, disk: D, limits: StoreLimits) -> Result<Store<D>> {
+    /// [`Store::open`] with other bounds than the chunkserver's (tests reach them quickly), or
+    /// its writers run inline (simulations).
+    pub fn open_with(data_dir: &Path, disk: D, limits: StoreOptions) -> Result<Store<D>> {
         let dir = data_dir.join("chunks");
         disk.create_dir_all(&dir)
             .map_err(Error::io("create directory", &dir))?;
         let store = Store {
             limits,
+            scheduler: Arc::new(Scheduler::new(limits.writers)),
             files: Arc::new(Files::new(disk, dir, limits.file_cache)),
             replicas: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
@@ -279,7 +293,13 @@ impl<D: Disk> Store<D> {
         self.files.cached()
     }
 
-    /// Replicas open now, each with a writer thread and two descriptors: at most
+    /// Threads running writers now: at most the pool's bound (`WRITER_THREADS_MAX` by default),
+    /// 0 when writers run inline.
+    pub fn writer_threads(&self) -> usize {
+        self.scheduler.threads()
+    }
+
+    /// Replicas open now, each with two descriptors: at most
     /// [`OPEN_REPLICAS_MAX`] created through [`ChunkStore::create`].
     pub fn open_replicas(&self) -> u64 {
         self.stats.open_replicas.load(Ordering::Acquire)
@@ -467,6 +487,7 @@ impl<D: Disk> Store<D> {
             len,
             status,
             self.stats.clone(),
+            self.scheduler.clone(),
         )))
     }
 
@@ -508,23 +529,7 @@ impl<D: Disk> Store<D> {
         let writable = rep.status().writable();
         let rep = Arc::new(rep);
         if writable {
-            let r = rep.clone();
-            // Held until the handle is stored: the writer takes it (to detach) when it ends.
-            let mut slot = rep.writer.lock().expect("replica writer lock poisoned");
-            self.stats.open_replicas.fetch_add(1, Ordering::AcqRel);
-            let thread = std::thread::Builder::new()
-                .name(format!("chunk-{handle}"))
-                .spawn(move || writer::run(r));
-            match thread {
-                Ok(t) => *slot = Some(t),
-                Err(e) => {
-                    self.stats.open_replicas.fetch_sub(1, Ordering::AcqRel);
-                    return Err(Error::exhausted(
-                        "threads",
-                        format!("spawning the writer of chunk {handle}: {e}"),
-                    ));
-                }
-            }
+            rep.start_writer();
         }
         self.replicas
             .write()
@@ -695,6 +700,7 @@ impl<D: Disk> ChunkStore for Store<D> {
             CHUNK_HEADER_BYTES as u64,
             status,
             self.stats.clone(),
+            self.scheduler.clone(),
         );
         info!(chunk = %handle, version, capacity, "replica created");
         Ok(self.insert(rep)?.state())

@@ -1,10 +1,12 @@
-//! One replica in memory, and the group-commit writer thread of an open replica.
+//! One replica in memory, and the group-commit writer of an open replica.
 //!
 //! Every mutation of an open replica (append, fence, seal, stop) is a message in the replica's
-//! inbox. The writer thread takes *everything* queued at once, checks and orders it, writes the
+//! inbox. A writer *step* takes *everything* queued at once, checks and orders it, writes the
 //! contiguous run with one `pwritev`, `fdatasync`s the chunk file, advances the durable length
-//! and completes the group's appends: one device flush per group. While the thread waits for
-//! the disk, new appends pile up in the inbox and form the next group.
+//! and completes the group's appends: one device flush per group. While a step waits for the
+//! disk, new appends pile up in the inbox and form the next group. Steps run on the store's
+//! scheduler ([`super::schedule`]: a bounded thread pool, or inline), one at a time per
+//! replica.
 //!
 //! The `.meta` file is written only when the replica's state changes (creation, fence, seal,
 //! failure), never per group: an open replica's length is whatever whole frames its file holds.
@@ -16,24 +18,26 @@
 //! bytes before them arrive, or fail with `GapTimeout`.
 //!
 //! When the replica is sealed, fails, is deleted or the store shuts down, the writer closes the
-//! inbox and exits; later requests are answered by the caller's thread ("inline") from the
+//! inbox and ends; later requests are answered by the caller's thread ("inline") from the
 //! replica's status.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use cairn_record::{ByteRange, ChunkHandle};
 use tokio::sync::oneshot;
+// tokio's clock: real time in the server, the simulated clock in a simulation.
+use tokio::time::Instant;
 use tracing::{error, info, trace, warn};
 
 use super::disk::DiskFile;
 use super::files::FileSource;
 use super::meta::Meta;
+use super::schedule::{Next, Scheduler, Step};
 use super::{ReplicaState, StoreStats};
 use crate::error::{Error, Result};
 use crate::limits::{
@@ -48,7 +52,7 @@ pub(crate) struct Stats {
     pub(crate) appends: AtomicU64,
     pub(crate) data_fsyncs: AtomicU64,
     pub(crate) meta_fsyncs: AtomicU64,
-    /// Replicas whose writer runs (open, healthy), each holding a thread and two descriptors.
+    /// Replicas whose writer runs (open, healthy), each holding two descriptors.
     pub(crate) open_replicas: AtomicU64,
 }
 
@@ -107,6 +111,10 @@ struct Inbox {
     msgs: Vec<Msg>,
     appends: usize,
     closed: bool,
+    /// A step is queued or running: nobody else schedules one.
+    scheduled: bool,
+    /// The writer ended (see [`Replica::stop_writer`]).
+    finished: bool,
 }
 
 /// A replica's files, held open while its writer runs.
@@ -127,8 +135,11 @@ pub(crate) struct Replica<F: DiskFile> {
     pub(crate) durable: AtomicU64,
     pub(crate) status: Mutex<Status>,
     inbox: Mutex<Inbox>,
-    wake: Condvar,
-    pub(crate) writer: Mutex<Option<JoinHandle<()>>>,
+    /// Signalled when the writer ends.
+    finished: Condvar,
+    /// The writer's state while it runs; taken by each step.
+    writer: Mutex<Option<Writer<F>>>,
+    scheduler: Arc<Scheduler>,
     pub(crate) stats: Arc<Stats>,
 }
 
@@ -142,6 +153,7 @@ impl<F: DiskFile> Replica<F> {
         len: u64,
         status: Status,
         stats: Arc<Stats>,
+        scheduler: Arc<Scheduler>,
     ) -> Replica<F> {
         let has_writer = status.writable();
         Replica {
@@ -152,10 +164,12 @@ impl<F: DiskFile> Replica<F> {
             status: Mutex::new(status),
             inbox: Mutex::new(Inbox {
                 closed: !has_writer,
+                finished: !has_writer,
                 ..Inbox::default()
             }),
-            wake: Condvar::new(),
+            finished: Condvar::new(),
             writer: Mutex::new(None),
+            scheduler,
             stats,
         }
     }
@@ -183,8 +197,8 @@ impl<F: DiskFile> Replica<F> {
         }
     }
 
-    /// Queues `msg` for the writer, or hands it back if there is none.
-    pub(crate) fn submit(&self, msg: Msg) -> Result<Submitted> {
+    /// Queues `msg` for the writer (scheduling a step), or hands it back if there is none.
+    pub(crate) fn submit(self: &Arc<Self>, msg: Msg) -> Result<Submitted> {
         let mut q = self.inbox();
         if q.closed {
             return Ok(Submitted::NoWriter(msg));
@@ -197,11 +211,12 @@ impl<F: DiskFile> Replica<F> {
             }
             q.appends += 1;
         }
-        let was_empty = q.msgs.is_empty();
         q.msgs.push(msg);
+        let schedule = !q.scheduled;
+        q.scheduled = true;
         drop(q);
-        if was_empty {
-            self.wake.notify_one();
+        if schedule {
+            self.scheduler.run(self.clone());
         }
         Ok(Submitted::Queued)
     }
@@ -336,31 +351,59 @@ impl<F: DiskFile> Replica<F> {
         }
     }
 
-    /// Closes the inbox and answers whatever is still in it.
+    /// Closes the inbox, answers whatever is still in it, and tells waiters the writer ended.
     fn close_inbox(&self) {
         let left = {
             let mut q = self.inbox();
             q.closed = true;
             q.appends = 0;
+            q.finished = true;
             std::mem::take(&mut q.msgs)
         };
+        self.finished.notify_all();
         for msg in left {
             self.answer_inline(msg);
         }
     }
 
-    /// Asks the writer to finish what is queued and exit, and waits for it.
-    pub(crate) fn stop_writer(&self) {
-        if let Ok(Submitted::Queued) = self.submit(Msg::Stop) {}
-        let handle = self
-            .writer
-            .lock()
-            .expect("replica writer lock poisoned")
-            .take();
-        if let Some(h) = handle
-            && h.join().is_err()
-        {
-            error!(chunk = %self.handle, "chunk writer thread panicked");
+    /// Starts the writer of an open replica: its state is set up and steps run as work arrives
+    /// (see [`super::schedule`]). False (the replica closed) if its chunk file cannot be had.
+    pub(crate) fn start_writer(self: &Arc<Self>) -> bool {
+        let meta = self.status().meta;
+        let end = self.durable.load(Ordering::Acquire);
+        let file = match self.chunk_file() {
+            Ok(f) => f,
+            Err(e) => {
+                error!(chunk = %self.handle, error = %e, "writer has no chunk file; replica closed");
+                self.close_inbox();
+                return false;
+            }
+        };
+        self.stats.open_replicas.fetch_add(1, Ordering::AcqRel);
+        *self.writer.lock().expect("replica writer lock poisoned") = Some(Writer {
+            rep: self.clone(),
+            file,
+            meta,
+            end,
+            group: Vec::new(),
+            replies: Vec::new(),
+            group_end: end,
+            window: BTreeMap::new(),
+            window_bytes: 0,
+            stopping: false,
+            seal_reply: None,
+        });
+        true
+    }
+
+    /// Asks the writer to finish what is queued and end, and waits until it has.
+    pub(crate) fn stop_writer(self: &Arc<Self>) {
+        if let Ok(Submitted::NoWriter(msg)) = self.submit(Msg::Stop) {
+            self.answer_inline(msg);
+        }
+        let mut q = self.inbox();
+        while !q.finished {
+            q = self.finished.wait(q).expect("replica inbox lock poisoned");
         }
     }
 }
@@ -380,7 +423,7 @@ struct Held {
     deadline: Instant,
 }
 
-/// The writer thread's state.
+/// The writer's state between steps.
 struct Writer<F: DiskFile> {
     rep: Arc<Replica<F>>,
     /// The chunk file, pinned in the replica while the writer runs.
@@ -398,92 +441,79 @@ struct Writer<F: DiskFile> {
     window: BTreeMap<u64, Held>,
     window_bytes: usize,
     stopping: bool,
+    /// The answer to the seal that ended the writer, sent once it has ended.
+    seal_reply: Option<(
+        std::sync::mpsc::SyncSender<Result<ReplicaState>>,
+        Result<ReplicaState>,
+    )>,
 }
 
-/// Runs the writer of `rep` until it is sealed, fails, or is stopped.
-pub(crate) fn run<F: DiskFile>(rep: Arc<Replica<F>>) {
-    run_writer(&rep);
-    // The replica keeps no descriptor and no thread once it is no longer open.
-    rep.unpin();
-    rep.close_inbox();
-    rep.stats.open_replicas.fetch_sub(1, Ordering::AcqRel);
-    // Detach: a finished thread that nobody joins would keep its stack until the process ends,
-    // one per sealed replica. `stop_writer` joins it instead when it gets here first.
-    drop(
-        rep.writer
-            .lock()
-            .expect("replica writer lock poisoned")
-            .take(),
-    );
-}
-
-fn run_writer<F: DiskFile>(rep: &Arc<Replica<F>>) {
-    let meta = rep.status().meta;
-    let end = rep.durable.load(Ordering::Acquire);
-    let file = match rep.chunk_file() {
-        Ok(f) => f,
-        Err(e) => {
-            error!(chunk = %rep.handle, error = %e, "writer has no chunk file; replica closed");
-            return;
-        }
-    };
-    let mut w = Writer {
-        rep: rep.clone(),
-        file,
-        meta,
-        end,
-        group: Vec::new(),
-        replies: Vec::new(),
-        group_end: end,
-        window: BTreeMap::new(),
-        window_bytes: 0,
-        stopping: false,
-    };
-    let mut batch: Vec<Msg> = Vec::new();
-    while !w.stopping {
-        w.wait_for_work(&mut batch);
-        for msg in batch.drain(..) {
+impl<F: DiskFile> Step for Replica<F> {
+    /// One group: everything queued now, written and made durable at once (see the module doc).
+    fn step(self: Arc<Self>) -> Next {
+        let mut slot = self.writer.lock().expect("replica writer lock poisoned");
+        let Some(w) = slot.as_mut() else {
+            // Ended while this step was queued.
+            self.inbox().scheduled = false;
+            return Next::Idle;
+        };
+        let batch = {
+            let mut q = self.inbox();
+            q.appends = 0;
+            std::mem::take(&mut q.msgs)
+        };
+        for msg in batch {
             if w.stopping {
-                rep.answer_inline(msg);
+                self.answer_inline(msg);
             } else {
                 w.handle(msg);
             }
         }
         w.expire_window(Instant::now());
         w.flush();
-    }
-    w.fail_window(|_| Error::Closed { handle: rep.handle });
-}
-
-impl<F: DiskFile> Writer<F> {
-    /// Blocks until messages are queued or a held append's deadline passes; swaps the queue
-    /// into `batch` (so neither side allocates per group).
-    fn wait_for_work(&mut self, batch: &mut Vec<Msg>) {
-        let rep = &self.rep;
-        let mut q = rep.inbox();
-        loop {
-            if !q.msgs.is_empty() {
-                std::mem::swap(&mut q.msgs, batch);
-                q.appends = 0;
-                return;
+        if w.stopping {
+            w.fail_window(|_| Error::Closed {
+                handle: self.handle,
+            });
+            let seal_reply = w.seal_reply.take();
+            // Dropping the state drops its reference to this replica.
+            *slot = None;
+            drop(slot);
+            // The replica keeps no descriptor once it is no longer open.
+            self.unpin();
+            self.stats.open_replicas.fetch_sub(1, Ordering::AcqRel);
+            self.close_inbox();
+            if let Some((reply, result)) = seal_reply {
+                let _ = reply.send(result);
             }
-            match self.window.values().map(|h| h.deadline).min() {
-                None => q = rep.wake.wait(q).expect("replica inbox lock poisoned"),
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if deadline <= now {
-                        return;
-                    }
-                    q = rep
-                        .wake
-                        .wait_timeout(q, deadline - now)
-                        .expect("replica inbox lock poisoned")
-                        .0;
-                }
-            }
+            return Next::Done;
+        }
+        let deadline = w.window.values().map(|h| h.deadline).min();
+        drop(slot);
+        let mut q = self.inbox();
+        if !q.msgs.is_empty() {
+            return Next::Again;
+        }
+        q.scheduled = false;
+        match deadline {
+            Some(at) => Next::At(at),
+            None => Next::Idle,
         }
     }
 
+    fn wake(self: Arc<Self>) {
+        let mut q = self.inbox();
+        if q.closed || q.scheduled {
+            return;
+        }
+        q.scheduled = true;
+        drop(q);
+        let scheduler = self.scheduler.clone();
+        scheduler.run(self);
+    }
+}
+
+impl<F: DiskFile> Writer<F> {
     fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Append {
@@ -502,7 +532,14 @@ impl<F: DiskFile> Writer<F> {
                 reply,
             } => {
                 self.flush();
-                let _ = reply.send(self.on_seal(version, len));
+                let result = self.on_seal(version, len);
+                if self.stopping {
+                    // Answered once the writer has ended (its descriptors released, the store's
+                    // open count lowered), so the caller sees the replica fully sealed.
+                    self.seal_reply = Some((reply, result));
+                } else {
+                    let _ = reply.send(result);
+                }
             }
             Msg::Stop => {
                 self.flush();
