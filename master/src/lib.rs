@@ -36,6 +36,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 mod checkpoint;
+mod chunkserver_api;
 mod cluster_id;
 pub mod config;
 mod core;
@@ -47,10 +48,12 @@ mod meta;
 mod namespace;
 mod oplog;
 mod placement;
+mod policy;
 mod repair;
 mod salvage;
 mod seal;
 mod service;
+mod versions;
 
 pub use config::{Args, Config};
 pub use error::{Error, Result};
