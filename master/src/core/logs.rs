@@ -39,7 +39,8 @@ pub(crate) struct ChunkInfo {
     /// Sealed: the sealed length. Open: the largest length a replica reported (32 if none).
     pub(crate) length: u64,
     pub(crate) version: u64,
-    /// Live chunkservers reporting a replica at the chunk's version.
+    /// Live chunkservers whose replica may serve reads (`policy::readable_replicas`): the good
+    /// ones of a sealed chunk; of an open one, those at its version, neither failed nor corrupt.
     pub(crate) replicas: Vec<String>,
     /// Open chunks: the fixed primary. Empty once sealed.
     pub(crate) primary: String,

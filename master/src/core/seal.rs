@@ -92,7 +92,8 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 replicas,
                 marks,
             } => {
-                // 4-5. Seal at the smallest durable length, then log the seal.
+                // 4-5. Seal at the longest durable length of the fenced replicas (or the length an
+                //      earlier seal gave one), then log the seal.
                 let sealed = self.seal_all(handle, new_version, length, &replicas).await;
                 if sealed.is_empty() {
                     return Err(Error::SealUnanswered { handle });
