@@ -15,7 +15,7 @@ use crate::policy::{chunk_length, good_replicas, is_readable};
 impl<C: ChunkserverApi> MasterCore<C> {
     /// `ListReplicas`.
     pub(crate) fn list_replicas(&self, path: &str) -> Result<LogReplicas> {
-        let g = self.lock_inner();
+        let g = self.lock();
         let log = g.meta.logs.get(path).ok_or_else(|| Error::LogNotFound {
             path: path.to_owned(),
         })?;
@@ -74,7 +74,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
         address: &str,
         detail: &str,
     ) -> Result<CorruptMark> {
-        let mut g = self.lock_inner();
+        let mut g = self.lock();
         let Some(chunk) = g.meta.chunks.get(&handle) else {
             return Err(Error::ChunkNotFound { handle });
         };
@@ -171,7 +171,7 @@ mod tests {
             passes += 1;
             assert!(passes < 100, "repair did not converge");
             for _ in 0..100 {
-                if m.lock_inner().repairs.is_empty() {
+                if m.lock().repairs.is_empty() {
                     break;
                 }
                 tokio::task::yield_now().await;

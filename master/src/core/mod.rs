@@ -178,11 +178,6 @@ impl<C: ChunkserverApi> MasterCore<C> {
         &self.api
     }
 
-    /// The metadata lock (see the module doc); never held across an `.await`.
-    pub(crate) fn lock_inner(&self) -> MutexGuard<'_, Inner> {
-        self.lock()
-    }
-
     /// Counters of the repair loop.
     pub(crate) fn repair_stats(&self) -> &RepairStats {
         &self.repair_stats
@@ -198,6 +193,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
         self.committer.close().await;
     }
 
+    /// The metadata lock (see the module doc); never held across an `.await`.
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock is a bug already reported; the state is still the one
         // every entry was applied to.

@@ -47,7 +47,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
         let now = Instant::now();
         let dead_after = self.config().dead_after;
         let jobs = {
-            let mut g = self.lock_inner();
+            let mut g = self.lock();
             let running = &g.repairs;
             let slots = REPAIRS_IN_FLIGHT_MAX.saturating_sub(running.len());
             let min_free = self.config().min_free_bytes;
@@ -68,7 +68,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
             tokio::spawn(async move { core.copy(j).await });
         }
         let (reseals, salvages, stale) = {
-            let mut g = self.lock_inner();
+            let mut g = self.lock();
             let started = self.started();
             let found = orphaned_open_chunks(&g.meta, &g.servers, now, dead_after, started);
             let salvages =
@@ -94,7 +94,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 if let Err(e) = core.salvage(&log, handle, version).await {
                     warn!(%log, chunk = %handle, error = %e, "salvage failed; a later pass retries");
                 }
-                core.lock_inner().resealing.remove(&handle);
+                core.lock().resealing.remove(&handle);
             });
         }
         for (handle, version, addresses) in stale {
@@ -106,7 +106,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                         warn!(chunk = %handle, %address, "fencing a replica that missed the seal failed; a later pass retries");
                     }
                 }
-                core.lock_inner().resealing.remove(&handle);
+                core.lock().resealing.remove(&handle);
             });
         }
         for (log, handle, version, reason) in reseals {
@@ -116,7 +116,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 if let Err(e) = core.seal_chunk(&log, handle, version, &reason).await {
                     warn!(%log, chunk = %handle, error = %e, "sealing failed; a later pass retries");
                 }
-                core.lock_inner().resealing.remove(&handle);
+                core.lock().resealing.remove(&handle);
             });
         }
         scan
@@ -130,7 +130,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
         let started = Instant::now();
         // The target's chunkserver does not know that a checker found its replica corrupt, and
         // would keep it as complete: delete it first so the copy replaces it.
-        let marked = self.lock_inner().servers.mark(&j.target, handle).is_some();
+        let marked = self.lock().servers.mark(&j.target, handle).is_some();
         let deleted = if marked {
             info!(chunk = %handle, chunkserver = %j.target, "deleting the replica reported corrupt before copying over it");
             let call = self.api().delete_replica(j.target.clone(), handle);
@@ -184,7 +184,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
             failed.note(handle, &j.target, now);
         }
         let stats = self.repair_stats();
-        let mut g = self.lock_inner();
+        let mut g = self.lock();
         g.repairs.remove(&handle);
         match result {
             Ok(copied) => {

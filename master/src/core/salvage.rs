@@ -30,7 +30,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
         let now = Instant::now();
         let dead_after = self.config().dead_after;
         let start = {
-            let mut g = self.lock_inner();
+            let mut g = self.lock();
             g.check_log(path, &lock)?;
             let Some(c) = g.meta.chunks.get(&handle) else {
                 return Ok(());
@@ -66,7 +66,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
             return Err(Error::SealUnanswered { handle });
         }
         let sequence = {
-            let mut g = self.lock_inner();
+            let mut g = self.lock();
             g.check_log(path, &lock)?;
             let still = g
                 .meta

@@ -307,7 +307,7 @@ mod tests {
             passes += 1;
             assert!(passes < 100, "repair did not converge");
             for _ in 0..100 {
-                if m.lock_inner().repairs.is_empty() {
+                if m.lock().repairs.is_empty() {
                     break;
                 }
                 tokio::task::yield_now().await;
