@@ -12,10 +12,9 @@
 //!   ([`CopyError::SourceCorrupt`](crate::chunkserver_api::CopyError::SourceCorrupt)), that
 //!   source replica is marked corrupt exactly as a checker's `ReportCorrupt` would (never the
 //!   chunk's last good replica), so it is no longer good and is replaced in turn; any other
-//!   failure is remembered for
-//!   [`FAILED_COPY_MEMORY`](crate::limits::FAILED_COPY_MEMORY) against the chunk's source and
-//!   target, which later passes try after every other candidate. So one bad replica never
-//!   blocks a chunk whose other replicas are healthy;
+//!   failure is remembered for [`FAILED_COPY_MEMORY`] against the chunk's source and target,
+//!   which later passes try after every other candidate. So one bad replica never blocks a
+//!   chunk whose other replicas are healthy;
 //! - leaves replicas that are not good alone while the chunk is below its factor (they may
 //!   still be caught up); once it is not, heartbeat replies tell their chunkservers to delete
 //!   them ([`is_garbage`](crate::policy::is_garbage));
