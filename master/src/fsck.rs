@@ -10,13 +10,8 @@
 //! [`Servers::mark_corrupt`]: crate::heartbeat::Servers::mark_corrupt
 
 use cairn_record::ChunkHandle;
-use tokio::time::Instant;
-use tracing::warn;
 
-use crate::core::{ChunkserverApi, MasterCore};
-use crate::error::{Error, Result};
 use crate::meta::ChunkState;
-use crate::repair::{good_replicas, is_good};
 
 /// One replica as `ListReplicas` returns it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,7 +24,7 @@ pub(crate) struct ReplicaStatus {
     pub(crate) corrupt: bool,
     pub(crate) failed: bool,
     pub(crate) live: bool,
-    /// Sealed chunks: good (repair.rs). Open chunks: live, at the chunk's version, neither
+    /// Sealed chunks: good (policy.rs). Open chunks: live, at the chunk's version, neither
     /// failed nor corrupt.
     pub(crate) good: bool,
     /// The detail of a checker's corrupt mark, if any.
@@ -68,108 +63,4 @@ pub(crate) enum CorruptMark {
     Marked,
     /// Not marked, and why.
     Refused(String),
-}
-
-impl<C: ChunkserverApi> MasterCore<C> {
-    /// `ListReplicas`.
-    pub(crate) fn list_replicas(&self, path: &str) -> Result<LogReplicas> {
-        let g = self.lock_inner();
-        let log = g.meta.logs.get(path).ok_or_else(|| Error::LogNotFound {
-            path: path.to_owned(),
-        })?;
-        let now = Instant::now();
-        let dead_after = self.config().dead_after;
-        let chunks = log
-            .chunks
-            .iter()
-            .filter_map(|h| g.meta.chunks.get(h))
-            .map(|c| {
-                let reports = g.servers.replicas_of(c.handle);
-                let replicas: Vec<ReplicaStatus> = reports
-                    .iter()
-                    .map(|(a, r)| {
-                        let live = g.servers.is_live(a, now, dead_after);
-                        let good = live
-                            && match c.state {
-                                ChunkState::Sealed => is_good(c, r),
-                                ChunkState::Open => {
-                                    r.version == c.version && !r.failed && !r.corrupt
-                                }
-                            };
-                        ReplicaStatus {
-                            address: a.clone(),
-                            version: r.version,
-                            length: r.length,
-                            sealed: r.sealed,
-                            corrupt: r.corrupt,
-                            failed: r.failed,
-                            live,
-                            good,
-                            reported_corrupt: g.servers.mark(a, c.handle).map(str::to_owned),
-                        }
-                    })
-                    .collect();
-                let length = match c.state {
-                    ChunkState::Sealed => c.length,
-                    ChunkState::Open => reports
-                        .iter()
-                        .map(|(_, r)| r.length)
-                        .max()
-                        .unwrap_or(cairn_record::limits::CHUNK_HEADER_BYTES as u64),
-                };
-                ChunkReplicas {
-                    index: c.index,
-                    handle: c.handle,
-                    state: c.state,
-                    version: c.version,
-                    length,
-                    replication: log.replication,
-                    primary: c.primary.clone(),
-                    replicas,
-                }
-            })
-            .collect();
-        Ok(LogReplicas {
-            path: log.path.clone(),
-            replication: log.replication,
-            chunk_bytes: log.chunk_bytes,
-            chunks,
-        })
-    }
-
-    /// `ReportCorrupt`: marks `address`'s replica of `handle` corrupt, unless it is the chunk's
-    /// last good replica. `InvalidArgument` if the chunk or the replica is unknown.
-    pub(crate) fn report_corrupt(
-        &self,
-        handle: ChunkHandle,
-        address: &str,
-        detail: &str,
-    ) -> Result<CorruptMark> {
-        let mut g = self.lock_inner();
-        let Some(chunk) = g.meta.chunks.get(&handle) else {
-            return Err(Error::ChunkNotFound { handle });
-        };
-        let replicas = g.servers.replicas_of(handle);
-        let Some((_, report)) = replicas.iter().find(|(a, _)| a == address) else {
-            return Err(Error::ReplicaNotFound {
-                handle,
-                address: address.to_owned(),
-            });
-        };
-        if report.corrupt && g.servers.mark(address, handle).is_some() {
-            return Ok(CorruptMark::Marked);
-        }
-        if chunk.state == ChunkState::Sealed {
-            let good = good_replicas(&g.servers, chunk, Instant::now(), self.config().dead_after);
-            if good.iter().all(|a| a == address) && !good.is_empty() {
-                warn!(chunk = %handle, chunkserver = address, detail, "a checker reported the last good replica corrupt; keeping it readable");
-                return Ok(CorruptMark::Refused(format!(
-                    "{address} holds the only good replica of chunk {handle}; it stays readable"
-                )));
-            }
-        }
-        g.servers.mark_corrupt(address, handle, detail);
-        warn!(chunk = %handle, chunkserver = address, detail, "replica reported corrupt by a checker; it will be replaced");
-        Ok(CorruptMark::Marked)
-    }
 }

@@ -11,13 +11,28 @@
 //! - [`limits`]: every bound the master enforces.
 //! - `namespace`: log path rules.
 //! - `meta`: logs, chunks and the operation-log entries that change them (`Metadata::apply`).
+//! - `versions`: the version a chunk starts at and the next one a seal or salvage takes.
 //! - `oplog`: the operation log (record frames of JSON entries), group commit, recovery.
 //! - `checkpoint`: JSON snapshots written tmp → fsync → rename → fsync dir.
-//! - `placement`: RF distinct live chunkservers, least used first.
-//! - `seal`: the seal decision (sealed length, surviving replicas, writer marks).
+//! - `cluster_id`: the cluster id created with the data directory, checked at registration.
 //! - `heartbeat`: chunkserver liveness and reported replica locations (not persisted).
-//! - `core`: the RPC behaviour, free of gRPC types.
-//! - `fsck`: what checkers ask: every replica of a log's chunks, and corrupt-replica reports.
+//! - `policy`: which replicas are good, readable, garbage or a usable prefix (pure rules).
+//! - `placement`: RF distinct live chunkservers, least used first.
+//! - `seal`: the seal decision (sealed length, surviving replicas, writer marks); pure.
+//! - `repair`: what the repair loop copies, seals and fences, and its failed-copy memory; pure.
+//! - `salvage`: which sealed chunks lost every complete replica, and their reseal length; pure.
+//! - `fsck`: the answers checkers get (every replica of a log's chunks, corrupt marks).
+//! - `chunkserver_api`: the chunkserver RPCs the master makes, as a trait free of gRPC types.
+//! - `core`: the RPC behaviour, free of gRPC types: the state and one file per job
+//!   - `core::logs`: `CreateLog`, `DeleteLog`, `ListLogs`, `StatLog`;
+//!   - `core::writers`: `ResumeWriter` (writer epochs);
+//!   - `core::allocate`: `OpenChunk` and chunk allocation;
+//!   - `core::seal`: the seal driver (fence, seal, log, next chunk);
+//!   - `core::reports`: registrations and heartbeats, reconciled with the metadata;
+//!   - `core::fsck`: `ListReplicas` and `ReportCorrupt`;
+//!   - `core::repair`: the repair loop's passes and copies;
+//!   - `core::salvage`: the salvage driver;
+//!   - `core::fake` (tests only): in-memory chunkservers.
 //! - `service`: the gRPC boundary, the chunkserver client and `From<Error> for Status`.
 //!
 //! # Invariants
@@ -26,11 +41,15 @@
 //!   torn tail is cut, corruption anywhere else stops the start-up.
 //! - Versions only grow and handles are never handed out twice: a seal's new version and a new
 //!   chunk are logged before any chunkserver hears of them.
-//! - A chunk's sealed length is at most the durable length of every replica that was fenced,
-//!   and every acknowledged record lies below it.
+//! - A chunk's sealed length is the longest durable length among the replicas that were fenced
+//!   (or the length an interrupted earlier seal already gave one of them), so every
+//!   acknowledged record lies below it even if a replica lost part of its tail.
 //! - Allocation and sealing are serialised per log; concurrent seal requests get one answer.
-//! - The master never asks a chunkserver to delete a replica of a chunk in its metadata, nor of
-//!   a chunk whose removal is not yet durable.
+//! - The master asks a chunkserver to delete a replica only if its chunk is not in the metadata
+//!   (and its removal, if any, is durable), or it is a sealed chunk's replica that is not good
+//!   while the chunk has its factor of good ones (`policy::is_garbage`), or a checker marked it
+//!   corrupt and a repair copy is about to replace it. Never a good replica, never one of an open
+//!   chunk.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -41,6 +60,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::transport::server::{Connected, TcpIncoming};
 
 mod checkpoint;
+mod chunkserver_api;
 mod cluster_id;
 pub mod config;
 mod core;
@@ -52,10 +72,12 @@ mod meta;
 mod namespace;
 mod oplog;
 mod placement;
+mod policy;
 mod repair;
 mod salvage;
 mod seal;
 mod service;
+mod versions;
 
 pub use config::{Args, Config};
 pub use error::{Error, Result};

@@ -431,7 +431,7 @@ pub(crate) fn one_open_chunk(handle: ChunkHandle) -> Metadata {
             path: "/l".into(),
             index: 0,
             handle,
-            version: crate::core::FIRST_VERSION,
+            version: crate::versions::FIRST_VERSION,
             replicas: vec!["a".into(), "b".into(), "c".into()],
         },
     ] {

@@ -1,88 +1,46 @@
 //! Re-replication and replica garbage (ARCHITECTURE.md, "Repair").
 //!
 //! A sealed chunk's replica is *good* when its chunkserver is live and reports it sealed at the
-//! chunk's version and sealed length, neither failed nor corrupt. Only good replicas are read
-//! sources, copy sources or counted towards the replication factor. Every pass (one per
-//! heartbeat period) the master:
+//! chunk's version and sealed length, neither failed nor corrupt (the rules are in
+//! `crate::policy`). Only good replicas are read sources, copy sources or counted towards the
+//! replication factor. Every pass (one per heartbeat period) the master:
 //! - picks the sealed chunks with fewer good replicas than their factor, fewest first (the most
 //!   endangered), and for each one a source (a good replica) and a target (a live chunkserver
 //!   without a good replica: one already holding a shorter or stale copy first, since it only
 //!   needs the missing tail, else the least loaded), and asks the target to `Replicate`;
 //! - learns from failed copies: when the target found the source's bytes bad
-//!   ([`CopyError::SourceCorrupt`]), that source replica is marked corrupt exactly as a
-//!   checker's `ReportCorrupt` would (never the chunk's last good replica), so it is no longer
-//!   good and is replaced in turn; any other failure is remembered for
-//!   [`FAILED_COPY_MEMORY`](crate::limits::FAILED_COPY_MEMORY) against the chunk's source and
-//!   target, which later passes try after every other candidate. So one bad replica never
-//!   blocks a chunk whose other replicas are healthy;
+//!   ([`CopyError::SourceCorrupt`](crate::chunkserver_api::CopyError::SourceCorrupt)), that
+//!   source replica is marked corrupt exactly as a checker's `ReportCorrupt` would (never the
+//!   chunk's last good replica), so it is no longer good and is replaced in turn; any other
+//!   failure is remembered for [`FAILED_COPY_MEMORY`] against the chunk's source and target,
+//!   which later passes try after every other candidate. So one bad replica never blocks a
+//!   chunk whose other replicas are healthy;
 //! - leaves replicas that are not good alone while the chunk is below its factor (they may
 //!   still be caught up); once it is not, heartbeat replies tell their chunkservers to delete
-//!   them ([`is_garbage`]);
+//!   them ([`is_garbage`](crate::policy::is_garbage));
 //! - seals open chunks whose fixed primary is dead or has restarted ([`orphaned_open_chunks`]):
 //!   no append can succeed there any more, and only a seal makes their acknowledged records
 //!   readable (an open chunk is read up to the primary's commit offset, which a restarted
 //!   primary no longer knows), even if no client appends again.
+//!
+//! This module is the pure part (what to copy, seal or fence, and the memory of failed copies);
+//! the passes and copies that act on it are `MasterCore`'s, in `core/repair.rs`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use cairn_record::ChunkHandle;
 use cairn_record::limits::CHUNK_HEADER_BYTES;
 use tokio::time::Instant;
-use tracing::{info, warn};
 
-use crate::core::{ChunkserverApi, FIRST_VERSION, MasterCore, Replicate, RpcError};
-use crate::fsck::CorruptMark;
-use crate::heartbeat::{ReplicaReport, Servers};
-use crate::limits::{
-    FAILED_COPIES_REMEMBERED_MAX, FAILED_COPY_MEMORY, REPAIR_RATE_FLOOR_BYTES_PER_SEC,
-    REPAIRS_IN_FLIGHT_MAX,
-};
+use crate::chunkserver_api::Replicate;
+use crate::heartbeat::Servers;
+use crate::limits::{FAILED_COPIES_REMEMBERED_MAX, FAILED_COPY_MEMORY};
 use crate::meta::{ChunkMeta, ChunkState, Metadata};
-
-/// Whether `r` is a good replica of the sealed chunk `c` (liveness is checked by the caller).
-pub(crate) fn is_good(c: &ChunkMeta, r: &ReplicaReport) -> bool {
-    c.state == ChunkState::Sealed
-        && r.sealed
-        && r.version == c.version
-        && r.length == c.length
-        && !r.failed
-        && !r.corrupt
-}
-
-/// The addresses of the good replicas of `c` on live chunkservers.
-pub(crate) fn good_replicas(
-    servers: &Servers,
-    c: &ChunkMeta,
-    now: Instant,
-    dead_after: Duration,
-) -> Vec<String> {
-    servers
-        .replicas_of(c.handle)
-        .into_iter()
-        .filter(|(a, r)| is_good(c, r) && servers.is_live(a, now, dead_after))
-        .map(|(a, _)| a)
-        .collect()
-}
-
-/// Whether the replica `r` reported by a chunkserver is garbage to delete: a replica of a
-/// sealed chunk that is not good, while the chunk has at least `replication` good replicas and
-/// no copy into that chunkserver is running.
-pub(crate) fn is_garbage(
-    c: &ChunkMeta,
-    r: &ReplicaReport,
-    good: usize,
-    replication: u32,
-    copying_here: bool,
-) -> bool {
-    c.state == ChunkState::Sealed
-        && !is_good(c, r)
-        && r.version <= c.version
-        && good >= replication as usize
-        && !copying_here
-}
+use crate::policy::{good_replicas, is_prefix};
+use crate::versions::FIRST_VERSION;
 
 /// Open chunks that can take no more appends and must be sealed, as `(log, handle, version,
 /// reason)`, when at least one of their chunkservers is live (a seal needs someone to fence):
@@ -177,22 +135,6 @@ pub(crate) fn stale_open_replicas(
     out
 }
 
-/// Why a copy failed, as far as the repair loop acts on it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum CopyError {
-    /// The target found the source's bytes bad (`DATA_LOSS` from `Replicate`: a bad frame, a
-    /// read the source answered `DATA_LOSS`, or a whole-replica checksum that differs).
-    SourceCorrupt(String),
-    /// Anything else (unreachable, timed out, refused, the target's own fault).
-    Rpc(RpcError),
-}
-
-impl From<RpcError> for CopyError {
-    fn from(e: RpcError) -> CopyError {
-        CopyError::Rpc(e)
-    }
-}
-
 /// Failed copies remembered per (chunk, chunkserver): the source and the target of each, with
 /// when it failed. Planning tries them after every other candidate until the memory fades.
 #[derive(Debug, Default)]
@@ -207,13 +149,13 @@ impl FailedCopies {
     }
 
     /// Remembers a failed copy of `handle` involving `address`.
-    fn note(&mut self, handle: ChunkHandle, address: &str, now: Instant) {
+    pub(crate) fn note(&mut self, handle: ChunkHandle, address: &str, now: Instant) {
         self.at.insert((handle, address.to_owned()), now);
     }
 
     /// Forgets failures older than [`FAILED_COPY_MEMORY`], and the oldest beyond
     /// [`FAILED_COPIES_REMEMBERED_MAX`].
-    fn prune(&mut self, now: Instant) {
+    pub(crate) fn prune(&mut self, now: Instant) {
         self.at
             .retain(|_, t| now.saturating_duration_since(*t) < FAILED_COPY_MEMORY);
         if self.at.len() > FAILED_COPIES_REMEMBERED_MAX {
@@ -313,7 +255,7 @@ pub(crate) fn plan(
         let holders: HashSet<String> = servers
             .replicas_of(c.handle)
             .into_iter()
-            .filter(|(_, r)| crate::salvage::is_prefix(c, r))
+            .filter(|(_, r)| is_prefix(c, r))
             .map(|(a, _)| a)
             .collect();
         let target = live
@@ -363,212 +305,15 @@ pub(crate) struct RepairStats {
 }
 
 impl RepairStats {
-    fn failed(&self) -> std::sync::MutexGuard<'_, FailedCopies> {
+    pub(crate) fn failed(&self) -> std::sync::MutexGuard<'_, FailedCopies> {
         self.failed.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl<C: ChunkserverApi> MasterCore<C> {
-    /// Runs repair passes, one per heartbeat period, until the task is aborted.
-    pub(crate) async fn run_repairs(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(self.config().heartbeat);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_scan = RepairScan::default();
-        loop {
-            tick.tick().await;
-            let scan = self.clone().repair_pass();
-            if scan != last_scan {
-                let stats = self.repair_stats();
-                info!(
-                    under_replicated = scan.under_replicated,
-                    without_good_replica = scan.unrecoverable_now,
-                    copies_done = stats.copies_done.load(Ordering::Relaxed),
-                    copies_failed = stats.copies_failed.load(Ordering::Relaxed),
-                    sources_marked_corrupt = stats.sources_marked_corrupt.load(Ordering::Relaxed),
-                    bytes_copied = stats.bytes_copied.load(Ordering::Relaxed),
-                    "re-replication progress"
-                );
-                last_scan = scan;
-            }
-        }
-    }
-
-    /// Plans this pass's copies and starts them; returns what it found.
-    pub(crate) fn repair_pass(self: Arc<Self>) -> RepairScan {
-        let now = Instant::now();
-        let dead_after = self.config().dead_after;
-        let jobs = {
-            let mut g = self.lock_inner();
-            let running = &g.repairs;
-            let slots = REPAIRS_IN_FLIGHT_MAX.saturating_sub(running.len());
-            let min_free = self.config().min_free_bytes;
-            let mut failed = self.repair_stats().failed();
-            failed.prune(now);
-            let (jobs, scan) = plan(
-                &g.meta, &g.servers, now, dead_after, running, slots, min_free, &failed,
-            );
-            drop(failed);
-            for j in &jobs {
-                g.repairs.insert(j.job.handle, j.target.clone());
-            }
-            (jobs, scan)
-        };
-        let (jobs, scan) = jobs;
-        for j in jobs {
-            let core = self.clone();
-            tokio::spawn(async move { core.copy(j).await });
-        }
-        let (reseals, salvages, stale) = {
-            let mut g = self.lock_inner();
-            let started = self.started();
-            let found = orphaned_open_chunks(&g.meta, &g.servers, now, dead_after, started);
-            let salvages =
-                crate::salvage::candidates(&g.meta, &g.servers, now, dead_after, started);
-            let stale = stale_open_replicas(&g.meta, &g.servers, now, dead_after);
-            let reseals = found
-                .into_iter()
-                .filter(|(_, h, _, _)| g.resealing.insert(*h))
-                .collect::<Vec<_>>();
-            let salvages = salvages
-                .into_iter()
-                .filter(|(_, h, _)| g.resealing.insert(*h))
-                .collect::<Vec<_>>();
-            let stale = stale
-                .into_iter()
-                .filter(|(h, _, _)| g.resealing.insert(*h))
-                .collect::<Vec<_>>();
-            (reseals, salvages, stale)
-        };
-        for (log, handle, version) in salvages {
-            let core = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = core.salvage(&log, handle, version).await {
-                    warn!(%log, chunk = %handle, error = %e, "salvage failed; a later pass retries");
-                }
-                core.lock_inner().resealing.remove(&handle);
-            });
-        }
-        for (handle, version, addresses) in stale {
-            let core = self.clone();
-            tokio::spawn(async move {
-                info!(chunk = %handle, version, replicas = ?addresses, "fencing replicas that missed the chunk's seal");
-                for o in core.fence_all(handle, version, &addresses).await {
-                    if let crate::seal::FenceOutcome::Failed { address } = o {
-                        warn!(chunk = %handle, %address, "fencing a replica that missed the seal failed; a later pass retries");
-                    }
-                }
-                core.lock_inner().resealing.remove(&handle);
-            });
-        }
-        for (log, handle, version, reason) in reseals {
-            let core = self.clone();
-            tokio::spawn(async move {
-                warn!(%log, chunk = %handle, %reason, "sealing an open chunk whose primary is gone");
-                if let Err(e) = core.seal_chunk(&log, handle, version, &reason).await {
-                    warn!(%log, chunk = %handle, error = %e, "sealing failed; a later pass retries");
-                }
-                core.lock_inner().resealing.remove(&handle);
-            });
-        }
-        scan
-    }
-
-    async fn copy(&self, j: RepairJob) {
-        let handle = j.job.handle;
-        let timeout = self.config().rpc_timeout
-            + Duration::from_secs(j.job.length / REPAIR_RATE_FLOOR_BYTES_PER_SEC + 1);
-        info!(chunk = %handle, from = %j.job.source, to = %j.target, good = j.good, length = j.job.length, "copying replica");
-        let started = Instant::now();
-        // The target's chunkserver does not know that a checker found its replica corrupt, and
-        // would keep it as complete: delete it first so the copy replaces it.
-        let marked = self.lock_inner().servers.mark(&j.target, handle).is_some();
-        let deleted = if marked {
-            info!(chunk = %handle, chunkserver = %j.target, "deleting the replica reported corrupt before copying over it");
-            let call = self.api().delete_replica(j.target.clone(), handle);
-            match tokio::time::timeout(self.config().rpc_timeout, call).await {
-                Ok(Ok(())) | Ok(Err(RpcError::NotFound)) => Ok(()),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(RpcError::Other("delete timed out".to_owned())),
-            }
-        } else {
-            Ok(())
-        };
-        let result = match deleted {
-            Err(e) => Err(CopyError::Rpc(e)),
-            Ok(()) => {
-                let call = self
-                    .api()
-                    .replicate(j.target.clone(), j.job.clone(), timeout);
-                match tokio::time::timeout(timeout, call).await {
-                    Ok(r) => r,
-                    Err(_) => Err(RpcError::Other(format!("no answer within {timeout:?}")).into()),
-                }
-            }
-        };
-        let result = result.map_err(|e| match e {
-            CopyError::Rpc(e) => CopyError::Rpc(e),
-            // Mark the source before the next pass can pick it again (fsck.rs: never the
-            // chunk's last good replica).
-            CopyError::SourceCorrupt(detail) => {
-                let reason = format!("a copy to {} found bad bytes: {detail}", j.target);
-                match self.report_corrupt(handle, &j.job.source, &reason) {
-                    Ok(CorruptMark::Marked) => {
-                        self.repair_stats()
-                            .sources_marked_corrupt
-                            .fetch_add(1, Ordering::Relaxed);
-                        warn!(chunk = %handle, source = %j.job.source, to = %j.target, %detail, "the copy source holds bad bytes: marked it corrupt");
-                    }
-                    Ok(CorruptMark::Refused(why)) => {
-                        warn!(chunk = %handle, source = %j.job.source, %detail, %why, "the copy source holds bad bytes but is the last good replica");
-                    }
-                    Err(e) => {
-                        warn!(chunk = %handle, source = %j.job.source, error = %e, "could not mark the copy source corrupt");
-                    }
-                }
-                CopyError::SourceCorrupt(detail)
-            }
-        });
-        if result.is_err() {
-            let now = Instant::now();
-            let mut failed = self.repair_stats().failed();
-            failed.note(handle, &j.job.source, now);
-            failed.note(handle, &j.target, now);
-        }
-        let stats = self.repair_stats();
-        let mut g = self.lock_inner();
-        g.repairs.remove(&handle);
-        match result {
-            Ok(copied) => {
-                stats.copies_done.fetch_add(1, Ordering::Relaxed);
-                stats.bytes_copied.fetch_add(copied, Ordering::Relaxed);
-                let still =
-                    g.meta.chunks.get(&handle).is_some_and(|c| {
-                        c.version == j.job.version && c.state == ChunkState::Sealed
-                    });
-                if marked {
-                    g.servers.clear_mark(&j.target, handle);
-                }
-                if still {
-                    g.servers.set_replica(
-                        &j.target,
-                        Instant::now(),
-                        ReplicaReport::sealed(handle, j.job.version, j.job.length),
-                    );
-                }
-                let secs = started.elapsed().as_secs_f64();
-                info!(chunk = %handle, to = %j.target, copied, mb_per_sec = format_args!("{:.1}", copied as f64 / secs.max(1e-6) / 1e6), "replica copied");
-            }
-            Err(e) => {
-                stats.copies_failed.fetch_add(1, Ordering::Relaxed);
-                warn!(chunk = %handle, from = %j.job.source, to = %j.target, error = ?e, "copying a replica failed; a later pass retries");
-            }
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::heartbeat::ReplicaReport;
     use crate::meta::Entry;
 
     const H: ChunkHandle = ChunkHandle(0x11);

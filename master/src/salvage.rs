@@ -12,34 +12,21 @@
 //! silently ending the chunk early. The chunk is then good again, and the repair loop brings it
 //! back to its replication factor.
 //!
-//! [`candidates`] and [`plan`] are pure; [`MasterCore::salvage`] does the RPCs.
+//! [`candidates`] and [`plan`] are pure; `MasterCore::salvage` (`core/salvage.rs`) does the
+//! RPCs.
 
 use std::time::Duration;
 
 use cairn_record::ChunkHandle;
-use cairn_record::limits::CHUNK_HEADER_BYTES;
 use tokio::time::Instant;
-use tracing::{info, warn};
 
-use crate::core::{ChunkserverApi, MasterCore, next_version};
-use crate::error::{Error, Result};
-use crate::heartbeat::{ReplicaReport, Servers};
-use crate::meta::{ChunkMeta, ChunkState, Entry, Metadata};
-use crate::repair::good_replicas;
+use crate::heartbeat::Servers;
+use crate::meta::{ChunkMeta, ChunkState, Metadata};
+use crate::policy::{good_replicas, is_prefix};
 use crate::seal::FenceOutcome;
 
-/// Whether `r` can serve as a salvage source of the sealed chunk `c`: a healthy replica of
-/// this chunk's byte stream at a version the master issued, no longer than the sealed length.
-pub(crate) fn is_prefix(c: &ChunkMeta, r: &ReplicaReport) -> bool {
-    !r.corrupt
-        && !r.failed
-        && r.version <= c.version
-        && r.length >= CHUNK_HEADER_BYTES as u64
-        && r.length <= c.length
-}
-
-/// The live chunkservers holding a prefix of `c`.
-fn prefix_holders(
+/// The live chunkservers holding a prefix of `c` ([`is_prefix`]), sorted.
+pub(crate) fn prefix_holders(
     servers: &Servers,
     c: &ChunkMeta,
     now: Instant,
@@ -112,90 +99,6 @@ pub(crate) fn plan(sealed_len: u64, outcomes: &[FenceOutcome]) -> Option<(u64, V
     Some((length, replicas))
 }
 
-impl<C: ChunkserverApi> MasterCore<C> {
-    /// Salvages the sealed chunk `handle` of `path` at `version` (see the module doc), under the
-    /// log's lock. Does nothing if the chunk changed or has a good live replica again.
-    pub(crate) async fn salvage(
-        &self,
-        path: &str,
-        handle: ChunkHandle,
-        version: u64,
-    ) -> Result<()> {
-        let lock = self.log_lock(path)?;
-        let _serial = lock.lock().await;
-        self.check_writable()?;
-        let now = Instant::now();
-        let dead_after = self.config().dead_after;
-        let start = {
-            let mut g = self.lock_inner();
-            g.check_log(path, &lock)?;
-            let Some(c) = g.meta.chunks.get(&handle) else {
-                return Ok(());
-            };
-            if c.state != ChunkState::Sealed
-                || c.version != version
-                || !good_replicas(&g.servers, c, now, dead_after).is_empty()
-            {
-                return Ok(());
-            }
-            let targets = prefix_holders(&g.servers, c, now, dead_after);
-            if targets.is_empty() {
-                return Ok(());
-            }
-            let sealed_len = c.length;
-            let new_version = next_version(handle, version)?;
-            // The new version is durable before any replica sees it.
-            let sequence = g.record(Entry::Version {
-                handle,
-                version: new_version,
-            });
-            (sequence, new_version, targets, sealed_len)
-        };
-        let (sequence, new_version, targets, sealed_len) = start;
-        self.commit(sequence).await?;
-        warn!(log = path, chunk = %handle, version = new_version, sealed_len, survivors = ?targets, "salvaging a sealed chunk whose complete replicas are all lost");
-        let outcomes = self.fence_all(handle, new_version, &targets).await;
-        let Some((length, replicas)) = plan(sealed_len, &outcomes) else {
-            return Err(Error::FenceUnanswered { handle });
-        };
-        let sealed = self.seal_all(handle, new_version, length, &replicas).await;
-        if sealed.is_empty() {
-            return Err(Error::SealUnanswered { handle });
-        }
-        let sequence = {
-            let mut g = self.lock_inner();
-            g.check_log(path, &lock)?;
-            let still = g
-                .meta
-                .chunks
-                .get(&handle)
-                .is_some_and(|c| c.state == ChunkState::Sealed && c.version == new_version);
-            if !still {
-                return Ok(());
-            }
-            let now = Instant::now();
-            for a in &sealed {
-                g.servers
-                    .set_replica(a, now, ReplicaReport::sealed(handle, new_version, length));
-            }
-            g.record(Entry::Salvage {
-                handle,
-                version: new_version,
-                length,
-                replicas: sealed.clone(),
-            })
-        };
-        self.commit(sequence).await?;
-        let lost = sealed_len.saturating_sub(length);
-        if lost > 0 {
-            warn!(log = path, chunk = %handle, version = new_version, length, lost_from = length, lost_end = sealed_len, replicas = ?sealed, "chunk salvaged; its tail past the surviving replicas is lost (never acknowledged unless a second fault cut them)");
-        } else {
-            info!(log = path, chunk = %handle, version = new_version, length, replicas = ?sealed, "chunk salvaged whole from a replica that missed its seal");
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +163,8 @@ mod tests {
 #[cfg(test)]
 mod candidate_tests {
     use super::*;
+    use crate::heartbeat::ReplicaReport;
+    use crate::meta::Entry;
 
     const H: ChunkHandle = ChunkHandle(0x22);
     const DEAD_AFTER: Duration = Duration::from_secs(10);

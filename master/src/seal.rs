@@ -1,5 +1,6 @@
 //! The seal decision: from the replicas' fence answers to the sealed length, the replicas that
-//! keep the chunk and the writer marks carried to the next chunk. Pure; `core.rs` does the RPCs.
+//! keep the chunk and the writer marks carried to the next chunk. Pure; `core/seal.rs` does the
+//! RPCs.
 
 use crate::meta::WriterMark;
 

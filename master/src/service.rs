@@ -16,15 +16,14 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use tracing::{debug, instrument, warn};
 
-use crate::core::{
-    ChunkInfo, ChunkserverApi, CreateReplica, Fenced, Location, LogInfo, MasterCore, Replicate,
-    RpcError,
+use crate::chunkserver_api::{
+    ChunkserverApi, CopyError, CreateReplica, Fenced, Replicate, RpcError,
 };
+use crate::core::{ChunkInfo, Location, LogInfo, MasterCore};
 use crate::error::Error;
 use crate::fsck::{CorruptMark, LogReplicas};
 use crate::heartbeat::ReplicaReport;
 use crate::meta::{ChunkState, WriterMark};
-use crate::repair::CopyError;
 
 impl From<Error> for Status {
     fn from(e: Error) -> Status {

@@ -1,0 +1,155 @@
+//! In-memory chunkservers for the core's unit tests, and helpers to start a master over them.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use cairn_record::ChunkHandle;
+
+use super::MasterCore;
+use crate::chunkserver_api::{
+    ChunkserverApi, CopyError, CreateReplica, Fenced, Replicate, RpcError,
+};
+use crate::config::Config;
+use crate::heartbeat::ReplicaReport;
+use crate::meta::WriterMark;
+
+/// In-memory chunkservers: remember created replicas, answer fences with a set length.
+#[derive(Default)]
+pub(super) struct Fake {
+    state: Mutex<FakeState>,
+}
+
+/// What the fake chunkservers hold and every call they were asked.
+#[derive(Default)]
+pub(super) struct FakeState {
+    /// Replicas that exist, as (chunkserver, handle).
+    pub(super) replicas: HashSet<(String, ChunkHandle)>,
+    /// Durable length each chunkserver reports when fenced (default 32).
+    pub(super) lengths: HashMap<String, u64>,
+    /// Chunkservers whose CreateReplica fails.
+    pub(super) broken: HashSet<String>,
+    /// Every `CreateReplica`, in order.
+    pub(super) creates: Vec<(String, CreateReplica)>,
+    /// Every `Fence`: (chunkserver, handle, new version).
+    pub(super) fences: Vec<(String, ChunkHandle, u64)>,
+    /// Every `Seal`: (chunkserver, handle, version, length).
+    pub(super) seals: Vec<(String, ChunkHandle, u64, u64)>,
+    /// Every `Replicate`, by target.
+    pub(super) replicates: Vec<(String, Replicate)>,
+    /// Every `DeleteReplica`.
+    pub(super) deletes: Vec<(String, ChunkHandle)>,
+}
+
+impl Fake {
+    /// The state, locked.
+    pub(super) fn st(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.state.lock().unwrap()
+    }
+}
+
+impl ChunkserverApi for Arc<Fake> {
+    async fn create_replica(&self, address: String, r: CreateReplica) -> Result<(), RpcError> {
+        let mut s = self.st();
+        if s.broken.contains(&address) {
+            return Err(RpcError::Other("broken".into()));
+        }
+        s.replicas.insert((address.clone(), r.handle));
+        s.creates.push((address, r));
+        Ok(())
+    }
+
+    async fn fence(
+        &self,
+        address: String,
+        handle: ChunkHandle,
+        new_version: u64,
+    ) -> Result<Fenced, RpcError> {
+        // Let concurrent seal requests pile up behind the per-log lock.
+        tokio::task::yield_now().await;
+        let mut s = self.st();
+        if !s.replicas.contains(&(address.clone(), handle)) {
+            return Err(RpcError::NotFound);
+        }
+        s.fences.push((address.clone(), handle, new_version));
+        let length = s.lengths.get(&address).copied().unwrap_or(32);
+        Ok(Fenced {
+            length,
+            version: new_version,
+            sealed: false,
+            marks: vec![WriterMark {
+                writer: 42,
+                sequence: length,
+                frame_crc: 0,
+            }],
+            marks_through: length,
+        })
+    }
+
+    async fn seal(
+        &self,
+        address: String,
+        handle: ChunkHandle,
+        version: u64,
+        length: u64,
+    ) -> Result<(), RpcError> {
+        self.st().seals.push((address, handle, version, length));
+        Ok(())
+    }
+
+    async fn replicate(
+        &self,
+        address: String,
+        job: Replicate,
+        _timeout: std::time::Duration,
+    ) -> Result<u64, CopyError> {
+        let mut s = self.st();
+        if s.broken.contains(&address) {
+            return Err(RpcError::Other("broken".into()).into());
+        }
+        s.replicas.insert((address.clone(), job.handle));
+        let copied = job.length;
+        s.replicates.push((address, job));
+        Ok(copied)
+    }
+
+    async fn delete_replica(&self, address: String, handle: ChunkHandle) -> Result<(), RpcError> {
+        let mut s = self.st();
+        s.replicas.remove(&(address.clone(), handle));
+        s.deletes.push((address, handle));
+        Ok(())
+    }
+}
+
+/// A master over the data directory `dir` (recovered from it if it holds one) and `fake`.
+pub(super) fn start(dir: &Path, fake: &Arc<Fake>) -> Arc<MasterCore<Arc<Fake>>> {
+    let (meta, last, file) = crate::oplog::open(dir).unwrap();
+    Arc::new(MasterCore::new(
+        Config::new(dir),
+        fake.clone(),
+        meta,
+        last,
+        file,
+        7,
+    ))
+}
+
+/// Registers `addresses` as chunkservers holding nothing.
+pub(super) async fn register(m: &MasterCore<Arc<Fake>>, addresses: &[&str]) {
+    for a in addresses {
+        m.register(a, &[]).await.unwrap();
+    }
+}
+
+/// A healthy open replica of `handle` at `version`, 32 bytes long.
+pub(super) fn report(handle: ChunkHandle, version: u64) -> ReplicaReport {
+    ReplicaReport {
+        handle,
+        version,
+        length: 32,
+        sealed: false,
+        failed: false,
+        corrupt: false,
+        primary: false,
+    }
+}

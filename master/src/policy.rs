@@ -1,0 +1,218 @@
+//! The replica policy: which replicas of a chunk count, and for what. Pure rules over the
+//! metadata (`meta`) and the chunkservers' reports (`heartbeat`), with no I/O, shared by the
+//! answers to readers and checkers (`StatLog`, `ListReplicas`), heartbeat reconciliation, the
+//! repair loop and salvage, so that none of them can disagree about a replica.
+//!
+//! - A sealed chunk's replica is *good* ([`is_good`]) when it is sealed at the chunk's version
+//!   and sealed length, neither failed nor corrupt. Only good replicas on live chunkservers
+//!   ([`good_replicas`]) are read sources, copy sources or counted towards the replication
+//!   factor.
+//! - An open chunk's replica is *current* when it is at the chunk's version, neither failed nor
+//!   corrupt; [`is_readable`] is good for a sealed chunk and current for an open one.
+//! - A replica that is not good is *garbage* ([`is_garbage`]) only once its chunk has enough good
+//!   ones: until then it may still be caught up.
+//! - A *prefix* ([`is_prefix`]) is a healthy replica no longer than the sealed length: what a
+//!   repair copy extends and what salvage can reseal from.
+//! - A chunk's length as shown to readers and checkers is [`chunk_length`]: the sealed length,
+//!   or for an open chunk the longest length a replica reported.
+
+use std::time::Duration;
+
+use cairn_record::limits::CHUNK_HEADER_BYTES;
+use tokio::time::Instant;
+
+use crate::heartbeat::{ReplicaReport, Servers};
+use crate::meta::{ChunkMeta, ChunkState};
+
+/// Whether `r` is a good replica of the sealed chunk `c` (liveness is checked by the caller).
+pub(crate) fn is_good(c: &ChunkMeta, r: &ReplicaReport) -> bool {
+    c.state == ChunkState::Sealed
+        && r.sealed
+        && r.version == c.version
+        && r.length == c.length
+        && !r.failed
+        && !r.corrupt
+}
+
+/// The addresses of the good replicas of `c` on live chunkservers.
+pub(crate) fn good_replicas(
+    servers: &Servers,
+    c: &ChunkMeta,
+    now: Instant,
+    dead_after: Duration,
+) -> Vec<String> {
+    servers
+        .replicas_of(c.handle)
+        .into_iter()
+        .filter(|(a, r)| is_good(c, r) && servers.is_live(a, now, dead_after))
+        .map(|(a, _)| a)
+        .collect()
+}
+
+/// Whether `r` may serve reads of `c` (liveness is checked by the caller): a good replica of a
+/// sealed chunk; for an open chunk, one at the chunk's version, neither failed nor corrupt.
+pub(crate) fn is_readable(c: &ChunkMeta, r: &ReplicaReport) -> bool {
+    match c.state {
+        ChunkState::Sealed => is_good(c, r),
+        ChunkState::Open => r.version == c.version && !r.failed && !r.corrupt,
+    }
+}
+
+/// The addresses of the replicas of `c` on live chunkservers that may serve reads of it (the
+/// replicas `StatLog` lists; for a sealed chunk, its [`good_replicas`]).
+pub(crate) fn readable_replicas(
+    servers: &Servers,
+    c: &ChunkMeta,
+    now: Instant,
+    dead_after: Duration,
+) -> Vec<String> {
+    servers
+        .replicas_of(c.handle)
+        .into_iter()
+        .filter(|(a, r)| is_readable(c, r) && servers.is_live(a, now, dead_after))
+        .map(|(a, _)| a)
+        .collect()
+}
+
+/// Whether the replica `r` reported by a chunkserver is garbage to delete: a replica of a
+/// sealed chunk that is not good, while the chunk has at least `replication` good replicas and
+/// no copy into that chunkserver is running.
+pub(crate) fn is_garbage(
+    c: &ChunkMeta,
+    r: &ReplicaReport,
+    good: usize,
+    replication: u32,
+    copying_here: bool,
+) -> bool {
+    c.state == ChunkState::Sealed
+        && !is_good(c, r)
+        && r.version <= c.version
+        && good >= replication as usize
+        && !copying_here
+}
+
+/// Whether `r` holds a usable prefix of the sealed chunk `c` (a repair copy only extends it; a
+/// salvage may reseal from it): a healthy replica of this chunk's byte stream at a version the
+/// master issued, no longer than the sealed length.
+pub(crate) fn is_prefix(c: &ChunkMeta, r: &ReplicaReport) -> bool {
+    !r.corrupt
+        && !r.failed
+        && r.version <= c.version
+        && r.length >= CHUNK_HEADER_BYTES as u64
+        && r.length <= c.length
+}
+
+/// The length of `c` as `StatLog` and `ListReplicas` show it, given every report of its
+/// replicas: the sealed length; for an open chunk, the longest length a replica reported (the
+/// chunk header's if none did).
+pub(crate) fn chunk_length(c: &ChunkMeta, reports: &[(String, ReplicaReport)]) -> u64 {
+    match c.state {
+        ChunkState::Sealed => c.length,
+        ChunkState::Open => reports
+            .iter()
+            .map(|(_, r)| r.length)
+            .max()
+            .unwrap_or(CHUNK_HEADER_BYTES as u64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{Entry, Metadata};
+    use cairn_record::ChunkHandle;
+
+    const H: ChunkHandle = ChunkHandle(0x33);
+
+    fn report(version: u64, length: u64, sealed: bool) -> ReplicaReport {
+        ReplicaReport {
+            handle: H,
+            version,
+            length,
+            sealed,
+            failed: false,
+            corrupt: false,
+            primary: false,
+        }
+    }
+
+    /// The open chunk `H` of `/l` (factor 3) at version 1, and the same chunk sealed at version
+    /// 2, length 4096.
+    fn open_and_sealed() -> (Metadata, Metadata) {
+        let open = crate::meta::one_open_chunk(H);
+        let mut sealed = open.clone();
+        for e in [
+            Entry::Version {
+                handle: H,
+                version: 2,
+            },
+            Entry::Seal {
+                handle: H,
+                version: 2,
+                length: 4096,
+                replicas: vec!["a".into()],
+                writer_marks: Vec::new(),
+            },
+        ] {
+            sealed.apply(&e).unwrap();
+        }
+        (open, sealed)
+    }
+
+    // Proves the rules one by one on hand-made reports: good means sealed at the chunk's
+    // version and length and healthy; readable is good when sealed and current when open;
+    // garbage needs enough good replicas and no copy landing there, and never a version the
+    // master did not issue; a prefix is healthy, issued and no longer than the sealed length;
+    // the shown length is the sealed one, or the longest report (32 without any) when open.
+    #[test]
+    fn replica_rules() {
+        let (open, sealed) = open_and_sealed();
+        let (o, s) = (&open.chunks[&H], &sealed.chunks[&H]);
+        let mut corrupt = report(2, 4096, true);
+        corrupt.corrupt = true;
+        let mut failed = report(1, 1024, false);
+        failed.failed = true;
+
+        assert!(is_good(s, &report(2, 4096, true)));
+        for r in [
+            report(2, 4096, false),
+            report(2, 1024, true),
+            report(1, 4096, true),
+            corrupt,
+        ] {
+            assert!(!is_good(s, &r), "{r:?}");
+        }
+        assert!(!is_good(o, &report(1, 4096, true)), "open chunks have none");
+
+        assert!(is_readable(o, &report(1, 100, false)));
+        assert!(!is_readable(o, &report(2, 100, false)));
+        assert!(!is_readable(o, &failed));
+        assert_eq!(is_readable(s, &corrupt), is_good(s, &corrupt));
+
+        let short = report(1, 1024, false);
+        assert!(is_garbage(s, &short, 3, 3, false));
+        assert!(!is_garbage(s, &short, 2, 3, false), "below the factor");
+        assert!(
+            !is_garbage(s, &short, 3, 3, true),
+            "a copy is landing there"
+        );
+        assert!(!is_garbage(s, &report(3, 1024, false), 3, 3, false));
+        assert!(!is_garbage(s, &report(2, 4096, true), 3, 3, false));
+        assert!(!is_garbage(o, &short, 3, 3, false));
+
+        assert!(is_prefix(s, &short));
+        assert!(is_prefix(s, &report(2, 4096, true)));
+        assert!(!is_prefix(s, &report(1, 8192, false)), "longer");
+        assert!(!is_prefix(s, &report(3, 1024, false)), "not issued");
+        assert!(!is_prefix(s, &failed));
+        assert!(!is_prefix(s, &report(1, 16, false)), "no chunk header");
+
+        let reports = vec![
+            ("a".to_owned(), report(1, 300, false)),
+            ("b".to_owned(), report(1, 700, false)),
+        ];
+        assert_eq!(chunk_length(o, &reports), 700);
+        assert_eq!(chunk_length(o, &[]), CHUNK_HEADER_BYTES as u64);
+        assert_eq!(chunk_length(s, &reports), 4096);
+    }
+}
