@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`limits`]: every size bound, checked against the others at compile time.
+//! - [`error`]: [`Error`] (encoding) and [`DecodeError`] (incomplete versus corrupt bytes).
 //! - [`ids`]: [`ChunkHandle`] and [`RecordId`].
 //! - [`header`]: the chunk-file header and [`FormatVersion`].
 //! - [`frame`]: encoding and verifying single frames, padding included.
