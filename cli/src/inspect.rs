@@ -388,7 +388,10 @@ mod tests {
             cairn_record::encode_record(&mut bytes, id, &vec![sequence as u8; size], 4 << 20)
                 .unwrap();
         }
-        assert!(bytes.len() > 2 * INSPECT_SLICE_BYTES, "frames cross two slice ends");
+        assert!(
+            bytes.len() > 2 * INSPECT_SLICE_BYTES,
+            "frames cross two slice ends"
+        );
         let path = Path::new("/d/0000000000000007.chunk");
         let report = inspect(path, &bytes).unwrap();
         assert_eq!(report.records.len(), 7);
