@@ -57,10 +57,6 @@ pub const MASTER_RETRY_MS_MIN: u64 = 100;
 /// Longest wait between retries to an unreachable master, in milliseconds.
 pub const MASTER_RETRY_MS_MAX: u64 = 5_000;
 
-/// Largest partial frame the fence scan carries from one read into the next: a maximal record
-/// frame or padding run, both below 16 MiB plus a frame header, plus alignment.
-pub const FENCE_SCAN_CARRY_BYTES_MAX: usize = RECORD_PAYLOAD_BYTES_MAX + 64;
-
 // A window must be able to hold at least one maximal record.
 const _: () = assert!(APPEND_WINDOW_BYTES_MAX >= RECORD_PAYLOAD_BYTES_MAX);
 // The window can never hold more than the writer queue admitted.
@@ -75,7 +71,8 @@ const _: () = assert!(MASTER_RETRY_MS_MIN <= MASTER_RETRY_MS_MAX);
 
 /// Most bytes the scrubber reads in one slice (1 MiB); it sleeps between slices to keep its rate.
 /// A frame cut by a slice boundary is carried into the next slice (at most
-/// [`FENCE_SCAN_CARRY_BYTES_MAX`] bytes), so one read stays this small whatever the frames.
+/// [`cairn_record::limits::FRAME_BYTES_MAX`] bytes), so one read stays this small whatever the
+/// frames.
 pub const SCRUB_SLICE_BYTES_MAX: usize = 1 << 20;
 
 /// Default scrub rate, in bytes per second (32 MiB/s).

@@ -12,11 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use cairn_record::limits::CHUNK_HEADER_BYTES;
-use cairn_record::{ScanItem, Scanner};
+use cairn_record::{FrameReader, ReadItem};
 
 use crate::error::Result;
-use crate::limits::FENCE_SCAN_CARRY_BYTES_MAX;
-use crate::primary::frame_crc;
 
 /// One writer's last record in the scanned prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,63 +94,63 @@ pub(crate) fn scan_marks(
     max: usize,
 ) -> Result<ScannedMarks> {
     let mut recent = Recent::new(max);
-    // File offset of `carry[0]`, and bytes of a frame cut by the previous read.
-    let mut pos = CHUNK_HEADER_BYTES as u64;
-    let mut carry: Vec<u8> = Vec::new();
-    let mut read_at = pos;
-    while read_at < through {
+    // The reader carries a frame cut by a read boundary into the next read.
+    let mut reader = FrameReader::new(CHUNK_HEADER_BYTES as u64).until(through);
+    let mut read_at = reader.fed_end();
+    loop {
+        for item in reader.by_ref() {
+            match item {
+                ReadItem::Record {
+                    offset,
+                    id,
+                    frame_crc,
+                    ..
+                } => recent.saw(id.writer, offset, id.sequence, frame_crc),
+                ReadItem::Corrupt { offset, .. } => return Ok(stop_at_bad(recent, offset)),
+                ReadItem::Header { .. }
+                | ReadItem::Padding { .. }
+                | ReadItem::Incomplete { .. } => {}
+            }
+        }
+        // Bytes known bad already: no need to read on to where their range ends.
+        if let Some(offset) = reader.bad_since() {
+            return Ok(stop_at_bad(recent, offset));
+        }
+        if read_at >= through {
+            break;
+        }
         let want = (through - read_at).min(read_bytes_max as u64) as usize;
         let data = read(read_at, want)?;
         if data.is_empty() {
             break;
         }
         read_at += data.len() as u64;
-        let buf = if carry.is_empty() {
-            data
-        } else {
-            carry.extend_from_slice(&data);
-            Bytes::from(std::mem::take(&mut carry))
-        };
-        let last = read_at >= through;
-        let mut consumed = buf.len();
-        for item in Scanner::new(&buf, pos) {
-            match item {
-                ScanItem::Record { offset, id, .. } => {
-                    let crc = frame_crc(&buf[(offset - pos) as usize..]);
-                    recent.saw(id.writer, offset, id.sequence, crc);
-                }
-                ScanItem::Padding { .. } => {}
-                ScanItem::Corrupt { offset, len: bad } => {
-                    let to_end = offset + bad == pos + buf.len() as u64;
-                    if !last && to_end && bad <= FENCE_SCAN_CARRY_BYTES_MAX as u64 {
-                        // Probably a frame cut by the read boundary: read on and look again.
-                        consumed = (offset - pos) as usize;
-                        break;
-                    }
-                    tracing::warn!(
-                        offset,
-                        len = bad,
-                        "bad bytes: writer marks stop here (nothing after them is trusted)"
-                    );
-                    return Ok(ScannedMarks {
-                        marks: recent.into_marks(),
-                        through: offset,
-                    });
-                }
-            }
-        }
-        carry = buf[consumed..].to_vec();
-        pos += consumed as u64;
+        reader.feed(data);
     }
+    // Through the last whole frame (a frame still cut, on a file shorter than asked, is not
+    // covered).
     Ok(ScannedMarks {
         marks: recent.into_marks(),
-        through: pos.min(through),
+        through: reader.position().min(through),
     })
+}
+
+/// The marks so far, covering the prefix up to the bad bytes at `offset`.
+fn stop_at_bad(recent: Recent, offset: u64) -> ScannedMarks {
+    tracing::warn!(
+        offset,
+        "bad bytes: writer marks stop here (nothing after them is trusted)"
+    );
+    ScannedMarks {
+        marks: recent.into_marks(),
+        through: offset,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::primary::frame_crc;
     use cairn_record::{RecordId, encode_record};
 
     /// A replica image: a zeroed header, then `records` (writer, sequence, payload byte).

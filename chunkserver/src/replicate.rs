@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_record::limits::{CHUNK_HEADER_BYTES, CHUNK_VERSION_MAX};
-use cairn_record::{ChunkHandle, ScanItem, Scanner};
+use cairn_record::{ChunkHandle, FrameReader, ReadItem};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -180,10 +180,10 @@ impl Node {
         end: u64,
         source: &str,
     ) -> Result<u64> {
-        // `pos`: file offset of the first byte not yet written; `carry`: bytes from `pos` of a
-        // frame cut by the previous read.
+        // `pos`: file offset of the first byte not yet written; the reader carries a frame cut
+        // by the previous read.
         let mut pos = start;
-        let mut carry: Vec<u8> = Vec::new();
+        let mut reader = FrameReader::new(start).until(end);
         let mut read_at = start;
         while pos < end {
             let want = (end - read_at).min(REPLICATE_READ_BYTES as u64) as u32;
@@ -213,33 +213,17 @@ impl Node {
             }
             let got = resp.data.len() as u64;
             read_at += got;
-            let buf: Bytes = if carry.is_empty() {
-                resp.data
-            } else {
-                carry.extend_from_slice(&resp.data);
-                Bytes::from(std::mem::take(&mut carry))
-            };
             let whole =
-                whole_frames(&buf, pos, read_at >= end).map_err(|bad| Error::SourceCorrupt {
+                whole_frames(&mut reader, resp.data).map_err(|bad| Error::SourceCorrupt {
                     handle,
                     source_addr: source.to_owned(),
                     message: format!("bad frame at {bad} on the source; nothing copied from it"),
                 })?;
-            if whole > 0 {
-                let end_now = self
-                    .store
-                    .append(handle, version, pos, buf.slice(..whole))
-                    .await?;
-                debug_assert_eq!(end_now, pos + whole as u64);
-                pos += whole as u64;
-            }
-            carry = buf[whole..].to_vec();
-            if carry.len() > READ_BYTES_MAX {
-                return Err(Error::Replication {
-                    handle,
-                    source_addr: source.to_owned(),
-                    message: format!("no whole frame in {} bytes at {pos}", carry.len()),
-                });
+            if !whole.is_empty() {
+                let n = whole.len() as u64;
+                let end_now = self.store.append(handle, version, pos, whole).await?;
+                debug_assert_eq!(end_now, pos + n);
+                pos += n;
             }
             // The bandwidth bound, shared by every copy into this chunkserver: book this read's
             // bytes on the node's clock and wait for their turn.
@@ -329,31 +313,21 @@ fn source_error(handle: ChunkHandle, source: &str, what: String, s: &tonic::Stat
     }
 }
 
-/// How many leading bytes of `buf` (at file offset `pos`) are whole valid frames. A bad range
-/// at the very end of a non-final buffer is a frame cut by the read boundary and is left for
-/// the next read; any other bad range is an error naming its offset.
-fn whole_frames(buf: &[u8], pos: u64, last: bool) -> std::result::Result<usize, u64> {
-    let mut whole = 0usize;
-    for item in Scanner::new(buf, pos) {
-        match item {
-            ScanItem::Record {
-                offset, payload, ..
-            } => {
-                whole = (offset - pos) as usize + cairn_record::encoded_len(payload.len());
-            }
-            ScanItem::Padding { offset, len } => {
-                whole = (offset - pos + len) as usize;
-            }
-            ScanItem::Corrupt { offset, len } => {
-                let to_end = (offset - pos + len) as usize == buf.len();
-                if !last && to_end {
-                    return Ok(whole);
-                }
-                return Err(offset);
-            }
+/// Feeds `data` (the next bytes of the source) to `reader` and returns the bytes of the frames
+/// now whole, as one buffer (without a copy unless they continue a frame cut by the previous
+/// read). A frame still cut waits for the next read, unless `data` reaches the end the reader
+/// was given; bad bytes anywhere are an error naming their offset.
+fn whole_frames(reader: &mut FrameReader, data: Bytes) -> std::result::Result<Bytes, u64> {
+    reader.feed(data);
+    for item in reader.by_ref() {
+        if let ReadItem::Corrupt { offset, .. } = item {
+            return Err(offset);
         }
     }
-    Ok(whole)
+    if let Some(bad) = reader.bad_since() {
+        return Err(bad);
+    }
+    Ok(reader.take_verified())
 }
 
 #[cfg(test)]
@@ -378,12 +352,22 @@ mod tests {
     #[test]
     fn whole_frames_cut_and_corrupt() {
         let f = frames(3);
-        assert_eq!(whole_frames(&f, 32, true), Ok(f.len()));
+        let len = |r: std::result::Result<Bytes, u64>| r.map(|b| b.len());
+        let all = 32 + f.len() as u64;
+        let mut r = FrameReader::new(32).until(all);
+        assert_eq!(len(whole_frames(&mut r, f.clone().into())), Ok(f.len()));
         let one = f.len() / 3;
-        assert_eq!(whole_frames(&f[..one + 10], 32, false), Ok(one));
-        assert_eq!(whole_frames(&f[..one + 10], 32, true), Err(32 + one as u64));
+        let cut = Bytes::copy_from_slice(&f[..one + 10]);
+        let mut r = FrameReader::new(32).until(all);
+        assert_eq!(len(whole_frames(&mut r, cut.clone())), Ok(one));
+        // The rest completes the cut frame: it is copied next.
+        let rest = Bytes::copy_from_slice(&f[one + 10..]);
+        assert_eq!(len(whole_frames(&mut r, rest)), Ok(2 * one));
+        let mut r = FrameReader::new(32).until(32 + cut.len() as u64);
+        assert_eq!(len(whole_frames(&mut r, cut)), Err(32 + one as u64));
         let mut bad = f.clone();
         bad[one + 40] ^= 1;
-        assert_eq!(whole_frames(&bad, 32, false), Err(32 + one as u64));
+        let mut r = FrameReader::new(32).until(all);
+        assert_eq!(len(whole_frames(&mut r, bad.into())), Err(32 + one as u64));
     }
 }

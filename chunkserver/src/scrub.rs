@@ -6,8 +6,9 @@
 //! no file, so a failing disk shows up as an error rather than a `SIGBUS`) in slices of at
 //! most [`ScrubConfig::slice_bytes`], and checks that:
 //! - the chunk header decodes, names this chunk and has the replica's capacity;
-//! - every byte in `[32, sealed length)` is a valid frame (record or padding) with
-//!   [`cairn_record::Scanner`], the last one ending exactly at the sealed length;
+//! - every byte in `[32, sealed length)` is a valid frame (record or padding), read with a
+//!   [`cairn_record::FrameReader`] (which carries a frame cut by a slice boundary into the next
+//!   slice), the last one ending exactly at the sealed length;
 //! - the file is not shorter than the sealed length, and no read fails.
 //!
 //! A replica that fails is marked corrupt with [`Store::mark_corrupt`]: persisted in its
@@ -24,12 +25,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cairn_record::limits::CHUNK_HEADER_BYTES;
-use cairn_record::{ByteRange, ChunkHandle, ChunkHeader, DecodeError, ScanItem, Scanner};
+use cairn_record::{ByteRange, ChunkHandle, FrameReader, ReadItem};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::error::Error;
-use crate::limits::{FENCE_SCAN_CARRY_BYTES_MAX, SCRUB_SLICE_BYTES_MAX};
+use crate::limits::SCRUB_SLICE_BYTES_MAX;
 use crate::store::disk::Disk;
 use crate::store::{ChunkStore, ReplicaState, Store};
 
@@ -120,11 +121,8 @@ pub struct ReplicaScrub {
     sealed_len: u64,
     /// Next file offset to read.
     read_at: u64,
-    /// File offset of `buf[0]`.
-    pos: u64,
-    /// Bytes read but not yet verified: at most a frame cut by the slice boundary.
-    buf: Vec<u8>,
-    header_checked: bool,
+    /// The header and frames read so far; it keeps at most a frame cut by the slice boundary.
+    reader: FrameReader,
     bad: Vec<ByteRange>,
 }
 
@@ -136,9 +134,7 @@ impl ReplicaScrub {
             capacity: state.capacity,
             sealed_len: state.acked_len,
             read_at: 0,
-            pos: 0,
-            buf: Vec::new(),
-            header_checked: false,
+            reader: FrameReader::chunk().until(state.acked_len),
             bad: Vec::new(),
         }
     }
@@ -153,9 +149,8 @@ impl ReplicaScrub {
     pub fn step<D: Disk>(&mut self, store: &Store<D>, slice: usize) -> Step {
         let slice = slice.max(1);
         let want = (self.sealed_len - self.read_at).min(slice as u64) as usize;
-        let start = self.buf.len();
-        self.buf.resize(start + want, 0);
-        let got = match store.read_from_disk(self.handle, self.read_at, &mut self.buf[start..]) {
+        let mut buf = vec![0u8; want];
+        let got = match store.read_from_disk(self.handle, self.read_at, &mut buf) {
             Ok(got) => got,
             Err(Error::NotFound { .. }) => {
                 return Step::Done {
@@ -169,77 +164,41 @@ impl ReplicaScrub {
                 return self.finish(0);
             }
         };
-        self.buf.truncate(start + got);
+        buf.truncate(got);
         let bytes = got as u64;
         self.read_at += bytes;
+        self.reader.feed(buf);
         if got < want {
             // The file is shorter than its sealed length: the rest is missing.
             self.note_bad(self.read_at, self.sealed_len - self.read_at);
             self.read_at = self.sealed_len;
+            self.reader.finish();
         }
-        let last = self.read_at >= self.sealed_len;
-        if !self.header_checked {
-            if self.buf.len() < CHUNK_HEADER_BYTES && !last {
-                return Step::Progress { bytes };
-            }
-            self.check_header();
-        }
-        self.verify_frames(last);
-        if last {
+        self.verify();
+        if self.read_at >= self.sealed_len {
             return self.finish(bytes);
         }
         Step::Progress { bytes }
     }
 
-    fn check_header(&mut self) {
-        self.header_checked = true;
-        let header_len = CHUNK_HEADER_BYTES.min(self.buf.len());
-        let ok = ChunkHeader::decode(&self.buf)
-            .is_ok_and(|h| h.handle == self.handle && u64::from(h.capacity) == self.capacity);
-        if !ok {
-            self.note_bad(0, CHUNK_HEADER_BYTES as u64);
-        }
-        self.buf.drain(..header_len);
-        self.pos = header_len as u64;
-    }
-
-    /// Scans the buffered bytes; keeps a frame cut by the read boundary for the next step.
-    fn verify_frames(&mut self, last: bool) {
-        if self.buf.is_empty() {
-            return;
-        }
-        if !last && self.needs_more(0) {
-            // A long frame still arriving: do not re-scan it at every slice.
-            return;
-        }
-        let mut consumed = self.buf.len();
-        let mut found = Vec::new();
-        for item in Scanner::new(&self.buf, self.pos) {
-            if let ScanItem::Corrupt { offset, len } = item {
-                let at = (offset - self.pos) as usize;
-                if !last && self.needs_more(at) {
-                    consumed = at;
-                    break;
+    /// Takes what the reader decided: a header that does not name this chunk with this
+    /// capacity, and every bad range, are noted.
+    fn verify(&mut self) {
+        while let Some(item) = self.reader.next() {
+            match item {
+                ReadItem::Header { header } => {
+                    let ok = header.is_ok_and(|h| {
+                        h.handle == self.handle && u64::from(h.capacity) == self.capacity
+                    });
+                    if !ok {
+                        self.note_bad(0, CHUNK_HEADER_BYTES as u64);
+                    }
                 }
-                found.push(ByteRange { offset, len });
+                ReadItem::Corrupt { offset, len } => self.note_bad(offset, len),
+                ReadItem::Record { .. }
+                | ReadItem::Padding { .. }
+                | ReadItem::Incomplete { .. } => {}
             }
-        }
-        for r in found {
-            self.note_bad(r.offset, r.len);
-        }
-        self.buf.drain(..consumed);
-        self.pos += consumed as u64;
-    }
-
-    /// Whether the bytes at `buf[at..]` are the start of a plausible frame that runs past the
-    /// buffer but not past the sealed length, and is no longer than any valid frame can be.
-    fn needs_more(&self, at: usize) -> bool {
-        match cairn_record::decode_frame(&self.buf[at..]) {
-            Err(DecodeError::Incomplete { needed, .. }) => {
-                let offset = self.pos + at as u64;
-                needed <= FENCE_SCAN_CARRY_BYTES_MAX && offset + needed as u64 <= self.sealed_len
-            }
-            _ => false,
         }
     }
 
@@ -256,14 +215,14 @@ impl ReplicaScrub {
         } else {
             Verdict::Corrupt(merge(std::mem::take(&mut self.bad)))
         };
-        self.buf = Vec::new();
+        self.reader = FrameReader::new(0);
         self.read_at = self.sealed_len;
         Step::Done { bytes, verdict }
     }
 }
 
-/// `ranges` sorted, with overlapping or adjacent ones joined (a bad range cut by a slice
-/// boundary is found as two).
+/// `ranges` sorted, with overlapping or adjacent ones joined (a frame cut by the end of a short
+/// file and the missing bytes after it are found as two).
 fn merge(mut ranges: Vec<ByteRange>) -> Vec<ByteRange> {
     ranges.sort();
     let mut out: Vec<ByteRange> = Vec::with_capacity(ranges.len());

@@ -908,3 +908,79 @@ async fn a_scrubbed_bad_replica_reports_corrupt_and_answers_data_loss() {
         assert_eq!(&good[32..], &frames(1, 1..=20, 500)[..]);
     }
 }
+
+// Proves: a repair copy (`Replicate`) whose 4 MiB reads of the source cut frames (records of
+// ~700 KB) joins them and writes every frame whole: the copy holds exactly the source's bytes
+// (same CRC-32, same fourteen records at the same offsets), all of them copied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_joins_frames_cut_by_its_reads() {
+    let c = Cluster::start().await;
+    let h = 0x7c0;
+    let cap = 16 << 20;
+    // The chunk on servers 0 (primary) and 1 only; server 2 gets its copy by `Replicate`.
+    for i in [1, 0] {
+        let req = CreateReplicaRequest {
+            handle: h,
+            version: 1,
+            capacity: cap,
+            primary: i == 0,
+            secondaries: if i == 0 { vec![c.addr(1)] } else { Vec::new() },
+            writer_marks: Vec::new(),
+        };
+        c.client(i).await.create_replica(req).await.unwrap();
+    }
+    let mut p = c.client(0).await;
+    let size = 700_001;
+    for seq in (1..=14).step_by(2) {
+        let r = append(&mut p, h, frames(4, seq..=seq + 1, size), seq - 1)
+            .await
+            .unwrap();
+        assert_eq!(status(&r), AppendStatus::Ok);
+    }
+    let len = fence(&mut p, h, 2).await.durable_length;
+    let frame = 32 + 700_008;
+    assert!(len > 8 << 20, "the copy takes three 4 MiB reads: {len}");
+    assert!(
+        ((4 << 20) - 32) % frame != 0,
+        "a frame straddles the first read's end"
+    );
+    assert_eq!(
+        fence(&mut c.client(1).await, h, 2).await.durable_length,
+        len
+    );
+    for i in [0, 1] {
+        assert_eq!(seal(&mut c.client(i).await, h, 2, len).await, len);
+    }
+    let copied = c
+        .client(2)
+        .await
+        .replicate(ReplicateRequest {
+            handle: h,
+            version: 2,
+            length: len,
+            capacity: cap,
+            source: c.addr(0),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(copied.copied_bytes, len - 32);
+    let source = p
+        .checksum(ChecksumRequest { handle: h })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((source.length, source.crc32), (len, copied.crc32));
+    let copy = read_all(&mut c.client(2).await, h).await;
+    assert_eq!(copy, read_all(&mut p, h).await);
+    let sequences: Vec<u64> = Scanner::new(&copy[32..], 32)
+        .filter_map(|item| match item {
+            ScanItem::Record { id, payload: p, .. } => {
+                assert_eq!(p, payload(4, id.sequence, size));
+                Some(id.sequence)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sequences, (1..=14).collect::<Vec<_>>());
+}

@@ -9,8 +9,7 @@ use std::process::ExitCode;
 
 use cairn_client::limits::READ_RPC_BYTES_MAX;
 use cairn_client::{ChunkReplicas, ChunkState, Client, CorruptReport, ReplicaStatus};
-use cairn_record::limits::CHUNK_HEADER_BYTES;
-use cairn_record::{ChunkHandle, ChunkHeader, ScanItem, Scanner};
+use cairn_record::{ChunkHandle, DecodeError, FrameReader, ReadItem};
 use serde_json::json;
 
 use crate::cluster::{self, MasterArg};
@@ -309,10 +308,8 @@ fn compare_checksums(observations: &[Observation], replicas: &mut [ReplicaVerdic
 struct FrameCheck {
     handle: ChunkHandle,
     capacity: u64,
-    /// Bytes received and not yet checked, starting at file offset `base`.
-    pending: Vec<u8>,
-    base: u64,
-    header_done: bool,
+    /// The header and frames received so far; it keeps a frame cut by the end of a read.
+    reader: FrameReader,
 }
 
 impl FrameCheck {
@@ -320,65 +317,45 @@ impl FrameCheck {
         FrameCheck {
             handle,
             capacity,
-            pending: Vec::new(),
-            base: 0,
-            header_done: false,
+            reader: FrameReader::chunk(),
         }
     }
 
     /// Checks the next bytes; `last` when they reach the readable end. Returns the first
     /// problem found. A frame cut by the end of a non-final read waits for the next one.
     fn feed(&mut self, data: &[u8], last: bool) -> Option<String> {
-        self.pending.extend_from_slice(data);
-        if !self.header_done {
-            if self.pending.len() < CHUNK_HEADER_BYTES {
-                return last.then(|| {
-                    format!(
-                        "the replica ends at {} bytes, inside the chunk header",
-                        self.pending.len()
-                    )
-                });
-            }
-            match ChunkHeader::decode(&self.pending[..CHUNK_HEADER_BYTES]) {
-                Err(e) => return Some(format!("bad chunk header: {e}")),
-                Ok(h) if h.handle != self.handle => {
-                    return Some(format!("the chunk header names chunk {}", h.handle));
-                }
-                Ok(h) if u64::from(h.capacity) != self.capacity => {
-                    return Some(format!(
-                        "the chunk header says capacity {}, the log's chunks hold {}",
-                        h.capacity, self.capacity
-                    ));
-                }
-                Ok(_) => {}
-            }
-            self.pending.drain(..CHUNK_HEADER_BYTES);
-            self.base = CHUNK_HEADER_BYTES as u64;
-            self.header_done = true;
+        self.reader.feed(bytes::Bytes::copy_from_slice(data));
+        if last {
+            self.reader.finish();
         }
-        let mut whole = 0usize;
-        for item in Scanner::new(&self.pending, self.base) {
+        for item in self.reader.by_ref() {
             match item {
-                ScanItem::Record {
-                    offset, payload, ..
-                } => {
-                    whole =
-                        (offset - self.base) as usize + cairn_record::encoded_len(payload.len());
-                }
-                ScanItem::Padding { offset, len } => {
-                    whole = (offset - self.base + len) as usize;
-                }
-                ScanItem::Corrupt { offset, len } => {
-                    let to_end = (offset - self.base + len) as usize == self.pending.len();
-                    if !last && to_end {
-                        break;
+                ReadItem::Header { header } => match header {
+                    Err(DecodeError::Incomplete { available, .. }) => {
+                        return Some(format!(
+                            "the replica ends at {available} bytes, inside the chunk header"
+                        ));
                     }
+                    Err(e) => return Some(format!("bad chunk header: {e}")),
+                    Ok(h) if h.handle != self.handle => {
+                        return Some(format!("the chunk header names chunk {}", h.handle));
+                    }
+                    Ok(h) if u64::from(h.capacity) != self.capacity => {
+                        return Some(format!(
+                            "the chunk header says capacity {}, the log's chunks hold {}",
+                            h.capacity, self.capacity
+                        ));
+                    }
+                    Ok(_) => {}
+                },
+                ReadItem::Corrupt { offset, len } => {
                     return Some(format!("bad frame at offset {offset} ({len} bytes)"));
                 }
+                ReadItem::Record { .. }
+                | ReadItem::Padding { .. }
+                | ReadItem::Incomplete { .. } => {}
             }
         }
-        self.pending.drain(..whole);
-        self.base += whole as u64;
         None
     }
 }
@@ -728,7 +705,7 @@ fn print_table(log: &cairn_client::LogReplicas, reports: &[ChunkReport], s: &Sum
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_record::{RecordId, encode_padding, encode_record};
+    use cairn_record::{ChunkHeader, RecordId, encode_padding, encode_record};
 
     const SEALED: ChunkFacts = ChunkFacts {
         state: ChunkState::Sealed,

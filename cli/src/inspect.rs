@@ -8,12 +8,15 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use cairn_record::limits::{CHUNK_BYTES_MAX, CHUNK_HEADER_BYTES};
 use cairn_record::{
-    CHUNK_MAGIC, ChunkHandle, ChunkHeader, DecodeError, RecordId, ScanItem, Scanner,
+    CHUNK_MAGIC, ChunkHandle, ChunkHeader, DecodeError, FrameReader, ReadItem, RecordId,
 };
 use serde_json::json;
 
 /// Exit status when the file is corrupt (or names another chunk than its file name).
 const EXIT_CORRUPT: u8 = 2;
+
+/// Bytes of the file handed to the frame reader at a time (4 MiB).
+const INSPECT_SLICE_BYTES: usize = 4 << 20;
 
 /// Verifies a chunk file offline and prints what it holds.
 #[derive(clap::Args, Debug)]
@@ -198,22 +201,36 @@ fn inspect(path: &Path, bytes: &[u8]) -> anyhow::Result<Report> {
     }
     let base = CHUNK_HEADER_BYTES as u64;
     let mut bad = Vec::new();
-    for item in Scanner::new(&bytes[CHUNK_HEADER_BYTES..], base) {
-        match item {
-            ScanItem::Record {
-                offset,
-                id,
-                payload,
-            } => {
-                report.payload_bytes += payload.len() as u64;
-                report.records.push(RecordLine {
+    // The file is in memory already; it is fed in slices so that at most one slice (and a frame
+    // cut by its end) is copied at a time.
+    let mut reader = FrameReader::new(base);
+    let mut slices = bytes[CHUNK_HEADER_BYTES..]
+        .chunks(INSPECT_SLICE_BYTES)
+        .peekable();
+    while let Some(slice) = slices.next() {
+        reader.feed(bytes::Bytes::copy_from_slice(slice));
+        if slices.peek().is_none() {
+            reader.finish();
+        }
+        for item in reader.by_ref() {
+            match item {
+                ReadItem::Record {
                     offset,
                     id,
-                    len: payload.len(),
-                });
+                    payload,
+                    ..
+                } => {
+                    report.payload_bytes += payload.len() as u64;
+                    report.records.push(RecordLine {
+                        offset,
+                        id,
+                        len: payload.len(),
+                    });
+                }
+                ReadItem::Padding { len, .. } => report.padding_bytes += len,
+                ReadItem::Corrupt { offset, len } => bad.push((offset, len)),
+                ReadItem::Header { .. } | ReadItem::Incomplete { .. } => {}
             }
-            ScanItem::Padding { len, .. } => report.padding_bytes += len,
-            ScanItem::Corrupt { offset, len } => bad.push((offset, len)),
         }
     }
     // Offline, a final bad range with nothing valid after it is taken for a torn append.
@@ -351,5 +368,39 @@ mod tests {
         assert_eq!(h("123.chunk"), None);
         assert_eq!(h("0123456789abcdef.chunk.tmp"), None);
         assert_eq!(h("+123456789abcdef.chunk"), None);
+    }
+
+    // Proves: frames that cross the boundary of the slices the file is read in are whole
+    // records (not corruption), and a record cut by the end of the file is the torn tail.
+    #[test]
+    fn frames_across_read_slices_are_whole() {
+        let handle = ChunkHandle(7);
+        let mut bytes = ChunkHeader::new(handle, 16 << 20)
+            .unwrap()
+            .encode()
+            .to_vec();
+        let size = INSPECT_SLICE_BYTES / 3 + 5;
+        for sequence in 1..=7 {
+            let id = RecordId {
+                writer: 1,
+                sequence,
+            };
+            cairn_record::encode_record(&mut bytes, id, &vec![sequence as u8; size], 4 << 20)
+                .unwrap();
+        }
+        assert!(
+            bytes.len() > 2 * INSPECT_SLICE_BYTES,
+            "frames cross two slice ends"
+        );
+        let path = Path::new("/d/0000000000000007.chunk");
+        let report = inspect(path, &bytes).unwrap();
+        assert_eq!(report.records.len(), 7);
+        assert!(report.corrupt.is_empty() && report.torn_tail.is_none());
+        let torn = bytes.len() - 100;
+        let report = inspect(path, &bytes[..torn]).unwrap();
+        assert_eq!(report.records.len(), 6);
+        assert!(report.corrupt.is_empty());
+        let last = report.records[5].offset + cairn_record::encoded_len(size) as u64;
+        assert_eq!(report.torn_tail, Some((last, torn as u64 - last)));
     }
 }

@@ -158,8 +158,10 @@ pub fn decode_frame(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
         FrameKind::Padding if writer != 0 || sequence != 0 => {
             return corrupt("padding frame with a record id");
         }
-        FrameKind::Padding if payload_len as u64 > crate::limits::CHUNK_BYTES_MAX => {
-            return corrupt("padding longer than a chunk");
+        // Padding fills less than the frame of the record that did not fit, so it is never
+        // longer than the largest record: every frame fits `FRAME_BYTES_MAX`.
+        FrameKind::Padding if payload_len > RECORD_PAYLOAD_BYTES_MAX => {
+            return corrupt("padding longer than the largest record");
         }
         _ => {}
     }

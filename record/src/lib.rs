@@ -6,11 +6,17 @@
 //!
 //! # Layout
 //! - [`limits`]: every size bound, checked against the others at compile time.
+//! - [`error`]: [`Error`] (encoding) and [`DecodeError`] (incomplete versus corrupt bytes).
 //! - [`ids`]: [`ChunkHandle`] and [`RecordId`].
 //! - [`header`]: the chunk-file header and [`FormatVersion`].
 //! - [`frame`]: encoding and verifying single frames, padding included.
-//! - [`scan`]: a [`Scanner`] that walks frames and resynchronises after garbage.
-//! - [`recovery`]: [`classify`], which tells a torn tail from corruption after a restart.
+//! - [`scan`]: a [`Scanner`] that walks the frames of one buffer and resynchronises after
+//!   garbage.
+//! - [`reader`]: a [`FrameReader`] that yields the same items from slices fed one after the
+//!   other (a frame cut by a slice's end is [`ReadItem::Incomplete`] and carried), checking the
+//!   chunk header when read from offset 0; every sliced read of frames uses it.
+//! - [`recovery`]: [`classify`] (and [`classify_ranges`], for a scan already done), which tells
+//!   a torn tail from corruption after a restart.
 //!
 //! # Invariants
 //! - Every frame starts at a file offset that is a multiple of 8 and is covered by a CRC-32;
@@ -23,6 +29,7 @@ pub mod frame;
 pub mod header;
 pub mod ids;
 pub mod limits;
+pub mod reader;
 pub mod recovery;
 pub mod scan;
 
@@ -33,5 +40,6 @@ pub use frame::{
 };
 pub use header::{CHUNK_MAGIC, ChunkHeader, FormatVersion};
 pub use ids::{ChunkHandle, RecordId};
-pub use recovery::{Recovery, classify};
+pub use reader::{FrameReader, ReadItem};
+pub use recovery::{Recovery, classify, classify_ranges};
 pub use scan::{ByteRange, ScanItem, Scanner};

@@ -12,6 +12,12 @@ pub const FRAME_ALIGN_BYTES: usize = 8;
 /// Largest record payload the format allows, whatever the chunk capacity (16 MiB).
 pub const RECORD_PAYLOAD_BYTES_MAX: usize = 16 << 20;
 
+/// Largest frame, header and alignment included: a maximal record (16 MiB + 32). Padding is
+/// never longer (it fills less than the frame of the record that did not fit, and the decoder
+/// refuses a longer one), so a streaming reader carries at most this many bytes of a frame cut
+/// by the end of its input, and a frame claiming more is corrupt.
+pub const FRAME_BYTES_MAX: usize = FRAME_HEADER_BYTES + align_up(RECORD_PAYLOAD_BYTES_MAX);
+
 /// Smallest chunk capacity (file bytes, header included) a log may use (4 KiB).
 pub const CHUNK_BYTES_MIN: u64 = 4 << 10;
 
@@ -27,6 +33,9 @@ pub const CHUNK_BYTES_DEFAULT: u64 = 64 << 20;
 pub const CHUNK_VERSION_MAX: u64 = 1 << 62;
 
 const _: () = assert!(CHUNK_HEADER_BYTES.is_multiple_of(FRAME_ALIGN_BYTES));
+// Every frame, the largest included, fits a chunk of the default capacity.
+const _: () = assert!(FRAME_BYTES_MAX as u64 <= CHUNK_BYTES_DEFAULT);
+const _: () = assert!(FRAME_BYTES_MAX.is_multiple_of(FRAME_ALIGN_BYTES));
 // The master adds one to a version per seal: that can never wrap below the bound.
 const _: () = assert!(CHUNK_VERSION_MAX < u64::MAX);
 const _: () = assert!(FRAME_HEADER_BYTES.is_multiple_of(FRAME_ALIGN_BYTES));

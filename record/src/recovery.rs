@@ -26,13 +26,19 @@ pub enum Recovery {
 /// Classifies `buf`, the frames of a replica starting at file offset `base`, given `acked_len`,
 /// the file length this replica had durably acknowledged before the restart.
 pub fn classify(buf: &[u8], base: u64, acked_len: u64) -> Recovery {
-    let mut ranges: Vec<ByteRange> = Scanner::new(buf, base)
+    let ranges: Vec<ByteRange> = Scanner::new(buf, base)
         .filter_map(|item| match item {
             ScanItem::Corrupt { offset, len } => Some(ByteRange { offset, len }),
             _ => None,
         })
         .collect();
-    let end = base + buf.len() as u64;
+    classify_ranges(ranges, base + buf.len() as u64, acked_len)
+}
+
+/// The verdict [`classify`] gives, from what a scan of the replica's frames found: its bad
+/// ranges in file order (as a [`Scanner`] or a finished [`FrameReader`](crate::FrameReader)
+/// reports them) and `end`, the file offset where the scanned bytes end.
+pub fn classify_ranges(mut ranges: Vec<ByteRange>, end: u64, acked_len: u64) -> Recovery {
     if end < acked_len {
         ranges.push(ByteRange {
             offset: end,

@@ -2,8 +2,8 @@
 //!
 //! Each property builds chunk files through the public encoders while keeping a model of what
 //! was written (offsets, ids, payloads, frame boundaries), damages them in one way (a cut, a
-//! flipped byte, random bytes) and checks what `Scanner`, `classify` and `ChunkHeader::decode`
-//! report against the model. Case counts are set explicitly per property (see `CASES_*`) so
+//! flipped byte, random bytes) and checks what `Scanner`, `FrameReader`, `classify` and
+//! `ChunkHeader::decode` report against the model. Case counts are set explicitly per property (see `CASES_*`) so
 //! the whole file stays well under 30 s in a debug build on two shared cores (about 12 s when
 //! written). `with_cases` overrides `PROPTEST_CASES`: to run more locally, raise the constants
 //! in a scratch change, never in CI.
@@ -28,6 +28,8 @@ const CASES_CUT_EVERYWHERE: u32 = 16;
 const CASES_FLIP_EVERYWHERE: u32 = 12;
 /// One random cut or flip per case, over larger chunks with larger records.
 const CASES_ONE_DAMAGE: u32 = 256;
+/// Chunks read by the streaming reader in random slices.
+const CASES_SLICED: u32 = 64;
 /// Arbitrary and mutated bytes.
 const CASES_GARBAGE: u32 = 512;
 
@@ -393,6 +395,39 @@ proptest! {
         }
         file.truncate(cut.index(file.len() + 1));
         scan_check::check(&file);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES_SLICED))]
+
+    /// A chunk file, whole or damaged (bytes overwritten, cut anywhere), read by the streaming
+    /// reader in slices of random sizes (each case its own sizes, from proptest's seeded
+    /// generator), yields exactly the header and items of one scan of the whole file; the same
+    /// for its frames read from offset 32.
+    #[test]
+    fn sliced_reads_match_one_scan(
+        chunk in full_chunk_strategy(512..=2048, 1024),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        cut in prop::option::of(any::<prop::sample::Index>()),
+        sizes in prop::collection::vec(prop_oneof![1usize..=16, 17usize..=600, 600usize..=20_000], 1..12),
+    ) {
+        let mut file = chunk.file.clone();
+        for (at, byte) in edits {
+            let i = at.index(file.len());
+            file[i] = byte;
+        }
+        if let Some(cut) = cut {
+            file.truncate(cut.index(file.len() + 1));
+        }
+        // The random sizes, and one word at a time (which cuts at every frame boundary).
+        for sizes in [&sizes[..], &[8]] {
+            scan_check::check_sliced_chunk(&file, sizes);
+            if file.len() >= CHUNK_HEADER_BYTES {
+                let frames = &file[CHUNK_HEADER_BYTES..];
+                scan_check::check_sliced(frames, CHUNK_HEADER_BYTES as u64, sizes);
+            }
+        }
     }
 }
 

@@ -8,14 +8,16 @@
 use std::io;
 
 use cairn_record::limits::CHUNK_HEADER_BYTES;
-use cairn_record::{ByteRange, ChunkHandle, ChunkHeader, Recovery, ScanItem, Scanner};
+use cairn_record::{
+    ByteRange, ChunkHandle, ChunkHeader, FrameReader, ReadItem, Recovery, classify_ranges,
+};
 
 use super::disk::DiskFile;
-use crate::limits::{FENCE_SCAN_CARRY_BYTES_MAX, RECOVERY_SLICE_BYTES_MAX};
+use crate::limits::RECOVERY_SLICE_BYTES_MAX;
 
 /// Classifies the first `len` bytes of `handle`'s chunk file as `cairn_record::classify` would
-/// classify them read whole, reading at most [`RECOVERY_SLICE_BYTES_MAX`] bytes at a time (plus
-/// a frame cut by a slice boundary, carried into the next slice).
+/// classify them read whole, reading at most [`RECOVERY_SLICE_BYTES_MAX`] bytes at a time (a
+/// [`FrameReader`] carries a frame cut by a slice boundary into the next slice).
 pub(crate) fn scan_open_replica<F: DiskFile>(
     handle: ChunkHandle,
     file: &F,
@@ -37,74 +39,33 @@ pub(crate) fn scan_open_replica<F: DiskFile>(
         });
     }
     let mut ranges: Vec<ByteRange> = Vec::new();
-    // File offset of `buf[0]`; bytes of a frame cut by the previous slice are carried.
-    let mut pos = header_bytes;
-    let mut carry: Vec<u8> = Vec::new();
-    let mut read_at = pos;
+    let mut reader = FrameReader::new(header_bytes).until(len);
+    let mut read_at = header_bytes;
     while read_at < len {
         let want = (len - read_at).min(RECOVERY_SLICE_BYTES_MAX as u64) as usize;
-        let start = carry.len();
-        carry.resize(start + want, 0);
-        let got = file.read_full_at(&mut carry[start..], read_at)?;
-        carry.truncate(start + got);
+        let mut slice = vec![0u8; want];
+        let got = file.read_full_at(&mut slice, read_at)?;
         if got == 0 {
             // The file is shorter than it was a moment ago: what is missing is reported below.
             break;
         }
+        slice.truncate(got);
         read_at += got as u64;
-        let last = read_at >= len;
-        let buf = std::mem::take(&mut carry);
-        let mut consumed = buf.len();
-        for item in Scanner::new(&buf, pos) {
-            if let ScanItem::Corrupt { offset, len: bad } = item {
-                let to_end = offset + bad == pos + buf.len() as u64;
-                if !last && to_end && bad <= FENCE_SCAN_CARRY_BYTES_MAX as u64 {
-                    // Probably a frame cut by the slice boundary: read on and look again.
-                    consumed = (offset - pos) as usize;
-                    break;
-                }
-                push_merged(&mut ranges, ByteRange { offset, len: bad });
-            }
-        }
-        carry = buf[consumed..].to_vec();
-        pos += consumed as u64;
+        reader.feed(slice);
+        ranges.extend(bad_ranges(&mut reader));
     }
-    if !carry.is_empty() {
-        // A partial frame at the end of what could be read.
-        push_merged(
-            &mut ranges,
-            ByteRange {
-                offset: pos,
-                len: carry.len() as u64,
-            },
-        );
-    }
-    let end = read_at;
-    if end < acked_len {
-        ranges.push(ByteRange {
-            offset: end,
-            len: acked_len - end,
-        });
-        return Ok(Recovery::Corrupt { ranges });
-    }
-    Ok(match ranges.as_slice() {
-        [] => Recovery::Clean,
-        [only] if only.end() == end && only.offset >= acked_len => Recovery::TornTail {
-            valid_len: only.offset,
-        },
-        _ => Recovery::Corrupt { ranges },
-    })
+    // A frame still cut is a bad range reaching the end of what could be read.
+    reader.finish();
+    ranges.extend(bad_ranges(&mut reader));
+    Ok(classify_ranges(ranges, read_at, acked_len))
 }
 
-/// Adds `r`, joined to the last range when they touch (one bad run split by a slice boundary).
-fn push_merged(ranges: &mut Vec<ByteRange>, r: ByteRange) {
-    if let Some(last) = ranges.last_mut()
-        && last.end() == r.offset
-    {
-        last.len += r.len;
-        return;
-    }
-    ranges.push(r);
+/// The bad ranges among the items `reader` has decided so far.
+fn bad_ranges(reader: &mut FrameReader) -> impl Iterator<Item = ByteRange> + '_ {
+    reader.by_ref().filter_map(|item| match item {
+        ReadItem::Corrupt { offset, len } => Some(ByteRange { offset, len }),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //!
 //! Both walk the log's chunks in order. A sealed chunk is read from any replica (rotating on
 //! errors) up to its sealed length; an open chunk from its primary up to the commit offset.
-//! Ranges of up to [`READ_RANGE_BYTES`](crate::limits::READ_RANGE_BYTES) are scanned with
-//! [`cairn_record::Scanner`] on the client; payloads are slices of the received buffers.
+//! Ranges of up to [`READ_RANGE_BYTES`](crate::limits::READ_RANGE_BYTES) are read with
+//! [`cairn_record::FrameReader`] on the client; payloads are slices of the received buffers.
 
 mod range;
 

@@ -6,7 +6,7 @@
 use std::future::Future;
 
 use bytes::{Bytes, BytesMut};
-use cairn_record::{DecodeError, RecordId, ScanItem, Scanner, decode_frame, encoded_len};
+use cairn_record::{FrameReader, ReadItem, RecordId, encoded_len};
 
 use crate::error::{Error, Result};
 use crate::limits::{READ_RANGE_BYTES, READ_RPC_BYTES_MAX};
@@ -107,38 +107,27 @@ enum Scan {
 /// starts where they do (it re-reads them whole, or sees them followed by good frames).
 fn scan(buf: &Bytes, base: u64, last: bool) -> Scan {
     let end = base + buf.len() as u64;
+    let mut reader = FrameReader::new(base);
+    reader.feed(buf.clone());
+    if last {
+        reader.finish();
+    }
     let mut items = Vec::new();
     let mut bad = false;
-    for item in Scanner::new(buf, base) {
+    for item in reader.by_ref() {
         match item {
-            ScanItem::Record {
+            ReadItem::Record {
                 offset,
                 id,
                 payload,
+                ..
             } => items.push(RangeItem::Record {
                 offset,
                 id,
-                payload: buf.slice_ref(payload),
+                payload,
             }),
-            ScanItem::Padding { offset, len } => items.push(RangeItem::Padding { offset, len }),
-            ScanItem::Corrupt { offset, len } => {
-                let at = (offset - base) as usize;
-                let cut = decode_frame(&buf[at..]);
-                let runs_past_end = matches!(cut, Err(DecodeError::Incomplete { .. }));
-                if !last && (runs_past_end || offset + len == end) {
-                    if offset > base {
-                        return Scan::Items {
-                            items,
-                            next: offset,
-                            bad,
-                        };
-                    }
-                    if let Err(DecodeError::Incomplete { needed, .. }) = cut {
-                        return Scan::NeedBytes {
-                            needed: needed as u64,
-                        };
-                    }
-                }
+            ReadItem::Padding { offset, len } => items.push(RangeItem::Padding { offset, len }),
+            ReadItem::Corrupt { offset, len } => {
                 bad = true;
                 items.push(RangeItem::Bad {
                     offset,
@@ -146,7 +135,35 @@ fn scan(buf: &Bytes, base: u64, last: bool) -> Scan {
                     tried: 1,
                 });
             }
+            // A frame running past the buffer's end (never once `last`): the next range starts
+            // with it, or re-reads it whole if it is all this range holds.
+            ReadItem::Incomplete { offset, .. } if offset > base => {
+                return Scan::Items {
+                    items,
+                    next: offset,
+                    bad,
+                };
+            }
+            ReadItem::Incomplete { needed, .. } => return Scan::NeedBytes { needed },
+            ReadItem::Header { .. } => {}
         }
+    }
+    // Bad bytes reaching the buffer's end (never once `last`): the next range starts where they
+    // do, and sees where they end; if they fill this whole range, they are reported here.
+    if let Some(start) = reader.bad_since() {
+        if start > base {
+            return Scan::Items {
+                items,
+                next: start,
+                bad,
+            };
+        }
+        bad = true;
+        items.push(RangeItem::Bad {
+            offset: start,
+            len: end - start,
+            tried: 1,
+        });
     }
     Scan::Items {
         items,
@@ -643,6 +660,37 @@ pub(crate) mod tests {
             len: 40,
             tried: 1,
         }));
+    }
+
+    // Proves: bad bytes whose end lies past the range end (a damaged frame header, then a
+    // frame cut by the range end) are not reported yet: the next range starts where they do.
+    // As the last range, they are one bad range to its end.
+    #[test]
+    fn bad_bytes_running_past_the_range_start_the_next_one() {
+        let (mut file, offsets) = chunk(&[100, 100, 100]);
+        file[offsets[1] as usize + 24] = 9; // an unknown frame kind
+        let buf = Bytes::copy_from_slice(&file[32..offsets[2] as usize + 20]);
+        match scan(&buf, 32, false) {
+            Scan::Items { items, next, bad } => {
+                assert_eq!(sequences(&items), vec![1]);
+                assert_eq!(next, offsets[1]);
+                assert!(!bad);
+            }
+            other => panic!("{other:?}"),
+        }
+        match scan(&buf, 32, true) {
+            Scan::Items { items, next, bad } => {
+                assert_eq!(sequences(&items), vec![1]);
+                assert!(items.contains(&RangeItem::Bad {
+                    offset: offsets[1],
+                    len: 32 + buf.len() as u64 - offsets[1],
+                    tried: 1
+                }));
+                assert_eq!(next, 32 + buf.len() as u64);
+                assert!(bad);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     // Proves: with a frame cut by the range end on one replica and damage before it, the
