@@ -186,6 +186,7 @@ impl Config {
         ScrubConfig {
             interval: Duration::from_millis(self.scrub_interval_ms),
             bytes_per_sec: self.scrub_bytes_per_sec,
+            blocking: cairn_files::Blocking::Threads,
         }
     }
 

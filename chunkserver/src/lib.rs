@@ -76,7 +76,7 @@ pub mod store;
 pub use config::{Args, Config};
 pub use error::{Error, Result};
 pub use scrub::{ScrubConfig, ScrubStats};
-pub use server::{serve, serve_with};
+pub use server::{Seams, serve, serve_with};
 pub use store::disk::{Disk, DiskFile, FsDisk};
 pub use store::faulty::FaultyDisk;
 pub use store::server_disk::ServerDisk;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use cairn_files::Blocking;
 use cairn_record::limits::{CHUNK_HEADER_BYTES, CHUNK_VERSION_MAX, record_payload_bytes_max};
 use cairn_record::{ChunkHandle, encode_padding};
 use tokio::sync::watch;
@@ -184,6 +185,8 @@ pub(crate) struct Node {
     stopping: watch::Receiver<bool>,
     /// This chunkserver's advertised address (HOST:PORT), to refuse copies from itself.
     address: String,
+    /// Where blocking store work runs.
+    blocking: Blocking,
 }
 
 impl Node {
@@ -206,7 +209,23 @@ impl Node {
             primary_writes: std::sync::atomic::AtomicU64::new(0),
             stopping,
             address: String::new(),
+            blocking: Blocking::Threads,
         }
+    }
+
+    /// Runs blocking store work (create, seal, delete, large reads, the fence scan) on
+    /// `blocking` instead of tokio's blocking threads.
+    pub(crate) fn with_blocking(mut self, blocking: Blocking) -> Node {
+        self.blocking = blocking;
+        self
+    }
+
+    /// Runs blocking store work as this node's [`Blocking`] says.
+    pub(crate) async fn offload<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.blocking.run(f).await
     }
 
     /// Names this chunkserver's advertised address (peers and the master use it), so a
@@ -319,7 +338,9 @@ impl Node {
             });
         }
         let store = self.store.clone();
-        let created = blocking(move || store.create(handle, version, capacity)).await;
+        let created = self
+            .offload(move || store.create(handle, version, capacity))
+            .await;
         match created {
             Ok(_) => {}
             Err(Error::AlreadyExists { .. }) => {
@@ -616,7 +637,7 @@ impl Node {
             self.store.read(handle, offset, n)?
         } else {
             let store = self.store.clone();
-            blocking(move || store.read(handle, offset, n)).await?
+            self.offload(move || store.read(handle, offset, n)).await?
         };
         Ok(ReadOutcome {
             offset,
@@ -659,15 +680,16 @@ impl Node {
             .load(Ordering::Acquire)
             .min(state.len)
             .max(CHUNK_HEADER_BYTES as u64);
-        let scanned = blocking(move || {
-            scan_marks(
-                |offset, len| store.read(handle, offset, len),
-                through,
-                READ_BYTES_MAX,
-                cairn_proto::WRITER_MARKS_MAX,
-            )
-        })
-        .await?;
+        let scanned = self
+            .offload(move || {
+                scan_marks(
+                    |offset, len| store.read(handle, offset, len),
+                    through,
+                    READ_BYTES_MAX,
+                    cairn_proto::WRITER_MARKS_MAX,
+                )
+            })
+            .await?;
         info!(
             chunk = %handle,
             version = state.version,
@@ -695,7 +717,9 @@ impl Node {
             p.fence();
         }
         let store = self.store.clone();
-        let state = blocking(move || store.seal(handle, version, length)).await;
+        let state = self
+            .offload(move || store.seal(handle, version, length))
+            .await;
         if state.is_ok() {
             // Sealed for good: the primary's writer marks, the watch and the rest go. Long
             // polls hold their own reference and are woken by the ping below.
@@ -719,7 +743,7 @@ impl Node {
     /// Deletes the replica and forgets the chunk.
     pub(crate) async fn delete(&self, handle: ChunkHandle) -> Result<()> {
         let store = self.store.clone();
-        let result = blocking(move || store.delete(handle)).await;
+        let result = self.offload(move || store.delete(handle)).await;
         let chunk = self
             .chunks
             .write()
@@ -733,15 +757,6 @@ impl Node {
         }
         result
     }
-}
-
-/// Runs blocking store work off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .expect("blocking store work does not panic")
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 use crate::limits::{READ_BYTES_MAX, REPLICATE_READ_BYTES};
-use crate::node::{Node, blocking};
+use crate::node::Node;
 use crate::store::ChunkStore;
 
 /// What a replication did.
@@ -145,7 +145,8 @@ impl Node {
             }
         };
         let store = self.store.clone();
-        blocking(move || store.seal(handle, version, length)).await?;
+        self.offload(move || store.seal(handle, version, length))
+            .await?;
         self.forget_sealed(handle);
         let local = self.checksum(handle).await?;
         let remote = self.remote_checksum(handle, source).await?;
@@ -248,7 +249,7 @@ impl Node {
     /// CRC-32 of the local sealed replica's bytes.
     pub(crate) async fn checksum(&self, handle: ChunkHandle) -> Result<Checksum> {
         let store = self.store.clone();
-        blocking(move || {
+        self.offload(move || {
             let s = store.state(handle)?;
             if !s.sealed {
                 return Err(Error::InvalidRequest {

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use cairn_files::Blocking;
 use cairn_record::limits::CHUNK_HEADER_BYTES;
 use cairn_record::{ByteRange, ChunkHandle, FrameReader, ReadItem};
 use tokio::time::Instant;
@@ -42,6 +43,8 @@ pub struct ScrubConfig {
     pub interval: Duration,
     /// Most bytes read per second, averaged over a pass.
     pub bytes_per_sec: u64,
+    /// Where each slice's reads run.
+    pub blocking: Blocking,
 }
 
 impl ScrubConfig {
@@ -256,11 +259,13 @@ pub struct PassStats {
 }
 
 /// Scrubs `state`'s replica to the end, a slice at a time, and marks it corrupt if it is. Every
-/// slice runs on a blocking thread; `on_slice` is awaited after each one (the pacing sleep).
+/// slice runs as blocking work (`blocking`); `on_slice` is awaited after each one (the pacing
+/// sleep).
 async fn scrub_replica<D: Disk, F, Fut>(
     store: &Arc<Store<D>>,
     state: &ReplicaState,
     slice: usize,
+    blocking: Blocking,
     mut on_slice: F,
 ) -> Option<(u64, Verdict)>
 where
@@ -271,12 +276,12 @@ where
     let mut total = 0;
     loop {
         let s = store.clone();
-        let (back, step) = tokio::task::spawn_blocking(move || {
-            let step = scrub.step(&s, slice);
-            (scrub, step)
-        })
-        .await
-        .ok()?;
+        let (back, step) = blocking
+            .run(move || {
+                let step = scrub.step(&s, slice);
+                (scrub, step)
+            })
+            .await;
         scrub = back;
         match step {
             Step::Progress { bytes } => {
@@ -311,7 +316,7 @@ pub async fn pass<D: Disk>(store: &Arc<Store<D>>, config: &ScrubConfig) -> PassS
             tokio::time::sleep(wait)
         };
         let Some((bytes, verdict)) =
-            scrub_replica(store, &state, config.slice_bytes(), pacer).await
+            scrub_replica(store, &state, config.slice_bytes(), config.blocking, pacer).await
         else {
             continue;
         };
@@ -410,6 +415,7 @@ mod tests {
         ScrubConfig {
             interval: Duration::from_secs(3600),
             bytes_per_sec: crate::limits::SCRUB_BYTES_PER_SEC_MAX,
+            blocking: Blocking::Threads,
         }
     }
 
@@ -651,6 +657,7 @@ mod tests {
         let c = ScrubConfig {
             interval: Duration::from_secs(1),
             bytes_per_sec: 64 << 10,
+            blocking: Blocking::Threads,
         };
         assert_eq!(c.slice_bytes(), 64 << 10);
         let c = ScrubConfig {

@@ -24,8 +24,36 @@ use crate::master_link::GrpcMaster;
 use crate::node::Node;
 use crate::peers::GrpcPeers;
 use crate::service::ChunkserverService;
+use crate::store::schedule::Scheduling;
 use crate::store::server_disk::ServerDisk;
-use crate::store::{ChunkStore, Store};
+use crate::store::{ChunkStore, Store, StoreOptions};
+use cairn_files::Blocking;
+
+/// What a chunkserver is built from besides its configuration: the parts a test or a simulation
+/// swaps. [`Seams::production`] is what `cairn chunkserver` runs on.
+pub struct Seams {
+    /// Makes every channel to peers and the master.
+    pub connector: Arc<dyn Connector>,
+    /// The store's disk.
+    pub disk: ServerDisk,
+    /// Where the store's writers run.
+    pub writers: Scheduling,
+    /// Where blocking store work runs.
+    pub blocking: Blocking,
+}
+
+impl Seams {
+    /// The OS's TCP, the disk `config` asks for (the real file system, or a test mode), writer
+    /// threads and tokio's blocking pool.
+    pub fn production(config: &Config) -> Seams {
+        Seams {
+            connector: TcpConnector::shared(),
+            disk: ServerDisk::new(config.test_power_cut).with_faults(config.disk_faults.clone()),
+            writers: StoreOptions::default().writers,
+            blocking: Blocking::Threads,
+        }
+    }
+}
 
 /// Serves the chunkserver on `listener` until `shutdown` resolves: [`serve_with`] over the
 /// operating system's TCP, with the advertised address's port 0 replaced by the listener's.
@@ -44,11 +72,13 @@ pub async fn serve(
         ..config
     };
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    serve_with(config, incoming, TcpConnector::shared(), shutdown).await
+    let seams = Seams::production(&config);
+    serve_with(config, incoming, seams, shutdown).await
 }
 
-/// Serves the chunkserver on the connections `incoming` yields until `shutdown` resolves,
-/// making every outgoing call (to peers, to the master) through `connector`.
+/// Serves the chunkserver on the connections `incoming` yields until `shutdown` resolves, built
+/// from `seams`: every outgoing call (to peers, to the master) through its connector, the store
+/// on its disk with its writer scheduling, blocking work where it says.
 ///
 /// Opens (and recovers) the store under `config.data_dir`, registers with the master and
 /// heartbeats in the background, scrubs sealed replicas in the background (`config.scrub()`) (an unreachable master is retried, never fatal), and answers
@@ -59,7 +89,7 @@ pub async fn serve(
 pub async fn serve_with<I, IO, IE>(
     config: Config,
     incoming: I,
-    connector: Arc<dyn Connector>,
+    seams: Seams,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()>
 where
@@ -89,10 +119,19 @@ where
              --test-disk-full-after-bytes, --test-fail-reads-of); never use this for real data"
         );
     }
-    let disk = ServerDisk::new(config.test_power_cut).with_faults(faults.clone());
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, disk))
-        .await
-        .expect("opening the store does not panic")?;
+    let Seams {
+        connector,
+        disk,
+        writers,
+        blocking,
+    } = seams;
+    let options = StoreOptions {
+        writers,
+        ..StoreOptions::default()
+    };
+    let store = blocking
+        .run(move || Store::open_with(&data_dir, disk, options))
+        .await?;
     let store = Arc::new(store);
     let timeout = config.rpc_timeout();
     info!(listen = %config.listen, advertise = %advertise, master = %config.master, data = %config.data_dir.display(), replicas = store.list().len(), "chunkserver starting");
@@ -107,7 +146,8 @@ where
             stop_rx,
         )
         .with_test_abort_before_forward(config.test_abort_before_forward_after)
-        .with_address(advertise.clone()),
+        .with_address(advertise.clone())
+        .with_blocking(blocking),
     );
     let heartbeat = Heartbeat {
         node: node.clone(),
@@ -122,7 +162,11 @@ where
         period: Duration::from_millis(config.heartbeat_ms),
     };
     let heartbeat = tokio::spawn(heartbeat.run());
-    let scrubber = tokio::spawn(crate::scrub::run(store.clone(), config.scrub()));
+    let scrub = crate::scrub::ScrubConfig {
+        blocking,
+        ..config.scrub()
+    };
+    let scrubber = tokio::spawn(crate::scrub::run(store.clone(), scrub));
 
     let service = ChunkserverServer::new(ChunkserverService::new(node.clone()))
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
@@ -141,19 +185,19 @@ where
     let _ = heartbeat.await;
     scrubber.abort();
     let _ = scrubber.await;
-    close(node, timeout).await;
+    close(node, timeout, blocking).await;
     info!(advertise = %advertise, "chunkserver stopped");
     served.map_err(Error::from)
 }
 
 /// Drops the node (closing the store) once replication tasks let go of it, bounded by
-/// `timeout`. Dropping joins the store's writer threads, so it runs on a blocking thread.
-async fn close(node: Arc<Node>, timeout: Duration) {
+/// `timeout`. Dropping waits for the store's writers, so it runs as blocking work.
+async fn close(node: Arc<Node>, timeout: Duration, blocking: Blocking) {
     let deadline = tokio::time::Instant::now() + timeout;
     while Arc::strong_count(&node) > 1 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let _ = tokio::task::spawn_blocking(move || drop(node)).await;
+    blocking.run(move || drop(node)).await;
 }
 
 /// The advertised address, with a port of 0 replaced by the listener's.

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use cairn_proto::net::{Connector, TcpConnector};
 use cairn_proto::v1::{self, chunkserver_client::ChunkserverClient, master_client::MasterClient};
-use cairn_record::ChunkHandle;
 use cairn_record::limits::{CHUNK_BYTES_DEFAULT, check_chunk_bytes};
+use cairn_record::{ChunkHandle, SplitMix64};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, Result};
@@ -179,6 +179,8 @@ struct Inner {
     connector: Arc<dyn Connector>,
     master: MasterClient<Channel>,
     chunkservers: Mutex<HashMap<String, ChunkserverClient<Channel>>>,
+    /// Where new appenders' writer ids come from: the OS's randomness, or a seed.
+    writer_ids: Mutex<Option<SplitMix64>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -231,10 +233,40 @@ impl Client {
             inner: Arc::new(Inner {
                 master_addr: master.to_owned(),
                 connector,
+                writer_ids: Mutex::new(None),
                 master: master_client,
                 chunkservers: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// Draws the writer ids of appenders opened from now on (by this client and its clones)
+    /// from `seed` instead of the OS's randomness, so a simulation replays the same ids. Ids are
+    /// then only as unique as the seeds: two clients must not share one.
+    pub fn seed_writer_ids(&self, seed: u64) {
+        *self
+            .inner
+            .writer_ids
+            .lock()
+            .expect("writer id lock is never held across a panic") = Some(SplitMix64::new(seed));
+    }
+
+    /// A new non-zero writer id (see [`Client::seed_writer_ids`]).
+    pub(crate) fn new_writer_id(&self) -> u64 {
+        let mut seeded = self
+            .inner
+            .writer_ids
+            .lock()
+            .expect("writer id lock is never held across a panic");
+        loop {
+            let id = match seeded.as_mut() {
+                Some(rng) => rng.next_u64(),
+                None => rand::random(),
+            };
+            if id != 0 {
+                return id;
+            }
+        }
     }
 
     /// The master address this client was connected with.

@@ -1,3 +1,5 @@
+//! Cairn's file plumbing: [`Blocking`], where blocking file work runs, and durable small files.
+//!
 //! Durable small files: the one way Cairn replaces a whole file (the master's checkpoint and a
 //! fresh operation log, the cluster-id files of master and chunkservers) so that a crash at any
 //! moment leaves either the old contents or the new ones, never a mix or nothing.
@@ -10,6 +12,32 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+/// Where the roles run blocking file work (a store create, seal or delete, an operation-log
+/// write, a scrub slice) from async code.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Blocking {
+    /// On tokio's blocking thread pool, so the async workers never wait for a disk.
+    #[default]
+    Threads,
+    /// Right here, in the calling task: a simulation, whose disk is memory and whose every
+    /// interleaving must be decided by its own scheduler, not by OS threads.
+    Inline,
+}
+
+impl Blocking {
+    /// Runs `f` as this says. A panic in `f` is resumed in the caller.
+    pub async fn run<T: Send + 'static>(self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        match self {
+            Blocking::Threads => match tokio::task::spawn_blocking(f).await {
+                Ok(t) => t,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => panic!("blocking work cancelled by the runtime's shutdown: {e}"),
+            },
+            Blocking::Inline => f(),
+        }
+    }
+}
 
 /// The temporary name `NAME.tmp` a replace of `dir/NAME` writes first.
 pub fn tmp_path(dir: &Path, name: &str) -> PathBuf {

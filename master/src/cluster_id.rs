@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 const FILE: &str = "cluster-id";
 
 /// Reads the data directory's cluster id, creating it (durably: tmp file, fsync, rename, fsync
-/// of the directory) if the directory has none.
-pub(crate) fn load_or_create(dir: &Path) -> Result<u64> {
+/// of the directory) if the directory has none: random, or from `seed` (a simulation).
+pub(crate) fn load_or_create(dir: &Path, seed: Option<u64>) -> Result<u64> {
     let path = dir.join(FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => parse(&text).ok_or_else(|| Error::Config {
@@ -23,11 +23,14 @@ pub(crate) fn load_or_create(dir: &Path) -> Result<u64> {
             ),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = loop {
-                let id: u64 = rand::random();
-                if id != 0 {
-                    break id;
-                }
+            let id = match seed {
+                Some(seed) => seed.max(1),
+                None => loop {
+                    let id: u64 = rand::random();
+                    if id != 0 {
+                        break id;
+                    }
+                },
             };
             cairn_files::replace(dir, FILE, format!("{id:016x}\n").as_bytes()).map_err(|e| {
                 Error::Config {
@@ -60,10 +63,10 @@ mod tests {
     #[test]
     fn created_once_then_read_and_damage_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let id = load_or_create(dir.path()).unwrap();
+        let id = load_or_create(dir.path(), None).unwrap();
         assert_ne!(id, 0);
-        assert_eq!(load_or_create(dir.path()).unwrap(), id);
+        assert_eq!(load_or_create(dir.path(), None).unwrap(), id);
         std::fs::write(dir.path().join(FILE), "zz\n").unwrap();
-        assert!(load_or_create(dir.path()).is_err());
+        assert!(load_or_create(dir.path(), None).is_err());
     }
 }

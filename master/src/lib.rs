@@ -54,6 +54,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use cairn_files::Blocking;
 use cairn_proto::net::{Connector, TcpConnector};
 use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -97,19 +98,42 @@ pub async fn serve(
         config,
         &address.to_string(),
         incoming,
-        TcpConnector::shared(),
+        Seams::production(),
         shutdown,
     )
     .await
 }
 
+/// What a master is built from besides its configuration: the parts a test or a simulation
+/// swaps. [`Seams::production`] is what `cairn master` runs on.
+pub struct Seams {
+    /// Makes every channel to chunkservers.
+    pub connector: Arc<dyn Connector>,
+    /// Where blocking file work (the operation log, checkpoints, start-up) runs.
+    pub blocking: Blocking,
+    /// Seeds the master's randomness (a new cluster id, chunk handles, placement ties); `None`
+    /// draws it from the OS.
+    pub seed: Option<u64>,
+}
+
+impl Seams {
+    /// The OS's TCP, tokio's blocking pool and OS randomness.
+    pub fn production() -> Seams {
+        Seams {
+            connector: TcpConnector::shared(),
+            blocking: Blocking::Threads,
+            seed: None,
+        }
+    }
+}
+
 /// [`serve`] on any transport: the connections `incoming` yields (named `address` in the logs),
-/// every call to a chunkserver made through `connector`.
+/// built from `seams`.
 pub async fn serve_with<I, IO, IE>(
     config: Config,
     address: &str,
     incoming: I,
-    connector: Arc<dyn Connector>,
+    seams: Seams,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()>
 where
@@ -119,22 +143,21 @@ where
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     config.validate()?;
+    let Seams {
+        connector,
+        blocking,
+        seed,
+    } = seams;
     let dir = config.data_dir.clone();
-    let (meta, last_sequence, file) = tokio::task::spawn_blocking(move || oplog::open(&dir))
-        .await
-        .map_err(|e| Error::Config {
-            reason: format!("start-up task failed: {e}"),
-        })??;
+    let (meta, last_sequence, file) = blocking.run(move || oplog::open(&dir)).await?;
     let id_dir = config.data_dir.clone();
-    let cluster_id = tokio::task::spawn_blocking(move || cluster_id::load_or_create(&id_dir))
-        .await
-        .map_err(|e| Error::Config {
-            reason: format!("start-up task failed: {e}"),
-        })??;
+    let cluster_id = blocking
+        .run(move || cluster_id::load_or_create(&id_dir, seed))
+        .await?;
     let logs = meta.logs.len();
     let chunks = meta.chunks.len();
     let api = service::GrpcChunkservers::new(connector, config.rpc_timeout);
-    let seed = core::MasterCore::<service::GrpcChunkservers>::random_seed();
+    let seed = seed.unwrap_or_else(core::MasterCore::<service::GrpcChunkservers>::random_seed);
     let core = Arc::new(core::MasterCore::new(
         config,
         api,
@@ -142,6 +165,7 @@ where
         last_sequence,
         file,
         seed,
+        blocking,
     ));
     tracing::info!(%address, logs, chunks, cluster = %format!("{cluster_id:016x}"), "master started");
     let repairs = tokio::spawn(core.clone().run_repairs());

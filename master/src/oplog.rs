@@ -6,6 +6,7 @@
 //! on from it. Writes are group-committed by one task: whatever queued during an `fdatasync`
 //! shares the next one. See FORMAT.md, "Master operation log, version 2".
 
+use cairn_files::Blocking;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -291,6 +292,7 @@ impl Committer {
         dir: PathBuf,
         file: File,
         last_sequence: u64,
+        blocking: Blocking,
         take: impl FnMut(bool) -> Batch + Send + 'static,
     ) -> Committer {
         let kick = Arc::new(Notify::new());
@@ -299,7 +301,15 @@ impl Committer {
             failed: None,
         });
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(dir, file, take, kick.clone(), durable_tx, stop_rx));
+        let task = tokio::spawn(run(
+            dir,
+            file,
+            blocking,
+            take,
+            kick.clone(),
+            durable_tx,
+            stop_rx,
+        ));
         Committer {
             kick,
             durable,
@@ -344,6 +354,7 @@ impl Committer {
 async fn run(
     dir: PathBuf,
     file: File,
+    blocking: Blocking,
     mut take: impl FnMut(bool) -> Batch + Send + 'static,
     kick: Arc<Notify>,
     durable: watch::Sender<Durable>,
@@ -362,16 +373,16 @@ async fn run(
             .take()
             .expect("the committer owns the file between rounds");
         let bytes = batch.bytes;
-        let written = tokio::task::spawn_blocking(move || {
-            let mut f = f;
-            if !bytes.is_empty() {
-                f.write_all(&bytes)?;
-                f.sync_data()?;
-            }
-            Ok::<_, std::io::Error>(f)
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let written = blocking
+            .run(move || {
+                let mut f = f;
+                if !bytes.is_empty() {
+                    f.write_all(&bytes)?;
+                    f.sync_data()?;
+                }
+                Ok::<_, std::io::Error>(f)
+            })
+            .await;
         match written {
             Ok(f) => file = Some(f),
             Err(e) => {
@@ -384,16 +395,12 @@ async fn run(
         if let Some(json) = batch.checkpoint {
             let dir2 = dir.clone();
             let last = batch.last_sequence;
-            let rotated = tokio::task::spawn_blocking(move || {
-                checkpoint::write(&dir2, &json)?;
-                fresh(&dir2, last)
-            })
-            .await
-            .unwrap_or_else(|e| {
-                Err(Error::OplogFailed {
-                    reason: e.to_string(),
+            let rotated = blocking
+                .run(move || {
+                    checkpoint::write(&dir2, &json)?;
+                    fresh(&dir2, last)
                 })
-            });
+                .await;
             match rotated {
                 Ok(f) => {
                     info!(
@@ -535,11 +542,17 @@ mod tests {
         let (meta, last, f) = open(dir.path()).unwrap();
         let state = Arc::new(std::sync::Mutex::new((meta, OplogQueue::new(last))));
         let s2 = state.clone();
-        let committer = Committer::spawn(dir.path().to_owned(), f, last, move |force| {
-            let mut g = s2.lock().unwrap();
-            let (meta, queue) = &mut *g;
-            queue.take(meta, 3, force)
-        });
+        let committer = Committer::spawn(
+            dir.path().to_owned(),
+            f,
+            last,
+            Blocking::Threads,
+            move |force| {
+                let mut g = s2.lock().unwrap();
+                let (meta, queue) = &mut *g;
+                queue.take(meta, 3, force)
+            },
+        );
         let mut seqs = Vec::new();
         for i in 0..5 {
             let e = create(&format!("/l{i}"));

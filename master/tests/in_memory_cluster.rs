@@ -1,7 +1,8 @@
 //! A whole cluster in one process with no socket: the master, three chunkservers and a client,
 //! every connection between them on one in-memory network (`cairn_proto::net::memory`), each role
-//! started through its `serve_with(config, incoming, connector, shutdown)` seam. This is the
-//! wiring a simulator runs the cluster on.
+//! started through its `serve_with` seam; the chunkservers store on in-memory disks with their
+//! writers and blocking work inline, and the master's blocking work is inline and its
+//! randomness seeded. This is the wiring a simulator runs the cluster on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,9 +32,13 @@ fn start_master(net: &MemoryNet, dir: &std::path::Path) -> Role {
     config.dead_after = Duration::from_millis(1500);
     let incoming = net.listen(MASTER).incoming();
     let (stop, stopped) = oneshot::channel::<()>();
-    let connector = Arc::new(net.clone());
+    let seams = cairn_master::Seams {
+        connector: Arc::new(net.clone()),
+        blocking: cairn_files::Blocking::Inline,
+        seed: Some(42),
+    };
     let task = tokio::spawn(async move {
-        cairn_master::serve_with(config, MASTER, incoming, connector, async move {
+        cairn_master::serve_with(config, MASTER, incoming, seams, async move {
             let _ = stopped.await;
         })
         .await
@@ -43,6 +48,8 @@ fn start_master(net: &MemoryNet, dir: &std::path::Path) -> Role {
 }
 
 fn start_chunkserver(net: &MemoryNet, i: usize, dir: &std::path::Path) -> Role {
+    use cairn_chunkserver::store::schedule::Scheduling;
+    use cairn_chunkserver::{FaultyDisk, Seams, ServerDisk};
     let address = format!("cs{i}.memory:{}", 7001 + i);
     let mut config = cairn_chunkserver::Config::new(dir);
     config.listen = address.clone();
@@ -51,9 +58,14 @@ fn start_chunkserver(net: &MemoryNet, i: usize, dir: &std::path::Path) -> Role {
     config.heartbeat_ms = 100;
     let incoming = net.listen(&address).incoming();
     let (stop, stopped) = oneshot::channel::<()>();
-    let connector = Arc::new(net.clone());
+    let seams = Seams {
+        connector: Arc::new(net.clone()),
+        disk: ServerDisk::Memory(FaultyDisk::new()),
+        writers: Scheduling::Inline,
+        blocking: cairn_files::Blocking::Inline,
+    };
     let task = tokio::spawn(async move {
-        cairn_chunkserver::serve_with(config, incoming, connector, async move {
+        cairn_chunkserver::serve_with(config, incoming, seams, async move {
             let _ = stopped.await;
         })
         .await

@@ -17,6 +17,7 @@
 //!   chunk header when read from offset 0; every sliced read of frames uses it.
 //! - [`recovery`]: [`classify`] (and [`classify_ranges`], for a scan already done), which tells
 //!   a torn tail from corruption after a restart.
+//! - [`rng`]: [`SplitMix64`], the seeded generator behind every reproducible random choice.
 //!
 //! # Invariants
 //! - Every frame starts at a file offset that is a multiple of 8 and is covered by a CRC-32;
@@ -31,6 +32,7 @@ pub mod ids;
 pub mod limits;
 pub mod reader;
 pub mod recovery;
+pub mod rng;
 pub mod scan;
 
 pub use error::{DecodeError, Error, Result};
@@ -42,4 +44,5 @@ pub use header::{CHUNK_MAGIC, ChunkHeader, FormatVersion};
 pub use ids::{ChunkHandle, RecordId};
 pub use reader::{FrameReader, ReadItem};
 pub use recovery::{Recovery, classify, classify_ranges};
+pub use rng::SplitMix64;
 pub use scan::{ByteRange, ScanItem, Scanner};

@@ -1,8 +1,8 @@
 //! [`ServerDisk`]: the disk the chunkserver runs its store on, chosen at start-up: the real file
 //! system ([`FsDisk`]), or the power-cut test mode ([`WriteBehindDisk`], `--test-power-cut`),
 //! either one optionally wrapped in injected disk faults ([`FailDisk`], the `--test-fail-…` and
-//! `--test-disk-full-…` flags). One concrete type, so the server and its node need not be
-//! generic over [`Disk`].
+//! `--test-disk-full-…` flags), or an in-memory disk ([`FaultyDisk`]) for a simulation. One
+//! concrete type, so the server and its node need not be generic over [`Disk`].
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::disk::{Disk, DiskFile, FsDisk};
 use super::fail_disk::{DiskFaults, FailDisk, FailFile};
+use super::faulty::{FaultyDisk, FaultyFile};
 use super::write_behind::{WriteBehindDisk, WriteBehindFile};
 
 /// The chunkserver's disk: [`FsDisk`] normally, [`WriteBehindDisk`] in the power-cut test mode,
@@ -23,6 +24,8 @@ pub enum ServerDisk {
     WriteBehind(WriteBehindDisk),
     /// Injected disk faults around another `ServerDisk` (test mode only).
     Failing(Box<FailDisk<ServerDisk>>),
+    /// An in-memory disk with real fsync semantics and injectable faults (simulations).
+    Memory(FaultyDisk),
 }
 
 impl ServerDisk {
@@ -54,6 +57,7 @@ impl ServerDisk {
                 (r, l) => r.or(l),
             },
             ServerDisk::Fs(_) | ServerDisk::WriteBehind(_) => real,
+            ServerDisk::Memory(_) => None,
         }
     }
 }
@@ -86,6 +90,8 @@ pub enum ServerFile {
     WriteBehind(WriteBehindFile),
     /// A file with injected faults.
     Failing(Box<FailFile<ServerFile>>),
+    /// A file of the in-memory disk.
+    Memory(FaultyFile),
 }
 
 impl Disk for ServerDisk {
@@ -96,6 +102,7 @@ impl Disk for ServerDisk {
             ServerDisk::Fs(d) => d.create(path).map(ServerFile::Fs),
             ServerDisk::WriteBehind(d) => d.create(path).map(ServerFile::WriteBehind),
             ServerDisk::Failing(d) => d.create(path).map(|f| ServerFile::Failing(Box::new(f))),
+            ServerDisk::Memory(d) => d.create(path).map(ServerFile::Memory),
         }
     }
 
@@ -104,6 +111,7 @@ impl Disk for ServerDisk {
             ServerDisk::Fs(d) => d.open(path).map(ServerFile::Fs),
             ServerDisk::WriteBehind(d) => d.open(path).map(ServerFile::WriteBehind),
             ServerDisk::Failing(d) => d.open(path).map(|f| ServerFile::Failing(Box::new(f))),
+            ServerDisk::Memory(d) => d.open(path).map(ServerFile::Memory),
         }
     }
 
@@ -112,6 +120,7 @@ impl Disk for ServerDisk {
             ServerDisk::Fs(d) => d.rename(from, to),
             ServerDisk::WriteBehind(d) => d.rename(from, to),
             ServerDisk::Failing(d) => d.rename(from, to),
+            ServerDisk::Memory(d) => d.rename(from, to),
         }
     }
 
@@ -120,6 +129,7 @@ impl Disk for ServerDisk {
             ServerDisk::Fs(d) => d.remove_file(path),
             ServerDisk::WriteBehind(d) => d.remove_file(path),
             ServerDisk::Failing(d) => d.remove_file(path),
+            ServerDisk::Memory(d) => d.remove_file(path),
         }
     }
 
@@ -128,6 +138,7 @@ impl Disk for ServerDisk {
             ServerDisk::Fs(d) => d.sync_dir(dir),
             ServerDisk::WriteBehind(d) => d.sync_dir(dir),
             ServerDisk::Failing(d) => d.sync_dir(dir),
+            ServerDisk::Memory(d) => d.sync_dir(dir),
         }
     }
 
@@ -136,6 +147,7 @@ impl Disk for ServerDisk {
             ServerDisk::Fs(d) => d.list_dir(dir),
             ServerDisk::WriteBehind(d) => d.list_dir(dir),
             ServerDisk::Failing(d) => d.list_dir(dir),
+            ServerDisk::Memory(d) => d.list_dir(dir),
         }
     }
 
@@ -144,6 +156,7 @@ impl Disk for ServerDisk {
             ServerDisk::Fs(d) => d.create_dir_all(dir),
             ServerDisk::WriteBehind(d) => d.create_dir_all(dir),
             ServerDisk::Failing(d) => d.create_dir_all(dir),
+            ServerDisk::Memory(d) => d.create_dir_all(dir),
         }
     }
 }
@@ -154,6 +167,7 @@ impl DiskFile for ServerFile {
             ServerFile::Fs(f) => DiskFile::size(f),
             ServerFile::WriteBehind(f) => f.size(),
             ServerFile::Failing(f) => f.size(),
+            ServerFile::Memory(f) => f.size(),
         }
     }
 
@@ -162,6 +176,7 @@ impl DiskFile for ServerFile {
             ServerFile::Fs(f) => f.write_vectored_at(bufs, offset),
             ServerFile::WriteBehind(f) => f.write_vectored_at(bufs, offset),
             ServerFile::Failing(f) => f.write_vectored_at(bufs, offset),
+            ServerFile::Memory(f) => f.write_vectored_at(bufs, offset),
         }
     }
 
@@ -170,6 +185,7 @@ impl DiskFile for ServerFile {
             ServerFile::Fs(f) => DiskFile::read_at(f, buf, offset),
             ServerFile::WriteBehind(f) => f.read_at(buf, offset),
             ServerFile::Failing(f) => f.read_at(buf, offset),
+            ServerFile::Memory(f) => f.read_at(buf, offset),
         }
     }
 
@@ -178,6 +194,7 @@ impl DiskFile for ServerFile {
             ServerFile::Fs(f) => DiskFile::sync_data(f),
             ServerFile::WriteBehind(f) => f.sync_data(),
             ServerFile::Failing(f) => f.sync_data(),
+            ServerFile::Memory(f) => f.sync_data(),
         }
     }
 
@@ -186,6 +203,7 @@ impl DiskFile for ServerFile {
             ServerFile::Fs(f) => DiskFile::set_len(f, len),
             ServerFile::WriteBehind(f) => f.set_len(len),
             ServerFile::Failing(f) => f.set_len(len),
+            ServerFile::Memory(f) => f.set_len(len),
         }
     }
 }

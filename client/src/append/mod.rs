@@ -101,12 +101,7 @@ impl Client {
     /// An appender for the log at `path`. Fails with [`Error::LogNotFound`] if the log does
     /// not exist.
     pub async fn appender(&self, path: &str) -> Result<Appender> {
-        let writer = loop {
-            let w: u64 = rand::random();
-            if w != 0 {
-                break w;
-            }
-        };
+        let writer = self.new_writer_id();
         self.start_appender(path, writer, 0, 1).await
     }
 

@@ -131,6 +131,7 @@ pub(super) fn start(dir: &Path, fake: &Arc<Fake>) -> Arc<MasterCore<Arc<Fake>>> 
         last,
         file,
         7,
+        cairn_files::Blocking::Threads,
     ))
 }
 

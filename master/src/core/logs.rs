@@ -422,7 +422,15 @@ mod tests {
             })
             .unwrap();
         }
-        let m = MasterCore::new(Config::new(dir.path()), fake, meta, last, file, 7);
+        let m = MasterCore::new(
+            Config::new(dir.path()),
+            fake,
+            meta,
+            last,
+            file,
+            7,
+            cairn_files::Blocking::Threads,
+        );
         assert!(matches!(
             m.stat_log_page("/big", 0, None),
             Err(Error::StatTooLarge { .. })

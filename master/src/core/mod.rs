@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, SplitMix64};
 use tokio::time::Instant;
 
 use crate::chunkserver_api::ChunkserverApi;
@@ -127,6 +127,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
         last_sequence: u64,
         file: std::fs::File,
         seed: u64,
+        blocking: cairn_files::Blocking,
     ) -> MasterCore<C> {
         let log_locks = meta
             .logs
@@ -143,16 +144,21 @@ impl<C: ChunkserverApi> MasterCore<C> {
             resealing: HashSet::new(),
             // Mixing in the log position keeps a fixed seed (tests, simulations) from handing
             // out the handles of a previous run again.
-            rng: SplitMix64(seed ^ last_sequence.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            rng: SplitMix64::new(seed ^ last_sequence.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
         }));
         let for_committer = inner.clone();
         let every = config.checkpoint_every_entries;
-        let committer =
-            Committer::spawn(config.data_dir.clone(), file, last_sequence, move |force| {
+        let committer = Committer::spawn(
+            config.data_dir.clone(),
+            file,
+            last_sequence,
+            blocking,
+            move |force| {
                 let mut g = for_committer.lock().unwrap_or_else(|p| p.into_inner());
                 let Inner { meta, queue, .. } = &mut *g;
                 queue.take(meta, every, force)
-            });
+            },
+        );
         MasterCore {
             config,
             api: Arc::new(api),
@@ -235,18 +241,5 @@ impl<C: ChunkserverApi> MasterCore<C> {
             .ok_or_else(|| Error::LogNotFound {
                 path: path.to_owned(),
             })
-    }
-}
-
-/// A small seeded generator for handles and placement tie-breaks (SplitMix64).
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
     }
 }
