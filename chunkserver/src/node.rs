@@ -2,7 +2,7 @@
 //! (primary role, readable end, long-poll wake-ups) and the secondaries a primary forwards to.
 //! [`crate::service`] converts to and from the wire types around these methods.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -80,7 +80,7 @@ pub(crate) struct FenceOutcome {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PrimaryRole {
     pub(crate) secondaries: Vec<String>,
-    pub(crate) inherited: HashMap<u64, Inherited>,
+    pub(crate) inherited: std::collections::HashMap<u64, Inherited>,
 }
 
 /// What this chunkserver keeps in memory about one replica.
@@ -169,7 +169,7 @@ impl Chunk {
 /// The chunkserver's state.
 pub(crate) struct Node {
     pub(crate) store: Arc<Store<ServerDisk>>,
-    chunks: RwLock<HashMap<ChunkHandle, Arc<Chunk>>>,
+    chunks: RwLock<BTreeMap<ChunkHandle, Arc<Chunk>>>,
     pub(crate) peers: Arc<dyn PeerApi>,
     rpc_timeout: Duration,
     /// Bandwidth bound of re-replication into this chunkserver.
@@ -200,7 +200,7 @@ impl Node {
     ) -> Node {
         Node {
             store,
-            chunks: RwLock::new(HashMap::new()),
+            chunks: RwLock::new(BTreeMap::new()),
             peers,
             rpc_timeout,
             replicate_bytes_per_sec,

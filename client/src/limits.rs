@@ -27,12 +27,13 @@ pub const BATCHES_IN_FLIGHT_MAX: usize = 8;
 /// still keep several batches in flight. Resends of batches already built are not held back.
 pub const PIPELINE_BATCH_BYTES_MIN: usize = 256 << 10;
 
-/// How long the appender lets other tasks run, after records were acknowledged and before it
-/// sends what is queued, so that the callers those acknowledgements woke can append their next
-/// records into the same batch (150 µs). It stops as soon as they have; a caller that does not
-/// append again costs this much CPU, not latency: its next record finds nothing in flight and
-/// goes out at once.
-pub const GATHER_WAIT: Duration = Duration::from_micros(150);
+/// How many times the appender yields to other tasks, after records were acknowledged and
+/// before it sends what is queued, so that the callers those acknowledgements woke can append
+/// their next records into the same batch (a yield is a few µs: well under 150 µs in all). It
+/// stops as soon as they have; a caller that does not append again costs this much CPU, not
+/// latency: its next record finds nothing in flight and goes out at once. A count, not a clock:
+/// a wait on real time would make a simulated run depend on the machine's speed.
+pub const GATHER_YIELDS_MAX: u32 = 32;
 
 /// Batches stored in order, in a row, before the in-flight window grows by one.
 pub const WINDOW_GROW_AFTER_BATCHES: u32 = 32;

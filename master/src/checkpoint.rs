@@ -1,7 +1,7 @@
 //! Checkpoints: a JSON snapshot of the metadata as of an operation-log sequence, written
 //! crash-safely (tmp → fsync → rename → fsync directory).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
@@ -61,7 +61,7 @@ pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<(Metadata, u64)> {
             return Err(invalid("a log appears twice".to_owned()));
         }
     }
-    let mut chunks = HashMap::new();
+    let mut chunks = BTreeMap::new();
     // Sorted by (log, index), so each log's chunks arrive in order.
     for chunk in snapshot.chunks {
         let log = logs

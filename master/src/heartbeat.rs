@@ -2,7 +2,7 @@
 //! replicas each one reported. None of this is persisted; a restarted master rebuilds it from
 //! registrations.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use cairn_record::ChunkHandle;
@@ -43,19 +43,19 @@ struct Server {
     /// Free bytes for chunk data it last reported; `None` if it never said (0 on the wire).
     free_bytes: Option<u64>,
     /// Each replica with the time the master itself last set it (see [`Servers::set_replica`]).
-    replicas: HashMap<ChunkHandle, (ReplicaReport, Option<Instant>)>,
+    replicas: BTreeMap<ChunkHandle, (ReplicaReport, Option<Instant>)>,
 }
 
 /// Registered chunkservers and the replicas they hold.
 #[derive(Debug, Default)]
 pub(crate) struct Servers {
-    servers: HashMap<String, Server>,
+    servers: BTreeMap<String, Server>,
     /// handle → addresses reporting it.
-    locations: HashMap<ChunkHandle, HashSet<String>>,
+    locations: BTreeMap<ChunkHandle, BTreeSet<String>>,
     /// Replicas a checker reported corrupt (`ReportCorrupt`), with what it found. Reports do
     /// not clear a mark (the chunkserver does not know of it); it ends when the chunkserver
     /// stops reporting the replica or a repair copy replaces it ([`Servers::clear_mark`]).
-    marks: HashMap<(String, ChunkHandle), String>,
+    marks: BTreeMap<(String, ChunkHandle), String>,
 }
 
 impl Servers {
@@ -72,7 +72,7 @@ impl Servers {
         let server = self.servers.entry(address.to_owned()).or_insert(Server {
             last_seen: now,
             free_bytes: None,
-            replicas: HashMap::new(),
+            replicas: BTreeMap::new(),
         });
         server.last_seen = now;
         let old = std::mem::take(&mut server.replicas);

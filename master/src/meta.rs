@@ -3,7 +3,7 @@
 //! [`Metadata::apply`] is the only way metadata changes, both live and during replay, so a
 //! restarted master rebuilds exactly the state it had acknowledged.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use cairn_record::ChunkHandle;
 use serde::{Deserialize, Serialize};
@@ -164,7 +164,7 @@ pub(crate) enum Entry {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Metadata {
     pub(crate) logs: BTreeMap<String, LogMeta>,
-    pub(crate) chunks: HashMap<ChunkHandle, ChunkMeta>,
+    pub(crate) chunks: BTreeMap<ChunkHandle, ChunkMeta>,
 }
 
 impl Metadata {
@@ -376,7 +376,7 @@ impl Metadata {
 /// `fresh` and the mark with the higher sequence. At most [`WRITER_MARKS_MAX`] are kept: the
 /// most recently active writers (not the lowest ids).
 pub(crate) fn merge_marks(carried: &[WriterMark], fresh: &[WriterMark]) -> Vec<WriterMark> {
-    let mut at: HashMap<u64, usize> = HashMap::new();
+    let mut at: BTreeMap<u64, usize> = BTreeMap::new();
     let mut out: Vec<WriterMark> = Vec::new();
     for m in fresh.iter().chain(carried) {
         match at.get(&m.writer) {

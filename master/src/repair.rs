@@ -26,7 +26,7 @@
 //! This module is the pure part (what to copy, seal or fence, and the memory of failed copies);
 //! the passes and copies that act on it are `MasterCore`'s, in `core/repair.rs`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -139,7 +139,7 @@ pub(crate) fn stale_open_replicas(
 /// when it failed. Planning tries them after every other candidate until the memory fades.
 #[derive(Debug, Default)]
 pub(crate) struct FailedCopies {
-    at: HashMap<(ChunkHandle, String), Instant>,
+    at: BTreeMap<(ChunkHandle, String), Instant>,
 }
 
 impl FailedCopies {
@@ -207,7 +207,7 @@ pub(crate) fn plan(
     servers: &Servers,
     now: Instant,
     dead_after: Duration,
-    running: &HashMap<ChunkHandle, String>,
+    running: &BTreeMap<ChunkHandle, String>,
     slots: usize,
     min_free_bytes: u64,
     failed: &FailedCopies,
@@ -237,8 +237,8 @@ pub(crate) fn plan(
     // Most endangered first; then older chunks first (a stable order).
     wanting.sort_by(|a, b| (a.0, &a.2.log, a.1).cmp(&(b.0, &b.2.log, b.1)));
     let live = servers.live(now, dead_after);
-    let mut load: HashMap<&str, usize> = live.iter().map(|(a, n)| (a.as_str(), *n)).collect();
-    let busy: HashSet<&str> = running.values().map(String::as_str).collect();
+    let mut load: BTreeMap<&str, usize> = live.iter().map(|(a, n)| (a.as_str(), *n)).collect();
+    let busy: BTreeSet<&str> = running.values().map(String::as_str).collect();
     let mut jobs = Vec::new();
     for (good_count, _, c, good) in wanting {
         if jobs.len() >= slots {
@@ -252,7 +252,7 @@ pub(crate) fn plan(
         let need_free = capacity.saturating_add(min_free_bytes);
         // Holders of a usable prefix; a corrupt, failed, longer or newer copy is no head start
         // (a copy only extends a prefix: the target refuses to cut an open replica).
-        let holders: HashSet<String> = servers
+        let holders: BTreeSet<String> = servers
             .replicas_of(c.handle)
             .into_iter()
             .filter(|(_, r)| is_prefix(c, r))

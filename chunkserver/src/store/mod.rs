@@ -56,7 +56,7 @@ pub mod server_disk;
 pub mod write_behind;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -213,7 +213,7 @@ pub struct Store<D: Disk> {
     scheduler: Arc<Scheduler>,
     /// The disk, the directory and the descriptor cache, shared with every replica.
     files: Arc<Files<D>>,
-    replicas: RwLock<HashMap<ChunkHandle, Arc<Replica<D::File>>>>,
+    replicas: RwLock<BTreeMap<ChunkHandle, Arc<Replica<D::File>>>>,
     /// Serialises create and delete, which do several file operations.
     admin: Mutex<()>,
     stats: Arc<Stats>,
@@ -264,7 +264,7 @@ impl<D: Disk> Store<D> {
             limits,
             scheduler: Arc::new(Scheduler::new(limits.writers)),
             files: Arc::new(Files::new(disk, dir, limits.file_cache)),
-            replicas: RwLock::new(HashMap::new()),
+            replicas: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
             stats: Arc::new(Stats::default()),
             scrub: ScrubCounters::default(),

@@ -25,7 +25,7 @@ use crate::client::{Client, Location, request};
 use crate::error::{Error, Result, is_retryable, is_transport};
 use crate::limits::{
     APPEND_ATTEMPTS_MAX, APPEND_RETRY_WINDOW, APPEND_TIMEOUT, APPENDER_PENDING_BYTES_MAX,
-    GATHER_WAIT, MASTER_CALL_TIMEOUT, backoff,
+    GATHER_YIELDS_MAX, MASTER_CALL_TIMEOUT, backoff,
 };
 use window::{Outcome, Send, SendMeta, Waiter, Window};
 
@@ -368,7 +368,7 @@ impl Task {
     }
 
     /// After an answer woke `just_acked` callers and nothing else is in flight, lets them run
-    /// (yielding, for at most [`GATHER_WAIT`]) so that their next records join the queued ones
+    /// (yielding, at most [`GATHER_YIELDS_MAX`] times) so that their next records join the queued ones
     /// in one batch, instead of the queue going out alone and their records waiting a whole
     /// round trip behind it. Returns whether the command channel is still open.
     async fn gather(&mut self) -> bool {
@@ -378,8 +378,9 @@ impl Task {
         }
         // Those callers' next records join the ones already queued.
         let target = self.window.queued() + just_acked;
-        let deadline = std::time::Instant::now() + GATHER_WAIT;
-        while self.window.queued() < target && std::time::Instant::now() < deadline {
+        let mut yields = 0;
+        while self.window.queued() < target && yields < GATHER_YIELDS_MAX {
+            yields += 1;
             tokio::task::yield_now().await;
             loop {
                 match self.rx.try_recv() {
@@ -389,12 +390,7 @@ impl Task {
                 }
             }
         }
-        tracing::trace!(
-            target,
-            queued = self.window.queued(),
-            waited_us = (std::time::Instant::now() + GATHER_WAIT - deadline).as_micros() as u64,
-            "gathered"
-        );
+        tracing::trace!(target, queued = self.window.queued(), yields, "gathered");
         true
     }
 

@@ -18,7 +18,7 @@
 //! log agree on order; the RPC is answered only after its entry is durable. Per log, an async
 //! mutex serialises allocation and sealing (held across the chunkserver RPCs).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -57,15 +57,15 @@ pub(crate) struct Inner {
     pub(crate) servers: Servers,
     /// One per existing log; replaced when a log is deleted and created again, so a caller
     /// holding an old one can tell (`Arc::ptr_eq`).
-    log_locks: HashMap<String, LogLock>,
+    log_locks: BTreeMap<String, LogLock>,
     /// Handles whose removal (deleted log, abandoned chunk) is not durable yet: heartbeats must
     /// not tell chunkservers to delete them, in case the master crashes and they come back.
-    dying: HashSet<ChunkHandle>,
+    dying: BTreeSet<ChunkHandle>,
     /// Copies running (the repair loop): chunk → target chunkserver.
-    pub(crate) repairs: HashMap<ChunkHandle, String>,
+    pub(crate) repairs: BTreeMap<ChunkHandle, String>,
     /// Chunks with a task of the repair loop running on them: a seal of an orphaned open chunk,
     /// a salvage, or a fence of replicas that missed a seal (one task per chunk at a time).
-    pub(crate) resealing: HashSet<ChunkHandle>,
+    pub(crate) resealing: BTreeSet<ChunkHandle>,
     rng: SplitMix64,
 }
 
@@ -139,9 +139,9 @@ impl<C: ChunkserverApi> MasterCore<C> {
             queue: OplogQueue::new(last_sequence),
             servers: Servers::default(),
             log_locks,
-            dying: HashSet::new(),
-            repairs: HashMap::new(),
-            resealing: HashSet::new(),
+            dying: BTreeSet::new(),
+            repairs: BTreeMap::new(),
+            resealing: BTreeSet::new(),
             // Mixing in the log position keeps a fixed seed (tests, simulations) from handing
             // out the handles of a previous run again.
             rng: SplitMix64::new(seed ^ last_sequence.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
