@@ -56,6 +56,7 @@ pub(crate) fn run(args: &LocalArgs) -> anyhow::Result<ExitCode> {
             data: args.data.join("master"),
             heartbeat_ms: 1000,
             dead_after_ms: 10_000,
+            salvage_after_ms: cairn_master::limits::SALVAGE_AFTER_MS_DEFAULT,
             rpc_timeout_ms: 5000,
             default_replication: u32::from(args.chunkservers.min(3)),
             min_free_bytes: cairn_master::limits::MIN_FREE_BYTES_DEFAULT,

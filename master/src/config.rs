@@ -7,6 +7,7 @@ use crate::error::Error;
 use crate::limits::{
     CHECKPOINT_EVERY_ENTRIES, HEARTBEAT_MS_MAX, HEARTBEAT_MS_MIN, MIN_FREE_BYTES_DEFAULT,
     REPLICATION_DEFAULT, REPLICATION_MAX, REPLICATION_MIN, RPC_TIMEOUT_MS_MIN,
+    SALVAGE_AFTER_MS_DEFAULT,
 };
 
 /// Flags of `cairn master`. Every flag can also be set through its `CAIRN_…` environment variable.
@@ -25,6 +26,13 @@ pub struct Args {
     /// Default 10000; must exceed the heartbeat period.
     #[arg(long, env = "CAIRN_DEAD_AFTER_MS", default_value_t = 10_000)]
     pub dead_after_ms: u64,
+    /// A sealed chunk whose complete replicas are all unreachable is salvaged (cut back to the
+    /// longest prefix other replicas hold, the rest reported lost) only once every chunkserver
+    /// that sealed it has been silent this long, in milliseconds, or came back without it.
+    /// Default 900000 (15 min); at least the dead-after time. A dead chunkserver is usually a
+    /// restarting one: cutting a chunk then would discard acknowledged records it still holds.
+    #[arg(long, env = "CAIRN_SALVAGE_AFTER_MS", default_value_t = SALVAGE_AFTER_MS_DEFAULT)]
+    pub salvage_after_ms: u64,
     /// Timeout of each master → chunkserver RPC (create, fence, seal), in milliseconds.
     /// Default 5000, minimum 10.
     #[arg(long, env = "CAIRN_RPC_TIMEOUT_MS", default_value_t = 5000)]
@@ -49,6 +57,9 @@ pub struct Config {
     pub heartbeat: Duration,
     /// Silence after which a chunkserver is dead. Default 10 s, longer than `heartbeat`.
     pub dead_after: Duration,
+    /// Silence after which a chunkserver's replicas count as lost for a salvage. Default 15 min,
+    /// at least `dead_after`.
+    pub salvage_after: Duration,
     /// Timeout of each master → chunkserver RPC. Default 5 s, at least 10 ms.
     pub rpc_timeout: Duration,
     /// Replicas per chunk when a log is created without a factor. Default 3, 1..=7.
@@ -68,6 +79,7 @@ impl Config {
             data_dir: data_dir.into(),
             heartbeat: Duration::from_millis(1000),
             dead_after: Duration::from_millis(10_000),
+            salvage_after: Duration::from_millis(SALVAGE_AFTER_MS_DEFAULT),
             rpc_timeout: Duration::from_millis(5000),
             default_replication: REPLICATION_DEFAULT,
             checkpoint_every_entries: CHECKPOINT_EVERY_ENTRIES,
@@ -87,6 +99,13 @@ impl Config {
         if self.dead_after <= self.heartbeat {
             return bad(format!(
                 "dead-after {} ms must exceed the heartbeat period {heartbeat_ms} ms",
+                self.dead_after.as_millis()
+            ));
+        }
+        if self.salvage_after < self.dead_after {
+            return bad(format!(
+                "salvage-after {} ms is below the dead-after time {} ms",
+                self.salvage_after.as_millis(),
                 self.dead_after.as_millis()
             ));
         }
@@ -128,6 +147,7 @@ impl TryFrom<Args> for Config {
             data_dir: args.data,
             heartbeat: Duration::from_millis(args.heartbeat_ms),
             dead_after: Duration::from_millis(args.dead_after_ms),
+            salvage_after: Duration::from_millis(args.salvage_after_ms),
             rpc_timeout: Duration::from_millis(args.rpc_timeout_ms),
             default_replication: args.default_replication,
             checkpoint_every_entries: CHECKPOINT_EVERY_ENTRIES,

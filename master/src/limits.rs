@@ -86,3 +86,8 @@ pub const REPAIR_RATE_FLOOR_BYTES_PER_SEC: u64 = 1 << 20;
 /// Default `--min-free-bytes`: the free space a chunkserver must keep beyond a chunk's capacity
 /// to be given new replicas (1 GiB).
 pub const MIN_FREE_BYTES_DEFAULT: u64 = 1 << 30;
+
+/// Default silence, in milliseconds, after which a chunkserver's replicas count as lost for a
+/// salvage (15 minutes): long past a restart, so a briefly unreachable chunkserver never has its
+/// acknowledged records cut off.
+pub const SALVAGE_AFTER_MS_DEFAULT: u64 = 900_000;

@@ -43,22 +43,26 @@ pub(crate) fn prefix_holders(
 }
 
 /// Sealed chunks to salvage, as `(log, handle, version)`: no good replica on a live
-/// chunkserver; every chunkserver that sealed it gone: dead (silent past `dead_after`, or never
+/// chunkserver; every chunkserver that sealed it gone: silent past `salvage_after` (or never
 /// heard from although this master has run that long: a restarted master waits for
 /// registrations) or live without the replica (it came back with a wiped data directory; a
 /// registration reports everything a chunkserver holds); and a live chunkserver holding a
 /// prefix of it. A sealer that still reports the replica, damaged, is not gone: the chunk is
-/// read around the damage, not cut back.
+/// read around the damage, not cut back. A sealer merely dead (silent past `dead_after` but not
+/// `salvage_after`) is not gone either: it is most likely restarting or cut off, with its
+/// replica intact, and a salvage would discard the acknowledged records it holds for good.
 pub(crate) fn candidates(
     meta: &Metadata,
     servers: &Servers,
     now: Instant,
     dead_after: Duration,
+    salvage_after: Duration,
     master_started: Instant,
 ) -> Vec<(String, ChunkHandle, u64)> {
     if now.saturating_duration_since(master_started) < dead_after {
         return Vec::new();
     }
+    debug_assert!(salvage_after >= dead_after);
     let mut out = Vec::new();
     for c in meta.chunks.values() {
         if c.state != ChunkState::Sealed
@@ -73,7 +77,7 @@ pub(crate) fn candidates(
             .map(|(a, _)| a)
             .collect();
         let gone = |a: &String| {
-            servers.is_dead(a, now, dead_after, master_started)
+            servers.is_dead(a, now, salvage_after, master_started)
                 || (servers.is_live(a, now, dead_after) && !reporting.contains(a))
         };
         if !c.replicas.iter().all(gone) {
@@ -168,6 +172,7 @@ mod candidate_tests {
 
     const H: ChunkHandle = ChunkHandle(0x22);
     const DEAD_AFTER: Duration = Duration::from_secs(10);
+    const SALVAGE_AFTER: Duration = Duration::from_secs(60);
 
     fn report(version: u64, length: u64, sealed: bool) -> ReplicaReport {
         ReplicaReport {
@@ -209,40 +214,56 @@ mod candidate_tests {
     #[test]
     fn salvage_needs_the_sealers_dead_and_a_live_prefix() {
         let now = Instant::now();
-        let started = now - 2 * DEAD_AFTER;
-        let long_ago = now - 2 * DEAD_AFTER;
+        let started = now - 2 * SALVAGE_AFTER;
+        let long_ago = now - 2 * SALVAGE_AFTER;
         let meta = sealed_on_a();
         let mut s = Servers::default();
         s.register("b", now, &[report(1, 1024, false)], Duration::ZERO);
         s.register("c", now, &[report(1, 512, false)], Duration::ZERO);
         // `a` never registered since this master started: dead only once the master has run
         // for the dead-after time.
-        assert!(candidates(&meta, &s, now, DEAD_AFTER, now).is_empty());
+        assert!(candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, now).is_empty());
         assert_eq!(
-            candidates(&meta, &s, now, DEAD_AFTER, started),
+            candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started),
             vec![("/l".to_owned(), H, 2)]
         );
         // `a` live with its good replica: nothing to salvage.
         s.register("a", now, &[report(2, 4096, true)], Duration::ZERO);
-        assert!(candidates(&meta, &s, now, DEAD_AFTER, started).is_empty());
-        // `a` silent (dead): salvage.
+        assert!(candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started).is_empty());
+        // `a` silent past the dead-after time only (restarting, cut off): its replica may be
+        // intact, so nothing is cut (found by the simulator, seed 270: a salvage from a
+        // repair's partial copy lost 31 acknowledged records held by briefly silent sealers).
+        s.register(
+            "a",
+            now - 2 * DEAD_AFTER,
+            &[report(2, 4096, true)],
+            Duration::ZERO,
+        );
+        assert!(candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started).is_empty());
+        // `a` silent past the salvage-after time: lost, salvage.
         s.register("a", long_ago, &[report(2, 4096, true)], Duration::ZERO);
-        assert_eq!(candidates(&meta, &s, now, DEAD_AFTER, started).len(), 1);
+        assert_eq!(
+            candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started).len(),
+            1
+        );
         // `a` back with a wiped directory (live, without the replica): salvage too.
         s.register("a", now, &[], Duration::ZERO);
-        assert_eq!(candidates(&meta, &s, now, DEAD_AFTER, started).len(), 1);
+        assert_eq!(
+            candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started).len(),
+            1
+        );
         // `a` back with its replica damaged: read around the damage, not cut back.
         let mut damaged = report(2, 4096, true);
         damaged.corrupt = true;
         s.register("a", now, &[damaged], Duration::ZERO);
-        assert!(candidates(&meta, &s, now, DEAD_AFTER, started).is_empty());
+        assert!(candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started).is_empty());
         s.register("a", long_ago, &[report(2, 4096, true)], Duration::ZERO);
         // No live prefix holder (corrupt and longer replicas do not count): nothing to do.
         let mut corrupt = report(1, 1024, false);
         corrupt.corrupt = true;
         s.register("b", now, &[corrupt], Duration::ZERO);
         s.register("c", now, &[report(1, 8192, false)], Duration::ZERO);
-        assert!(candidates(&meta, &s, now, DEAD_AFTER, started).is_empty());
+        assert!(candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started).is_empty());
 
         let mut meta = meta;
         meta.apply(&Entry::Version {

@@ -119,8 +119,31 @@ fn chunkserver_name(i: usize) -> String {
     format!("cs{i}")
 }
 
+/// Logs every role's tracing events to stderr with the simulated time, filtered by
+/// `CAIRN_SIM_LOG` (e.g. `info`, `cairn_master=debug`); nothing when it is unset.
+fn init_logging() {
+    let Ok(filter) = std::env::var("CAIRN_SIM_LOG") else {
+        return;
+    };
+    struct SimTime;
+    impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+        fn format_time(
+            &self,
+            w: &mut tracing_subscriber::fmt::format::Writer<'_>,
+        ) -> std::fmt::Result {
+            write!(w, "[{:?}]", turmoil::sim_elapsed().unwrap_or_default())
+        }
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_timer(SimTime)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// Runs one seeded simulation and checks its history.
 pub fn run(config: SimConfig) -> Outcome {
+    init_logging();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut rng = SplitMix64::new(config.seed);
     let mut sim = turmoil::Builder::new()

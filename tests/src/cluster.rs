@@ -78,14 +78,22 @@ impl Default for ClusterOpts {
 }
 
 impl ClusterOpts {
-    /// Failure detection shortened for fault tests: every server heartbeats every 200 ms and
-    /// the master declares a chunkserver dead after 1 s of silence (and so starts repairs).
+    /// Failure detection shortened for fault tests: every server heartbeats every 200 ms, the
+    /// master declares a chunkserver dead after 1 s of silence (and so starts repairs), and
+    /// counts the replicas of one silent for 3 s as lost for a salvage.
     pub fn fast_failure_detection() -> Self {
         Self {
             heartbeat_ms: 200,
-            master_args: ["--heartbeat-ms", "200", "--dead-after-ms", "1000"]
-                .map(String::from)
-                .to_vec(),
+            master_args: [
+                "--heartbeat-ms",
+                "200",
+                "--dead-after-ms",
+                "1000",
+                "--salvage-after-ms",
+                "3000",
+            ]
+            .map(String::from)
+            .to_vec(),
             ..Self::default()
         }
     }

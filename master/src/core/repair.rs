@@ -71,8 +71,15 @@ impl<C: ChunkserverApi> MasterCore<C> {
             let mut g = self.lock();
             let started = self.started();
             let found = orphaned_open_chunks(&g.meta, &g.servers, now, dead_after, started);
-            let salvages =
-                crate::salvage::candidates(&g.meta, &g.servers, now, dead_after, started);
+            let salvage_after = self.config().salvage_after;
+            let salvages = crate::salvage::candidates(
+                &g.meta,
+                &g.servers,
+                now,
+                dead_after,
+                salvage_after,
+                started,
+            );
             let stale = stale_open_replicas(&g.meta, &g.servers, now, dead_after);
             let reseals = found
                 .into_iter()

@@ -120,6 +120,10 @@ impl Chaos {
             "200".to_owned(),
             "--dead-after-ms".to_owned(),
             opts.dead_after_ms.to_string(),
+            // Sealers gone this long count as lost for a salvage (15 min by default): scenarios
+            // that wipe a chunk's only complete replica see the salvage within seconds.
+            "--salvage-after-ms".to_owned(),
+            (opts.dead_after_ms * 3).max(3000).to_string(),
             "--rpc-timeout-ms".to_owned(),
             "2000".to_owned(),
         ]
