@@ -46,10 +46,11 @@ for j in $(seq 0 $((JOBS - 1))); do
 done
 status=0
 for p in "${pids[@]}"; do wait "$p" || status=1; done
-ran=$(cat "$OUT"/job*.log | grep -c '^seed [0-9]*: acked' || true)
+ran=$(cat "$OUT"/job*.log | grep '^seed [0-9]*: acked' | sed 's/:.*//' | sort -u | wc -l)
 awk -v s="$start" -v e="$(date +%s.%N)" -v n="$ran" -v j="$JOBS" \
   'BEGIN { t = e - s; printf "ran %d seeds in %.1f s: %.1f seeds/s with %d jobs\n", n, t, n / t, j }'
-bad=$(cat "$OUT"/job*.log | grep '^seed [0-9]*: acked' | grep -v 'lost \[\], unexpected \[\], out of order \[\],.*error None' || true)
+bad=$(cat "$OUT"/job*.log | grep '^seed [0-9]*: acked' \
+  | grep -v 'lost \[\], unexpected \[\], out of order \[\],.*error None' | sort -u || true)
 if [ -n "$bad" ] || [ "$status" -ne 0 ]; then
   echo "failing seeds:"
   echo "$bad" | sed 's/^/  /'
