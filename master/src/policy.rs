@@ -34,6 +34,23 @@ pub(crate) fn is_good(c: &ChunkMeta, r: &ReplicaReport) -> bool {
         && !r.corrupt
 }
 
+/// The addresses of the replicas of `c` on live chunkservers whose report passes `keep` (one
+/// of the rules of this module), in the order the reports are kept.
+pub(crate) fn live_replicas(
+    servers: &Servers,
+    c: &ChunkMeta,
+    now: Instant,
+    dead_after: Duration,
+    keep: impl Fn(&ChunkMeta, &ReplicaReport) -> bool,
+) -> Vec<String> {
+    servers
+        .replicas_of(c.handle)
+        .into_iter()
+        .filter(|(a, r)| keep(c, r) && servers.is_live(a, now, dead_after))
+        .map(|(a, _)| a)
+        .collect()
+}
+
 /// The addresses of the good replicas of `c` on live chunkservers.
 pub(crate) fn good_replicas(
     servers: &Servers,
@@ -41,12 +58,7 @@ pub(crate) fn good_replicas(
     now: Instant,
     dead_after: Duration,
 ) -> Vec<String> {
-    servers
-        .replicas_of(c.handle)
-        .into_iter()
-        .filter(|(a, r)| is_good(c, r) && servers.is_live(a, now, dead_after))
-        .map(|(a, _)| a)
-        .collect()
+    live_replicas(servers, c, now, dead_after, is_good)
 }
 
 /// Whether `r` may serve reads of `c` (liveness is checked by the caller): a good replica of a
@@ -66,12 +78,7 @@ pub(crate) fn readable_replicas(
     now: Instant,
     dead_after: Duration,
 ) -> Vec<String> {
-    servers
-        .replicas_of(c.handle)
-        .into_iter()
-        .filter(|(a, r)| is_readable(c, r) && servers.is_live(a, now, dead_after))
-        .map(|(a, _)| a)
-        .collect()
+    live_replicas(servers, c, now, dead_after, is_readable)
 }
 
 /// Whether the replica `r` reported by a chunkserver is garbage to delete: a replica of a

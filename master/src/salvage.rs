@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::heartbeat::Servers;
 use crate::meta::{ChunkMeta, ChunkState, Metadata};
-use crate::policy::{good_replicas, is_prefix};
+use crate::policy::{good_replicas, is_prefix, live_replicas};
 use crate::seal::FenceOutcome;
 
 /// The live chunkservers holding a prefix of `c` ([`is_prefix`]), sorted.
@@ -32,12 +32,7 @@ pub(crate) fn prefix_holders(
     now: Instant,
     dead_after: Duration,
 ) -> Vec<String> {
-    let mut holders: Vec<String> = servers
-        .replicas_of(c.handle)
-        .into_iter()
-        .filter(|(a, r)| is_prefix(c, r) && servers.is_live(a, now, dead_after))
-        .map(|(a, _)| a)
-        .collect();
+    let mut holders = live_replicas(servers, c, now, dead_after, is_prefix);
     holders.sort();
     holders
 }
