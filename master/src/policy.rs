@@ -11,6 +11,9 @@
 //!   corrupt; [`is_readable`] is good for a sealed chunk and current for an open one.
 //! - A replica that is not good is *garbage* ([`is_garbage`]) only once its chunk has enough good
 //!   ones: until then it may still be caught up.
+//! - A good replica is *excess* ([`is_excess`]) when the chunk has more good ones than its
+//!   factor (a chunkserver thought lost came back after the repair replaced its replicas); one
+//!   at a time is deleted until the factor is met.
 //! - A *prefix* ([`is_prefix`]) is a healthy replica no longer than the sealed length: what a
 //!   repair copy extends and what salvage can reseal from.
 //! - A chunk's length as shown to readers and checkers is [`chunk_length`]: the sealed length,
@@ -98,6 +101,14 @@ pub(crate) fn is_garbage(
         && !copying_here
 }
 
+/// Whether the good replica on `address` is one too many: the chunk has more good replicas on
+/// live chunkservers (`good`) than its factor, and `address` is the one picked to go (the
+/// greatest address, so that every heartbeat picks the same one and only one goes at a time:
+/// its report keeps counting until the chunkserver has deleted it).
+pub(crate) fn is_excess(address: &str, good: &[String], replication: u32) -> bool {
+    good.len() > replication as usize && good.iter().max().is_some_and(|a| a == address)
+}
+
 /// Whether `r` holds a usable prefix of the sealed chunk `c` (a repair copy only extends it; a
 /// salvage may reseal from it): a healthy replica of this chunk's byte stream at a version the
 /// master issued, no longer than the sealed length.
@@ -169,7 +180,7 @@ mod tests {
     // Proves the rules one by one on hand-made reports: good means sealed at the chunk's
     // version and length and healthy; readable is good when sealed and current when open;
     // garbage needs enough good replicas and no copy landing there, and never a version the
-    // master did not issue; a prefix is healthy, issued and no longer than the sealed length;
+    // master did not issue; one excess good replica (the greatest address) goes at a time; a prefix is healthy, issued and no longer than the sealed length;
     // the shown length is the sealed one, or the longest report (32 without any) when open.
     #[test]
     fn replica_rules() {
@@ -206,6 +217,15 @@ mod tests {
         assert!(!is_garbage(s, &report(3, 1024, false), 3, 3, false));
         assert!(!is_garbage(s, &report(2, 4096, true), 3, 3, false));
         assert!(!is_garbage(o, &short, 3, 3, false));
+
+        let good = |n: usize| (0..n).map(|i| format!("cs{i}")).collect::<Vec<_>>();
+        assert!(is_excess("cs3", &good(4), 3));
+        assert!(
+            !is_excess("cs2", &good(4), 3),
+            "only the greatest address goes"
+        );
+        assert!(!is_excess("cs2", &good(3), 3), "at the factor");
+        assert!(!is_excess("cs9", &good(4), 3), "not a good replica");
 
         assert!(is_prefix(s, &short));
         assert!(is_prefix(s, &report(2, 4096, true)));

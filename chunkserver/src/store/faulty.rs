@@ -137,6 +137,16 @@ impl FaultyDisk {
         self.lock().crash_at_sync = Some(n.max(1));
     }
 
+    /// Replaces the disk with a blank one (a lost or reformatted disk): every file and name is
+    /// gone, durable or not, open handles fail, faults are disarmed.
+    pub fn wipe(&self) {
+        let mut s = self.lock();
+        s.crash(0);
+        s.files.clear();
+        s.names.clear();
+        s.durable_names.clear();
+    }
+
     /// The most `sync_data` calls that ever ran at the same time (with a sync delay set, on
     /// different files: overlapping flushes).
     pub fn max_concurrent_syncs(&self) -> u64 {

@@ -11,7 +11,7 @@ use crate::chunkserver_api::ChunkserverApi;
 use crate::error::{Error, Result};
 use crate::heartbeat::ReplicaReport;
 use crate::meta::ChunkState;
-use crate::policy::{good_replicas, is_garbage, is_good};
+use crate::policy::{good_replicas, is_excess, is_garbage};
 
 impl<C: ChunkserverApi> MasterCore<C> {
     /// `RegisterChunkserver`: records the chunkserver and its replicas. Returns the handles it
@@ -66,7 +66,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
             info!(
                 chunkserver = address,
                 delete = delete.len(),
-                "asking chunkserver to delete unknown replicas"
+                "asking chunkserver to delete unknown, garbage or excess replicas"
             );
         }
         Ok((delete, false))
@@ -104,7 +104,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 }
                 continue;
             };
-            if chunk.state == ChunkState::Sealed && !is_good(chunk, r) {
+            if chunk.state == ChunkState::Sealed {
                 let good = good_replicas(&g.servers, chunk, Instant::now(), self.config.dead_after);
                 let replication = g
                     .meta
@@ -114,6 +114,11 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 let copying_here = g.repairs.get(&r.handle).is_some_and(|t| t == address);
                 if is_garbage(chunk, r, good.len(), replication, copying_here) {
                     info!(chunk = %r.handle, chunkserver = address, version = r.version, length = r.length, sealed = r.sealed, corrupt = r.corrupt, failed = r.failed, "replica not good and the chunk has enough good ones: deleting it");
+                    delete.push(r.handle);
+                    continue;
+                }
+                if is_excess(address, &good, replication) {
+                    info!(chunk = %r.handle, chunkserver = address, good = good.len(), replication, "the chunk has more good replicas than its factor (a chunkserver came back after the repair): deleting this one");
                     delete.push(r.handle);
                     continue;
                 }
