@@ -8,9 +8,16 @@ use cairn_sim::{Outcome, SimConfig, run};
 /// The seeds CI runs.
 const CI_SEEDS: std::ops::Range<u64> = 1..9;
 
-/// Seeds that found a bug, run in CI too: 270 lost 31 acknowledged records to a salvage from a
-/// repair's partial copy while the chunk's sealers were silent for a few seconds.
-const REGRESSION_SEEDS: &[u64] = &[270];
+/// Seeds that found a bug, run in CI too:
+/// - 270 lost 31 acknowledged records to a salvage from a repair's partial copy while the
+///   chunk's sealers were silent for a few seconds;
+/// - 246: a flipped byte on an open chunk's primary hid an acknowledged record from every reader
+///   for good (secondaries serve only up to the commit offset they know);
+/// - 142: an open chunk whose allocation was logged but never created (the master died in
+///   between) kept every replay failing: readers never asked for the seal that drops it;
+/// - 201: a chunk sealed on one replica that a read error then marked corrupt had no copy
+///   source, while two replicas that missed the seal held every byte of it.
+const REGRESSION_SEEDS: &[u64] = &[142, 201, 246, 270];
 
 fn seeds() -> std::ops::Range<u64> {
     if let Ok(s) = std::env::var("CAIRN_SIM_SEED") {

@@ -152,6 +152,11 @@ impl Client {
     }
 }
 
+/// Failed reads of an open chunk in a row, the last answered `NOT_FOUND`, before a reader asks
+/// the master to seal it (with backoff, about a second: well past the moment between an
+/// allocation being logged, when the chunk is listed, and its replicas being created).
+const NOT_FOUND_READS_BEFORE_SEAL: u32 = 5;
+
 /// Drops copies: a record is a copy when its writer already had a record with this or a higher
 /// sequence. Sound because a primary stores each writer's first copies in sequence order
 /// (ARCHITECTURE.md, "Record append"), so a lower sequence after a higher one is a resend.
@@ -377,6 +382,23 @@ impl Reader {
         let read = read_range(&src, &mut cursor.preferred, cursor.pos, cursor.end, wait_ms).await;
         let read = match read {
             Ok(read) => read,
+            Err(
+                e @ Error::Rpc {
+                    code: tonic::Code::NotFound,
+                    ..
+                },
+            ) if cursor.end.is_none() && self.failures >= NOT_FOUND_READS_BEFORE_SEAL => {
+                // An open chunk that no replica asked holds, again and again: its allocation was
+                // logged but never created (the master died in between), or its primary was
+                // wiped. The seal path asks every chunkserver and seals what they hold, or drops
+                // the chunk if none holds any (another then takes its index). Not at the first
+                // NOT_FOUND: a chunk is listed once its allocation is logged, a moment before its
+                // replicas exist.
+                debug!(log = %self.path, error = %e, "open chunk not found on its replicas");
+                return self
+                    .seal_current("its replicas answer that they do not hold it")
+                    .await;
+            }
             Err(e) => return self.read_failed(e).await,
         };
         let cursor = self.current.as_mut().expect("checked above");
@@ -394,6 +416,23 @@ impl Reader {
             };
             return self.read_failed(e).await;
         }
+        if cursor.end.is_none()
+            && read
+                .items
+                .iter()
+                .any(|i| matches!(i, RangeItem::Bad { .. }))
+        {
+            // Bad bytes below an open chunk's commit offset that no other replica could patch:
+            // the secondaries hold them (every replica holds what is committed) but serve only
+            // up to the commit offset they know, which lags the primary's. Have the master
+            // seal the chunk, then read this range again up to the sealed length, from any
+            // replica.
+            return self
+                .seal_current(&format!(
+                    "bad bytes at offset {start} on every replica tried"
+                ))
+                .await;
+        }
         self.failures = 0;
         self.failing_since = None;
         cursor.pos = read.next;
@@ -405,7 +444,9 @@ impl Reader {
             // Read-after-ack: only the primary's end of an open chunk covers every acknowledged
             // record, and a secondary answered (the primary is down, cut off or restarted).
             // Never end the chunk here: have the master seal it, then read to the sealed length.
-            return self.seal_current().await;
+            return self
+                .seal_current("only a secondary answered, whose end may lag")
+                .await;
         }
         if open_caught_up {
             if self.tail.is_none() {
@@ -463,7 +504,8 @@ impl Reader {
         if self.tail.is_none() && since.elapsed() >= READ_RETRY_WINDOW {
             return Err(e);
         }
-        debug!(log = %self.path, error = %e, attempt = self.failures, "read failed; retrying");
+        let chunk = self.current.as_ref().map(|c| c.handle.to_string());
+        debug!(log = %self.path, chunk, error = %e, attempt = self.failures, "read failed; retrying");
         tokio::time::sleep(backoff(self.failures)).await;
         match self.refresh_current().await {
             Err(e @ Error::LogNotFound { .. }) => Err(e),
@@ -471,16 +513,16 @@ impl Reader {
         }
     }
 
-    /// Asks the master to seal the open chunk being read (its primary cannot be read), then
+    /// Asks the master to seal the open chunk being read (its primary cannot serve it: `why`), then
     /// takes the master's new view of it. A failed seal counts as a failed read: retried with
     /// backoff, and a replay gives up after [`READ_RETRY_WINDOW`] with an error, never with a
     /// silently short chunk.
-    async fn seal_current(&mut self) -> Result<()> {
+    async fn seal_current(&mut self, why: &str) -> Result<()> {
         let Some(cursor) = &self.current else {
             return Ok(());
         };
         let (handle, version) = (cursor.handle, cursor.version);
-        debug!(log = %self.path, chunk = %handle, version, "open chunk's primary unreadable; asking the master to seal it");
+        debug!(log = %self.path, chunk = %handle, version, why, "asking the master to seal the open chunk being read");
         let sealed = self
             .client
             .seal(
@@ -488,7 +530,7 @@ impl Reader {
                 handle,
                 version,
                 v1::SealReason::PrimaryUnreachable,
-                "a reader could not read the open chunk from its primary".to_owned(),
+                format!("a reader could not read the open chunk from its primary: {why}"),
             )
             .await;
         match sealed {

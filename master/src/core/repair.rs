@@ -15,7 +15,10 @@ use crate::fsck::CorruptMark;
 use crate::heartbeat::ReplicaReport;
 use crate::limits::{REPAIR_RATE_FLOOR_BYTES_PER_SEC, REPAIRS_IN_FLIGHT_MAX};
 use crate::meta::ChunkState;
-use crate::repair::{RepairJob, RepairScan, orphaned_open_chunks, plan, stale_open_replicas};
+use crate::repair::{
+    RepairJob, RepairScan, complete_unsealed_replicas, orphaned_open_chunks, plan,
+    stale_open_replicas,
+};
 
 impl<C: ChunkserverApi> MasterCore<C> {
     /// Runs repair passes, one per heartbeat period, until the task is aborted.
@@ -67,7 +70,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
             let core = self.clone();
             tokio::spawn(async move { core.copy(j).await });
         }
-        let (reseals, salvages, stale) = {
+        let (reseals, salvages, stale, complete) = {
             let mut g = self.lock();
             let started = self.started();
             let found = orphaned_open_chunks(&g.meta, &g.servers, now, dead_after, started);
@@ -81,6 +84,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 started,
             );
             let stale = stale_open_replicas(&g.meta, &g.servers, now, dead_after);
+            let complete = complete_unsealed_replicas(&g.meta, &g.servers, now, dead_after);
             let reseals = found
                 .into_iter()
                 .filter(|(_, h, _, _)| g.resealing.insert(*h))
@@ -93,8 +97,26 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 .into_iter()
                 .filter(|(h, _, _)| g.resealing.insert(*h))
                 .collect::<Vec<_>>();
-            (reseals, salvages, stale)
+            let complete = complete
+                .into_iter()
+                .filter(|(h, _, _, _)| g.resealing.insert(*h))
+                .collect::<Vec<_>>();
+            (reseals, salvages, stale, complete)
         };
+        for (handle, version, length, addresses) in complete {
+            let core = self.clone();
+            tokio::spawn(async move {
+                info!(chunk = %handle, version, length, replicas = ?addresses, "sealing in place replicas that missed the seal but hold the whole chunk");
+                let sealed = core.seal_all(handle, version, length, &addresses).await;
+                let mut g = core.lock();
+                let now = Instant::now();
+                for a in &sealed {
+                    g.servers
+                        .set_replica(a, now, ReplicaReport::sealed(handle, version, length));
+                }
+                g.resealing.remove(&handle);
+            });
+        }
         for (log, handle, version) in salvages {
             let core = self.clone();
             tokio::spawn(async move {
