@@ -39,6 +39,15 @@ impl Shared {
     fn history(&self) -> MutexGuard<'_, History> {
         self.history.lock().expect("history lock")
     }
+
+    /// `message` without the run's temporary directory (errors may name files in it), so that
+    /// two runs of one seed record the same history.
+    fn without_run_dir(&self, message: &str) -> String {
+        match self.data_dirs.first().and_then(|d| d.parent()) {
+            Some(root) => message.replace(&*root.to_string_lossy(), "<run>"),
+            None => message.to_owned(),
+        }
+    }
 }
 
 /// Simulated time since the start of the run.
@@ -328,7 +337,7 @@ pub(crate) async fn reader_host(shared: Shared) -> Result<(), String> {
         )
         .await
         {
-            Ok(r) => r,
+            Ok(r) => r.map_err(|e| shared.without_run_dir(&e)),
             Err(_) => Err("timed out after 10 s".to_owned()),
         };
         shared.history().reads.push(Read {
