@@ -165,6 +165,7 @@ pub fn run(config: SimConfig) -> Outcome {
             c.rpc_timeout = Duration::from_secs(2);
             let seams = cairn_master::Seams {
                 connector: Arc::new(SimConnector),
+                disk: cairn_files::shared(cairn_files::FsDisk),
                 blocking: Blocking::Inline,
                 seed: Some(seed),
             };
