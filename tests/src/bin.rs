@@ -9,8 +9,10 @@
 //! workspace (`*.rs`, `*.toml`, `*.proto`, `Cargo.lock`, outside `target/` and this crate), it is
 //! used as is. That is the case under `cargo test --workspace`, which builds `cairn` for the CLI's
 //! own tests first — with the whole workspace's features (tokio's `test-util`, from a
-//! dev-dependency, among them), so `cargo build -p cairn-cli` would rebuild tokio and everything
-//! above it only to get a different feature set: minutes of CI on two cores. Set
+//! dev-dependency, among them, and `test-faults`, the hidden test-only flags the tests pass, which
+//! this crate's dev-dependency on `cairn-master` turns on), so `cargo build -p cairn-cli` would
+//! rebuild tokio and everything above it only to get a different feature set: minutes of CI on
+//! two cores. The build this module runs itself asks for `--features test-faults`. Set
 //! `CAIRN_TESTS_BUILD=1` to always run the build.
 
 use std::path::{Path, PathBuf};
@@ -88,14 +90,16 @@ fn test_profile_dir() -> (PathBuf, String) {
     (profile_dir, name)
 }
 
-/// Runs `cargo build -p cairn-cli --bin cairn` with the test executable's profile and returns the
-/// binary's path.
+/// Runs `cargo build -p cairn-cli --bin cairn --features test-faults` with the test executable's
+/// profile and returns the binary's path.
 fn build() -> PathBuf {
     let (profile_dir, profile_dir_name) = test_profile_dir();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(workspace_root())
-        .args(["build", "-p", "cairn-cli", "--bin", BIN_NAME]);
+        .args(["build", "-p", "cairn-cli", "--bin", BIN_NAME])
+        // The tests pass the hidden test-only flags (power-cut mode, crash points).
+        .args(["--features", "test-faults"]);
     // Cargo names the directory after the profile, except `dev` (and `test`) → `debug`.
     match profile_dir_name.as_str() {
         "debug" => {}
