@@ -1,9 +1,9 @@
 //! A whole Cairn cluster in one process under turmoil: the master, chunkservers and a client
 //! host run as turmoil hosts on its simulated network and clock, the chunkservers on in-memory
 //! disks ([`cairn_chunkserver::FaultyDisk`]) with their writers and blocking work inline, the
-//! master with its blocking work inline and its randomness seeded. A seeded fault schedule
-//! crashes and restarts chunkservers (their unsynced writes lost) and the master, and cuts and
-//! heals links; then everything is healed, and the history is checked: every acknowledged record
+//! master with its files on an in-memory disk too, its blocking work inline and its randomness
+//! seeded. A seeded fault schedule crashes and restarts chunkservers and the master (their
+//! unsynced writes lost), and cuts and heals links; then everything is healed, and the history is checked: every acknowledged record
 //! is replayed once, byte-exact, in per-writer order, and nothing unexpected is.
 //!
 //! # Layout
@@ -12,8 +12,7 @@
 //!   history (two runs of one seed must give the same hash).
 //!
 //! # Limits of this first simulator
-//! The master's operation log and checkpoint live on the real file system (a temporary
-//! directory per run): a master crash loses nothing unsynced. Disk faults other than a crash
+//! Disk faults other than a crash
 //! (EIO, ENOSPC, torn writes, flips) are not scheduled yet; nor are pauses, reordering, resumed
 //! writers or tails.
 
@@ -156,8 +155,13 @@ pub fn run(config: SimConfig) -> Outcome {
 
     let master_dir = dir.path().join("master");
     let seed = config.seed;
+    // The master's files live on an in-memory disk too: a master crash loses what it had not
+    // synced.
+    let master_disk = FaultyDisk::new();
+    let disk = master_disk.clone();
     sim.host("master", move || {
         let master_dir = master_dir.clone();
+        let disk = disk.clone();
         async move {
             let mut c = cairn_master::Config::new(&master_dir);
             c.heartbeat = Duration::from_millis(200);
@@ -165,7 +169,7 @@ pub fn run(config: SimConfig) -> Outcome {
             c.rpc_timeout = Duration::from_secs(2);
             let seams = cairn_master::Seams {
                 connector: Arc::new(SimConnector),
-                disk: cairn_files::shared(cairn_files::FsDisk),
+                disk: cairn_files::shared(disk),
                 blocking: Blocking::Inline,
                 seed: Some(seed),
             };
@@ -264,9 +268,11 @@ pub fn run(config: SimConfig) -> Outcome {
                 down = Some((host, until));
             }
             1 if down.is_none() => {
+                // As for a chunkserver: the disk first, so nothing unsynced survives.
+                master_disk.crash(0);
                 sim.crash("master");
                 let until = now + Duration::from_millis(200 + rng.below(1_500));
-                faults.push(format!("{now:?} crash master"));
+                faults.push(format!("{now:?} crash master (unsynced writes lost)"));
                 down = Some(("master".to_owned(), until));
             }
             _ if cut.is_none() => {
