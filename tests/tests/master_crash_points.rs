@@ -22,6 +22,9 @@ const RECORDS_AFTER: usize = 300;
 /// already sealed or allocated once and some records were acknowledged before it dies.
 const PASS: u64 = 2;
 
+/// Records acknowledged before the master dies (fewer than a chunk holds).
+const ACKED_BEFORE_CRASH: usize = 50;
+
 /// How long the master may take to reach its crash point once the appender runs.
 const CRASH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -75,7 +78,8 @@ fn append_more_and_check(
 }
 
 /// One crash-point run: the master is restarted with `--test-crash-at POINT:2`, an appender
-/// writes `RECORDS` records across chunk rolls, the master aborts at the point (checked: killed
+/// writes `RECORDS` records across chunk rolls, some are acknowledged, the master aborts at the
+/// point (checked: killed
 /// by SIGABRT, and its stderr names the point), is restarted without the flag, the appender
 /// finishes with every record acknowledged, more records go in, and the checker finds every
 /// acknowledged record exactly once in replay.
@@ -92,7 +96,10 @@ fn crash_at(point: &str) {
     cluster.set_extra_args(Role::Master, &["--test-crash-at", &flag]);
     cluster.start_server(Role::Master);
     let lines = workload::lines("during", RECORDS, seed, size);
-    let during = cluster.spawn_append(&log, &lines, COMMAND_TIMEOUT);
+    let mut during = cluster.spawn_append(&log, &lines, COMMAND_TIMEOUT);
+    // The first chunk's records are acknowledged before its seal and the next allocation, so
+    // before the second pass through any of the points.
+    read_acks(&mut during, ACKED_BEFORE_CRASH, CRASH_TIMEOUT);
     let status = cluster.wait_exit(Role::Master, CRASH_TIMEOUT);
     assert_eq!(
         status.signal(),
