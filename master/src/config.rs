@@ -94,11 +94,12 @@ pub struct Config {
     /// Free bytes a chunkserver must report beyond a chunk's capacity to be given a new
     /// replica (the high-watermark margin). Default 1 GiB; 0 leaves just the capacity.
     pub min_free_bytes: u64,
-    /// The power-cut test mode (`--test-power-cut`): the master's files are written through a
-    /// [`cairn_files::WriteBehindDisk`], so a killed process loses its unsynced writes. Off by
-    /// default.
+    /// The power-cut test mode (`--test-power-cut`): [`crate::Seams::production`] writes the
+    /// master's files through a [`cairn_files::WriteBehindDisk`], so a killed process loses its
+    /// unsynced writes. Off by default; only the test-only flag turns it on.
     pub test_power_cut: bool,
-    /// The crash point the master aborts at (`--test-crash-at`), if any. None by default.
+    /// The crash point the master aborts at (`--test-crash-at`), if any. None by default; only
+    /// the test-only flag sets it.
     pub test_crash_at: Option<CrashAt>,
 }
 
