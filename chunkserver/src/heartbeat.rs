@@ -197,7 +197,8 @@ fn read_cluster_id(dir: &Path) -> std::io::Result<Option<u64>> {
 
 /// Records `id` in `dir` durably (`cairn_files::replace`).
 fn write_cluster_id(dir: &Path, id: u64) -> std::io::Result<()> {
-    cairn_files::replace(dir, CLUSTER_ID_FILE, format!("{id:016x}\n").as_bytes()).map(drop)
+    let id = format!("{id:016x}\n");
+    cairn_files::replace(&cairn_files::FsDisk, dir, CLUSTER_ID_FILE, id.as_bytes()).map(drop)
 }
 
 #[cfg(test)]

@@ -28,11 +28,12 @@
 //!   padding, full / broken / fenced flags and the commit offset. Synchronous, no I/O.
 //! - `heartbeat`: registration at start, heartbeats, deletes the master asks for.
 //! - [`store`]: the [`ChunkStore`] trait, [`Store`] and [`ReplicaState`].
-//!   - [`store::disk`]: the [`Disk`] trait the store is generic over, and [`FsDisk`].
-//!   - [`store::faulty`]: [`FaultyDisk`], which tears writes, fails fsync, fills up, flips bits
-//!     and loses unsynced data on a simulated crash.
-//!   - [`store::write_behind`]: [`WriteBehindDisk`], the power-cut test mode
-//!     (`--test-power-cut`): real files whose unsynced writes live in process memory.
+//!   - [`store::disk`], [`store::faulty`], [`store::write_behind`]: re-exports of the disk seam
+//!     that lives in `cairn-files` and is shared with the master: the [`Disk`] trait the store
+//!     is generic over, [`FsDisk`], [`FaultyDisk`] (in memory: tears writes, fails fsync, fills
+//!     up, flips bits, loses unsynced data on a simulated crash) and [`WriteBehindDisk`], the
+//!     power-cut test mode (`--test-power-cut`): real files whose unsynced writes live in
+//!     process memory.
 //!   - [`store::server_disk`]: [`ServerDisk`], the server's choice between the two.
 //!   - [`store::meta`]: the `.meta` replica-state slots (FORMAT.md).
 //!   - [`store::schedule`]: where open replicas' writers run: a bounded thread pool, or inline.

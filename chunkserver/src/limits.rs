@@ -19,8 +19,9 @@ pub const WRITER_QUEUE_COUNT_MAX: usize = 16 << 10;
 /// Most bytes one `read` returns (16 MiB): replay streams large ranges in several reads.
 pub const READ_BYTES_MAX: usize = 16 << 20;
 
-/// Most iovecs handed to one `pwritev` call (Linux `IOV_MAX`).
-pub const WRITEV_IOVECS_MAX: usize = 1024;
+/// Most iovecs handed to one `pwritev` call (Linux `IOV_MAX`); the disks in `cairn-files` hold
+/// it.
+pub use cairn_files::WRITEV_IOVECS_MAX;
 
 /// Bytes of one replica-state slot in the `.meta` file.
 pub const META_SLOT_BYTES: usize = 64;

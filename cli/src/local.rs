@@ -51,16 +51,10 @@ pub(crate) fn run(args: &LocalArgs) -> anyhow::Result<ExitCode> {
     let rt = crate::serve::runtime().context("start the runtime")?;
     rt.block_on(async {
         let master_addr = format!("127.0.0.1:{}", args.port);
-        let master_config = cairn_master::Config::try_from(cairn_master::Args {
-            listen: master_addr.clone(),
-            data: args.data.join("master"),
-            heartbeat_ms: 1000,
-            dead_after_ms: 10_000,
-            salvage_after_ms: cairn_master::limits::SALVAGE_AFTER_MS_DEFAULT,
-            rpc_timeout_ms: 5000,
-            default_replication: u32::from(args.chunkservers.min(3)),
-            min_free_bytes: cairn_master::limits::MIN_FREE_BYTES_DEFAULT,
-        })?;
+        let mut master_config = cairn_master::Config::new(args.data.join("master"));
+        master_config.listen = master_addr.clone();
+        master_config.default_replication = u32::from(args.chunkservers.min(3));
+        master_config.validate()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = move || {
             let mut rx = stop_rx.clone();

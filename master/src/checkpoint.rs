@@ -2,8 +2,9 @@
 //! crash-safely (tmp → fsync → rename → fsync directory).
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::Path;
+
+use cairn_files::DynDisk;
 
 use serde::{Deserialize, Serialize};
 
@@ -78,19 +79,19 @@ pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<(Metadata, u64)> {
     Ok((Metadata { logs, chunks }, snapshot.sequence))
 }
 
-/// Reads the checkpoint in `dir`, if there is one.
-pub(crate) fn read(dir: &Path) -> Result<Option<(Metadata, u64)>> {
+/// Reads the checkpoint in `dir` on `disk`, if there is one.
+pub(crate) fn read(disk: &DynDisk, dir: &Path) -> Result<Option<(Metadata, u64)>> {
     let path = dir.join(FILE);
-    match fs::read(&path) {
+    match cairn_files::read_file(disk, &path) {
         Ok(bytes) => decode(&bytes, &path).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(&path)(e)),
     }
 }
 
-/// Writes `bytes` as the checkpoint of `dir`, durably (`cairn_files::replace`).
-pub(crate) fn write(dir: &Path, bytes: &[u8]) -> Result<()> {
-    cairn_files::replace(dir, FILE, bytes).map_err(Error::io(&dir.join(FILE)))?;
+/// Writes `bytes` as the checkpoint of `dir` on `disk`, durably (`cairn_files::replace`).
+pub(crate) fn write(disk: &DynDisk, dir: &Path, bytes: &[u8]) -> Result<()> {
+    cairn_files::replace(disk, dir, FILE, bytes).map_err(Error::io(&dir.join(FILE)))?;
     Ok(())
 }
 
@@ -131,8 +132,9 @@ mod tests {
             .unwrap();
         }
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), &encode(&m, 42)).unwrap();
-        let (back, seq) = read(dir.path()).unwrap().unwrap();
+        let disk = cairn_files::shared(cairn_files::FsDisk);
+        write(&*disk, dir.path(), &encode(&m, 42)).unwrap();
+        let (back, seq) = read(&*disk, dir.path()).unwrap().unwrap();
         assert_eq!(seq, 42);
         assert_eq!(back, m);
     }

@@ -6,22 +6,28 @@
 
 use std::path::Path;
 
+use cairn_files::DynDisk;
+
 use crate::error::{Error, Result};
 
 const FILE: &str = "cluster-id";
 
 /// Reads the data directory's cluster id, creating it (durably: tmp file, fsync, rename, fsync
-/// of the directory) if the directory has none: random, or from `seed` (a simulation).
-pub(crate) fn load_or_create(dir: &Path, seed: Option<u64>) -> Result<u64> {
+/// of the directory, all on `disk`) if the directory has none: random, or from `seed` (a
+/// simulation).
+pub(crate) fn load_or_create(disk: &DynDisk, dir: &Path, seed: Option<u64>) -> Result<u64> {
     let path = dir.join(FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => parse(&text).ok_or_else(|| Error::Config {
-            reason: format!(
-                "{}: not a cluster id (16 hex digits): {:?}",
-                path.display(),
-                text.trim()
-            ),
-        }),
+    match cairn_files::read_file(disk, &path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            parse(&text).ok_or_else(|| Error::Config {
+                reason: format!(
+                    "{}: not a cluster id (16 hex digits): {:?}",
+                    path.display(),
+                    text.trim()
+                ),
+            })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = match seed {
                 Some(seed) => seed.max(1),
@@ -32,10 +38,9 @@ pub(crate) fn load_or_create(dir: &Path, seed: Option<u64>) -> Result<u64> {
                     }
                 },
             };
-            cairn_files::replace(dir, FILE, format!("{id:016x}\n").as_bytes()).map_err(|e| {
-                Error::Config {
-                    reason: format!("write {}: {e}", path.display()),
-                }
+            let text = format!("{id:016x}\n");
+            cairn_files::replace(disk, dir, FILE, text.as_bytes()).map_err(|e| Error::Config {
+                reason: format!("write {}: {e}", path.display()),
             })?;
             tracing::info!(cluster = %format!("{id:016x}"), "new cluster id");
             Ok(id)
@@ -63,10 +68,11 @@ mod tests {
     #[test]
     fn created_once_then_read_and_damage_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let id = load_or_create(dir.path(), None).unwrap();
+        let disk = cairn_files::shared(cairn_files::FsDisk);
+        let id = load_or_create(&*disk, dir.path(), None).unwrap();
         assert_ne!(id, 0);
-        assert_eq!(load_or_create(dir.path(), None).unwrap(), id);
+        assert_eq!(load_or_create(&*disk, dir.path(), None).unwrap(), id);
         std::fs::write(dir.path().join(FILE), "zz\n").unwrap();
-        assert!(load_or_create(dir.path(), None).is_err());
+        assert!(load_or_create(&*disk, dir.path(), None).is_err());
     }
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::crash_point::CrashAt;
 use crate::error::Error;
 use crate::limits::{
     CHECKPOINT_EVERY_ENTRIES, HEARTBEAT_MS_MAX, HEARTBEAT_MS_MIN, MIN_FREE_BYTES_DEFAULT,
@@ -44,6 +45,30 @@ pub struct Args {
     /// capacity plus this gets no new chunks and no re-replicated ones. Default 1 GiB.
     #[arg(long, env = "CAIRN_MIN_FREE_BYTES", default_value_t = MIN_FREE_BYTES_DEFAULT)]
     pub min_free_bytes: u64,
+    /// TEST MODE, never for real data: keep every write to the operation log, checkpoint and
+    /// cluster id in process memory until its fsync, so that killing the process (SIGKILL)
+    /// loses what a power cut may lose. Hidden from --help; built only with the `test-faults`
+    /// feature. The variable takes 1/0, true/false, yes/no or on/off.
+    #[cfg(feature = "test-faults")]
+    #[arg(
+        long,
+        env = "CAIRN_TEST_POWER_CUT",
+        hide = true,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub test_power_cut: bool,
+    /// TEST MODE, never for real data: abort the process (with a stderr line naming the point)
+    /// the N-th time (default 1) it reaches the named crash point: after-version-logged,
+    /// after-fence, before-seal-logged or mid-allocation (see `crash_point`). Hidden from
+    /// --help; built only with the `test-faults` feature.
+    #[cfg(feature = "test-faults")]
+    #[arg(
+        long,
+        env = "CAIRN_TEST_CRASH_AT",
+        hide = true,
+        value_name = "POINT[:N]"
+    )]
+    pub test_crash_at: Option<CrashAt>,
 }
 
 /// The master's validated settings.
@@ -69,6 +94,13 @@ pub struct Config {
     /// Free bytes a chunkserver must report beyond a chunk's capacity to be given a new
     /// replica (the high-watermark margin). Default 1 GiB; 0 leaves just the capacity.
     pub min_free_bytes: u64,
+    /// The power-cut test mode (`--test-power-cut`): [`crate::Seams::production`] writes the
+    /// master's files through a [`cairn_files::WriteBehindDisk`], so a killed process loses its
+    /// unsynced writes. Off by default; only the test-only flag turns it on.
+    pub test_power_cut: bool,
+    /// The crash point the master aborts at (`--test-crash-at`), if any. None by default; only
+    /// the test-only flag sets it.
+    pub test_crash_at: Option<CrashAt>,
 }
 
 impl Config {
@@ -84,6 +116,8 @@ impl Config {
             default_replication: REPLICATION_DEFAULT,
             checkpoint_every_entries: CHECKPOINT_EVERY_ENTRIES,
             min_free_bytes: MIN_FREE_BYTES_DEFAULT,
+            test_power_cut: false,
+            test_crash_at: None,
         }
     }
 
@@ -152,6 +186,14 @@ impl TryFrom<Args> for Config {
             default_replication: args.default_replication,
             checkpoint_every_entries: CHECKPOINT_EVERY_ENTRIES,
             min_free_bytes: args.min_free_bytes,
+            #[cfg(feature = "test-faults")]
+            test_power_cut: args.test_power_cut,
+            #[cfg(not(feature = "test-faults"))]
+            test_power_cut: false,
+            #[cfg(feature = "test-faults")]
+            test_crash_at: args.test_crash_at,
+            #[cfg(not(feature = "test-faults"))]
+            test_crash_at: None,
         };
         config.validate()?;
         Ok(config)
@@ -193,5 +235,32 @@ mod tests {
         assert!(parse(&["--default-replication", "8"]).is_err());
         assert!(parse(&["--listen", "nohost"]).is_err());
         assert!(parse(&["--rpc-timeout-ms", "1"]).is_err());
+        assert!(!c.test_power_cut);
+        assert_eq!(c.test_crash_at, None);
+    }
+
+    // Proves: with the `test-faults` feature the test flags parse and stay out of --help;
+    // without it they do not exist.
+    #[test]
+    fn test_flags_exist_only_with_the_feature_and_are_hidden() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            !help.contains("power-cut") && !help.contains("crash-at"),
+            "{help}"
+        );
+        let flags = ["--test-power-cut", "--test-crash-at", "after-fence:2"];
+        if cfg!(feature = "test-faults") {
+            let c = parse(&flags).unwrap();
+            assert!(c.test_power_cut);
+            let at = c.test_crash_at.unwrap();
+            assert_eq!((at.point.name(), at.time), ("after-fence", 2));
+            let argv = ["master", "--data", "/x", "--test-crash-at", "nowhere"];
+            assert!(Cli::try_parse_from(argv).is_err());
+        } else {
+            let mut argv = vec!["master", "--data", "/tmp/x"];
+            argv.extend_from_slice(&flags);
+            assert!(Cli::try_parse_from(argv).is_err());
+        }
     }
 }

@@ -15,6 +15,8 @@
 //! - `oplog`: the operation log (record frames of JSON entries), group commit, recovery.
 //! - `checkpoint`: JSON snapshots written tmp → fsync → rename → fsync dir.
 //! - `cluster_id`: the cluster id created with the data directory, checked at registration.
+//!   These three write only through the [`Seams::disk`] (`cairn_files::Disk`).
+//! - [`crash_point`]: the named crash points of `--test-crash-at` (a test-only flag).
 //! - `heartbeat`: chunkserver liveness and reported replica locations (not persisted).
 //! - `policy`: which replicas are good, readable, garbage or a usable prefix (pure rules).
 //! - `placement`: RF distinct live chunkservers, least used first.
@@ -54,7 +56,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use cairn_files::Blocking;
+use cairn_files::{Blocking, FsDisk, SharedDisk, WriteBehindDisk};
 use cairn_proto::net::{Connector, TcpConnector};
 use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -65,6 +67,7 @@ mod chunkserver_api;
 mod cluster_id;
 pub mod config;
 mod core;
+pub mod crash_point;
 pub mod error;
 mod fsck;
 mod heartbeat;
@@ -81,6 +84,7 @@ mod service;
 mod versions;
 
 pub use config::{Args, Config};
+pub use crash_point::{CrashAt, CrashPoint};
 pub use error::{Error, Result};
 
 /// Runs a master on `listener` until `shutdown` completes, then writes a final checkpoint.
@@ -94,14 +98,8 @@ pub async fn serve(
 ) -> Result<()> {
     let address = listener.local_addr().map_err(Error::io("listener"))?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    serve_with(
-        config,
-        &address.to_string(),
-        incoming,
-        Seams::production(),
-        shutdown,
-    )
-    .await
+    let seams = Seams::production(&config);
+    serve_with(config, &address.to_string(), incoming, seams, shutdown).await
 }
 
 /// What a master is built from besides its configuration: the parts a test or a simulation
@@ -109,6 +107,9 @@ pub async fn serve(
 pub struct Seams {
     /// Makes every channel to chunkservers.
     pub connector: Arc<dyn Connector>,
+    /// What the operation log, checkpoints and the cluster id are written through: the real
+    /// file system, the power-cut test disk, or an in-memory `cairn_files::FaultyDisk`.
+    pub disk: SharedDisk,
     /// Where blocking file work (the operation log, checkpoints, start-up) runs.
     pub blocking: Blocking,
     /// Seeds the master's randomness (a new cluster id, chunk handles, placement ties); `None`
@@ -117,10 +118,17 @@ pub struct Seams {
 }
 
 impl Seams {
-    /// The OS's TCP, tokio's blocking pool and OS randomness.
-    pub fn production() -> Seams {
+    /// The OS's TCP, the real file system (or, in the power-cut test mode, a
+    /// [`WriteBehindDisk`] on it), tokio's blocking pool and OS randomness.
+    pub fn production(config: &Config) -> Seams {
+        let disk = if config.test_power_cut {
+            cairn_files::shared(WriteBehindDisk::new())
+        } else {
+            cairn_files::shared(FsDisk)
+        };
         Seams {
             connector: TcpConnector::shared(),
+            disk,
             blocking: Blocking::Threads,
             seed: None,
         }
@@ -145,14 +153,24 @@ where
     config.validate()?;
     let Seams {
         connector,
+        disk,
         blocking,
         seed,
     } = seams;
-    let dir = config.data_dir.clone();
-    let (meta, last_sequence, file) = blocking.run(move || oplog::open(&dir)).await?;
-    let id_dir = config.data_dir.clone();
+    if config.test_power_cut {
+        tracing::warn!(
+            "TEST MODE: unsynced master writes live in memory (--test-power-cut): a kill loses \
+             them as a power cut would; never use this for real data"
+        );
+    }
+    if let Some(at) = config.test_crash_at {
+        tracing::warn!(point = %at.point, pass = at.time, "TEST MODE: the master aborts at a crash point (--test-crash-at)");
+    }
+    let (dir, open_disk) = (config.data_dir.clone(), disk.clone());
+    let (meta, last_sequence, file) = blocking.run(move || oplog::open(&*open_disk, &dir)).await?;
+    let (id_dir, id_disk) = (config.data_dir.clone(), disk.clone());
     let cluster_id = blocking
-        .run(move || cluster_id::load_or_create(&id_dir, seed))
+        .run(move || cluster_id::load_or_create(&*id_disk, &id_dir, seed))
         .await?;
     let logs = meta.logs.len();
     let chunks = meta.chunks.len();
@@ -163,6 +181,7 @@ where
         api,
         meta,
         last_sequence,
+        disk,
         file,
         seed,
         blocking,

@@ -1,8 +1,9 @@
 //! A whole cluster in one process with no socket: the master, three chunkservers and a client,
 //! every connection between them on one in-memory network (`cairn_proto::net::memory`), each role
 //! started through its `serve_with` seam; the chunkservers store on in-memory disks with their
-//! writers and blocking work inline, and the master's blocking work is inline and its
-//! randomness seeded. This is the wiring a simulator runs the cluster on.
+//! writers and blocking work inline, and the master writes its files on an in-memory disk too,
+//! runs its blocking work inline and has its randomness seeded. This is the wiring a simulator
+//! runs the cluster on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,7 @@ fn start_master(net: &MemoryNet, dir: &std::path::Path) -> Role {
     let (stop, stopped) = oneshot::channel::<()>();
     let seams = cairn_master::Seams {
         connector: Arc::new(net.clone()),
+        disk: cairn_files::shared(cairn_files::FaultyDisk::new()),
         blocking: cairn_files::Blocking::Inline,
         seed: Some(42),
     };

@@ -3,7 +3,8 @@
 //!
 //! Faults, each lasting a random while:
 //! - **crash** of a chunkserver (its disk loses what was not synced; sometimes a torn tail of the
-//!   unsynced writes survives) or of the master, then a restart;
+//!   unsynced writes survives) or of the master (its disk loses what was not synced), then a
+//!   restart;
 //! - **power cut**: every chunkserver and the master at once;
 //! - **pause** of any host (its links held: nothing in or out, delivered late on release, as a
 //!   stopped process sees);
@@ -54,6 +55,8 @@ pub(crate) struct Nemesis {
     config: SimConfig,
     disks: Vec<FaultyDisk>,
     data_dirs: Vec<PathBuf>,
+    /// The master's disk (operation log, checkpoint, cluster id).
+    master_disk: FaultyDisk,
     /// The one chunkserver that may lose replicas.
     damaged: usize,
     wiped: bool,
@@ -77,6 +80,7 @@ impl Nemesis {
         config: SimConfig,
         disks: Vec<FaultyDisk>,
         data_dirs: Vec<PathBuf>,
+        master_disk: FaultyDisk,
     ) -> Nemesis {
         let mut rng = SplitMix64::new(config.seed ^ 0xfa17);
         let damaged = rng.below(config.chunkservers as u64) as usize;
@@ -86,6 +90,7 @@ impl Nemesis {
             config,
             disks,
             data_dirs,
+            master_disk,
             damaged,
             wiped: false,
             active: Vec::new(),
@@ -253,10 +258,12 @@ impl Nemesis {
                 what
             }
             2 if self.stopped() < 2 && !self.busy(MASTER_HOST) => {
+                // The disk first, as for a chunkserver: nothing unsynced survives.
+                self.master_disk.crash(0);
                 sim.crash(MASTER_HOST);
                 let until = self.until(now, 200, 1_500);
                 self.active.push((Active::Down(MASTER_HOST.into()), until));
-                "crash master".into()
+                "crash master (unsynced writes lost)".into()
             }
             3 if self.stopped() == 0 && self.rng.below(4) == 0 => {
                 let mut what = vec![];
@@ -265,10 +272,14 @@ impl Nemesis {
                     let until = self.until(now, 300, 1_500);
                     self.active.push((Active::Down(chunkserver_name(i)), until));
                 }
+                self.master_disk.crash(0);
                 sim.crash(MASTER_HOST);
                 let until = self.until(now, 300, 1_500);
                 self.active.push((Active::Down(MASTER_HOST.into()), until));
-                format!("power cut: crash master; {}", what.join("; "))
+                format!(
+                    "power cut: crash master (unsynced writes lost); {}",
+                    what.join("; ")
+                )
             }
             4 | 5 if self.stopped() < 2 => {
                 let hosts = self.hosts();

@@ -1,10 +1,11 @@
 //! A whole Cairn cluster in one process under turmoil: the master, chunkservers and two client
 //! hosts run as turmoil hosts on its simulated network and clock, the chunkservers on in-memory
 //! disks ([`cairn_chunkserver::FaultyDisk`]) with their writers and blocking work inline, the
-//! master with its blocking work inline and its randomness seeded. A seeded fault schedule
-//! ([`faults`]) crashes, pauses, partitions, slows and breaks links, fills and damages disks, while
-//! appenders, a resumed writer, replays and a tail run ([`workload`]); then everything is healed
-//! and the whole history is checked ([`check`]).
+//! master with its files on an in-memory disk too (crashed with it), its blocking work inline
+//! and its randomness seeded. A seeded fault schedule ([`faults`]) crashes, pauses, partitions,
+//! slows and breaks links, fills and damages disks, while appenders, a resumed writer, replays
+//! and a tail run ([`workload`]); then everything is healed and the whole history is checked
+//! ([`check`]).
 //!
 //! # Layout
 //! - [`net`]: the `Connector` and `incoming` seams over turmoil's TCP.
@@ -18,14 +19,11 @@
 //! fresh process and prints its report and history hash.
 //!
 //! # Limits of this simulator
-//! - The master's operation log and checkpoint live on the real file system (a temporary
-//!   directory per run): a master crash loses nothing unsynced.
-//! - One seed gives one history in a fresh process, every time; a second run of a seed in the
-//!   same process can differ (seen with seed 1 after the master began sealing complete replicas
-//!   in place: a client learns of a crashed chunkserver's broken connections a millisecond
-//!   apart), so some state global to the process, not found yet, reaches a decision. Replays
-//!   therefore run in a fresh process (`simulate`, `CAIRN_SIM_SEED`), and the sweep replays each
-//!   failing seed alone.
+//! One seed gives one history in a fresh process, every time; a second run of a seed in the same
+//! process can differ (seen with seed 1 after the master began sealing complete replicas in
+//! place: a client learns of a crashed chunkserver's broken connections a millisecond apart), so
+//! some state global to the process, not found yet, reaches a decision. Replays therefore run in
+//! a fresh process (`simulate`, `CAIRN_SIM_SEED`), and the sweep replays each failing seed alone.
 
 pub mod check;
 pub mod faults;
@@ -141,8 +139,13 @@ pub fn run(config: SimConfig) -> Outcome {
 
     let master_dir = dir.path().join("master");
     let seed = config.seed;
+    // The master's files live on an in-memory disk too: a master crash loses what it had not
+    // synced.
+    let master_disk = FaultyDisk::new();
+    let disk = master_disk.clone();
     sim.host("master", move || {
         let master_dir = master_dir.clone();
+        let disk = disk.clone();
         async move {
             let mut c = cairn_master::Config::new(&master_dir);
             c.heartbeat = Duration::from_millis(200);
@@ -150,6 +153,7 @@ pub fn run(config: SimConfig) -> Outcome {
             c.rpc_timeout = Duration::from_secs(2);
             let seams = cairn_master::Seams {
                 connector: Arc::new(SimConnector),
+                disk: cairn_files::shared(disk),
                 blocking: Blocking::Inline,
                 seed: Some(seed),
             };
@@ -219,7 +223,7 @@ pub fn run(config: SimConfig) -> Outcome {
         });
     }
 
-    let mut nemesis = Nemesis::new(config, disks, data_dirs);
+    let mut nemesis = Nemesis::new(config, disks, data_dirs, master_disk);
     loop {
         match sim.step() {
             Ok(true) => break,

@@ -5,13 +5,15 @@
 //! built with, and takes the binary from the same profile directory as the test executable. A
 //! plain `cargo test` from a fresh clone therefore works.
 //!
-//! One shortcut: if that binary already exists and is newer than every source file of the
-//! workspace (`*.rs`, `*.toml`, `*.proto`, `Cargo.lock`, outside `target/` and this crate), it is
-//! used as is. That is the case under `cargo test --workspace`, which builds `cairn` for the CLI's
-//! own tests first — with the whole workspace's features (tokio's `test-util`, from a
-//! dev-dependency, among them), so `cargo build -p cairn-cli` would rebuild tokio and everything
-//! above it only to get a different feature set: minutes of CI on two cores. Set
-//! `CAIRN_TESTS_BUILD=1` to always run the build.
+//! One shortcut: if that binary already exists, has the test-only flags (feature `test-faults`)
+//! and is newer than every source file of the workspace (`*.rs`, `*.toml`, `*.proto`,
+//! `Cargo.lock`, outside `target/` and this crate), it is used as is. That is the case under
+//! `cargo test --workspace`, which builds `cairn` for the CLI's own tests first — with the whole
+//! workspace's features (tokio's `test-util`, from a dev-dependency, among them, and
+//! `test-faults`, which this crate's dev-dependency on `cairn-master` turns on), so `cargo build
+//! -p cairn-cli` would rebuild tokio and everything above it only to get a different feature
+//! set: minutes of CI on two cores. The build this module runs itself asks for `--features
+//! test-faults`. Set `CAIRN_TESTS_BUILD=1` to always run the build.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,7 +54,7 @@ pub fn cairn_bin() -> &'static Path {
         }
         let (profile_dir, _) = test_profile_dir();
         let bin = profile_dir.join(BIN_NAME);
-        if std::env::var_os(BUILD_ENV).is_none() && is_fresh(&bin) {
+        if std::env::var_os(BUILD_ENV).is_none() && is_fresh(&bin) && has_test_faults(&bin) {
             eprintln!(
                 "cairn-tests: using {} (newer than every workspace source; \
                  {BUILD_ENV}=1 forces a build)",
@@ -88,14 +90,16 @@ fn test_profile_dir() -> (PathBuf, String) {
     (profile_dir, name)
 }
 
-/// Runs `cargo build -p cairn-cli --bin cairn` with the test executable's profile and returns the
-/// binary's path.
+/// Runs `cargo build -p cairn-cli --bin cairn --features test-faults` with the test executable's
+/// profile and returns the binary's path.
 fn build() -> PathBuf {
     let (profile_dir, profile_dir_name) = test_profile_dir();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(workspace_root())
-        .args(["build", "-p", "cairn-cli", "--bin", BIN_NAME]);
+        .args(["build", "-p", "cairn-cli", "--bin", BIN_NAME])
+        // The tests pass the hidden test-only flags (power-cut mode, crash points).
+        .args(["--features", "test-faults"]);
     // Cargo names the directory after the profile, except `dev` (and `test`) → `debug`.
     match profile_dir_name.as_str() {
         "debug" => {}
@@ -147,6 +151,30 @@ fn build() -> PathBuf {
         started.elapsed().as_secs_f64()
     );
     bin
+}
+
+/// Whether `bin` was built with the `test-faults` feature (the test-only flags the tests pass):
+/// its `master` takes `--test-crash-at` and refuses a bad point as a bad value, not as an
+/// unknown flag. A plain `cargo build` or `cargo test -p cairn-cli` leaves a fresh binary
+/// without them.
+fn has_test_faults(bin: &Path) -> bool {
+    let out = Command::new(bin)
+        .args([
+            "master",
+            "--data",
+            "unused",
+            "--test-crash-at",
+            "not-a-point",
+        ])
+        .output();
+    let has = out.is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("unknown crash point"));
+    if !has {
+        eprintln!(
+            "cairn-tests: {} lacks the test-only flags (feature test-faults); building",
+            bin.display()
+        );
+    }
+    has
 }
 
 /// Whether `bin` exists and is newer than every workspace source file that can go into it (see

@@ -336,6 +336,33 @@ impl Cluster {
         self.restart_chunkserver(i);
     }
 
+    /// Sets the arguments added to this server's command line (after the cluster's) for every
+    /// later start; an empty list drops earlier ones. The running process is left alone.
+    pub fn set_extra_args<S: AsRef<str>>(&mut self, role: Role, extra_args: &[S]) {
+        self.server_mut(role).extra_args =
+            extra_args.iter().map(|a| a.as_ref().to_owned()).collect();
+    }
+
+    /// Waits until a server exits on its own (a crash the test caused), reaps it and returns its
+    /// exit status.
+    ///
+    /// # Panics
+    /// If it is not running, or still runs after `timeout`.
+    pub fn wait_exit(&mut self, role: Role, timeout: Duration) -> std::process::ExitStatus {
+        let server = self.server_mut(role);
+        let name = server.name.clone();
+        let child = server
+            .child
+            .as_mut()
+            .unwrap_or_else(|| panic!("{name} is not running"));
+        let status = wait_until(&format!("{name} exits"), timeout, || {
+            child.try_wait().expect("try_wait on a child")
+        });
+        server.child = None;
+        eprintln!("cairn-tests: {name} exited on its own ({status})");
+        status
+    }
+
     /// Kills a server with SIGKILL and reaps it (bounded); a no-op if it is not running.
     pub fn kill(&mut self, role: Role) {
         let server = self.server_mut(role);

@@ -45,16 +45,17 @@
 //! runtime of their own. `create`, `seal` and `delete` block on disk I/O: call them from
 //! `spawn_blocking` in async code (with inline writers, on a simulated disk, directly).
 
-pub mod disk;
 pub mod fail_disk;
-pub mod faulty;
 mod files;
 pub mod meta;
 mod scan;
 pub mod schedule;
 pub mod server_disk;
-pub mod write_behind;
 mod writer;
+
+/// The disk seam, shared with the master: it lives in `cairn-files` (re-exported here, so the
+/// store's paths stay as they were).
+pub use cairn_files::{disk, faulty, write_behind};
 
 use std::collections::BTreeMap;
 use std::future::Future;

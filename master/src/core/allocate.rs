@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::{LogLock, MasterCore};
 use crate::chunkserver_api::{ChunkserverApi, CreateReplica, RpcError};
+use crate::crash_point::CrashPoint;
 use crate::error::{Error, Result};
 use crate::heartbeat::ReplicaReport;
 use crate::limits::ALLOCATION_ATTEMPTS_MAX;
@@ -231,6 +232,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
         for result in calls.join_all().await {
             result?;
         }
+        self.crash_point(CrashPoint::MidAllocation);
         self.create_one(loc.primary.clone(), request(true)).await
     }
 

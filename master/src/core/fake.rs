@@ -123,12 +123,14 @@ impl ChunkserverApi for Arc<Fake> {
 
 /// A master over the data directory `dir` (recovered from it if it holds one) and `fake`.
 pub(super) fn start(dir: &Path, fake: &Arc<Fake>) -> Arc<MasterCore<Arc<Fake>>> {
-    let (meta, last, file) = crate::oplog::open(dir).unwrap();
+    let disk = cairn_files::shared(cairn_files::FsDisk);
+    let (meta, last, file) = crate::oplog::open(&*disk, dir).unwrap();
     Arc::new(MasterCore::new(
         Config::new(dir),
         fake.clone(),
         meta,
         last,
+        disk,
         file,
         7,
         cairn_files::Blocking::Threads,

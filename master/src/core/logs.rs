@@ -392,7 +392,8 @@ mod tests {
     async fn stat_log_pages_cover_a_log_of_any_length() {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(Fake::default());
-        let (_, last, file) = crate::oplog::open(dir.path()).unwrap();
+        let disk = cairn_files::shared(cairn_files::FsDisk);
+        let (_, last, file) = crate::oplog::open(&*disk, dir.path()).unwrap();
         let mut meta = Metadata::default();
         meta.apply(&Entry::CreateLog {
             path: "/big".into(),
@@ -427,6 +428,7 @@ mod tests {
             fake,
             meta,
             last,
+            disk,
             file,
             7,
             cairn_files::Blocking::Threads,

@@ -27,10 +27,11 @@ use tokio::time::Instant;
 
 use crate::chunkserver_api::ChunkserverApi;
 use crate::config::Config;
+use crate::crash_point::{CrashPoint, CrashPoints};
 use crate::error::{Error, Result};
 use crate::heartbeat::Servers;
 use crate::meta::{Entry, LogMeta, Metadata};
-use crate::oplog::{Committer, OplogQueue};
+use crate::oplog::{Committer, LogFile, OplogQueue};
 use crate::repair::RepairStats;
 
 mod allocate;
@@ -112,6 +113,7 @@ pub(crate) struct MasterCore<C> {
     api: Arc<C>,
     inner: Arc<Mutex<Inner>>,
     committer: Committer,
+    crash_points: CrashPoints,
     repair_stats: RepairStats,
     /// When this process started: servers that never registered since count as dead only
     /// after the dead-after time has passed.
@@ -119,13 +121,16 @@ pub(crate) struct MasterCore<C> {
 }
 
 impl<C: ChunkserverApi> MasterCore<C> {
-    /// A master over recovered metadata whose operation log is `file`, through `last_sequence`.
+    /// A master over recovered metadata whose operation log is `file` on `disk`, through
+    /// `last_sequence`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         config: Config,
         api: C,
         meta: Metadata,
         last_sequence: u64,
-        file: std::fs::File,
+        disk: cairn_files::SharedDisk,
+        file: LogFile,
         seed: u64,
         blocking: cairn_files::Blocking,
     ) -> MasterCore<C> {
@@ -149,6 +154,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
         let for_committer = inner.clone();
         let every = config.checkpoint_every_entries;
         let committer = Committer::spawn(
+            disk,
             config.data_dir.clone(),
             file,
             last_sequence,
@@ -160,6 +166,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
             },
         );
         MasterCore {
+            crash_points: CrashPoints::new(config.test_crash_at),
             config,
             api: Arc::new(api),
             inner,
@@ -167,6 +174,12 @@ impl<C: ChunkserverApi> MasterCore<C> {
             repair_stats: RepairStats::default(),
             started: Instant::now(),
         }
+    }
+
+    /// The master passes the crash point `point`: aborts there if a test asked for it
+    /// (`--test-crash-at`).
+    fn crash_point(&self, point: CrashPoint) {
+        self.crash_points.reached(point);
     }
 
     /// When this master process started.

@@ -9,6 +9,7 @@ use tracing::{info, warn};
 
 use super::{Location, LogLock, MasterCore};
 use crate::chunkserver_api::{ChunkserverApi, RpcError};
+use crate::crash_point::CrashPoint;
 use crate::error::{Error, Result};
 use crate::heartbeat::ReplicaReport;
 use crate::meta::{Entry, merge_marks};
@@ -76,10 +77,12 @@ impl<C: ChunkserverApi> MasterCore<C> {
             return Box::pin(self.current_or_allocate(path, lock, &[])).await;
         };
         self.commit(sequence).await?;
+        self.crash_point(CrashPoint::AfterVersionLogged);
         info!(log = path, chunk = %handle, version = new_version, reason, "sealing chunk");
 
         // 3. Fence every known replica in parallel.
         let outcomes = self.fence_all(handle, new_version, &targets).await;
+        self.crash_point(CrashPoint::AfterFence);
         match crate::seal::plan(&outcomes) {
             SealPlan::Unavailable => Err(Error::FenceUnanswered { handle }),
             SealPlan::Abandon => {
@@ -98,6 +101,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 if sealed.is_empty() {
                     return Err(Error::SealUnanswered { handle });
                 }
+                self.crash_point(CrashPoint::BeforeSealLogged);
                 let sequence = {
                     let mut g = self.lock();
                     let log = g.check_log(path, lock)?;

@@ -1,18 +1,22 @@
-//! The small file-system interface the store is generic over: [`FsDisk`] on `std::fs` for real
-//! use, [`crate::store::faulty::FaultyDisk`] in memory for fault-injection tests, so that the
-//! store's whole logic (group commit, meta, recovery) runs under faults.
+//! The small file-system interface both server roles write through: [`FsDisk`] on `std::fs` for
+//! real use, [`crate::faulty::FaultyDisk`] in memory for fault-injection tests and simulations,
+//! [`crate::write_behind::WriteBehindDisk`] for the power-cut test mode. The chunkserver's store
+//! is generic over it, so its whole logic (group commit, meta, recovery) runs under faults; the
+//! master holds one as a [`SharedDisk`] (a [`Disk`] behind a trait object, [`shared`]) for its
+//! operation log, checkpoint and cluster id.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::limits::WRITEV_IOVECS_MAX;
+use crate::WRITEV_IOVECS_MAX;
 
-/// A directory tree of files. Paths are whatever the store builds with `Path::join`.
+/// A directory tree of files. Paths are whatever the caller builds with `Path::join`.
 pub trait Disk: Send + Sync + 'static {
     /// An open file.
     type File: DiskFile;
@@ -163,5 +167,64 @@ impl DiskFile for File {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         File::set_len(self, len)
+    }
+}
+
+/// Any [`Disk`] as a trait object, its files boxed ([`shared`] makes one).
+pub type DynDisk = dyn Disk<File = Box<dyn DiskFile>>;
+
+/// A [`DynDisk`] that clones share: what the master is given in its seams.
+pub type SharedDisk = Arc<DynDisk>;
+
+/// `disk` as a [`SharedDisk`]. Clones of a disk that share their files (every disk here does)
+/// stay in step with it, so a test can keep a clone to crash or inspect.
+pub fn shared<D: Disk>(disk: D) -> SharedDisk {
+    Arc::new(Boxed(disk))
+}
+
+/// A [`Disk`] whose files are boxed, so that disks of every kind have one file type.
+struct Boxed<D>(D);
+
+impl<D: Disk> Disk for Boxed<D> {
+    type File = Box<dyn DiskFile>;
+
+    fn create(&self, path: &Path) -> io::Result<Self::File> {
+        Ok(Box::new(self.0.create(path)?))
+    }
+    fn open(&self, path: &Path) -> io::Result<Self::File> {
+        Ok(Box::new(self.0.open(path)?))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.0.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.0.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.0.sync_dir(dir)
+    }
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        self.0.list_dir(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.0.create_dir_all(dir)
+    }
+}
+
+impl DiskFile for Box<dyn DiskFile> {
+    fn size(&self) -> io::Result<u64> {
+        (**self).size()
+    }
+    fn write_vectored_at(&self, bufs: &[Bytes], offset: u64) -> io::Result<usize> {
+        (**self).write_vectored_at(bufs, offset)
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        (**self).read_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        (**self).sync_data()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        (**self).set_len(len)
     }
 }

@@ -8,7 +8,8 @@
 //! Switches: fail reads of a file with EIO; fail the next fsync with EIO (and, as Linux does, drop the unsynced pages so a
 //! later fsync cannot resurrect them); report ENOSPC once files have grown by N more bytes;
 //! tear the next write after K bytes, after which the disk is "dead" (every call fails) until
-//! [`FaultyDisk::crash`]; flip a byte. `crash` discards everything not synced, optionally keeping
+//! [`FaultyDisk::crash`]; cut the power at the N-th sync or at the N-th changing call of any
+//! kind (dead until `crash`); flip a byte. `crash` discards everything not synced, optionally keeping
 //! a prefix of the unsynced writes (a torn tail), and invalidates every open handle, so a store
 //! still running against the old handles cannot change the "rebooted" disk.
 
@@ -19,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
-use super::disk::{Disk, DiskFile};
+use crate::disk::{Disk, DiskFile};
 
 /// An in-memory, fault-injecting [`Disk`]. Clones share the same files.
 #[derive(Clone, Debug, Default)]
@@ -48,6 +49,8 @@ struct State {
     syncs_running_max: u64,
     /// Power fails when this many more `sync_data` calls have started (the last one included).
     crash_at_sync: Option<u64>,
+    /// Power fails when this many more changing calls have started (the last one included).
+    power_off_at_call: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -147,6 +150,15 @@ impl FaultyDisk {
         s.durable_names.clear();
     }
 
+    /// Power fails at the start of the `n`-th changing call from now (`n` ≥ 1): a create,
+    /// rename, removal, directory sync, write, length change or `sync_data`. That call changes
+    /// nothing and fails, and so does every later call until [`FaultyDisk::crash`] (the reboot)
+    /// decides what survived. Stepping `n` from 1 up interrupts a sequence of steps (such as
+    /// [`crate::replace`]) before each of its steps in turn.
+    pub fn power_off_at_call(&self, n: u64) {
+        self.lock().power_off_at_call = Some(n.max(1));
+    }
+
     /// The most `sync_data` calls that ever ran at the same time (with a sync delay set, on
     /// different files: overlapping flushes).
     pub fn max_concurrent_syncs(&self) -> u64 {
@@ -155,10 +167,28 @@ impl FaultyDisk {
 }
 
 impl State {
+    /// Counts one changing call toward [`FaultyDisk::power_off_at_call`]; fails if the power
+    /// goes now.
+    fn changing_call(&mut self) -> io::Result<()> {
+        match self.power_off_at_call {
+            Some(n) if n <= 1 => {
+                self.power_off_at_call = None;
+                self.dead = true;
+                Err(eio("power cut"))
+            }
+            Some(n) => {
+                self.power_off_at_call = Some(n - 1);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     fn crash(&mut self, keep_unsynced_bytes: usize) {
         let s = self;
         s.epoch += 1;
         s.crash_at_sync = None;
+        s.power_off_at_call = None;
         s.dead = false;
         s.fail_next_sync = false;
         s.fail_reads_of = None;
@@ -267,6 +297,7 @@ impl Disk for FaultyDisk {
 
     fn create(&self, path: &Path) -> io::Result<FaultyFile> {
         let mut s = self.live()?;
+        s.changing_call()?;
         if let Some(&ino) = s.names.get(path) {
             let f = s.files.get_mut(&ino).expect("inode exists");
             f.current.clear();
@@ -290,6 +321,7 @@ impl Disk for FaultyDisk {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.live()?;
+        s.changing_call()?;
         let ino = s.names.remove(from).ok_or(io::ErrorKind::NotFound)?;
         s.names.insert(to.to_path_buf(), ino);
         Ok(())
@@ -297,12 +329,14 @@ impl Disk for FaultyDisk {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut s = self.live()?;
+        s.changing_call()?;
         s.names.remove(path).ok_or(io::ErrorKind::NotFound)?;
         Ok(())
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.live()?;
+        s.changing_call()?;
         let in_dir = |p: &Path| p.parent() == Some(dir);
         let mut durable: BTreeMap<PathBuf, u64> = s
             .durable_names
@@ -342,6 +376,7 @@ impl DiskFile for FaultyFile {
 
     fn write_vectored_at(&self, bufs: &[Bytes], offset: u64) -> io::Result<usize> {
         self.with(|s, ino| {
+            s.changing_call()?;
             let mut data: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
             let cur_len = s.files[&ino].current.len() as u64;
             let mut result_len = data.len();
@@ -413,6 +448,7 @@ impl DiskFile for FaultyFile {
         }
         self.disk.lock().syncs_running -= 1;
         self.with(|s, ino| {
+            s.changing_call()?;
             let fail = std::mem::take(&mut s.fail_next_sync);
             let f = s.files.get_mut(&ino).expect("inode exists");
             let ops = std::mem::take(&mut f.unsynced);
@@ -433,6 +469,7 @@ impl DiskFile for FaultyFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.with(|s, ino| {
+            s.changing_call()?;
             let f = s.files.get_mut(&ino).expect("inode exists");
             f.current.resize(len as usize, 0);
             f.unsynced.push(Op::SetLen(len));

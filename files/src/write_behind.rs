@@ -1,7 +1,7 @@
 //! [`WriteBehindDisk`]: a test-mode [`Disk`] over real files that keeps every unsynced write in
 //! process memory, so that killing the process (SIGKILL) loses what a power cut may lose.
 //!
-//! With [`super::disk::FsDisk`], bytes written but not yet fsynced sit in the kernel's page cache
+//! With [`crate::disk::FsDisk`], bytes written but not yet fsynced sit in the kernel's page cache
 //! and survive a `kill -9`; only a power cut or kernel crash loses them. A multi-process test
 //! cannot cut the power, so in this mode a file's writes stay in memory until `sync_data`, and a
 //! killed process takes them with it. While the process lives the store sees exactly what it
@@ -23,8 +23,9 @@
 //! - `rename`, `remove_file`, `list_dir`, `create_dir_all` and `sync_dir` act on the real
 //!   directory at once, as with `FsDisk`. So this mode loses unsynced *data* and lengths, not
 //!   unsynced *directory entries*: a rename or removal killed before its `sync_dir` survives,
-//!   where a power cut might undo it. The store follows every such change with a `sync_dir`
-//!   straight away; lost entries are covered by [`super::faulty::FaultyDisk`] in unit tests.
+//!   where a power cut might undo it. The store and [`crate::replace`] follow every such change
+//!   with a `sync_dir`
+//!   straight away; lost entries are covered by [`crate::faulty::FaultyDisk`] in unit tests.
 //!
 //! Handles of one file (found by device and inode) share their pending state, as open files of
 //! one inode share the page cache. Dropping the last handle, or the process ending in any way
@@ -39,8 +40,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
 
-use super::disk::{Disk, DiskFile, FsDisk};
-use crate::limits::WRITEV_IOVECS_MAX;
+use crate::WRITEV_IOVECS_MAX;
+use crate::disk::{Disk, DiskFile, FsDisk};
 
 /// A [`Disk`] on the real file system whose files keep unsynced writes and length changes in
 /// memory until `sync_data` (see the module documentation). Clones share the open files.
