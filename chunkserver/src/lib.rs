@@ -31,13 +31,18 @@
 //!   - [`store::disk`]: the [`Disk`] trait the store is generic over, and [`FsDisk`].
 //!   - [`store::faulty`]: [`FaultyDisk`], which tears writes, fails fsync, fills up, flips bits
 //!     and loses unsynced data on a simulated crash.
-//!   - [`store::write_behind`]: [`WriteBehindDisk`], the power-cut test mode
-//!     (`--test-power-cut`): real files whose unsynced writes live in process memory.
-//!   - [`store::server_disk`]: [`ServerDisk`], the server's choice between the two.
+//!   - `store::write_behind` (feature `test-faults`): `WriteBehindDisk`, the power-cut test
+//!     mode (`--test-power-cut`): real files whose unsynced writes live in process memory.
+//!   - `store::fail_disk` (feature `test-faults`): `FailDisk`, injected disk faults (the
+//!     `--test-fail-…` and `--test-disk-full-…` flags).
+//!   - [`store::server_disk`]: [`ServerDisk`], the server's choice among them.
 //!   - [`store::meta`]: the `.meta` replica-state slots (FORMAT.md).
 //!   - [`store::schedule`]: where open replicas' writers run: a bounded thread pool, or inline.
 //! - [`scrub`]: the scrubber, which re-verifies sealed replicas at a bounded rate and marks
 //!   bad ones corrupt (persisted; reported to the master; their reads refused).
+//! - [`test_faults`]: the hidden `--test-…` flags and the faults they inject, compiled only
+//!   with the cargo feature `test-faults` (empty without it: a release build cannot be asked
+//!   to lose data).
 //! - [`limits`]: every bound of the crate.
 //! - [`error`]: [`Error`] and [`Result`].
 //!
@@ -72,6 +77,7 @@ pub mod scrub;
 pub mod server;
 mod service;
 pub mod store;
+pub mod test_faults;
 
 pub use config::{Args, Config};
 pub use error::{Error, Result};
@@ -80,5 +86,7 @@ pub use server::{Seams, serve, serve_with};
 pub use store::disk::{Disk, DiskFile, FsDisk};
 pub use store::faulty::FaultyDisk;
 pub use store::server_disk::ServerDisk;
+#[cfg(feature = "test-faults")]
 pub use store::write_behind::WriteBehindDisk;
 pub use store::{ChunkStore, ReplicaState, Store, StoreOptions, StoreStats};
+pub use test_faults::{ENABLED as TEST_FAULTS, TestFaultArgs, TestFaults};

@@ -177,9 +177,12 @@ pub(crate) struct Node {
     /// When the bandwidth bound lets the next copied bytes in: every copy into this
     /// chunkserver books its reads on this one clock, so they share the bound.
     pub(crate) replicate_clock: Mutex<Instant>,
-    /// Test mode: abort as a primary before forwarding this many-th write.
+    /// Test mode (feature `test-faults`): abort as a primary before forwarding this many-th
+    /// write.
+    #[cfg(feature = "test-faults")]
     abort_before_forward_after: Option<u64>,
     /// Writes started as a primary (counted only in that test mode).
+    #[cfg(feature = "test-faults")]
     primary_writes: std::sync::atomic::AtomicU64,
     /// True once the server is shutting down: long polls return.
     stopping: watch::Receiver<bool>,
@@ -205,7 +208,9 @@ impl Node {
             rpc_timeout,
             replicate_bytes_per_sec,
             replicate_clock: Mutex::new(Instant::now()),
+            #[cfg(feature = "test-faults")]
             abort_before_forward_after: None,
+            #[cfg(feature = "test-faults")]
             primary_writes: std::sync::atomic::AtomicU64::new(0),
             stopping,
             address: String::new(),
@@ -240,8 +245,10 @@ impl Node {
         &self.address
     }
 
-    /// Test mode (`--test-abort-before-forward-after N`): abort the process as a primary right
-    /// after queueing the N-th write locally, before forwarding it. Never for real data.
+    /// Test mode (`--test-abort-before-forward-after N`, feature `test-faults`): abort the
+    /// process as a primary right after queueing the N-th write locally, before forwarding it.
+    /// Never for real data.
+    #[cfg(feature = "test-faults")]
     pub(crate) fn with_test_abort_before_forward(mut self, after: Option<u64>) -> Node {
         if let Some(n) = after {
             warn!(
@@ -253,6 +260,7 @@ impl Node {
         self
     }
 
+    #[cfg(feature = "test-faults")]
     fn abort_before_this_forward(&self) -> bool {
         self.abort_before_forward_after.is_some_and(|n| {
             self.primary_writes
@@ -516,6 +524,7 @@ impl Node {
             Bytes::from(out)
         };
         let local = self.store.append(handle, version, w.offset, bytes.clone());
+        #[cfg(feature = "test-faults")]
         if self.abort_before_this_forward() {
             // Fault test: the primary dies between its local write and its forwards.
             eprintln!("TEST MODE: aborting between the local write and the forwards");
@@ -765,7 +774,7 @@ mod tests {
     use cairn_record::{RecordId, encode_record};
 
     fn node(dir: &std::path::Path) -> Node {
-        let store = Store::open(dir, ServerDisk::new(false)).expect("open the store");
+        let store = Store::open(dir, ServerDisk::Fs(crate::FsDisk)).expect("open the store");
         let (_stop, stopping) = watch::channel(false);
         Node::new(
             Arc::new(store),

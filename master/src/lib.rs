@@ -83,6 +83,10 @@ mod versions;
 pub use config::{Args, Config};
 pub use error::{Error, Result};
 
+/// Whether this build has the cargo feature `test-faults` (test-only fault injection through
+/// hidden `--test-…` flags; never in a release build).
+pub const TEST_FAULTS: bool = cfg!(feature = "test-faults");
+
 /// Runs a master on `listener` until `shutdown` completes, then writes a final checkpoint.
 ///
 /// Start-up loads `config.data_dir` (checkpoint plus operation log) and fails with a clear

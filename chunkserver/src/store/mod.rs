@@ -46,6 +46,7 @@
 //! `spawn_blocking` in async code (with inline writers, on a simulated disk, directly).
 
 pub mod disk;
+#[cfg(feature = "test-faults")]
 pub mod fail_disk;
 pub mod faulty;
 mod files;
@@ -53,6 +54,7 @@ pub mod meta;
 mod scan;
 pub mod schedule;
 pub mod server_disk;
+#[cfg(feature = "test-faults")]
 pub mod write_behind;
 mod writer;
 
