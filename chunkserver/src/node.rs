@@ -18,11 +18,12 @@ use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
 use crate::limits::{READ_BYTES_MAX, READ_WAIT_MS_MAX, REORDER_HOLD_MS};
-use crate::marks::{Mark, scan_marks};
+use crate::marks::scan_marks;
 use crate::peers::PeerApi;
 use crate::primary::{Admission, Batch, Inherited, Primary, Write};
 use crate::store::server_disk::ServerDisk;
 use crate::store::{ChunkStore, ReplicaState, Store};
+use cairn_record::WriterMark;
 
 /// Reads larger than this run on a blocking thread (every read is a `pread`; a small one of a
 /// recently written or read page costs less than the hop to a blocking thread).
@@ -70,7 +71,7 @@ pub(crate) struct FenceOutcome {
     pub(crate) state: ReplicaState,
     /// Per writer, its last record in `[32, marks_through)`: the most recently active
     /// writers first, at most `cairn_proto::WRITER_MARKS_MAX`.
-    pub(crate) writer_marks: Vec<Mark>,
+    pub(crate) writer_marks: Vec<WriterMark>,
     /// The end of the prefix the marks cover: the commit offset this replica knows (or the
     /// start of its first bad range below it).
     pub(crate) marks_through: u64,

@@ -345,18 +345,17 @@ fn location(l: Location) -> pb::ChunkLocation {
 fn marks_to_pb(marks: Vec<WriterMark>, mut epochs: BTreeMap<u64, u64>) -> Vec<pb::WriterMark> {
     let mut out: Vec<pb::WriterMark> = marks
         .into_iter()
-        .map(|m| pb::WriterMark {
-            writer: m.writer,
-            sequence: m.sequence,
-            frame_crc: m.frame_crc,
-            epoch: epochs.remove(&m.writer).unwrap_or(0),
+        .map(|m| {
+            let epoch = epochs.remove(&m.writer).unwrap_or(0);
+            pb::WriterMark::with_epoch(m, epoch)
         })
         .collect();
-    out.extend(epochs.into_iter().map(|(writer, epoch)| pb::WriterMark {
-        writer,
-        sequence: 0,
-        frame_crc: 0,
-        epoch,
+    out.extend(epochs.into_iter().map(|(writer, epoch)| {
+        let unmarked = WriterMark {
+            writer,
+            ..WriterMark::default()
+        };
+        pb::WriterMark::with_epoch(unmarked, epoch)
     }));
     out
 }
@@ -443,15 +442,7 @@ impl ChunkserverApi for GrpcChunkservers {
             length: r.durable_length,
             version: r.version,
             sealed: r.sealed,
-            marks: r
-                .writer_marks
-                .into_iter()
-                .map(|m| WriterMark {
-                    writer: m.writer,
-                    sequence: m.sequence,
-                    frame_crc: m.frame_crc,
-                })
-                .collect(),
+            marks: r.writer_marks.into_iter().map(WriterMark::from).collect(),
             marks_through: r.marks_through,
         })
     }

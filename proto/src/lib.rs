@@ -2,9 +2,16 @@
 //!
 //! Only the `service.rs` modules of the role crates and the client library touch these types;
 //! everything else works with domain types. `bytes` fields are `bytes::Bytes`.
+//!
+//! # Layout
+//! - `v1`: the generated messages, clients and servers.
+//! - `marks`: `v1::WriterMark` to and from `cairn_record::WriterMark`.
+//! - [`net`]: the one channel and server builder, the `Connector` seam, and (feature
+//!   `memory-net`) an in-memory network.
 
 #![allow(missing_docs, unreachable_pub, clippy::all)]
 
+mod marks;
 pub mod net;
 
 /// Version 1 of the API.
