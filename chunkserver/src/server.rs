@@ -8,13 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::GRPC_MESSAGE_BYTES_MAX;
-use cairn_proto::net::{Connector, TcpConnector};
+use cairn_proto::net::{Connector, Incoming, TcpConnector};
 use cairn_proto::v1::chunkserver_server::ChunkserverServer;
-use futures_util::Stream;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::server::{Connected, TcpIncoming};
+use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 use crate::config::{Config, split_host_port};
@@ -86,18 +84,12 @@ pub async fn serve(
 /// requests finish, and the store is closed (its writer threads stopped) before this returns,
 /// unless a request still holds it. Errors: a bad configuration, a store that cannot be
 /// opened, or a failed server.
-pub async fn serve_with<I, IO, IE>(
+pub async fn serve_with(
     config: Config,
-    incoming: I,
+    incoming: impl Incoming,
     seams: Seams,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()>
-where
-    I: Stream<Item = std::result::Result<IO, IE>> + Send + 'static,
-    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
-    IO::ConnectInfo: Clone + Send + Sync + 'static,
-    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> Result<()> {
     config.validate()?;
     let advertise = config.advertise.clone();
     let data_dir = config.data_dir.clone();

@@ -55,10 +55,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use cairn_files::Blocking;
-use cairn_proto::net::{Connector, TcpConnector};
-use futures_util::Stream;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tonic::transport::server::{Connected, TcpIncoming};
+use cairn_proto::net::{Connector, Incoming, TcpConnector};
+use tonic::transport::server::TcpIncoming;
 
 mod checkpoint;
 mod chunkserver_api;
@@ -133,19 +131,13 @@ impl Seams {
 
 /// [`serve`] on any transport: the connections `incoming` yields (named `address` in the logs),
 /// built from `seams`.
-pub async fn serve_with<I, IO, IE>(
+pub async fn serve_with(
     config: Config,
     address: &str,
-    incoming: I,
+    incoming: impl Incoming,
     seams: Seams,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()>
-where
-    I: Stream<Item = std::result::Result<IO, IE>> + Send + 'static,
-    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
-    IO::ConnectInfo: Clone + Send + Sync + 'static,
-    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> Result<()> {
     config.validate()?;
     let Seams {
         connector,

@@ -58,23 +58,12 @@ impl From<Error> for Status {
 }
 
 /// Runs the gRPC server on the connections `incoming` yields until `shutdown` completes.
-pub(crate) async fn run<I, IO, IE>(
+pub(crate) async fn run(
     core: Arc<MasterCore<GrpcChunkservers>>,
     cluster_id: u64,
-    incoming: I,
+    incoming: impl cairn_proto::net::Incoming,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Error>
-where
-    I: futures_util::Stream<Item = Result<IO, IE>> + Send + 'static,
-    IO: tokio::io::AsyncRead
-        + tokio::io::AsyncWrite
-        + tonic::transport::server::Connected
-        + Unpin
-        + Send
-        + 'static,
-    IO::ConnectInfo: Clone + Send + Sync + 'static,
-    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> Result<(), Error> {
     let service = MasterServer::from_arc(Arc::new(MasterService { core, cluster_id }))
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
