@@ -27,6 +27,8 @@
 //! - `primary`: the primary's per-chunk bookkeeping: batch checks, writer marks, offsets,
 //!   padding, full / broken / fenced flags and the commit offset. Synchronous, no I/O.
 //! - `heartbeat`: registration at start, heartbeats, deletes the master asks for.
+//! - `replicate`: re-replication and catch-up: a sealed chunk's missing bytes copied from a
+//!   chunkserver that holds it, checked frame by frame, sealed and compared by CRC-32.
 //! - [`store`]: the [`ChunkStore`] trait, [`Store`] and [`ReplicaState`].
 //!   - [`store::disk`]: the [`Disk`] trait the store is generic over, and [`FsDisk`].
 //!   - [`store::faulty`]: [`FaultyDisk`], which tears writes, fails fsync, fills up, flips bits
@@ -38,6 +40,8 @@
 //!   - [`store::server_disk`]: [`ServerDisk`], the server's choice among them.
 //!   - [`store::meta`]: the `.meta` replica-state slots (FORMAT.md).
 //!   - [`store::schedule`]: where open replicas' writers run: a bounded thread pool, or inline.
+//!   - `store::writer`, `store::files`, `store::scan`: an open replica's group-commit writer,
+//!     the replica files and their descriptor cache, and the startup scan (see [`store`]).
 //! - [`scrub`]: the scrubber, which re-verifies sealed replicas at a bounded rate and marks
 //!   bad ones corrupt (persisted; reported to the master; their reads refused).
 //! - [`test_faults`]: the hidden `--test-…` flags and the faults they inject, compiled only
