@@ -5,8 +5,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cairn_record::ChunkHandle;
-
 use crate::error::{Error, Result};
 use crate::limits::{
     HEARTBEAT_MS_MAX, HEARTBEAT_MS_MIN, REPLICATE_BYTES_PER_SEC_MIN, RPC_TIMEOUT_MS_MAX,
@@ -14,7 +12,7 @@ use crate::limits::{
     SCRUB_BYTES_PER_SEC_MIN, SCRUB_INTERVAL_MS_DEFAULT, SCRUB_INTERVAL_MS_MAX,
 };
 use crate::scrub::ScrubConfig;
-use crate::store::fail_disk::DiskFaults;
+use crate::test_faults::{TestFaultArgs, TestFaults};
 
 /// `cairn chunkserver` flags.
 #[derive(clap::Args, Clone, Debug)]
@@ -57,17 +55,6 @@ pub struct Args {
     /// another chunkserver), in bytes per second.
     #[arg(long, env = "CAIRN_REPLICATE_BYTES_PER_SEC", default_value_t = 64 << 20)]
     pub replicate_bytes_per_sec: u64,
-    /// TEST MODE, never for real data: keep every write in process memory until its fsync, so
-    /// that killing the process (SIGKILL) loses what a power cut may lose. Only data and lengths
-    /// are held back; directory changes reach the disk at once. Hidden from --help. The variable
-    /// takes 1/0, true/false, yes/no or on/off.
-    #[arg(
-        long,
-        env = "CAIRN_TEST_POWER_CUT",
-        hide = true,
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
-    pub test_power_cut: bool,
     /// Time from the start of one scrub pass (re-verifying every sealed replica) to the next, in
     /// milliseconds; 0 turns scrubbing off. The first pass starts at startup.
     #[arg(long, env = "CAIRN_SCRUB_INTERVAL_MS", default_value_t = SCRUB_INTERVAL_MS_DEFAULT)]
@@ -75,48 +62,9 @@ pub struct Args {
     /// Most bytes per second the scrubber reads (minimum 65536).
     #[arg(long, env = "CAIRN_SCRUB_BYTES_PER_SEC", default_value_t = SCRUB_BYTES_PER_SEC_DEFAULT)]
     pub scrub_bytes_per_sec: u64,
-    /// TEST MODE, never for real data: as a primary, abort the process right after queueing the
-    /// N-th write on its own store and before forwarding it to the secondaries (the crash point
-    /// between a primary's local write and its forwards). Hidden from --help.
-    #[arg(
-        long,
-        env = "CAIRN_TEST_ABORT_BEFORE_FORWARD_AFTER",
-        hide = true,
-        value_name = "N"
-    )]
-    pub test_abort_before_forward_after: Option<u64>,
-    /// TEST MODE, never for real data: after N successful fsyncs of chunk files in this process,
-    /// the next one fails with EIO, once (later ones succeed again); the store fails that
-    /// replica for good and the master replaces it. Hidden from --help.
-    #[arg(
-        long,
-        env = "CAIRN_TEST_FAIL_FSYNC_AFTER",
-        hide = true,
-        value_name = "N"
-    )]
-    pub test_fail_fsync_after: Option<u64>,
-    /// TEST MODE, never for real data: once this process has written N bytes of chunk data,
-    /// chunk writes fail with ENOSPC (the write crossing N is cut short), and the free space
-    /// reported to the master and checked by CreateReplica is at most what is left of N.
-    /// Hidden from --help.
-    #[arg(
-        long,
-        env = "CAIRN_TEST_DISK_FULL_AFTER_BYTES",
-        hide = true,
-        value_name = "N"
-    )]
-    pub test_disk_full_after_bytes: Option<u64>,
-    /// TEST MODE, never for real data: reads of these chunks' data files fail with EIO
-    /// (16-hex-digit handles, comma-separated; name sealed replicas: an open replica that
-    /// cannot be read at start-up stops the chunkserver). Hidden from --help.
-    #[arg(
-        long,
-        env = "CAIRN_TEST_FAIL_READS_OF",
-        hide = true,
-        value_delimiter = ',',
-        value_name = "HANDLE"
-    )]
-    pub test_fail_reads_of: Vec<ChunkHandle>,
+    /// The hidden `--test-…` flags (cargo feature `test-faults`; none without it).
+    #[command(flatten)]
+    pub test_faults: TestFaultArgs,
 }
 
 /// A validated chunkserver configuration.
@@ -144,21 +92,14 @@ pub struct Config {
     /// Bandwidth bound of re-replication into this chunkserver, bytes per second. Default
     /// 64 MiB/s, minimum 1 MiB/s.
     pub replicate_bytes_per_sec: u64,
-    /// The power-cut test mode (`--test-power-cut`): the store runs on a
-    /// [`crate::store::write_behind::WriteBehindDisk`], so a killed process loses its unsynced
-    /// writes. Default false; never for real data.
-    pub test_power_cut: bool,
     /// Time from one scrub pass's start to the next one's, in milliseconds. Default one hour,
     /// 0 = off, maximum 30 days.
     pub scrub_interval_ms: u64,
     /// Scrub rate in bytes per second. Default 32 MiB/s, minimum 64 KiB/s, maximum 16 GiB/s.
     pub scrub_bytes_per_sec: u64,
-    /// Disk faults to inject (the `--test-fail-…` and `--test-disk-full-…` flags). Default
+    /// Faults to inject (the hidden `--test-…` flags, cargo feature `test-faults`). Default
     /// none; never for real data.
-    pub disk_faults: DiskFaults,
-    /// `--test-abort-before-forward-after`: abort as a primary before forwarding the N-th
-    /// write. Default none; never for real data.
-    pub test_abort_before_forward_after: Option<u64>,
+    pub test_faults: TestFaults,
 }
 
 impl Config {
@@ -173,9 +114,7 @@ impl Config {
             adopt_cluster_id: false,
             rpc_timeout_ms: 5000,
             replicate_bytes_per_sec: 64 << 20,
-            test_power_cut: false,
-            disk_faults: DiskFaults::default(),
-            test_abort_before_forward_after: None,
+            test_faults: TestFaults::default(),
             scrub_interval_ms: SCRUB_INTERVAL_MS_DEFAULT,
             scrub_bytes_per_sec: SCRUB_BYTES_PER_SEC_DEFAULT,
         }
@@ -258,15 +197,9 @@ impl TryFrom<Args> for Config {
             adopt_cluster_id: a.adopt_cluster_id,
             rpc_timeout_ms: a.rpc_timeout_ms,
             replicate_bytes_per_sec: a.replicate_bytes_per_sec,
-            test_power_cut: a.test_power_cut,
             scrub_interval_ms: a.scrub_interval_ms,
             scrub_bytes_per_sec: a.scrub_bytes_per_sec,
-            disk_faults: DiskFaults {
-                fail_fsync_after: a.test_fail_fsync_after,
-                disk_full_after_bytes: a.test_disk_full_after_bytes,
-                fail_reads_of: a.test_fail_reads_of,
-            },
-            test_abort_before_forward_after: a.test_abort_before_forward_after,
+            test_faults: TestFaults::from(a.test_faults),
         };
         config.validate()?;
         Ok(config)
@@ -305,33 +238,10 @@ mod tests {
             adopt_cluster_id: false,
             rpc_timeout_ms: 5000,
             replicate_bytes_per_sec: 64 << 20,
-            test_power_cut: false,
             scrub_interval_ms: SCRUB_INTERVAL_MS_DEFAULT,
             scrub_bytes_per_sec: SCRUB_BYTES_PER_SEC_DEFAULT,
-            test_abort_before_forward_after: None,
-            test_fail_fsync_after: None,
-            test_disk_full_after_bytes: None,
-            test_fail_reads_of: Vec::new(),
+            test_faults: TestFaultArgs::default(),
         }
-    }
-
-    #[test]
-    fn the_power_cut_test_mode_is_off_unless_asked_for_and_hidden_from_help() {
-        use clap::{CommandFactory, Parser};
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            args: Args,
-        }
-        let parse = |extra: &[&str]| {
-            let argv = ["cairn", "--data", "/tmp/x"].iter().chain(extra);
-            Config::try_from(Cli::try_parse_from(argv).unwrap().args).unwrap()
-        };
-        assert!(!parse(&[]).test_power_cut);
-        assert!(parse(&["--test-power-cut"]).test_power_cut);
-        let help = Cli::command().render_long_help().to_string();
-        assert!(help.contains("--heartbeat-ms"), "{help}");
-        assert!(!help.contains("power-cut"), "{help}");
     }
 
     #[test]
@@ -352,42 +262,6 @@ mod tests {
             ..args()
         });
         assert!(e.unwrap_err().to_string().contains("--scrub-interval-ms"));
-    }
-
-    #[test]
-    fn disk_fault_flags_parse_and_are_hidden_from_help() {
-        use clap::{CommandFactory, Parser};
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            args: Args,
-        }
-        let parse = |extra: &[&str]| {
-            let argv = ["cairn", "--data", "/tmp/x"].iter().chain(extra);
-            Config::try_from(Cli::try_parse_from(argv).unwrap().args).unwrap()
-        };
-        assert!(parse(&[]).disk_faults.is_empty());
-        let c = parse(&[
-            "--test-fail-fsync-after",
-            "3",
-            "--test-disk-full-after-bytes",
-            "1048576",
-            "--test-fail-reads-of",
-            "00000000000000ff,0000000000000a00",
-        ]);
-        assert_eq!(
-            c.disk_faults,
-            DiskFaults {
-                fail_fsync_after: Some(3),
-                disk_full_after_bytes: Some(1 << 20),
-                fail_reads_of: vec![ChunkHandle(0xff), ChunkHandle(0xa00)],
-            }
-        );
-        let bad = ["cairn", "--data", "/x", "--test-fail-reads-of", "zz"];
-        assert!(Cli::try_parse_from(bad).is_err());
-        let help = Cli::command().render_long_help().to_string();
-        assert!(!help.contains("test-fail"), "{help}");
-        assert!(!help.contains("disk-full"), "{help}");
     }
 
     #[test]

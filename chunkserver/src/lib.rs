@@ -27,18 +27,27 @@
 //! - `primary`: the primary's per-chunk bookkeeping: batch checks, writer marks, offsets,
 //!   padding, full / broken / fenced flags and the commit offset. Synchronous, no I/O.
 //! - `heartbeat`: registration at start, heartbeats, deletes the master asks for.
+//! - `replicate`: re-replication and catch-up: a sealed chunk's missing bytes copied from a
+//!   chunkserver that holds it, checked frame by frame, sealed and compared by CRC-32.
 //! - [`store`]: the [`ChunkStore`] trait, [`Store`] and [`ReplicaState`].
-//!   - [`store::disk`], [`store::faulty`], [`store::write_behind`]: re-exports of the disk seam
+//!   - [`store::disk`], [`store::faulty`], `store::write_behind`: re-exports of the disk seam
 //!     that lives in `cairn-files` and is shared with the master: the [`Disk`] trait the store
 //!     is generic over, [`FsDisk`], [`FaultyDisk`] (in memory: tears writes, fails fsync, fills
-//!     up, flips bits, loses unsynced data on a simulated crash) and [`WriteBehindDisk`], the
-//!     power-cut test mode (`--test-power-cut`): real files whose unsynced writes live in
-//!     process memory.
-//!   - [`store::server_disk`]: [`ServerDisk`], the server's choice between the two.
+//!     up, flips bits, loses unsynced data on a simulated crash) and `WriteBehindDisk`, the
+//!     power-cut test mode (`--test-power-cut`, feature `test-faults`): real files whose unsynced
+//!     writes live in process memory.
+//!   - `store::fail_disk` (feature `test-faults`): `FailDisk`, injected disk faults (the
+//!     `--test-fail-…` and `--test-disk-full-…` flags).
+//!   - [`store::server_disk`]: [`ServerDisk`], the server's choice among them.
 //!   - [`store::meta`]: the `.meta` replica-state slots (FORMAT.md).
 //!   - [`store::schedule`]: where open replicas' writers run: a bounded thread pool, or inline.
+//!   - `store::writer`, `store::files`, `store::scan`: an open replica's group-commit writer,
+//!     the replica files and their descriptor cache, and the startup scan (see [`store`]).
 //! - [`scrub`]: the scrubber, which re-verifies sealed replicas at a bounded rate and marks
 //!   bad ones corrupt (persisted; reported to the master; their reads refused).
+//! - [`test_faults`]: the hidden `--test-…` flags and the faults they inject, compiled only
+//!   with the cargo feature `test-faults` (empty without it: a release build cannot be asked
+//!   to lose data).
 //! - [`limits`]: every bound of the crate.
 //! - [`error`]: [`Error`] and [`Result`].
 //!
@@ -73,6 +82,7 @@ pub mod scrub;
 pub mod server;
 mod service;
 pub mod store;
+pub mod test_faults;
 
 pub use config::{Args, Config};
 pub use error::{Error, Result};
@@ -81,5 +91,7 @@ pub use server::{Seams, serve, serve_with};
 pub use store::disk::{Disk, DiskFile, FsDisk};
 pub use store::faulty::FaultyDisk;
 pub use store::server_disk::ServerDisk;
+#[cfg(feature = "test-faults")]
 pub use store::write_behind::WriteBehindDisk;
 pub use store::{ChunkStore, ReplicaState, Store, StoreOptions, StoreStats};
+pub use test_faults::{ENABLED as TEST_FAULTS, TestFaultArgs, TestFaults};

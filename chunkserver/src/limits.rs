@@ -1,6 +1,6 @@
 //! Every bound of the chunkserver, checked against its neighbours at compile time.
 
-use cairn_record::limits::{CHUNK_BYTES_MAX, CHUNK_BYTES_MIN, RECORD_PAYLOAD_BYTES_MAX};
+use cairn_record::limits::{CHUNK_BYTES_MIN, RECORD_PAYLOAD_BYTES_MAX};
 
 /// Most early (out-of-order) appends one chunk holds while it waits for the bytes before them.
 /// A primary pipelines at most a handful of batches per chunk, so 256 is generous.
@@ -16,8 +16,9 @@ pub const APPEND_WINDOW_TIMEOUT_MS: u64 = 2_000;
 /// Most requests queued for one chunk's writer before appends are refused with `Overloaded`.
 pub const WRITER_QUEUE_COUNT_MAX: usize = 16 << 10;
 
-/// Most bytes one `read` returns (16 MiB): replay streams large ranges in several reads.
-pub const READ_BYTES_MAX: usize = 16 << 20;
+/// Most bytes one `read` returns: the wire's bound (16 MiB); replay streams large ranges in
+/// several reads.
+pub const READ_BYTES_MAX: usize = cairn_proto::limits::READ_BYTES_MAX;
 
 /// Most iovecs handed to one `pwritev` call (Linux `IOV_MAX`); the disks in `cairn-files` hold
 /// it.
@@ -40,11 +41,11 @@ pub const READ_WAIT_MS_MAX: u64 = 30_000;
 /// retried record with its offset. Older duplicates are answered with offset 0.
 pub const WRITER_RECENT_OFFSETS_MAX: usize = 4096;
 
-/// Shortest heartbeat period a chunkserver accepts, in milliseconds.
-pub const HEARTBEAT_MS_MIN: u64 = 50;
+/// Shortest heartbeat period a chunkserver accepts, in milliseconds (the master's bound too).
+pub const HEARTBEAT_MS_MIN: u64 = cairn_proto::limits::HEARTBEAT_MS_MIN;
 
-/// Longest heartbeat period a chunkserver accepts, in milliseconds (one minute).
-pub const HEARTBEAT_MS_MAX: u64 = 60_000;
+/// Longest heartbeat period a chunkserver accepts, in milliseconds (the master's bound too).
+pub const HEARTBEAT_MS_MAX: u64 = cairn_proto::limits::HEARTBEAT_MS_MAX;
 
 /// Shortest RPC timeout a chunkserver accepts, in milliseconds.
 pub const RPC_TIMEOUT_MS_MIN: u64 = 10;
@@ -62,12 +63,9 @@ pub const MASTER_RETRY_MS_MAX: u64 = 5_000;
 const _: () = assert!(APPEND_WINDOW_BYTES_MAX >= RECORD_PAYLOAD_BYTES_MAX);
 // The window can never hold more than the writer queue admitted.
 const _: () = assert!(APPEND_WINDOW_COUNT_MAX <= WRITER_QUEUE_COUNT_MAX);
-// One read never needs to exceed a chunk.
-const _: () = assert!(READ_BYTES_MAX as u64 <= CHUNK_BYTES_MAX);
 const _: () = assert!(META_SLOT_BYTES as u64 <= META_SLOT_B_OFFSET);
 // A long poll must end well before any sane client deadline.
 const _: () = assert!(READ_WAIT_MS_MAX <= 60_000);
-const _: () = assert!(HEARTBEAT_MS_MIN <= HEARTBEAT_MS_MAX);
 const _: () = assert!(MASTER_RETRY_MS_MIN <= MASTER_RETRY_MS_MAX);
 
 /// Most bytes the scrubber reads in one slice (1 MiB); it sleeps between slices to keep its rate.

@@ -12,26 +12,15 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use cairn_record::limits::CHUNK_HEADER_BYTES;
-use cairn_record::{FrameReader, ReadItem};
+use cairn_record::{FrameReader, ReadItem, WriterMark};
 
 use crate::error::Result;
-
-/// One writer's last record in the scanned prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Mark {
-    /// The writer id.
-    pub(crate) writer: u64,
-    /// Its highest sequence in the prefix.
-    pub(crate) sequence: u64,
-    /// That record's stored frame CRC.
-    pub(crate) frame_crc: u32,
-}
 
 /// The marks of a scan and the end of the prefix they cover.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ScannedMarks {
     /// Most recently written first (by the offset of the writer's last record).
-    pub(crate) marks: Vec<Mark>,
+    pub(crate) marks: Vec<WriterMark>,
     /// The scan covered `[32, through)`: the asked end, or the start of the first bad range.
     pub(crate) through: u64,
 }
@@ -67,14 +56,14 @@ impl Recent {
         }
     }
 
-    fn into_marks(self) -> Vec<Mark> {
+    fn into_marks(self) -> Vec<WriterMark> {
         let by_writer = self.by_writer;
         self.by_offset
             .into_values()
             .rev()
             .map(|writer| {
                 let (_, sequence, frame_crc) = by_writer[&writer];
-                Mark {
+                WriterMark {
                     writer,
                     sequence,
                     frame_crc,

@@ -18,11 +18,12 @@ use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
 use crate::limits::{READ_BYTES_MAX, READ_WAIT_MS_MAX, REORDER_HOLD_MS};
-use crate::marks::{Mark, scan_marks};
+use crate::marks::scan_marks;
 use crate::peers::PeerApi;
 use crate::primary::{Admission, Batch, Inherited, Primary, Write};
 use crate::store::server_disk::ServerDisk;
 use crate::store::{ChunkStore, ReplicaState, Store};
+use cairn_record::WriterMark;
 
 /// Reads larger than this run on a blocking thread (every read is a `pread`; a small one of a
 /// recently written or read page costs less than the hop to a blocking thread).
@@ -70,7 +71,7 @@ pub(crate) struct FenceOutcome {
     pub(crate) state: ReplicaState,
     /// Per writer, its last record in `[32, marks_through)`: the most recently active
     /// writers first, at most `cairn_proto::WRITER_MARKS_MAX`.
-    pub(crate) writer_marks: Vec<Mark>,
+    pub(crate) writer_marks: Vec<WriterMark>,
     /// The end of the prefix the marks cover: the commit offset this replica knows (or the
     /// start of its first bad range below it).
     pub(crate) marks_through: u64,
@@ -177,9 +178,12 @@ pub(crate) struct Node {
     /// When the bandwidth bound lets the next copied bytes in: every copy into this
     /// chunkserver books its reads on this one clock, so they share the bound.
     pub(crate) replicate_clock: Mutex<Instant>,
-    /// Test mode: abort as a primary before forwarding this many-th write.
+    /// Test mode (feature `test-faults`): abort as a primary before forwarding this many-th
+    /// write.
+    #[cfg(feature = "test-faults")]
     abort_before_forward_after: Option<u64>,
     /// Writes started as a primary (counted only in that test mode).
+    #[cfg(feature = "test-faults")]
     primary_writes: std::sync::atomic::AtomicU64,
     /// True once the server is shutting down: long polls return.
     stopping: watch::Receiver<bool>,
@@ -205,7 +209,9 @@ impl Node {
             rpc_timeout,
             replicate_bytes_per_sec,
             replicate_clock: Mutex::new(Instant::now()),
+            #[cfg(feature = "test-faults")]
             abort_before_forward_after: None,
+            #[cfg(feature = "test-faults")]
             primary_writes: std::sync::atomic::AtomicU64::new(0),
             stopping,
             address: String::new(),
@@ -240,8 +246,10 @@ impl Node {
         &self.address
     }
 
-    /// Test mode (`--test-abort-before-forward-after N`): abort the process as a primary right
-    /// after queueing the N-th write locally, before forwarding it. Never for real data.
+    /// Test mode (`--test-abort-before-forward-after N`, feature `test-faults`): abort the
+    /// process as a primary right after queueing the N-th write locally, before forwarding it.
+    /// Never for real data.
+    #[cfg(feature = "test-faults")]
     pub(crate) fn with_test_abort_before_forward(mut self, after: Option<u64>) -> Node {
         if let Some(n) = after {
             warn!(
@@ -253,6 +261,7 @@ impl Node {
         self
     }
 
+    #[cfg(feature = "test-faults")]
     fn abort_before_this_forward(&self) -> bool {
         self.abort_before_forward_after.is_some_and(|n| {
             self.primary_writes
@@ -516,6 +525,7 @@ impl Node {
             Bytes::from(out)
         };
         let local = self.store.append(handle, version, w.offset, bytes.clone());
+        #[cfg(feature = "test-faults")]
         if self.abort_before_this_forward() {
             // Fault test: the primary dies between its local write and its forwards.
             eprintln!("TEST MODE: aborting between the local write and the forwards");
@@ -765,7 +775,7 @@ mod tests {
     use cairn_record::{RecordId, encode_record};
 
     fn node(dir: &std::path::Path) -> Node {
-        let store = Store::open(dir, ServerDisk::new(false)).expect("open the store");
+        let store = Store::open(dir, ServerDisk::Fs(crate::FsDisk)).expect("open the store");
         let (_stop, stopping) = watch::channel(false);
         Node::new(
             Arc::new(store),

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 
 use cairn_record::limits::CHUNK_HEADER_BYTES;
-use cairn_record::{ChunkHandle, ScanItem, Scanner, encoded_len};
+use cairn_record::{ChunkHandle, ScanItem, Scanner, WriterMark, encoded_len};
 
 use crate::error::{Error, Result};
 use crate::limits::WRITER_RECENT_OFFSETS_MAX;
@@ -173,24 +173,15 @@ pub(crate) fn frame_crc(frame: &[u8]) -> u32 {
     )
 }
 
-/// What a new primary is told about one writer at creation (the master's carried mark and
-/// epoch, ARCHITECTURE.md "Seal").
+/// What a new primary is told about one writer at creation (ARCHITECTURE.md "Seal"): the
+/// master's carried mark (its record durable on every replica of an earlier chunk; sequence 0:
+/// none known) and the writer's epoch. Not a bare [`WriterMark`]: the epoch comes with it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Inherited {
-    /// Highest sequence durable on every replica of an earlier chunk (0: none known).
-    pub(crate) sequence: u64,
-    /// Frame CRC of that record.
-    pub(crate) frame_crc: u32,
+    /// The carried mark.
+    pub(crate) mark: WriterMark,
     /// The writer's epoch as the master handed it out (0: never resumed).
     pub(crate) epoch: u64,
-}
-
-impl Inherited {
-    /// The frame CRC of record `sequence`, if known: 0 stands for "not known" (marks logged
-    /// before CRCs were carried), so such a mark is used as a sequence only.
-    fn known_crc(&self) -> Option<u32> {
-        (self.sequence > 0 && self.frame_crc != 0).then_some(self.frame_crc)
-    }
 }
 
 /// One record of a writer stored in this chunk.
@@ -201,9 +192,11 @@ struct Stored {
     frame_crc: u32,
 }
 
-/// Per writer: its epoch, high-water mark in this chunk and its recent records.
+/// Per writer: its epoch, high-water mark in this chunk and its recent records: the primary's
+/// live bookkeeping, of which a [`WriterMark`] (a fence's or the master's) is only the last
+/// durable record.
 #[derive(Debug)]
-struct WriterMarks {
+struct WriterState {
     /// The highest epoch admitted for this writer (appends with a lower one are refused).
     epoch: u64,
     /// Highest sequence assigned in this chunk, or inherited / acknowledged elsewhere.
@@ -214,7 +207,7 @@ struct WriterMarks {
     recent: VecDeque<Stored>,
 }
 
-impl WriterMarks {
+impl WriterState {
     /// Record `sequence` if it is still remembered.
     fn recent(&self, sequence: u64) -> Option<Stored> {
         let first = self.mark + 1 - self.recent.len() as u64;
@@ -241,7 +234,7 @@ pub(crate) struct Primary {
     capacity: u64,
     secondaries: Vec<String>,
     inherited: HashMap<u64, Inherited>,
-    writers: HashMap<u64, WriterMarks>,
+    writers: HashMap<u64, WriterState>,
     /// Where the next write goes: the end of everything assigned so far.
     end: u64,
     full: bool,
@@ -364,7 +357,7 @@ impl Primary {
         // chunk never saw them.
         let (mut mark, mut mark_crc) = match known {
             Some(w) => (w.mark, w.mark_crc),
-            None => (inherited.sequence, inherited.known_crc()),
+            None => (inherited.mark.sequence, inherited.mark.known_crc()),
         };
         let raised = acked_through > mark;
         if raised {
@@ -416,10 +409,10 @@ impl Primary {
             }
         }
         // Every check passed: from here on the batch is taken.
-        let w = self.writers.entry(writer).or_insert_with(|| WriterMarks {
+        let w = self.writers.entry(writer).or_insert_with(|| WriterState {
             epoch,
-            mark: inherited.sequence,
-            mark_crc: inherited.known_crc(),
+            mark: inherited.mark.sequence,
+            mark_crc: inherited.mark.known_crc(),
             recent: VecDeque::new(),
         });
         w.epoch = epoch;
@@ -526,8 +519,11 @@ mod tests {
     fn inherit(writer: u64, sequence: u64, epoch: u64) -> Inherited {
         let f = frames(writer, sequence..=sequence, 8);
         Inherited {
-            sequence,
-            frame_crc: frame_crc(&f),
+            mark: WriterMark {
+                writer,
+                sequence,
+                frame_crc: frame_crc(&f),
+            },
             epoch,
         }
     }

@@ -8,14 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::GRPC_MESSAGE_BYTES_MAX;
-use cairn_proto::net::{Connector, TcpConnector};
+use cairn_proto::net::{Connector, Incoming, TcpConnector};
 use cairn_proto::v1::chunkserver_server::ChunkserverServer;
-use futures_util::Stream;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::server::{Connected, TcpIncoming};
-use tracing::{info, warn};
+use tonic::transport::server::TcpIncoming;
+use tracing::info;
 
 use crate::config::{Config, split_host_port};
 use crate::error::{Error, Result};
@@ -48,7 +46,7 @@ impl Seams {
     pub fn production(config: &Config) -> Seams {
         Seams {
             connector: TcpConnector::shared(),
-            disk: ServerDisk::new(config.test_power_cut).with_faults(config.disk_faults.clone()),
+            disk: config.test_faults.disk(),
             writers: StoreOptions::default().writers,
             blocking: Blocking::Threads,
         }
@@ -86,39 +84,16 @@ pub async fn serve(
 /// requests finish, and the store is closed (its writer threads stopped) before this returns,
 /// unless a request still holds it. Errors: a bad configuration, a store that cannot be
 /// opened, or a failed server.
-pub async fn serve_with<I, IO, IE>(
+pub async fn serve_with(
     config: Config,
-    incoming: I,
+    incoming: impl Incoming,
     seams: Seams,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()>
-where
-    I: Stream<Item = std::result::Result<IO, IE>> + Send + 'static,
-    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
-    IO::ConnectInfo: Clone + Send + Sync + 'static,
-    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> Result<()> {
     config.validate()?;
     let advertise = config.advertise.clone();
     let data_dir = config.data_dir.clone();
-    if config.test_power_cut {
-        warn!(
-            data = %config.data_dir.display(),
-            "TEST MODE: unsynced writes live in memory (--test-power-cut): a kill loses them as a \
-             power cut would; never use this for real data"
-        );
-    }
-    let faults = &config.disk_faults;
-    if !faults.is_empty() {
-        warn!(
-            data = %config.data_dir.display(),
-            fail_fsync_after = ?faults.fail_fsync_after,
-            disk_full_after_bytes = ?faults.disk_full_after_bytes,
-            fail_reads_of = ?faults.fail_reads_of.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
-            "TEST MODE: injecting disk faults into chunk files (--test-fail-fsync-after, \
-             --test-disk-full-after-bytes, --test-fail-reads-of); never use this for real data"
-        );
-    }
+    config.test_faults.warn(&config.data_dir);
     let Seams {
         connector,
         disk,
@@ -137,18 +112,18 @@ where
     info!(listen = %config.listen, advertise = %advertise, master = %config.master, data = %config.data_dir.display(), replicas = store.list().len(), "chunkserver starting");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let node = Arc::new(
-        Node::new(
-            store.clone(),
-            Arc::new(GrpcPeers::new(connector.clone(), timeout)),
-            timeout,
-            config.replicate_bytes_per_sec,
-            stop_rx,
-        )
-        .with_test_abort_before_forward(config.test_abort_before_forward_after)
-        .with_address(advertise.clone())
-        .with_blocking(blocking),
-    );
+    let node = Node::new(
+        store.clone(),
+        Arc::new(GrpcPeers::new(connector.clone(), timeout)),
+        timeout,
+        config.replicate_bytes_per_sec,
+        stop_rx,
+    )
+    .with_address(advertise.clone())
+    .with_blocking(blocking);
+    #[cfg(feature = "test-faults")]
+    let node = node.with_test_abort_before_forward(config.test_faults.abort_before_forward_after);
+    let node = Arc::new(node);
     let heartbeat = Heartbeat {
         node: node.clone(),
         master: Arc::new(GrpcMaster::new(

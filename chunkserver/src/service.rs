@@ -98,14 +98,11 @@ impl Chunkserver for ChunkserverService {
                 .writer_marks
                 .iter()
                 .map(|m| {
-                    (
-                        m.writer,
-                        Inherited {
-                            sequence: m.sequence,
-                            frame_crc: m.frame_crc,
-                            epoch: m.epoch,
-                        },
-                    )
+                    let inherited = Inherited {
+                        mark: m.mark(),
+                        epoch: m.epoch,
+                    };
+                    (m.writer, inherited)
                 })
                 .collect(),
         });
@@ -198,12 +195,7 @@ impl Chunkserver for ChunkserverService {
             writer_marks: out
                 .writer_marks
                 .into_iter()
-                .map(|m| WriterMark {
-                    writer: m.writer,
-                    sequence: m.sequence,
-                    frame_crc: m.frame_crc,
-                    epoch: 0,
-                })
+                .map(|m| WriterMark::with_epoch(m, 0))
                 .collect(),
             marks_through: out.marks_through,
         }))

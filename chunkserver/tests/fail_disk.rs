@@ -1,5 +1,7 @@
 //! The chunk store on a [`ServerDisk`] with injected faults (the chunkserver's hidden
 //! `--test-…` disk flags), over real files in a temporary directory.
+//! Feature `test-faults` (this crate's tests always have it, see Cargo.toml).
+#![cfg(feature = "test-faults")]
 
 use bytes::Bytes;
 use cairn_chunkserver::store::fail_disk::DiskFaults;

@@ -1,5 +1,7 @@
 //! The chunk store on the power-cut test disk (`WriteBehindDisk`): it behaves as on the real file
 //! system while the process lives, and what survives the process is exactly what was synced.
+//! Feature `test-faults` (this crate's tests always have it, see Cargo.toml).
+#![cfg(feature = "test-faults")]
 
 use bytes::Bytes;
 use cairn_chunkserver::{ChunkStore, FsDisk, Store, WriteBehindDisk};

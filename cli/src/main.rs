@@ -19,9 +19,25 @@ mod master;
 mod replay;
 mod serve;
 
+/// What `cairn --version` prints: the version, and a warning if this binary has the test-only
+/// fault injection (cargo feature `test-faults`; the multi-process tests look for
+/// [`TEST_FAULTS_MARK`] in it).
+const VERSION: &str = if cairn_chunkserver::TEST_FAULTS && cairn_master::TEST_FAULTS {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (test-faults: hidden fault-injection flags; never for real data)"
+    )
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
+/// The words in `cairn --version` of a binary built with the feature `test-faults`.
+#[cfg(test)]
+const TEST_FAULTS_MARK: &str = "(test-faults:";
+
 /// Cairn, a GFS-style append-only record store.
 #[derive(Parser, Debug)]
-#[command(name = "cairn", version)]
+#[command(name = "cairn", version = VERSION)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -112,4 +128,56 @@ fn main() -> ExitCode {
         eprintln!("error: {e:#}");
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every hidden test flag of `cairn chunkserver`, with a value.
+    const CHUNKSERVER_TEST_FLAGS: [&[&str]; 5] = [
+        &["--test-power-cut"],
+        &["--test-abort-before-forward-after", "3"],
+        &["--test-fail-fsync-after", "3"],
+        &["--test-disk-full-after-bytes", "4096"],
+        &["--test-fail-reads-of", "00000000000000ff"],
+    ];
+
+    #[test]
+    fn test_fault_flags_exist_only_in_a_build_with_the_test_faults_feature() {
+        // Proves: without the feature `test-faults` (`cargo test -p cairn-cli`, a release
+        // build) `cairn chunkserver` refuses every hidden test flag as unknown and `--version`
+        // says nothing of test faults; with it (`cargo test --workspace`) every flag parses and
+        // `--version` carries the mark the multi-process tests look for.
+        let with = cairn_chunkserver::TEST_FAULTS;
+        let mut accepted = 0;
+        for flag in CHUNKSERVER_TEST_FLAGS {
+            let argv = ["cairn", "chunkserver", "--data", "/tmp/x"]
+                .iter()
+                .chain(flag);
+            match Cli::try_parse_from(argv) {
+                Ok(_) => accepted += 1,
+                Err(e) => {
+                    assert!(!with, "{flag:?}: {e}");
+                    assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument, "{e}");
+                }
+            }
+        }
+        assert_eq!(
+            accepted,
+            if with {
+                CHUNKSERVER_TEST_FLAGS.len()
+            } else {
+                0
+            }
+        );
+        let version = Cli::try_parse_from(["cairn", "--version"])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            version.contains(TEST_FAULTS_MARK),
+            with && cairn_master::TEST_FAULTS,
+            "{version}"
+        );
+    }
 }

@@ -64,6 +64,9 @@
 //!   [`Client::list_logs`], [`Client::stat_log`].
 //! - [`check`]: for checkers (`cairn fsck`): every replica of a log, raw replica reads, and
 //!   corrupt-replica reports.
+//! - [`fsck`]: [`Client::fsck`], the check `cairn fsck` runs on those calls: every replica of
+//!   a log read and verified, chunks and replicas classified, corrupt ones reported, all in a
+//!   typed [`FsckReport`].
 //! - [`append`]: [`Appender`] — batching, the in-flight window, seals and retries.
 //! - [`read`]: [`Replay`] and [`Tail`] — range reads, scanning, repair, duplicate dropping.
 //! - [`limits`]: every bound of the client, checked at compile time.
@@ -82,6 +85,7 @@ pub mod append;
 pub mod check;
 pub mod client;
 pub mod error;
+pub mod fsck;
 pub mod limits;
 pub mod read;
 
@@ -90,4 +94,5 @@ pub use cairn_record::{ChunkHandle, RecordId};
 pub use check::{ChunkReplicas, CorruptReport, LogReplicas, ReplicaBytes, ReplicaStatus};
 pub use client::{ChunkStat, ChunkState, Client, LogInfo, LogOptions, LogStat};
 pub use error::{Error, Result};
+pub use fsck::FsckReport;
 pub use read::{Replay, ReplayEvent, ReplayOptions, ReplayStats, Tail, TailFrom};

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use cairn_proto::limits::{GRPC_ENVELOPE_BYTES, GRPC_MESSAGE_BYTES_MAX};
 use cairn_record::frame::encoded_len;
 use cairn_record::limits::{FRAME_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX};
 
@@ -72,9 +73,9 @@ pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Bytes asked for in one `Read` RPC of replay and tail (8 MiB).
 pub const READ_RANGE_BYTES: u64 = 8 << 20;
 
-/// Most bytes one `Read` RPC may ask for (the chunkserver caps reads at 16 MiB too). A frame
-/// longer than this is fetched in several reads and joined.
-pub const READ_RPC_BYTES_MAX: u64 = 16 << 20;
+/// Most bytes one `Read` RPC may ask for: the wire's bound, at which the chunkserver caps
+/// reads (16 MiB). A frame longer than this is fetched in several reads and joined.
+pub const READ_RPC_BYTES_MAX: u64 = cairn_proto::limits::READ_BYTES_MAX as u64;
 
 /// Long-poll wait of `tail`'s reads of an open chunk.
 pub const TAIL_WAIT_MS: u32 = 1_000;
@@ -82,18 +83,11 @@ pub const TAIL_WAIT_MS: u32 = 1_000;
 /// How often `tail` asks the master for the next chunk while it has none to read.
 pub const TAIL_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Envelope allowance of one gRPC message beyond its frames or data.
-const GRPC_ENVELOPE_BYTES: usize = 64 << 10;
-
-// A batch holding one maximal record, or a maximal read, fits one gRPC message.
-const _: () = assert!(
-    encoded_len(RECORD_PAYLOAD_BYTES_MAX) + GRPC_ENVELOPE_BYTES
-        <= cairn_proto::GRPC_MESSAGE_BYTES_MAX
-);
-const _: () = assert!(BATCH_BYTES_MAX + GRPC_ENVELOPE_BYTES <= cairn_proto::GRPC_MESSAGE_BYTES_MAX);
-const _: () = assert!(
-    READ_RPC_BYTES_MAX as usize + GRPC_ENVELOPE_BYTES <= cairn_proto::GRPC_MESSAGE_BYTES_MAX
-);
+// A batch holding one maximal record fits one gRPC message (the largest read answer does too:
+// `cairn_proto::limits`).
+const _: () =
+    assert!(encoded_len(RECORD_PAYLOAD_BYTES_MAX) + GRPC_ENVELOPE_BYTES <= GRPC_MESSAGE_BYTES_MAX);
+const _: () = assert!(BATCH_BYTES_MAX + GRPC_ENVELOPE_BYTES <= GRPC_MESSAGE_BYTES_MAX);
 const _: () = assert!(READ_RANGE_BYTES <= READ_RPC_BYTES_MAX);
 // A read range holds at least a frame header, so every range makes progress.
 const _: () = assert!(READ_RANGE_BYTES as usize >= 2 * FRAME_HEADER_BYTES);

@@ -57,10 +57,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use cairn_files::{Blocking, FsDisk, SharedDisk, WriteBehindDisk};
-use cairn_proto::net::{Connector, TcpConnector};
-use futures_util::Stream;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tonic::transport::server::{Connected, TcpIncoming};
+use cairn_proto::net::{Connector, Incoming, TcpConnector};
+use tonic::transport::server::TcpIncoming;
 
 mod checkpoint;
 mod chunkserver_api;
@@ -86,6 +84,10 @@ mod versions;
 pub use config::{Args, Config};
 pub use crash_point::{CrashAt, CrashPoint};
 pub use error::{Error, Result};
+
+/// Whether this build has the cargo feature `test-faults` (test-only fault injection through
+/// hidden `--test-…` flags; never in a release build).
+pub const TEST_FAULTS: bool = cfg!(feature = "test-faults");
 
 /// Runs a master on `listener` until `shutdown` completes, then writes a final checkpoint.
 ///
@@ -137,19 +139,13 @@ impl Seams {
 
 /// [`serve`] on any transport: the connections `incoming` yields (named `address` in the logs),
 /// built from `seams`.
-pub async fn serve_with<I, IO, IE>(
+pub async fn serve_with(
     config: Config,
     address: &str,
-    incoming: I,
+    incoming: impl Incoming,
     seams: Seams,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()>
-where
-    I: Stream<Item = std::result::Result<IO, IE>> + Send + 'static,
-    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
-    IO::ConnectInfo: Clone + Send + Sync + 'static,
-    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> Result<()> {
     config.validate()?;
     let Seams {
         connector,

@@ -15,11 +15,13 @@ pub const REPLICATION_DEFAULT: u32 = 3;
 /// Operation-log entries between two checkpoints.
 pub const CHECKPOINT_EVERY_ENTRIES: u64 = 10_000;
 
-/// Shortest heartbeat period a chunkserver may be asked for, in milliseconds.
-pub const HEARTBEAT_MS_MIN: u64 = 50;
+/// Shortest heartbeat period a chunkserver may be asked for, in milliseconds (the
+/// chunkserver's bound too).
+pub const HEARTBEAT_MS_MIN: u64 = cairn_proto::limits::HEARTBEAT_MS_MIN;
 
-/// Longest heartbeat period, in milliseconds (it travels as a u32 in `RegisterResponse`).
-pub const HEARTBEAT_MS_MAX: u64 = 60_000;
+/// Longest heartbeat period, in milliseconds (it travels as a u32 in `RegisterResponse`; the
+/// chunkserver's bound too).
+pub const HEARTBEAT_MS_MAX: u64 = cairn_proto::limits::HEARTBEAT_MS_MAX;
 
 /// Shortest timeout of one master → chunkserver RPC, in milliseconds.
 pub const RPC_TIMEOUT_MS_MIN: u64 = 10;
@@ -46,7 +48,6 @@ pub const OPLOG_ENTRY_BYTES_MAX: usize = 1 << 20;
 const _: () = assert!(REPLICATION_MIN >= 1 && REPLICATION_MIN <= REPLICATION_MAX);
 const _: () =
     assert!(REPLICATION_DEFAULT >= REPLICATION_MIN && REPLICATION_DEFAULT <= REPLICATION_MAX);
-const _: () = assert!(HEARTBEAT_MS_MIN < HEARTBEAT_MS_MAX && HEARTBEAT_MS_MAX <= u32::MAX as u64);
 // A seal entry: each mark is at most ~85 JSON bytes, each replica address at most ~300.
 const _: () =
     assert!(WRITER_MARKS_MAX * 96 + REPLICATION_MAX as usize * 512 <= OPLOG_ENTRY_BYTES_MAX);

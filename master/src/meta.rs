@@ -12,16 +12,10 @@ use crate::limits::{WRITER_EPOCHS_MAX, WRITER_MARKS_MAX};
 
 /// A writer's last record durable on every replica of a sealed chunk (its sequence and frame
 /// CRC), handed from a sealed chunk to the next primary so that it can answer a resend of that
-/// record "already stored" and tell a different record under the same sequence.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct WriterMark {
-    pub(crate) writer: u64,
-    pub(crate) sequence: u64,
-    /// The record's stored frame CRC (0 in entries written before it was carried: such a mark
-    /// is only used as a sequence).
-    #[serde(default)]
-    pub(crate) frame_crc: u32,
-}
+/// record "already stored" and tell a different record under the same sequence. Logged as
+/// `{"writer", "sequence", "frame_crc"}` (`frame_crc` absent in entries written before it was
+/// carried: 0, a mark used as a sequence only).
+pub(crate) use cairn_record::WriterMark;
 
 /// Whether a chunk still takes appends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -443,6 +437,22 @@ pub(crate) fn one_open_chunk(handle: ChunkHandle) -> Metadata {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writer_marks_keep_their_logged_json_form() {
+        // Proves: the shared `cairn_record::WriterMark` is logged as `writer`, `sequence`,
+        // `frame_crc` and still reads a mark logged before CRCs were carried (CRC 0: unknown).
+        let m = WriterMark {
+            writer: 5,
+            sequence: 9,
+            frame_crc: 77,
+        };
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(json, r#"{"writer":5,"sequence":9,"frame_crc":77}"#);
+        assert_eq!(serde_json::from_str::<WriterMark>(&json).unwrap(), m);
+        let old: WriterMark = serde_json::from_str(r#"{"writer":5,"sequence":9}"#).unwrap();
+        assert_eq!((old.sequence, old.frame_crc, old.known_crc()), (9, 0, None));
+    }
 
     fn h(n: u64) -> ChunkHandle {
         ChunkHandle(n)

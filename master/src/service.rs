@@ -58,23 +58,12 @@ impl From<Error> for Status {
 }
 
 /// Runs the gRPC server on the connections `incoming` yields until `shutdown` completes.
-pub(crate) async fn run<I, IO, IE>(
+pub(crate) async fn run(
     core: Arc<MasterCore<GrpcChunkservers>>,
     cluster_id: u64,
-    incoming: I,
+    incoming: impl cairn_proto::net::Incoming,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Error>
-where
-    I: futures_util::Stream<Item = Result<IO, IE>> + Send + 'static,
-    IO: tokio::io::AsyncRead
-        + tokio::io::AsyncWrite
-        + tonic::transport::server::Connected
-        + Unpin
-        + Send
-        + 'static,
-    IO::ConnectInfo: Clone + Send + Sync + 'static,
-    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> Result<(), Error> {
     let service = MasterServer::from_arc(Arc::new(MasterService { core, cluster_id }))
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
@@ -345,18 +334,17 @@ fn location(l: Location) -> pb::ChunkLocation {
 fn marks_to_pb(marks: Vec<WriterMark>, mut epochs: BTreeMap<u64, u64>) -> Vec<pb::WriterMark> {
     let mut out: Vec<pb::WriterMark> = marks
         .into_iter()
-        .map(|m| pb::WriterMark {
-            writer: m.writer,
-            sequence: m.sequence,
-            frame_crc: m.frame_crc,
-            epoch: epochs.remove(&m.writer).unwrap_or(0),
+        .map(|m| {
+            let epoch = epochs.remove(&m.writer).unwrap_or(0);
+            pb::WriterMark::with_epoch(m, epoch)
         })
         .collect();
-    out.extend(epochs.into_iter().map(|(writer, epoch)| pb::WriterMark {
-        writer,
-        sequence: 0,
-        frame_crc: 0,
-        epoch,
+    out.extend(epochs.into_iter().map(|(writer, epoch)| {
+        let unmarked = WriterMark {
+            writer,
+            ..WriterMark::default()
+        };
+        pb::WriterMark::with_epoch(unmarked, epoch)
     }));
     out
 }
@@ -443,15 +431,7 @@ impl ChunkserverApi for GrpcChunkservers {
             length: r.durable_length,
             version: r.version,
             sealed: r.sealed,
-            marks: r
-                .writer_marks
-                .into_iter()
-                .map(|m| WriterMark {
-                    writer: m.writer,
-                    sequence: m.sequence,
-                    frame_crc: m.frame_crc,
-                })
-                .collect(),
+            marks: r.writer_marks.into_iter().map(WriterMark::from).collect(),
             marks_through: r.marks_through,
         })
     }

@@ -9,6 +9,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::Stream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint, Server};
 
 use crate::GRPC_MESSAGE_BYTES_MAX;
@@ -77,6 +80,33 @@ pub fn server() -> Server {
         .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
         .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
         .tcp_nodelay(true)
+}
+
+/// A stream of accepted connections a Cairn server serves (`serve_with` of the master and the
+/// chunkserver): TCP (`tonic`'s `TcpIncoming`), the in-memory network's, or a simulator's.
+/// Exactly what tonic's `serve_with_incoming_shutdown` asks of its `incoming`, named once; every
+/// such stream is one, nothing to implement.
+pub trait Incoming: Stream<Item = Result<Self::Conn, Self::Error>> + Send + 'static {
+    /// One accepted connection.
+    type Conn: AsyncRead
+        + AsyncWrite
+        + Connected<ConnectInfo: Clone + Send + Sync + 'static>
+        + Unpin
+        + Send
+        + 'static;
+    /// Why accepting a connection failed.
+    type Error: Into<Box<dyn std::error::Error + Send + Sync>>;
+}
+
+impl<S, IO, IE> Incoming for S
+where
+    S: Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Conn = IO;
+    type Error = IE;
 }
 
 /// A connection attempt made by [`Connector::connect`].

@@ -18,6 +18,9 @@
 //! - [`recovery`]: [`classify`] (and [`classify_ranges`], for a scan already done), which tells
 //!   a torn tail from corruption after a restart.
 //! - [`rng`]: [`SplitMix64`], the seeded generator behind every reproducible random choice.
+//! - [`writer_mark`]: [`WriterMark`], a writer's last record in a prefix every replica holds
+//!   (found by the fence scan, carried by the seal, used by the next primary); with the
+//!   feature `serde`, the form the master's operation log stores.
 //!
 //! # Invariants
 //! - Every frame starts at a file offset that is a multiple of 8 and is covered by a CRC-32;
@@ -34,6 +37,7 @@ pub mod reader;
 pub mod recovery;
 pub mod rng;
 pub mod scan;
+pub mod writer_mark;
 
 pub use error::{DecodeError, Error, Result};
 pub use frame::{
@@ -46,3 +50,4 @@ pub use reader::{FrameReader, ReadItem};
 pub use recovery::{Recovery, classify, classify_ranges};
 pub use rng::SplitMix64;
 pub use scan::{ByteRange, ScanItem, Scanner};
+pub use writer_mark::WriterMark;

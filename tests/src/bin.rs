@@ -1,19 +1,21 @@
 //! Locating, and building once per test process, the `cairn` binary under test.
 //!
 //! A test package cannot use another package's `CARGO_BIN_EXE_*`, so the harness runs
-//! `cargo build -p cairn-cli --bin cairn` itself, once, with the profile the test executable was
-//! built with, and takes the binary from the same profile directory as the test executable. A
-//! plain `cargo test` from a fresh clone therefore works.
+//! `cargo build -p cairn-cli --bin cairn --features test-faults` itself, once, with the profile
+//! the test executable was built with, and takes the binary from the same profile directory as
+//! the test executable. A plain `cargo test` from a fresh clone therefore works. The tests need
+//! the feature `test-faults`: it gives the binary its hidden `--test-…` flags (power cut, disk
+//! faults, aborts), which a release build does not have.
 //!
-//! One shortcut: if that binary already exists, has the test-only flags (feature `test-faults`)
-//! and is newer than every source file of the workspace (`*.rs`, `*.toml`, `*.proto`,
-//! `Cargo.lock`, outside `target/` and this crate), it is used as is. That is the case under
-//! `cargo test --workspace`, which builds `cairn` for the CLI's own tests first — with the whole
-//! workspace's features (tokio's `test-util`, from a dev-dependency, among them, and
-//! `test-faults`, which this crate's dev-dependency on `cairn-master` turns on), so `cargo build
-//! -p cairn-cli` would rebuild tokio and everything above it only to get a different feature
-//! set: minutes of CI on two cores. The build this module runs itself asks for `--features
-//! test-faults`. Set `CAIRN_TESTS_BUILD=1` to always run the build.
+//! One shortcut: if that binary already exists, is newer than every source file of the
+//! workspace (`*.rs`, `*.toml`, `*.proto`, `Cargo.lock`, outside `target/` and this crate) and
+//! has the test faults (its `--version` carries [`TEST_FAULTS_MARK`]), it is used as is. That is
+//! the case under `cargo test --workspace`, which builds `cairn` for the CLI's own tests first —
+//! with the whole workspace's features (tokio's `test-util`, from a dev-dependency, among them;
+//! and `test-faults`, which this crate's dev-dependencies turn on), so `cargo build -p
+//! cairn-cli` would rebuild tokio and everything above it only to get a different feature set:
+//! minutes of CI on two cores. A fresh binary without the test faults (a plain `cargo build`) is
+//! rebuilt with them. Set `CAIRN_TESTS_BUILD=1` to always run the build.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,6 +30,12 @@ pub const BUILD_ENV: &str = "CAIRN_TESTS_BUILD";
 
 /// The binary's file name.
 const BIN_NAME: &str = "cairn";
+
+/// The cargo feature the binary under test is built with.
+const TEST_FEATURE: &str = "test-faults";
+
+/// What `cairn --version` prints only when the binary has the feature [`TEST_FEATURE`].
+pub const TEST_FAULTS_MARK: &str = "(test-faults:";
 
 /// The file cargo writes at the root of every target directory.
 const CACHEDIR_TAG: &str = "CACHEDIR.TAG";
@@ -54,15 +62,28 @@ pub fn cairn_bin() -> &'static Path {
         }
         let (profile_dir, _) = test_profile_dir();
         let bin = profile_dir.join(BIN_NAME);
-        if std::env::var_os(BUILD_ENV).is_none() && is_fresh(&bin) && has_test_faults(&bin) {
+        if std::env::var_os(BUILD_ENV).is_none() && is_fresh(&bin) {
+            if has_test_faults(&bin) {
+                eprintln!(
+                    "cairn-tests: using {} (newer than every workspace source, with \
+                     {TEST_FEATURE}; {BUILD_ENV}=1 forces a build)",
+                    bin.display()
+                );
+                return bin;
+            }
             eprintln!(
-                "cairn-tests: using {} (newer than every workspace source; \
-                 {BUILD_ENV}=1 forces a build)",
+                "cairn-tests: {} is fresh but built without the feature {TEST_FEATURE}: building",
                 bin.display()
             );
-            return bin;
         }
-        build()
+        let bin = build();
+        assert!(
+            has_test_faults(&bin),
+            "cairn-tests: {} was built with --features {TEST_FEATURE} but its --version lacks \
+             {TEST_FAULTS_MARK:?}",
+            bin.display()
+        );
+        bin
     })
 }
 
@@ -90,6 +111,16 @@ fn test_profile_dir() -> (PathBuf, String) {
     (profile_dir, name)
 }
 
+/// Whether `bin --version` says the binary has the feature [`TEST_FEATURE`].
+fn has_test_faults(bin: &Path) -> bool {
+    Command::new(bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| {
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(TEST_FAULTS_MARK)
+        })
+}
+
 /// Runs `cargo build -p cairn-cli --bin cairn --features test-faults` with the test executable's
 /// profile and returns the binary's path.
 fn build() -> PathBuf {
@@ -98,8 +129,7 @@ fn build() -> PathBuf {
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(workspace_root())
         .args(["build", "-p", "cairn-cli", "--bin", BIN_NAME])
-        // The tests pass the hidden test-only flags (power-cut mode, crash points).
-        .args(["--features", "test-faults"]);
+        .args(["--features", TEST_FEATURE]);
     // Cargo names the directory after the profile, except `dev` (and `test`) → `debug`.
     match profile_dir_name.as_str() {
         "debug" => {}
@@ -136,7 +166,8 @@ fn build() -> PathBuf {
         .unwrap_or_else(|e| panic!("cairn-tests: could not run {cargo:?}: {e}"));
     assert!(
         status.success(),
-        "cairn-tests: `cargo build -p cairn-cli --bin cairn` failed ({status}); \
+        "cairn-tests: `cargo build -p cairn-cli --bin cairn --features {TEST_FEATURE}` failed \
+         ({status}); \
          set ${CAIRN_BIN_ENV} to use a prebuilt binary"
     );
     let bin = profile_dir.join(BIN_NAME);
@@ -151,30 +182,6 @@ fn build() -> PathBuf {
         started.elapsed().as_secs_f64()
     );
     bin
-}
-
-/// Whether `bin` was built with the `test-faults` feature (the test-only flags the tests pass):
-/// its `master` takes `--test-crash-at` and refuses a bad point as a bad value, not as an
-/// unknown flag. A plain `cargo build` or `cargo test -p cairn-cli` leaves a fresh binary
-/// without them.
-fn has_test_faults(bin: &Path) -> bool {
-    let out = Command::new(bin)
-        .args([
-            "master",
-            "--data",
-            "unused",
-            "--test-crash-at",
-            "not-a-point",
-        ])
-        .output();
-    let has = out.is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("unknown crash point"));
-    if !has {
-        eprintln!(
-            "cairn-tests: {} lacks the test-only flags (feature test-faults); building",
-            bin.display()
-        );
-    }
-    has
 }
 
 /// Whether `bin` exists and is newer than every workspace source file that can go into it (see

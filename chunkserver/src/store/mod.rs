@@ -45,6 +45,7 @@
 //! runtime of their own. `create`, `seal` and `delete` block on disk I/O: call them from
 //! `spawn_blocking` in async code (with inline writers, on a simulated disk, directly).
 
+#[cfg(feature = "test-faults")]
 pub mod fail_disk;
 mod files;
 pub mod meta;

@@ -1,8 +1,9 @@
 //! [`ServerDisk`]: the disk the chunkserver runs its store on, chosen at start-up: the real file
-//! system ([`FsDisk`]), or the power-cut test mode ([`WriteBehindDisk`], `--test-power-cut`),
-//! either one optionally wrapped in injected disk faults ([`FailDisk`], the `--test-fail-…` and
-//! `--test-disk-full-…` flags), or an in-memory disk ([`FaultyDisk`]) for a simulation. One
-//! concrete type, so the server and its node need not be generic over [`Disk`].
+//! system ([`FsDisk`]), or an in-memory disk ([`FaultyDisk`]) for a simulation; with the cargo
+//! feature `test-faults` also the power-cut test mode (`WriteBehindDisk`, `--test-power-cut`),
+//! either one optionally wrapped in injected disk faults (`FailDisk`, the `--test-fail-…` and
+//! `--test-disk-full-…` flags). One concrete type, so the server and its node need not be
+//! generic over [`Disk`].
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -10,26 +11,33 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::disk::{Disk, DiskFile, FsDisk};
+#[cfg(feature = "test-faults")]
 use super::fail_disk::{DiskFaults, FailDisk, FailFile};
 use super::faulty::{FaultyDisk, FaultyFile};
+#[cfg(feature = "test-faults")]
 use super::write_behind::{WriteBehindDisk, WriteBehindFile};
 
-/// The chunkserver's disk: [`FsDisk`] normally, [`WriteBehindDisk`] in the power-cut test mode,
-/// [`FailDisk`] around either when disk faults are injected.
+/// The chunkserver's disk: [`FsDisk`] normally, [`FaultyDisk`] in a simulation; with the
+/// feature `test-faults`, `WriteBehindDisk` in the power-cut test mode and `FailDisk` around
+/// either when disk faults are injected.
 #[derive(Clone, Debug)]
 pub enum ServerDisk {
     /// The real file system.
     Fs(FsDisk),
-    /// Unsynced writes kept in process memory, lost by a kill (test mode only).
+    /// Unsynced writes kept in process memory, lost by a kill (test mode only, feature `test-faults`).
+    #[cfg(feature = "test-faults")]
     WriteBehind(WriteBehindDisk),
-    /// Injected disk faults around another `ServerDisk` (test mode only).
+    /// Injected disk faults around another `ServerDisk` (test mode only, feature `test-faults`).
+    #[cfg(feature = "test-faults")]
     Failing(Box<FailDisk<ServerDisk>>),
     /// An in-memory disk with real fsync semantics and injectable faults (simulations).
     Memory(FaultyDisk),
 }
 
 impl ServerDisk {
-    /// The disk for a chunkserver: write-behind if `test_power_cut`, else the real file system.
+    /// The disk for a chunkserver: write-behind if `test_power_cut`, else the real file system
+    /// (feature `test-faults`; without it a chunkserver runs on `ServerDisk::Fs`).
+    #[cfg(feature = "test-faults")]
     pub fn new(test_power_cut: bool) -> ServerDisk {
         if test_power_cut {
             ServerDisk::WriteBehind(WriteBehindDisk::new())
@@ -38,7 +46,9 @@ impl ServerDisk {
         }
     }
 
-    /// This disk with `faults` injected into its chunk files; unchanged if there are none.
+    /// This disk with `faults` injected into its chunk files; unchanged if there are none
+    /// (feature `test-faults`).
+    #[cfg(feature = "test-faults")]
     pub fn with_faults(self, faults: DiskFaults) -> ServerDisk {
         if faults.is_empty() {
             self
@@ -52,11 +62,15 @@ impl ServerDisk {
     pub fn free_bytes(&self, dir: &Path) -> Option<u64> {
         let real = fs_free_bytes(dir);
         match self {
+            #[cfg(feature = "test-faults")]
+            #[cfg(feature = "test-faults")]
             ServerDisk::Failing(d) => match (real, d.bytes_left()) {
                 (Some(r), Some(l)) => Some(r.min(l)),
                 (r, l) => r.or(l),
             },
-            ServerDisk::Fs(_) | ServerDisk::WriteBehind(_) => real,
+            #[cfg(feature = "test-faults")]
+            ServerDisk::WriteBehind(_) => real,
+            ServerDisk::Fs(_) => real,
             ServerDisk::Memory(_) => None,
         }
     }
@@ -87,8 +101,10 @@ pub enum ServerFile {
     /// A real file.
     Fs(std::fs::File),
     /// A write-behind file.
+    #[cfg(feature = "test-faults")]
     WriteBehind(WriteBehindFile),
     /// A file with injected faults.
+    #[cfg(feature = "test-faults")]
     Failing(Box<FailFile<ServerFile>>),
     /// A file of the in-memory disk.
     Memory(FaultyFile),
@@ -100,7 +116,9 @@ impl Disk for ServerDisk {
     fn create(&self, path: &Path) -> io::Result<ServerFile> {
         match self {
             ServerDisk::Fs(d) => d.create(path).map(ServerFile::Fs),
+            #[cfg(feature = "test-faults")]
             ServerDisk::WriteBehind(d) => d.create(path).map(ServerFile::WriteBehind),
+            #[cfg(feature = "test-faults")]
             ServerDisk::Failing(d) => d.create(path).map(|f| ServerFile::Failing(Box::new(f))),
             ServerDisk::Memory(d) => d.create(path).map(ServerFile::Memory),
         }
@@ -109,7 +127,9 @@ impl Disk for ServerDisk {
     fn open(&self, path: &Path) -> io::Result<ServerFile> {
         match self {
             ServerDisk::Fs(d) => d.open(path).map(ServerFile::Fs),
+            #[cfg(feature = "test-faults")]
             ServerDisk::WriteBehind(d) => d.open(path).map(ServerFile::WriteBehind),
+            #[cfg(feature = "test-faults")]
             ServerDisk::Failing(d) => d.open(path).map(|f| ServerFile::Failing(Box::new(f))),
             ServerDisk::Memory(d) => d.open(path).map(ServerFile::Memory),
         }
@@ -118,7 +138,9 @@ impl Disk for ServerDisk {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         match self {
             ServerDisk::Fs(d) => d.rename(from, to),
+            #[cfg(feature = "test-faults")]
             ServerDisk::WriteBehind(d) => d.rename(from, to),
+            #[cfg(feature = "test-faults")]
             ServerDisk::Failing(d) => d.rename(from, to),
             ServerDisk::Memory(d) => d.rename(from, to),
         }
@@ -127,7 +149,9 @@ impl Disk for ServerDisk {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         match self {
             ServerDisk::Fs(d) => d.remove_file(path),
+            #[cfg(feature = "test-faults")]
             ServerDisk::WriteBehind(d) => d.remove_file(path),
+            #[cfg(feature = "test-faults")]
             ServerDisk::Failing(d) => d.remove_file(path),
             ServerDisk::Memory(d) => d.remove_file(path),
         }
@@ -136,7 +160,9 @@ impl Disk for ServerDisk {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         match self {
             ServerDisk::Fs(d) => d.sync_dir(dir),
+            #[cfg(feature = "test-faults")]
             ServerDisk::WriteBehind(d) => d.sync_dir(dir),
+            #[cfg(feature = "test-faults")]
             ServerDisk::Failing(d) => d.sync_dir(dir),
             ServerDisk::Memory(d) => d.sync_dir(dir),
         }
@@ -145,7 +171,9 @@ impl Disk for ServerDisk {
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         match self {
             ServerDisk::Fs(d) => d.list_dir(dir),
+            #[cfg(feature = "test-faults")]
             ServerDisk::WriteBehind(d) => d.list_dir(dir),
+            #[cfg(feature = "test-faults")]
             ServerDisk::Failing(d) => d.list_dir(dir),
             ServerDisk::Memory(d) => d.list_dir(dir),
         }
@@ -154,7 +182,9 @@ impl Disk for ServerDisk {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         match self {
             ServerDisk::Fs(d) => d.create_dir_all(dir),
+            #[cfg(feature = "test-faults")]
             ServerDisk::WriteBehind(d) => d.create_dir_all(dir),
+            #[cfg(feature = "test-faults")]
             ServerDisk::Failing(d) => d.create_dir_all(dir),
             ServerDisk::Memory(d) => d.create_dir_all(dir),
         }
@@ -165,7 +195,9 @@ impl DiskFile for ServerFile {
     fn size(&self) -> io::Result<u64> {
         match self {
             ServerFile::Fs(f) => DiskFile::size(f),
+            #[cfg(feature = "test-faults")]
             ServerFile::WriteBehind(f) => f.size(),
+            #[cfg(feature = "test-faults")]
             ServerFile::Failing(f) => f.size(),
             ServerFile::Memory(f) => f.size(),
         }
@@ -174,7 +206,9 @@ impl DiskFile for ServerFile {
     fn write_vectored_at(&self, bufs: &[Bytes], offset: u64) -> io::Result<usize> {
         match self {
             ServerFile::Fs(f) => f.write_vectored_at(bufs, offset),
+            #[cfg(feature = "test-faults")]
             ServerFile::WriteBehind(f) => f.write_vectored_at(bufs, offset),
+            #[cfg(feature = "test-faults")]
             ServerFile::Failing(f) => f.write_vectored_at(bufs, offset),
             ServerFile::Memory(f) => f.write_vectored_at(bufs, offset),
         }
@@ -183,7 +217,9 @@ impl DiskFile for ServerFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         match self {
             ServerFile::Fs(f) => DiskFile::read_at(f, buf, offset),
+            #[cfg(feature = "test-faults")]
             ServerFile::WriteBehind(f) => f.read_at(buf, offset),
+            #[cfg(feature = "test-faults")]
             ServerFile::Failing(f) => f.read_at(buf, offset),
             ServerFile::Memory(f) => f.read_at(buf, offset),
         }
@@ -192,7 +228,9 @@ impl DiskFile for ServerFile {
     fn sync_data(&self) -> io::Result<()> {
         match self {
             ServerFile::Fs(f) => DiskFile::sync_data(f),
+            #[cfg(feature = "test-faults")]
             ServerFile::WriteBehind(f) => f.sync_data(),
+            #[cfg(feature = "test-faults")]
             ServerFile::Failing(f) => f.sync_data(),
             ServerFile::Memory(f) => f.sync_data(),
         }
@@ -201,14 +239,16 @@ impl DiskFile for ServerFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         match self {
             ServerFile::Fs(f) => DiskFile::set_len(f, len),
+            #[cfg(feature = "test-faults")]
             ServerFile::WriteBehind(f) => f.set_len(len),
+            #[cfg(feature = "test-faults")]
             ServerFile::Failing(f) => f.set_len(len),
             ServerFile::Memory(f) => f.set_len(len),
         }
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "test-faults"))]
 mod tests {
     use super::*;
 
