@@ -136,10 +136,13 @@ pub(crate) fn stale_open_replicas(
 }
 
 /// Replicas of sealed chunks that missed the seal but hold the whole chunk: open, at the chunk's
-/// version (fenced with it, e.g. by [`stale_open_replicas`]' fence), exactly as long as the
+/// version (fenced with it, e.g. by [`stale_open_replicas`]' fence), at least as long as the
 /// sealed length, healthy, on live chunkservers; as `(handle, version, length, addresses)`.
 /// Every replica holds a prefix of the one byte stream its primary ordered, so such a replica
-/// holds the sealed bytes: the master seals it in place, with no copy and no new version.
+/// holds the sealed bytes: the master seals it in place at the sealed length, with no copy and
+/// no new version (a seal cuts the bytes past it, never acknowledged; a chunkserver refuses a
+/// seal past its end, so a stale report cannot make it seal what it lacks). A copy could not
+/// serve here: it never lands over a longer open replica.
 /// Without this, a chunk sealed on one replica that then went bad (a read error, a flipped byte)
 /// had no copy source, while replicas holding every byte of it stayed unreadable until a salvage
 /// many minutes later.
@@ -162,7 +165,7 @@ pub(crate) fn complete_unsealed_replicas(
                     && !r.failed
                     && !r.corrupt
                     && r.version == c.version
-                    && r.length == c.length
+                    && r.length >= c.length
                     && servers.is_live(a, now, dead_after)
             })
             .map(|(a, _)| a)
@@ -484,7 +487,7 @@ mod tests {
     }
 
     // Proves: a replica that missed the seal is sealed in place only when it is open at the
-    // chunk's version, exactly the sealed length, healthy and live: not shorter, not at an older
+    // chunk's version, at least the sealed length, healthy and live: not shorter, not at an older
     // version (that one is fenced first), not corrupt, not sealed already.
     #[test]
     fn complete_unsealed_replicas_are_found() {
@@ -515,7 +518,7 @@ mod tests {
                 ("c", report(2, 1024, false, false)),
                 ("d", report(1, 4096, false, false)),
                 ("e", corrupt),
-                ("f", report(2, 4096, false, false)),
+                ("f", report(2, 8192, false, false)),
             ],
         );
         assert_eq!(
