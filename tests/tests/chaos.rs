@@ -391,7 +391,13 @@ fn client_killed_mid_append_and_garbage_on_every_port() {
     for a in &acked {
         let seq = a.line;
         seen.insert(seq);
-        chaos.history().ok(w, seq, 0, a.chunk, a.offset);
+        chaos.history().ok(
+            w,
+            seq,
+            0,
+            (a.chunk, a.offset),
+            Some((a.writer.clone(), a.sequence)),
+        );
     }
     for seq in 1..=lines.len() as u64 {
         if !seen.contains(&seq) {

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use cairn_tests::{Cluster, ClusterOpts, LogOpts, Output, Role, check, workload};
+use cairn_tests::{Cluster, ClusterOpts, LogOpts, Output, Role, check_runs, workload};
 use serde_json::Value;
 
 fn size(rng: &mut workload::Rng, _: usize) -> usize {
@@ -157,5 +157,5 @@ fn fsck_finds_a_flipped_byte_and_the_master_repairs_it() {
 
     let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
-    check(&runs, &deduplicated, &with_duplicates).assert_ok();
+    check_runs(&runs, &deduplicated, &with_duplicates).assert_ok();
 }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use cairn_tests::contract::read_acks;
 use cairn_tests::damage::flip_byte;
-use cairn_tests::{AppendRun, Cluster, ClusterOpts, LogOpts, Role, check, wait_until, workload};
+use cairn_tests::{
+    AppendRun, Cluster, ClusterOpts, LogOpts, Role, check_runs, wait_until, workload,
+};
 
 /// The length of a chunk holding no record: its header.
 const EMPTY_CHUNK_BYTES: u64 = 32;
@@ -127,7 +129,7 @@ fn dead_chunkserver_is_re_replicated_and_its_stale_replica_deleted() {
 
     let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
-    check(&runs, &deduplicated, &with_duplicates).assert_ok();
+    check_runs(&runs, &deduplicated, &with_duplicates).assert_ok();
 }
 
 /// Proves that records acknowledged in an open chunk stay readable when its primary restarts
@@ -178,7 +180,7 @@ fn restarted_primary_gets_its_open_chunk_sealed_without_new_appends() {
     );
     let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
-    check(&runs, &deduplicated, &with_duplicates).assert_ok();
+    check_runs(&runs, &deduplicated, &with_duplicates).assert_ok();
 }
 
 /// Proves row 12 (helix) for reads: with a different record corrupted on each of the three
@@ -236,7 +238,7 @@ fn helix_corruption_is_read_around() {
     let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
     let runs = vec![run];
-    check(&runs, &deduplicated, &with_duplicates).assert_ok();
+    check_runs(&runs, &deduplicated, &with_duplicates).assert_ok();
 }
 
 /// The chunk files under every chunkserver's data directory, sorted.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use cairn_tests::damage::flip_byte;
-use cairn_tests::{Cluster, ClusterOpts, LogOpts, Role, check, wait_until, workload};
+use cairn_tests::{Cluster, ClusterOpts, LogOpts, Role, check_runs, wait_until, workload};
 
 /// The length of a chunk holding no record: its header.
 const EMPTY_CHUNK_BYTES: u64 = 32;
@@ -101,5 +101,5 @@ fn a_corrupt_copy_source_is_marked_and_the_chunk_repaired_from_a_healthy_replica
     );
     let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
-    check(&[run], &deduplicated, &with_duplicates).assert_ok();
+    check_runs(&[run], &deduplicated, &with_duplicates).assert_ok();
 }

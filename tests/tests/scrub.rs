@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cairn_tests::{Cluster, ClusterOpts, LogOpts, Role, check, wait_until, workload};
+use cairn_tests::{Cluster, ClusterOpts, LogOpts, Role, check_runs, wait_until, workload};
 
 /// Proves fault row 10 up to detection: one flipped byte in one replica of a sealed
 /// chunk is detected by the scrubber (its log line names the chunk), the replica is reported
@@ -131,7 +131,7 @@ fn a_flipped_byte_is_found_by_the_scrubber_and_replay_reads_other_replicas() {
 
     let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
-    check(&[run], &deduplicated, &with_duplicates).assert_ok();
+    check_runs(&[run], &deduplicated, &with_duplicates).assert_ok();
     assert_eq!(
         deduplicated.events.len(),
         lines.len(),
