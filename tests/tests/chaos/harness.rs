@@ -157,6 +157,9 @@ impl Chaos {
                 .push(("CAIRN_TEST_POWER_CUT".into(), "1".into()));
         }
         let cluster = Cluster::start(opts.chunkservers, cluster_opts);
+        if opts.power_cut {
+            assert_power_cut_mode(&cluster);
+        }
         let log = format!("/chaos/{name}");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -285,6 +288,55 @@ impl Chaos {
             end,
             task,
         });
+    }
+
+    /// Freezes the writers ([`Chaos::freeze`]) and returns the open chunk then: (handle,
+    /// primary, secondaries). With no attempt in flight the chunk cannot roll before the
+    /// scenario faults it; after the fault, [`Chaos::thaw`], and [`Chaos::assert_sealed`]
+    /// confirms it landed.
+    pub(crate) fn freeze_on_open_chunk(&self) -> (String, usize, Vec<usize>) {
+        self.freeze();
+        self.open_chunk()
+    }
+
+    /// Confirms that the fault a scenario dealt to open chunk `handle` (picked with
+    /// [`Chaos::freeze_on_open_chunk`]) landed: the master's log says the chunk was sealed
+    /// within `timeout`, for a reason other than being full, on `replicas` replicas when given
+    /// (those the fault left answering the fence). Returns the seal's reason.
+    pub(crate) fn assert_sealed(
+        &mut self,
+        handle: &str,
+        replicas: Option<usize>,
+        timeout: Duration,
+    ) -> String {
+        let master_log = |needle: &str| {
+            self.cluster
+                .server_stderr(Role::Master)
+                .lines()
+                .find(|l| l.contains(needle) && l.contains(&format!("chunk={handle}")))
+                .map(str::to_owned)
+        };
+        let sealed = wait_until(&format!("chunk {handle} sealed"), timeout, || {
+            master_log("chunk sealed")
+        });
+        let started = master_log("sealing chunk").expect("a seal logs its start before its end");
+        let reason = field(&started, "reason");
+        assert!(
+            !reason.contains("CHUNK_FULL"),
+            "chunk {handle} was sealed because it was full, not by the fault: {started}"
+        );
+        let sealed_on = field(&sealed, "replicas");
+        if let Some(replicas) = replicas {
+            assert_eq!(
+                sealed_on,
+                replicas.to_string(),
+                "chunk {handle} was sealed on other replicas than the fault left: {sealed}"
+            );
+        }
+        self.note(format!(
+            "chunk {handle} sealed on {sealed_on} replicas ({reason})"
+        ));
+        reason
     }
 
     /// Waits (polling the master through the client library every 5 ms, so within milliseconds)
@@ -844,6 +896,28 @@ impl Drop for Chaos {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// Panics unless every chunkserver of `cluster` said at its (last) start that it runs in
+/// power-cut mode (unsynced writes in memory, lost with the process).
+pub(crate) fn assert_power_cut_mode(cluster: &Cluster) {
+    for i in 0..cluster.chunkserver_addrs().len() {
+        let log = cluster.server_stderr(Role::Chunkserver(i));
+        assert!(
+            log.contains("TEST MODE: unsynced writes live in memory"),
+            "chunkserver {i} is not in power-cut mode"
+        );
+    }
+}
+
+/// The value of `name=` in a log line (quotes dropped), or an empty string.
+fn field(line: &str, name: &str) -> String {
+    let key = format!("{name}=");
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(key.as_str()))
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_owned()
 }
 
 /// Counts one attempt in flight as resolved when dropped (after its outcome is recorded).
