@@ -103,6 +103,9 @@ pub(crate) struct Chaos {
     acked: Arc<AtomicU64>,
     /// `Skipped` ranges every final replay must report (the scenario damages data on purpose).
     expected_skips: usize,
+    /// Sealed chunks the scenario leaves without a good replica to copy from: not waited for
+    /// in the final full-replication wait (their reads are still checked).
+    unrepairable: Vec<String>,
     rt: tokio::runtime::Runtime,
     writers: Vec<JoinHandle<()>>,
     schedule: Vec<String>,
@@ -195,6 +198,7 @@ impl Chaos {
             in_flight: Arc::new(AtomicU64::new(0)),
             acked: Arc::new(AtomicU64::new(0)),
             expected_skips: 0,
+            unrepairable: Vec::new(),
             rt,
             writers: Vec::new(),
             schedule: Vec::new(),
@@ -559,6 +563,13 @@ impl Chaos {
             .collect()
     }
 
+    /// Marks sealed chunk `handle` as left with no good replica by the scenario (repair copies
+    /// only from a good replica): the final wait for full replication leaves it out. Replay must
+    /// still return every acknowledged record of it.
+    pub(crate) fn expect_unrepairable(&mut self, handle: &str) {
+        self.unrepairable.push(handle.to_owned());
+    }
+
     /// The shared history, for scenarios that run their own writers.
     pub(crate) fn history(&self) -> &History {
         &self.history
@@ -769,6 +780,7 @@ impl Chaos {
                     .sealed()
                     .iter()
                     .filter(|c| c.length > 32 && c.replicas.len() < 3)
+                    .filter(|c| !self.unrepairable.contains(&c.handle))
                     .count();
                 (short == 0).then_some(stat)
             },
