@@ -14,6 +14,7 @@
 //! - [`check`]: the one checker: a [`History`] of attempts against the final replays, a later
 //!   replay, readers run during faults and replica scans, with one class per invariant
 //!   ([`Report`]); [`check_runs`] for `append --json` runs, which it turns into a history.
+//! - [`damage`]: bit rot in files on disk (`flip_byte`), under a possibly running server.
 //! - [`workload`]: unique, self-describing record lines of chosen sizes from a seed.
 //! - [`garbage`]: raw-TCP garbage for gRPC ports.
 //! - [`small_chunks`]: the 4-chunkserver, 64 KiB-chunk cluster of the disk-fault tests and

@@ -23,6 +23,14 @@
 //! | **R** read-after-ack | a reader (replay or tail) started after an acknowledgement returns that attempt's record unless it failed with an error; a reader that never ended is a violation |
 //! | **G** read-then-gone | every attempt a reader returned is in the final deduplicated replay and the later replay: nothing read can vanish |
 //! | **T** tail progress | a tail stopped after healing and catching up has returned every acknowledged attempt |
+//!
+//! # Layout
+//! - `attempts`: the attempts of a history (H) and how a read record names one (U, I).
+//! - `replays`: the final and the later replays (L, U, I, D, O, P, F, K, S).
+//! - `readers`: readers run during the scenario ([`ReaderRun`]; R, G, T, and U, I, K on what
+//!   they returned).
+//! - [`runs`]: `cairn append --json` runs ([`AppendRun`]) as a history, and [`check_runs`].
+//! - `tests`: one hand-made history per class.
 
 mod attempts;
 mod readers;

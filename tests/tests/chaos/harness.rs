@@ -9,7 +9,12 @@
 //! hold it to every acknowledgement recorded before it began. Replays run while the fault is
 //! still in force (they must return everything or fail with an error, never end short); tails
 //! are given until after healing to catch up with every acknowledged record (invariant T), then
-//! stopped.
+//! stopped. Whatever a reader returned must still be in the final replays (invariant G).
+//!
+//! Faults on the open chunk are confirmed to land: [`Chaos::freeze_on_open_chunk`] holds the
+//! writers (nothing in flight, so the chunk cannot roll) while the scenario picks and faults the
+//! chunk, and [`Chaos::assert_sealed`] checks the master's log for that chunk's seal, its reason
+//! and the replicas it was sealed on. `finish` asserts every server it did not stop is running.
 //!
 //! Writers use the client library directly: eight *sequential* writers (each waits for its
 //! record's acknowledgement before the next; after an indeterminate outcome it retries the same
@@ -103,9 +108,6 @@ pub(crate) struct Chaos {
     acked: Arc<AtomicU64>,
     /// `Skipped` ranges every final replay must report (the scenario damages data on purpose).
     expected_skips: usize,
-    /// Sealed chunks the scenario leaves without a good replica to copy from: not waited for
-    /// in the final full-replication wait (their reads are still checked).
-    unrepairable: Vec<String>,
     rt: tokio::runtime::Runtime,
     writers: Vec<JoinHandle<()>>,
     schedule: Vec<String>,
@@ -198,7 +200,6 @@ impl Chaos {
             in_flight: Arc::new(AtomicU64::new(0)),
             acked: Arc::new(AtomicU64::new(0)),
             expected_skips: 0,
-            unrepairable: Vec::new(),
             rt,
             writers: Vec::new(),
             schedule: Vec::new(),
@@ -563,13 +564,6 @@ impl Chaos {
             .collect()
     }
 
-    /// Marks sealed chunk `handle` as left with no good replica by the scenario (repair copies
-    /// only from a good replica): the final wait for full replication leaves it out. Replay must
-    /// still return every acknowledged record of it.
-    pub(crate) fn expect_unrepairable(&mut self, handle: &str) {
-        self.unrepairable.push(handle.to_owned());
-    }
-
     /// The shared history, for scenarios that run their own writers.
     pub(crate) fn history(&self) -> &History {
         &self.history
@@ -780,7 +774,6 @@ impl Chaos {
                     .sealed()
                     .iter()
                     .filter(|c| c.length > 32 && c.replicas.len() < 3)
-                    .filter(|c| !self.unrepairable.contains(&c.handle))
                     .count();
                 (short == 0).then_some(stat)
             },
