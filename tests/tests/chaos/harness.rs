@@ -106,6 +106,9 @@ pub(crate) struct Chaos {
     /// Attempts invoked and without an outcome yet.
     in_flight: Arc<AtomicU64>,
     acked: Arc<AtomicU64>,
+    /// The scenario may lose every complete replica of a sealed chunk, so the master may
+    /// salvage it and replay report its lost (never acknowledged) tail as skipped.
+    salvage_expected: bool,
     rt: tokio::runtime::Runtime,
     writers: Vec<JoinHandle<()>>,
     schedule: Vec<String>,
@@ -197,6 +200,7 @@ impl Chaos {
             frozen: Arc::new(AtomicBool::new(false)),
             in_flight: Arc::new(AtomicU64::new(0)),
             acked: Arc::new(AtomicU64::new(0)),
+            salvage_expected: false,
             rt,
             writers: Vec::new(),
             schedule: Vec::new(),
@@ -301,10 +305,18 @@ impl Chaos {
         self.open_chunk()
     }
 
+    /// Declares that the scenario may lose every complete replica of a sealed chunk: each
+    /// chunk the master then salvages with a lost tail must show in every final replay as one
+    /// skipped range (and nothing acknowledged may be in it). Otherwise no replay may skip.
+    pub(crate) fn expect_salvage(&mut self) {
+        self.salvage_expected = true;
+    }
+
     /// Confirms that the fault a scenario dealt to open chunk `handle` (picked with
     /// [`Chaos::freeze_on_open_chunk`]) landed: the master's log says the chunk was sealed
-    /// within `timeout`, for a reason other than being full, on `replicas` replicas when given
-    /// (those the fault left answering the fence). Returns the seal's reason.
+    /// within `timeout`, on `replicas` replicas when given (those the fault left answering the
+    /// fence: the fault was in force when it was sealed, whatever the reason, which may be a
+    /// full chunk). Returns the seal's reason.
     pub(crate) fn assert_sealed(
         &mut self,
         handle: &str,
@@ -323,10 +335,6 @@ impl Chaos {
         });
         let started = master_log("sealing chunk").expect("a seal logs its start before its end");
         let reason = field(&started, "reason");
-        assert!(
-            !reason.contains("CHUNK_FULL"),
-            "chunk {handle} was sealed because it was full, not by the fault: {started}"
-        );
         let sealed_on = field(&sealed, "replicas");
         if let Some(replicas) = replicas {
             assert_eq!(
@@ -800,7 +808,15 @@ impl Chaos {
         input.later = Some(&later.events);
         input.readers = &readers;
         input.replicas = &scans;
-        // No scenario expects a skipped range: every one keeps a whole copy of every byte.
+        let salvaged = self.salvaged_with_lost_tails();
+        eprintln!(
+            "chaos {}: {salvaged} chunk(s) salvaged with a lost tail (expected: {})",
+            self.name,
+            if self.salvage_expected { "any" } else { "none" }
+        );
+        // Each lost tail is one skipped range in every final replay; with no salvage expected,
+        // none (and a salvage then shows as K violations).
+        input.expected_skips = if self.salvage_expected { salvaged } else { 0 };
         let report = check(&input);
         self.cluster.assert_running();
         eprintln!(
@@ -838,6 +854,16 @@ impl Chaos {
                 );
             }
         }
+    }
+
+    /// Sealed chunks the master cut back with a lost tail (`lost_end` past their length).
+    fn salvaged_with_lost_tails(&self) -> usize {
+        let master = self.cluster.master_addr();
+        self.rt.block_on(async {
+            let client = Client::connect(&master).await.expect("connect for stat");
+            let stat = client.stat_log(&self.log).await.expect("stat the log");
+            stat.chunks.iter().filter(|c| c.lost_end > c.length).count()
+        })
     }
 
     /// Every chunk file of every chunkserver, scanned with the record parser (U and I).
