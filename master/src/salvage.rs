@@ -20,7 +20,7 @@ use std::time::Duration;
 use cairn_record::ChunkHandle;
 use tokio::time::Instant;
 
-use crate::heartbeat::{ReplicaReport, Servers};
+use crate::heartbeat::Servers;
 use crate::meta::{ChunkMeta, ChunkState, Metadata};
 use crate::policy::{good_replicas, is_prefix, live_replicas};
 use crate::seal::FenceOutcome;
@@ -43,10 +43,7 @@ pub(crate) fn prefix_holders(
 /// registrations) or live without the replica (it came back with a wiped data directory; a
 /// registration reports everything a chunkserver holds); and a live chunkserver holding a
 /// prefix of it. A sealer that still reports the replica, damaged, is not gone: the chunk is
-/// read around the damage, not cut back — unless a live open replica holds the whole sealed
-/// length ([`holds_whole`]): a salvage then cuts nothing (every replica holds a prefix of one
-/// byte stream), so it goes ahead whatever the sealers' state, and the chunk gets a good replica
-/// to read and copy from again. A sealer merely dead (silent past `dead_after` but not
+/// read around the damage, not cut back. A sealer merely dead (silent past `dead_after` but not
 /// `salvage_after`) is not gone either: it is most likely restarting or cut off, with its
 /// replica intact, and a salvage would discard the acknowledged records it holds for good.
 pub(crate) fn candidates(
@@ -78,20 +75,13 @@ pub(crate) fn candidates(
             servers.is_dead(a, now, salvage_after, master_started)
                 || (servers.is_live(a, now, dead_after) && !reporting.contains(a))
         };
-        let whole = !live_replicas(servers, c, now, dead_after, holds_whole).is_empty();
-        if !whole && !c.replicas.iter().all(gone) {
+        if !c.replicas.iter().all(gone) {
             continue;
         }
         out.push((c.log.clone(), c.handle, c.version));
     }
     out.sort_by(|a, b| (&a.0, a.1.0).cmp(&(&b.0, b.1.0)));
     out
-}
-
-/// Whether `r` is an open prefix of the sealed chunk `c` ([`is_prefix`]) as long as its sealed
-/// length: resealing it there loses nothing.
-pub(crate) fn holds_whole(c: &ChunkMeta, r: &ReplicaReport) -> bool {
-    !r.sealed && is_prefix(c, r) && r.length == c.length
 }
 
 /// The salvage decision: the longest fenced length, at most the sealed length `sealed_len`, and
@@ -261,15 +251,6 @@ mod candidate_tests {
         let mut damaged = report(2, 4096, true);
         damaged.corrupt = true;
         s.register("a", now, &[damaged], Duration::ZERO);
-        assert!(candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started).is_empty());
-        // ... unless a replica that missed the seal holds the whole sealed length: resealed
-        // there, nothing is cut (the chaos scenario truncation_stacked_on_the_open_chunk).
-        s.register("b", now, &[report(1, 4096, false)], Duration::ZERO);
-        assert_eq!(
-            candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started),
-            vec![("/l".to_owned(), H, 2)]
-        );
-        s.register("b", now, &[report(1, 1024, false)], Duration::ZERO);
         assert!(candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started).is_empty());
         s.register("a", long_ago, &[report(2, 4096, true)], Duration::ZERO);
         // No live prefix holder (corrupt and longer replicas do not count): nothing to do.
