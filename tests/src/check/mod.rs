@@ -51,7 +51,7 @@ pub use readers::{ReaderEnd, ReaderRun};
 pub use runs::{AppendRun, check_runs};
 
 /// At most this many examples are shown per violation class.
-pub(crate) const EXAMPLES_MAX: usize = 10;
+pub const EXAMPLES_MAX: usize = 10;
 
 /// `(w, seq, attempt)`: one attempt of a test writer.
 pub type AttemptKey = (u32, u64, u32);
