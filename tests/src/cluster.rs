@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::checker::AppendRun;
+use crate::check::AppendRun;
 use crate::contract::{self, LogStat, Replay};
 use crate::proc::{self, Cmd, Output, Running};
 use crate::proxy::{Mode, Proxy};

@@ -1,18 +1,18 @@
-//! The client history of a chaos scenario: what each test writer attempted and
-//! what it was told, one JSON object per line, and the checker over it ([`check`]).
+//! The client history: what each test writer attempted and what it was told, one JSON object
+//! per line. Chaos scenarios write it as they go; append runs are turned into it
+//! ([`crate::check::runs`]); [`crate::check`] checks it against what was read.
 //!
 //! Events (`t` is milliseconds since the history was created; `attempt` is on every event the
 //! [`History`] writes, and an outcome read without it belongs to the latest invoke of its
 //! `(w, seq)`):
 //! - `{"type":"invoke","w":W,"seq":S,"attempt":A,"t":T}`;
-//! - `{"type":"ok","w":W,"seq":S,"attempt":A,"chunk":C,"offset":O,"t":T}` (chunk index and file
-//!   offset, or `null` when the acknowledgement did not say where);
+//! - `{"type":"ok","w":W,"seq":S,"attempt":A,"chunk":C,"offset":O,"writer":I,"sequence":N,"t":T}`
+//!   (chunk index and file offset, or `null` when the acknowledgement did not say where; Cairn's
+//!   record id, writer and sequence, when the acknowledgement gave it);
 //! - `{"type":"fail","w":W,"seq":S,"attempt":A,"reason":"…","definite":B,"t":T}`: `definite` only
 //!   for a rejection before anything was written (validation, size);
 //! - `{"type":"info","w":W,"seq":S,"attempt":A,"reason":"…","t":T}`: indeterminate (timeout,
 //!   disconnect, `UNAVAILABLE` after sending).
-
-pub mod check;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -22,7 +22,10 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-pub use check::{HistoryReport, ReaderEnd, ReaderRun, ReplicaScan, check};
+use crate::contract::WriterId;
+
+/// Cairn's id of a stored record: the appender's writer id and the record's sequence.
+pub type CairnId = (WriterId, u64);
 
 /// What happened to an attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +38,8 @@ pub enum Op {
         chunk: Option<u64>,
         /// File offset of the record in its chunk.
         offset: Option<u64>,
+        /// Cairn's id of the record, when the acknowledgement gave it.
+        id: Option<CairnId>,
     },
     /// Failed; `definite` when nothing can have been written.
     Fail {
@@ -70,7 +75,14 @@ impl Entry {
     pub fn to_json(&self) -> String {
         let (kind, mut v) = match &self.op {
             Op::Invoke => ("invoke", json!({})),
-            Op::Ok { chunk, offset } => ("ok", json!({"chunk": chunk, "offset": offset})),
+            Op::Ok { chunk, offset, id } => {
+                let mut v = json!({"chunk": chunk, "offset": offset});
+                if let Some((writer, sequence)) = id {
+                    v["writer"] = json!(writer.0);
+                    v["sequence"] = json!(sequence);
+                }
+                ("ok", v)
+            }
             Op::Fail { reason, definite } => {
                 ("fail", json!({"reason": reason, "definite": definite}))
             }
@@ -111,6 +123,10 @@ impl Entry {
             Some("ok") => Op::Ok {
                 chunk: uint("chunk"),
                 offset: uint("offset"),
+                id: match (v.get("writer").and_then(Value::as_str), uint("sequence")) {
+                    (Some(writer), Some(sequence)) => Some((WriterId(writer.to_owned()), sequence)),
+                    _ => None,
+                },
             },
             Some("fail") => Op::Fail {
                 reason: text("reason")?,
@@ -174,9 +190,17 @@ impl History {
         self.push(w, seq, attempt, Op::Invoke);
     }
 
-    /// Records the acknowledgement of an attempt, where the acknowledgement put it.
-    pub fn ok(&self, w: u32, seq: u64, attempt: u32, chunk: Option<u64>, offset: Option<u64>) {
-        self.push(w, seq, attempt, Op::Ok { chunk, offset });
+    /// Records the acknowledgement of an attempt: where it put the record and under which Cairn
+    /// id, as far as the acknowledgement said.
+    pub fn ok(
+        &self,
+        w: u32,
+        seq: u64,
+        attempt: u32,
+        (chunk, offset): (Option<u64>, Option<u64>),
+        id: Option<CairnId>,
+    ) {
+        self.push(w, seq, attempt, Op::Ok { chunk, offset, id });
     }
 
     /// Records the failure of an attempt (`definite`: nothing can have been written).
@@ -233,6 +257,8 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, String> {
 mod tests {
     use super::*;
 
+    // Proves: events written by concurrent writers read back from the file as written, the
+    // optional Cairn id of an acknowledgement included.
     #[test]
     fn written_events_read_back_identical() {
         let dir = tempfile::tempdir().unwrap();
@@ -243,13 +269,19 @@ mod tests {
                 let h = &history;
                 s.spawn(move || {
                     h.invoke(w, 1, 0);
-                    h.ok(w, 1, 0, Some(0), Some(32));
+                    h.ok(
+                        w,
+                        1,
+                        0,
+                        (Some(0), Some(32)),
+                        Some((WriterId("7".into()), 1)),
+                    );
                     h.invoke(w, 2, 0);
                     h.info(w, 2, 0, "deadline exceeded");
                     h.invoke(w, 2, 1);
                     h.fail(w, 2, 1, "record too large", true);
                     h.invoke(w, 3, 0);
-                    h.ok(w, 3, 0, None, None);
+                    h.ok(w, 3, 0, (None, None), None);
                 });
             }
         });
@@ -258,6 +290,7 @@ mod tests {
         assert_eq!(read(&path).unwrap(), entries);
     }
 
+    // Proves: a malformed line fails the read naming its line number; `attempt` may be absent.
     #[test]
     fn a_bad_line_is_an_error_naming_it_and_attempt_is_optional() {
         let dir = tempfile::tempdir().unwrap();

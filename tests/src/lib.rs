@@ -11,15 +11,17 @@
 //! - [`cluster`]: [`Cluster`]: `cairn master` + N `cairn chunkserver`, readiness, kill/restart,
 //!   pause/resume, client commands with parsed outputs, log tails on failure.
 //! - [`contract`]: parsers of `append --json`, `replay --json` and `stat --json`.
-//! - [`checker`]: [`check`]: acknowledged vs. replayed records (lost, unexpected, duplicates,
-//!   order, integrity, position), with counts.
+//! - [`check`]: the one checker: a [`History`] of attempts against the final replays, a later
+//!   replay, readers run during faults and replica scans, with one class per invariant
+//!   ([`Report`]); [`check_runs`] for `append --json` runs, which it turns into a history.
+//! - [`damage`]: bit rot in files on disk (`flip_byte`), under a possibly running server.
 //! - [`workload`]: unique, self-describing record lines of chosen sizes from a seed.
 //! - [`garbage`]: raw-TCP garbage for gRPC ports.
 //! - [`small_chunks`]: the 4-chunkserver, 64 KiB-chunk cluster of the disk-fault tests and
 //!   their shared checks.
-//! - [`history`]: the JSONL client history of chaos scenarios ([`History`]) and its checker
-//!   ([`history::check`], with read-after-ack for readers run during faults), over records in
-//!   the [`payload`] format ([`Payload`]).
+//! - [`history`]: the JSONL client history ([`History`]): every attempt and its outcome.
+//! - [`payload`]: self-describing record payloads ([`Payload`]) naming writer, sequence and
+//!   attempt, with a blake3 of the body.
 //! - [`proxy`]: [`Proxy`]: a userspace TCP nemesis proxy (pass, blackhole, delay, reset), per
 //!   direction, with byte counters.
 //!
@@ -45,7 +47,7 @@
 //! ```
 
 pub mod bin;
-pub mod checker;
+pub mod check;
 pub mod cluster;
 pub mod contract;
 pub mod damage;
@@ -60,10 +62,10 @@ pub mod workload;
 use std::sync::{Mutex, MutexGuard};
 
 pub use bin::cairn_bin;
-pub use checker::{AppendRun, Report, check};
+pub use check::{AppendRun, Report, check_runs, runs::check_runs_skipping};
 pub use cluster::{Cluster, ClusterOpts, LogOpts, Role, wait_until};
 pub use contract::{Ack, ChunkStat, Event, LogStat, Record, Replay, WriterId};
-pub use history::{History, HistoryReport};
+pub use history::History;
 pub use payload::Payload;
 pub use proc::{Cmd, Output, Running};
 pub use proxy::{Direction, Mode, Proxy};

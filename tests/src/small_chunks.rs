@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::{AppendRun, Cluster, ClusterOpts, LogStat, Role, check, wait_until, workload};
+use crate::{AppendRun, Cluster, ClusterOpts, LogStat, Role, check_runs, wait_until, workload};
 
 /// The length of a chunk holding no record: its header.
 pub const EMPTY_CHUNK_BYTES: u64 = 32;
@@ -35,7 +35,7 @@ pub fn check_log(label: &str, cluster: &Cluster, log: &str, runs: &[AppendRun]) 
         "{label}: {log}: replay returned {} records",
         deduplicated.records().count()
     );
-    check(runs, &deduplicated, &with_duplicates).assert_ok();
+    check_runs(runs, &deduplicated, &with_duplicates).assert_ok();
 }
 
 /// Waits up to `timeout` until every sealed chunk of `log` holding records lists three good

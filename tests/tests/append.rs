@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use cairn_tests::{AppendRun, Cluster, ClusterOpts, LogOpts, check, workload};
+use cairn_tests::{AppendRun, Cluster, ClusterOpts, LogOpts, check_runs, workload};
 
 /// Proves that 4 concurrent appenders × 10,000 records into one log with 256 KiB chunks (so
 /// hundreds of rolls and paddings) lose nothing: replay returns every acknowledged record exactly
@@ -83,7 +83,7 @@ fn four_appenders_ten_thousand_records_each_across_rolls() {
         replaying.elapsed().as_secs_f64(),
         deduplicated.output.stderr_str().trim()
     );
-    let report = check(&runs, &deduplicated, &with_duplicates);
+    let report = check_runs(&runs, &deduplicated, &with_duplicates);
     report.assert_ok();
     assert_eq!(report.replayed, WRITERS * RECORDS);
 
@@ -203,7 +203,7 @@ fn eight_pipelined_appenders_keep_per_writer_order() {
     }
     let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
-    let report = check(&runs, &deduplicated, &with_duplicates);
+    let report = check_runs(&runs, &deduplicated, &with_duplicates);
     report.assert_ok();
     assert_eq!(report.replayed, WRITERS * RECORDS);
     assert_eq!(report.writers, WRITERS);
@@ -344,7 +344,7 @@ fn eight_client_appenders_with_64_in_flight_keep_order() {
     }
     let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
-    let report = check(&runs, &deduplicated, &with_duplicates);
+    let report = check_runs(&runs, &deduplicated, &with_duplicates);
     report.assert_ok();
     assert_eq!(report.replayed, WRITERS * RECORDS);
     assert_eq!(report.writers, WRITERS);
@@ -408,7 +408,7 @@ fn replay_during_appends_sees_everything_acked_before_it() {
             AppendRun::from_acks(&format!("r{w}"), lines.clone(), acks.clone(), output)
         })
         .collect();
-    let report = check(&partial, &mid, &mid);
+    let report = check_runs(&partial, &mid, &mid);
     eprintln!("replay_during_appends: mid-run replay ({still_running} appenders still running):");
     report.assert_ok();
 
@@ -423,7 +423,7 @@ fn replay_during_appends_sees_everything_acked_before_it() {
     }
     let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
-    check(&runs, &deduplicated, &with_duplicates).assert_ok();
+    check_runs(&runs, &deduplicated, &with_duplicates).assert_ok();
     eprintln!(
         "replay_during_appends: done in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -460,7 +460,7 @@ fn append_from_file_and_plain_replay() {
     run.assert_all_acked();
     let deduplicated = cluster.replay(log, false, Duration::from_secs(30));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(30));
-    check(std::slice::from_ref(&run), &deduplicated, &with_duplicates).assert_ok();
+    check_runs(std::slice::from_ref(&run), &deduplicated, &with_duplicates).assert_ok();
     let plain = cluster
         .cairn(&["replay", log])
         .timeout(Duration::from_secs(30))

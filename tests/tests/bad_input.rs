@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use cairn_tests::garbage::{self, Answer};
-use cairn_tests::{AppendRun, Cluster, ClusterOpts, Cmd, LogOpts, Output, check, workload};
+use cairn_tests::{AppendRun, Cluster, ClusterOpts, Cmd, LogOpts, Output, check_runs, workload};
 
 /// Panics unless `out` is a clean non-zero exit whose stderr is a short, clear error (no panic,
 /// no backtrace) mentioning each of `mentions` (case-insensitively).
@@ -210,7 +210,7 @@ fn bad_input_gets_clear_errors_and_servers_stay_up() {
 
     let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
-    let report = check(&runs, &deduplicated, &with_duplicates);
+    let report = check_runs(&runs, &deduplicated, &with_duplicates);
     report.assert_ok();
     assert_eq!(report.replayed, 300 + 1 + 300);
     eprintln!(
@@ -253,7 +253,7 @@ fn over_limit_record_among_good_ones() {
     );
     let deduplicated = cluster.replay(log, false, Duration::from_secs(30));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(30));
-    let report = check(&[run], &deduplicated, &with_duplicates);
+    let report = check_runs(&[run], &deduplicated, &with_duplicates);
     report.assert_ok();
     assert!(
         !deduplicated.payloads().iter().any(|p| p.len() > LIMIT),

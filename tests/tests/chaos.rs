@@ -4,17 +4,20 @@
 //! kind of fault (or two at once) on a schedule it prints, heals, waits for full replication
 //! and runs the checker: no acknowledged record lost, nothing unattempted read, no definitely
 //! failed record read, duplicates only from retries and exactly once after dedupe, per-writer
-//! order, later replays keep what earlier ones returned, sealed replicas byte-identical, every
-//! record's hash intact; and read-after-ack (R): every replay started at a fault (and the tails)
-//! returns every record acknowledged before it began, or fails loudly, and every tail catches up
-//! with every acknowledged record after healing (T). Every scenario prints its seed (rerun with
-//! `CAIRN_TESTS_SEED`).
+//! order, no skipped range unless expected, later replays keep what earlier ones returned,
+//! sealed replicas byte-identical, every record's hash intact; read-after-ack (R): every replay
+//! started at a fault (and the tails) returns every record acknowledged before it began, or
+//! fails loudly; nothing a reader returned is gone later (G); and every tail catches up with
+//! every acknowledged record after healing (T). Faults on the open chunk are dealt with the
+//! writers frozen and confirmed by the chunk's seal. Every scenario prints its seed (rerun with
+//! `CAIRN_TESTS_SEED`). The fault matrix: `docs/testing.md`.
 
 #[path = "chaos/harness.rs"]
 mod harness;
 
 use std::time::Duration;
 
+use cairn_record::limits::{CHUNK_HEADER_BYTES, FRAME_HEADER_BYTES};
 use cairn_tests::Role;
 use cairn_tests::damage::flip_byte;
 use harness::{Chaos, ChaosOpts};
@@ -22,19 +25,22 @@ use harness::{Chaos, ChaosOpts};
 const ACKS: Duration = Duration::from_secs(60);
 
 /// Proves row 1: SIGKILL of a secondary of the open chunk during appends (three times, each
-/// restarted 2 s later) loses nothing acknowledged; clients seal and move on.
+/// restarted 2 s later) loses nothing acknowledged; clients seal the chunk on the two replicas
+/// left (confirmed in the master's log) and move on.
 #[test]
 fn kill_a_secondary() {
     let _serial = cairn_tests::serial();
     let mut chaos = Chaos::start("kill_secondary", ChaosOpts::default());
     chaos.wait_acks(300, ACKS);
     for round in 1..=3 {
-        let (_, secondaries) = chaos.open_chunk_roles();
+        let (handle, _, secondaries) = chaos.freeze_on_open_chunk();
         let victim = secondaries[0];
-        chaos.fault(format!(
-            "round {round}: SIGKILL secondary chunkserver {victim}"
-        ));
         chaos.cluster.kill(Role::Chunkserver(victim));
+        chaos.fault(format!(
+            "round {round}: SIGKILL secondary chunkserver {victim} of open chunk {handle}"
+        ));
+        chaos.thaw();
+        chaos.assert_sealed(&handle, Some(2), ACKS);
         chaos.wait_acks(1000, ACKS);
         std::thread::sleep(Duration::from_secs(2));
         chaos.fault(format!("round {round}: restart chunkserver {victim}"));
@@ -45,19 +51,21 @@ fn kill_a_secondary() {
 }
 
 /// Proves row 2: SIGKILL of the open chunk's primary during appends (three times) loses
-/// nothing acknowledged: the client seals at the longest fenced length among the secondaries
-/// and retries on the next chunk.
+/// nothing acknowledged: the chunk is sealed at the longest fenced length among the two
+/// secondaries (confirmed in the master's log) and the clients retry on the next chunk.
 #[test]
 fn kill_the_primary() {
     let _serial = cairn_tests::serial();
     let mut chaos = Chaos::start("kill_primary", ChaosOpts::default());
     chaos.wait_acks(300, ACKS);
     for round in 1..=3 {
-        let (primary, _) = chaos.open_chunk_roles();
-        chaos.fault(format!(
-            "round {round}: SIGKILL primary chunkserver {primary}"
-        ));
+        let (handle, primary, _) = chaos.freeze_on_open_chunk();
         chaos.cluster.kill(Role::Chunkserver(primary));
+        chaos.fault(format!(
+            "round {round}: SIGKILL primary chunkserver {primary} of open chunk {handle}"
+        ));
+        chaos.thaw();
+        chaos.assert_sealed(&handle, Some(2), ACKS);
         chaos.wait_acks(1000, ACKS);
         std::thread::sleep(Duration::from_secs(2));
         chaos.fault(format!("round {round}: restart chunkserver {primary}"));
@@ -97,15 +105,20 @@ fn power_cut_of_one_chunkserver() {
     let mut chaos = Chaos::start("power_cut_one", opts);
     chaos.wait_acks(300, ACKS);
     for round in 1..=2 {
-        let (primary, secondaries) = chaos.open_chunk_roles();
+        let (handle, primary, secondaries) = chaos.freeze_on_open_chunk();
         let victim = if round == 1 { primary } else { secondaries[0] };
-        chaos.fault(format!("round {round}: power cut of chunkserver {victim}"));
         chaos.cluster.kill(Role::Chunkserver(victim));
+        chaos.fault(format!(
+            "round {round}: power cut of chunkserver {victim}, a replica of open chunk {handle}"
+        ));
+        chaos.thaw();
+        chaos.assert_sealed(&handle, Some(2), ACKS);
         chaos.wait_acks(1000, ACKS);
         chaos.fault(format!("round {round}: power back on chunkserver {victim}"));
         chaos.cluster.start_server(Role::Chunkserver(victim));
         chaos.wait_acks(1000, ACKS);
     }
+    harness::assert_power_cut_mode(&chaos.cluster);
     chaos.finish();
 }
 
@@ -131,6 +144,7 @@ fn power_cut_of_everything() {
     for i in 0..4 {
         chaos.cluster.start_server(Role::Chunkserver(i));
     }
+    harness::assert_power_cut_mode(&chaos.cluster);
     chaos.wait_acks(300, ACKS);
     chaos.finish();
 }
@@ -143,10 +157,14 @@ fn pause_the_primary_while_its_chunk_is_sealed() {
     let _serial = cairn_tests::serial();
     let mut chaos = Chaos::start("pause_primary", ChaosOpts::default());
     chaos.wait_acks(300, ACKS);
-    let (primary, _) = chaos.open_chunk_roles();
-    chaos.fault(format!("SIGSTOP primary chunkserver {primary}"));
+    let (handle, primary, _) = chaos.freeze_on_open_chunk();
     chaos.cluster.pause(Role::Chunkserver(primary));
-    // The clients' appends to it time out; they seal and go on elsewhere.
+    chaos.fault(format!(
+        "SIGSTOP primary chunkserver {primary} of open chunk {handle}"
+    ));
+    chaos.thaw();
+    // The clients' appends to it time out; they seal it on the secondaries and go on elsewhere.
+    chaos.assert_sealed(&handle, Some(2), Duration::from_secs(90));
     chaos.wait_acks(300, Duration::from_secs(90));
     chaos.fault(format!("SIGCONT chunkserver {primary}"));
     chaos.cluster.resume(Role::Chunkserver(primary));
@@ -206,9 +224,9 @@ fn flipped_bits_on_one_replica_are_detected_and_repaired() {
     assert!(sealed.len() >= 2, "need two sealed chunks: {sealed:?}");
     let (a, _, a_holders) = &sealed[0];
     let (b, _, b_holders) = &sealed[1];
-    // First frame of a chunk starts at 32; its header is 40 bytes (FORMAT.md), payload after.
-    let payload_byte = 32 + 40 + 7;
-    let header_byte = 32 + 12;
+    // The first frame follows the chunk header; its payload follows the frame header.
+    let payload_byte = (CHUNK_HEADER_BYTES + FRAME_HEADER_BYTES + 7) as u64;
+    let header_byte = (CHUNK_HEADER_BYTES + 12) as u64;
     chaos.fault(format!(
         "flip a payload bit of chunk {a} on chunkserver {}",
         a_holders[0]
@@ -249,9 +267,8 @@ fn flipped_bits_on_one_replica_are_detected_and_repaired() {
 /// that replica's tail (the clients' seal, at the longest fenced length, happens without it),
 /// and every acknowledged record is kept.
 ///
-/// The two faults hit different chunks, one after the other. (Stacked on one chunk — its
-/// primary down and then its only sealed replica cut — they leave no good replica, and repair
-/// from several damaged or stale replicas is not built: see the README's failure model.)
+/// The two faults hit different chunks, one after the other; stacked on one chunk they are
+/// [`truncation_stacked_on_the_open_chunk`].
 #[test]
 fn truncated_replicas_never_shorten_a_chunk() {
     let _serial = cairn_tests::serial();
@@ -305,6 +322,81 @@ fn truncated_replicas_never_shorten_a_chunk() {
     chaos.finish();
 }
 
+/// Proves row 13 with the faults stacked on one chunk (a scenario that once found a chunk left
+/// with no good replica): the open chunk's primary is killed and a secondary is stopped with 3000
+/// bytes cut off its replica of that chunk, so the clients seal the chunk on the one secondary
+/// left (confirmed: sealed on 1 replica); then that only sealed replica is cut by 100 bytes
+/// while its chunkserver is down, and all three come back. The replicas that missed the seal
+/// (the old primary's whole stream, the cut secondary's prefix) still hold every acknowledged
+/// record: the chunk must never be cut back (it keeps its sealed length, and replay reports no
+/// skipped range), must be readable and repaired to three identical replicas, replay must
+/// return every acknowledged record, and readers started during the faults must hold every
+/// earlier ack (R).
+///
+/// Known bug, reproduced on every run: the damaged sealer still reports its replica, so the
+/// master does not salvage, and repair copies only from a good replica, of which there is none:
+/// `stat` lists no replica of the chunk and every replay fails after 30 s with "the chunk has no
+/// replica to read from", although the old primary holds every byte of it. (Letting the master
+/// salvage from a replica whose last report covered the whole sealed length was tried: a report
+/// can be stale, and the salvage then cut acknowledged records.) Ignored until fixed; run it
+/// with `cargo test -p cairn-tests --test chaos truncation_stacked -- --ignored`.
+#[test]
+#[ignore = "known bug: a chunk whose only sealed replica is damaged has no readable replica"]
+fn truncation_stacked_on_the_open_chunk() {
+    let _serial = cairn_tests::serial();
+    let mut chaos = Chaos::start("truncation_stacked", ChaosOpts::default());
+    chaos.wait_acks(2000, ACKS);
+    let (handle, primary, secondaries) = chaos.freeze_on_open_chunk();
+    let (cut, sealer) = (secondaries[0], secondaries[1]);
+    chaos.cluster.kill(Role::Chunkserver(primary));
+    chaos.cluster.kill(Role::Chunkserver(cut));
+    let path = chaos.chunk_file(cut, &handle);
+    let size = std::fs::metadata(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .len();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(size.saturating_sub(3000).max(32)).unwrap();
+    drop(f);
+    chaos.fault(format!(
+        "SIGKILL primary chunkserver {primary} of open chunk {handle}; stop chunkserver {cut} \
+         and cut its replica from {size} to {} bytes",
+        size.saturating_sub(3000).max(32)
+    ));
+    chaos.thaw();
+    chaos.assert_sealed(&handle, Some(1), ACKS);
+    let len = chaos
+        .cluster
+        .stat(&chaos.log)
+        .chunks
+        .into_iter()
+        .find(|c| c.handle == handle)
+        .map(|c| c.length)
+        .expect("the sealed chunk");
+    chaos.cluster.kill(Role::Chunkserver(sealer));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(chaos.chunk_file(sealer, &handle))
+        .unwrap();
+    f.set_len(len - 100).unwrap();
+    drop(f);
+    chaos.fault(format!(
+        "stop chunkserver {sealer}, the only sealed replica of chunk {handle}, and cut it from \
+         {len} to {} bytes",
+        len - 100
+    ));
+    for i in [sealer, cut, primary] {
+        chaos.cluster.start_server(Role::Chunkserver(i));
+    }
+    chaos.fault(format!(
+        "chunkservers {sealer}, {cut} and {primary} restarted"
+    ));
+    chaos.wait_acks(1000, ACKS);
+    let after = chaos.cluster.stat(&chaos.log);
+    let chunk = after.chunks.iter().find(|c| c.handle == handle).unwrap();
+    assert_eq!(chunk.length, len, "the sealed length never changes");
+    chaos.finish();
+}
+
 /// Proves row 21: a chunkserver that was down while the log moved on (seals raised versions,
 /// chunks were re-replicated) comes back with stale replicas that are never read or copied
 /// from, and are deleted.
@@ -313,11 +405,13 @@ fn stale_replicas_return_and_are_deleted() {
     let _serial = cairn_tests::serial();
     let mut chaos = Chaos::start("stale_replica", ChaosOpts::default());
     chaos.wait_acks(1000, ACKS);
-    let (primary, _) = chaos.open_chunk_roles();
-    chaos.fault(format!(
-        "SIGKILL chunkserver {primary} (primary of the open chunk)"
-    ));
+    let (handle, primary, _) = chaos.freeze_on_open_chunk();
     chaos.cluster.kill(Role::Chunkserver(primary));
+    chaos.fault(format!(
+        "SIGKILL chunkserver {primary} (primary of open chunk {handle})"
+    ));
+    chaos.thaw();
+    chaos.assert_sealed(&handle, Some(2), ACKS);
     chaos.wait_acks(3000, ACKS);
     chaos.fault(format!(
         "restart chunkserver {primary} with its stale replicas"
@@ -339,16 +433,18 @@ fn primary_cut_off_from_its_secondaries() {
     };
     let mut chaos = Chaos::start("partition_primary", opts);
     chaos.wait_acks(1000, ACKS);
-    let (primary, secondaries) = chaos.open_chunk_roles();
-    chaos.fault(format!(
-        "blackhole chunkservers {secondaries:?} (the secondaries of primary {primary})"
-    ));
+    let (handle, primary, secondaries) = chaos.freeze_on_open_chunk();
     for &s in &secondaries {
         chaos
             .cluster
             .proxy(Role::Chunkserver(s))
             .set(cairn_tests::Mode::Blackhole);
     }
+    chaos.fault(format!(
+        "blackhole chunkservers {secondaries:?} (the secondaries of primary {primary}, open \
+         chunk {handle})"
+    ));
+    chaos.thaw();
     std::thread::sleep(Duration::from_secs(4));
     chaos.fault("heal: pass, and cut the held connections");
     for &s in &secondaries {
@@ -356,6 +452,8 @@ fn primary_cut_off_from_its_secondaries() {
         p.set(cairn_tests::Mode::Pass);
         p.cut_all();
     }
+    // The cut-off chunk was sealed (the primary could not forward), not merely left behind.
+    chaos.assert_sealed(&handle, None, Duration::from_secs(90));
     chaos.wait_acks(1000, Duration::from_secs(90));
     chaos.finish();
 }
@@ -391,7 +489,13 @@ fn client_killed_mid_append_and_garbage_on_every_port() {
     for a in &acked {
         let seq = a.line;
         seen.insert(seq);
-        chaos.history().ok(w, seq, 0, a.chunk, a.offset);
+        chaos.history().ok(
+            w,
+            seq,
+            0,
+            (a.chunk, a.offset),
+            Some((a.writer.clone(), a.sequence)),
+        );
     }
     for seq in 1..=lines.len() as u64 {
         if !seen.contains(&seq) {
@@ -442,10 +546,7 @@ fn acknowledgements_delayed_past_the_client_timeout() {
     };
     let mut chaos = Chaos::start("ack_delayed", opts);
     chaos.wait_acks(1000, ACKS);
-    let (primary, _) = chaos.open_chunk_roles();
-    chaos.fault(format!(
-        "delay every answer of primary chunkserver {primary} by 12 s (the client waits 10 s)"
-    ));
+    let (handle, primary, _) = chaos.freeze_on_open_chunk();
     chaos
         .cluster
         .proxy(Role::Chunkserver(primary))
@@ -453,6 +554,12 @@ fn acknowledgements_delayed_past_the_client_timeout() {
             cairn_tests::Direction::ServerToClient,
             cairn_tests::Mode::Delay(Duration::from_secs(12)),
         );
+    chaos.fault(format!(
+        "delay every answer of primary chunkserver {primary} (open chunk {handle}) by 12 s (the \
+         client waits 10 s)"
+    ));
+    chaos.thaw();
+    chaos.assert_sealed(&handle, None, Duration::from_secs(90));
     chaos.wait_acks(500, Duration::from_secs(90));
     chaos.fault("answers flow again");
     let p = chaos.cluster.proxy(Role::Chunkserver(primary));
@@ -535,14 +642,18 @@ fn two_secondaries_paused_then_the_primary_lost() {
         ..ChaosOpts::default()
     };
     let mut chaos = Chaos::start("paused_secondaries_lost_primary", opts);
+    // The chunk sealed on the primary alone is salvaged from the secondaries: what only the
+    // primary had (never acknowledged) is reported as skipped.
+    chaos.expect_salvage();
     chaos.wait_acks(300, ACKS);
-    let (handle, primary, secondaries) = chaos.open_chunk();
-    chaos.fault(format!(
-        "SIGSTOP chunkservers {secondaries:?} (both secondaries of open chunk {handle})"
-    ));
+    let (handle, primary, secondaries) = chaos.freeze_on_open_chunk();
     for &s in &secondaries {
         chaos.cluster.pause(Role::Chunkserver(s));
     }
+    chaos.fault(format!(
+        "SIGSTOP chunkservers {secondaries:?} (both secondaries of open chunk {handle})"
+    ));
+    chaos.thaw();
     // Clients seal and go on with the three live chunkservers. Kill the primary at the first
     // acknowledgement after the seal, before the master's repair copies the chunk.
     chaos.wait_sealed_then_ack(&handle, Duration::from_secs(60));
@@ -563,6 +674,8 @@ fn two_secondaries_paused_then_the_primary_lost() {
         .to_owned();
     std::fs::remove_dir_all(&dir).expect("wipe");
     std::fs::create_dir_all(&dir).expect("recreate");
+    // The seal the scenario is about: on the primary alone, the secondaries being paused.
+    chaos.assert_sealed(&handle, Some(1), ACKS);
     chaos.fault(format!("SIGCONT chunkservers {secondaries:?}"));
     for &s in &secondaries {
         chaos.cluster.resume(Role::Chunkserver(s));
@@ -587,8 +700,19 @@ fn primary_killed_right_after_the_last_ack() {
     let mut chaos = Chaos::start("primary_killed_after_last_ack", opts);
     chaos.spawn_tail("tail running before the kill");
     chaos.wait_acks(2000, ACKS);
-    let (handle, primary, _) = chaos.open_chunk();
     chaos.stop_writers();
+    // The open chunk once no seal is under way (a stopped writer's full chunk may be sealed a
+    // moment later): the same chunk in two stats 300 ms apart.
+    let (handle, primary) = cairn_tests::wait_until(
+        "the open chunk to stay put",
+        Duration::from_secs(10),
+        || {
+            let (first, primary, _) = chaos.open_chunk();
+            std::thread::sleep(Duration::from_millis(300));
+            let (again, _, _) = chaos.open_chunk();
+            (first == again).then_some((first, primary))
+        },
+    );
     chaos.cluster.kill(Role::Chunkserver(primary));
     // `fault` starts the immediate replay (and a tail).
     chaos.fault(format!(
@@ -596,7 +720,10 @@ fn primary_killed_right_after_the_last_ack() {
     ));
     std::thread::sleep(Duration::from_secs(3));
     chaos.spawn_replay("replay 3 s after the kill");
-    std::thread::sleep(Duration::from_secs(3));
+    // Sealed without the dead primary within 3 s of the last replay's start, long before the
+    // master's failure detector (10 s) could act: clients or readers had it sealed (a reader
+    // asks with PRIMARY_UNREACHABLE; a chunk already full may be sealed as such first).
+    chaos.assert_sealed(&handle, Some(2), Duration::from_secs(3));
     chaos.fault(format!("restart chunkserver {primary}"));
     chaos.cluster.start_server(Role::Chunkserver(primary));
     chaos.finish();
@@ -611,18 +738,19 @@ fn master_killed_between_a_version_and_its_fences() {
     let _serial = cairn_tests::serial();
     let mut chaos = Chaos::start("master_killed_mid_seal", ChaosOpts::default());
     chaos.wait_acks(500, ACKS);
-    let (handle, _, secondaries) = chaos.open_chunk();
+    let (handle, _, secondaries) = chaos.freeze_on_open_chunk();
     let seals_before = chaos
         .cluster
         .server_stderr(Role::Master)
         .matches("sealing chunk")
         .count();
-    chaos.fault(format!(
-        "SIGSTOP chunkservers {secondaries:?} (secondaries of open chunk {handle}): fences hang"
-    ));
     for &s in &secondaries {
         chaos.cluster.pause(Role::Chunkserver(s));
     }
+    chaos.fault(format!(
+        "SIGSTOP chunkservers {secondaries:?} (secondaries of open chunk {handle}): fences hang"
+    ));
+    chaos.thaw();
     cairn_tests::wait_until(
         "the master to log a seal's new version",
         Duration::from_secs(30),
@@ -646,6 +774,8 @@ fn master_killed_between_a_version_and_its_fences() {
     for &s in &secondaries {
         chaos.cluster.resume(Role::Chunkserver(s));
     }
+    // The seal that was cut short is finished (by a client or the master's repair pass).
+    chaos.assert_sealed(&handle, None, Duration::from_secs(90));
     chaos.wait_acks(500, Duration::from_secs(90));
     chaos.finish();
 }
@@ -722,7 +852,10 @@ fn corrupt_repair_source() {
     chaos.fault(format!(
         "flip a payload bit of sealed chunk {a} on chunkserver {source} (no scrubbing)"
     ));
-    flip_byte(&chaos.chunk_file(source, &a), 32 + 40 + 7);
+    flip_byte(
+        &chaos.chunk_file(source, &a),
+        (CHUNK_HEADER_BYTES + FRAME_HEADER_BYTES + 7) as u64,
+    );
     chaos.fault(format!(
         "SIGKILL chunkserver {lost}, a third replica of chunk {a}"
     ));

@@ -22,7 +22,7 @@ use tonic::transport::Channel;
 const CHUNK_BYTES: u64 = 64 << 10;
 
 /// The header of a chunk file; the first frame starts here.
-const HEADER_BYTES: usize = 32;
+const HEADER_BYTES: usize = cairn_record::limits::CHUNK_HEADER_BYTES;
 
 /// How long an append command of a handful of records may take (seals and retries included).
 const APPEND_TIMEOUT: Duration = Duration::from_secs(60);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use cairn_tests::contract::read_acks;
 use cairn_tests::{
-    AppendRun, ChunkStat, Cluster, ClusterOpts, LogOpts, Role, check, wait_until, workload,
+    AppendRun, ChunkStat, Cluster, ClusterOpts, LogOpts, Role, check_runs, wait_until, workload,
 };
 
 /// The length of a chunk holding no record: its header.
@@ -145,7 +145,7 @@ fn master_killed_and_restarted_mid_run() {
 
     let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
-    check(&runs, &deduplicated, &with_duplicates).assert_ok();
+    check_runs(&runs, &deduplicated, &with_duplicates).assert_ok();
 
     // Locations are not persisted: they come back from chunkserver reports. A chunk whose
     // allocation the master logged just before a kill may have reached only some chunkservers
@@ -255,7 +255,7 @@ fn chunkserver_restarted_between_appends() {
     runs[1].assert_all_acked();
     let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
-    check(&runs, &deduplicated, &with_duplicates).assert_ok();
+    check_runs(&runs, &deduplicated, &with_duplicates).assert_ok();
 
     let all = all_chunkservers(&cluster);
     let stat_final = cluster.stat(log);
@@ -316,7 +316,7 @@ fn chunkserver_killed_mid_run_and_restarted() {
     let runs = vec![run];
     let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
-    check(&runs, &deduplicated, &with_duplicates).assert_ok();
+    check_runs(&runs, &deduplicated, &with_duplicates).assert_ok();
     let stat_final = cluster.stat(log);
     assert_sealed_kept(&stat_before.chunks, &stat_final.chunks, "at the end");
     let short: Vec<&ChunkStat> = stat_final
@@ -366,7 +366,7 @@ fn chunkserver_paused_briefly_mid_run() {
     let runs = vec![run];
     let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
-    check(&runs, &deduplicated, &with_duplicates).assert_ok();
+    check_runs(&runs, &deduplicated, &with_duplicates).assert_ok();
     cluster.assert_running();
     eprintln!(
         "chunkserver_paused: done in {:.1} s",

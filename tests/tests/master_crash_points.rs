@@ -7,7 +7,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 use cairn_tests::contract::read_acks;
-use cairn_tests::{AppendRun, Cluster, ClusterOpts, LogOpts, Role, check, workload};
+use cairn_tests::{AppendRun, Cluster, ClusterOpts, LogOpts, Role, check_runs, workload};
 
 /// Small chunks (~150 records of 100–700 bytes each), so a short run rolls many chunks.
 const CHUNK_BYTES: u64 = 64 << 10;
@@ -65,7 +65,7 @@ fn append_more_and_check(
     runs.push(after);
     let deduplicated = cluster.replay(log, false, COMMAND_TIMEOUT);
     let with_duplicates = cluster.replay(log, true, COMMAND_TIMEOUT);
-    check(&runs, &deduplicated, &with_duplicates).assert_ok();
+    check_runs(&runs, &deduplicated, &with_duplicates).assert_ok();
     let acked: usize = runs.iter().map(|r| r.acks.len()).sum();
     assert_eq!(acked, RECORDS + RECORDS_AFTER);
     let chunks = cluster.stat(log).chunks.len();

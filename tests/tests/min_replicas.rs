@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use cairn_tests::{Cluster, ClusterOpts, Role, check, wait_until, workload};
+use cairn_tests::{Cluster, ClusterOpts, Role, check_runs, wait_until, workload};
 
 /// The length of a chunk holding no record: its header.
 const EMPTY_CHUNK_BYTES: u64 = 32;
@@ -124,5 +124,5 @@ fn appends_go_on_with_a_chunkserver_down_and_chunks_return_to_full_replication()
     let runs = vec![before, during];
     let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
-    check(&runs, &deduplicated, &with_duplicates).assert_ok();
+    check_runs(&runs, &deduplicated, &with_duplicates).assert_ok();
 }

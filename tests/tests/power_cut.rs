@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cairn_tests::contract::read_acks;
-use cairn_tests::{AppendRun, Cluster, ClusterOpts, Cmd, LogOpts, Role, check, workload};
+use cairn_tests::{AppendRun, Cluster, ClusterOpts, Cmd, LogOpts, Role, check_runs, workload};
 
 /// What a chunkserver logs at start in the power-cut test mode.
 const TEST_MODE_LINE: &str = "TEST MODE: unsynced writes live in memory";
@@ -109,7 +109,7 @@ fn chunkserver_power_cut_mid_run_loses_nothing_acknowledged() {
     let runs = vec![run];
     let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
-    check(&runs, &deduplicated, &with_duplicates).assert_ok();
+    check_runs(&runs, &deduplicated, &with_duplicates).assert_ok();
     cluster.assert_running();
     eprintln!(
         "power_cut: {checked} chunk files clean after the kills; done in {:.1} s",

@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cairn_tests::proxy::{Counters, Direction, Mode, Proxy};
-use cairn_tests::{Cluster, ClusterOpts, LogOpts, Role, check, wait_until, workload};
+use cairn_tests::{Cluster, ClusterOpts, LogOpts, Role, check_runs, wait_until, workload};
 
 /// Deadline of every blocking socket call of these tests.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -314,7 +314,7 @@ fn proxied_cluster_routes_through_its_proxies() {
     run.assert_all_acked();
     let dedup = cluster.replay("/proxied", false, Duration::from_secs(60));
     let full = cluster.replay("/proxied", true, Duration::from_secs(60));
-    check(&[run], &dedup, &full).assert_ok();
+    check_runs(&[run], &dedup, &full).assert_ok();
 
     let names = cluster.chunkserver_addrs();
     for chunk in cluster.stat("/proxied").chunks {

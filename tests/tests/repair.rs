@@ -5,9 +5,12 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use cairn_record::limits::FRAME_HEADER_BYTES;
 use cairn_tests::contract::read_acks;
 use cairn_tests::damage::flip_byte;
-use cairn_tests::{AppendRun, Cluster, ClusterOpts, LogOpts, Role, check, wait_until, workload};
+use cairn_tests::{
+    AppendRun, Cluster, ClusterOpts, LogOpts, Role, check_runs, wait_until, workload,
+};
 
 /// The length of a chunk holding no record: its header.
 const EMPTY_CHUNK_BYTES: u64 = 32;
@@ -127,16 +130,17 @@ fn dead_chunkserver_is_re_replicated_and_its_stale_replica_deleted() {
 
     let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
-    check(&runs, &deduplicated, &with_duplicates).assert_ok();
+    check_runs(&runs, &deduplicated, &with_duplicates).assert_ok();
 }
 
 /// Proves that records acknowledged in an open chunk stay readable when its primary restarts
 /// and nobody appends again: the restarted primary reports the replica without its (in-memory)
-/// primary role, the master seals the chunk, and replay returns every record.
+/// primary role, the chunk is sealed, and the first replay after the restart returns every
+/// record (read-after-ack: it must not end short, whoever seals the chunk).
 ///
 /// How: 300 records into a log with 1 MiB chunks (all in the open chunk), SIGKILL and restart
-/// the open chunk's primary, then — with no appender running — poll replay until it returns all
-/// 300 (bounded), and check the run.
+/// the open chunk's primary, then — with no appender running — one replay, which must exit 0
+/// with all 300; the chunk must then be sealed; check the run.
 #[test]
 fn restarted_primary_gets_its_open_chunk_sealed_without_new_appends() {
     let _serial = cairn_tests::serial();
@@ -158,27 +162,43 @@ fn restarted_primary_gets_its_open_chunk_sealed_without_new_appends() {
         .iter()
         .find(|c| !c.is_sealed())
         .expect("an open chunk");
-    let primary = open.primary.clone().expect("a primary");
+    let (handle, primary) = (
+        open.handle.clone(),
+        open.primary.clone().expect("a primary"),
+    );
     let i = cluster.chunkserver_index(&primary);
     cluster.kill_chunkserver(i);
     cluster.start_server(Role::Chunkserver(i));
     let restarted = Instant::now();
     let runs = vec![run];
-    wait_until(
-        "replay returns every record",
-        Duration::from_secs(30),
-        || {
-            let replay = cluster.replay(log, false, Duration::from_secs(30));
-            (replay.records().count() >= 300).then_some(())
-        },
+    let first = cluster.replay(log, false, Duration::from_secs(60));
+    assert!(
+        first.output.success(),
+        "the first replay after the restart failed: {:?}",
+        first.output
     );
+    let returned = first.records().count();
     eprintln!(
-        "restarted_primary: every record readable {:.1} s after the restart",
+        "restarted_primary: the first replay, {:.1} s after the restart, returned {returned} records",
         restarted.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        returned, 300,
+        "the first replay after the restart ended short"
+    );
+    let sealed = cluster
+        .stat(log)
+        .chunks
+        .into_iter()
+        .find(|c| c.handle == handle)
+        .expect("the chunk is still in the log");
+    assert!(
+        sealed.is_sealed(),
+        "chunk {handle} is not sealed: {sealed:?}"
     );
     let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
-    check(&runs, &deduplicated, &with_duplicates).assert_ok();
+    check_runs(&runs, &deduplicated, &with_duplicates).assert_ok();
 }
 
 /// Proves row 12 (helix) for reads: with a different record corrupted on each of the three
@@ -228,15 +248,15 @@ fn helix_corruption_is_read_around() {
             .data_dir(Role::Chunkserver(i))
             .join("chunks")
             .join(format!("{}.chunk", chunk.handle));
-        // 40-byte frame header (FORMAT.md), then the payload.
-        let at = records[1 + 3 * k] + 40 + 3;
+        // The frame header, then the payload.
+        let at = records[1 + 3 * k] + FRAME_HEADER_BYTES as u64 + 3;
         eprintln!("helix: flip chunk {} byte {at} on {addr}", chunk.index);
         flip_byte(&path, at);
     }
     let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
     let runs = vec![run];
-    check(&runs, &deduplicated, &with_duplicates).assert_ok();
+    check_runs(&runs, &deduplicated, &with_duplicates).assert_ok();
 }
 
 /// The chunk files under every chunkserver's data directory, sorted.

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use cairn_record::limits::FRAME_HEADER_BYTES;
 use cairn_tests::damage::flip_byte;
-use cairn_tests::{Cluster, ClusterOpts, LogOpts, Role, check, wait_until, workload};
+use cairn_tests::{Cluster, ClusterOpts, LogOpts, Role, check_runs, wait_until, workload};
 
 /// The length of a chunk holding no record: its header.
 const EMPTY_CHUNK_BYTES: u64 = 32;
@@ -68,8 +69,8 @@ fn a_corrupt_copy_source_is_marked_and_the_chunk_repaired_from_a_healthy_replica
             .join(format!("{}.chunk", chunk.handle))
     };
     let (bad_file, good_file) = (file_of(&bad), file_of(&good));
-    // 40-byte frame header (FORMAT.md), then the payload.
-    let at = records[1] + 40 + 3;
+    // The frame header, then the payload.
+    let at = records[1] + FRAME_HEADER_BYTES as u64 + 3;
     eprintln!(
         "corrupt_source: chunk {} ({}): flip byte {at} on {bad}, kill {victim}, healthy {good}",
         chunk.index, chunk.handle
@@ -101,5 +102,5 @@ fn a_corrupt_copy_source_is_marked_and_the_chunk_repaired_from_a_healthy_replica
     );
     let deduplicated = cluster.replay(log, false, Duration::from_secs(60));
     let with_duplicates = cluster.replay(log, true, Duration::from_secs(60));
-    check(&[run], &deduplicated, &with_duplicates).assert_ok();
+    check_runs(&[run], &deduplicated, &with_duplicates).assert_ok();
 }
