@@ -333,15 +333,11 @@ fn truncated_replicas_never_shorten_a_chunk() {
 /// return every acknowledged record, and readers started during the faults must hold every
 /// earlier ack (R).
 ///
-/// Known bug, reproduced on every run: the damaged sealer still reports its replica, so the
-/// master does not salvage, and repair copies only from a good replica, of which there is none:
-/// `stat` lists no replica of the chunk and every replay fails after 30 s with "the chunk has no
-/// replica to read from", although the old primary holds every byte of it. (Letting the master
-/// salvage from a replica whose last report covered the whole sealed length was tried: a report
-/// can be stale, and the salvage then cut acknowledged records.) Ignored until fixed; run it
-/// with `cargo test -p cairn-tests --test chaos truncation_stacked -- --ignored`.
+/// This scenario found a real bug: the damaged sealer still reported its replica, so the master
+/// did not salvage, and repair copied only from a good replica, of which there was none; every
+/// replay failed after 30 s although the old primary held every byte. The master now seals in
+/// place a replica that missed the seal and holds the whole sealed length.
 #[test]
-#[ignore = "known bug: a chunk whose only sealed replica is damaged has no readable replica"]
 fn truncation_stacked_on_the_open_chunk() {
     let _serial = cairn_tests::serial();
     let mut chaos = Chaos::start("truncation_stacked", ChaosOpts::default());
