@@ -403,6 +403,9 @@ impl Reader {
         };
         let cursor = self.current.as_mut().expect("checked above");
         let (index, start) = (cursor.index, cursor.pos);
+        // Open in the master's last answer: only the master's view of a sealed chunk (its good
+        // replicas, its sealed length) lets bad bytes be reported as skipped.
+        let open_for_master = cursor.end.is_none();
         if read.sealed && cursor.end.is_none() {
             cursor.end = Some(read.readable_end);
         }
@@ -416,22 +419,41 @@ impl Reader {
             };
             return self.read_failed(e).await;
         }
-        if cursor.end.is_none()
+        if open_for_master
             && read
                 .items
                 .iter()
                 .any(|i| matches!(i, RangeItem::Bad { .. }))
         {
-            // Bad bytes below an open chunk's commit offset that no other replica could patch:
-            // the secondaries hold them (every replica holds what is committed) but serve only
-            // up to the commit offset they know, which lags the primary's. Have the master
-            // seal the chunk, then read this range again up to the sealed length, from any
-            // replica.
+            // Bad bytes below an open chunk's commit offset (or in a replica that was sealed a
+            // moment ago, before the master finished the seal) that no other replica could
+            // patch: the others hold them (every replica holds what is committed) but serve
+            // only up to the commit offset they know, which lags the primary's. Have the master
+            // seal the chunk, then read this range again up to the sealed length, from its good
+            // replicas.
+            cursor.end = None;
             return self
                 .seal_current(&format!(
                     "bad bytes at offset {start} on every replica tried"
                 ))
                 .await;
+        }
+        if let Some(why) = &read.unread
+            && read
+                .items
+                .iter()
+                .any(|i| matches!(i, RangeItem::Bad { .. }))
+        {
+            // Bad bytes are reported as skipped only once every replica has shown its copy of
+            // them: one that could not be read (down, paused) may hold them whole. A failed read,
+            // retried with the master's newer view.
+            let e = Error::Unavailable {
+                message: format!(
+                    "bad bytes at offset {start} of chunk {} and a replica not read there: {why}",
+                    cursor.handle
+                ),
+            };
+            return self.read_failed(e).await;
         }
         self.failures = 0;
         self.failing_since = None;

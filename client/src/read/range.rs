@@ -85,6 +85,10 @@ pub(crate) struct RangeRead {
     /// replica, or from the open chunk's primary. A secondary's end of an open chunk may lag;
     /// the chunk must not be ended there.
     pub(crate) authoritative: bool,
+    /// With bad items left: why some other replica could not show its copy of them (down,
+    /// paused, or serving less than the range), so they may yet be whole there. `None` when
+    /// every replica was read: the bytes are bad everywhere.
+    pub(crate) unread: Option<String>,
 }
 
 /// What scanning one buffer gave.
@@ -206,6 +210,7 @@ pub(crate) async fn read_range<S: Source>(
             });
         }
     };
+    let mut unread = None;
     if bad {
         // Another replica's copy of the range: used whole if it scans clean, else each bad
         // span is patched with the whole frames another replica has there (replicas hold the
@@ -215,8 +220,12 @@ pub(crate) async fn read_range<S: Source>(
         let mut remaining = true;
         for other in (0..src.replicas()).filter(|&r| r != replica) {
             tried += 1;
-            let Ok(copy) = fetch_exact(src, other, base, data.len() as u64).await else {
-                continue;
+            let copy = match fetch_exact(src, other, base, data.len() as u64).await {
+                Ok(copy) => copy,
+                Err(e) => {
+                    unread = Some(e.to_string());
+                    continue;
+                }
             };
             match scan(&copy, base, last) {
                 Scan::Items {
@@ -237,6 +246,7 @@ pub(crate) async fn read_range<S: Source>(
         }
         if !remaining {
             tried = 0;
+            unread = None;
         }
         for item in &mut items {
             if let RangeItem::Bad { tried: t, .. } = item {
@@ -250,6 +260,7 @@ pub(crate) async fn read_range<S: Source>(
         readable_end,
         sealed: first.sealed,
         authoritative: end.is_some() || first.sealed || first.primary,
+        unread,
     })
 }
 
@@ -607,6 +618,34 @@ pub(crate) mod tests {
         let items = read_all(&DataLossOn(&mem, vec![1]), end).await;
         assert_eq!(sequences(&items), vec![1, 2, 3]);
         assert!(!items.iter().any(|i| matches!(i, RangeItem::Bad { .. })));
+    }
+
+    // Proves: bad bytes that another replica could not show its copy of (down, paused) are
+    // returned with why, so the reader retries instead of reporting a skipped range; once every
+    // replica has shown its bad copy, nothing is left unread.
+    #[tokio::test]
+    async fn bad_bytes_say_whether_a_replica_was_left_unread() {
+        let (good, offsets) = chunk(&[100, 200, 300]);
+        let mut bad = good.clone();
+        bad[offsets[1] as usize + 40] ^= 0x55;
+        let end = good.len() as u64;
+        let base = CHUNK_HEADER_BYTES as u64;
+        let src = MemSource::new(vec![Some(bad.clone()), None]);
+        let read = read_range(&src, &mut 0, base, Some(end), 0).await.unwrap();
+        assert!(
+            read.items
+                .iter()
+                .any(|i| matches!(i, RangeItem::Bad { .. }))
+        );
+        assert!(read.unread.is_some());
+        let src = MemSource::new(vec![Some(bad.clone()), Some(bad)]);
+        let read = read_range(&src, &mut 0, base, Some(end), 0).await.unwrap();
+        assert!(
+            read.items
+                .iter()
+                .any(|i| matches!(i, RangeItem::Bad { .. }))
+        );
+        assert_eq!(read.unread, None);
     }
 
     // Proves: when no replica has the range whole, the bad bytes come back as one Bad item
