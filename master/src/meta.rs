@@ -434,6 +434,27 @@ pub(crate) fn one_open_chunk(handle: ChunkHandle) -> Metadata {
     meta
 }
 
+/// Test fixture: [`one_open_chunk`] sealed at version 2, length 4096, on `a` alone (`b` and `c`
+/// missed the seal).
+#[cfg(test)]
+pub(crate) fn one_sealed_chunk(handle: ChunkHandle) -> Metadata {
+    let mut meta = one_open_chunk(handle);
+    for e in [
+        Entry::Version { handle, version: 2 },
+        Entry::Seal {
+            handle,
+            version: 2,
+            length: 4096,
+            replicas: vec!["a".into()],
+            writer_marks: Vec::new(),
+        },
+    ] {
+        meta.apply(&e)
+            .expect("an open chunk takes a version and a seal");
+    }
+    meta
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

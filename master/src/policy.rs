@@ -137,7 +137,7 @@ pub(crate) fn chunk_length(c: &ChunkMeta, reports: &[(String, ReplicaReport)]) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::{Entry, Metadata};
+    use crate::meta::Metadata;
     use cairn_record::ChunkHandle;
 
     const H: ChunkHandle = ChunkHandle(0x33);
@@ -157,24 +157,10 @@ mod tests {
     /// The open chunk `H` of `/l` (factor 3) at version 1, and the same chunk sealed at version
     /// 2, length 4096.
     fn open_and_sealed() -> (Metadata, Metadata) {
-        let open = crate::meta::one_open_chunk(H);
-        let mut sealed = open.clone();
-        for e in [
-            Entry::Version {
-                handle: H,
-                version: 2,
-            },
-            Entry::Seal {
-                handle: H,
-                version: 2,
-                length: 4096,
-                replicas: vec!["a".into()],
-                writer_marks: Vec::new(),
-            },
-        ] {
-            sealed.apply(&e).unwrap();
-        }
-        (open, sealed)
+        (
+            crate::meta::one_open_chunk(H),
+            crate::meta::one_sealed_chunk(H),
+        )
     }
 
     // Proves the rules one by one on hand-made reports: good means sealed at the chunk's

@@ -445,22 +445,7 @@ mod tests {
     #[test]
     fn stale_open_replicas_are_found() {
         let now = Instant::now();
-        let mut meta = open_chunk();
-        for e in [
-            Entry::Version {
-                handle: H,
-                version: 2,
-            },
-            Entry::Seal {
-                handle: H,
-                version: 2,
-                length: 4096,
-                replicas: vec!["a".into()],
-                writer_marks: Vec::new(),
-            },
-        ] {
-            meta.apply(&e).unwrap();
-        }
+        let meta = crate::meta::one_sealed_chunk(H);
         let mut failed = report(1, 1024, false, false);
         failed.failed = true;
         let mut s = servers(
@@ -492,22 +477,7 @@ mod tests {
     #[test]
     fn complete_unsealed_replicas_are_found() {
         let now = Instant::now();
-        let mut meta = open_chunk();
-        for e in [
-            Entry::Version {
-                handle: H,
-                version: 2,
-            },
-            Entry::Seal {
-                handle: H,
-                version: 2,
-                length: 4096,
-                replicas: vec!["a".into()],
-                writer_marks: Vec::new(),
-            },
-        ] {
-            meta.apply(&e).unwrap();
-        }
+        let meta = crate::meta::one_sealed_chunk(H);
         let mut corrupt = report(2, 4096, false, false);
         corrupt.corrupt = true;
         let s = servers(

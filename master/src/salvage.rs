@@ -183,23 +183,7 @@ mod candidate_tests {
 
     /// One chunk sealed at version 2, length 4096, on `a` alone; `b` and `c` missed the seal.
     fn sealed_on_a() -> Metadata {
-        let mut meta = crate::meta::one_open_chunk(H);
-        for e in [
-            Entry::Version {
-                handle: H,
-                version: 2,
-            },
-            Entry::Seal {
-                handle: H,
-                version: 2,
-                length: 4096,
-                replicas: vec!["a".into()],
-                writer_marks: Vec::new(),
-            },
-        ] {
-            meta.apply(&e).unwrap();
-        }
-        meta
+        crate::meta::one_sealed_chunk(H)
     }
 
     // A sealed chunk is salvaged only when no live good replica exists, every chunkserver that
