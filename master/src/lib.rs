@@ -114,7 +114,8 @@ pub struct Seams {
     pub disk: SharedDisk,
     /// Where blocking file work (the operation log, checkpoints, start-up) runs.
     pub blocking: Blocking,
-    /// Seeds the master's randomness (a new cluster id, chunk handles, placement ties); `None`
+    /// Seeds the master's randomness (a new cluster id, chunk handles, placement ties; mixed with
+    /// the operation log's last sequence, so a restart draws new handles); `None`
     /// draws it from the OS.
     pub seed: Option<u64>,
 }
@@ -171,7 +172,14 @@ pub async fn serve_with(
     let logs = meta.logs.len();
     let chunks = meta.chunks.len();
     let api = service::GrpcChunkservers::new(connector, config.rpc_timeout);
-    let seed = seed.unwrap_or_else(core::MasterCore::<service::GrpcChunkservers>::random_seed);
+    // A given seed is mixed with how far the operation log has come, so that a restarted master
+    // (a simulation restarts it with the same seed) does not draw the same chunk handles again:
+    // a handle it allocated and dropped before the restart is in no metadata and, until the
+    // chunkservers report, in no report either, and could otherwise be issued twice.
+    let seed = match seed {
+        Some(s) => s ^ last_sequence.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        None => core::MasterCore::<service::GrpcChunkservers>::random_seed(),
+    };
     let core = Arc::new(core::MasterCore::new(
         config,
         api,
