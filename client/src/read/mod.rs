@@ -254,6 +254,9 @@ struct Reader {
     failing_since: Option<Instant>,
     failures: u32,
     done: bool,
+    /// The log's replication factor: a sealed chunk listed with fewer good replicas may have
+    /// others (not reporting yet, cut off) that hold bytes its listed ones have bad.
+    replication: u32,
 }
 
 impl Reader {
@@ -264,6 +267,7 @@ impl Reader {
         tail: Option<TailFrom>,
     ) -> Result<Reader> {
         let stat = client.stat_log(path).await?;
+        let replication = stat.replication;
         let mut pending: VecDeque<ChunkStat> = stat.chunks.into();
         let mut skip_to_end = false;
         if tail == Some(TailFrom::End) {
@@ -288,6 +292,7 @@ impl Reader {
             failing_since: None,
             failures: 0,
             done: false,
+            replication,
         };
         if skip_to_end && let Some(c) = reader.pending.pop_front() {
             let mut cursor = Cursor::new(&c);
@@ -438,18 +443,31 @@ impl Reader {
                 ))
                 .await;
         }
-        if let Some(why) = &read.unread
+        let listed = cursor.sources.len();
+        let unread = read.unread.clone().or_else(|| {
+            (listed < self.replication as usize).then(|| {
+                format!(
+                    "the master lists {listed} of its {} replicas (the others may hold them \
+                     whole)",
+                    self.replication
+                )
+            })
+        });
+        if let Some(why) = unread
             && read
                 .items
                 .iter()
                 .any(|i| matches!(i, RangeItem::Bad { .. }))
         {
             // Bad bytes are reported as skipped only once every replica has shown its copy of
-            // them: one that could not be read (down, paused) may hold them whole. A failed read,
-            // retried with the master's newer view.
+            // them: one that could not be read (down, paused), or that the master does not list
+            // yet (its chunkserver not registered again after a restart), may hold them whole.
+            // A failed read, retried with the master's newer view; a replay gives up with an
+            // error after `READ_RETRY_WINDOW`, never with a silently skipped acknowledged record.
             let e = Error::Unavailable {
                 message: format!(
-                    "bad bytes at offset {start} of chunk {} and a replica not read there: {why}",
+                    "bad bytes at offset {start} of chunk {}, and not every replica was read \
+                     there: {why}",
                     cursor.handle
                 ),
             };
