@@ -5,7 +5,8 @@
 //!
 //! # Layout
 //! - [`bin`]: builds the `cairn` binary once per test process (`cargo build -p cairn-cli --bin
-//!   cairn`, same profile and target directory as the test executable) or takes `$CAIRN_BIN`.
+//!   cairn --features test-faults`, same profile and target directory as the test executable),
+//!   reuses a fresh one that has the test faults, or takes `$CAIRN_BIN`.
 //! - [`proc`]: [`Cmd`]/[`Running`]/[`Output`]: child processes with deadlines; a hung command
 //!   fails its test instead of hanging CI.
 //! - [`cluster`]: [`Cluster`]: `cairn master` + N `cairn chunkserver`, readiness, kill/restart,
