@@ -20,10 +20,12 @@
 //!
 //! # Limits of this simulator
 //! One seed gives one history in a fresh process, every time; a second run of a seed in the same
-//! process can differ (seen with seed 1 after the master began sealing complete replicas in
-//! place: a client learns of a crashed chunkserver's broken connections a millisecond apart), so
-//! some state global to the process, not found yet, reaches a decision. Replays therefore run in
-//! a fresh process (`simulate`, `CAIRN_SIM_SEED`), and the sweep replays each failing seed alone.
+//! process can differ. The cause: when turmoil crashes a host it drops the host's tokio runtime,
+//! which shuts its tasks down shard by shard, and a task's shard is its task id modulo 4; task ids
+//! come from one counter for the whole process, so the order in which a crashed host's
+//! connections close (and its peers see them break) depends on how many tasks the process made
+//! before. Replays therefore run in a fresh process (`simulate`, `CAIRN_SIM_SEED`), and the sweep
+//! replays each failing seed alone.
 
 pub mod check;
 pub mod faults;
