@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # scripts/simulate.sh — sweep the cluster simulator over many seeds and print seeds per second
-# and every failing seed, each replayed alone in a fresh process (replay one with
-# `cargo run -p cairn-sim --bin simulate -- N`, or CAIRN_SIM_SEED=N cargo test -p cairn-sim --test
-# simulation seeded -- --nocapture).
+# and every failing seed. Every seed runs in a fresh process, as a replay does (replay one with
+# `cargo run -p cairn-sim --bin simulate -- N`).
 #
 # Usage: scripts/simulate.sh [--seeds N] [--from S] [--jobs J]
 #   --seeds N  seeds to run (default 1000), from S (default 1)
@@ -58,16 +57,6 @@ bad=$(cat "$OUT"/job*.log | grep '^seed [0-9]*: acked' \
 if [ -n "$bad" ] || [ "$status" -ne 0 ]; then
   echo "failing seeds:"
   echo "$bad" | sed 's/^/  /'
-  # A sweep runs many seeds per process; each failing seed is replayed alone in a fresh process,
-  # as a developer would replay it.
-  cargo build -q -p cairn-sim --bin simulate
-  for seed in $(echo "$bad" | sed -n 's/^seed \([0-9]*\):.*/\1/p'); do
-    if "$ROOT/target/debug/simulate" "$seed" >/dev/null 2>&1; then
-      echo "  seed $seed passes alone (it failed after other seeds in one process)"
-    else
-      echo "  seed $seed fails alone too: cargo run -p cairn-sim --bin simulate -- $seed"
-    fi
-  done
   exit 1
 fi
 echo "no failing seed"

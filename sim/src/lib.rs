@@ -24,8 +24,8 @@
 //! which shuts its tasks down shard by shard, and a task's shard is its task id modulo 4; task ids
 //! come from one counter for the whole process, so the order in which a crashed host's
 //! connections close (and its peers see them break) depends on how many tasks the process made
-//! before. Replays therefore run in a fresh process (`simulate`, `CAIRN_SIM_SEED`), and the sweep
-//! replays each failing seed alone.
+//! before. Every seed therefore runs in a fresh process (the `simulate` binary), in the suite, in
+//! sweeps and in replays.
 
 pub mod check;
 pub mod faults;

@@ -1,9 +1,7 @@
 //! The simulator's suite: a fixed range of seeds, each a whole cluster under a seeded fault
-//! schedule, checked for lost, unexpected and out-of-order records; and one seed run twice,
-//! which must give the same history. A failing seed is printed; `CAIRN_SIM_SEED=N` runs that
-//! one alone, `CAIRN_SIM_SEEDS=A..B` another range.
-
-use cairn_sim::{Outcome, SimConfig, run};
+//! schedule run in a fresh process (the `simulate` binary) and checked by the history checker;
+//! and one seed run twice, which must give the same history. A failing seed is printed;
+//! `CAIRN_SIM_SEED=N` runs that one alone, `CAIRN_SIM_SEEDS=A..B` another range.
 
 /// The seeds CI runs.
 const CI_SEEDS: std::ops::Range<u64> = 1..9;
@@ -35,8 +33,22 @@ fn seeds() -> std::ops::Range<u64> {
     CI_SEEDS
 }
 
-fn report(seed: u64, o: &Outcome) -> String {
-    o.report(seed)
+/// Runs `seed` in a fresh process (the `simulate` binary), as a failing seed is replayed: a
+/// second simulation in one process can differ (see the crate's limits). Its stderr (logs with
+/// `CAIRN_SIM_LOG`) passes through; returns whether the checker passed and the report.
+fn run_alone(seed: u64) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_simulate"))
+        .arg(seed.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("the simulate binary runs");
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        report.starts_with(&format!("seed {seed}: ")),
+        "seed {seed}: simulate printed no report (status {}):\n{report}",
+        out.status
+    );
+    (out.status.success(), report)
 }
 
 // Proves: under the nemesis's seeded faults (crashes, power cuts, pauses, cut, slow and flaky
@@ -56,14 +68,10 @@ fn seeded_fault_schedules_lose_nothing() {
         _ => &[],
     };
     for seed in seeds().chain(regressions.iter().copied()) {
-        let o = run(SimConfig::new(seed));
-        eprintln!("{}", report(seed, &o).lines().next().unwrap_or_default());
-        assert!(
-            o.acked > 0 || o.error.is_some(),
-            "seed {seed}: nothing acknowledged"
-        );
-        if !o.ok() {
-            failures.push(report(seed, &o));
+        let (ok, report) = run_alone(seed);
+        eprintln!("{}", report.lines().next().unwrap_or_default());
+        if !ok {
+            failures.push(report);
         }
     }
     assert!(
@@ -84,19 +92,7 @@ fn one_seed_gives_one_history() {
          variable replaces it) to seed its hosts' runtimes"
     );
     let seed = seeds().start;
-    let run = || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_simulate"))
-            .arg(seed.to_string())
-            .output()
-            .expect("the simulate binary runs");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            stdout.contains("history hash: "),
-            "seed {seed}: no history hash:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    };
+    let run = || run_alone(seed).1;
     let (a, b) = (run(), run());
     assert_eq!(a, b, "seed {seed}: two runs differ");
 }
