@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_proto::GRPC_MESSAGE_BYTES_MAX;
@@ -12,8 +13,8 @@ use cairn_proto::net::Connector;
 use cairn_proto::v1::master_client::MasterClient;
 use cairn_proto::v1::{HeartbeatRequest, RegisterRequest, ReplicaReport};
 use cairn_record::ChunkHandle;
-use tonic::Status;
 use tonic::transport::Channel;
+use tonic::{Code, Status};
 
 use crate::error::{Error, Result};
 use crate::peers::link;
@@ -64,28 +65,56 @@ pub(crate) trait MasterApi: Send + Sync + 'static {
 }
 
 /// [`MasterApi`] over gRPC: one lazily connected channel, each call bounded by the RPC timeout.
+/// A call that times out or finds the master unreachable replaces the channel, so the next call
+/// dials a new connection: a connection left half-open by a network fault (segments dropped,
+/// nothing reset) otherwise holds every heartbeat until HTTP/2 keep-alive gives up on it (up to
+/// half a minute), and the master takes the chunkserver for dead meanwhile.
 pub(crate) struct GrpcMaster {
     master: String,
-    client: MasterClient<Channel>,
+    connector: Arc<dyn Connector>,
+    timeout: Duration,
+    client: Mutex<MasterClient<Channel>>,
+}
+
+fn master_client(
+    connector: &dyn Connector,
+    master: &str,
+    timeout: Duration,
+) -> Result<MasterClient<Channel>> {
+    Ok(MasterClient::new(link(connector, master, timeout)?)
+        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX))
 }
 
 impl GrpcMaster {
     /// A client of the master at `master` (`HOST:PORT`), connected by `connector` on first use.
     pub(crate) fn new(
-        connector: &dyn Connector,
+        connector: Arc<dyn Connector>,
         master: &str,
         timeout: Duration,
     ) -> Result<GrpcMaster> {
-        let client = MasterClient::new(link(connector, master, timeout)?)
-            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+        let client = master_client(connector.as_ref(), master, timeout)?;
         Ok(GrpcMaster {
             master: master.to_owned(),
-            client,
+            connector,
+            timeout,
+            client: Mutex::new(client),
         })
     }
 
+    fn client(&self) -> MasterClient<Channel> {
+        self.client.lock().expect("master client lock").clone()
+    }
+
+    /// The error for `s`; a timeout or an unreachable master also replaces the channel.
     fn error(&self, s: Status) -> Error {
+        if matches!(
+            s.code(),
+            Code::DeadlineExceeded | Code::Cancelled | Code::Unavailable | Code::Unknown
+        ) && let Ok(fresh) = master_client(self.connector.as_ref(), &self.master, self.timeout)
+        {
+            *self.client.lock().expect("master client lock") = fresh;
+        }
         Error::Master {
             master: self.master.clone(),
             message: format!("{:?}: {}", s.code(), s.message()),
@@ -108,7 +137,7 @@ impl MasterApi for GrpcMaster {
                 free_bytes,
                 cluster_id,
             };
-            let resp = self.client.clone().register_chunkserver(req).await;
+            let resp = self.client().register_chunkserver(req).await;
             let resp = resp.map_err(|s| self.error(s))?.into_inner();
             Ok(Registered {
                 delete: resp.delete.into_iter().map(ChunkHandle).collect(),
@@ -130,7 +159,7 @@ impl MasterApi for GrpcMaster {
                 replicas: replicas.iter().map(report).collect(),
                 free_bytes,
             };
-            let resp = self.client.clone().heartbeat(req).await;
+            let resp = self.client().heartbeat(req).await;
             let resp = resp.map_err(|s| self.error(s))?.into_inner();
             Ok(HeartbeatReply {
                 delete: resp.delete.into_iter().map(ChunkHandle).collect(),

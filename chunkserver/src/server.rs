@@ -126,11 +126,7 @@ pub async fn serve_with(
     let node = Arc::new(node);
     let heartbeat = Heartbeat {
         node: node.clone(),
-        master: Arc::new(GrpcMaster::new(
-            connector.as_ref(),
-            &config.master,
-            timeout,
-        )?),
+        master: Arc::new(GrpcMaster::new(connector.clone(), &config.master, timeout)?),
         address: advertise.clone(),
         data_dir: config.data_dir.clone(),
         adopt_cluster_id: config.adopt_cluster_id,

@@ -27,8 +27,15 @@ pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 16 << 20;
 /// batches in flight on one connection.
 pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
 
-/// Period of HTTP/2 keep-alive pings on idle channels, so a dead peer is noticed.
-pub const HTTP2_KEEPALIVE: Duration = Duration::from_secs(10);
+/// Period of HTTP/2 keep-alive pings, on idle channels too, so a dead peer is noticed.
+pub const HTTP2_KEEPALIVE: Duration = Duration::from_secs(5);
+
+/// How long a keep-alive ping may go unanswered before its connection is closed (and the next
+/// call dials a new one). A connection a network fault left half-open (segments dropped,
+/// nothing reset) holds every call on it until then; with tonic's default (20 s, on top of the
+/// ping period) the cluster simulator saw a chunkserver's heartbeats and a client's calls stuck
+/// for half a minute after a flaky link healed.
+pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 // A maximal message fits the connection window, so one call never stalls on window updates.
 const _: () = assert!(GRPC_MESSAGE_BYTES_MAX <= HTTP2_CONNECTION_WINDOW_BYTES as usize);
@@ -70,6 +77,7 @@ pub fn endpoint(addr: &str, connect_timeout: Duration) -> Result<Endpoint, BadAd
         .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
         .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
         .http2_keep_alive_interval(HTTP2_KEEPALIVE)
+        .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true))
 }
 
@@ -79,6 +87,8 @@ pub fn server() -> Server {
     Server::builder()
         .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
         .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .tcp_nodelay(true)
 }
 
