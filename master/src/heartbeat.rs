@@ -176,6 +176,22 @@ impl Servers {
         }
     }
 
+    /// Forgets `address`'s replica of `handle` at once: the master has just asked for its
+    /// deletion, so it is neither listed to readers nor counted from now on (its chunkserver's
+    /// next report, taken after the deletion, agrees).
+    pub(crate) fn forget_replica(&mut self, address: &str, handle: ChunkHandle) {
+        if let Some(server) = self.servers.get_mut(address) {
+            server.replicas.remove(&handle);
+        }
+        if let Some(set) = self.locations.get_mut(&handle) {
+            set.remove(address);
+            if set.is_empty() {
+                self.locations.remove(&handle);
+            }
+        }
+        self.marks.remove(&(address.to_owned(), handle));
+    }
+
     /// Every replica of `handle` the master knows of, with its chunkserver's address.
     pub(crate) fn replicas_of(&self, handle: ChunkHandle) -> Vec<(String, ReplicaReport)> {
         let mut out: Vec<(String, ReplicaReport)> = self

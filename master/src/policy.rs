@@ -103,8 +103,8 @@ pub(crate) fn is_garbage(
 
 /// Whether the good replica on `address` is one too many: the chunk has more good replicas on
 /// live chunkservers (`good`) than its factor, and `address` is the one picked to go (the
-/// greatest address, so that every heartbeat picks the same one and only one goes at a time:
-/// its report keeps counting until the chunkserver has deleted it).
+/// greatest address, so that every heartbeat picks the same one; the master forgets the
+/// replica as it asks for the deletion, so the count drops at once and only one goes).
 pub(crate) fn is_excess(address: &str, good: &[String], replication: u32) -> bool {
     good.len() > replication as usize && good.iter().max().is_some_and(|a| a == address)
 }

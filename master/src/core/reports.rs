@@ -120,6 +120,8 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 if is_excess(address, &good, replication) {
                     info!(chunk = %r.handle, chunkserver = address, good = good.len(), replication, "the chunk has more good replicas than its factor (a chunkserver came back after the repair): deleting this one");
                     delete.push(r.handle);
+                    // Not listed to readers nor counted from now on: the chunkserver deletes it.
+                    g.servers.forget_replica(address, r.handle);
                     continue;
                 }
             }
@@ -199,6 +201,51 @@ mod tests {
         drop(m);
         let m = start(dir.path(), &fake);
         assert_eq!(m.stat_log("/l").unwrap().chunks[1].version, 1);
+        m.close().await;
+    }
+
+    // A chunkserver that comes back holding a good replica of a chunk already at its factor
+    // (repaired meanwhile) has it deleted: only the greatest address of the four goes, it is no
+    // longer listed at once, and the others keep theirs.
+    #[tokio::test]
+    async fn an_excess_good_replica_is_deleted_and_unlisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(Fake::default());
+        let m = start(dir.path(), &fake);
+        register(&m, &["a:1", "b:1", "c:1", "d:1"]).await;
+        m.create_log("/l", 3, 8192).await.unwrap();
+        let first = m.open_chunk("/l").await.unwrap();
+        m.seal_chunk("/l", first.handle, 1, "full").await.unwrap();
+        let sealed = m.stat_log("/l").unwrap().chunks[0].clone();
+        let good =
+            crate::heartbeat::ReplicaReport::sealed(sealed.handle, sealed.version, sealed.length);
+        let mut holders = sealed.replicas.clone();
+        let spare = ["a:1", "b:1", "c:1", "d:1"]
+            .into_iter()
+            .find(|a| !holders.contains(&a.to_string()))
+            .expect("four chunkservers, three replicas");
+        let (delete, _) = m.heartbeat(spare, &[good]).await.unwrap();
+        holders.push(spare.to_owned());
+        holders.sort();
+        let greatest = holders.last().unwrap().clone();
+        if greatest == spare {
+            assert_eq!(
+                delete,
+                vec![sealed.handle],
+                "the newcomer is the greatest address"
+            );
+        } else {
+            assert!(delete.is_empty(), "{spare} is not the one to go");
+            let (delete, _) = m.heartbeat(&greatest, &[good]).await.unwrap();
+            assert_eq!(delete, vec![sealed.handle]);
+        }
+        let listed = m.stat_log("/l").unwrap().chunks[0].replicas.clone();
+        assert_eq!(listed.len(), 3, "{listed:?}");
+        assert!(!listed.contains(&greatest), "{listed:?}");
+        for a in holders.iter().filter(|a| **a != greatest) {
+            let (delete, _) = m.heartbeat(a, &[good]).await.unwrap();
+            assert!(delete.is_empty(), "{a} keeps its replica");
+        }
         m.close().await;
     }
 }
