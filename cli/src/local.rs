@@ -10,7 +10,7 @@ use tokio::sync::watch;
 /// `cairn local`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct LocalArgs {
-    /// Data directory: the master's state in DATA/master, chunkserver i's in DATA/cs<i>.
+    /// Data directory: the master's state in DATA/master, chunkservers' in DATA/cs0, DATA/cs1, ….
     #[arg(long, env = "CAIRN_DATA")]
     data: PathBuf,
     /// Number of chunkservers (1..=16). Logs default to min(3, this) replicas.

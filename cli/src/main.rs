@@ -21,7 +21,7 @@ mod serve;
 
 /// What `cairn --version` prints: the version, and a warning if this binary has the test-only
 /// fault injection (cargo feature `test-faults`; the multi-process tests look for
-/// [`TEST_FAULTS_MARK`] in it).
+/// the words `(test-faults:` in it).
 const VERSION: &str = if cairn_chunkserver::TEST_FAULTS && cairn_master::TEST_FAULTS {
     concat!(
         env!("CARGO_PKG_VERSION"),

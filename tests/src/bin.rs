@@ -34,7 +34,7 @@ const BIN_NAME: &str = "cairn";
 /// The cargo feature the binary under test is built with.
 const TEST_FEATURE: &str = "test-faults";
 
-/// What `cairn --version` prints only when the binary has the feature [`TEST_FEATURE`].
+/// What `cairn --version` prints only when the binary has the feature `test-faults`.
 pub const TEST_FAULTS_MARK: &str = "(test-faults:";
 
 /// The file cargo writes at the root of every target directory.

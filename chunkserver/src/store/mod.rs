@@ -23,14 +23,14 @@
 //! - An fsync error fails the replica for good (persisted in `.meta`); it is never retried.
 //!
 //! # Threads, descriptors, memory
-//! Each open (writable) replica has a writer that does group commit (see [`writer`]) and holds
+//! Each open (writable) replica has a writer that does group commit (see the `writer` module) and holds
 //! its chunk and `.meta` files open; at most [`OPEN_REPLICAS_MAX`] replicas are open (`create`
 //! beyond is `Exhausted`). A writer is not a thread: its steps run on the store's scheduler
 //! ([`schedule`]), a pool of at most [`WRITER_THREADS_MAX`] threads (`chunk-writer-N`, started
 //! with work, ended when idle), or inline in the caller (simulations). At seal (or failure) the
 //! writer ends and the descriptors are released before the seal is answered. Sealed, failed and
 //! corrupt replicas have no writer and no descriptor: reads go through a descriptor cache of at
-//! most [`FILE_CACHE_MAX`] chunk files ([`files`]). What a replica costs in memory is its small
+//! most [`FILE_CACHE_MAX`] chunk files (the `files` module). What a replica costs in memory is its small
 //! in-memory state (no buffer, no map). So threads and descriptors are bounded by limits, not by
 //! the number of replicas, open or sealed.
 //!
@@ -188,7 +188,7 @@ pub struct StoreOptions {
     /// Where open replicas' writers run: a pool of at most `WRITER_THREADS_MAX` threads by
     /// default, or inline (see [`schedule`]).
     pub writers: Scheduling,
-    /// Most chunk files of replicas without a writer held open at once (see [`files`]).
+    /// Most chunk files of replicas without a writer held open at once (see the store's `files` module).
     pub file_cache: usize,
     /// Most open (writable) replicas, each with a writer thread and two descriptors.
     pub open_replicas: usize,

@@ -1,7 +1,7 @@
 //! Where the writers of open replicas run: a bounded pool of threads, or inline.
 //!
 //! A replica's writer is not a thread of its own but a *step* (take everything queued, write and
-//! `fdatasync` it as one group, answer it; see [`super::writer`]) that runs whenever the replica
+//! `fdatasync` it as one group, answer it; see the store's `writer` module) that runs whenever the replica
 //! has work. A replica is scheduled at most once at a time (its inbox's `scheduled` flag), so
 //! its steps never overlap and keep its group-commit order; different replicas step in
 //! parallel.

@@ -1,7 +1,7 @@
 //! [`Appender`]: one writer's records, batched, sent in sequence order, retried until durable.
 //!
 //! `append` queues a record and returns a future at once; a background task owns the
-//! [`window::Window`] (batches and in-flight sends, no I/O) and does the RPCs: `OpenChunk`,
+//! `window::Window` (batches and in-flight sends, no I/O) and does the RPCs: `OpenChunk`,
 //! `Append` to the primary, and `SealChunk` when a chunk is full or an append failed.
 
 mod window;
