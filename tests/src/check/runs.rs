@@ -31,13 +31,7 @@ impl AppendRun {
     /// Builds a run from a finished `append --json` command fed with `lines`.
     pub fn from_output(name: &str, lines: Vec<Vec<u8>>, output: Output) -> Self {
         let acks = contract::parse_acks(&output);
-        Self {
-            name: name.to_owned(),
-            lines,
-            acks,
-            output,
-            definite_failure: false,
-        }
+        Self::from_acks(name, lines, acks, output)
     }
 
     /// Builds a run from acknowledgements gathered some other way (an in-process appender).
