@@ -5,16 +5,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::GRPC_MESSAGE_BYTES_MAX;
-use cairn_proto::net::Connector;
+use cairn_proto::net::{Connector, Link};
 use cairn_proto::v1::master_client::MasterClient;
 use cairn_proto::v1::{HeartbeatRequest, RegisterRequest, ReplicaReport};
 use cairn_record::ChunkHandle;
-use tonic::transport::Channel;
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::error::{Error, Result};
 use crate::peers::link;
@@ -64,26 +63,13 @@ pub(crate) trait MasterApi: Send + Sync + 'static {
     ) -> MasterCall<'a, HeartbeatReply>;
 }
 
-/// [`MasterApi`] over gRPC: one lazily connected channel, each call bounded by the RPC timeout.
-/// A call that times out or finds the master unreachable replaces the channel, so the next call
-/// dials a new connection: a connection left half-open by a network fault (segments dropped,
-/// nothing reset) otherwise holds every heartbeat until HTTP/2 keep-alive gives up on it (up to
-/// half a minute), and the master takes the chunkserver for dead meanwhile.
+/// [`MasterApi`] over gRPC: one [`Link`] (a lazily connected channel that dials anew after a
+/// call timed out or broke in it), each call bounded by the RPC timeout. Without the new dial, a
+/// connection left half-open by a network fault holds every heartbeat until HTTP/2 keep-alive
+/// gives up on it, and the master takes the chunkserver for dead meanwhile.
 pub(crate) struct GrpcMaster {
     master: String,
-    connector: Arc<dyn Connector>,
-    timeout: Duration,
-    client: Mutex<MasterClient<Channel>>,
-}
-
-fn master_client(
-    connector: &dyn Connector,
-    master: &str,
-    timeout: Duration,
-) -> Result<MasterClient<Channel>> {
-    Ok(MasterClient::new(link(connector, master, timeout)?)
-        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX))
+    client: MasterClient<Link>,
 }
 
 impl GrpcMaster {
@@ -93,28 +79,21 @@ impl GrpcMaster {
         master: &str,
         timeout: Duration,
     ) -> Result<GrpcMaster> {
-        let client = master_client(connector.as_ref(), master, timeout)?;
+        let client = MasterClient::new(link(connector, master, timeout)?)
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
         Ok(GrpcMaster {
             master: master.to_owned(),
-            connector,
-            timeout,
-            client: Mutex::new(client),
+            client,
         })
     }
 
-    fn client(&self) -> MasterClient<Channel> {
-        self.client.lock().expect("master client lock").clone()
+    fn client(&self) -> MasterClient<Link> {
+        self.client.clone()
     }
 
-    /// The error for `s`; a timeout or an unreachable master also replaces the channel.
+    /// The error for `s`.
     fn error(&self, s: Status) -> Error {
-        if matches!(
-            s.code(),
-            Code::DeadlineExceeded | Code::Cancelled | Code::Unavailable | Code::Unknown
-        ) && let Ok(fresh) = master_client(self.connector.as_ref(), &self.master, self.timeout)
-        {
-            *self.client.lock().expect("master client lock") = fresh;
-        }
         Error::Master {
             master: self.master.clone(),
             message: format!("{:?}: {}", s.code(), s.message()),

@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_proto::GRPC_MESSAGE_BYTES_MAX;
-use cairn_proto::net::{Connector, endpoint};
+use cairn_proto::net::{Connector, Link, endpoint};
 use cairn_proto::v1::chunkserver_client::ChunkserverClient;
 use cairn_proto::v1::{ChecksumRequest, ForwardRequest, ReadRequest};
 use cairn_record::ChunkHandle;
 use tonic::Status;
-use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
 use crate::replicate::Checksum;
@@ -71,11 +70,12 @@ pub(crate) trait PeerApi: Send + Sync + 'static {
     ) -> PeerCall<std::result::Result<Checksum, Status>>;
 }
 
-/// [`PeerApi`] over gRPC: one lazily connected channel per peer, each call bounded by the RPC
-/// timeout.
+/// [`PeerApi`] over gRPC: one [`Link`] per peer (a lazily connected channel that dials anew
+/// after a call timed out or broke in it, so a half-open connection holds no more than one
+/// call's deadline), each call bounded by the RPC timeout.
 pub(crate) struct GrpcPeers {
     connector: Arc<dyn Connector>,
-    clients: Mutex<HashMap<String, ChunkserverClient<Channel>>>,
+    clients: Mutex<HashMap<String, ChunkserverClient<Link>>>,
     timeout: Duration,
 }
 
@@ -90,13 +90,12 @@ impl GrpcPeers {
         }
     }
 
-    fn client(&self, peer: &str) -> Result<ChunkserverClient<Channel>> {
+    fn client(&self, peer: &str) -> Result<ChunkserverClient<Link>> {
         let mut clients = self.clients.lock().expect("peers lock poisoned");
         if let Some(c) = clients.get(peer) {
             return Ok(c.clone());
         }
-        let channel = link(self.connector.as_ref(), peer, self.timeout)?;
-        let c = ChunkserverClient::new(channel)
+        let c = ChunkserverClient::new(link(self.connector.clone(), peer, self.timeout)?)
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
         clients.insert(peer.to_owned(), c.clone());
@@ -104,12 +103,12 @@ impl GrpcPeers {
     }
 }
 
-/// A lazily connected channel to `addr` whose calls time out after `timeout`.
-pub(crate) fn link(connector: &dyn Connector, addr: &str, timeout: Duration) -> Result<Channel> {
+/// A [`Link`] to `addr` whose calls time out after `timeout`.
+pub(crate) fn link(connector: Arc<dyn Connector>, addr: &str, timeout: Duration) -> Result<Link> {
     let endpoint = endpoint(addr, timeout).map_err(|e| Error::InvalidRequest {
         reason: e.to_string(),
     })?;
-    Ok(connector.lazy(endpoint.timeout(timeout)))
+    Ok(Link::lazy(connector, endpoint.timeout(timeout)))
 }
 
 impl PeerApi for GrpcPeers {

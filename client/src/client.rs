@@ -4,11 +4,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cairn_proto::net::{Connector, TcpConnector};
+use cairn_proto::net::{Connector, Link, TcpConnector};
 use cairn_proto::v1::{self, chunkserver_client::ChunkserverClient, master_client::MasterClient};
 use cairn_record::limits::{CHUNK_BYTES_DEFAULT, check_chunk_bytes};
 use cairn_record::{ChunkHandle, SplitMix64};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::error::{Error, Result};
 use crate::limits::{CONNECT_TIMEOUT, MASTER_CALL_TIMEOUT, STAT_LOG_PAGE_CHUNKS};
@@ -167,7 +167,9 @@ fn chunk_stat(c: v1::ChunkInfo) -> ChunkStat {
 }
 
 /// A connection to a Cairn cluster: one channel to the master and a cache of lazily connected
-/// channels to chunkservers, by address. Cheap to clone; clones share the channels.
+/// channels to chunkservers, by address, each a [`Link`] (a call that timed out or broke in the
+/// channel makes the next call dial a new connection, so a half-open one holds no more than one
+/// call's deadline). Cheap to clone; clones share the channels.
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -177,8 +179,8 @@ struct Inner {
     master_addr: String,
     /// Makes every channel: the OS's TCP, or a test's or simulator's network.
     connector: Arc<dyn Connector>,
-    master: MasterClient<Channel>,
-    chunkservers: Mutex<HashMap<String, ChunkserverClient<Channel>>>,
+    master: MasterClient<Link>,
+    chunkservers: Mutex<HashMap<String, ChunkserverClient<Link>>>,
     /// Where new appenders' writer ids come from: the OS's randomness, or a seed.
     writer_ids: Mutex<Option<SplitMix64>>,
 }
@@ -218,15 +220,16 @@ impl Client {
     /// [`Client::connect`] making every channel (to the master and to chunkservers) through
     /// `connector`: a test's or a simulator's network instead of the OS's TCP.
     pub async fn with_connector(master: &str, connector: Arc<dyn Connector>) -> Result<Client> {
-        let channel =
-            connector
-                .connect(endpoint(master)?)
-                .await
-                .map_err(|e| Error::MasterUnreachable {
-                    addr: master.to_owned(),
-                    message: error_chain(&e),
-                })?;
-        let master_client = MasterClient::new(channel)
+        let master_endpoint = endpoint(master)?;
+        let channel = connector
+            .connect(master_endpoint.clone())
+            .await
+            .map_err(|e| Error::MasterUnreachable {
+                addr: master.to_owned(),
+                message: error_chain(&e),
+            })?;
+        let link = Link::with_channel(connector.clone(), master_endpoint, channel);
+        let master_client = MasterClient::new(link)
             .max_decoding_message_size(cairn_proto::GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(cairn_proto::GRPC_MESSAGE_BYTES_MAX);
         Ok(Client {
@@ -274,12 +277,12 @@ impl Client {
         &self.inner.master_addr
     }
 
-    pub(crate) fn master(&self) -> MasterClient<Channel> {
+    pub(crate) fn master(&self) -> MasterClient<Link> {
         self.inner.master.clone()
     }
 
     /// A client for the chunkserver at `addr`, from the cache (connected lazily on first use).
-    pub(crate) fn chunkserver(&self, addr: &str) -> Result<ChunkserverClient<Channel>> {
+    pub(crate) fn chunkserver(&self, addr: &str) -> Result<ChunkserverClient<Link>> {
         let mut cache = self
             .inner
             .chunkservers
@@ -288,8 +291,8 @@ impl Client {
         if let Some(c) = cache.get(addr) {
             return Ok(c.clone());
         }
-        let channel = self.inner.connector.lazy(endpoint(addr)?);
-        let c = ChunkserverClient::new(channel)
+        let link = Link::lazy(self.inner.connector.clone(), endpoint(addr)?);
+        let c = ChunkserverClient::new(link)
             .max_decoding_message_size(cairn_proto::GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(cairn_proto::GRPC_MESSAGE_BYTES_MAX);
         cache.insert(addr.to_owned(), c.clone());

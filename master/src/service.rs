@@ -7,12 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_proto::GRPC_MESSAGE_BYTES_MAX;
-use cairn_proto::net::Connector;
+use cairn_proto::net::{Connector, Link};
 use cairn_proto::v1 as pb;
 use cairn_proto::v1::chunkserver_client::ChunkserverClient;
 use cairn_proto::v1::master_server::{Master, MasterServer};
 use cairn_record::ChunkHandle;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use tracing::{debug, instrument, warn};
 
@@ -349,35 +348,42 @@ fn marks_to_pb(marks: Vec<WriterMark>, mut epochs: BTreeMap<u64, u64>) -> Vec<pb
     out
 }
 
-/// The master's client for chunkservers: one lazily connected channel per address, made by
-/// the process's [`Connector`].
+/// The master's client for chunkservers: one [`Link`] per address (a lazily connected channel,
+/// made by the process's [`Connector`], that dials anew after a call timed out or broke in it).
 pub(crate) struct GrpcChunkservers {
     connector: Arc<dyn Connector>,
-    connect_timeout: Duration,
-    channels: Mutex<HashMap<String, Channel>>,
+    rpc_timeout: Duration,
+    channels: Mutex<HashMap<String, Link>>,
 }
 
 impl GrpcChunkservers {
-    /// A client whose connections are made by `connector` and time out after `connect_timeout`.
-    pub(crate) fn new(
-        connector: Arc<dyn Connector>,
-        connect_timeout: Duration,
-    ) -> GrpcChunkservers {
+    /// A client whose connections are made by `connector`; connecting, and each call but
+    /// `replicate` (which is given its own deadline), are bounded by `rpc_timeout`.
+    pub(crate) fn new(connector: Arc<dyn Connector>, rpc_timeout: Duration) -> GrpcChunkservers {
         GrpcChunkservers {
             connector,
-            connect_timeout,
+            rpc_timeout,
             channels: Mutex::new(HashMap::new()),
         }
     }
 
-    fn client(&self, address: &str) -> Result<ChunkserverClient<Channel>, RpcError> {
+    /// `message` with the deadline of a create, fence, seal or delete: a tenth shorter than the
+    /// caller's own timer (the RPC timeout), so that a call on a dead connection fails inside
+    /// the [`Link`], which dials anew, rather than being dropped by the caller unseen.
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(self.rpc_timeout - self.rpc_timeout / 10);
+        request
+    }
+
+    fn client(&self, address: &str) -> Result<ChunkserverClient<Link>, RpcError> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match channels.get(address) {
             Some(c) => c.clone(),
             None => {
-                let endpoint = cairn_proto::net::endpoint(address, self.connect_timeout)
+                let endpoint = cairn_proto::net::endpoint(address, self.rpc_timeout)
                     .map_err(|e| RpcError::Other(e.to_string()))?;
-                let channel = self.connector.lazy(endpoint);
+                let channel = Link::lazy(self.connector.clone(), endpoint);
                 channels.insert(address.to_owned(), channel.clone());
                 channel
             }
@@ -399,14 +405,14 @@ impl ChunkserverApi for GrpcChunkservers {
     async fn create_replica(&self, address: String, r: CreateReplica) -> Result<(), RpcError> {
         let mut client = self.client(&address)?;
         client
-            .create_replica(pb::CreateReplicaRequest {
+            .create_replica(self.request(pb::CreateReplicaRequest {
                 handle: r.handle.0,
                 version: r.version,
                 capacity: r.capacity,
                 primary: r.primary,
                 secondaries: r.secondaries,
                 writer_marks: marks_to_pb(r.writer_marks, r.writer_epochs),
-            })
+            }))
             .await
             .map_err(rpc_error)?;
         Ok(())
@@ -420,10 +426,10 @@ impl ChunkserverApi for GrpcChunkservers {
     ) -> Result<Fenced, RpcError> {
         let mut client = self.client(&address)?;
         let r = client
-            .fence(pb::FenceRequest {
+            .fence(self.request(pb::FenceRequest {
                 handle: handle.0,
                 new_version,
-            })
+            }))
             .await
             .map_err(rpc_error)?
             .into_inner();
@@ -445,11 +451,11 @@ impl ChunkserverApi for GrpcChunkservers {
     ) -> Result<(), RpcError> {
         let mut client = self.client(&address)?;
         client
-            .seal(pb::SealRequest {
+            .seal(self.request(pb::SealRequest {
                 handle: handle.0,
                 version,
                 length,
-            })
+            }))
             .await
             .map_err(rpc_error)?;
         Ok(())
@@ -485,7 +491,7 @@ impl ChunkserverApi for GrpcChunkservers {
     async fn delete_replica(&self, address: String, handle: ChunkHandle) -> Result<(), RpcError> {
         let mut client = self.client(&address)?;
         client
-            .delete_replica(pb::DeleteReplicaRequest { handle: handle.0 })
+            .delete_replica(self.request(pb::DeleteReplicaRequest { handle: handle.0 }))
             .await
             .map_err(rpc_error)?;
         Ok(())

@@ -9,8 +9,9 @@
 //!   heartbeat period), checked against each other and the record format at compile time;
 //!   [`GRPC_MESSAGE_BYTES_MAX`] and [`WRITER_MARKS_MAX`] are also here at the root.
 //! - `marks`: `v1::WriterMark` to and from `cairn_record::WriterMark`.
-//! - [`net`]: the one channel and server builder, the `Connector` seam, and (feature
-//!   `memory-net`) an in-memory network.
+//! - [`net`]: the one channel and server builder, the `Connector` seam, [`net::Link`] (a
+//!   channel that dials anew after a call failed in it), and (feature `memory-net`) an
+//!   in-memory network.
 
 #![allow(missing_docs, unreachable_pub, clippy::all)]
 

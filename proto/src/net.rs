@@ -16,8 +16,11 @@ use tonic::transport::{Channel, Endpoint, Server};
 
 use crate::GRPC_MESSAGE_BYTES_MAX;
 
+mod link;
 #[cfg(feature = "memory-net")]
 pub mod memory;
+
+pub use link::{Link, LinkFuture};
 
 /// HTTP/2 initial stream window of every channel and server (16 MiB): a maximal batch flows
 /// without waiting for window updates.
