@@ -50,7 +50,8 @@ pub(crate) enum SealPlan {
         replicas: Vec<String>,
         marks: Vec<WriterMark>,
     },
-    /// Every replica said it has no such chunk: nothing was ever acknowledged in it.
+    /// Nothing was ever acknowledged in the chunk: every replica said it has no such chunk, or
+    /// one it was opened on is failed with nothing past its header (see [`plan`]).
     Abandon,
     /// Nobody answered: retry later.
     Unavailable,
@@ -67,14 +68,22 @@ pub(crate) enum SealPlan {
 /// the chunk and lose acknowledged records. If a replica is already sealed, an earlier seal
 /// chose its length, and it is kept so replicas never disagree. Replicas shorter than the
 /// sealed length are left out here; the repair loop brings them up to it (`Replicate`).
-pub(crate) fn plan(outcomes: &[FenceOutcome]) -> SealPlan {
+///
+/// With no replica fenced, the chunk is dropped (`Abandon`) when it provably holds no
+/// acknowledged record: every replica answered that it has no such chunk (the master died
+/// between logging the allocation and creating the replicas), or `proven_empty`, which the
+/// caller sets when a replica the chunk was opened on is *failed* (an I/O error stopped it; it
+/// takes no byte more) with nothing past its header: an acknowledgement needs the record durable
+/// on every replica the chunk was opened on, that one included. Otherwise nobody usable answered
+/// and the seal is retried later.
+pub(crate) fn plan(outcomes: &[FenceOutcome], proven_empty: bool) -> SealPlan {
     let fenced = fenced(outcomes);
     if fenced.is_empty() {
         let all_absent = !outcomes.is_empty()
             && outcomes
                 .iter()
                 .all(|o| matches!(o, FenceOutcome::Absent { .. }));
-        return if all_absent {
+        return if all_absent || proven_empty {
             SealPlan::Abandon
         } else {
             SealPlan::Unavailable
@@ -158,14 +167,17 @@ mod tests {
     // unreachable one are left out for the repair loop.
     #[test]
     fn longest_length_wins_and_gives_the_marks() {
-        let plan = plan(&[
-            fenced("a", 4096, false, 30),
-            fenced("b", 1000, false, 10),
-            fenced("d", 4096, false, 30),
-            FenceOutcome::Failed {
-                address: "c".into(),
-            },
-        ]);
+        let plan = plan(
+            &[
+                fenced("a", 4096, false, 30),
+                fenced("b", 1000, false, 10),
+                fenced("d", 4096, false, 30),
+                FenceOutcome::Failed {
+                    address: "c".into(),
+                },
+            ],
+            false,
+        );
         assert_eq!(
             plan,
             SealPlan::Seal {
@@ -186,11 +198,14 @@ mod tests {
     fn an_earlier_seal_fixes_the_length() {
         let SealPlan::Seal {
             length, replicas, ..
-        } = plan(&[
-            fenced("a", 800, false, 1),
-            fenced("b", 2000, true, 2),
-            fenced("c", 3000, false, 3),
-        ])
+        } = plan(
+            &[
+                fenced("a", 800, false, 1),
+                fenced("b", 2000, true, 2),
+                fenced("c", 3000, false, 3),
+            ],
+            false,
+        )
         else {
             panic!("expected a seal");
         };
@@ -198,21 +213,35 @@ mod tests {
         assert_eq!(replicas, vec!["b".to_owned(), "c".to_owned()]);
     }
 
-    // Nobody answered: retry. Everybody said "absent": the chunk never held anything.
+    // Proves: nobody answered: retry. Everybody said "absent": the chunk never held anything.
+    // A failed answer beside absent ones is a retry, unless the caller proved the chunk empty
+    // (a replica it was opened on failed with nothing past its header), which drops it; and a
+    // fenced replica is sealed whatever the proof says.
     #[test]
-    fn nobody_or_absent() {
+    fn nobody_or_absent_or_proven_empty() {
         let failed = FenceOutcome::Failed {
             address: "a".into(),
         };
         let absent = FenceOutcome::Absent {
             address: "b".into(),
         };
-        assert_eq!(plan(&[]), SealPlan::Unavailable);
+        assert_eq!(plan(&[], false), SealPlan::Unavailable);
         assert_eq!(
-            plan(&[failed.clone(), absent.clone()]),
+            plan(&[failed.clone(), absent.clone()], false),
             SealPlan::Unavailable
         );
-        assert_eq!(plan(&[absent.clone(), absent]), SealPlan::Abandon);
+        assert_eq!(
+            plan(&[absent.clone(), absent.clone()], false),
+            SealPlan::Abandon
+        );
+        assert_eq!(
+            plan(&[failed.clone(), absent.clone()], true),
+            SealPlan::Abandon
+        );
+        assert!(matches!(
+            plan(&[failed, absent, fenced("c", 32, false, 0)], true),
+            SealPlan::Seal { length: 32, .. }
+        ));
     }
 
     // Proves (issue 8 item 1, marks): the marks carried on come from the replica that knows the

@@ -442,4 +442,52 @@ mod tests {
         assert_eq!(m.stat_log("/l").unwrap().chunks.len(), 1);
         m.close().await;
     }
+
+    // Proves (simulator seed 8851): an open chunk created on one secondary only (the master
+    // died before the others and the primary) whose one replica then failed on an I/O error at
+    // its header is dropped and replaced, instead of every seal retrying it forever and the log
+    // taking no append and no replay again. A failed replica with bytes past its header keeps
+    // the chunk (it may hold acknowledged records): the seal is retried.
+    #[tokio::test]
+    async fn open_chunk_failed_at_its_header_and_absent_elsewhere_is_replaced() {
+        for (length, replaced) in [(32, true), (4096, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let fake = Arc::new(Fake::default());
+            let m = start(dir.path(), &fake);
+            register(&m, &["a:1", "b:1", "c:1"]).await;
+            m.create_log("/l", 3, 8192).await.unwrap();
+            let stuck = m.open_chunk("/l").await.unwrap();
+            m.close().await;
+            drop(m);
+            let lone = stuck.secondaries[0].clone();
+            {
+                let mut st = fake.st();
+                st.replicas.clear();
+                st.replicas.insert((lone.clone(), stuck.handle));
+                st.failed.insert(lone.clone());
+            }
+            let m = start(dir.path(), &fake);
+            register(&m, &["a:1", "b:1", "c:1"]).await;
+            let failed = ReplicaReport {
+                length,
+                failed: true,
+                ..report(stuck.handle, stuck.version)
+            };
+            m.register(&lone, &[failed]).await.unwrap();
+            let sealed = m
+                .seal_chunk("/l", stuck.handle, stuck.version, "test")
+                .await;
+            if replaced {
+                let fresh = sealed.expect("the chunk is replaced");
+                assert_ne!(fresh.handle, stuck.handle);
+                assert_eq!(fresh.index, 0);
+                assert_eq!(m.stat_log("/l").unwrap().chunks.len(), 1);
+            } else {
+                let e = sealed.expect_err("a failed replica with data keeps the chunk");
+                assert!(matches!(e, Error::FenceUnanswered { .. }), "{e:?}");
+                assert_eq!(m.stat_log("/l").unwrap().chunks[0].handle, stuck.handle);
+            }
+            m.close().await;
+        }
+    }
 }

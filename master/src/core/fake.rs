@@ -29,6 +29,8 @@ pub(super) struct FakeState {
     pub(super) lengths: HashMap<String, u64>,
     /// Chunkservers whose CreateReplica fails.
     pub(super) broken: HashSet<String>,
+    /// Chunkservers whose replicas failed after an I/O error: a fence fails (`DataLoss`).
+    pub(super) failed: HashSet<String>,
     /// Every `CreateReplica`, in order.
     pub(super) creates: Vec<(String, CreateReplica)>,
     /// Every `Fence`: (chunkserver, handle, new version).
@@ -70,6 +72,11 @@ impl ChunkserverApi for Arc<Fake> {
         let mut s = self.st();
         if !s.replicas.contains(&(address.clone(), handle)) {
             return Err(RpcError::NotFound);
+        }
+        if s.failed.contains(&address) {
+            return Err(RpcError::Other(format!(
+                "DataLoss: chunk {handle}: replica failed after an I/O error"
+            )));
         }
         s.fences.push((address.clone(), handle, new_version));
         let length = s.lengths.get(&address).copied().unwrap_or(32);

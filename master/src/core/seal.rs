@@ -3,6 +3,7 @@
 //! logged, and the next chunk. Also the fence and seal fan-outs salvage and the repair loop use.
 
 use cairn_record::ChunkHandle;
+use cairn_record::limits::CHUNK_HEADER_BYTES;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -58,7 +59,15 @@ impl<C: ChunkserverApi> MasterCore<C> {
                     self.check_writable()?;
                     let new_version = next_version(handle, version)?;
                     let mut targets = c.replicas.clone();
-                    for (a, _) in g.servers.replicas_of(handle) {
+                    let mut proven_empty = false;
+                    for (a, report) in g.servers.replicas_of(handle) {
+                        // Failed takes no byte more: at the header, it never held a record.
+                        if c.replicas.contains(&a)
+                            && report.failed
+                            && report.length <= CHUNK_HEADER_BYTES as u64
+                        {
+                            proven_empty = true;
+                        }
                         if !targets.contains(&a) {
                             targets.push(a);
                         }
@@ -68,12 +77,12 @@ impl<C: ChunkserverApi> MasterCore<C> {
                         handle,
                         version: new_version,
                     });
-                    Some((sequence, new_version, targets))
+                    Some((sequence, new_version, targets, proven_empty))
                 }
                 _ => None,
             }
         };
-        let Some((sequence, new_version, targets)) = start else {
+        let Some((sequence, new_version, targets, proven_empty)) = start else {
             return Box::pin(self.current_or_allocate(path, lock, &[])).await;
         };
         self.commit(sequence).await?;
@@ -83,11 +92,16 @@ impl<C: ChunkserverApi> MasterCore<C> {
         // 3. Fence every known replica in parallel.
         let outcomes = self.fence_all(handle, new_version, &targets).await;
         self.crash_point(CrashPoint::AfterFence);
-        match crate::seal::plan(&outcomes) {
+        match crate::seal::plan(&outcomes, proven_empty) {
             SealPlan::Unavailable => Err(Error::FenceUnanswered { handle }),
             SealPlan::Abandon => {
                 self.abandon(path, lock, handle).await?;
-                warn!(log = path, chunk = %handle, "no replica of the open chunk exists; dropped it");
+                warn!(
+                    log = path,
+                    chunk = %handle,
+                    proven_empty,
+                    "the open chunk never held an acknowledged record (no replica holds it, or one it was opened on failed at its header); dropped it"
+                );
                 self.allocate(path, lock, &[]).await
             }
             SealPlan::Seal {
