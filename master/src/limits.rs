@@ -92,3 +92,11 @@ pub const MIN_FREE_BYTES_DEFAULT: u64 = 1 << 30;
 /// salvage (15 minutes): long past a restart, so a briefly unreachable chunkserver never has its
 /// acknowledged records cut off.
 pub const SALVAGE_AFTER_MS_DEFAULT: u64 = 900_000;
+
+/// The first wait before the repair loop seals again an orphaned open chunk whose last seal
+/// failed; it doubles on each failure up to [`RESEAL_BACKOFF_MAX`]. Each seal logs a new chunk
+/// version, so a chunk no seal can finish must not burn one every repair pass.
+pub const RESEAL_BACKOFF_FIRST: std::time::Duration = std::time::Duration::from_millis(400);
+
+/// The longest wait between the repair loop's seals of one orphaned open chunk.
+pub const RESEAL_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(5);

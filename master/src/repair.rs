@@ -353,6 +353,32 @@ impl RepairStats {
     }
 }
 
+/// When to retry a failed step, and the wait after the next failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Backoff {
+    /// Not before this instant.
+    pub(crate) next: Instant,
+    /// The wait that set `next`.
+    pub(crate) delay: Duration,
+}
+
+impl Backoff {
+    /// The backoff after a failure at `now`, following `previous` (if any): the delay doubles
+    /// from `first` up to `max`.
+    pub(crate) fn after_failure(
+        previous: Option<Backoff>,
+        now: Instant,
+        first: Duration,
+        max: Duration,
+    ) -> Backoff {
+        let delay = previous.map_or(first, |b| (b.delay * 2).min(max));
+        Backoff {
+            next: now + delay,
+            delay,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,5 +547,22 @@ mod tests {
         failed.prune(Instant::now());
         assert!(failed.at.is_empty());
         assert_eq!(pick_source(h, &good, &failed), "b:1");
+    }
+
+    // Proves: a failed step waits `first`, then twice as long after each further failure, up
+    // to `max`.
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let now = Instant::now();
+        let (first, max) = (Duration::from_millis(400), Duration::from_secs(5));
+        let mut b = Backoff::after_failure(None, now, first, max);
+        let mut delays = vec![b.delay];
+        for _ in 0..5 {
+            b = Backoff::after_failure(Some(b), now, first, max);
+            delays.push(b.delay);
+        }
+        let ms: Vec<u128> = delays.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(b.next, now + max);
     }
 }

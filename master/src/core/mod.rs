@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::heartbeat::Servers;
 use crate::meta::{Entry, LogMeta, Metadata};
 use crate::oplog::{Committer, LogFile, OplogQueue};
-use crate::repair::RepairStats;
+use crate::repair::{Backoff, RepairStats};
 
 mod allocate;
 #[cfg(test)]
@@ -67,6 +67,8 @@ pub(crate) struct Inner {
     /// Chunks with a task of the repair loop running on them: a seal of an orphaned open chunk,
     /// a salvage, or a fence of replicas that missed a seal (one task per chunk at a time).
     pub(crate) resealing: BTreeSet<ChunkHandle>,
+    /// Orphaned open chunks whose last seal by the repair loop failed: when to try again.
+    pub(crate) reseal_backoff: BTreeMap<ChunkHandle, Backoff>,
     rng: SplitMix64,
 }
 
@@ -147,6 +149,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
             dying: BTreeSet::new(),
             repairs: BTreeMap::new(),
             resealing: BTreeSet::new(),
+            reseal_backoff: BTreeMap::new(),
             // Mixing in the log position keeps a fixed seed (tests, simulations) from handing
             // out the handles of a previous run again.
             rng: SplitMix64::new(seed ^ last_sequence.wrapping_mul(0x9e37_79b9_7f4a_7c15)),

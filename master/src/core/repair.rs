@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use cairn_record::ChunkHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -13,10 +14,13 @@ use super::MasterCore;
 use crate::chunkserver_api::{ChunkserverApi, CopyError, RpcError};
 use crate::fsck::CorruptMark;
 use crate::heartbeat::ReplicaReport;
-use crate::limits::{REPAIR_RATE_FLOOR_BYTES_PER_SEC, REPAIRS_IN_FLIGHT_MAX};
+use crate::limits::{
+    REPAIR_RATE_FLOOR_BYTES_PER_SEC, REPAIRS_IN_FLIGHT_MAX, RESEAL_BACKOFF_FIRST,
+    RESEAL_BACKOFF_MAX,
+};
 use crate::meta::ChunkState;
 use crate::repair::{
-    RepairJob, RepairScan, complete_unsealed_replicas, orphaned_open_chunks, plan,
+    Backoff, RepairJob, RepairScan, complete_unsealed_replicas, orphaned_open_chunks, plan,
     stale_open_replicas,
 };
 
@@ -85,9 +89,14 @@ impl<C: ChunkserverApi> MasterCore<C> {
             );
             let stale = stale_open_replicas(&g.meta, &g.servers, now, dead_after);
             let complete = complete_unsealed_replicas(&g.meta, &g.servers, now, dead_after);
+            g.reseal_backoff
+                .retain(|h, _| found.iter().any(|(_, f, _, _)| f == h));
+            let due = |g: &super::Inner, h: &ChunkHandle| {
+                g.reseal_backoff.get(h).is_none_or(|b| b.next <= now)
+            };
             let reseals = found
                 .into_iter()
-                .filter(|(_, h, _, _)| g.resealing.insert(*h))
+                .filter(|(_, h, _, _)| due(&g, h) && g.resealing.insert(*h))
                 .collect::<Vec<_>>();
             let salvages = salvages
                 .into_iter()
@@ -142,10 +151,24 @@ impl<C: ChunkserverApi> MasterCore<C> {
             let core = self.clone();
             tokio::spawn(async move {
                 warn!(%log, chunk = %handle, %reason, "sealing an open chunk whose primary is gone");
-                if let Err(e) = core.seal_chunk(&log, handle, version, &reason).await {
-                    warn!(%log, chunk = %handle, error = %e, "sealing failed; a later pass retries");
+                let result = core.seal_chunk(&log, handle, version, &reason).await;
+                let mut g = core.lock();
+                g.resealing.remove(&handle);
+                match result {
+                    Ok(_) => {
+                        g.reseal_backoff.remove(&handle);
+                    }
+                    Err(e) => {
+                        let backoff = Backoff::after_failure(
+                            g.reseal_backoff.get(&handle).copied(),
+                            Instant::now(),
+                            RESEAL_BACKOFF_FIRST,
+                            RESEAL_BACKOFF_MAX,
+                        );
+                        g.reseal_backoff.insert(handle, backoff);
+                        warn!(%log, chunk = %handle, error = %e, retry_in = ?backoff.delay, "sealing failed; a later pass retries");
+                    }
                 }
-                core.lock().resealing.remove(&handle);
             });
         }
         scan
