@@ -29,14 +29,31 @@ use bytes::Bytes;
 pub type Key = (usize, u64);
 
 /// The payload of record `seq` of writer `w`: derived, so the checker knows every byte.
+///
+/// Every fourth record's payload carries, 16 bytes in (8-aligned in the chunk, as frames
+/// are), a whole valid frame of a record nobody appends (writer [`PHANTOM_WRITER`] + `w`). A
+/// scanner that resynchronises inside a damaged record, or takes writer marks from bytes it did
+/// not verify, finds it; the checker then reports an unexpected record. The length is the same
+/// either way, so the phantom frames change no chunk boundary of a seed's history.
 pub fn payload(w: usize, seq: u64) -> Bytes {
     let mut p = format!("w{w}-s{seq:06}-").into_bytes();
-    p.resize(
-        64 + (seq as usize * 37 + w * 11) % 700,
-        b'a' + (seq % 26) as u8,
-    );
+    let len = 64 + (seq as usize * 37 + w * 11) % 700;
+    p.resize(len, b'a' + (seq % 26) as u8);
+    if seq % 4 == 0 {
+        let mut phantom = Vec::new();
+        let id = cairn_record::RecordId {
+            writer: PHANTOM_WRITER + w as u64,
+            sequence: seq,
+        };
+        cairn_record::encode_record(&mut phantom, id, b"phantom!", 64)
+            .expect("a small phantom frame encodes");
+        p[16..16 + phantom.len()].copy_from_slice(&phantom);
+    }
     Bytes::from(p)
 }
+
+/// The writer id of the frames embedded in payloads ([`payload`]): never a workload writer's.
+pub const PHANTOM_WRITER: u64 = 0x00e0_0000_0000_0000;
 
 /// An acknowledgement.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -310,6 +327,25 @@ pub fn check(h: &History, faults: Vec<String>) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Proves: every fourth payload carries a whole valid frame of a phantom writer 16 bytes in
+    // (what a resynchronising scanner would find), and the others none; lengths are the same.
+    #[test]
+    fn every_fourth_payload_embeds_a_phantom_frame() {
+        for seq in 1..=8u64 {
+            let p = payload(3, seq);
+            assert_eq!(p.len(), 64 + (seq as usize * 37 + 33) % 700);
+            match cairn_record::decode_frame(&p[16..]) {
+                Ok(f) => {
+                    assert_eq!(seq % 4, 0, "seq {seq}");
+                    assert_eq!(f.id.writer, PHANTOM_WRITER + 3);
+                    assert_eq!(f.id.sequence, seq);
+                    assert_eq!(f.payload, b"phantom!");
+                }
+                Err(_) => assert_ne!(seq % 4, 0, "seq {seq}"),
+            }
+        }
+    }
 
     fn history() -> History {
         let mut h = History::default();
