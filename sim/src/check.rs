@@ -28,32 +28,46 @@ use bytes::Bytes;
 /// (writer index, sequence): one record of the workload.
 pub type Key = (usize, u64);
 
-/// The payload of record `seq` of writer `w`: derived, so the checker knows every byte.
+/// The payload of record `seq` of writer `w` (writer id `writer`): derived, so the checker
+/// knows every byte.
 ///
-/// Every fourth record's payload carries, 16 bytes in (8-aligned in the chunk, as frames
-/// are), a whole valid frame of a record nobody appends (writer [`PHANTOM_WRITER`] + `w`). A
-/// scanner that resynchronises inside a damaged record, or takes writer marks from bytes it did
-/// not verify, finds it; the checker then reports an unexpected record. The length is the same
-/// either way, so the phantom frames change no chunk boundary of a seed's history.
-pub fn payload(w: usize, seq: u64) -> Bytes {
+/// Every fourth record's payload carries, 16 bytes in (8-aligned in the chunk, as frames are),
+/// the whole valid frame of a *later* record of the same writer, [`EMBED_AHEAD`] or more
+/// sequences on (the first that fits), byte for byte as that record will be stored. A scanner
+/// that resynchronises inside a damaged record finds it; marks taken from such bytes would make
+/// a primary answer the real record "already stored" before it ever was, and the checker would
+/// see it lost. The length is the same either way, so the embedded frames change no chunk
+/// boundary of a seed's history.
+pub fn payload(writer: u64, w: usize, seq: u64) -> Bytes {
+    let len = payload_len(w, seq);
     let mut p = format!("w{w}-s{seq:06}-").into_bytes();
-    let len = 64 + (seq as usize * 37 + w * 11) % 700;
     p.resize(len, b'a' + (seq % 26) as u8);
-    if seq % 4 == 0 {
-        let mut phantom = Vec::new();
+    let room = len - 16;
+    let later = (seq + EMBED_AHEAD..seq + EMBED_AHEAD + 100)
+        .find(|&t| cairn_record::encoded_len(payload_len(w, t)) <= room);
+    if seq % 4 == 0
+        && let Some(later) = later
+    {
+        let mut frame = Vec::new();
         let id = cairn_record::RecordId {
-            writer: PHANTOM_WRITER + w as u64,
-            sequence: seq,
+            writer,
+            sequence: later,
         };
-        cairn_record::encode_record(&mut phantom, id, b"phantom!", 64)
-            .expect("a small phantom frame encodes");
-        p[16..16 + phantom.len()].copy_from_slice(&phantom);
+        cairn_record::encode_record(&mut frame, id, &payload(writer, w, later), usize::MAX)
+            .expect("a workload record encodes");
+        p[16..16 + frame.len()].copy_from_slice(&frame);
     }
     Bytes::from(p)
 }
 
-/// The writer id of the frames embedded in payloads ([`payload`]): never a workload writer's.
-pub const PHANTOM_WRITER: u64 = 0x00e0_0000_0000_0000;
+/// How far ahead of its own record a payload's embedded frame is at least ([`payload`]): past
+/// the appender's window, so the later record is usually not sent yet when the chunk holding
+/// the earlier one is damaged and sealed.
+pub const EMBED_AHEAD: u64 = 60;
+
+fn payload_len(w: usize, seq: u64) -> usize {
+    64 + (seq as usize * 37 + w * 11) % 700
+}
 
 /// An acknowledgement.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -119,7 +133,7 @@ impl History {
                     .push(format!("writer {w} sequence {seq} read but never sent"));
                 None
             }
-            Some(&w) if bytes == payload(w, seq).as_ref() => Some((w, seq)),
+            Some(&w) if bytes == payload(writer, w, seq).as_ref() => Some((w, seq)),
             Some(&w) => {
                 self.unexpected
                     .push(format!("writer {w} sequence {seq} read with other bytes"));
@@ -328,23 +342,24 @@ pub fn check(h: &History, faults: Vec<String>) -> Outcome {
 mod tests {
     use super::*;
 
-    // Proves: every fourth payload carries a whole valid frame of a phantom writer 16 bytes in
-    // (what a resynchronising scanner would find), and the others none; lengths are the same.
+    // Proves: a fourth of the payloads carry, 16 bytes in, the exact frame of a later record
+    // of their writer (what a resynchronising scanner would find), the others none; the
+    // lengths are the ones the history was built with.
     #[test]
-    fn every_fourth_payload_embeds_a_phantom_frame() {
-        for seq in 1..=8u64 {
-            let p = payload(3, seq);
+    fn every_fourth_payload_embeds_a_later_frame() {
+        let mut embedded = 0;
+        for seq in 1..=200u64 {
+            let p = payload(0xfeed, 3, seq);
             assert_eq!(p.len(), 64 + (seq as usize * 37 + 33) % 700);
-            match cairn_record::decode_frame(&p[16..]) {
-                Ok(f) => {
-                    assert_eq!(seq % 4, 0, "seq {seq}");
-                    assert_eq!(f.id.writer, PHANTOM_WRITER + 3);
-                    assert_eq!(f.id.sequence, seq);
-                    assert_eq!(f.payload, b"phantom!");
-                }
-                Err(_) => assert_ne!(seq % 4, 0, "seq {seq}"),
+            if let Ok(f) = cairn_record::decode_frame(&p[16..]) {
+                assert_eq!(seq % 4, 0, "seq {seq}");
+                assert_eq!(f.id.writer, 0xfeed);
+                assert!(f.id.sequence >= seq + EMBED_AHEAD);
+                assert_eq!(f.payload, payload(0xfeed, 3, f.id.sequence).as_ref());
+                embedded += 1;
             }
         }
+        assert!(embedded >= 25, "only {embedded} of 50 could embed a frame");
     }
 
     fn history() -> History {
@@ -387,9 +402,9 @@ mod tests {
 
         let mut h = history();
         assert_eq!(h.classify(0xa, 1, b"other"), None);
-        assert_eq!(h.classify(0xb, 1, &payload(0, 1)), None);
-        assert_eq!(h.classify(0xa, 9, &payload(0, 9)), None);
-        assert_eq!(h.classify(0xa, 2, &payload(0, 2)), Some((0, 2)));
+        assert_eq!(h.classify(0xb, 1, &payload(0xb, 0, 1)), None);
+        assert_eq!(h.classify(0xa, 9, &payload(0xa, 0, 9)), None);
+        assert_eq!(h.classify(0xa, 2, &payload(0xa, 0, 2)), Some((0, 2)));
         assert_eq!(h.unexpected.len(), 3);
         assert_eq!(classes(&h), ["unexpected"]);
 

@@ -101,7 +101,7 @@ async fn send(
     let mut answers = Vec::new();
     for s in seqs {
         shared.history().attempted.insert((w, s));
-        let ack = appender.append(payload(w, s));
+        let ack = appender.append(payload(appender.writer_id(), w, s));
         let shared = shared.clone();
         answers.push(tokio::spawn(async move {
             let result = ack.await;
