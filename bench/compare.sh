@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/compare.sh — Cairn beside its peers, in one run, on one machine.
 #
-# 1. runs the peers' benchmark (../shared/peers/run-peers.sh: the disk's limits with fio, then
+# 1. runs the peers' benchmark ($PEERS_DIR/run-peers.sh: the disk's limits with fio, then
 #    NATS JetStream 2.15 with 3 replicas, with and without `sync_interval: always`) on the
 #    workload cells below;
 # 2. starts a Cairn cluster as separate processes (1 master, 3 chunkservers, RF 3, fsync before
@@ -9,8 +9,9 @@
 #    flight, then a replay of the whole log;
 # 3. prints one table with Cairn's figures, the peers' and the ratios.
 #
-# Usage: bench/compare.sh
-# Env: PEERS_DIR (default ../shared/peers beside the repository), PEERS (default
+# Usage: PEERS_DIR=DIR bench/compare.sh
+# Env: PEERS_DIR (required: a checkout of the peers' benchmark, which is not part of this
+#      repository: a directory with run-peers.sh and its peers' definitions), PEERS (default
 #      "jetstream215-always jetstream215"), OUT (default /tmp/cairn-compare, wiped),
 #      PEERS_TARGET (cargo target dir for the peers' load generator, default /tmp/peers-target),
 #      CAIRN_PORT (default 7400: master; chunkservers on the next three ports).
@@ -18,7 +19,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PEERS_DIR="${PEERS_DIR:-$ROOT/../shared/peers}"
+PEERS_DIR="${PEERS_DIR:?set PEERS_DIR to a checkout of the peers benchmark (run-peers.sh)}"
 PEERS="${PEERS:-jetstream215-always jetstream215}"
 OUT="${OUT:-/tmp/cairn-compare}"
 PORT="${CAIRN_PORT:-7400}"

@@ -6,7 +6,7 @@
 #   store, 1 KiB records, 32 appenders:  records/s  / fio 4 KiB write+fdatasync IOPS  >= 8
 #   store, 64 KiB records, 32 appenders: MB/s       / fio 64 KiB write+fdatasync MB/s >= 1.0
 #
-# fio jobs use the same parameters as the peers' benchmark (shared/peers/limits.sh), so the
+# fio jobs use the same parameters as the peers' benchmark's own fio run (its limits.sh), so the
 # numbers are comparable:
 #   seq1m   1 MiB sequential writes, O_DIRECT, libaio, QD16
 #   sync4k  4 KiB writes, fdatasync after each, QD1
