@@ -75,6 +75,10 @@ pub(crate) struct FenceOutcome {
     /// The end of the prefix the marks cover: the commit offset this replica knows (or the
     /// start of its first bad range below it).
     pub(crate) marks_through: u64,
+    /// The primary's commit offset at the fence, when this replica holds the chunk's primary
+    /// role (since it created the replica in this process): every acknowledged byte and none
+    /// past (`FenceResponse.primary_commit_offset`).
+    pub(crate) primary_commit: Option<u64>,
 }
 
 /// A `CreateReplica` for the chunk's primary.
@@ -675,6 +679,7 @@ impl Node {
             });
         }
         let chunk = self.chunk(handle)?;
+        let is_primary = chunk.primary().is_some();
         if let Some(mut p) = chunk.primary()
             && new_version > p.version()
         {
@@ -708,10 +713,19 @@ impl Node {
             writers = scanned.marks.len(),
             "fenced"
         );
+        // The primary acknowledges a batch only once its commit offset covers it, and a fenced
+        // primary acknowledges nothing more: read after the fence, this is final.
+        let primary_commit = is_primary.then(|| {
+            chunk
+                .known_commit
+                .load(Ordering::Acquire)
+                .max(CHUNK_HEADER_BYTES as u64)
+        });
         Ok(FenceOutcome {
             state,
             writer_marks: scanned.marks,
             marks_through: scanned.through,
+            primary_commit,
         })
     }
 

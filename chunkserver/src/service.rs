@@ -198,6 +198,7 @@ impl Chunkserver for ChunkserverService {
                 .map(|m| WriterMark::with_epoch(m, 0))
                 .collect(),
             marks_through: out.marks_through,
+            primary_commit_offset: out.primary_commit.unwrap_or(0),
         }))
     }
 

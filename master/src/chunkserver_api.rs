@@ -31,6 +31,9 @@ pub(crate) struct Fenced {
     pub(crate) marks: Vec<WriterMark>,
     /// The commit offset the marks cover (`FenceResponse.marks_through`).
     pub(crate) marks_through: u64,
+    /// The primary's commit offset, when the primary answered in its role
+    /// (`FenceResponse.primary_commit_offset`; 0 on the wire is `None`).
+    pub(crate) primary_commit: Option<u64>,
 }
 
 /// `Replicate` as the master sends it.

@@ -109,6 +109,7 @@ mod tests {
             sealed: false,
             marks: Vec::new(),
             marks_through: 32,
+            primary_commit: None,
         }
     }
 
@@ -138,6 +139,7 @@ mod tests {
             sealed: true,
             marks: Vec::new(),
             marks_through: 32,
+            primary_commit: None,
         };
         assert_eq!(
             plan(1000, &[fenced("a", 400), sealed_short.clone()]),

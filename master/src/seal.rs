@@ -17,6 +17,9 @@ pub(crate) enum FenceOutcome {
         marks: Vec<WriterMark>,
         /// The commit offset it knows: a prefix every replica holds durably.
         marks_through: u64,
+        /// Set when it is the chunk's primary in its role (never restarted): its commit
+        /// offset, exactly the acknowledged extent of the chunk.
+        primary_commit: Option<u64>,
     },
     /// The chunkserver answered that it has no such replica.
     Absent { address: String },
@@ -69,6 +72,15 @@ pub(crate) enum SealPlan {
 /// chose its length, and it is kept so replicas never disagree. Replicas shorter than the
 /// sealed length are left out here; the repair loop brings them up to it (`Replicate`).
 ///
+/// When the primary answered in its role, its commit offset is the sealed length instead (if a
+/// fenced replica holds it): the primary acknowledges a record only once its commit offset
+/// covers it, and every replica holds the bytes below it, so that offset is exactly the
+/// acknowledged extent. Bytes past it sit on fewer replicas than the chunk has (a primary whose
+/// forwards failed holds records no secondary got); sealed in, they were readable from one
+/// replica until the repair copied them, and a reader could see them and then, that replica
+/// lost, see them gone (the simulator's seed 12245). Readers of the open chunk were never
+/// served past the commit offset, so nothing they read is cut.
+///
 /// With no replica fenced, the chunk is dropped (`Abandon`) when it provably holds no
 /// acknowledged record: every replica answered that it has no such chunk (the master died
 /// between logging the allocation and creating the replicas), or `proven_empty`, which the
@@ -90,13 +102,22 @@ pub(crate) fn plan(outcomes: &[FenceOutcome], proven_empty: bool) -> SealPlan {
         };
     }
     let already_sealed = fenced.iter().filter(|f| f.2).min_by_key(|f| f.1);
-    let source = already_sealed.unwrap_or_else(|| {
-        fenced
-            .iter()
-            .max_by_key(|f| f.1)
-            .expect("fenced is not empty")
-    });
-    let length = source.1;
+    let longest = fenced
+        .iter()
+        .map(|f| f.1)
+        .max()
+        .expect("fenced is not empty");
+    let primary_commit = outcomes
+        .iter()
+        .find_map(|o| match o {
+            FenceOutcome::Fenced { primary_commit, .. } => *primary_commit,
+            _ => None,
+        })
+        .filter(|&c| c <= longest);
+    let length = match already_sealed {
+        Some(sealed) => sealed.1,
+        None => primary_commit.unwrap_or(longest),
+    };
     SealPlan::Seal {
         length,
         replicas: fenced
@@ -159,6 +180,7 @@ mod tests {
                 frame_crc: 0,
             }],
             marks_through,
+            primary_commit: None,
         }
     }
 
@@ -190,6 +212,43 @@ mod tests {
                 }],
             }
         );
+    }
+
+    // Proves (simulator seed 12245): the primary answering in its role seals the chunk at its
+    // commit offset, not at its own longer length: the bytes past it (forwards failed) are on
+    // that one replica only and were never acknowledged. The marks come from that prefix. An
+    // earlier seal still fixes the length, and a commit offset no fenced replica reaches (all of
+    // them damaged) falls back to the longest.
+    #[test]
+    fn the_primarys_commit_offset_is_the_sealed_length() {
+        let as_primary = |mut o: FenceOutcome, commit: u64| {
+            if let FenceOutcome::Fenced { primary_commit, .. } = &mut o {
+                *primary_commit = Some(commit);
+            }
+            o
+        };
+        let primary = |commit| as_primary(fenced_through("p", 8320, false, 9, 32), commit);
+        let short = fenced("s", 32, false, 0);
+        let SealPlan::Seal {
+            length, replicas, ..
+        } = plan(&[primary(32), short.clone()], false)
+        else {
+            panic!("expected a seal");
+        };
+        assert_eq!(length, 32);
+        assert_eq!(replicas, vec!["p".to_owned(), "s".to_owned()]);
+
+        let SealPlan::Seal { length, .. } = plan(&[primary(32), fenced("t", 4000, true, 1)], false)
+        else {
+            panic!("expected a seal");
+        };
+        assert_eq!(length, 4000, "an earlier seal fixes the length");
+
+        let damaged = as_primary(fenced_through("p", 100, false, 1, 32), 9000);
+        let SealPlan::Seal { length, .. } = plan(&[damaged, short], false) else {
+            panic!("expected a seal");
+        };
+        assert_eq!(length, 100, "a commit offset nobody holds: the longest");
     }
 
     // A replica sealed by an earlier, interrupted seal fixes the length; shorter replicas are

@@ -439,6 +439,7 @@ impl ChunkserverApi for GrpcChunkservers {
             sealed: r.sealed,
             marks: r.writer_marks.into_iter().map(WriterMark::from).collect(),
             marks_through: r.marks_through,
+            primary_commit: (r.primary_commit_offset > 0).then_some(r.primary_commit_offset),
         })
     }
 

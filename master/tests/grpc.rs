@@ -143,6 +143,8 @@ impl Chunkserver for FakeService {
                 epoch: 0,
             }],
             marks_through: durable,
+            // Answers as a secondary: the seal takes the longest durable length.
+            primary_commit_offset: 0,
         }))
     }
 

@@ -45,7 +45,7 @@ pub fn payload(writer: u64, w: usize, seq: u64) -> Bytes {
     let room = len - 16;
     let later = (seq + EMBED_AHEAD..seq + EMBED_AHEAD + 100)
         .find(|&t| cairn_record::encoded_len(payload_len(w, t)) <= room);
-    if seq % 4 == 0
+    if seq.is_multiple_of(4)
         && let Some(later) = later
     {
         let mut frame = Vec::new();

@@ -197,7 +197,15 @@ async fn replay_once(shared: &Shared, client: &Client) -> Result<Vec<Key>, Strin
                     keys.push(k);
                 }
             }
-            ReplayEvent::Skipped { .. } => shared.history().skipped += 1,
+            ReplayEvent::Skipped {
+                chunk,
+                offset,
+                len,
+                reason,
+            } => {
+                tracing::warn!(%chunk, offset, len, %reason, "replay skipped a range");
+                shared.history().skipped += 1;
+            }
         }
     }
     Ok(keys)

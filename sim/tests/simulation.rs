@@ -22,8 +22,10 @@ const CI_SEEDS: std::ops::Range<u64> = 1..9;
 /// - 4358 and 4270: connections a flaky link left half-open held a chunkserver's heartbeats and
 ///   clients' calls for half a minute after healing (appends unanswered long after);
 /// - 8851: an open chunk created on one secondary only (the master died mid-allocation), whose
-///   replica then failed on an fsync error, could never be sealed: no append or replay again.
-const REGRESSION_SEEDS: &[u64] = &[142, 201, 246, 270, 1206, 3210, 4270, 4358, 8851];
+///   replica then failed on an fsync error, could never be sealed: no append or replay again;
+/// - 12245: a seal at the primary's longest length made records its failed forwards left on that
+///   one replica readable; a reader saw one, then the replica was wiped and it was gone.
+const REGRESSION_SEEDS: &[u64] = &[142, 201, 246, 270, 1206, 3210, 4270, 4358, 8851, 12245];
 
 fn seeds() -> std::ops::Range<u64> {
     if let Ok(s) = std::env::var("CAIRN_SIM_SEED") {

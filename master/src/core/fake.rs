@@ -31,6 +31,9 @@ pub(super) struct FakeState {
     pub(super) broken: HashSet<String>,
     /// Chunkservers whose replicas failed after an I/O error: a fence fails (`DataLoss`).
     pub(super) failed: HashSet<String>,
+    /// Chunkservers that answer a fence as the chunk's primary in its role, with this commit
+    /// offset (`Fenced::primary_commit`).
+    pub(super) primary_commits: HashMap<String, u64>,
     /// Every `CreateReplica`, in order.
     pub(super) creates: Vec<(String, CreateReplica)>,
     /// Every `Fence`: (chunkserver, handle, new version).
@@ -90,6 +93,7 @@ impl ChunkserverApi for Arc<Fake> {
                 frame_crc: 0,
             }],
             marks_through: length,
+            primary_commit: s.primary_commits.get(&address).copied(),
         })
     }
 

@@ -189,6 +189,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                         sealed: f.sealed,
                         marks: f.marks,
                         marks_through: f.marks_through,
+                        primary_commit: f.primary_commit,
                     },
                     Ok(Ok(f)) => {
                         warn!(chunk = %handle, %address, version = f.version, "fence answered with an old version");
