@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use cairn_record::{ByteRange, ChunkHandle};
+use cairn_record::{ByteRange, ChunkHandle, WriterId};
 use tracing::warn;
 
 /// Why a chunk-store operation failed.
@@ -217,7 +217,7 @@ pub enum Error {
         /// The chunk asked for.
         handle: ChunkHandle,
         /// The writer id of the batch.
-        writer: u64,
+        writer: WriterId,
         /// The first sequence that differs.
         sequence: u64,
     },
@@ -231,7 +231,7 @@ pub enum Error {
         /// The chunk asked for.
         handle: ChunkHandle,
         /// The writer id of the batch.
-        writer: u64,
+        writer: WriterId,
         /// The epoch the batch carried.
         epoch: u64,
         /// The epoch the primary knows.

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use cairn_record::limits::CHUNK_HEADER_BYTES;
-use cairn_record::{FrameReader, ReadItem, WriterMark};
+use cairn_record::{FrameReader, ReadItem, WriterId, WriterMark};
 
 use crate::error::Result;
 
@@ -30,9 +30,9 @@ pub(crate) struct ScannedMarks {
 struct Recent {
     max: usize,
     /// writer → (offset of its last record, sequence, frame CRC).
-    by_writer: HashMap<u64, (u64, u64, u32)>,
+    by_writer: HashMap<WriterId, (u64, u64, u32)>,
     /// offset of a writer's last record → writer.
-    by_offset: BTreeMap<u64, u64>,
+    by_offset: BTreeMap<u64, WriterId>,
 }
 
 impl Recent {
@@ -44,7 +44,7 @@ impl Recent {
         }
     }
 
-    fn saw(&mut self, writer: u64, offset: u64, sequence: u64, crc: u32) {
+    fn saw(&mut self, writer: WriterId, offset: u64, sequence: u64, crc: u32) {
         if let Some((old, ..)) = self.by_writer.insert(writer, (offset, sequence, crc)) {
             self.by_offset.remove(&old);
         }
@@ -146,7 +146,16 @@ mod tests {
     fn image(records: &[(u64, u64, u8)]) -> Vec<u8> {
         let mut out = vec![0u8; CHUNK_HEADER_BYTES];
         for &(writer, sequence, b) in records {
-            encode_record(&mut out, RecordId { writer, sequence }, &[b; 8], 1 << 20).unwrap();
+            encode_record(
+                &mut out,
+                RecordId {
+                    writer: WriterId(writer),
+                    sequence,
+                },
+                &[b; 8],
+                1 << 20,
+            )
+            .unwrap();
         }
         out
     }
@@ -168,7 +177,7 @@ mod tests {
         let through = 32 + 4 * 40;
         let m = scan_marks(reader(&img), through, 24, 100).unwrap();
         assert_eq!(m.through, through);
-        let ids: Vec<(u64, u64)> = m.marks.iter().map(|m| (m.writer, m.sequence)).collect();
+        let ids: Vec<(u64, u64)> = m.marks.iter().map(|m| (m.writer.0, m.sequence)).collect();
         assert_eq!(ids, vec![(3, 1), (1, 2), (2, 1)]);
         let crc_of_1_2 = frame_crc(&img[32 + 2 * 40..]);
         assert_eq!(m.marks[1].frame_crc, crc_of_1_2);
@@ -182,7 +191,7 @@ mod tests {
         encode_record(
             &mut inner,
             RecordId {
-                writer: 9,
+                writer: WriterId(9),
                 sequence: 99,
             },
             b"inner",
@@ -194,7 +203,7 @@ mod tests {
         encode_record(
             &mut img,
             RecordId {
-                writer: 2,
+                writer: WriterId(2),
                 sequence: 1,
             },
             &inner,
@@ -204,7 +213,7 @@ mod tests {
         encode_record(
             &mut img,
             RecordId {
-                writer: 3,
+                writer: WriterId(3),
                 sequence: 1,
             },
             b"after",
@@ -215,7 +224,7 @@ mod tests {
         let len = img.len() as u64;
         let m = scan_marks(reader(&img), len, 1 << 20, 100).unwrap();
         assert_eq!(m.through, outer_at as u64);
-        let ids: Vec<(u64, u64)> = m.marks.iter().map(|m| (m.writer, m.sequence)).collect();
+        let ids: Vec<(u64, u64)> = m.marks.iter().map(|m| (m.writer.0, m.sequence)).collect();
         assert_eq!(ids, vec![(1, 1)]);
     }
 
@@ -231,7 +240,7 @@ mod tests {
             encode_record(
                 &mut img,
                 RecordId {
-                    writer: w,
+                    writer: WriterId(w),
                     sequence: 1,
                 },
                 b"",
@@ -243,7 +252,7 @@ mod tests {
         encode_record(
             &mut img,
             RecordId {
-                writer: 1,
+                writer: WriterId(1),
                 sequence: 2,
             },
             b"",
@@ -254,8 +263,8 @@ mod tests {
         let m = scan_marks(reader(&img), len, 16 << 20, max).unwrap();
         assert_eq!(m.through, len);
         assert_eq!(m.marks.len(), max);
-        assert_eq!((m.marks[0].writer, m.marks[0].sequence), (1, 2));
-        assert_eq!(m.marks[1].writer, WRITERS);
-        assert_eq!(m.marks[max - 1].writer, WRITERS - max as u64 + 2);
+        assert_eq!((m.marks[0].writer, m.marks[0].sequence), (WriterId(1), 2));
+        assert_eq!(m.marks[1].writer, WriterId(WRITERS));
+        assert_eq!(m.marks[max - 1].writer, WriterId(WRITERS - max as u64 + 2));
     }
 }

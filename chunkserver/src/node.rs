@@ -81,7 +81,7 @@ pub(crate) struct FenceOutcome {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PrimaryRole {
     pub(crate) secondaries: Vec<String>,
-    pub(crate) inherited: std::collections::HashMap<u64, Inherited>,
+    pub(crate) inherited: std::collections::HashMap<cairn_record::WriterId, Inherited>,
 }
 
 /// What this chunkserver keeps in memory about one replica.
@@ -807,7 +807,7 @@ mod tests {
         assert!(in_memory(&n, h), "an open replica has its state");
         let mut frames = Vec::new();
         let id = RecordId {
-            writer: 5,
+            writer: cairn_record::WriterId(5),
             sequence: 1,
         };
         encode_record(&mut frames, id, b"r1", 1 << 20).expect("encode");

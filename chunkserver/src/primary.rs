@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 
 use cairn_record::limits::CHUNK_HEADER_BYTES;
-use cairn_record::{ChunkHandle, ScanItem, Scanner, WriterMark, encoded_len};
+use cairn_record::{ChunkHandle, ScanItem, Scanner, WriterId, WriterMark, encoded_len};
 
 use crate::error::{Error, Result};
 use crate::limits::WRITER_RECENT_OFFSETS_MAX;
@@ -21,7 +21,7 @@ use crate::limits::WRITER_RECENT_OFFSETS_MAX;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Batch {
     /// The writer of every record.
-    pub(crate) writer: u64,
+    pub(crate) writer: WriterId,
     /// Sequence of the first record; record `i` has `first_sequence + i`.
     pub(crate) first_sequence: u64,
     /// `ends[i]`: where frame `i` ends in the buffer (frame `i` starts at `ends[i - 1]`, or 0).
@@ -41,7 +41,7 @@ impl Batch {
             return Err("the batch is empty".into());
         }
         let mut batch = Batch {
-            writer: 0,
+            writer: WriterId::default(),
             first_sequence: 0,
             ends: Vec::new(),
             crcs: Vec::new(),
@@ -233,8 +233,8 @@ pub(crate) struct Primary {
     version: u64,
     capacity: u64,
     secondaries: Vec<String>,
-    inherited: HashMap<u64, Inherited>,
-    writers: HashMap<u64, WriterState>,
+    inherited: HashMap<WriterId, Inherited>,
+    writers: HashMap<WriterId, WriterState>,
     /// Where the next write goes: the end of everything assigned so far.
     end: u64,
     full: bool,
@@ -252,7 +252,7 @@ impl Primary {
         version: u64,
         capacity: u64,
         secondaries: Vec<String>,
-        inherited: HashMap<u64, Inherited>,
+        inherited: HashMap<WriterId, Inherited>,
     ) -> Primary {
         let empty = CHUNK_HEADER_BYTES as u64;
         Primary {
@@ -505,7 +505,10 @@ mod tests {
     fn frames(writer: u64, sequences: std::ops::RangeInclusive<u64>, len: usize) -> Vec<u8> {
         let mut out = Vec::new();
         for sequence in sequences {
-            let id = RecordId { writer, sequence };
+            let id = RecordId {
+                writer: WriterId(writer),
+                sequence,
+            };
             encode_record(&mut out, id, &vec![1u8; len], 1 << 20).unwrap();
         }
         out
@@ -520,7 +523,7 @@ mod tests {
         let f = frames(writer, sequence..=sequence, 8);
         Inherited {
             mark: WriterMark {
-                writer,
+                writer: WriterId(writer),
                 sequence,
                 frame_crc: frame_crc(&f),
             },
@@ -570,7 +573,7 @@ mod tests {
         );
         assert!(Batch::parse(&[], 64).is_err());
         let b = batch(5, 3..=5, 8);
-        assert_eq!((b.writer, b.first_sequence, b.len()), (5, 3, 3));
+        assert_eq!((b.writer, b.first_sequence, b.len()), (WriterId(5), 3, 3));
         assert_eq!(b.ends, vec![40, 80, 120]);
     }
 
@@ -605,7 +608,7 @@ mod tests {
 
     #[test]
     fn inherited_marks_and_acked_through_start_a_new_writer() {
-        let inherited = HashMap::from([(9, inherit(9, 10, 0))]);
+        let inherited = HashMap::from([(WriterId(9), inherit(9, 10, 0))]);
         let mut p = Primary::new(H, 1, 4096, Vec::new(), inherited);
         let a = admitted(p.admit(1, &batch(9, 9..=11, 8), 0, 0).unwrap());
         assert_eq!(a.offsets, vec![0, 0, 32]);
@@ -693,7 +696,7 @@ mod tests {
         // Another process with the same writer id, its own sequence 1 (another payload).
         match p.admit(1, &batch(9, 1..=1, 16), 0, 0) {
             Err(Error::WriterConflict {
-                writer: 9,
+                writer: WriterId(9),
                 sequence: 1,
                 ..
             }) => {}
@@ -722,7 +725,7 @@ mod tests {
     // Proves: the record an inherited mark names is verified by its frame CRC after a roll.
     #[test]
     fn an_inherited_mark_is_verified_by_its_frame_crc() {
-        let inherited = HashMap::from([(9, inherit(9, 10, 0))]);
+        let inherited = HashMap::from([(WriterId(9), inherit(9, 10, 0))]);
         let mut p = Primary::new(H, 1, 4096, Vec::new(), inherited);
         assert!(matches!(
             p.admit(1, &batch(9, 10..=10, 16), 0, 0),
@@ -772,7 +775,7 @@ mod tests {
     // (from the master) fences from the first append.
     #[test]
     fn older_epochs_of_a_writer_are_fenced() {
-        let inherited = HashMap::from([(4, inherit(4, 0, 3))]);
+        let inherited = HashMap::from([(WriterId(4), inherit(4, 0, 3))]);
         let mut p = Primary::new(H, 1, 4096, Vec::new(), inherited);
         assert!(matches!(
             p.admit(1, &batch(4, 1..=1, 8), 0, 2),

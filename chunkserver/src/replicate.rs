@@ -340,7 +340,7 @@ mod tests {
         let mut out = Vec::new();
         for s in 1..=n {
             let id = RecordId {
-                writer: 7,
+                writer: cairn_record::WriterId(7),
                 sequence: s,
             };
             encode_record(&mut out, id, &[s as u8; 100], 1 << 20).unwrap();

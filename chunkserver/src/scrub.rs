@@ -430,7 +430,7 @@ mod tests {
             let mut frame = Vec::new();
             let payload: Vec<u8> = (0..len).map(|b| (b * 7 + i) as u8).collect();
             let id = RecordId {
-                writer: 9,
+                writer: cairn_record::WriterId(9),
                 sequence: i as u64 + 1,
             };
             encode_record(&mut frame, id, &payload, 1 << 20).unwrap();
@@ -624,7 +624,7 @@ mod tests {
         store.create(open_handle, 1, CAP).unwrap();
         let mut frame = Vec::new();
         let id = RecordId {
-            writer: 1,
+            writer: cairn_record::WriterId(1),
             sequence: 1,
         };
         encode_record(&mut frame, id, b"payload", 1 << 20).unwrap();

@@ -102,7 +102,7 @@ impl Chunkserver for ChunkserverService {
                         mark: m.mark(),
                         epoch: m.epoch,
                     };
-                    (m.writer, inherited)
+                    (inherited.mark.writer, inherited)
                 })
                 .collect(),
         });

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use cairn_chunkserver::store::fail_disk::DiskFaults;
 use cairn_chunkserver::{ChunkStore, Error, ServerDisk, Store};
-use cairn_record::{ChunkHandle, RecordId, Recovery, classify, encode_record};
+use cairn_record::{ChunkHandle, RecordId, Recovery, WriterId, classify, encode_record};
 
 const CAP: u64 = 64 << 10;
 
@@ -14,7 +14,7 @@ fn frame(sequence: u64, len: usize) -> Bytes {
     let mut out = Vec::new();
     let payload = vec![sequence as u8; len];
     let id = RecordId {
-        writer: 1,
+        writer: WriterId(1),
         sequence,
     };
     encode_record(&mut out, id, &payload, 1 << 20).unwrap();

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use cairn_chunkserver::{ChunkStore, FsDisk, Store, StoreOptions};
-use cairn_record::{ChunkHandle, RecordId, encode_record};
+use cairn_record::{ChunkHandle, RecordId, WriterId, encode_record};
 
 /// Replicas created: several times the descriptor cache below.
 const REPLICAS: u64 = 300;
@@ -49,7 +49,7 @@ fn threads() -> usize {
 fn frame(handle: u64) -> Bytes {
     let mut out = Vec::new();
     let id = RecordId {
-        writer: 1,
+        writer: WriterId(1),
         sequence: handle,
     };
     encode_record(&mut out, id, &[handle as u8; 200], 1 << 20).expect("encode a record");

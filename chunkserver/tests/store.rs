@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use cairn_chunkserver::{ChunkStore, Error, FaultyDisk, FsDisk, Store};
-use cairn_record::{ChunkHandle, RecordId, Recovery, classify, encode_record};
+use cairn_record::{ChunkHandle, RecordId, Recovery, WriterId, classify, encode_record};
 
 const H: ChunkHandle = ChunkHandle(0x00c0_ffee);
 const CAP: u64 = 64 << 10;
@@ -15,7 +15,16 @@ const CAP: u64 = 64 << 10;
 fn frame(writer: u64, sequence: u64, len: usize) -> Bytes {
     let mut out = Vec::new();
     let payload: Vec<u8> = (0..len).map(|i| (i as u64 ^ sequence) as u8).collect();
-    encode_record(&mut out, RecordId { writer, sequence }, &payload, 1 << 20).unwrap();
+    encode_record(
+        &mut out,
+        RecordId {
+            writer: WriterId(writer),
+            sequence,
+        },
+        &payload,
+        1 << 20,
+    )
+    .unwrap();
     Bytes::from(out)
 }
 

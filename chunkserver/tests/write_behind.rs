@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use cairn_chunkserver::{ChunkStore, FsDisk, Store, WriteBehindDisk};
-use cairn_record::{ChunkHandle, RecordId, encode_record};
+use cairn_record::{ChunkHandle, RecordId, WriterId, encode_record};
 
 const H: ChunkHandle = ChunkHandle(0x00c0_ffee);
 const CAP: u64 = 64 << 10;
@@ -13,7 +13,16 @@ const CAP: u64 = 64 << 10;
 fn frame(writer: u64, sequence: u64, len: usize) -> Bytes {
     let mut out = Vec::new();
     let payload: Vec<u8> = (0..len).map(|i| (i as u64 ^ sequence) as u8).collect();
-    encode_record(&mut out, RecordId { writer, sequence }, &payload, 1 << 20).unwrap();
+    encode_record(
+        &mut out,
+        RecordId {
+            writer: WriterId(writer),
+            sequence,
+        },
+        &payload,
+        1 << 20,
+    )
+    .unwrap();
     Bytes::from(out)
 }
 

@@ -15,7 +15,7 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use cairn_chunkserver::{ChunkStore, FsDisk, Store};
 use cairn_record::limits::{CHUNK_BYTES_DEFAULT, CHUNK_HEADER_BYTES, record_payload_bytes_max};
-use cairn_record::{ChunkHandle, RecordId, encode_padding, encode_record, encoded_len};
+use cairn_record::{ChunkHandle, RecordId, WriterId, encode_padding, encode_record, encoded_len};
 use serde_json::json;
 
 /// Chunk version the bench creates chunks with.
@@ -164,7 +164,7 @@ impl Bench {
             }
             buf.clear();
             let id = RecordId {
-                writer,
+                writer: WriterId(writer),
                 sequence: slot.sequence,
             };
             encode_record(&mut buf, id, &payload, max)?;

@@ -382,7 +382,7 @@ mod tests {
         let size = INSPECT_SLICE_BYTES / 3 + 5;
         for sequence in 1..=7 {
             let id = RecordId {
-                writer: 1,
+                writer: cairn_record::WriterId(1),
                 sequence,
             };
             cairn_record::encode_record(&mut bytes, id, &vec![sequence as u8; size], 4 << 20)

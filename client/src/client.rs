@@ -7,7 +7,7 @@ use std::time::Duration;
 use cairn_proto::net::{Connector, TcpConnector};
 use cairn_proto::v1::{self, chunkserver_client::ChunkserverClient, master_client::MasterClient};
 use cairn_record::limits::{CHUNK_BYTES_DEFAULT, check_chunk_bytes};
-use cairn_record::{ChunkHandle, SplitMix64};
+use cairn_record::{ChunkHandle, SplitMix64, WriterId};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, Result};
@@ -252,7 +252,7 @@ impl Client {
     }
 
     /// A new non-zero writer id (see [`Client::seed_writer_ids`]).
-    pub(crate) fn new_writer_id(&self) -> u64 {
+    pub(crate) fn new_writer_id(&self) -> WriterId {
         let mut seeded = self
             .inner
             .writer_ids
@@ -264,7 +264,7 @@ impl Client {
                 None => rand::random(),
             };
             if id != 0 {
-                return id;
+                return WriterId(id);
             }
         }
     }

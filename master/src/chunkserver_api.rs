@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, WriterId};
 
 use crate::meta::WriterMark;
 
@@ -19,7 +19,7 @@ pub(crate) struct CreateReplica {
     pub(crate) secondaries: Vec<String>,
     pub(crate) writer_marks: Vec<WriterMark>,
     /// Primary only: the epochs of the log's resumed writers.
-    pub(crate) writer_epochs: BTreeMap<u64, u64>,
+    pub(crate) writer_epochs: BTreeMap<WriterId, u64>,
 }
 
 /// A replica's answer to `Fence`.

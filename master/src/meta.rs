@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, WriterId};
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{WRITER_EPOCHS_MAX, WRITER_MARKS_MAX};
@@ -41,7 +41,7 @@ pub(crate) struct LogMeta {
     pub(crate) writer_marks: Vec<WriterMark>,
     /// Epoch of each resumed writer (`ResumeWriter`), at most [`WRITER_EPOCHS_MAX`].
     #[serde(default)]
-    pub(crate) writer_epochs: BTreeMap<u64, u64>,
+    pub(crate) writer_epochs: BTreeMap<WriterId, u64>,
     /// Chunk handles in log order; rebuilt from the chunks' `index` when loading a checkpoint.
     #[serde(skip)]
     pub(crate) chunks: Vec<ChunkHandle>,
@@ -143,7 +143,7 @@ pub(crate) enum Entry {
     /// `ResumeWriter`: `writer` of the log at `path` starts epoch `epoch`.
     WriterEpoch {
         path: String,
-        writer: u64,
+        writer: WriterId,
         epoch: u64,
     },
     /// An open chunk that provably holds no data (no replica was ever created, or every
@@ -370,7 +370,7 @@ impl Metadata {
 /// `fresh` and the mark with the higher sequence. At most [`WRITER_MARKS_MAX`] are kept: the
 /// most recently active writers (not the lowest ids).
 pub(crate) fn merge_marks(carried: &[WriterMark], fresh: &[WriterMark]) -> Vec<WriterMark> {
-    let mut at: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut at: BTreeMap<WriterId, usize> = BTreeMap::new();
     let mut out: Vec<WriterMark> = Vec::new();
     for m in fresh.iter().chain(carried) {
         match at.get(&m.writer) {
@@ -464,7 +464,7 @@ mod tests {
         // Proves: the shared `cairn_record::WriterMark` is logged as `writer`, `sequence`,
         // `frame_crc` and still reads a mark logged before CRCs were carried (CRC 0: unknown).
         let m = WriterMark {
-            writer: 5,
+            writer: WriterId(5),
             sequence: 9,
             frame_crc: 77,
         };
@@ -538,7 +538,7 @@ mod tests {
             length: 4096,
             replicas: vec!["a:1".into()],
             writer_marks: vec![WriterMark {
-                writer: 9,
+                writer: WriterId(9),
                 sequence: 4,
                 frame_crc: 0,
             }],
@@ -564,7 +564,7 @@ mod tests {
     #[test]
     fn marks_merge_by_highest_sequence() {
         let m = |writer, sequence| WriterMark {
-            writer,
+            writer: WriterId(writer),
             sequence,
             frame_crc: 0,
         };
@@ -577,7 +577,7 @@ mod tests {
     #[test]
     fn the_marks_cap_keeps_the_most_recently_active_writers() {
         let m = |writer, sequence| WriterMark {
-            writer,
+            writer: WriterId(writer),
             sequence,
             frame_crc: 0,
         };
@@ -589,7 +589,7 @@ mod tests {
         assert!(
             merged
                 .iter()
-                .all(|x| x.writer <= WRITER_MARKS_MAX as u64 - 10 || x.writer > 1 << 60)
+                .all(|x| x.writer.0 <= WRITER_MARKS_MAX as u64 - 10 || x.writer.0 > 1 << 60)
         );
     }
 
@@ -600,12 +600,12 @@ mod tests {
         m.apply(&create("/l")).unwrap();
         let e = |epoch| Entry::WriterEpoch {
             path: "/l".into(),
-            writer: 7,
+            writer: WriterId(7),
             epoch,
         };
         m.apply(&e(1)).unwrap();
         m.apply(&e(2)).unwrap();
         assert!(m.apply(&e(2)).is_err());
-        assert_eq!(m.logs["/l"].writer_epochs[&7], 2);
+        assert_eq!(m.logs["/l"].writer_epochs[&WriterId(7)], 2);
     }
 }

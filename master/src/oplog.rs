@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use cairn_files::{Blocking, DiskFile, DynDisk, SharedDisk};
 
-use cairn_record::{RecordId, Recovery, ScanItem, Scanner};
+use cairn_record::{RecordId, Recovery, ScanItem, Scanner, WriterId};
 use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
@@ -28,7 +28,7 @@ pub(crate) const FILE: &str = "oplog";
 /// Where a fresh operation log is prepared before it replaces the old one.
 pub(crate) const TMP: &str = "oplog.tmp";
 /// Writer id of every operation-log frame.
-pub(crate) const WRITER_ID: u64 = 1;
+pub(crate) const WRITER_ID: WriterId = WriterId(1);
 /// The operation-log format this code writes. Version 2 added chunk salvage (the `salvage` entry and
 /// a chunk's `lost_end`); version 1 files have neither and are read as they are. A master of
 /// version 1 refuses version 2 files by their format number instead of dropping what it

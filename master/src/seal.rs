@@ -145,7 +145,7 @@ mod tests {
             length,
             sealed,
             marks: vec![WriterMark {
-                writer: 1,
+                writer: cairn_record::WriterId(1),
                 sequence: mark,
                 frame_crc: 0,
             }],
@@ -172,7 +172,7 @@ mod tests {
                 length: 4096,
                 replicas: vec!["a".into(), "d".into()],
                 marks: vec![WriterMark {
-                    writer: 1,
+                    writer: cairn_record::WriterId(1),
                     sequence: 30,
                     frame_crc: 0,
                 }],

@@ -11,7 +11,7 @@ use cairn_proto::net::Connector;
 use cairn_proto::v1 as pb;
 use cairn_proto::v1::chunkserver_client::ChunkserverClient;
 use cairn_proto::v1::master_server::{Master, MasterServer};
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, WriterId};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use tracing::{debug, instrument, warn};
@@ -211,7 +211,7 @@ impl Master for MasterService {
         req: Request<pb::ResumeWriterRequest>,
     ) -> Result<Response<pb::ResumeWriterResponse>, Status> {
         let r = req.into_inner();
-        let epoch = self.core.resume_writer(&r.path, r.writer).await?;
+        let epoch = self.core.resume_writer(&r.path, WriterId(r.writer)).await?;
         Ok(Response::new(pb::ResumeWriterResponse { epoch }))
     }
 
@@ -331,7 +331,7 @@ fn location(l: Location) -> pb::ChunkLocation {
 
 /// The marks and epochs a new primary is told: each mark with its writer's epoch, then the
 /// resumed writers without a mark (sequence 0) with theirs.
-fn marks_to_pb(marks: Vec<WriterMark>, mut epochs: BTreeMap<u64, u64>) -> Vec<pb::WriterMark> {
+fn marks_to_pb(marks: Vec<WriterMark>, mut epochs: BTreeMap<WriterId, u64>) -> Vec<pb::WriterMark> {
     let mut out: Vec<pb::WriterMark> = marks
         .into_iter()
         .map(|m| {

@@ -24,6 +24,7 @@ use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use bytes::Bytes;
+use cairn_record::WriterId;
 
 /// (writer index, sequence): one record of the workload.
 pub type Key = (usize, u64);
@@ -64,7 +65,7 @@ pub struct Read {
 #[derive(Debug, Default)]
 pub struct History {
     /// Writer ids → writer index, as appenders learn them.
-    pub writers: BTreeMap<u64, usize>,
+    pub writers: BTreeMap<WriterId, usize>,
     /// Records sent at least once.
     pub attempted: BTreeSet<Key>,
     /// Acknowledged records and when.
@@ -95,7 +96,7 @@ pub struct History {
 
 impl History {
     /// Maps a read record to its key, or says why it is not one the workload sent.
-    pub fn classify(&mut self, writer: u64, seq: u64, bytes: &[u8]) -> Option<Key> {
+    pub fn classify(&mut self, writer: WriterId, seq: u64, bytes: &[u8]) -> Option<Key> {
         match self.writers.get(&writer) {
             Some(&w) if !self.attempted.contains(&(w, seq)) => {
                 self.unexpected
@@ -313,7 +314,7 @@ mod tests {
 
     fn history() -> History {
         let mut h = History::default();
-        h.writers.insert(0xa, 0);
+        h.writers.insert(WriterId(0xa), 0);
         for s in 1..=3 {
             h.attempted.insert((0, s));
             h.acked.insert(
@@ -350,10 +351,10 @@ mod tests {
         assert_eq!(classes(&h), ["duplicate", "order"]);
 
         let mut h = history();
-        assert_eq!(h.classify(0xa, 1, b"other"), None);
-        assert_eq!(h.classify(0xb, 1, &payload(0, 1)), None);
-        assert_eq!(h.classify(0xa, 9, &payload(0, 9)), None);
-        assert_eq!(h.classify(0xa, 2, &payload(0, 2)), Some((0, 2)));
+        assert_eq!(h.classify(WriterId(0xa), 1, b"other"), None);
+        assert_eq!(h.classify(WriterId(0xb), 1, &payload(0, 1)), None);
+        assert_eq!(h.classify(WriterId(0xa), 9, &payload(0, 9)), None);
+        assert_eq!(h.classify(WriterId(0xa), 2, &payload(0, 2)), Some((0, 2)));
         assert_eq!(h.unexpected.len(), 3);
         assert_eq!(classes(&h), ["unexpected"]);
 

@@ -863,7 +863,10 @@ fn append_answers_commit_what_they_acknowledge() {
                     let mut frames = Vec::new();
                     let len = cairn_record::encode_record(
                         &mut frames,
-                        RecordId { writer, sequence },
+                        RecordId {
+                            writer: cairn_record::WriterId(writer),
+                            sequence,
+                        },
                         payload.as_bytes(),
                         usize::MAX,
                     )

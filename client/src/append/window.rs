@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use cairn_proto::v1::SealReason;
 use cairn_record::frame::encoded_len;
-use cairn_record::{RecordId, encode_record};
+use cairn_record::{RecordId, WriterId, encode_record};
 
 use crate::append::AppendAck;
 use crate::limits::{
@@ -136,7 +136,7 @@ impl<W> Batch<W> {
 /// The appender's batches and window. `W` is whatever waits for a record (a oneshot sender in
 /// the appender, a plain value in tests).
 pub(crate) struct Window<W> {
-    writer: u64,
+    writer: WriterId,
     payload_max: usize,
     batch_bytes_max: usize,
     /// Records not yet in a batch; the first has sequence `queue_first_seq`.
@@ -171,7 +171,7 @@ impl<W: Waiter> Window<W> {
     /// and whose chunks hold `chunk_bytes`; its first record gets sequence `first_sequence`
     /// (records before it count as acknowledged).
     pub(crate) fn new(
-        writer: u64,
+        writer: WriterId,
         payload_max: usize,
         chunk_bytes: u64,
         first_sequence: u64,
@@ -550,7 +550,7 @@ mod tests {
     }
 
     fn window(records: u64, payload: usize) -> Window<Tag> {
-        let mut w = Window::new(7, 1 << 20, 64 << 20, 1);
+        let mut w = Window::new(WriterId(7), 1 << 20, 64 << 20, 1);
         for s in 1..=records {
             let id = w.push(Bytes::from(vec![s as u8; payload]), Tag(s));
             assert_eq!(id.sequence, s);
@@ -638,7 +638,7 @@ mod tests {
     // generation) is resent in order, starting with the trimmed remainder of the cut batch.
     #[test]
     fn chunk_full_acks_prefix_and_resends_the_rest_on_the_next_chunk() {
-        let mut w = Window::new(7, 1 << 20, 1 << 20, 1); // batches of at most 128 KiB
+        let mut w = Window::new(WriterId(7), 1 << 20, 1 << 20, 1); // batches of at most 128 KiB
         for s in 1..=40u64 {
             w.push(Bytes::from(vec![1u8; 16 << 10]), Tag(s));
         }
@@ -691,7 +691,7 @@ mod tests {
     // ignored; a record acknowledged twice resolves once.
     #[test]
     fn failure_resends_everything_unacknowledged_in_order() {
-        let mut w = Window::new(7, 1 << 20, 64 << 20, 1);
+        let mut w = Window::new(WriterId(7), 1 << 20, 64 << 20, 1);
         for s in 1..=50u64 {
             w.push(Bytes::from(vec![1u8; 100 << 10]), Tag(s));
         }
@@ -736,7 +736,7 @@ mod tests {
     // from the batch holding the expected sequence, in order.
     #[test]
     fn out_of_order_resends_after_earlier_batches_are_answered() {
-        let mut w = Window::new(7, 1 << 20, 64 << 20, 1);
+        let mut w = Window::new(WriterId(7), 1 << 20, 64 << 20, 1);
         for s in 1..=30u64 {
             w.push(Bytes::from(vec![1u8; 100 << 10]), Tag(s));
         }
@@ -940,7 +940,7 @@ mod tests {
         assert_eq!(resolved.len(), 4);
         match &resolved[0].1 {
             Err(crate::Error::UnverifiedDuplicate {
-                writer: 7,
+                writer: WriterId(7),
                 sequence: 1,
             }) => {}
             other => panic!("expected an unverified duplicate, got {other:?}"),

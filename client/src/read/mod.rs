@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_proto::v1;
 use cairn_record::limits::CHUNK_HEADER_BYTES;
-use cairn_record::{ChunkHandle, RecordId};
+use cairn_record::{ChunkHandle, RecordId, WriterId};
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -163,7 +163,7 @@ const NOT_FOUND_READS_BEFORE_SEAL: u32 = 5;
 #[derive(Debug, Default)]
 struct Dedupe {
     /// Highest sequence seen per writer.
-    marks: HashMap<u64, u64>,
+    marks: HashMap<WriterId, u64>,
 }
 
 impl Dedupe {
@@ -713,7 +713,10 @@ mod tests {
     use super::*;
 
     fn id(writer: u64, sequence: u64) -> RecordId {
-        RecordId { writer, sequence }
+        RecordId {
+            writer: WriterId(writer),
+            sequence,
+        }
     }
 
     // Proves: per-writer dedupe keeps first copies, drops a resent run (same or lower

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 
-use cairn_record::ChunkHandle;
 use cairn_record::limits::CHUNK_HEADER_BYTES;
+use cairn_record::{ChunkHandle, WriterId};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -206,7 +206,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
     async fn create_replicas(
         &self,
         loc: &Location,
-        (marks, epochs): (Vec<WriterMark>, BTreeMap<u64, u64>),
+        (marks, epochs): (Vec<WriterMark>, BTreeMap<WriterId, u64>),
     ) -> Result<()> {
         let request = |primary: bool| CreateReplica {
             handle: loc.handle,

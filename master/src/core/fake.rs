@@ -78,7 +78,7 @@ impl ChunkserverApi for Arc<Fake> {
             version: new_version,
             sealed: false,
             marks: vec![WriterMark {
-                writer: 42,
+                writer: cairn_record::WriterId(42),
                 sequence: length,
                 frame_crc: 0,
             }],

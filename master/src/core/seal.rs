@@ -293,7 +293,7 @@ mod tests {
             assert_eq!(
                 marks,
                 &vec![WriterMark {
-                    writer: 42,
+                    writer: cairn_record::WriterId(42),
                     sequence: 8000,
                     frame_crc: 0,
                 }]

@@ -994,8 +994,8 @@ fn cairn_id(ack: &cairn_client::AppendAck) -> (WriterId, u64) {
 
 /// A writer id as `cairn replay --json` prints it (a decimal number), so ids from the library
 /// and from the CLI compare equal.
-fn writer_id(writer: u64) -> WriterId {
-    WriterId(writer.to_string())
+fn writer_id(writer: cairn_client::WriterId) -> WriterId {
+    WriterId(u64::from(writer).to_string())
 }
 
 /// A library replay event as the checker takes it.
