@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use cairn_record::{ByteRange, ChunkHandle, WriterId};
+use cairn_record::{ByteRange, ChunkHandle, ChunkVersion, WriterId};
 use tracing::warn;
 
 /// Why a chunk-store operation failed.
@@ -61,9 +61,9 @@ pub enum Error {
         /// The chunk asked for.
         handle: ChunkHandle,
         /// The replica's version.
-        have: u64,
+        have: ChunkVersion,
         /// The version the request carried.
-        got: u64,
+        got: ChunkVersion,
     },
     /// An append that would end past the chunk's capacity.
     #[error("chunk {handle}: append would end at {end}, past the capacity of {capacity} bytes")]

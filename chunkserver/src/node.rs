@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_files::Blocking;
 use cairn_record::limits::{CHUNK_HEADER_BYTES, CHUNK_VERSION_MAX, record_payload_bytes_max};
-use cairn_record::{ChunkHandle, encode_padding};
+use cairn_record::{ChunkHandle, ChunkVersion, encode_padding};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -59,7 +59,7 @@ pub(crate) struct ReadOutcome {
     pub(crate) data: Bytes,
     pub(crate) readable_end: u64,
     pub(crate) sealed: bool,
-    pub(crate) version: u64,
+    pub(crate) version: ChunkVersion,
     /// Open chunk read on its primary: `readable_end` is the commit offset, which covers every
     /// acknowledged record. A secondary's lags (the last commit offset forwarded to it).
     pub(crate) primary: bool,
@@ -331,7 +331,7 @@ impl Node {
     pub(crate) async fn create(
         &self,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         capacity: u64,
         primary: Option<PrimaryRole>,
     ) -> Result<()> {
@@ -387,7 +387,7 @@ impl Node {
     pub(crate) async fn append(
         &self,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         frames: Bytes,
         acked_through: u64,
         writer_epoch: u64,
@@ -592,7 +592,7 @@ impl Node {
     pub(crate) async fn forward(
         &self,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         offset: u64,
         frames: Bytes,
         commit_offset: u64,
@@ -664,9 +664,9 @@ impl Node {
     pub(crate) async fn fence(
         &self,
         handle: ChunkHandle,
-        new_version: u64,
+        new_version: ChunkVersion,
     ) -> Result<FenceOutcome> {
-        if new_version > CHUNK_VERSION_MAX {
+        if new_version > ChunkVersion::MAX {
             return Err(Error::InvalidRequest {
                 reason: format!(
                     "chunk {handle}: fence to version {new_version} is above the largest version \
@@ -702,7 +702,7 @@ impl Node {
             .await?;
         info!(
             chunk = %handle,
-            version = state.version,
+            version = %state.version,
             len = state.len,
             marks_through = scanned.through,
             writers = scanned.marks.len(),
@@ -719,7 +719,7 @@ impl Node {
     pub(crate) async fn seal(
         &self,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         length: u64,
     ) -> Result<ReplicaState> {
         let chunk = self.chunk(handle)?;
@@ -803,7 +803,9 @@ mod tests {
         let n = node(tmp.path());
         let h = ChunkHandle(0xa11);
         let role = PrimaryRole::default();
-        n.create(h, 1, 1 << 16, Some(role)).await.expect("create");
+        n.create(h, ChunkVersion(1), 1 << 16, Some(role))
+            .await
+            .expect("create");
         assert!(in_memory(&n, h), "an open replica has its state");
         let mut frames = Vec::new();
         let id = RecordId {
@@ -812,18 +814,22 @@ mod tests {
         };
         encode_record(&mut frames, id, b"r1", 1 << 20).expect("encode");
         let out = n
-            .append(h, 1, Bytes::from(frames), 0, 0)
+            .append(h, ChunkVersion(1), Bytes::from(frames), 0, 0)
             .await
             .expect("append on a primary without secondaries");
         assert_eq!(out.offsets, vec![32]);
-        let fenced = n.fence(h, 2).await.expect("fence");
+        let fenced = n.fence(h, ChunkVersion(2)).await.expect("fence");
         assert_eq!(fenced.writer_marks.len(), 1);
-        n.seal(h, 2, fenced.state.len).await.expect("seal");
+        n.seal(h, ChunkVersion(2), fenced.state.len)
+            .await
+            .expect("seal");
         assert!(!in_memory(&n, h), "the seal drops the chunk's state");
         let read = n.read(h, 32, 0, 0).await.expect("read the sealed replica");
         assert!(read.sealed && !read.primary && !read.data.is_empty());
-        n.fence(h, 2).await.expect("fence a sealed replica again");
-        n.seal(h, 2, fenced.state.len)
+        n.fence(h, ChunkVersion(2))
+            .await
+            .expect("fence a sealed replica again");
+        n.seal(h, ChunkVersion(2), fenced.state.len)
             .await
             .expect("repeat the seal");
         assert!(!in_memory(&n, h), "nothing brings it back");

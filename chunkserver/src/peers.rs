@@ -14,7 +14,7 @@ use cairn_proto::GRPC_MESSAGE_BYTES_MAX;
 use cairn_proto::net::{Connector, endpoint};
 use cairn_proto::v1::chunkserver_client::ChunkserverClient;
 use cairn_proto::v1::{ChecksumRequest, ForwardRequest, ReadRequest};
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, ChunkVersion};
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -36,7 +36,7 @@ pub(crate) struct PeerRead {
     /// The peer's replica is sealed.
     pub(crate) sealed: bool,
     /// The peer's replica version.
-    pub(crate) version: u64,
+    pub(crate) version: ChunkVersion,
 }
 
 /// Calls to other chunkservers. Each call is bound to the connection of the moment it is made
@@ -48,7 +48,7 @@ pub(crate) trait PeerApi: Send + Sync + 'static {
         &self,
         peer: &str,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         offset: u64,
         frames: Bytes,
         commit_offset: u64,
@@ -117,7 +117,7 @@ impl PeerApi for GrpcPeers {
         &self,
         peer: &str,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         offset: u64,
         frames: Bytes,
         commit_offset: u64,
@@ -127,7 +127,7 @@ impl PeerApi for GrpcPeers {
         Box::pin(async move {
             let req = ForwardRequest {
                 handle: handle.0,
-                version,
+                version: version.into(),
                 offset,
                 frames,
                 commit_offset,
@@ -165,7 +165,7 @@ impl PeerApi for GrpcPeers {
                 data: r.data,
                 readable_end: r.readable_end,
                 sealed: r.sealed,
-                version: r.version,
+                version: ChunkVersion(r.version),
             })
         })
     }
@@ -183,7 +183,7 @@ impl PeerApi for GrpcPeers {
                 .await?
                 .into_inner();
             Ok(Checksum {
-                version: r.version,
+                version: ChunkVersion(r.version),
                 length: r.length,
                 crc32: r.crc32,
             })

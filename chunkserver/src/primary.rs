@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 
 use cairn_record::limits::CHUNK_HEADER_BYTES;
-use cairn_record::{ChunkHandle, ScanItem, Scanner, WriterId, WriterMark, encoded_len};
+use cairn_record::{
+    ChunkHandle, ChunkVersion, ScanItem, Scanner, WriterId, WriterMark, encoded_len,
+};
 
 use crate::error::{Error, Result};
 use crate::limits::WRITER_RECENT_OFFSETS_MAX;
@@ -230,7 +232,7 @@ impl WriterState {
 #[derive(Debug)]
 pub(crate) struct Primary {
     handle: ChunkHandle,
-    version: u64,
+    version: ChunkVersion,
     capacity: u64,
     secondaries: Vec<String>,
     inherited: HashMap<WriterId, Inherited>,
@@ -249,7 +251,7 @@ impl Primary {
     /// The state of a new, empty chunk.
     pub(crate) fn new(
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         capacity: u64,
         secondaries: Vec<String>,
         inherited: HashMap<WriterId, Inherited>,
@@ -277,7 +279,7 @@ impl Primary {
     }
 
     /// The chunk version appends must carry.
-    pub(crate) fn version(&self) -> u64 {
+    pub(crate) fn version(&self) -> ChunkVersion {
         self.version
     }
 
@@ -305,7 +307,7 @@ impl Primary {
     /// bytes. A refusal (an error, `OutOfOrder`, `Full`) changes nothing.
     pub(crate) fn admit(
         &mut self,
-        version: u64,
+        version: ChunkVersion,
         batch: &Batch,
         acked_through: u64,
         epoch: u64,
@@ -579,19 +581,19 @@ mod tests {
 
     #[test]
     fn writer_marks_give_offsets_duplicates_and_out_of_order() {
-        let mut p = Primary::new(H, 1, 4096, Vec::new(), HashMap::new());
-        let a = admitted(p.admit(1, &batch(9, 1..=2, 8), 0, 0).unwrap());
+        let mut p = Primary::new(H, ChunkVersion(1), 4096, Vec::new(), HashMap::new());
+        let a = admitted(p.admit(ChunkVersion(1), &batch(9, 1..=2, 8), 0, 0).unwrap());
         assert_eq!(a.offsets, vec![32, 72]);
         assert_eq!(a.write.clone().unwrap().frames, 0..80);
         // A gap: the next expected is 3.
         assert_eq!(
-            p.admit(1, &batch(9, 5..=5, 8), 0, 0).unwrap(),
+            p.admit(ChunkVersion(1), &batch(9, 5..=5, 8), 0, 0).unwrap(),
             Admission::OutOfOrder {
                 expected_sequence: 3
             }
         );
         // A retry of 2..=3: 2 is a duplicate (offset known, still in flight), 3 is new.
-        let b = admitted(p.admit(1, &batch(9, 2..=3, 8), 0, 0).unwrap());
+        let b = admitted(p.admit(ChunkVersion(1), &batch(9, 2..=3, 8), 0, 0).unwrap());
         assert_eq!(b.offsets, vec![72, 112]);
         assert_eq!(b.wait_commit, 112);
         assert_eq!(b.write.clone().unwrap().frames, 40..80);
@@ -601,7 +603,7 @@ mod tests {
         assert_eq!(p.complete(32), Some(152));
         // Stale version.
         assert!(matches!(
-            p.admit(2, &batch(9, 4..=4, 8), 0, 0),
+            p.admit(ChunkVersion(2), &batch(9, 4..=4, 8), 0, 0),
             Err(Error::StaleVersion { .. })
         ));
     }
@@ -609,19 +611,22 @@ mod tests {
     #[test]
     fn inherited_marks_and_acked_through_start_a_new_writer() {
         let inherited = HashMap::from([(WriterId(9), inherit(9, 10, 0))]);
-        let mut p = Primary::new(H, 1, 4096, Vec::new(), inherited);
-        let a = admitted(p.admit(1, &batch(9, 9..=11, 8), 0, 0).unwrap());
+        let mut p = Primary::new(H, ChunkVersion(1), 4096, Vec::new(), inherited);
+        let a = admitted(
+            p.admit(ChunkVersion(1), &batch(9, 9..=11, 8), 0, 0)
+                .unwrap(),
+        );
         assert_eq!(a.offsets, vec![0, 0, 32]);
         // Nothing of this chunk was below them: the (empty) chunk's end is committed.
         assert_eq!(a.wait_commit, 32);
         // Another writer, unseen, whose records up to 4 were acknowledged elsewhere.
         assert_eq!(
-            p.admit(1, &batch(3, 6..=6, 8), 4, 0).unwrap(),
+            p.admit(ChunkVersion(1), &batch(3, 6..=6, 8), 4, 0).unwrap(),
             Admission::OutOfOrder {
                 expected_sequence: 5
             }
         );
-        let b = admitted(p.admit(1, &batch(3, 5..=5, 8), 4, 0).unwrap());
+        let b = admitted(p.admit(ChunkVersion(1), &batch(3, 5..=5, 8), 4, 0).unwrap());
         assert_eq!(b.offsets, vec![72]);
     }
 
@@ -629,9 +634,9 @@ mod tests {
     fn a_batch_that_does_not_fit_stores_a_prefix_and_pads_to_the_capacity() {
         // Capacity 32 + 3 frames of 40 bytes + 16: two more frames fit, not three.
         let cap = 32 + 3 * 40 + 16;
-        let mut p = Primary::new(H, 1, cap, Vec::new(), HashMap::new());
-        admitted(p.admit(1, &batch(1, 1..=1, 8), 0, 0).unwrap());
-        let a = admitted(p.admit(1, &batch(1, 2..=4, 8), 0, 0).unwrap());
+        let mut p = Primary::new(H, ChunkVersion(1), cap, Vec::new(), HashMap::new());
+        admitted(p.admit(ChunkVersion(1), &batch(1, 1..=1, 8), 0, 0).unwrap());
+        let a = admitted(p.admit(ChunkVersion(1), &batch(1, 2..=4, 8), 0, 0).unwrap());
         assert!(a.full);
         assert_eq!(a.offsets, vec![72, 112]);
         let w = a.write.unwrap();
@@ -639,24 +644,24 @@ mod tests {
         assert_eq!(w.offset + w.len(), cap);
         assert_eq!(w.padding_bytes, 16);
         assert_eq!(
-            p.admit(1, &batch(1, 4..=4, 8), 0, 0).unwrap(),
+            p.admit(ChunkVersion(1), &batch(1, 4..=4, 8), 0, 0).unwrap(),
             Admission::Full
         );
     }
 
     #[test]
     fn a_broken_or_fenced_chunk_refuses_appends() {
-        let mut p = Primary::new(H, 1, 4096, Vec::new(), HashMap::new());
-        admitted(p.admit(1, &batch(1, 1..=1, 8), 0, 0).unwrap());
+        let mut p = Primary::new(H, ChunkVersion(1), 4096, Vec::new(), HashMap::new());
+        admitted(p.admit(ChunkVersion(1), &batch(1, 1..=1, 8), 0, 0).unwrap());
         p.fail();
         assert!(matches!(
-            p.admit(1, &batch(1, 2..=2, 8), 0, 0),
+            p.admit(ChunkVersion(1), &batch(1, 2..=2, 8), 0, 0),
             Err(Error::Broken { .. })
         ));
-        let mut q = Primary::new(H, 1, 4096, Vec::new(), HashMap::new());
+        let mut q = Primary::new(H, ChunkVersion(1), 4096, Vec::new(), HashMap::new());
         q.fence();
         assert!(matches!(
-            q.admit(1, &batch(1, 1..=1, 8), 0, 0),
+            q.admit(ChunkVersion(1), &batch(1, 1..=1, 8), 0, 0),
             Err(Error::Fenced { .. })
         ));
     }
@@ -666,19 +671,19 @@ mod tests {
     // another payload, while a remembered one is compared; nothing is written either way.
     #[test]
     fn forgotten_duplicates_answer_zero_unverified_and_wait_for_the_end() {
-        let mut p = Primary::new(H, 1, 1 << 30, Vec::new(), HashMap::new());
+        let mut p = Primary::new(H, ChunkVersion(1), 1 << 30, Vec::new(), HashMap::new());
         let n = WRITER_RECENT_OFFSETS_MAX as u64 + 10;
-        admitted(p.admit(1, &batch(1, 1..=n, 0), 0, 0).unwrap());
-        let a = admitted(p.admit(1, &batch(1, 1..=2, 0), 0, 0).unwrap());
+        admitted(p.admit(ChunkVersion(1), &batch(1, 1..=n, 0), 0, 0).unwrap());
+        let a = admitted(p.admit(ChunkVersion(1), &batch(1, 1..=2, 0), 0, 0).unwrap());
         assert_eq!(a.offsets, vec![0, 0]);
         assert_eq!(a.unverified, vec![0, 1]);
         assert_eq!(a.wait_commit, 32 + n * 32);
         assert!(a.write.is_none());
         // Another payload under a forgotten sequence: still "unverified", never "the same".
-        let b = admitted(p.admit(1, &batch(1, 3..=3, 8), 0, 0).unwrap());
+        let b = admitted(p.admit(ChunkVersion(1), &batch(1, 3..=3, 8), 0, 0).unwrap());
         assert_eq!((b.offsets, b.unverified), (vec![0], vec![0]));
         // The last remembered ones are compared: same bytes, real offsets, nothing unverified.
-        let c = admitted(p.admit(1, &batch(1, n..=n, 0), 0, 0).unwrap());
+        let c = admitted(p.admit(ChunkVersion(1), &batch(1, n..=n, 0), 0, 0).unwrap());
         assert_eq!(c.offsets, vec![32 + (n - 1) * 32]);
         assert!(c.unverified.is_empty());
         assert_eq!(p.end(), 32 + n * 32);
@@ -689,12 +694,12 @@ mod tests {
     // refused with a conflict naming both, and the refusal changes nothing.
     #[test]
     fn a_different_record_under_a_stored_sequence_is_refused() {
-        let mut p = Primary::new(H, 1, 4096, Vec::new(), HashMap::new());
-        let a = admitted(p.admit(1, &batch(9, 1..=1, 8), 0, 0).unwrap());
+        let mut p = Primary::new(H, ChunkVersion(1), 4096, Vec::new(), HashMap::new());
+        let a = admitted(p.admit(ChunkVersion(1), &batch(9, 1..=1, 8), 0, 0).unwrap());
         assert_eq!(a.offsets, vec![32]);
         let end = p.end();
         // Another process with the same writer id, its own sequence 1 (another payload).
-        match p.admit(1, &batch(9, 1..=1, 16), 0, 0) {
+        match p.admit(ChunkVersion(1), &batch(9, 1..=1, 16), 0, 0) {
             Err(Error::WriterConflict {
                 writer: WriterId(9),
                 sequence: 1,
@@ -706,17 +711,27 @@ mod tests {
         let mut mixed = frames(9, 1..=1, 8);
         mixed.extend(frames(9, 2..=2, 8));
         admitted(
-            p.admit(1, &Batch::parse(&mixed, 1 << 20).unwrap(), 0, 0)
-                .unwrap(),
+            p.admit(
+                ChunkVersion(1),
+                &Batch::parse(&mixed, 1 << 20).unwrap(),
+                0,
+                0,
+            )
+            .unwrap(),
         );
         let mut other = frames(9, 1..=1, 8);
         other.extend(frames(9, 2..=2, 24));
         assert!(matches!(
-            p.admit(1, &Batch::parse(&other, 1 << 20).unwrap(), 0, 0),
+            p.admit(
+                ChunkVersion(1),
+                &Batch::parse(&other, 1 << 20).unwrap(),
+                0,
+                0
+            ),
             Err(Error::WriterConflict { sequence: 2, .. })
         ));
         // The same records again: answered with their offsets, nothing written.
-        let same = admitted(p.admit(1, &batch(9, 1..=2, 8), 0, 0).unwrap());
+        let same = admitted(p.admit(ChunkVersion(1), &batch(9, 1..=2, 8), 0, 0).unwrap());
         assert_eq!(same.offsets, vec![32, 72]);
         assert!(same.write.is_none());
         assert_eq!(p.end(), end + 40);
@@ -726,17 +741,20 @@ mod tests {
     #[test]
     fn an_inherited_mark_is_verified_by_its_frame_crc() {
         let inherited = HashMap::from([(WriterId(9), inherit(9, 10, 0))]);
-        let mut p = Primary::new(H, 1, 4096, Vec::new(), inherited);
+        let mut p = Primary::new(H, ChunkVersion(1), 4096, Vec::new(), inherited);
         assert!(matches!(
-            p.admit(1, &batch(9, 10..=10, 16), 0, 0),
+            p.admit(ChunkVersion(1), &batch(9, 10..=10, 16), 0, 0),
             Err(Error::WriterConflict { sequence: 10, .. })
         ));
         assert!(p.writers.is_empty(), "a refused batch registers nothing");
-        let a = admitted(p.admit(1, &batch(9, 10..=11, 8), 0, 0).unwrap());
+        let a = admitted(
+            p.admit(ChunkVersion(1), &batch(9, 10..=11, 8), 0, 0)
+                .unwrap(),
+        );
         assert_eq!(a.offsets, vec![0, 32]);
         assert!(a.unverified.is_empty(), "the carried mark was compared");
         // Below the carried mark nothing can be compared: answered as unverified.
-        let b = admitted(p.admit(1, &batch(9, 9..=9, 8), 0, 0).unwrap());
+        let b = admitted(p.admit(ChunkVersion(1), &batch(9, 9..=9, 8), 0, 0).unwrap());
         assert_eq!((b.offsets, b.unverified), (vec![0], vec![0]));
     }
 
@@ -745,27 +763,27 @@ mod tests {
     // batches register nothing: the writer's next batch is judged as if they never came.
     #[test]
     fn impossible_acked_through_and_refused_batches_change_nothing() {
-        let mut p = Primary::new(H, 1, 4096, Vec::new(), HashMap::new());
+        let mut p = Primary::new(H, ChunkVersion(1), 4096, Vec::new(), HashMap::new());
         assert!(matches!(
-            p.admit(1, &batch(5, 1..=2, 8), 1, 0),
+            p.admit(ChunkVersion(1), &batch(5, 1..=2, 8), 1, 0),
             Err(Error::InvalidBatch { .. })
         ));
         assert!(matches!(
-            p.admit(1, &batch(5, 3..=3, 8), 7, 0),
+            p.admit(ChunkVersion(1), &batch(5, 3..=3, 8), 7, 0),
             Err(Error::InvalidBatch { .. })
         ));
         assert_eq!(
-            p.admit(1, &batch(5, 3..=3, 8), 0, 0).unwrap(),
+            p.admit(ChunkVersion(1), &batch(5, 3..=3, 8), 0, 0).unwrap(),
             Admission::OutOfOrder {
                 expected_sequence: 1
             }
         );
         assert!(p.writers.is_empty());
         assert_eq!(p.end(), 32);
-        let a = admitted(p.admit(1, &batch(5, 1..=1, 8), 0, 0).unwrap());
+        let a = admitted(p.admit(ChunkVersion(1), &batch(5, 1..=1, 8), 0, 0).unwrap());
         assert_eq!(a.offsets, vec![32]);
         // Acknowledged elsewhere (the chunk before): the mark moves up, nothing is dropped.
-        let b = admitted(p.admit(1, &batch(5, 4..=4, 8), 3, 0).unwrap());
+        let b = admitted(p.admit(ChunkVersion(1), &batch(5, 4..=4, 8), 3, 0).unwrap());
         assert_eq!(b.offsets, vec![72]);
     }
 
@@ -776,9 +794,9 @@ mod tests {
     #[test]
     fn older_epochs_of_a_writer_are_fenced() {
         let inherited = HashMap::from([(WriterId(4), inherit(4, 0, 3))]);
-        let mut p = Primary::new(H, 1, 4096, Vec::new(), inherited);
+        let mut p = Primary::new(H, ChunkVersion(1), 4096, Vec::new(), inherited);
         assert!(matches!(
-            p.admit(1, &batch(4, 1..=1, 8), 0, 2),
+            p.admit(ChunkVersion(1), &batch(4, 1..=1, 8), 0, 2),
             Err(Error::WriterFenced {
                 epoch: 2,
                 current: 3,
@@ -786,18 +804,18 @@ mod tests {
             })
         ));
         assert!(p.writers.is_empty());
-        admitted(p.admit(1, &batch(4, 1..=2, 8), 0, 3).unwrap());
+        admitted(p.admit(ChunkVersion(1), &batch(4, 1..=2, 8), 0, 3).unwrap());
         // Incarnation 4 resumes from sequence 1 and re-sends the same records.
-        let again = admitted(p.admit(1, &batch(4, 1..=3, 8), 0, 4).unwrap());
+        let again = admitted(p.admit(ChunkVersion(1), &batch(4, 1..=3, 8), 0, 4).unwrap());
         assert_eq!(again.offsets, vec![32, 72, 112]);
         assert!(matches!(
-            p.admit(1, &batch(4, 3..=3, 8), 2, 3),
+            p.admit(ChunkVersion(1), &batch(4, 3..=3, 8), 2, 3),
             Err(Error::WriterFenced { current: 4, .. })
         ));
         assert!(matches!(
-            p.admit(1, &batch(4, 4..=4, 8), 3, 0),
+            p.admit(ChunkVersion(1), &batch(4, 4..=4, 8), 3, 0),
             Err(Error::WriterFenced { .. })
         ));
-        admitted(p.admit(1, &batch(4, 4..=4, 8), 3, 4).unwrap());
+        admitted(p.admit(ChunkVersion(1), &batch(4, 4..=4, 8), 3, 4).unwrap());
     }
 }

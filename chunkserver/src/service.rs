@@ -11,7 +11,7 @@ use cairn_proto::v1::{
     FenceResponse, ForwardRequest, ForwardResponse, ReadRequest, ReadResponse, ReplicateRequest,
     ReplicateResponse, SealRequest, SealResponse, WriterMark,
 };
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, ChunkVersion};
 use tonic::{Code, Request, Response, Status};
 use tracing::instrument;
 
@@ -107,7 +107,12 @@ impl Chunkserver for ChunkserverService {
                 .collect(),
         });
         self.node
-            .create(ChunkHandle(r.handle), r.version, r.capacity, role)
+            .create(
+                ChunkHandle(r.handle),
+                ChunkVersion(r.version),
+                r.capacity,
+                role,
+            )
             .await?;
         Ok(Response::new(CreateReplicaResponse {}))
     }
@@ -122,7 +127,7 @@ impl Chunkserver for ChunkserverService {
             .node
             .append(
                 ChunkHandle(r.handle),
-                r.version,
+                ChunkVersion(r.version),
                 r.frames,
                 r.acked_through,
                 r.writer_epoch,
@@ -152,7 +157,7 @@ impl Chunkserver for ChunkserverService {
             .node
             .forward(
                 ChunkHandle(r.handle),
-                r.version,
+                ChunkVersion(r.version),
                 r.offset,
                 r.frames,
                 r.commit_offset,
@@ -173,7 +178,7 @@ impl Chunkserver for ChunkserverService {
             data: out.data,
             readable_end: out.readable_end,
             sealed: out.sealed,
-            version: out.version,
+            version: out.version.into(),
             primary: out.primary,
         }))
     }
@@ -186,11 +191,11 @@ impl Chunkserver for ChunkserverService {
         let r = request.into_inner();
         let out = self
             .node
-            .fence(ChunkHandle(r.handle), r.new_version)
+            .fence(ChunkHandle(r.handle), ChunkVersion(r.new_version))
             .await?;
         Ok(Response::new(FenceResponse {
             durable_length: out.state.len,
-            version: out.state.version,
+            version: out.state.version.into(),
             sealed: out.state.sealed,
             writer_marks: out
                 .writer_marks
@@ -206,7 +211,7 @@ impl Chunkserver for ChunkserverService {
         let r = request.into_inner();
         let state = self
             .node
-            .seal(ChunkHandle(r.handle), r.version, r.length)
+            .seal(ChunkHandle(r.handle), ChunkVersion(r.version), r.length)
             .await?;
         Ok(Response::new(SealResponse {
             length: state.acked_len,
@@ -233,7 +238,7 @@ impl Chunkserver for ChunkserverService {
             .node
             .replicate(
                 ChunkHandle(r.handle),
-                r.version,
+                ChunkVersion(r.version),
                 r.length,
                 r.capacity,
                 &r.source,
@@ -263,7 +268,7 @@ impl Chunkserver for ChunkserverService {
             .checksum(ChunkHandle(request.into_inner().handle))
             .await?;
         Ok(Response::new(ChecksumResponse {
-            version: c.version,
+            version: c.version.into(),
             length: c.length,
             crc32: c.crc32,
         }))

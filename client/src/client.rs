@@ -1,5 +1,6 @@
 //! [`Client`]: channels to the master and chunkservers, and the log namespace calls.
 
+use cairn_record::ChunkVersion;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -84,7 +85,7 @@ pub struct ChunkStat {
     /// File bytes, header included.
     pub length: u64,
     /// The chunk's version (raised by each fence).
-    pub version: u64,
+    pub version: ChunkVersion,
     /// Addresses of the chunkservers holding a current replica.
     pub replicas: Vec<String>,
     /// Open chunks: the fixed primary's address.
@@ -123,7 +124,7 @@ struct StatPage {
 pub(crate) struct Location {
     pub(crate) index: u32,
     pub(crate) handle: ChunkHandle,
-    pub(crate) version: u64,
+    pub(crate) version: ChunkVersion,
     pub(crate) primary: String,
 }
 
@@ -132,7 +133,7 @@ impl From<v1::ChunkLocation> for Location {
         Location {
             index: l.index,
             handle: ChunkHandle(l.handle),
-            version: l.version,
+            version: ChunkVersion(l.version),
             primary: l.primary,
         }
     }
@@ -159,7 +160,7 @@ fn chunk_stat(c: v1::ChunkInfo) -> ChunkStat {
         handle: ChunkHandle(c.handle),
         state,
         length: c.length,
-        version: c.version,
+        version: ChunkVersion(c.version),
         replicas: c.replicas,
         primary: (!c.primary.is_empty()).then_some(c.primary),
         lost_end: c.lost_end,
@@ -436,14 +437,14 @@ impl Client {
         &self,
         path: &str,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         reason: v1::SealReason,
         detail: String,
     ) -> Result<Location, tonic::Status> {
         let req = v1::SealChunkRequest {
             path: path.to_owned(),
             handle: handle.0,
-            version,
+            version: version.into(),
             reason: reason as i32,
             detail,
         };

@@ -100,6 +100,7 @@ mod tests {
     use super::*;
     use crate::meta::Entry;
     use cairn_record::ChunkHandle;
+    use cairn_record::ChunkVersion;
 
     // A checkpoint round-trips metadata exactly, chunk order included.
     #[test]
@@ -118,13 +119,13 @@ mod tests {
                 path: "/l".into(),
                 index: i,
                 handle,
-                version: 1,
+                version: ChunkVersion(1),
                 replicas: vec!["a:1".into()],
             })
             .unwrap();
             m.apply(&Entry::Seal {
                 handle,
-                version: 2,
+                version: ChunkVersion(2),
                 length: 64,
                 replicas: vec!["a:1".into()],
                 writer_marks: vec![],

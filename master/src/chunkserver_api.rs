@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use cairn_record::{ChunkHandle, WriterId};
+use cairn_record::{ChunkHandle, ChunkVersion, WriterId};
 
 use crate::meta::WriterMark;
 
@@ -13,7 +13,7 @@ use crate::meta::WriterMark;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct CreateReplica {
     pub(crate) handle: ChunkHandle,
-    pub(crate) version: u64,
+    pub(crate) version: ChunkVersion,
     pub(crate) capacity: u64,
     pub(crate) primary: bool,
     pub(crate) secondaries: Vec<String>,
@@ -26,7 +26,7 @@ pub(crate) struct CreateReplica {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Fenced {
     pub(crate) length: u64,
-    pub(crate) version: u64,
+    pub(crate) version: ChunkVersion,
     pub(crate) sealed: bool,
     pub(crate) marks: Vec<WriterMark>,
     /// The commit offset the marks cover (`FenceResponse.marks_through`).
@@ -37,7 +37,7 @@ pub(crate) struct Fenced {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Replicate {
     pub(crate) handle: ChunkHandle,
-    pub(crate) version: u64,
+    pub(crate) version: ChunkVersion,
     pub(crate) length: u64,
     pub(crate) capacity: u64,
     pub(crate) source: String,
@@ -82,14 +82,14 @@ pub(crate) trait ChunkserverApi: Send + Sync + 'static {
         &self,
         address: String,
         handle: ChunkHandle,
-        new_version: u64,
+        new_version: ChunkVersion,
     ) -> impl Future<Output = Result<Fenced, RpcError>> + Send;
     /// Asks `address` to seal its replica of `handle` at `version`, cut to `length`.
     fn seal(
         &self,
         address: String,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         length: u64,
     ) -> impl Future<Output = Result<(), RpcError>> + Send;
     /// Asks `address` to bring its replica to the sealed `job` by copying from `job.source`;

@@ -9,7 +9,7 @@
 //!
 //! [`Servers::mark_corrupt`]: crate::heartbeat::Servers::mark_corrupt
 
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, ChunkVersion};
 
 use crate::meta::ChunkState;
 
@@ -17,7 +17,7 @@ use crate::meta::ChunkState;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ReplicaStatus {
     pub(crate) address: String,
-    pub(crate) version: u64,
+    pub(crate) version: ChunkVersion,
     pub(crate) length: u64,
     pub(crate) sealed: bool,
     /// Reported corrupt by its chunkserver or marked so by a checker.
@@ -37,7 +37,7 @@ pub(crate) struct ChunkReplicas {
     pub(crate) index: u32,
     pub(crate) handle: ChunkHandle,
     pub(crate) state: ChunkState,
-    pub(crate) version: u64,
+    pub(crate) version: ChunkVersion,
     /// Sealed: the sealed length. Open: the largest length a replica reported (32 if none).
     pub(crate) length: u64,
     pub(crate) replication: u32,

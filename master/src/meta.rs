@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use cairn_record::{ChunkHandle, WriterId};
+use cairn_record::{ChunkHandle, ChunkVersion, WriterId};
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{WRITER_EPOCHS_MAX, WRITER_MARKS_MAX};
@@ -67,7 +67,7 @@ pub(crate) struct ChunkMeta {
     pub(crate) log: String,
     /// Position in the log, from 0.
     pub(crate) index: u32,
-    pub(crate) version: u64,
+    pub(crate) version: ChunkVersion,
     pub(crate) state: ChunkState,
     /// The sealed length; 0 while open.
     pub(crate) length: u64,
@@ -110,7 +110,7 @@ pub(crate) enum Entry {
         index: u32,
         #[serde(with = "hex_handle")]
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         /// Primary first.
         replicas: Vec<String>,
     },
@@ -119,12 +119,12 @@ pub(crate) enum Entry {
     Version {
         #[serde(with = "hex_handle")]
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
     },
     Seal {
         #[serde(with = "hex_handle")]
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         length: u64,
         replicas: Vec<String>,
         /// The marks the next chunk's primary inherits.
@@ -136,7 +136,7 @@ pub(crate) enum Entry {
     Salvage {
         #[serde(with = "hex_handle")]
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         length: u64,
         replicas: Vec<String>,
     },
@@ -440,10 +440,13 @@ pub(crate) fn one_open_chunk(handle: ChunkHandle) -> Metadata {
 pub(crate) fn one_sealed_chunk(handle: ChunkHandle) -> Metadata {
     let mut meta = one_open_chunk(handle);
     for e in [
-        Entry::Version { handle, version: 2 },
+        Entry::Version {
+            handle,
+            version: ChunkVersion(2),
+        },
         Entry::Seal {
             handle,
-            version: 2,
+            version: ChunkVersion(2),
             length: 4096,
             replicas: vec!["a".into()],
             writer_marks: Vec::new(),
@@ -493,7 +496,7 @@ mod tests {
             path: path.to_owned(),
             index,
             handle: h(handle),
-            version: 1,
+            version: ChunkVersion(1),
             replicas: vec!["a:1".into(), "b:1".into(), "c:1".into()],
         }
     }
@@ -522,19 +525,19 @@ mod tests {
         );
         m.apply(&Entry::Version {
             handle: h(1),
-            version: 2,
+            version: ChunkVersion(2),
         })
         .unwrap();
         assert!(
             m.apply(&Entry::Version {
                 handle: h(1),
-                version: 2
+                version: ChunkVersion(2)
             })
             .is_err()
         );
         let seal = Entry::Seal {
             handle: h(1),
-            version: 2,
+            version: ChunkVersion(2),
             length: 4096,
             replicas: vec!["a:1".into()],
             writer_marks: vec![WriterMark {

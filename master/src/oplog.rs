@@ -432,6 +432,7 @@ mod tests {
     use super::*;
     use crate::meta::ChunkState;
     use cairn_record::ChunkHandle;
+    use cairn_record::ChunkVersion;
 
     fn create(path: &str) -> Entry {
         Entry::CreateLog {
@@ -516,10 +517,13 @@ mod tests {
                     path: "/a".into(),
                     index: 0,
                     handle,
-                    version: 1,
+                    version: ChunkVersion(1),
                     replicas: vec!["x:1".into()],
                 },
-                Entry::Version { handle, version: 2 },
+                Entry::Version {
+                    handle,
+                    version: ChunkVersion(2),
+                },
             ],
         );
         let torn_from = log.len();
@@ -528,7 +532,7 @@ mod tests {
         write_oplog(dir.path(), &log);
         let (meta, last, _f) = open(&*fs_disk(), dir.path()).unwrap();
         assert_eq!(last, 3);
-        assert_eq!(meta.chunks[&handle].version, 2);
+        assert_eq!(meta.chunks[&handle].version, ChunkVersion(2));
         assert_eq!(meta.chunks[&handle].state, ChunkState::Open);
         assert!(!meta.logs.contains_key("/torn"));
         // The fresh files alone give the same state.

@@ -31,8 +31,8 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use cairn_record::ChunkHandle;
 use cairn_record::limits::CHUNK_HEADER_BYTES;
+use cairn_record::{ChunkHandle, ChunkVersion};
 use tokio::time::Instant;
 
 use crate::chunkserver_api::Replicate;
@@ -65,7 +65,7 @@ pub(crate) fn orphaned_open_chunks(
     now: Instant,
     dead_after: Duration,
     master_started: Instant,
-) -> Vec<(String, ChunkHandle, u64, String)> {
+) -> Vec<(String, ChunkHandle, ChunkVersion, String)> {
     let mut out = Vec::new();
     for c in meta.chunks.values() {
         if c.state != ChunkState::Open || c.primary.is_empty() {
@@ -110,7 +110,7 @@ pub(crate) fn stale_open_replicas(
     servers: &Servers,
     now: Instant,
     dead_after: Duration,
-) -> Vec<(ChunkHandle, u64, Vec<String>)> {
+) -> Vec<(ChunkHandle, ChunkVersion, Vec<String>)> {
     let mut out = Vec::new();
     for c in meta.chunks.values() {
         if c.state != ChunkState::Sealed {
@@ -151,7 +151,7 @@ pub(crate) fn complete_unsealed_replicas(
     servers: &Servers,
     now: Instant,
     dead_after: Duration,
-) -> Vec<(ChunkHandle, u64, u64, Vec<String>)> {
+) -> Vec<(ChunkHandle, ChunkVersion, u64, Vec<String>)> {
     let mut out = Vec::new();
     for c in meta.chunks.values() {
         if c.state != ChunkState::Sealed {
@@ -362,7 +362,7 @@ mod tests {
     const H: ChunkHandle = ChunkHandle(0x11);
     const DEAD_AFTER: Duration = Duration::from_secs(10);
 
-    fn report(version: u64, length: u64, sealed: bool, primary: bool) -> ReplicaReport {
+    fn report(version: ChunkVersion, length: u64, sealed: bool, primary: bool) -> ReplicaReport {
         ReplicaReport {
             handle: H,
             version,
@@ -396,9 +396,9 @@ mod tests {
         let now = Instant::now();
         let started = now - 2 * DEAD_AFTER;
         let healthy = [
-            ("a", report(1, 4096, false, true)),
-            ("b", report(1, 4096, false, false)),
-            ("c", report(1, 4096, false, false)),
+            ("a", report(ChunkVersion(1), 4096, false, true)),
+            ("b", report(ChunkVersion(1), 4096, false, false)),
+            ("c", report(ChunkVersion(1), 4096, false, false)),
         ];
         let meta = open_chunk();
         let found = |meta: &Metadata, s: &Servers| {
@@ -408,9 +408,17 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert!(found(&meta, &servers(now, &healthy)).is_empty());
-        let fresh = [("a", report(1, 32, false, false)), healthy[1], healthy[2]];
+        let fresh = [
+            ("a", report(ChunkVersion(1), 32, false, false)),
+            healthy[1],
+            healthy[2],
+        ];
         assert!(found(&meta, &servers(now, &fresh)).is_empty());
-        let restarted = [("a", report(1, 4096, false, false)), healthy[1], healthy[2]];
+        let restarted = [
+            ("a", report(ChunkVersion(1), 4096, false, false)),
+            healthy[1],
+            healthy[2],
+        ];
         let f = found(&meta, &servers(now, &restarted));
         assert_eq!(f.len(), 1);
         assert!(f[0].2.contains("restarted"), "{f:?}");
@@ -421,12 +429,12 @@ mod tests {
         bumped
             .apply(&Entry::Version {
                 handle: H,
-                version: 5,
+                version: ChunkVersion(5),
             })
             .unwrap();
         let f = found(&bumped, &servers(now, &healthy));
         assert_eq!(f.len(), 1);
-        assert_eq!((f[0].0, f[0].1), (H, 5));
+        assert_eq!((f[0].0, f[0].1), (H, ChunkVersion(5)));
         assert!(f[0].2.contains("seal began"), "{f:?}");
 
         // Every chunkserver silent: nothing to fence yet.
@@ -446,27 +454,27 @@ mod tests {
     fn stale_open_replicas_are_found() {
         let now = Instant::now();
         let meta = crate::meta::one_sealed_chunk(H);
-        let mut failed = report(1, 1024, false, false);
+        let mut failed = report(ChunkVersion(1), 1024, false, false);
         failed.failed = true;
         let mut s = servers(
             now,
             &[
-                ("a", report(2, 4096, true, false)),
-                ("b", report(1, 1024, false, false)),
-                ("c", report(2, 1024, false, false)),
+                ("a", report(ChunkVersion(2), 4096, true, false)),
+                ("b", report(ChunkVersion(1), 1024, false, false)),
+                ("c", report(ChunkVersion(2), 1024, false, false)),
                 ("d", failed),
-                ("e", report(1, 1024, true, false)),
+                ("e", report(ChunkVersion(1), 1024, true, false)),
             ],
         );
         s.register(
             "f",
             now - 2 * DEAD_AFTER,
-            &[report(1, 1024, false, false)],
+            &[report(ChunkVersion(1), 1024, false, false)],
             Duration::ZERO,
         );
         assert_eq!(
             stale_open_replicas(&meta, &s, now, DEAD_AFTER),
-            vec![(H, 2, vec!["b".to_owned()])]
+            vec![(H, ChunkVersion(2), vec!["b".to_owned()])]
         );
         assert!(complete_unsealed_replicas(&meta, &s, now, DEAD_AFTER).is_empty());
     }
@@ -478,22 +486,27 @@ mod tests {
     fn complete_unsealed_replicas_are_found() {
         let now = Instant::now();
         let meta = crate::meta::one_sealed_chunk(H);
-        let mut corrupt = report(2, 4096, false, false);
+        let mut corrupt = report(ChunkVersion(2), 4096, false, false);
         corrupt.corrupt = true;
         let s = servers(
             now,
             &[
-                ("a", report(2, 4096, true, false)),
-                ("b", report(2, 4096, false, false)),
-                ("c", report(2, 1024, false, false)),
-                ("d", report(1, 4096, false, false)),
+                ("a", report(ChunkVersion(2), 4096, true, false)),
+                ("b", report(ChunkVersion(2), 4096, false, false)),
+                ("c", report(ChunkVersion(2), 1024, false, false)),
+                ("d", report(ChunkVersion(1), 4096, false, false)),
                 ("e", corrupt),
-                ("f", report(2, 8192, false, false)),
+                ("f", report(ChunkVersion(2), 8192, false, false)),
             ],
         );
         assert_eq!(
             complete_unsealed_replicas(&meta, &s, now, DEAD_AFTER),
-            vec![(H, 2, 4096, vec!["b".to_owned(), "f".to_owned()])]
+            vec![(
+                H,
+                ChunkVersion(2),
+                4096,
+                vec!["b".to_owned(), "f".to_owned()]
+            )]
         );
     }
 

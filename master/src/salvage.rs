@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, ChunkVersion};
 use tokio::time::Instant;
 
 use crate::heartbeat::Servers;
@@ -53,7 +53,7 @@ pub(crate) fn candidates(
     dead_after: Duration,
     salvage_after: Duration,
     master_started: Instant,
-) -> Vec<(String, ChunkHandle, u64)> {
+) -> Vec<(String, ChunkHandle, ChunkVersion)> {
     if now.saturating_duration_since(master_started) < dead_after {
         return Vec::new();
     }
@@ -169,7 +169,7 @@ mod candidate_tests {
     const DEAD_AFTER: Duration = Duration::from_secs(10);
     const SALVAGE_AFTER: Duration = Duration::from_secs(60);
 
-    fn report(version: u64, length: u64, sealed: bool) -> ReplicaReport {
+    fn report(version: ChunkVersion, length: u64, sealed: bool) -> ReplicaReport {
         ReplicaReport {
             handle: H,
             version,
@@ -197,17 +197,32 @@ mod candidate_tests {
         let long_ago = now - 2 * SALVAGE_AFTER;
         let meta = sealed_on_a();
         let mut s = Servers::default();
-        s.register("b", now, &[report(1, 1024, false)], Duration::ZERO);
-        s.register("c", now, &[report(1, 512, false)], Duration::ZERO);
+        s.register(
+            "b",
+            now,
+            &[report(ChunkVersion(1), 1024, false)],
+            Duration::ZERO,
+        );
+        s.register(
+            "c",
+            now,
+            &[report(ChunkVersion(1), 512, false)],
+            Duration::ZERO,
+        );
         // `a` never registered since this master started: dead only once the master has run
         // for the dead-after time.
         assert!(candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, now).is_empty());
         assert_eq!(
             candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started),
-            vec![("/l".to_owned(), H, 2)]
+            vec![("/l".to_owned(), H, ChunkVersion(2))]
         );
         // `a` live with its good replica: nothing to salvage.
-        s.register("a", now, &[report(2, 4096, true)], Duration::ZERO);
+        s.register(
+            "a",
+            now,
+            &[report(ChunkVersion(2), 4096, true)],
+            Duration::ZERO,
+        );
         assert!(candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started).is_empty());
         // `a` silent past the dead-after time only (restarting, cut off): its replica may be
         // intact, so nothing is cut (found by the simulator, seed 270: a salvage from a
@@ -215,12 +230,17 @@ mod candidate_tests {
         s.register(
             "a",
             now - 2 * DEAD_AFTER,
-            &[report(2, 4096, true)],
+            &[report(ChunkVersion(2), 4096, true)],
             Duration::ZERO,
         );
         assert!(candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started).is_empty());
         // `a` silent past the salvage-after time: lost, salvage.
-        s.register("a", long_ago, &[report(2, 4096, true)], Duration::ZERO);
+        s.register(
+            "a",
+            long_ago,
+            &[report(ChunkVersion(2), 4096, true)],
+            Duration::ZERO,
+        );
         assert_eq!(
             candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started).len(),
             1
@@ -232,39 +252,52 @@ mod candidate_tests {
             1
         );
         // `a` back with its replica damaged: read around the damage, not cut back.
-        let mut damaged = report(2, 4096, true);
+        let mut damaged = report(ChunkVersion(2), 4096, true);
         damaged.corrupt = true;
         s.register("a", now, &[damaged], Duration::ZERO);
         assert!(candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started).is_empty());
-        s.register("a", long_ago, &[report(2, 4096, true)], Duration::ZERO);
+        s.register(
+            "a",
+            long_ago,
+            &[report(ChunkVersion(2), 4096, true)],
+            Duration::ZERO,
+        );
         // No live prefix holder (corrupt and longer replicas do not count): nothing to do.
-        let mut corrupt = report(1, 1024, false);
+        let mut corrupt = report(ChunkVersion(1), 1024, false);
         corrupt.corrupt = true;
         s.register("b", now, &[corrupt], Duration::ZERO);
-        s.register("c", now, &[report(1, 8192, false)], Duration::ZERO);
+        s.register(
+            "c",
+            now,
+            &[report(ChunkVersion(1), 8192, false)],
+            Duration::ZERO,
+        );
         assert!(candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started).is_empty());
 
         let mut meta = meta;
         meta.apply(&Entry::Version {
             handle: H,
-            version: 3,
+            version: ChunkVersion(3),
         })
         .unwrap();
         meta.apply(&Entry::Salvage {
             handle: H,
-            version: 3,
+            version: ChunkVersion(3),
             length: 1024,
             replicas: vec!["b".into()],
         })
         .unwrap();
         let c = &meta.chunks[&H];
-        assert_eq!((c.version, c.length, c.lost_end), (3, 1024, 4096));
+        assert_eq!(
+            (c.version, c.length, c.lost_end),
+            (ChunkVersion(3), 1024, 4096)
+        );
         assert_eq!(c.replicas, vec!["b".to_owned()]);
         // A salvage never lengthens a chunk.
         assert!(
             meta.apply(&Entry::Salvage {
                 handle: H,
-                version: 3,
+                version: ChunkVersion(3),
                 length: 2048,
                 replicas: vec!["c".into()],
             })

@@ -11,7 +11,7 @@ use cairn_proto::net::Connector;
 use cairn_proto::v1 as pb;
 use cairn_proto::v1::chunkserver_client::ChunkserverClient;
 use cairn_proto::v1::master_server::{Master, MasterServer};
-use cairn_record::{ChunkHandle, WriterId};
+use cairn_record::{ChunkHandle, ChunkVersion, WriterId};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use tracing::{debug, instrument, warn};
@@ -152,7 +152,12 @@ impl Master for MasterService {
         };
         let loc = self
             .core
-            .seal_chunk(&r.path, ChunkHandle(r.handle), r.version, &reason)
+            .seal_chunk(
+                &r.path,
+                ChunkHandle(r.handle),
+                ChunkVersion(r.version),
+                &reason,
+            )
             .await?;
         Ok(Response::new(location(loc)))
     }
@@ -249,7 +254,7 @@ fn log_replicas(l: LogReplicas) -> pb::ListReplicasResponse {
                 index: c.index,
                 handle: c.handle.0,
                 state: chunk_state(c.state) as i32,
-                version: c.version,
+                version: c.version.into(),
                 length: c.length,
                 replication: c.replication,
                 primary: c.primary,
@@ -258,7 +263,7 @@ fn log_replicas(l: LogReplicas) -> pb::ListReplicasResponse {
                     .into_iter()
                     .map(|r| pb::ReplicaStatus {
                         address: r.address,
-                        version: r.version,
+                        version: r.version.into(),
                         length: r.length,
                         sealed: r.sealed,
                         corrupt: r.corrupt,
@@ -283,7 +288,7 @@ fn chunk_state(s: ChunkState) -> pb::ChunkState {
 fn report(r: &pb::ReplicaReport) -> ReplicaReport {
     ReplicaReport {
         handle: ChunkHandle(r.handle),
-        version: r.version,
+        version: ChunkVersion(r.version),
         length: r.length,
         sealed: r.sealed,
         failed: r.failed,
@@ -310,7 +315,7 @@ fn chunk_info(c: ChunkInfo) -> pb::ChunkInfo {
         handle: c.handle.0,
         state: state as i32,
         length: c.length,
-        version: c.version,
+        version: c.version.into(),
         replicas: c.replicas,
         primary: c.primary,
         lost_end: c.lost_end,
@@ -322,7 +327,7 @@ fn location(l: Location) -> pb::ChunkLocation {
         path: l.path,
         index: l.index,
         handle: l.handle.0,
-        version: l.version,
+        version: l.version.into(),
         primary: l.primary,
         secondaries: l.secondaries,
         chunk_bytes: l.chunk_bytes,
@@ -401,7 +406,7 @@ impl ChunkserverApi for GrpcChunkservers {
         client
             .create_replica(pb::CreateReplicaRequest {
                 handle: r.handle.0,
-                version: r.version,
+                version: r.version.into(),
                 capacity: r.capacity,
                 primary: r.primary,
                 secondaries: r.secondaries,
@@ -416,20 +421,20 @@ impl ChunkserverApi for GrpcChunkservers {
         &self,
         address: String,
         handle: ChunkHandle,
-        new_version: u64,
+        new_version: ChunkVersion,
     ) -> Result<Fenced, RpcError> {
         let mut client = self.client(&address)?;
         let r = client
             .fence(pb::FenceRequest {
                 handle: handle.0,
-                new_version,
+                new_version: new_version.into(),
             })
             .await
             .map_err(rpc_error)?
             .into_inner();
         Ok(Fenced {
             length: r.durable_length,
-            version: r.version,
+            version: ChunkVersion(r.version),
             sealed: r.sealed,
             marks: r.writer_marks.into_iter().map(WriterMark::from).collect(),
             marks_through: r.marks_through,
@@ -440,14 +445,14 @@ impl ChunkserverApi for GrpcChunkservers {
         &self,
         address: String,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         length: u64,
     ) -> Result<(), RpcError> {
         let mut client = self.client(&address)?;
         client
             .seal(pb::SealRequest {
                 handle: handle.0,
-                version,
+                version: version.into(),
                 length,
             })
             .await
@@ -464,7 +469,7 @@ impl ChunkserverApi for GrpcChunkservers {
         let mut client = self.client(&address)?;
         let mut req = Request::new(pb::ReplicateRequest {
             handle: job.handle.0,
-            version: job.version,
+            version: job.version.into(),
             length: job.length,
             capacity: job.capacity,
             source: job.source,

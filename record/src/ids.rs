@@ -80,6 +80,22 @@ pub struct ChunkVersion(pub u64);
 impl ChunkVersion {
     /// The version of a newly allocated chunk.
     pub const FIRST: ChunkVersion = ChunkVersion(1);
+    /// The highest version a master issues ([`CHUNK_VERSION_MAX`](crate::limits::CHUNK_VERSION_MAX)).
+    pub const MAX: ChunkVersion = ChunkVersion(crate::limits::CHUNK_VERSION_MAX);
+
+    /// The version after this one, `None` past [`ChunkVersion::MAX`] (never wrapped).
+    pub fn next(self) -> Option<ChunkVersion> {
+        self.0
+            .checked_add(1)
+            .map(ChunkVersion)
+            .filter(|v| *v <= ChunkVersion::MAX)
+    }
+
+    /// Whether a master can have issued this version: from [`ChunkVersion::FIRST`] to
+    /// [`ChunkVersion::MAX`].
+    pub fn is_issuable(self) -> bool {
+        (ChunkVersion::FIRST..=ChunkVersion::MAX).contains(&self)
+    }
 }
 
 impl fmt::Display for ChunkVersion {
@@ -144,5 +160,22 @@ mod tests {
         assert_eq!(ChunkVersion::FIRST, ChunkVersion(1));
         assert_eq!(u64::from(ChunkVersion::from(7)), 7);
         assert_eq!(u64::from(WriterId::from(9)), 9);
+    }
+
+    #[test]
+    fn versions_step_by_one_and_stop_at_the_maximum() {
+        // Proves: `next` is one more up to `MAX` and refuses to pass it; only 1..=MAX are
+        // versions a master issues.
+        assert_eq!(ChunkVersion(4).next(), Some(ChunkVersion(5)));
+        assert_eq!(
+            ChunkVersion(ChunkVersion::MAX.0 - 1).next(),
+            Some(ChunkVersion::MAX)
+        );
+        assert_eq!(ChunkVersion::MAX.next(), None);
+        assert_eq!(ChunkVersion(u64::MAX).next(), None);
+        assert!(!ChunkVersion(0).is_issuable());
+        assert!(ChunkVersion::FIRST.is_issuable());
+        assert!(ChunkVersion::MAX.is_issuable());
+        assert!(!ChunkVersion(ChunkVersion::MAX.0 + 1).is_issuable());
     }
 }

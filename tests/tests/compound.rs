@@ -874,7 +874,7 @@ fn append_answers_commit_what_they_acknowledge() {
                     let r = cs
                         .append(v1::AppendRequest {
                             handle,
-                            version,
+                            version: version.into(),
                             frames: bytes::Bytes::from(frames),
                             acked_through: sequence - 1,
                             // A plain (not resumed) writer: epoch 0.

@@ -589,7 +589,7 @@ async fn append_rpc(
     };
     let req = v1::AppendRequest {
         handle: location.handle.0,
-        version: location.version,
+        version: location.version.into(),
         frames: send.frames,
         acked_through: send.acked_through,
         writer_epoch,

@@ -7,6 +7,7 @@
 
 mod range;
 
+use cairn_record::ChunkVersion;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
@@ -184,7 +185,7 @@ struct Cursor {
     index: u32,
     handle: ChunkHandle,
     /// The chunk's version in the master's last answer (a reader's seal request names it).
-    version: u64,
+    version: ChunkVersion,
     /// Sealed chunks: the end of a lost tail past the sealed length (0: none).
     lost_end: u64,
     /// Replica addresses; for an open chunk the primary comes first.
@@ -562,7 +563,7 @@ impl Reader {
             return Ok(());
         };
         let (handle, version) = (cursor.handle, cursor.version);
-        debug!(log = %self.path, chunk = %handle, version, why, "asking the master to seal the open chunk being read");
+        debug!(log = %self.path, chunk = %handle, %version, why, "asking the master to seal the open chunk being read");
         let sealed = self
             .client
             .seal(

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, ChunkVersion};
 
 use super::MasterCore;
 use crate::chunkserver_api::{
@@ -32,9 +32,9 @@ pub(super) struct FakeState {
     /// Every `CreateReplica`, in order.
     pub(super) creates: Vec<(String, CreateReplica)>,
     /// Every `Fence`: (chunkserver, handle, new version).
-    pub(super) fences: Vec<(String, ChunkHandle, u64)>,
+    pub(super) fences: Vec<(String, ChunkHandle, ChunkVersion)>,
     /// Every `Seal`: (chunkserver, handle, version, length).
-    pub(super) seals: Vec<(String, ChunkHandle, u64, u64)>,
+    pub(super) seals: Vec<(String, ChunkHandle, ChunkVersion, u64)>,
     /// Every `Replicate`, by target.
     pub(super) replicates: Vec<(String, Replicate)>,
     /// Every `DeleteReplica`.
@@ -63,7 +63,7 @@ impl ChunkserverApi for Arc<Fake> {
         &self,
         address: String,
         handle: ChunkHandle,
-        new_version: u64,
+        new_version: ChunkVersion,
     ) -> Result<Fenced, RpcError> {
         // Let concurrent seal requests pile up behind the per-log lock.
         tokio::task::yield_now().await;
@@ -90,7 +90,7 @@ impl ChunkserverApi for Arc<Fake> {
         &self,
         address: String,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         length: u64,
     ) -> Result<(), RpcError> {
         self.st().seals.push((address, handle, version, length));
@@ -145,7 +145,7 @@ pub(super) async fn register(m: &MasterCore<Arc<Fake>>, addresses: &[&str]) {
 }
 
 /// A healthy open replica of `handle` at `version`, 32 bytes long.
-pub(super) fn report(handle: ChunkHandle, version: u64) -> ReplicaReport {
+pub(super) fn report(handle: ChunkHandle, version: ChunkVersion) -> ReplicaReport {
     ReplicaReport {
         handle,
         version,

@@ -1,8 +1,8 @@
 //! The namespace operations: `CreateLog` (checked against the cluster's size), `DeleteLog`,
 //! `ListLogs` and `StatLog`, with their answers.
 
-use cairn_record::ChunkHandle;
 use cairn_record::limits::{CHUNK_BYTES_DEFAULT, check_chunk_bytes};
+use cairn_record::{ChunkHandle, ChunkVersion};
 use tokio::time::Instant;
 use tracing::info;
 
@@ -38,7 +38,7 @@ pub(crate) struct ChunkInfo {
     pub(crate) state: ChunkState,
     /// Sealed: the sealed length. Open: the largest length a replica reported (32 if none).
     pub(crate) length: u64,
-    pub(crate) version: u64,
+    pub(crate) version: ChunkVersion,
     /// Live chunkservers whose replica may serve reads (`policy::readable_replicas`): the good
     /// ones of a sealed chunk; of an open one, those at its version, neither failed nor corrupt.
     pub(crate) replicas: Vec<String>,
@@ -410,13 +410,13 @@ mod tests {
                 path: "/big".into(),
                 index: i as u32,
                 handle,
-                version: 1,
+                version: ChunkVersion(1),
                 replicas: vec!["a:1".into()],
             })
             .unwrap();
             meta.apply(&Entry::Seal {
                 handle,
-                version: 1,
+                version: ChunkVersion(1),
                 length: 32,
                 replicas: vec!["a:1".into()],
                 writer_marks: Vec::new(),

@@ -106,7 +106,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
         for (handle, version, length, addresses) in complete {
             let core = self.clone();
             tokio::spawn(async move {
-                info!(chunk = %handle, version, length, replicas = ?addresses, "sealing in place replicas that missed the seal but hold the whole chunk");
+                info!(chunk = %handle, %version, length, replicas = ?addresses, "sealing in place replicas that missed the seal but hold the whole chunk");
                 let sealed = core.seal_all(handle, version, length, &addresses).await;
                 let mut g = core.lock();
                 let now = Instant::now();
@@ -129,7 +129,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
         for (handle, version, addresses) in stale {
             let core = self.clone();
             tokio::spawn(async move {
-                info!(chunk = %handle, version, replicas = ?addresses, "fencing replicas that missed the chunk's seal");
+                info!(chunk = %handle, %version, replicas = ?addresses, "fencing replicas that missed the chunk's seal");
                 for o in core.fence_all(handle, version, &addresses).await {
                     if let crate::seal::FenceOutcome::Failed { address } = o {
                         warn!(chunk = %handle, %address, "fencing a replica that missed the seal failed; a later pass retries");

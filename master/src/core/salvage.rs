@@ -2,7 +2,7 @@
 //! prefixes fenced, the chunk resealed at the length `crate::salvage::plan` decides, the salvage
 //! logged with its lost tail.
 
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, ChunkVersion};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -22,7 +22,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
         &self,
         path: &str,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
     ) -> Result<()> {
         let lock = self.log_lock(path)?;
         let _serial = lock.lock().await;
@@ -56,7 +56,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
         };
         let (sequence, new_version, targets, sealed_len) = start;
         self.commit(sequence).await?;
-        warn!(log = path, chunk = %handle, version = new_version, sealed_len, survivors = ?targets, "salvaging a sealed chunk whose complete replicas are all lost");
+        warn!(log = path, chunk = %handle, version = %new_version, sealed_len, survivors = ?targets, "salvaging a sealed chunk whose complete replicas are all lost");
         let outcomes = self.fence_all(handle, new_version, &targets).await;
         let Some((length, replicas)) = plan(sealed_len, &outcomes) else {
             return Err(Error::FenceUnanswered { handle });
@@ -91,9 +91,9 @@ impl<C: ChunkserverApi> MasterCore<C> {
         self.commit(sequence).await?;
         let lost = sealed_len.saturating_sub(length);
         if lost > 0 {
-            warn!(log = path, chunk = %handle, version = new_version, length, lost_from = length, lost_end = sealed_len, replicas = ?sealed, "chunk salvaged; its tail past the surviving replicas is lost (never acknowledged unless a second fault cut them)");
+            warn!(log = path, chunk = %handle, version = %new_version, length, lost_from = length, lost_end = sealed_len, replicas = ?sealed, "chunk salvaged; its tail past the surviving replicas is lost (never acknowledged unless a second fault cut them)");
         } else {
-            info!(log = path, chunk = %handle, version = new_version, length, replicas = ?sealed, "chunk salvaged whole from a replica that missed its seal");
+            info!(log = path, chunk = %handle, version = %new_version, length, replicas = ?sealed, "chunk salvaged whole from a replica that missed its seal");
         }
         Ok(())
     }
