@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_files::Blocking;
 use cairn_record::limits::{CHUNK_HEADER_BYTES, CHUNK_VERSION_MAX, record_payload_bytes_max};
-use cairn_record::{ChunkHandle, ChunkVersion, encode_padding};
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion, encode_padding};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -44,11 +44,11 @@ pub(crate) enum AppendStatus {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct AppendOutcome {
     pub(crate) status: AppendStatus,
-    pub(crate) offsets: Vec<u64>,
+    pub(crate) offsets: Vec<ChunkOffset>,
     /// Batch indices of duplicates whose bytes could not be compared (see
     /// [`crate::primary::Admitted::unverified`]).
     pub(crate) unverified: Vec<u32>,
-    pub(crate) commit_offset: u64,
+    pub(crate) commit_offset: ChunkOffset,
     pub(crate) expected_sequence: u64,
 }
 
@@ -92,7 +92,7 @@ pub(crate) struct Chunk {
     /// The readable end of the open replica: the commit offset on the primary, the last one
     /// forwarded on a secondary. Also pinged (unchanged) on fence, seal, delete and failure,
     /// so long polls look again.
-    readable: watch::Sender<u64>,
+    readable: watch::Sender<ChunkOffset>,
     /// Present on the chunk's primary (lost in a restart).
     primary: Option<Mutex<Primary>>,
     /// Notified whenever the primary admits a batch, so a batch that arrived ahead of its
@@ -110,7 +110,7 @@ impl Chunk {
         Chunk {
             handle,
             payload_bytes_max: record_payload_bytes_max(capacity),
-            readable: watch::Sender::new(CHUNK_HEADER_BYTES as u64),
+            readable: watch::Sender::new(ChunkOffset::FIRST_FRAME),
             primary: primary.map(Mutex::new),
             admitted: tokio::sync::Notify::new(),
             known_commit: AtomicU64::new(CHUNK_HEADER_BYTES as u64),
@@ -118,8 +118,8 @@ impl Chunk {
     }
 
     /// Raises the known commit offset (see [`Chunk::known_commit`]).
-    fn learn_commit(&self, commit: u64) {
-        self.known_commit.fetch_max(commit, Ordering::AcqRel);
+    fn learn_commit(&self, commit: ChunkOffset) {
+        self.known_commit.fetch_max(commit.0, Ordering::AcqRel);
     }
 
     fn primary(&self) -> Option<MutexGuard<'_, Primary>> {
@@ -134,7 +134,7 @@ impl Chunk {
     }
 
     /// Raises the readable end (never lowers it).
-    fn raise_readable(&self, end: u64) {
+    fn raise_readable(&self, end: ChunkOffset) {
         self.readable.send_if_modified(|r| {
             let grew = end > *r;
             if grew {
@@ -145,7 +145,7 @@ impl Chunk {
     }
 
     /// Records the outcome of the write at `offset` (called by its replication task).
-    fn finish_write(&self, offset: u64, result: &Result<()>) {
+    fn finish_write(&self, offset: ChunkOffset, result: &Result<()>) {
         let mut p = self.primary().expect("only a primary writes");
         match result {
             Ok(()) => {
@@ -157,7 +157,7 @@ impl Chunk {
             }
             Err(e) => {
                 if !p.closed() {
-                    warn!(chunk = %self.handle, offset, error = %e, "write failed; chunk broken");
+                    warn!(chunk = %self.handle, %offset, error = %e, "write failed; chunk broken");
                 }
                 p.fail();
                 drop(p);
@@ -436,7 +436,7 @@ impl Node {
                             commit_offset: p.commit(),
                             expected_sequence,
                         },
-                        0,
+                        ChunkOffset::ZERO,
                     )),
                 }
             };
@@ -482,9 +482,12 @@ impl Node {
         // readers of the open chunk are served up to) covers these records. A write can be
         // durable everywhere while an earlier one is still in flight; acknowledging it then
         // would let a reader that starts after the ack stop short of the record.
-        let written_end = admitted.write.as_ref().map_or(0, |w| w.offset + w.len());
+        let written_end = admitted
+            .write
+            .as_ref()
+            .map_or(ChunkOffset::ZERO, |w| w.offset + w.len());
         let wait_commit = admitted.wait_commit.max(written_end);
-        if wait_commit > 0 {
+        if wait_commit > ChunkOffset::ZERO {
             self.wait_commit(&chunk, wait_commit).await?;
         }
         debug!(chunk = %handle, records = admitted.offsets.len(), full = admitted.full, "appended");
@@ -524,7 +527,9 @@ impl Node {
                 .expect("padding up to an aligned capacity is a positive multiple of 8");
             Bytes::from(out)
         };
-        let local = self.store.append(handle, version, w.offset, bytes.clone());
+        let local = self
+            .store
+            .append(handle, version, w.offset.0, bytes.clone());
         #[cfg(feature = "test-faults")]
         if self.abort_before_this_forward() {
             // Fault test: the primary dies between its local write and its forwards.
@@ -565,7 +570,7 @@ impl Node {
     }
 
     /// Waits until the commit offset reaches `end` (duplicates still in flight).
-    async fn wait_commit(&self, chunk: &Chunk, end: u64) -> Result<()> {
+    async fn wait_commit(&self, chunk: &Chunk, end: ChunkOffset) -> Result<()> {
         let handle = chunk.handle;
         let mut rx = chunk.readable.subscribe();
         let deadline = Instant::now() + self.rpc_timeout;
@@ -593,12 +598,13 @@ impl Node {
         &self,
         handle: ChunkHandle,
         version: ChunkVersion,
-        offset: u64,
+        offset: ChunkOffset,
         frames: Bytes,
-        commit_offset: u64,
-    ) -> Result<u64> {
+        commit_offset: ChunkOffset,
+    ) -> Result<ChunkOffset> {
         let chunk = self.chunk(handle)?;
-        let durable = self.store.append(handle, version, offset, frames).await?;
+        // The store works in file positions (as the disk seam does).
+        let durable = ChunkOffset(self.store.append(handle, version, offset.0, frames).await?);
         // The primary's commit offset covers bytes durable on every replica, this one included.
         chunk.learn_commit(commit_offset.min(durable));
         chunk.raise_readable(commit_offset.min(durable));
@@ -629,7 +635,8 @@ impl Node {
             let end = if state.sealed {
                 state.acked_len
             } else {
-                commit.min(state.len)
+                // The store works in file positions (as the disk seam does).
+                commit.0.min(state.len)
             };
             if state.sealed || offset < end || wait.is_zero() || *stopping.borrow() {
                 break (state, end);
@@ -817,7 +824,7 @@ mod tests {
             .append(h, ChunkVersion(1), Bytes::from(frames), 0, 0)
             .await
             .expect("append on a primary without secondaries");
-        assert_eq!(out.offsets, vec![32]);
+        assert_eq!(out.offsets, vec![ChunkOffset::FIRST_FRAME]);
         let fenced = n.fence(h, ChunkVersion(2)).await.expect("fence");
         assert_eq!(fenced.writer_marks.len(), 1);
         n.seal(h, ChunkVersion(2), fenced.state.len)

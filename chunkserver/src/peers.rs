@@ -14,7 +14,7 @@ use cairn_proto::GRPC_MESSAGE_BYTES_MAX;
 use cairn_proto::net::{Connector, endpoint};
 use cairn_proto::v1::chunkserver_client::ChunkserverClient;
 use cairn_proto::v1::{ChecksumRequest, ForwardRequest, ReadRequest};
-use cairn_record::{ChunkHandle, ChunkVersion};
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -49,10 +49,10 @@ pub(crate) trait PeerApi: Send + Sync + 'static {
         peer: &str,
         handle: ChunkHandle,
         version: ChunkVersion,
-        offset: u64,
+        offset: ChunkOffset,
         frames: Bytes,
-        commit_offset: u64,
-    ) -> PeerCall<Result<u64>>;
+        commit_offset: ChunkOffset,
+    ) -> PeerCall<Result<ChunkOffset>>;
 
     /// `Read` of at most `max_bytes` at `offset`, without waiting; the peer's status as is.
     fn read(
@@ -118,26 +118,26 @@ impl PeerApi for GrpcPeers {
         peer: &str,
         handle: ChunkHandle,
         version: ChunkVersion,
-        offset: u64,
+        offset: ChunkOffset,
         frames: Bytes,
-        commit_offset: u64,
-    ) -> PeerCall<Result<u64>> {
+        commit_offset: ChunkOffset,
+    ) -> PeerCall<Result<ChunkOffset>> {
         let client = self.client(peer);
         let peer = peer.to_owned();
         Box::pin(async move {
             let req = ForwardRequest {
                 handle: handle.0,
                 version: version.into(),
-                offset,
+                offset: offset.into(),
                 frames,
-                commit_offset,
+                commit_offset: commit_offset.into(),
             };
             let resp = client?.forward(req).await.map_err(|s| Error::Forward {
                 handle,
                 peer,
                 message: format!("{:?}: {}", s.code(), s.message()),
             })?;
-            Ok(resp.into_inner().durable_length)
+            Ok(ChunkOffset(resp.into_inner().durable_length))
         })
     }
 

@@ -10,9 +10,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 
-use cairn_record::limits::CHUNK_HEADER_BYTES;
 use cairn_record::{
-    ChunkHandle, ChunkVersion, ScanItem, Scanner, WriterId, WriterMark, encoded_len,
+    ChunkHandle, ChunkOffset, ChunkVersion, ScanItem, Scanner, WriterId, WriterMark, encoded_len,
 };
 
 use crate::error::{Error, Result};
@@ -133,9 +132,9 @@ pub(crate) enum Admission {
 pub(crate) struct Admitted {
     /// The chunk became full: some records did not fit (they follow `offsets`).
     pub(crate) full: bool,
-    /// One per stored record (duplicates first), in batch order; 0 for a duplicate whose
-    /// offset is forgotten.
-    pub(crate) offsets: Vec<u64>,
+    /// One per stored record (duplicates first), in batch order; [`ChunkOffset::ZERO`] for a
+    /// duplicate whose offset is forgotten.
+    pub(crate) offsets: Vec<ChunkOffset>,
     /// Batch indices of the duplicates whose stored bytes could not be compared with the sent
     /// ones: older than the writer's last [`WRITER_RECENT_OFFSETS_MAX`] records here, or
     /// below the mark carried from an earlier chunk. A record with that writer and sequence
@@ -143,7 +142,7 @@ pub(crate) struct Admitted {
     /// instead of calling it the same (ARCHITECTURE.md, "Writer identity").
     pub(crate) unverified: Vec<u32>,
     /// Duplicates may still be in flight: answer only once the commit offset reaches this.
-    pub(crate) wait_commit: u64,
+    pub(crate) wait_commit: ChunkOffset,
     /// Bytes to write, if any.
     pub(crate) write: Option<Write>,
 }
@@ -151,8 +150,8 @@ pub(crate) struct Admitted {
 /// One write the primary assigned: a slice of the batch, then optionally padding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Write {
-    /// File offset of the first byte.
-    pub(crate) offset: u64,
+    /// Where the first byte goes.
+    pub(crate) offset: ChunkOffset,
     /// The batch bytes to write (whole frames).
     pub(crate) frames: Range<usize>,
     /// Padding bytes after them, up to the capacity (0 if the chunk did not fill).
@@ -189,8 +188,8 @@ pub(crate) struct Inherited {
 /// One record of a writer stored in this chunk.
 #[derive(Clone, Copy, Debug)]
 struct Stored {
-    offset: u64,
-    end: u64,
+    offset: ChunkOffset,
+    end: ChunkOffset,
     frame_crc: u32,
 }
 
@@ -233,18 +232,28 @@ impl WriterState {
 pub(crate) struct Primary {
     handle: ChunkHandle,
     version: ChunkVersion,
-    capacity: u64,
+    /// The largest end (file length) the chunk may reach.
+    capacity: ChunkOffset,
     secondaries: Vec<String>,
     inherited: HashMap<WriterId, Inherited>,
     writers: HashMap<WriterId, WriterState>,
     /// Where the next write goes: the end of everything assigned so far.
-    end: u64,
+    end: ChunkOffset,
     full: bool,
     broken: bool,
     fenced: bool,
-    /// Writes not yet durable everywhere, by offset: (end, done).
-    in_flight: BTreeMap<u64, (u64, bool)>,
-    commit: u64,
+    /// Writes not yet durable everywhere, by offset.
+    in_flight: BTreeMap<ChunkOffset, InFlight>,
+    commit: ChunkOffset,
+}
+
+/// A write assigned but not yet durable everywhere, or durable but behind one that is not.
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    /// Where the write ends.
+    end: ChunkOffset,
+    /// Durable on every replica.
+    done: bool,
 }
 
 impl Primary {
@@ -256,11 +265,11 @@ impl Primary {
         secondaries: Vec<String>,
         inherited: HashMap<WriterId, Inherited>,
     ) -> Primary {
-        let empty = CHUNK_HEADER_BYTES as u64;
+        let empty = ChunkOffset::FIRST_FRAME;
         Primary {
             handle,
             version,
-            capacity,
+            capacity: ChunkOffset(capacity),
             secondaries,
             inherited,
             writers: HashMap::new(),
@@ -284,12 +293,12 @@ impl Primary {
     }
 
     /// The end of everything assigned so far (the capacity once the chunk is full).
-    pub(crate) fn end(&self) -> u64 {
+    pub(crate) fn end(&self) -> ChunkOffset {
         self.end
     }
 
     /// The end of the longest prefix durable on every replica.
-    pub(crate) fn commit(&self) -> u64 {
+    pub(crate) fn commit(&self) -> ChunkOffset {
         self.commit
     }
 
@@ -375,7 +384,7 @@ impl Primary {
         let dups = ((mark + 1 - first) as usize).min(n);
         let mut offsets = Vec::with_capacity(n);
         let mut unverified = Vec::new();
-        let mut wait_commit = 0;
+        let mut wait_commit = ChunkOffset::ZERO;
         for i in 0..dups {
             let sequence = first + i as u64;
             let crc = batch.crcs[i];
@@ -405,7 +414,7 @@ impl Primary {
                     if same.is_none() {
                         unverified.push(i as u32);
                     }
-                    offsets.push(0);
+                    offsets.push(ChunkOffset::ZERO);
                     wait_commit = wait_commit.max(self.end);
                 }
             }
@@ -454,7 +463,8 @@ impl Primary {
         };
         let write = (write.len() > 0).then(|| {
             let end = self.end + write.len();
-            self.in_flight.insert(self.end, (end, false));
+            self.in_flight
+                .insert(self.end, InFlight { end, done: false });
             self.end = end;
             write
         });
@@ -471,15 +481,14 @@ impl Primary {
 
     /// The write at `offset` is durable on every replica. Returns the new commit offset if it
     /// grew.
-    pub(crate) fn complete(&mut self, offset: u64) -> Option<u64> {
-        let entry = self
-            .in_flight
+    pub(crate) fn complete(&mut self, offset: ChunkOffset) -> Option<ChunkOffset> {
+        self.in_flight
             .get_mut(&offset)
-            .expect("completed a write that was assigned");
-        entry.1 = true;
+            .expect("completed a write that was assigned")
+            .done = true;
         let before = self.commit;
         while let Some(e) = self.in_flight.first_entry() {
-            let (end, done) = *e.get();
+            let InFlight { end, done } = *e.get();
             if !done {
                 break;
             }
@@ -503,6 +512,11 @@ mod tests {
     use cairn_record::{RecordId, encode_record};
 
     const H: ChunkHandle = ChunkHandle(7);
+
+    /// Offsets as the primary answers them.
+    fn offsets(offsets: &[u64]) -> Vec<ChunkOffset> {
+        offsets.iter().copied().map(ChunkOffset).collect()
+    }
 
     fn frames(writer: u64, sequences: std::ops::RangeInclusive<u64>, len: usize) -> Vec<u8> {
         let mut out = Vec::new();
@@ -583,7 +597,7 @@ mod tests {
     fn writer_marks_give_offsets_duplicates_and_out_of_order() {
         let mut p = Primary::new(H, ChunkVersion(1), 4096, Vec::new(), HashMap::new());
         let a = admitted(p.admit(ChunkVersion(1), &batch(9, 1..=2, 8), 0, 0).unwrap());
-        assert_eq!(a.offsets, vec![32, 72]);
+        assert_eq!(a.offsets, offsets(&[32, 72]));
         assert_eq!(a.write.clone().unwrap().frames, 0..80);
         // A gap: the next expected is 3.
         assert_eq!(
@@ -594,13 +608,13 @@ mod tests {
         );
         // A retry of 2..=3: 2 is a duplicate (offset known, still in flight), 3 is new.
         let b = admitted(p.admit(ChunkVersion(1), &batch(9, 2..=3, 8), 0, 0).unwrap());
-        assert_eq!(b.offsets, vec![72, 112]);
-        assert_eq!(b.wait_commit, 112);
+        assert_eq!(b.offsets, offsets(&[72, 112]));
+        assert_eq!(b.wait_commit, ChunkOffset(112));
         assert_eq!(b.write.clone().unwrap().frames, 40..80);
         // Completions out of order: the commit offset waits for the first.
-        assert_eq!(p.complete(112), None);
-        assert_eq!(p.commit(), 32);
-        assert_eq!(p.complete(32), Some(152));
+        assert_eq!(p.complete(ChunkOffset(112)), None);
+        assert_eq!(p.commit(), ChunkOffset(32));
+        assert_eq!(p.complete(ChunkOffset(32)), Some(ChunkOffset(152)));
         // Stale version.
         assert!(matches!(
             p.admit(ChunkVersion(2), &batch(9, 4..=4, 8), 0, 0),
@@ -616,9 +630,9 @@ mod tests {
             p.admit(ChunkVersion(1), &batch(9, 9..=11, 8), 0, 0)
                 .unwrap(),
         );
-        assert_eq!(a.offsets, vec![0, 0, 32]);
+        assert_eq!(a.offsets, offsets(&[0, 0, 32]));
         // Nothing of this chunk was below them: the (empty) chunk's end is committed.
-        assert_eq!(a.wait_commit, 32);
+        assert_eq!(a.wait_commit, ChunkOffset(32));
         // Another writer, unseen, whose records up to 4 were acknowledged elsewhere.
         assert_eq!(
             p.admit(ChunkVersion(1), &batch(3, 6..=6, 8), 4, 0).unwrap(),
@@ -627,7 +641,7 @@ mod tests {
             }
         );
         let b = admitted(p.admit(ChunkVersion(1), &batch(3, 5..=5, 8), 4, 0).unwrap());
-        assert_eq!(b.offsets, vec![72]);
+        assert_eq!(b.offsets, offsets(&[72]));
     }
 
     #[test]
@@ -638,10 +652,10 @@ mod tests {
         admitted(p.admit(ChunkVersion(1), &batch(1, 1..=1, 8), 0, 0).unwrap());
         let a = admitted(p.admit(ChunkVersion(1), &batch(1, 2..=4, 8), 0, 0).unwrap());
         assert!(a.full);
-        assert_eq!(a.offsets, vec![72, 112]);
+        assert_eq!(a.offsets, offsets(&[72, 112]));
         let w = a.write.unwrap();
         assert_eq!(w.frames, 0..80);
-        assert_eq!(w.offset + w.len(), cap);
+        assert_eq!(w.offset + w.len(), ChunkOffset(cap));
         assert_eq!(w.padding_bytes, 16);
         assert_eq!(
             p.admit(ChunkVersion(1), &batch(1, 4..=4, 8), 0, 0).unwrap(),
@@ -675,18 +689,21 @@ mod tests {
         let n = WRITER_RECENT_OFFSETS_MAX as u64 + 10;
         admitted(p.admit(ChunkVersion(1), &batch(1, 1..=n, 0), 0, 0).unwrap());
         let a = admitted(p.admit(ChunkVersion(1), &batch(1, 1..=2, 0), 0, 0).unwrap());
-        assert_eq!(a.offsets, vec![0, 0]);
+        assert_eq!(a.offsets, offsets(&[0, 0]));
         assert_eq!(a.unverified, vec![0, 1]);
-        assert_eq!(a.wait_commit, 32 + n * 32);
+        assert_eq!(a.wait_commit, ChunkOffset(32 + n * 32));
         assert!(a.write.is_none());
         // Another payload under a forgotten sequence: still "unverified", never "the same".
         let b = admitted(p.admit(ChunkVersion(1), &batch(1, 3..=3, 8), 0, 0).unwrap());
-        assert_eq!((b.offsets, b.unverified), (vec![0], vec![0]));
+        assert_eq!(
+            (b.offsets, b.unverified),
+            (vec![ChunkOffset::ZERO], vec![0])
+        );
         // The last remembered ones are compared: same bytes, real offsets, nothing unverified.
         let c = admitted(p.admit(ChunkVersion(1), &batch(1, n..=n, 0), 0, 0).unwrap());
-        assert_eq!(c.offsets, vec![32 + (n - 1) * 32]);
+        assert_eq!(c.offsets, offsets(&[32 + (n - 1) * 32]));
         assert!(c.unverified.is_empty());
-        assert_eq!(p.end(), 32 + n * 32);
+        assert_eq!(p.end(), ChunkOffset(32 + n * 32));
     }
 
     // Proves (issue 8 item 10): a resent sequence is "already stored" only when the stored
@@ -696,7 +713,7 @@ mod tests {
     fn a_different_record_under_a_stored_sequence_is_refused() {
         let mut p = Primary::new(H, ChunkVersion(1), 4096, Vec::new(), HashMap::new());
         let a = admitted(p.admit(ChunkVersion(1), &batch(9, 1..=1, 8), 0, 0).unwrap());
-        assert_eq!(a.offsets, vec![32]);
+        assert_eq!(a.offsets, offsets(&[32]));
         let end = p.end();
         // Another process with the same writer id, its own sequence 1 (another payload).
         match p.admit(ChunkVersion(1), &batch(9, 1..=1, 16), 0, 0) {
@@ -732,7 +749,7 @@ mod tests {
         ));
         // The same records again: answered with their offsets, nothing written.
         let same = admitted(p.admit(ChunkVersion(1), &batch(9, 1..=2, 8), 0, 0).unwrap());
-        assert_eq!(same.offsets, vec![32, 72]);
+        assert_eq!(same.offsets, offsets(&[32, 72]));
         assert!(same.write.is_none());
         assert_eq!(p.end(), end + 40);
     }
@@ -751,11 +768,14 @@ mod tests {
             p.admit(ChunkVersion(1), &batch(9, 10..=11, 8), 0, 0)
                 .unwrap(),
         );
-        assert_eq!(a.offsets, vec![0, 32]);
+        assert_eq!(a.offsets, offsets(&[0, 32]));
         assert!(a.unverified.is_empty(), "the carried mark was compared");
         // Below the carried mark nothing can be compared: answered as unverified.
         let b = admitted(p.admit(ChunkVersion(1), &batch(9, 9..=9, 8), 0, 0).unwrap());
-        assert_eq!((b.offsets, b.unverified), (vec![0], vec![0]));
+        assert_eq!(
+            (b.offsets, b.unverified),
+            (vec![ChunkOffset::ZERO], vec![0])
+        );
     }
 
     // Proves: an acked_through at or above the batch's first sequence (which would have
@@ -779,12 +799,12 @@ mod tests {
             }
         );
         assert!(p.writers.is_empty());
-        assert_eq!(p.end(), 32);
+        assert_eq!(p.end(), ChunkOffset(32));
         let a = admitted(p.admit(ChunkVersion(1), &batch(5, 1..=1, 8), 0, 0).unwrap());
-        assert_eq!(a.offsets, vec![32]);
+        assert_eq!(a.offsets, offsets(&[32]));
         // Acknowledged elsewhere (the chunk before): the mark moves up, nothing is dropped.
         let b = admitted(p.admit(ChunkVersion(1), &batch(5, 4..=4, 8), 3, 0).unwrap());
-        assert_eq!(b.offsets, vec![72]);
+        assert_eq!(b.offsets, offsets(&[72]));
     }
 
     // Proves: epochs fence older incarnations. A higher epoch is adopted when its batch is
@@ -807,7 +827,7 @@ mod tests {
         admitted(p.admit(ChunkVersion(1), &batch(4, 1..=2, 8), 0, 3).unwrap());
         // Incarnation 4 resumes from sequence 1 and re-sends the same records.
         let again = admitted(p.admit(ChunkVersion(1), &batch(4, 1..=3, 8), 0, 4).unwrap());
-        assert_eq!(again.offsets, vec![32, 72, 112]);
+        assert_eq!(again.offsets, offsets(&[32, 72, 112]));
         assert!(matches!(
             p.admit(ChunkVersion(1), &batch(4, 3..=3, 8), 2, 3),
             Err(Error::WriterFenced { current: 4, .. })

@@ -11,7 +11,7 @@ use cairn_proto::v1::{
     FenceResponse, ForwardRequest, ForwardResponse, ReadRequest, ReadResponse, ReplicateRequest,
     ReplicateResponse, SealRequest, SealResponse, WriterMark,
 };
-use cairn_record::{ChunkHandle, ChunkVersion};
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
 use tonic::{Code, Request, Response, Status};
 use tracing::instrument;
 
@@ -140,9 +140,9 @@ impl Chunkserver for ChunkserverService {
         };
         Ok(Response::new(AppendResponse {
             status: status as i32,
-            offsets: out.offsets,
+            offsets: out.offsets.into_iter().map(u64::from).collect(),
             unverified: out.unverified,
-            commit_offset: out.commit_offset,
+            commit_offset: out.commit_offset.into(),
             expected_sequence: out.expected_sequence,
         }))
     }
@@ -158,12 +158,14 @@ impl Chunkserver for ChunkserverService {
             .forward(
                 ChunkHandle(r.handle),
                 ChunkVersion(r.version),
-                r.offset,
+                ChunkOffset(r.offset),
                 r.frames,
-                r.commit_offset,
+                ChunkOffset(r.commit_offset),
             )
             .await?;
-        Ok(Response::new(ForwardResponse { durable_length }))
+        Ok(Response::new(ForwardResponse {
+            durable_length: durable_length.into(),
+        }))
     }
 
     #[instrument(level = "debug", skip_all, fields(chunk = %ChunkHandle(request.get_ref().handle)))]

@@ -214,7 +214,7 @@ fn ack_json(line: u64, ack: &AppendAck) -> String {
     format!(
         "{{\"line\":{line},\"chunk\":{},\"offset\":{},\"writer\":{},\"sequence\":{}}}",
         opt(ack.chunk.map(u64::from)),
-        opt(ack.offset),
+        opt(ack.offset.map(u64::from)),
         u64::from(ack.id.writer),
         ack.id.sequence
     )
@@ -250,7 +250,7 @@ mod tests {
                 sequence: 3,
             },
             chunk: Some(2),
-            offset: Some(96),
+            offset: Some(cairn_client::ChunkOffset(96)),
         };
         let line = ack_json(7, &ack);
         assert_eq!(

@@ -90,7 +90,7 @@ pub mod limits;
 pub mod read;
 
 pub use append::{AppendAck, Appender};
-pub use cairn_record::{ChunkHandle, ChunkVersion, RecordId, WriterId};
+pub use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion, RecordId, WriterId};
 pub use check::{ChunkReplicas, CorruptReport, LogReplicas, ReplicaBytes, ReplicaStatus};
 pub use client::{ChunkStat, ChunkState, Client, LogInfo, LogOptions, LogStat};
 pub use error::{Error, Result};

@@ -1,5 +1,5 @@
-//! The protocol's identifying numbers as types: chunk handles, chunk versions, writer ids and
-//! record ids, so one cannot be passed where another is meant.
+//! The protocol's numbers as types: chunk handles, chunk versions, offsets within a chunk,
+//! writer ids and record ids, so one cannot be passed where another is meant.
 
 use std::fmt;
 
@@ -117,6 +117,66 @@ impl From<ChunkVersion> for u64 {
     }
 }
 
+/// A byte position in a chunk's data: a file offset of its replica file, header included (the
+/// 32-byte header is at 0..32, the first frame at [`ChunkOffset::FIRST_FRAME`]). An append's and
+/// a record's offset, the end of the bytes assigned, the commit offset and a sealed length (the
+/// end of the last byte) are all chunk offsets; a distance between two is a plain `u64`. Shown in
+/// decimal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
+pub struct ChunkOffset(pub u64);
+
+impl ChunkOffset {
+    /// Offset 0: never a record's (the header is there), so the wire's "not known".
+    pub const ZERO: ChunkOffset = ChunkOffset(0);
+    /// Where the first frame starts, right after the chunk header: the length of an empty chunk.
+    pub const FIRST_FRAME: ChunkOffset = ChunkOffset(crate::limits::CHUNK_HEADER_BYTES as u64);
+}
+
+impl fmt::Display for ChunkOffset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl From<u64> for ChunkOffset {
+    fn from(offset: u64) -> ChunkOffset {
+        ChunkOffset(offset)
+    }
+}
+
+impl From<ChunkOffset> for u64 {
+    /// The wire form.
+    fn from(offset: ChunkOffset) -> u64 {
+        offset.0
+    }
+}
+
+impl std::ops::Add<u64> for ChunkOffset {
+    type Output = ChunkOffset;
+
+    /// The offset `bytes` further on.
+    fn add(self, bytes: u64) -> ChunkOffset {
+        ChunkOffset(self.0 + bytes)
+    }
+}
+
+impl std::ops::AddAssign<u64> for ChunkOffset {
+    fn add_assign(&mut self, bytes: u64) {
+        self.0 += bytes;
+    }
+}
+
+impl std::ops::Sub for ChunkOffset {
+    type Output = u64;
+
+    /// The number of bytes from `start` to `self` (`self` must not be below it).
+    fn sub(self, start: ChunkOffset) -> u64 {
+        self.0 - start.0
+    }
+}
+
 /// The unique name of a record: the appender that wrote it and its position in that appender's
 /// sequence. A retried record keeps its id, so readers can drop the second copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -160,6 +220,19 @@ mod tests {
         assert_eq!(ChunkVersion::FIRST, ChunkVersion(1));
         assert_eq!(u64::from(ChunkVersion::from(7)), 7);
         assert_eq!(u64::from(WriterId::from(9)), 9);
+    }
+
+    #[test]
+    fn chunk_offsets_advance_by_byte_counts_and_subtract_to_distances() {
+        // Proves: an offset plus a byte count is the offset that far on, two offsets subtract
+        // to the bytes between them, and the first frame sits right after the 32-byte header.
+        let mut at = ChunkOffset::FIRST_FRAME;
+        assert_eq!(at, ChunkOffset(32));
+        at += 40;
+        assert_eq!(at + 8, ChunkOffset(80));
+        assert_eq!(ChunkOffset(80) - ChunkOffset::FIRST_FRAME, 48);
+        assert_eq!(ChunkOffset(96).to_string(), "96");
+        assert_eq!(u64::from(ChunkOffset::from(7)), 7);
     }
 
     #[test]

@@ -108,7 +108,7 @@ async fn send(
             let mut h = shared.history();
             match result {
                 Ok(a) if a.id.sequence == s => {
-                    let place = a.chunk.zip(a.offset);
+                    let place = a.chunk.zip(a.offset.map(u64::from));
                     h.acked.entry((w, s)).or_insert(Acked { at: now(), place });
                 }
                 Ok(a) => h.unexpected.push(format!(

@@ -450,7 +450,7 @@ fn every_ack_is_readable_at_once_under_concurrency() {
                 );
                 tasks.push(tokio::spawn(async move {
                     let ack = ack.await.map_err(|e| format!("append failed: {e}"))?;
-                    let (Some(index), Some(offset)) = (ack.chunk, ack.offset) else {
+                    let (Some(index), Some(offset)) = (ack.chunk, ack.offset.map(u64::from)) else {
                         return Ok(());
                     };
                     let end = offset + cairn_record::frame::encoded_len(len) as u64;

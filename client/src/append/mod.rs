@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use cairn_proto::v1::{self, AppendStatus, SealReason};
 use cairn_record::limits::record_payload_bytes_max;
-use cairn_record::{RecordId, WriterId};
+use cairn_record::{ChunkOffset, RecordId, WriterId};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -37,8 +37,8 @@ pub struct AppendAck {
     /// Index of the chunk holding it. `None` only when the primary answered "already stored"
     /// without knowing where (a retried duplicate).
     pub chunk: Option<u32>,
-    /// File offset of its frame in that chunk; `None` exactly when `chunk` is.
-    pub offset: Option<u64>,
+    /// Offset of its frame in that chunk; `None` exactly when `chunk` is.
+    pub offset: Option<ChunkOffset>,
 }
 
 /// Appends records to one log as one writer (a random non-zero writer id, sequences 1, 2, 3, …
@@ -575,6 +575,11 @@ async fn locate(
     }
 }
 
+/// The offsets of an `Append` answer (0: stored before, place unknown).
+pub(crate) fn chunk_offsets(wire: Vec<u64>) -> Vec<ChunkOffset> {
+    wire.into_iter().map(ChunkOffset).collect()
+}
+
 /// One `Append` RPC to the location's primary.
 async fn append_rpc(
     client: Client,
@@ -607,12 +612,12 @@ async fn append_rpc(
             let resp = resp.into_inner();
             match AppendStatus::try_from(resp.status) {
                 Ok(AppendStatus::Ok) => Outcome::Stored {
-                    offsets: resp.offsets,
+                    offsets: chunk_offsets(resp.offsets),
                     unverified: resp.unverified,
                     full: false,
                 },
                 Ok(AppendStatus::ChunkFull) => Outcome::Stored {
-                    offsets: resp.offsets,
+                    offsets: chunk_offsets(resp.offsets),
                     unverified: resp.unverified,
                     full: true,
                 },

@@ -984,7 +984,7 @@ async fn connect(master: &str, stop: &AtomicBool) -> Option<Client> {
 
 /// Where an acknowledgement put its record: (chunk index, offset).
 fn placed(ack: &cairn_client::AppendAck) -> (Option<u64>, Option<u64>) {
-    (ack.chunk.map(u64::from), ack.offset)
+    (ack.chunk.map(u64::from), ack.offset.map(u64::from))
 }
 
 /// The Cairn id an acknowledgement names, as the checker compares writer ids.
