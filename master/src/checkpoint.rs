@@ -100,6 +100,7 @@ mod tests {
     use super::*;
     use crate::meta::Entry;
     use cairn_record::ChunkHandle;
+    use cairn_record::ChunkOffset;
     use cairn_record::ChunkVersion;
 
     // A checkpoint round-trips metadata exactly, chunk order included.
@@ -126,7 +127,7 @@ mod tests {
             m.apply(&Entry::Seal {
                 handle,
                 version: ChunkVersion(2),
-                length: 64,
+                length: ChunkOffset(64),
                 replicas: vec!["a:1".into()],
                 writer_marks: vec![],
             })

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use cairn_record::{ChunkHandle, ChunkVersion, WriterId};
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion, WriterId};
 
 use crate::meta::WriterMark;
 
@@ -25,12 +25,12 @@ pub(crate) struct CreateReplica {
 /// A replica's answer to `Fence`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Fenced {
-    pub(crate) length: u64,
+    pub(crate) length: ChunkOffset,
     pub(crate) version: ChunkVersion,
     pub(crate) sealed: bool,
     pub(crate) marks: Vec<WriterMark>,
     /// The commit offset the marks cover (`FenceResponse.marks_through`).
-    pub(crate) marks_through: u64,
+    pub(crate) marks_through: ChunkOffset,
 }
 
 /// `Replicate` as the master sends it.
@@ -38,7 +38,7 @@ pub(crate) struct Fenced {
 pub(crate) struct Replicate {
     pub(crate) handle: ChunkHandle,
     pub(crate) version: ChunkVersion,
-    pub(crate) length: u64,
+    pub(crate) length: ChunkOffset,
     pub(crate) capacity: u64,
     pub(crate) source: String,
 }
@@ -90,7 +90,7 @@ pub(crate) trait ChunkserverApi: Send + Sync + 'static {
         address: String,
         handle: ChunkHandle,
         version: ChunkVersion,
-        length: u64,
+        length: ChunkOffset,
     ) -> impl Future<Output = Result<(), RpcError>> + Send;
     /// Asks `address` to bring its replica to the sealed `job` by copying from `job.source`;
     /// returns the bytes copied. Bounded by `timeout`, not the RPC timeout (copies are long).

@@ -9,7 +9,7 @@
 //!
 //! [`Servers::mark_corrupt`]: crate::heartbeat::Servers::mark_corrupt
 
-use cairn_record::{ChunkHandle, ChunkVersion};
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
 
 use crate::meta::ChunkState;
 
@@ -18,7 +18,7 @@ use crate::meta::ChunkState;
 pub(crate) struct ReplicaStatus {
     pub(crate) address: String,
     pub(crate) version: ChunkVersion,
-    pub(crate) length: u64,
+    pub(crate) length: ChunkOffset,
     pub(crate) sealed: bool,
     /// Reported corrupt by its chunkserver or marked so by a checker.
     pub(crate) corrupt: bool,
@@ -39,7 +39,7 @@ pub(crate) struct ChunkReplicas {
     pub(crate) state: ChunkState,
     pub(crate) version: ChunkVersion,
     /// Sealed: the sealed length. Open: the largest length a replica reported (32 if none).
-    pub(crate) length: u64,
+    pub(crate) length: ChunkOffset,
     pub(crate) replication: u32,
     /// Open chunks: the fixed primary. Empty once sealed.
     pub(crate) primary: String,

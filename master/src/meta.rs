@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use cairn_record::{ChunkHandle, ChunkVersion, WriterId};
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion, WriterId};
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{WRITER_EPOCHS_MAX, WRITER_MARKS_MAX};
@@ -70,7 +70,7 @@ pub(crate) struct ChunkMeta {
     pub(crate) version: ChunkVersion,
     pub(crate) state: ChunkState,
     /// The sealed length; 0 while open.
-    pub(crate) length: u64,
+    pub(crate) length: ChunkOffset,
     /// The fixed primary while open; empty once sealed.
     pub(crate) primary: String,
     /// Open: the chunkservers it was allocated on, primary first. Sealed: those that sealed it.
@@ -78,11 +78,11 @@ pub(crate) struct ChunkMeta {
     /// Sealed chunks: 0, or the sealed length before a salvage cut the chunk back to `length`
     /// (every replica holding bytes past it was lost): bytes `[length, lost_end)` are gone.
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub(crate) lost_end: u64,
+    pub(crate) lost_end: ChunkOffset,
 }
 
-fn is_zero(n: &u64) -> bool {
-    *n == 0
+fn is_zero(n: &ChunkOffset) -> bool {
+    *n == ChunkOffset::ZERO
 }
 
 /// One operation-log entry: the payload of one frame, a JSON object tagged by `op`.
@@ -125,7 +125,7 @@ pub(crate) enum Entry {
         #[serde(with = "hex_handle")]
         handle: ChunkHandle,
         version: ChunkVersion,
-        length: u64,
+        length: ChunkOffset,
         replicas: Vec<String>,
         /// The marks the next chunk's primary inherits.
         writer_marks: Vec<WriterMark>,
@@ -137,7 +137,7 @@ pub(crate) enum Entry {
         #[serde(with = "hex_handle")]
         handle: ChunkHandle,
         version: ChunkVersion,
-        length: u64,
+        length: ChunkOffset,
         replicas: Vec<String>,
     },
     /// `ResumeWriter`: `writer` of the log at `path` starts epoch `epoch`.
@@ -234,10 +234,10 @@ impl Metadata {
                         index: *index,
                         version: *version,
                         state: ChunkState::Open,
-                        length: 0,
+                        length: ChunkOffset::ZERO,
                         primary: primary.clone(),
                         replicas: replicas.clone(),
-                        lost_end: 0,
+                        lost_end: ChunkOffset::ZERO,
                     },
                 );
                 Ok(Vec::new())
@@ -447,7 +447,7 @@ pub(crate) fn one_sealed_chunk(handle: ChunkHandle) -> Metadata {
         Entry::Seal {
             handle,
             version: ChunkVersion(2),
-            length: 4096,
+            length: ChunkOffset(4096),
             replicas: vec!["a".into()],
             writer_marks: Vec::new(),
         },
@@ -476,6 +476,43 @@ mod tests {
         assert_eq!(serde_json::from_str::<WriterMark>(&json).unwrap(), m);
         let old: WriterMark = serde_json::from_str(r#"{"writer":5,"sequence":9}"#).unwrap();
         assert_eq!((old.sequence, old.frame_crc, old.known_crc()), (9, 0, None));
+    }
+
+    #[test]
+    fn newtype_fields_are_logged_as_the_plain_numbers_they_wrap() {
+        // Proves: versions, lengths and writer ids in entries and chunk metadata are written as
+        // the bare JSON numbers logs written before the newtypes hold, and read back from them:
+        // the operation log's and checkpoint's bytes did not change with the types.
+        let seal = Entry::Seal {
+            handle: h(1),
+            version: ChunkVersion(3),
+            length: ChunkOffset(4096),
+            replicas: vec!["a:1".into()],
+            writer_marks: Vec::new(),
+        };
+        let json = r#"{"op":"seal","handle":"0000000000000001","version":3,"length":4096,"replicas":["a:1"],"writer_marks":[]}"#;
+        assert_eq!(serde_json::to_string(&seal).unwrap(), json);
+        assert_eq!(serde_json::from_str::<Entry>(json).unwrap(), seal);
+        let epoch = Entry::WriterEpoch {
+            path: "/l".into(),
+            writer: WriterId(7),
+            epoch: 2,
+        };
+        let json = r#"{"op":"writer_epoch","path":"/l","writer":7,"epoch":2}"#;
+        assert_eq!(serde_json::to_string(&epoch).unwrap(), json);
+        assert_eq!(serde_json::from_str::<Entry>(json).unwrap(), epoch);
+        let log = LogMeta {
+            path: "/l".into(),
+            replication: 3,
+            min_replicas: 0,
+            chunk_bytes: 1 << 20,
+            writer_marks: Vec::new(),
+            writer_epochs: BTreeMap::from([(WriterId(7), 2)]),
+            chunks: Vec::new(),
+        };
+        let json = serde_json::to_string(&log).unwrap();
+        assert!(json.contains(r#""writer_epochs":{"7":2}"#), "{json}");
+        assert_eq!(serde_json::from_str::<LogMeta>(&json).unwrap(), log);
     }
 
     fn h(n: u64) -> ChunkHandle {
@@ -538,7 +575,7 @@ mod tests {
         let seal = Entry::Seal {
             handle: h(1),
             version: ChunkVersion(2),
-            length: 4096,
+            length: ChunkOffset(4096),
             replicas: vec!["a:1".into()],
             writer_marks: vec![WriterMark {
                 writer: WriterId(9),

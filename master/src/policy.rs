@@ -21,7 +21,7 @@
 
 use std::time::Duration;
 
-use cairn_record::limits::CHUNK_HEADER_BYTES;
+use cairn_record::ChunkOffset;
 use tokio::time::Instant;
 
 use crate::heartbeat::{ReplicaReport, Servers};
@@ -116,21 +116,21 @@ pub(crate) fn is_prefix(c: &ChunkMeta, r: &ReplicaReport) -> bool {
     !r.corrupt
         && !r.failed
         && r.version <= c.version
-        && r.length >= CHUNK_HEADER_BYTES as u64
+        && r.length >= ChunkOffset::FIRST_FRAME
         && r.length <= c.length
 }
 
 /// The length of `c` as `StatLog` and `ListReplicas` show it, given every report of its
 /// replicas: the sealed length; for an open chunk, the longest length a replica reported (the
 /// chunk header's if none did).
-pub(crate) fn chunk_length(c: &ChunkMeta, reports: &[(String, ReplicaReport)]) -> u64 {
+pub(crate) fn chunk_length(c: &ChunkMeta, reports: &[(String, ReplicaReport)]) -> ChunkOffset {
     match c.state {
         ChunkState::Sealed => c.length,
         ChunkState::Open => reports
             .iter()
             .map(|(_, r)| r.length)
             .max()
-            .unwrap_or(CHUNK_HEADER_BYTES as u64),
+            .unwrap_or(ChunkOffset::FIRST_FRAME),
     }
 }
 
@@ -146,7 +146,7 @@ mod tests {
         ReplicaReport {
             handle: H,
             version,
-            length,
+            length: ChunkOffset(length),
             sealed,
             failed: false,
             corrupt: false,
@@ -248,8 +248,8 @@ mod tests {
             ("a".to_owned(), report(ChunkVersion(1), 300, false)),
             ("b".to_owned(), report(ChunkVersion(1), 700, false)),
         ];
-        assert_eq!(chunk_length(o, &reports), 700);
-        assert_eq!(chunk_length(o, &[]), CHUNK_HEADER_BYTES as u64);
-        assert_eq!(chunk_length(s, &reports), 4096);
+        assert_eq!(chunk_length(o, &reports), ChunkOffset(700));
+        assert_eq!(chunk_length(o, &[]), ChunkOffset::FIRST_FRAME);
+        assert_eq!(chunk_length(s, &reports), ChunkOffset(4096));
     }
 }

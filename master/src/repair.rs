@@ -31,8 +31,7 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use cairn_record::limits::CHUNK_HEADER_BYTES;
-use cairn_record::{ChunkHandle, ChunkVersion};
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
 use tokio::time::Instant;
 
 use crate::chunkserver_api::Replicate;
@@ -89,7 +88,7 @@ pub(crate) fn orphaned_open_chunks(
             format!("primary {} is dead", c.primary)
         } else {
             match primary_report {
-                Some(r) if !r.primary && !r.sealed && r.length > CHUNK_HEADER_BYTES as u64 => {
+                Some(r) if !r.primary && !r.sealed && r.length > ChunkOffset::FIRST_FRAME => {
                     format!("primary {} restarted and lost its role", c.primary)
                 }
                 _ => continue,
@@ -151,7 +150,7 @@ pub(crate) fn complete_unsealed_replicas(
     servers: &Servers,
     now: Instant,
     dead_after: Duration,
-) -> Vec<(ChunkHandle, ChunkVersion, u64, Vec<String>)> {
+) -> Vec<(ChunkHandle, ChunkVersion, ChunkOffset, Vec<String>)> {
     let mut out = Vec::new();
     for c in meta.chunks.values() {
         if c.state != ChunkState::Sealed {
@@ -291,7 +290,7 @@ pub(crate) fn plan(
             .logs
             .get(&c.log)
             .map(|l| l.chunk_bytes)
-            .unwrap_or(c.length);
+            .unwrap_or(c.length.into());
         let need_free = capacity.saturating_add(min_free_bytes);
         // Holders of a usable prefix; a corrupt, failed, longer or newer copy is no head start
         // (a copy only extends a prefix: the target refuses to cut an open replica).
@@ -366,7 +365,7 @@ mod tests {
         ReplicaReport {
             handle: H,
             version,
-            length,
+            length: ChunkOffset(length),
             sealed,
             failed: false,
             corrupt: false,
@@ -504,7 +503,7 @@ mod tests {
             vec![(
                 H,
                 ChunkVersion(2),
-                4096,
+                ChunkOffset(4096),
                 vec!["b".to_owned(), "f".to_owned()]
             )]
         );

@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use cairn_record::{ChunkHandle, ChunkVersion};
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
 use tokio::time::Instant;
 
 use crate::heartbeat::Servers;
@@ -87,15 +87,28 @@ pub(crate) fn candidates(
 /// The salvage decision: the longest fenced length, at most the sealed length `sealed_len`, and
 /// the fenced replicas that can be sealed there (open ones at least that long: a seal cuts an
 /// open replica; sealed ones exactly that long). `None` if no replica was fenced.
-pub(crate) fn plan(sealed_len: u64, outcomes: &[FenceOutcome]) -> Option<(u64, Vec<String>)> {
+pub(crate) fn plan(sealed_len: ChunkOffset, outcomes: &[FenceOutcome]) -> Option<SalvagePlan> {
     let fenced = crate::seal::fenced(outcomes);
-    let length = fenced.iter().map(|f| f.1).max()?.min(sealed_len);
+    let length = fenced.iter().map(|f| f.length).max()?.min(sealed_len);
     let replicas = fenced
         .iter()
-        .filter(|f| if f.2 { f.1 == length } else { f.1 >= length })
-        .map(|f| f.0.clone())
+        .filter(|f| {
+            if f.sealed {
+                f.length == length
+            } else {
+                f.length >= length
+            }
+        })
+        .map(|f| f.address.clone())
         .collect();
-    Some((length, replicas))
+    Some(SalvagePlan { length, replicas })
+}
+
+/// A salvage's decision: the length to seal at and the replicas to seal there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SalvagePlan {
+    pub(crate) length: ChunkOffset,
+    pub(crate) replicas: Vec<String>,
 }
 
 #[cfg(test)]
@@ -105,10 +118,10 @@ mod tests {
     fn fenced(address: &str, length: u64) -> FenceOutcome {
         FenceOutcome::Fenced {
             address: address.to_owned(),
-            length,
+            length: ChunkOffset(length),
             sealed: false,
             marks: Vec::new(),
-            marks_through: 32,
+            marks_through: ChunkOffset(32),
         }
     }
 
@@ -125,31 +138,43 @@ mod tests {
             fenced("d", 800),
         ];
         assert_eq!(
-            plan(1000, &outcomes),
-            Some((800, vec!["b".into(), "d".into()]))
+            plan(ChunkOffset(1000), &outcomes),
+            Some(SalvagePlan {
+                length: ChunkOffset(800),
+                replicas: vec!["b".into(), "d".into()]
+            })
         );
         assert_eq!(
-            plan(600, &outcomes),
-            Some((600, vec!["b".into(), "d".into()]))
+            plan(ChunkOffset(600), &outcomes),
+            Some(SalvagePlan {
+                length: ChunkOffset(600),
+                replicas: vec!["b".into(), "d".into()]
+            })
         );
         let sealed_short = FenceOutcome::Fenced {
             address: "e".into(),
-            length: 400,
+            length: ChunkOffset(400),
             sealed: true,
             marks: Vec::new(),
-            marks_through: 32,
+            marks_through: ChunkOffset(32),
         };
         assert_eq!(
-            plan(1000, &[fenced("a", 400), sealed_short.clone()]),
-            Some((400, vec!["a".into(), "e".into()]))
+            plan(ChunkOffset(1000), &[fenced("a", 400), sealed_short.clone()]),
+            Some(SalvagePlan {
+                length: ChunkOffset(400),
+                replicas: vec!["a".into(), "e".into()]
+            })
         );
         assert_eq!(
-            plan(1000, &[fenced("a", 800), sealed_short]),
-            Some((800, vec!["a".into()]))
+            plan(ChunkOffset(1000), &[fenced("a", 800), sealed_short]),
+            Some(SalvagePlan {
+                length: ChunkOffset(800),
+                replicas: vec!["a".into()]
+            })
         );
         assert_eq!(
             plan(
-                1000,
+                ChunkOffset(1000),
                 &[FenceOutcome::Absent {
                     address: "a".into()
                 }]
@@ -173,7 +198,7 @@ mod candidate_tests {
         ReplicaReport {
             handle: H,
             version,
-            length,
+            length: ChunkOffset(length),
             sealed,
             failed: false,
             corrupt: false,
@@ -283,14 +308,14 @@ mod candidate_tests {
         meta.apply(&Entry::Salvage {
             handle: H,
             version: ChunkVersion(3),
-            length: 1024,
+            length: ChunkOffset(1024),
             replicas: vec!["b".into()],
         })
         .unwrap();
         let c = &meta.chunks[&H];
         assert_eq!(
             (c.version, c.length, c.lost_end),
-            (ChunkVersion(3), 1024, 4096)
+            (ChunkVersion(3), ChunkOffset(1024), ChunkOffset(4096))
         );
         assert_eq!(c.replicas, vec!["b".to_owned()]);
         // A salvage never lengthens a chunk.
@@ -298,7 +323,7 @@ mod candidate_tests {
             meta.apply(&Entry::Salvage {
                 handle: H,
                 version: ChunkVersion(3),
-                length: 2048,
+                length: ChunkOffset(2048),
                 replicas: vec!["c".into()],
             })
             .is_err()

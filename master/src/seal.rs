@@ -2,6 +2,8 @@
 //! keep the chunk and the writer marks carried to the next chunk. Pure; `core/seal.rs` does the
 //! RPCs.
 
+use cairn_record::ChunkOffset;
+
 use crate::meta::WriterMark;
 
 /// One replica's answer to `Fence`.
@@ -10,13 +12,13 @@ pub(crate) enum FenceOutcome {
     /// Fenced: it refuses the old version and reported its durable length.
     Fenced {
         address: String,
-        length: u64,
+        length: ChunkOffset,
         /// It was already sealed (a seal that the master did not get to log).
         sealed: bool,
         /// Its writers' last records in `[32, marks_through)`, most recently active first.
         marks: Vec<WriterMark>,
         /// The commit offset it knows: a prefix every replica holds durably.
-        marks_through: u64,
+        marks_through: ChunkOffset,
     },
     /// The chunkserver answered that it has no such replica.
     Absent { address: String },
@@ -24,8 +26,18 @@ pub(crate) enum FenceOutcome {
     Failed { address: String },
 }
 
-/// The fenced replicas among `outcomes`: (address, durable length, already sealed).
-pub(crate) fn fenced(outcomes: &[FenceOutcome]) -> Vec<(&String, u64, bool)> {
+/// A replica that answered its fence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FencedReplica<'a> {
+    pub(crate) address: &'a String,
+    /// Its durable length.
+    pub(crate) length: ChunkOffset,
+    /// It was already sealed.
+    pub(crate) sealed: bool,
+}
+
+/// The fenced replicas among `outcomes`.
+pub(crate) fn fenced(outcomes: &[FenceOutcome]) -> Vec<FencedReplica<'_>> {
     outcomes
         .iter()
         .filter_map(|o| match o {
@@ -34,7 +46,11 @@ pub(crate) fn fenced(outcomes: &[FenceOutcome]) -> Vec<(&String, u64, bool)> {
                 length,
                 sealed,
                 ..
-            } => Some((address, *length, *sealed)),
+            } => Some(FencedReplica {
+                address,
+                length: *length,
+                sealed: *sealed,
+            }),
             _ => None,
         })
         .collect()
@@ -46,7 +62,7 @@ pub(crate) enum SealPlan {
     /// Seal at `length` on `replicas`; `marks` are carried to the next chunk (see
     /// [`carried_marks`]).
     Seal {
-        length: u64,
+        length: ChunkOffset,
         replicas: Vec<String>,
         marks: Vec<WriterMark>,
     },
@@ -80,20 +96,20 @@ pub(crate) fn plan(outcomes: &[FenceOutcome]) -> SealPlan {
             SealPlan::Unavailable
         };
     }
-    let already_sealed = fenced.iter().filter(|f| f.2).min_by_key(|f| f.1);
+    let already_sealed = fenced.iter().filter(|f| f.sealed).min_by_key(|f| f.length);
     let source = already_sealed.unwrap_or_else(|| {
         fenced
             .iter()
-            .max_by_key(|f| f.1)
+            .max_by_key(|f| f.length)
             .expect("fenced is not empty")
     });
-    let length = source.1;
+    let length = source.length;
     SealPlan::Seal {
         length,
         replicas: fenced
             .iter()
-            .filter(|f| f.1 >= length)
-            .map(|f| f.0.clone())
+            .filter(|f| f.length >= length)
+            .map(|f| f.address.clone())
             .collect(),
         marks: carried_marks(outcomes, length),
     }
@@ -109,7 +125,7 @@ pub(crate) fn plan(outcomes: &[FenceOutcome]) -> SealPlan {
 /// other replica has, never acknowledged; carried on, they would be "already stored" on one
 /// disk. Records above the chosen offset that a client resends are stored again in the next
 /// chunk, and replay drops the copies (appends are at least once).
-pub(crate) fn carried_marks(outcomes: &[FenceOutcome], length: u64) -> Vec<WriterMark> {
+pub(crate) fn carried_marks(outcomes: &[FenceOutcome], length: ChunkOffset) -> Vec<WriterMark> {
     outcomes
         .iter()
         .filter_map(|o| match o {
@@ -142,14 +158,14 @@ mod tests {
     ) -> FenceOutcome {
         FenceOutcome::Fenced {
             address: address.to_owned(),
-            length,
+            length: ChunkOffset(length),
             sealed,
             marks: vec![WriterMark {
                 writer: cairn_record::WriterId(1),
                 sequence: mark,
                 frame_crc: 0,
             }],
-            marks_through,
+            marks_through: ChunkOffset(marks_through),
         }
     }
 
@@ -169,7 +185,7 @@ mod tests {
         assert_eq!(
             plan,
             SealPlan::Seal {
-                length: 4096,
+                length: ChunkOffset(4096),
                 replicas: vec!["a".into(), "d".into()],
                 marks: vec![WriterMark {
                     writer: cairn_record::WriterId(1),
@@ -194,7 +210,7 @@ mod tests {
         else {
             panic!("expected a seal");
         };
-        assert_eq!(length, 2000);
+        assert_eq!(length, ChunkOffset(2000));
         assert_eq!(replicas, vec!["b".to_owned(), "c".to_owned()]);
     }
 
@@ -226,12 +242,12 @@ mod tests {
             fenced_through("p", 4096, false, 3, 1000),
             fenced_through("s", 1000, false, 2, 800),
         ];
-        assert_eq!(carried_marks(&outcomes, 4096)[0].sequence, 3);
+        assert_eq!(carried_marks(&outcomes, ChunkOffset(4096))[0].sequence, 3);
         let bogus = [
             fenced_through("p", 4096, false, 3, 1000),
             fenced_through("s", 1000, false, 9, 9000),
         ];
-        assert_eq!(carried_marks(&bogus, 4096)[0].sequence, 3);
-        assert!(carried_marks(&[], 4096).is_empty());
+        assert_eq!(carried_marks(&bogus, ChunkOffset(4096))[0].sequence, 3);
+        assert!(carried_marks(&[], ChunkOffset(4096)).is_empty());
     }
 }

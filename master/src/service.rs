@@ -11,7 +11,7 @@ use cairn_proto::net::Connector;
 use cairn_proto::v1 as pb;
 use cairn_proto::v1::chunkserver_client::ChunkserverClient;
 use cairn_proto::v1::master_server::{Master, MasterServer};
-use cairn_record::{ChunkHandle, ChunkVersion, WriterId};
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion, WriterId};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use tracing::{debug, instrument, warn};
@@ -255,7 +255,7 @@ fn log_replicas(l: LogReplicas) -> pb::ListReplicasResponse {
                 handle: c.handle.0,
                 state: chunk_state(c.state) as i32,
                 version: c.version.into(),
-                length: c.length,
+                length: c.length.into(),
                 replication: c.replication,
                 primary: c.primary,
                 replicas: c
@@ -264,7 +264,7 @@ fn log_replicas(l: LogReplicas) -> pb::ListReplicasResponse {
                     .map(|r| pb::ReplicaStatus {
                         address: r.address,
                         version: r.version.into(),
-                        length: r.length,
+                        length: r.length.into(),
                         sealed: r.sealed,
                         corrupt: r.corrupt,
                         failed: r.failed,
@@ -289,7 +289,7 @@ fn report(r: &pb::ReplicaReport) -> ReplicaReport {
     ReplicaReport {
         handle: ChunkHandle(r.handle),
         version: ChunkVersion(r.version),
-        length: r.length,
+        length: ChunkOffset(r.length),
         sealed: r.sealed,
         failed: r.failed,
         corrupt: r.corrupt,
@@ -314,11 +314,11 @@ fn chunk_info(c: ChunkInfo) -> pb::ChunkInfo {
         index: c.index,
         handle: c.handle.0,
         state: state as i32,
-        length: c.length,
+        length: c.length.into(),
         version: c.version.into(),
         replicas: c.replicas,
         primary: c.primary,
-        lost_end: c.lost_end,
+        lost_end: c.lost_end.into(),
     }
 }
 
@@ -433,11 +433,11 @@ impl ChunkserverApi for GrpcChunkservers {
             .map_err(rpc_error)?
             .into_inner();
         Ok(Fenced {
-            length: r.durable_length,
+            length: ChunkOffset(r.durable_length),
             version: ChunkVersion(r.version),
             sealed: r.sealed,
             marks: r.writer_marks.into_iter().map(WriterMark::from).collect(),
-            marks_through: r.marks_through,
+            marks_through: ChunkOffset(r.marks_through),
         })
     }
 
@@ -446,14 +446,14 @@ impl ChunkserverApi for GrpcChunkservers {
         address: String,
         handle: ChunkHandle,
         version: ChunkVersion,
-        length: u64,
+        length: ChunkOffset,
     ) -> Result<(), RpcError> {
         let mut client = self.client(&address)?;
         client
             .seal(pb::SealRequest {
                 handle: handle.0,
                 version: version.into(),
-                length,
+                length: length.into(),
             })
             .await
             .map_err(rpc_error)?;
@@ -470,7 +470,7 @@ impl ChunkserverApi for GrpcChunkservers {
         let mut req = Request::new(pb::ReplicateRequest {
             handle: job.handle.0,
             version: job.version.into(),
-            length: job.length,
+            length: job.length.into(),
             capacity: job.capacity,
             source: job.source,
         });

@@ -5,8 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 
-use cairn_record::limits::CHUNK_HEADER_BYTES;
-use cairn_record::{ChunkHandle, ChunkVersion, WriterId};
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion, WriterId};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -170,7 +169,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                             ReplicaReport {
                                 handle: loc.handle,
                                 version: loc.version,
-                                length: CHUNK_HEADER_BYTES as u64,
+                                length: ChunkOffset::FIRST_FRAME,
                                 sealed: false,
                                 failed: false,
                                 corrupt: false,

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use cairn_record::{ChunkHandle, ChunkVersion};
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
 
 use super::MasterCore;
 use crate::chunkserver_api::{
@@ -74,7 +74,7 @@ impl ChunkserverApi for Arc<Fake> {
         s.fences.push((address.clone(), handle, new_version));
         let length = s.lengths.get(&address).copied().unwrap_or(32);
         Ok(Fenced {
-            length,
+            length: ChunkOffset(length),
             version: new_version,
             sealed: false,
             marks: vec![WriterMark {
@@ -82,7 +82,7 @@ impl ChunkserverApi for Arc<Fake> {
                 sequence: length,
                 frame_crc: 0,
             }],
-            marks_through: length,
+            marks_through: ChunkOffset(length),
         })
     }
 
@@ -91,9 +91,11 @@ impl ChunkserverApi for Arc<Fake> {
         address: String,
         handle: ChunkHandle,
         version: ChunkVersion,
-        length: u64,
+        length: ChunkOffset,
     ) -> Result<(), RpcError> {
-        self.st().seals.push((address, handle, version, length));
+        self.st()
+            .seals
+            .push((address, handle, version, length.into()));
         Ok(())
     }
 
@@ -110,7 +112,7 @@ impl ChunkserverApi for Arc<Fake> {
         s.replicas.insert((address.clone(), job.handle));
         let copied = job.length;
         s.replicates.push((address, job));
-        Ok(copied)
+        Ok(copied.into())
     }
 
     async fn delete_replica(&self, address: String, handle: ChunkHandle) -> Result<(), RpcError> {
@@ -149,7 +151,7 @@ pub(super) fn report(handle: ChunkHandle, version: ChunkVersion) -> ReplicaRepor
     ReplicaReport {
         handle,
         version,
-        length: 32,
+        length: ChunkOffset(32),
         sealed: false,
         failed: false,
         corrupt: false,

@@ -106,6 +106,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_record::ChunkOffset;
     use cairn_record::ChunkVersion;
     use std::sync::Arc;
 
@@ -133,7 +134,7 @@ mod tests {
         let sealed = ReplicaReport {
             handle: first.handle,
             version: ChunkVersion(2),
-            length: 4096,
+            length: ChunkOffset(4096),
             sealed: true,
             failed: false,
             corrupt: false,

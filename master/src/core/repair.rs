@@ -106,7 +106,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
         for (handle, version, length, addresses) in complete {
             let core = self.clone();
             tokio::spawn(async move {
-                info!(chunk = %handle, %version, length, replicas = ?addresses, "sealing in place replicas that missed the seal but hold the whole chunk");
+                info!(chunk = %handle, %version, %length, replicas = ?addresses, "sealing in place replicas that missed the seal but hold the whole chunk");
                 let sealed = core.seal_all(handle, version, length, &addresses).await;
                 let mut g = core.lock();
                 let now = Instant::now();
@@ -154,8 +154,8 @@ impl<C: ChunkserverApi> MasterCore<C> {
     async fn copy(&self, j: RepairJob) {
         let handle = j.job.handle;
         let timeout = self.config().rpc_timeout
-            + Duration::from_secs(j.job.length / REPAIR_RATE_FLOOR_BYTES_PER_SEC + 1);
-        info!(chunk = %handle, from = %j.job.source, to = %j.target, good = j.good, length = j.job.length, "copying replica");
+            + Duration::from_secs(u64::from(j.job.length) / REPAIR_RATE_FLOOR_BYTES_PER_SEC + 1);
+        info!(chunk = %handle, from = %j.job.source, to = %j.target, good = j.good, length = %j.job.length, "copying replica");
         let started = Instant::now();
         // The target's chunkserver does not know that a checker found its replica corrupt, and
         // would keep it as complete: delete it first so the copy replaces it.

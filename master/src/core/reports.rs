@@ -113,7 +113,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                     .map_or(u32::MAX, |l| l.replication);
                 let copying_here = g.repairs.get(&r.handle).is_some_and(|t| t == address);
                 if is_garbage(chunk, r, good.len(), replication, copying_here) {
-                    info!(chunk = %r.handle, chunkserver = address, version = %r.version, length = r.length, sealed = r.sealed, corrupt = r.corrupt, failed = r.failed, "replica not good and the chunk has enough good ones: deleting it");
+                    info!(chunk = %r.handle, chunkserver = address, version = %r.version, length = %r.length, sealed = r.sealed, corrupt = r.corrupt, failed = r.failed, "replica not good and the chunk has enough good ones: deleting it");
                     delete.push(r.handle);
                     continue;
                 }

@@ -2,7 +2,7 @@
 //! fence of every known replica, the seal at the length `crate::seal::plan` decides, the seal
 //! logged, and the next chunk. Also the fence and seal fan-outs salvage and the repair loop use.
 
-use cairn_record::{ChunkHandle, ChunkVersion};
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -134,7 +134,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                     log = path,
                     chunk = %handle,
                     version = %new_version,
-                    length,
+                    %length,
                     replicas = sealed.len(),
                     "chunk sealed"
                 );
@@ -202,7 +202,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
         &self,
         handle: ChunkHandle,
         version: ChunkVersion,
-        length: u64,
+        length: ChunkOffset,
         replicas: &[String],
     ) -> Vec<String> {
         let mut calls = JoinSet::new();
@@ -304,7 +304,7 @@ mod tests {
         assert_eq!(info.chunks[0].state, ChunkState::Sealed);
         assert_eq!(
             (info.chunks[0].length, info.chunks[0].version),
-            (8000, ChunkVersion(2))
+            (ChunkOffset(8000), ChunkVersion(2))
         );
         assert_eq!(info.chunks[0].replicas, vec!["a:1".to_owned()]);
         // The repair loop copies the sealed chunk to the two shorter replicas' chunkservers
@@ -329,7 +329,10 @@ mod tests {
                 .map(|(t, j)| (t.as_str(), j.length))
                 .collect();
             targets.sort();
-            assert_eq!(targets, vec![("b:1", 8000), ("c:1", 8000)]);
+            assert_eq!(
+                targets,
+                vec![("b:1", ChunkOffset(8000)), ("c:1", ChunkOffset(8000))]
+            );
             // The first copy could only come from the one good replica.
             assert_eq!(s.replicates[0].1.source, "a:1");
         }
