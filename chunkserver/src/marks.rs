@@ -29,10 +29,18 @@ pub(crate) struct ScannedMarks {
 /// moves to the front each time it writes; the least recent is dropped past `max`.
 struct Recent {
     max: usize,
-    /// writer → (offset of its last record, sequence, frame CRC).
-    by_writer: HashMap<WriterId, (u64, u64, u32)>,
+    /// writer → its last record.
+    by_writer: HashMap<WriterId, LastRecord>,
     /// offset of a writer's last record → writer.
     by_offset: BTreeMap<u64, WriterId>,
+}
+
+/// A writer's last record seen by the scan.
+#[derive(Clone, Copy, Debug)]
+struct LastRecord {
+    offset: u64,
+    sequence: u64,
+    frame_crc: u32,
 }
 
 impl Recent {
@@ -44,9 +52,10 @@ impl Recent {
         }
     }
 
-    fn saw(&mut self, writer: WriterId, offset: u64, sequence: u64, crc: u32) {
-        if let Some((old, ..)) = self.by_writer.insert(writer, (offset, sequence, crc)) {
-            self.by_offset.remove(&old);
+    fn saw(&mut self, writer: WriterId, last: LastRecord) {
+        let offset = last.offset;
+        if let Some(old) = self.by_writer.insert(writer, last) {
+            self.by_offset.remove(&old.offset);
         }
         self.by_offset.insert(offset, writer);
         if self.by_writer.len() > self.max
@@ -62,11 +71,11 @@ impl Recent {
             .into_values()
             .rev()
             .map(|writer| {
-                let (_, sequence, frame_crc) = by_writer[&writer];
+                let last = by_writer[&writer];
                 WriterMark {
                     writer,
-                    sequence,
-                    frame_crc,
+                    sequence: last.sequence,
+                    frame_crc: last.frame_crc,
                 }
             })
             .collect()
@@ -94,7 +103,14 @@ pub(crate) fn scan_marks(
                     id,
                     frame_crc,
                     ..
-                } => recent.saw(id.writer, offset, id.sequence, frame_crc),
+                } => recent.saw(
+                    id.writer,
+                    LastRecord {
+                        offset,
+                        sequence: id.sequence,
+                        frame_crc,
+                    },
+                ),
                 ReadItem::Corrupt { offset, .. } => return Ok(stop_at_bad(recent, offset)),
                 ReadItem::Header { .. }
                 | ReadItem::Padding { .. }

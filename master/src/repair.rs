@@ -64,7 +64,7 @@ pub(crate) fn orphaned_open_chunks(
     now: Instant,
     dead_after: Duration,
     master_started: Instant,
-) -> Vec<(String, ChunkHandle, ChunkVersion, String)> {
+) -> Vec<OrphanedOpenChunk> {
     let mut out = Vec::new();
     for c in meta.chunks.values() {
         if c.state != ChunkState::Open || c.primary.is_empty() {
@@ -94,13 +94,40 @@ pub(crate) fn orphaned_open_chunks(
                 _ => continue,
             }
         };
-        out.push((c.log.clone(), c.handle, c.version, reason));
+        out.push(OrphanedOpenChunk {
+            log: c.log.clone(),
+            handle: c.handle,
+            version: c.version,
+            reason,
+        });
     }
     out
 }
 
-/// Replicas of sealed chunks that missed the seal and are still open at an older version, as
-/// `(handle, the chunk's version, addresses)`: the master fences them with the chunk's version
+/// An open chunk whose primary is gone ([`orphaned_open_chunks`]): the master seals it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct OrphanedOpenChunk {
+    pub(crate) log: String,
+    pub(crate) handle: ChunkHandle,
+    pub(crate) version: ChunkVersion,
+    /// Why it is taken for orphaned, for the log line.
+    pub(crate) reason: String,
+}
+
+/// Replicas of a sealed chunk to seal in place or to fence, on the chunkservers `addresses`
+/// (sorted): [`stale_open_replicas`] and [`complete_unsealed_replicas`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ReplicasToSeal {
+    pub(crate) handle: ChunkHandle,
+    /// The chunk's version (already logged).
+    pub(crate) version: ChunkVersion,
+    /// The chunk's sealed length.
+    pub(crate) length: ChunkOffset,
+    pub(crate) addresses: Vec<String>,
+}
+
+/// Replicas of sealed chunks that missed the seal and are still open at an older version: the
+/// master fences them with the chunk's version
 /// (already logged, nothing new to issue) so that an old primary among them can never take an
 /// append again, and so that they become prefix holders the repair loop catches up (a copy
 /// only extends them) and salvage can use.
@@ -109,7 +136,7 @@ pub(crate) fn stale_open_replicas(
     servers: &Servers,
     now: Instant,
     dead_after: Duration,
-) -> Vec<(ChunkHandle, ChunkVersion, Vec<String>)> {
+) -> Vec<ReplicasToSeal> {
     let mut out = Vec::new();
     for c in meta.chunks.values() {
         if c.state != ChunkState::Sealed {
@@ -128,7 +155,12 @@ pub(crate) fn stale_open_replicas(
             .collect();
         if !stale.is_empty() {
             stale.sort();
-            out.push((c.handle, c.version, stale));
+            out.push(ReplicasToSeal {
+                handle: c.handle,
+                version: c.version,
+                length: c.length,
+                addresses: stale,
+            });
         }
     }
     out
@@ -136,7 +168,7 @@ pub(crate) fn stale_open_replicas(
 
 /// Replicas of sealed chunks that missed the seal but hold the whole chunk: open, at the chunk's
 /// version (fenced with it, e.g. by [`stale_open_replicas`]' fence), at least as long as the
-/// sealed length, healthy, on live chunkservers; as `(handle, version, length, addresses)`.
+/// sealed length, healthy, on live chunkservers.
 /// Every replica holds a prefix of the one byte stream its primary ordered, so such a replica
 /// holds the sealed bytes: the master seals it in place at the sealed length, with no copy and
 /// no new version (a seal cuts the bytes past it, never acknowledged; a chunkserver refuses a
@@ -150,7 +182,7 @@ pub(crate) fn complete_unsealed_replicas(
     servers: &Servers,
     now: Instant,
     dead_after: Duration,
-) -> Vec<(ChunkHandle, ChunkVersion, ChunkOffset, Vec<String>)> {
+) -> Vec<ReplicasToSeal> {
     let mut out = Vec::new();
     for c in meta.chunks.values() {
         if c.state != ChunkState::Sealed {
@@ -171,7 +203,12 @@ pub(crate) fn complete_unsealed_replicas(
             .collect();
         if !complete.is_empty() {
             complete.sort();
-            out.push((c.handle, c.version, c.length, complete));
+            out.push(ReplicasToSeal {
+                handle: c.handle,
+                version: c.version,
+                length: c.length,
+                addresses: complete,
+            });
         }
     }
     out
@@ -400,12 +437,8 @@ mod tests {
             ("c", report(ChunkVersion(1), 4096, false, false)),
         ];
         let meta = open_chunk();
-        let found = |meta: &Metadata, s: &Servers| {
-            orphaned_open_chunks(meta, s, now, DEAD_AFTER, started)
-                .into_iter()
-                .map(|(_, h, v, reason)| (h, v, reason))
-                .collect::<Vec<_>>()
-        };
+        let found =
+            |meta: &Metadata, s: &Servers| orphaned_open_chunks(meta, s, now, DEAD_AFTER, started);
         assert!(found(&meta, &servers(now, &healthy)).is_empty());
         let fresh = [
             ("a", report(ChunkVersion(1), 32, false, false)),
@@ -420,7 +453,7 @@ mod tests {
         ];
         let f = found(&meta, &servers(now, &restarted));
         assert_eq!(f.len(), 1);
-        assert!(f[0].2.contains("restarted"), "{f:?}");
+        assert!(f[0].reason.contains("restarted"), "{f:?}");
 
         // A failed seal left the master at version 5 while the replicas kept version 1 and the
         // primary (restarted, or not) reports whatever it has.
@@ -433,8 +466,8 @@ mod tests {
             .unwrap();
         let f = found(&bumped, &servers(now, &healthy));
         assert_eq!(f.len(), 1);
-        assert_eq!((f[0].0, f[0].1), (H, ChunkVersion(5)));
-        assert!(f[0].2.contains("seal began"), "{f:?}");
+        assert_eq!((f[0].handle, f[0].version), (H, ChunkVersion(5)));
+        assert!(f[0].reason.contains("seal began"), "{f:?}");
 
         // Every chunkserver silent: nothing to fence yet.
         let long_ago = now - 2 * DEAD_AFTER;
@@ -444,7 +477,7 @@ mod tests {
         s.register("a", long_ago, &[healthy[0].1], Duration::ZERO);
         let f = found(&meta, &s);
         assert_eq!(f.len(), 1);
-        assert!(f[0].2.contains("dead"), "{f:?}");
+        assert!(f[0].reason.contains("dead"), "{f:?}");
     }
 
     // Replicas of a sealed chunk still open at an older version (they missed its seal) are
@@ -473,7 +506,12 @@ mod tests {
         );
         assert_eq!(
             stale_open_replicas(&meta, &s, now, DEAD_AFTER),
-            vec![(H, ChunkVersion(2), vec!["b".to_owned()])]
+            vec![ReplicasToSeal {
+                handle: H,
+                version: ChunkVersion(2),
+                length: ChunkOffset(4096),
+                addresses: vec!["b".to_owned()],
+            }]
         );
         assert!(complete_unsealed_replicas(&meta, &s, now, DEAD_AFTER).is_empty());
     }
@@ -500,12 +538,12 @@ mod tests {
         );
         assert_eq!(
             complete_unsealed_replicas(&meta, &s, now, DEAD_AFTER),
-            vec![(
-                H,
-                ChunkVersion(2),
-                ChunkOffset(4096),
-                vec!["b".to_owned(), "f".to_owned()]
-            )]
+            vec![ReplicasToSeal {
+                handle: H,
+                version: ChunkVersion(2),
+                length: ChunkOffset(4096),
+                addresses: vec!["b".to_owned(), "f".to_owned()],
+            }]
         );
     }
 

@@ -37,7 +37,15 @@ pub(crate) fn prefix_holders(
     holders
 }
 
-/// Sealed chunks to salvage, as `(log, handle, version)`: no good replica on a live
+/// A sealed chunk to salvage ([`candidates`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SalvageCandidate {
+    pub(crate) log: String,
+    pub(crate) handle: ChunkHandle,
+    pub(crate) version: ChunkVersion,
+}
+
+/// Sealed chunks to salvage, ordered by log and handle: no good replica on a live
 /// chunkserver; every chunkserver that sealed it gone: silent past `salvage_after` (or never
 /// heard from although this master has run that long: a restarted master waits for
 /// registrations) or live without the replica (it came back with a wiped data directory; a
@@ -53,7 +61,7 @@ pub(crate) fn candidates(
     dead_after: Duration,
     salvage_after: Duration,
     master_started: Instant,
-) -> Vec<(String, ChunkHandle, ChunkVersion)> {
+) -> Vec<SalvageCandidate> {
     if now.saturating_duration_since(master_started) < dead_after {
         return Vec::new();
     }
@@ -78,9 +86,13 @@ pub(crate) fn candidates(
         if !c.replicas.iter().all(gone) {
             continue;
         }
-        out.push((c.log.clone(), c.handle, c.version));
+        out.push(SalvageCandidate {
+            log: c.log.clone(),
+            handle: c.handle,
+            version: c.version,
+        });
     }
-    out.sort_by(|a, b| (&a.0, a.1.0).cmp(&(&b.0, b.1.0)));
+    out.sort_by(|a, b| (&a.log, a.handle).cmp(&(&b.log, b.handle)));
     out
 }
 
@@ -239,7 +251,11 @@ mod candidate_tests {
         assert!(candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, now).is_empty());
         assert_eq!(
             candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started),
-            vec![("/l".to_owned(), H, ChunkVersion(2))]
+            vec![SalvageCandidate {
+                log: "/l".to_owned(),
+                handle: H,
+                version: ChunkVersion(2),
+            }]
         );
         // `a` live with its good replica: nothing to salvage.
         s.register(

@@ -33,12 +33,21 @@ pub(super) struct FakeState {
     pub(super) creates: Vec<(String, CreateReplica)>,
     /// Every `Fence`: (chunkserver, handle, new version).
     pub(super) fences: Vec<(String, ChunkHandle, ChunkVersion)>,
-    /// Every `Seal`: (chunkserver, handle, version, length).
-    pub(super) seals: Vec<(String, ChunkHandle, ChunkVersion, u64)>,
+    /// Every `Seal`, in order.
+    pub(super) seals: Vec<SealCall>,
     /// Every `Replicate`, by target.
     pub(super) replicates: Vec<(String, Replicate)>,
     /// Every `DeleteReplica`.
     pub(super) deletes: Vec<(String, ChunkHandle)>,
+}
+
+/// One `Seal` the fake received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct SealCall {
+    pub(super) address: String,
+    pub(super) handle: ChunkHandle,
+    pub(super) version: ChunkVersion,
+    pub(super) length: ChunkOffset,
 }
 
 impl Fake {
@@ -93,9 +102,12 @@ impl ChunkserverApi for Arc<Fake> {
         version: ChunkVersion,
         length: ChunkOffset,
     ) -> Result<(), RpcError> {
-        self.st()
-            .seals
-            .push((address, handle, version, length.into()));
+        self.st().seals.push(SealCall {
+            address,
+            handle,
+            version,
+            length,
+        });
         Ok(())
     }
 

@@ -16,9 +16,10 @@ use crate::heartbeat::ReplicaReport;
 use crate::limits::{REPAIR_RATE_FLOOR_BYTES_PER_SEC, REPAIRS_IN_FLIGHT_MAX};
 use crate::meta::ChunkState;
 use crate::repair::{
-    RepairJob, RepairScan, complete_unsealed_replicas, orphaned_open_chunks, plan,
-    stale_open_replicas,
+    OrphanedOpenChunk, RepairJob, RepairScan, ReplicasToSeal, complete_unsealed_replicas,
+    orphaned_open_chunks, plan, stale_open_replicas,
 };
+use crate::salvage::SalvageCandidate;
 
 impl<C: ChunkserverApi> MasterCore<C> {
     /// Runs repair passes, one per heartbeat period, until the task is aborted.
@@ -87,23 +88,29 @@ impl<C: ChunkserverApi> MasterCore<C> {
             let complete = complete_unsealed_replicas(&g.meta, &g.servers, now, dead_after);
             let reseals = found
                 .into_iter()
-                .filter(|(_, h, _, _)| g.resealing.insert(*h))
+                .filter(|o| g.resealing.insert(o.handle))
                 .collect::<Vec<_>>();
             let salvages = salvages
                 .into_iter()
-                .filter(|(_, h, _)| g.resealing.insert(*h))
+                .filter(|c| g.resealing.insert(c.handle))
                 .collect::<Vec<_>>();
             let stale = stale
                 .into_iter()
-                .filter(|(h, _, _)| g.resealing.insert(*h))
+                .filter(|r| g.resealing.insert(r.handle))
                 .collect::<Vec<_>>();
             let complete = complete
                 .into_iter()
-                .filter(|(h, _, _, _)| g.resealing.insert(*h))
+                .filter(|r| g.resealing.insert(r.handle))
                 .collect::<Vec<_>>();
             (reseals, salvages, stale, complete)
         };
-        for (handle, version, length, addresses) in complete {
+        for ReplicasToSeal {
+            handle,
+            version,
+            length,
+            addresses,
+        } in complete
+        {
             let core = self.clone();
             tokio::spawn(async move {
                 info!(chunk = %handle, %version, %length, replicas = ?addresses, "sealing in place replicas that missed the seal but hold the whole chunk");
@@ -117,7 +124,12 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 g.resealing.remove(&handle);
             });
         }
-        for (log, handle, version) in salvages {
+        for SalvageCandidate {
+            log,
+            handle,
+            version,
+        } in salvages
+        {
             let core = self.clone();
             tokio::spawn(async move {
                 if let Err(e) = core.salvage(&log, handle, version).await {
@@ -126,7 +138,13 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 core.lock().resealing.remove(&handle);
             });
         }
-        for (handle, version, addresses) in stale {
+        for ReplicasToSeal {
+            handle,
+            version,
+            addresses,
+            ..
+        } in stale
+        {
             let core = self.clone();
             tokio::spawn(async move {
                 info!(chunk = %handle, %version, replicas = ?addresses, "fencing replicas that missed the chunk's seal");
@@ -138,7 +156,13 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 core.lock().resealing.remove(&handle);
             });
         }
-        for (log, handle, version, reason) in reseals {
+        for OrphanedOpenChunk {
+            log,
+            handle,
+            version,
+            reason,
+        } in reseals
+        {
             let core = self.clone();
             tokio::spawn(async move {
                 warn!(%log, chunk = %handle, %reason, "sealing an open chunk whose primary is gone");

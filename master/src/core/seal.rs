@@ -282,8 +282,12 @@ mod tests {
             assert_eq!(s.fences.len(), 3, "one fence per replica");
             assert_eq!(s.seals.len(), 1);
             assert_eq!(
-                (s.seals[0].0.as_str(), s.seals[0].2, s.seals[0].3),
-                ("a:1", ChunkVersion(2), 8000)
+                (
+                    s.seals[0].address.as_str(),
+                    s.seals[0].version,
+                    s.seals[0].length
+                ),
+                ("a:1", ChunkVersion(2), ChunkOffset(8000))
             );
             let primary = s
                 .creates
