@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_files::Blocking;
 use cairn_record::limits::{CHUNK_HEADER_BYTES, CHUNK_VERSION_MAX, record_payload_bytes_max};
-use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion, encode_padding};
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion, WriterMark, encode_padding};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -23,7 +23,6 @@ use crate::peers::PeerApi;
 use crate::primary::{Admission, Batch, Inherited, Primary, Write};
 use crate::store::server_disk::ServerDisk;
 use crate::store::{ChunkStore, ReplicaState, Store};
-use cairn_record::WriterMark;
 
 /// Reads larger than this run on a blocking thread (every read is a `pread`; a small one of a
 /// recently written or read page costs less than the hop to a blocking thread).

@@ -6,8 +6,9 @@
 use bytes::Bytes;
 use cairn_chunkserver::store::fail_disk::DiskFaults;
 use cairn_chunkserver::{ChunkStore, Error, ServerDisk, Store};
-use cairn_record::ChunkVersion;
-use cairn_record::{ChunkHandle, RecordId, Recovery, WriterId, classify, encode_record};
+use cairn_record::{
+    ChunkHandle, ChunkVersion, RecordId, Recovery, WriterId, classify, encode_record,
+};
 
 const CAP: u64 = 64 << 10;
 

@@ -5,8 +5,7 @@
 
 use bytes::Bytes;
 use cairn_chunkserver::{ChunkStore, FsDisk, Store, WriteBehindDisk};
-use cairn_record::ChunkVersion;
-use cairn_record::{ChunkHandle, RecordId, WriterId, encode_record};
+use cairn_record::{ChunkHandle, ChunkVersion, RecordId, WriterId, encode_record};
 
 const H: ChunkHandle = ChunkHandle(0x00c0_ffee);
 const CAP: u64 = 64 << 10;

@@ -3,8 +3,7 @@
 
 use bytes::Bytes;
 use cairn_proto::v1;
-use cairn_record::ChunkHandle;
-use cairn_record::ChunkVersion;
+use cairn_record::{ChunkHandle, ChunkVersion};
 
 use crate::client::{ChunkState, Client, request};
 use crate::error::{Error, Result};

@@ -1,6 +1,5 @@
 //! [`Client`]: channels to the master and chunkservers, and the log namespace calls.
 
-use cairn_record::ChunkVersion;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,7 +7,7 @@ use std::time::Duration;
 use cairn_proto::net::{Connector, TcpConnector};
 use cairn_proto::v1::{self, chunkserver_client::ChunkserverClient, master_client::MasterClient};
 use cairn_record::limits::{CHUNK_BYTES_DEFAULT, check_chunk_bytes};
-use cairn_record::{ChunkHandle, SplitMix64, WriterId};
+use cairn_record::{ChunkHandle, ChunkVersion, SplitMix64, WriterId};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, Result};

@@ -99,9 +99,7 @@ pub(crate) fn write(disk: &DynDisk, dir: &Path, bytes: &[u8]) -> Result<()> {
 mod tests {
     use super::*;
     use crate::meta::Entry;
-    use cairn_record::ChunkHandle;
-    use cairn_record::ChunkOffset;
-    use cairn_record::ChunkVersion;
+    use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
 
     // A checkpoint round-trips metadata exactly, chunk order included.
     #[test]

@@ -431,8 +431,7 @@ async fn run(
 mod tests {
     use super::*;
     use crate::meta::ChunkState;
-    use cairn_record::ChunkHandle;
-    use cairn_record::ChunkVersion;
+    use cairn_record::{ChunkHandle, ChunkVersion};
 
     fn create(path: &str) -> Entry {
         Entry::CreateLog {

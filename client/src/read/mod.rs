@@ -7,14 +7,13 @@
 
 mod range;
 
-use cairn_record::ChunkVersion;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_proto::v1;
 use cairn_record::limits::CHUNK_HEADER_BYTES;
-use cairn_record::{ChunkHandle, RecordId, WriterId};
+use cairn_record::{ChunkHandle, ChunkVersion, RecordId, WriterId};
 use tokio::time::Instant;
 use tracing::debug;
 

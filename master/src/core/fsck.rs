@@ -106,8 +106,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_record::ChunkOffset;
-    use cairn_record::ChunkVersion;
+    use cairn_record::{ChunkOffset, ChunkVersion};
     use std::sync::Arc;
 
     use crate::core::fake::{Fake, register, start};
