@@ -54,9 +54,9 @@ pub(crate) struct AppendOutcome {
 /// The answer to a read.
 #[derive(Clone, Debug)]
 pub(crate) struct ReadOutcome {
-    pub(crate) offset: u64,
+    pub(crate) offset: ChunkOffset,
     pub(crate) data: Bytes,
-    pub(crate) readable_end: u64,
+    pub(crate) readable_end: ChunkOffset,
     pub(crate) sealed: bool,
     pub(crate) version: ChunkVersion,
     /// Open chunk read on its primary: `readable_end` is the commit offset, which covers every
@@ -73,7 +73,7 @@ pub(crate) struct FenceOutcome {
     pub(crate) writer_marks: Vec<WriterMark>,
     /// The end of the prefix the marks cover: the commit offset this replica knows (or the
     /// start of its first bad range below it).
-    pub(crate) marks_through: u64,
+    pub(crate) marks_through: ChunkOffset,
 }
 
 /// A `CreateReplica` for the chunk's primary.
@@ -615,7 +615,7 @@ impl Node {
     pub(crate) async fn read(
         &self,
         handle: ChunkHandle,
-        offset: u64,
+        offset: ChunkOffset,
         max_bytes: u32,
         wait_ms: u32,
     ) -> Result<ReadOutcome> {
@@ -631,11 +631,11 @@ impl Node {
         let (state, readable_end) = loop {
             let commit = *rx.borrow_and_update();
             let state = self.store.state(handle)?;
+            // The store works in file positions (as the disk seam does).
             let end = if state.sealed {
-                state.acked_len
+                ChunkOffset(state.acked_len)
             } else {
-                // The store works in file positions (as the disk seam does).
-                commit.0.min(state.len)
+                commit.min(ChunkOffset(state.len))
             };
             if state.sealed || offset < end || wait.is_zero() || *stopping.borrow() {
                 break (state, end);
@@ -646,14 +646,15 @@ impl Node {
                 _ = tokio::time::sleep_until(deadline) => break (state, end),
             }
         };
-        let n = readable_end.saturating_sub(offset).min(max_bytes as u64) as usize;
+        let n = (readable_end.max(offset) - offset).min(max_bytes as u64) as usize;
         let data = if n == 0 {
             Bytes::new()
         } else if n <= READ_INLINE_BYTES_MAX {
-            self.store.read(handle, offset, n)?
+            self.store.read(handle, offset.0, n)?
         } else {
             let store = self.store.clone();
-            self.offload(move || store.read(handle, offset, n)).await?
+            self.offload(move || store.read(handle, offset.0, n))
+                .await?
         };
         Ok(ReadOutcome {
             offset,
@@ -717,7 +718,7 @@ impl Node {
         Ok(FenceOutcome {
             state,
             writer_marks: scanned.marks,
-            marks_through: scanned.through,
+            marks_through: ChunkOffset(scanned.through),
         })
     }
 
@@ -830,7 +831,10 @@ mod tests {
             .await
             .expect("seal");
         assert!(!in_memory(&n, h), "the seal drops the chunk's state");
-        let read = n.read(h, 32, 0, 0).await.expect("read the sealed replica");
+        let read = n
+            .read(h, ChunkOffset::FIRST_FRAME, 0, 0)
+            .await
+            .expect("read the sealed replica");
         assert!(read.sealed && !read.primary && !read.data.is_empty());
         n.fence(h, ChunkVersion(2))
             .await
@@ -842,7 +846,9 @@ mod tests {
         drop(n);
         // After a restart: reading a sealed replica creates no state either.
         let n = node(tmp.path());
-        n.read(h, 32, 0, 0).await.expect("read after restart");
+        n.read(h, ChunkOffset::FIRST_FRAME, 0, 0)
+            .await
+            .expect("read after restart");
         assert!(!in_memory(&n, h));
     }
 }

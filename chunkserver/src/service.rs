@@ -173,12 +173,17 @@ impl Chunkserver for ChunkserverService {
         let r = request.into_inner();
         let out = self
             .node
-            .read(ChunkHandle(r.handle), r.offset, r.max_bytes, r.wait_ms)
+            .read(
+                ChunkHandle(r.handle),
+                ChunkOffset(r.offset),
+                r.max_bytes,
+                r.wait_ms,
+            )
             .await?;
         Ok(Response::new(ReadResponse {
-            offset: out.offset,
+            offset: out.offset.into(),
             data: out.data,
-            readable_end: out.readable_end,
+            readable_end: out.readable_end.into(),
             sealed: out.sealed,
             version: out.version.into(),
             primary: out.primary,
@@ -204,7 +209,7 @@ impl Chunkserver for ChunkserverService {
                 .into_iter()
                 .map(|m| WriterMark::with_epoch(m, 0))
                 .collect(),
-            marks_through: out.marks_through,
+            marks_through: out.marks_through.into(),
         }))
     }
 
