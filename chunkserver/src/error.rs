@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use cairn_record::{ByteRange, ChunkHandle};
+use cairn_record::{ByteRange, ChunkHandle, ChunkVersion, WriterId};
 use tracing::warn;
 
 /// Why a chunk-store operation failed.
@@ -61,9 +61,9 @@ pub enum Error {
         /// The chunk asked for.
         handle: ChunkHandle,
         /// The replica's version.
-        have: u64,
+        have: ChunkVersion,
         /// The version the request carried.
-        got: u64,
+        got: ChunkVersion,
     },
     /// An append that would end past the chunk's capacity.
     #[error("chunk {handle}: append would end at {end}, past the capacity of {capacity} bytes")]
@@ -217,7 +217,7 @@ pub enum Error {
         /// The chunk asked for.
         handle: ChunkHandle,
         /// The writer id of the batch.
-        writer: u64,
+        writer: WriterId,
         /// The first sequence that differs.
         sequence: u64,
     },
@@ -231,7 +231,7 @@ pub enum Error {
         /// The chunk asked for.
         handle: ChunkHandle,
         /// The writer id of the batch.
-        writer: u64,
+        writer: WriterId,
         /// The epoch the batch carried.
         epoch: u64,
         /// The epoch the primary knows.

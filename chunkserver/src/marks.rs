@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use cairn_record::limits::CHUNK_HEADER_BYTES;
-use cairn_record::{FrameReader, ReadItem, WriterMark};
+use cairn_record::{FrameReader, ReadItem, WriterId, WriterMark};
 
 use crate::error::Result;
 
@@ -29,10 +29,18 @@ pub(crate) struct ScannedMarks {
 /// moves to the front each time it writes; the least recent is dropped past `max`.
 struct Recent {
     max: usize,
-    /// writer → (offset of its last record, sequence, frame CRC).
-    by_writer: HashMap<u64, (u64, u64, u32)>,
+    /// writer → its last record.
+    by_writer: HashMap<WriterId, LastRecord>,
     /// offset of a writer's last record → writer.
-    by_offset: BTreeMap<u64, u64>,
+    by_offset: BTreeMap<u64, WriterId>,
+}
+
+/// A writer's last record seen by the scan.
+#[derive(Clone, Copy, Debug)]
+struct LastRecord {
+    offset: u64,
+    sequence: u64,
+    frame_crc: u32,
 }
 
 impl Recent {
@@ -44,9 +52,10 @@ impl Recent {
         }
     }
 
-    fn saw(&mut self, writer: u64, offset: u64, sequence: u64, crc: u32) {
-        if let Some((old, ..)) = self.by_writer.insert(writer, (offset, sequence, crc)) {
-            self.by_offset.remove(&old);
+    fn saw(&mut self, writer: WriterId, last: LastRecord) {
+        let offset = last.offset;
+        if let Some(old) = self.by_writer.insert(writer, last) {
+            self.by_offset.remove(&old.offset);
         }
         self.by_offset.insert(offset, writer);
         if self.by_writer.len() > self.max
@@ -62,11 +71,11 @@ impl Recent {
             .into_values()
             .rev()
             .map(|writer| {
-                let (_, sequence, frame_crc) = by_writer[&writer];
+                let last = by_writer[&writer];
                 WriterMark {
                     writer,
-                    sequence,
-                    frame_crc,
+                    sequence: last.sequence,
+                    frame_crc: last.frame_crc,
                 }
             })
             .collect()
@@ -94,7 +103,14 @@ pub(crate) fn scan_marks(
                     id,
                     frame_crc,
                     ..
-                } => recent.saw(id.writer, offset, id.sequence, frame_crc),
+                } => recent.saw(
+                    id.writer,
+                    LastRecord {
+                        offset,
+                        sequence: id.sequence,
+                        frame_crc,
+                    },
+                ),
                 ReadItem::Corrupt { offset, .. } => return Ok(stop_at_bad(recent, offset)),
                 ReadItem::Header { .. }
                 | ReadItem::Padding { .. }
@@ -146,7 +162,16 @@ mod tests {
     fn image(records: &[(u64, u64, u8)]) -> Vec<u8> {
         let mut out = vec![0u8; CHUNK_HEADER_BYTES];
         for &(writer, sequence, b) in records {
-            encode_record(&mut out, RecordId { writer, sequence }, &[b; 8], 1 << 20).unwrap();
+            encode_record(
+                &mut out,
+                RecordId {
+                    writer: WriterId(writer),
+                    sequence,
+                },
+                &[b; 8],
+                1 << 20,
+            )
+            .unwrap();
         }
         out
     }
@@ -168,7 +193,7 @@ mod tests {
         let through = 32 + 4 * 40;
         let m = scan_marks(reader(&img), through, 24, 100).unwrap();
         assert_eq!(m.through, through);
-        let ids: Vec<(u64, u64)> = m.marks.iter().map(|m| (m.writer, m.sequence)).collect();
+        let ids: Vec<(u64, u64)> = m.marks.iter().map(|m| (m.writer.0, m.sequence)).collect();
         assert_eq!(ids, vec![(3, 1), (1, 2), (2, 1)]);
         let crc_of_1_2 = frame_crc(&img[32 + 2 * 40..]);
         assert_eq!(m.marks[1].frame_crc, crc_of_1_2);
@@ -182,7 +207,7 @@ mod tests {
         encode_record(
             &mut inner,
             RecordId {
-                writer: 9,
+                writer: WriterId(9),
                 sequence: 99,
             },
             b"inner",
@@ -194,7 +219,7 @@ mod tests {
         encode_record(
             &mut img,
             RecordId {
-                writer: 2,
+                writer: WriterId(2),
                 sequence: 1,
             },
             &inner,
@@ -204,7 +229,7 @@ mod tests {
         encode_record(
             &mut img,
             RecordId {
-                writer: 3,
+                writer: WriterId(3),
                 sequence: 1,
             },
             b"after",
@@ -215,7 +240,7 @@ mod tests {
         let len = img.len() as u64;
         let m = scan_marks(reader(&img), len, 1 << 20, 100).unwrap();
         assert_eq!(m.through, outer_at as u64);
-        let ids: Vec<(u64, u64)> = m.marks.iter().map(|m| (m.writer, m.sequence)).collect();
+        let ids: Vec<(u64, u64)> = m.marks.iter().map(|m| (m.writer.0, m.sequence)).collect();
         assert_eq!(ids, vec![(1, 1)]);
     }
 
@@ -231,7 +256,7 @@ mod tests {
             encode_record(
                 &mut img,
                 RecordId {
-                    writer: w,
+                    writer: WriterId(w),
                     sequence: 1,
                 },
                 b"",
@@ -243,7 +268,7 @@ mod tests {
         encode_record(
             &mut img,
             RecordId {
-                writer: 1,
+                writer: WriterId(1),
                 sequence: 2,
             },
             b"",
@@ -254,8 +279,8 @@ mod tests {
         let m = scan_marks(reader(&img), len, 16 << 20, max).unwrap();
         assert_eq!(m.through, len);
         assert_eq!(m.marks.len(), max);
-        assert_eq!((m.marks[0].writer, m.marks[0].sequence), (1, 2));
-        assert_eq!(m.marks[1].writer, WRITERS);
-        assert_eq!(m.marks[max - 1].writer, WRITERS - max as u64 + 2);
+        assert_eq!((m.marks[0].writer, m.marks[0].sequence), (WriterId(1), 2));
+        assert_eq!(m.marks[1].writer, WriterId(WRITERS));
+        assert_eq!(m.marks[max - 1].writer, WriterId(WRITERS - max as u64 + 2));
     }
 }

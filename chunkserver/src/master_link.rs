@@ -151,7 +151,7 @@ impl MasterApi for GrpcMaster {
 fn report((s, primary): &(ReplicaState, bool)) -> ReplicaReport {
     ReplicaReport {
         handle: s.handle.0,
-        version: s.version,
+        version: s.version.into(),
         length: s.len,
         sealed: s.sealed,
         failed: s.failed,

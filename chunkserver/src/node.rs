@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_files::Blocking;
 use cairn_record::limits::{CHUNK_HEADER_BYTES, CHUNK_VERSION_MAX, record_payload_bytes_max};
-use cairn_record::{ChunkHandle, encode_padding};
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion, WriterMark, encode_padding};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -23,7 +23,6 @@ use crate::peers::PeerApi;
 use crate::primary::{Admission, Batch, Inherited, Primary, Write};
 use crate::store::server_disk::ServerDisk;
 use crate::store::{ChunkStore, ReplicaState, Store};
-use cairn_record::WriterMark;
 
 /// Reads larger than this run on a blocking thread (every read is a `pread`; a small one of a
 /// recently written or read page costs less than the hop to a blocking thread).
@@ -44,22 +43,22 @@ pub(crate) enum AppendStatus {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct AppendOutcome {
     pub(crate) status: AppendStatus,
-    pub(crate) offsets: Vec<u64>,
+    pub(crate) offsets: Vec<ChunkOffset>,
     /// Batch indices of duplicates whose bytes could not be compared (see
     /// [`crate::primary::Admitted::unverified`]).
     pub(crate) unverified: Vec<u32>,
-    pub(crate) commit_offset: u64,
+    pub(crate) commit_offset: ChunkOffset,
     pub(crate) expected_sequence: u64,
 }
 
 /// The answer to a read.
 #[derive(Clone, Debug)]
 pub(crate) struct ReadOutcome {
-    pub(crate) offset: u64,
+    pub(crate) offset: ChunkOffset,
     pub(crate) data: Bytes,
-    pub(crate) readable_end: u64,
+    pub(crate) readable_end: ChunkOffset,
     pub(crate) sealed: bool,
-    pub(crate) version: u64,
+    pub(crate) version: ChunkVersion,
     /// Open chunk read on its primary: `readable_end` is the commit offset, which covers every
     /// acknowledged record. A secondary's lags (the last commit offset forwarded to it).
     pub(crate) primary: bool,
@@ -74,18 +73,18 @@ pub(crate) struct FenceOutcome {
     pub(crate) writer_marks: Vec<WriterMark>,
     /// The end of the prefix the marks cover: the commit offset this replica knows (or the
     /// start of its first bad range below it).
-    pub(crate) marks_through: u64,
+    pub(crate) marks_through: ChunkOffset,
     /// The primary's commit offset at the fence, when this replica holds the chunk's primary
     /// role (since it created the replica in this process): every acknowledged byte and none
     /// past (`FenceResponse.primary_commit_offset`).
-    pub(crate) primary_commit: Option<u64>,
+    pub(crate) primary_commit: Option<ChunkOffset>,
 }
 
 /// A `CreateReplica` for the chunk's primary.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PrimaryRole {
     pub(crate) secondaries: Vec<String>,
-    pub(crate) inherited: std::collections::HashMap<u64, Inherited>,
+    pub(crate) inherited: std::collections::HashMap<cairn_record::WriterId, Inherited>,
 }
 
 /// What this chunkserver keeps in memory about one replica.
@@ -96,7 +95,7 @@ pub(crate) struct Chunk {
     /// The readable end of the open replica: the commit offset on the primary, the last one
     /// forwarded on a secondary. Also pinged (unchanged) on fence, seal, delete and failure,
     /// so long polls look again.
-    readable: watch::Sender<u64>,
+    readable: watch::Sender<ChunkOffset>,
     /// Present on the chunk's primary (lost in a restart).
     primary: Option<Mutex<Primary>>,
     /// Notified whenever the primary admits a batch, so a batch that arrived ahead of its
@@ -114,7 +113,7 @@ impl Chunk {
         Chunk {
             handle,
             payload_bytes_max: record_payload_bytes_max(capacity),
-            readable: watch::Sender::new(CHUNK_HEADER_BYTES as u64),
+            readable: watch::Sender::new(ChunkOffset::FIRST_FRAME),
             primary: primary.map(Mutex::new),
             admitted: tokio::sync::Notify::new(),
             known_commit: AtomicU64::new(CHUNK_HEADER_BYTES as u64),
@@ -122,8 +121,8 @@ impl Chunk {
     }
 
     /// Raises the known commit offset (see [`Chunk::known_commit`]).
-    fn learn_commit(&self, commit: u64) {
-        self.known_commit.fetch_max(commit, Ordering::AcqRel);
+    fn learn_commit(&self, commit: ChunkOffset) {
+        self.known_commit.fetch_max(commit.0, Ordering::AcqRel);
     }
 
     fn primary(&self) -> Option<MutexGuard<'_, Primary>> {
@@ -138,7 +137,7 @@ impl Chunk {
     }
 
     /// Raises the readable end (never lowers it).
-    fn raise_readable(&self, end: u64) {
+    fn raise_readable(&self, end: ChunkOffset) {
         self.readable.send_if_modified(|r| {
             let grew = end > *r;
             if grew {
@@ -149,7 +148,7 @@ impl Chunk {
     }
 
     /// Records the outcome of the write at `offset` (called by its replication task).
-    fn finish_write(&self, offset: u64, result: &Result<()>) {
+    fn finish_write(&self, offset: ChunkOffset, result: &Result<()>) {
         let mut p = self.primary().expect("only a primary writes");
         match result {
             Ok(()) => {
@@ -161,7 +160,7 @@ impl Chunk {
             }
             Err(e) => {
                 if !p.closed() {
-                    warn!(chunk = %self.handle, offset, error = %e, "write failed; chunk broken");
+                    warn!(chunk = %self.handle, %offset, error = %e, "write failed; chunk broken");
                 }
                 p.fail();
                 drop(p);
@@ -335,7 +334,7 @@ impl Node {
     pub(crate) async fn create(
         &self,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         capacity: u64,
         primary: Option<PrimaryRole>,
     ) -> Result<()> {
@@ -391,7 +390,7 @@ impl Node {
     pub(crate) async fn append(
         &self,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         frames: Bytes,
         acked_through: u64,
         writer_epoch: u64,
@@ -440,7 +439,7 @@ impl Node {
                             commit_offset: p.commit(),
                             expected_sequence,
                         },
-                        0,
+                        ChunkOffset::ZERO,
                     )),
                 }
             };
@@ -486,9 +485,12 @@ impl Node {
         // readers of the open chunk are served up to) covers these records. A write can be
         // durable everywhere while an earlier one is still in flight; acknowledging it then
         // would let a reader that starts after the ack stop short of the record.
-        let written_end = admitted.write.as_ref().map_or(0, |w| w.offset + w.len());
+        let written_end = admitted
+            .write
+            .as_ref()
+            .map_or(ChunkOffset::ZERO, |w| w.offset + w.len());
         let wait_commit = admitted.wait_commit.max(written_end);
-        if wait_commit > 0 {
+        if wait_commit > ChunkOffset::ZERO {
             self.wait_commit(&chunk, wait_commit).await?;
         }
         debug!(chunk = %handle, records = admitted.offsets.len(), full = admitted.full, "appended");
@@ -528,7 +530,9 @@ impl Node {
                 .expect("padding up to an aligned capacity is a positive multiple of 8");
             Bytes::from(out)
         };
-        let local = self.store.append(handle, version, w.offset, bytes.clone());
+        let local = self
+            .store
+            .append(handle, version, w.offset.0, bytes.clone());
         #[cfg(feature = "test-faults")]
         if self.abort_before_this_forward() {
             // Fault test: the primary dies between its local write and its forwards.
@@ -569,7 +573,7 @@ impl Node {
     }
 
     /// Waits until the commit offset reaches `end` (duplicates still in flight).
-    async fn wait_commit(&self, chunk: &Chunk, end: u64) -> Result<()> {
+    async fn wait_commit(&self, chunk: &Chunk, end: ChunkOffset) -> Result<()> {
         let handle = chunk.handle;
         let mut rx = chunk.readable.subscribe();
         let deadline = Instant::now() + self.rpc_timeout;
@@ -596,13 +600,14 @@ impl Node {
     pub(crate) async fn forward(
         &self,
         handle: ChunkHandle,
-        version: u64,
-        offset: u64,
+        version: ChunkVersion,
+        offset: ChunkOffset,
         frames: Bytes,
-        commit_offset: u64,
-    ) -> Result<u64> {
+        commit_offset: ChunkOffset,
+    ) -> Result<ChunkOffset> {
         let chunk = self.chunk(handle)?;
-        let durable = self.store.append(handle, version, offset, frames).await?;
+        // The store works in file positions (as the disk seam does).
+        let durable = ChunkOffset(self.store.append(handle, version, offset.0, frames).await?);
         // The primary's commit offset covers bytes durable on every replica, this one included.
         chunk.learn_commit(commit_offset.min(durable));
         chunk.raise_readable(commit_offset.min(durable));
@@ -614,7 +619,7 @@ impl Node {
     pub(crate) async fn read(
         &self,
         handle: ChunkHandle,
-        offset: u64,
+        offset: ChunkOffset,
         max_bytes: u32,
         wait_ms: u32,
     ) -> Result<ReadOutcome> {
@@ -630,10 +635,11 @@ impl Node {
         let (state, readable_end) = loop {
             let commit = *rx.borrow_and_update();
             let state = self.store.state(handle)?;
+            // The store works in file positions (as the disk seam does).
             let end = if state.sealed {
-                state.acked_len
+                ChunkOffset(state.acked_len)
             } else {
-                commit.min(state.len)
+                commit.min(ChunkOffset(state.len))
             };
             if state.sealed || offset < end || wait.is_zero() || *stopping.borrow() {
                 break (state, end);
@@ -644,14 +650,15 @@ impl Node {
                 _ = tokio::time::sleep_until(deadline) => break (state, end),
             }
         };
-        let n = readable_end.saturating_sub(offset).min(max_bytes as u64) as usize;
+        let n = (readable_end.max(offset) - offset).min(max_bytes as u64) as usize;
         let data = if n == 0 {
             Bytes::new()
         } else if n <= READ_INLINE_BYTES_MAX {
-            self.store.read(handle, offset, n)?
+            self.store.read(handle, offset.0, n)?
         } else {
             let store = self.store.clone();
-            self.offload(move || store.read(handle, offset, n)).await?
+            self.offload(move || store.read(handle, offset.0, n))
+                .await?
         };
         Ok(ReadOutcome {
             offset,
@@ -668,9 +675,9 @@ impl Node {
     pub(crate) async fn fence(
         &self,
         handle: ChunkHandle,
-        new_version: u64,
+        new_version: ChunkVersion,
     ) -> Result<FenceOutcome> {
-        if new_version > CHUNK_VERSION_MAX {
+        if new_version > ChunkVersion::MAX {
             return Err(Error::InvalidRequest {
                 reason: format!(
                     "chunk {handle}: fence to version {new_version} is above the largest version \
@@ -707,7 +714,7 @@ impl Node {
             .await?;
         info!(
             chunk = %handle,
-            version = state.version,
+            version = %state.version,
             len = state.len,
             marks_through = scanned.through,
             writers = scanned.marks.len(),
@@ -716,15 +723,17 @@ impl Node {
         // The primary acknowledges a batch only once its commit offset covers it, and a fenced
         // primary acknowledges nothing more: read after the fence, this is final.
         let primary_commit = is_primary.then(|| {
-            chunk
-                .known_commit
-                .load(Ordering::Acquire)
-                .max(CHUNK_HEADER_BYTES as u64)
+            ChunkOffset(
+                chunk
+                    .known_commit
+                    .load(Ordering::Acquire)
+                    .max(CHUNK_HEADER_BYTES as u64),
+            )
         });
         Ok(FenceOutcome {
             state,
             writer_marks: scanned.marks,
-            marks_through: scanned.through,
+            marks_through: ChunkOffset(scanned.through),
             primary_commit,
         })
     }
@@ -733,7 +742,7 @@ impl Node {
     pub(crate) async fn seal(
         &self,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         length: u64,
     ) -> Result<ReplicaState> {
         let chunk = self.chunk(handle)?;
@@ -817,34 +826,45 @@ mod tests {
         let n = node(tmp.path());
         let h = ChunkHandle(0xa11);
         let role = PrimaryRole::default();
-        n.create(h, 1, 1 << 16, Some(role)).await.expect("create");
+        n.create(h, ChunkVersion(1), 1 << 16, Some(role))
+            .await
+            .expect("create");
         assert!(in_memory(&n, h), "an open replica has its state");
         let mut frames = Vec::new();
         let id = RecordId {
-            writer: 5,
+            writer: cairn_record::WriterId(5),
             sequence: 1,
         };
         encode_record(&mut frames, id, b"r1", 1 << 20).expect("encode");
         let out = n
-            .append(h, 1, Bytes::from(frames), 0, 0)
+            .append(h, ChunkVersion(1), Bytes::from(frames), 0, 0)
             .await
             .expect("append on a primary without secondaries");
-        assert_eq!(out.offsets, vec![32]);
-        let fenced = n.fence(h, 2).await.expect("fence");
+        assert_eq!(out.offsets, vec![ChunkOffset::FIRST_FRAME]);
+        let fenced = n.fence(h, ChunkVersion(2)).await.expect("fence");
         assert_eq!(fenced.writer_marks.len(), 1);
-        n.seal(h, 2, fenced.state.len).await.expect("seal");
+        n.seal(h, ChunkVersion(2), fenced.state.len)
+            .await
+            .expect("seal");
         assert!(!in_memory(&n, h), "the seal drops the chunk's state");
-        let read = n.read(h, 32, 0, 0).await.expect("read the sealed replica");
+        let read = n
+            .read(h, ChunkOffset::FIRST_FRAME, 0, 0)
+            .await
+            .expect("read the sealed replica");
         assert!(read.sealed && !read.primary && !read.data.is_empty());
-        n.fence(h, 2).await.expect("fence a sealed replica again");
-        n.seal(h, 2, fenced.state.len)
+        n.fence(h, ChunkVersion(2))
+            .await
+            .expect("fence a sealed replica again");
+        n.seal(h, ChunkVersion(2), fenced.state.len)
             .await
             .expect("repeat the seal");
         assert!(!in_memory(&n, h), "nothing brings it back");
         drop(n);
         // After a restart: reading a sealed replica creates no state either.
         let n = node(tmp.path());
-        n.read(h, 32, 0, 0).await.expect("read after restart");
+        n.read(h, ChunkOffset::FIRST_FRAME, 0, 0)
+            .await
+            .expect("read after restart");
         assert!(!in_memory(&n, h));
     }
 }

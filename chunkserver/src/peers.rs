@@ -14,7 +14,7 @@ use cairn_proto::GRPC_MESSAGE_BYTES_MAX;
 use cairn_proto::net::{Connector, Link, endpoint};
 use cairn_proto::v1::chunkserver_client::ChunkserverClient;
 use cairn_proto::v1::{ChecksumRequest, ForwardRequest, ReadRequest};
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
 use tonic::Status;
 
 use crate::error::{Error, Result};
@@ -35,7 +35,7 @@ pub(crate) struct PeerRead {
     /// The peer's replica is sealed.
     pub(crate) sealed: bool,
     /// The peer's replica version.
-    pub(crate) version: u64,
+    pub(crate) version: ChunkVersion,
 }
 
 /// Calls to other chunkservers. Each call is bound to the connection of the moment it is made
@@ -47,11 +47,11 @@ pub(crate) trait PeerApi: Send + Sync + 'static {
         &self,
         peer: &str,
         handle: ChunkHandle,
-        version: u64,
-        offset: u64,
+        version: ChunkVersion,
+        offset: ChunkOffset,
         frames: Bytes,
-        commit_offset: u64,
-    ) -> PeerCall<Result<u64>>;
+        commit_offset: ChunkOffset,
+    ) -> PeerCall<Result<ChunkOffset>>;
 
     /// `Read` of at most `max_bytes` at `offset`, without waiting; the peer's status as is.
     fn read(
@@ -116,27 +116,27 @@ impl PeerApi for GrpcPeers {
         &self,
         peer: &str,
         handle: ChunkHandle,
-        version: u64,
-        offset: u64,
+        version: ChunkVersion,
+        offset: ChunkOffset,
         frames: Bytes,
-        commit_offset: u64,
-    ) -> PeerCall<Result<u64>> {
+        commit_offset: ChunkOffset,
+    ) -> PeerCall<Result<ChunkOffset>> {
         let client = self.client(peer);
         let peer = peer.to_owned();
         Box::pin(async move {
             let req = ForwardRequest {
                 handle: handle.0,
-                version,
-                offset,
+                version: version.into(),
+                offset: offset.into(),
                 frames,
-                commit_offset,
+                commit_offset: commit_offset.into(),
             };
             let resp = client?.forward(req).await.map_err(|s| Error::Forward {
                 handle,
                 peer,
                 message: format!("{:?}: {}", s.code(), s.message()),
             })?;
-            Ok(resp.into_inner().durable_length)
+            Ok(ChunkOffset(resp.into_inner().durable_length))
         })
     }
 
@@ -164,7 +164,7 @@ impl PeerApi for GrpcPeers {
                 data: r.data,
                 readable_end: r.readable_end,
                 sealed: r.sealed,
-                version: r.version,
+                version: ChunkVersion(r.version),
             })
         })
     }
@@ -182,7 +182,7 @@ impl PeerApi for GrpcPeers {
                 .await?
                 .into_inner();
             Ok(Checksum {
-                version: r.version,
+                version: ChunkVersion(r.version),
                 length: r.length,
                 crc32: r.crc32,
             })

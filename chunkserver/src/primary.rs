@@ -10,8 +10,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 
-use cairn_record::limits::CHUNK_HEADER_BYTES;
-use cairn_record::{ChunkHandle, ScanItem, Scanner, WriterMark, encoded_len};
+use cairn_record::{
+    ChunkHandle, ChunkOffset, ChunkVersion, ScanItem, Scanner, WriterId, WriterMark, encoded_len,
+};
 
 use crate::error::{Error, Result};
 use crate::limits::WRITER_RECENT_OFFSETS_MAX;
@@ -21,7 +22,7 @@ use crate::limits::WRITER_RECENT_OFFSETS_MAX;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Batch {
     /// The writer of every record.
-    pub(crate) writer: u64,
+    pub(crate) writer: WriterId,
     /// Sequence of the first record; record `i` has `first_sequence + i`.
     pub(crate) first_sequence: u64,
     /// `ends[i]`: where frame `i` ends in the buffer (frame `i` starts at `ends[i - 1]`, or 0).
@@ -41,7 +42,7 @@ impl Batch {
             return Err("the batch is empty".into());
         }
         let mut batch = Batch {
-            writer: 0,
+            writer: WriterId::default(),
             first_sequence: 0,
             ends: Vec::new(),
             crcs: Vec::new(),
@@ -131,9 +132,9 @@ pub(crate) enum Admission {
 pub(crate) struct Admitted {
     /// The chunk became full: some records did not fit (they follow `offsets`).
     pub(crate) full: bool,
-    /// One per stored record (duplicates first), in batch order; 0 for a duplicate whose
-    /// offset is forgotten.
-    pub(crate) offsets: Vec<u64>,
+    /// One per stored record (duplicates first), in batch order; [`ChunkOffset::ZERO`] for a
+    /// duplicate whose offset is forgotten.
+    pub(crate) offsets: Vec<ChunkOffset>,
     /// Batch indices of the duplicates whose stored bytes could not be compared with the sent
     /// ones: older than the writer's last [`WRITER_RECENT_OFFSETS_MAX`] records here, or
     /// below the mark carried from an earlier chunk. A record with that writer and sequence
@@ -141,7 +142,7 @@ pub(crate) struct Admitted {
     /// instead of calling it the same (ARCHITECTURE.md, "Writer identity").
     pub(crate) unverified: Vec<u32>,
     /// Duplicates may still be in flight: answer only once the commit offset reaches this.
-    pub(crate) wait_commit: u64,
+    pub(crate) wait_commit: ChunkOffset,
     /// Bytes to write, if any.
     pub(crate) write: Option<Write>,
 }
@@ -149,8 +150,8 @@ pub(crate) struct Admitted {
 /// One write the primary assigned: a slice of the batch, then optionally padding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Write {
-    /// File offset of the first byte.
-    pub(crate) offset: u64,
+    /// Where the first byte goes.
+    pub(crate) offset: ChunkOffset,
     /// The batch bytes to write (whole frames).
     pub(crate) frames: Range<usize>,
     /// Padding bytes after them, up to the capacity (0 if the chunk did not fill).
@@ -187,8 +188,8 @@ pub(crate) struct Inherited {
 /// One record of a writer stored in this chunk.
 #[derive(Clone, Copy, Debug)]
 struct Stored {
-    offset: u64,
-    end: u64,
+    offset: ChunkOffset,
+    end: ChunkOffset,
     frame_crc: u32,
 }
 
@@ -230,35 +231,45 @@ impl WriterState {
 #[derive(Debug)]
 pub(crate) struct Primary {
     handle: ChunkHandle,
-    version: u64,
-    capacity: u64,
+    version: ChunkVersion,
+    /// The largest end (file length) the chunk may reach.
+    capacity: ChunkOffset,
     secondaries: Vec<String>,
-    inherited: HashMap<u64, Inherited>,
-    writers: HashMap<u64, WriterState>,
+    inherited: HashMap<WriterId, Inherited>,
+    writers: HashMap<WriterId, WriterState>,
     /// Where the next write goes: the end of everything assigned so far.
-    end: u64,
+    end: ChunkOffset,
     full: bool,
     broken: bool,
     fenced: bool,
-    /// Writes not yet durable everywhere, by offset: (end, done).
-    in_flight: BTreeMap<u64, (u64, bool)>,
-    commit: u64,
+    /// Writes not yet durable everywhere, by offset.
+    in_flight: BTreeMap<ChunkOffset, InFlight>,
+    commit: ChunkOffset,
+}
+
+/// A write assigned but not yet durable everywhere, or durable but behind one that is not.
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    /// Where the write ends.
+    end: ChunkOffset,
+    /// Durable on every replica.
+    done: bool,
 }
 
 impl Primary {
     /// The state of a new, empty chunk.
     pub(crate) fn new(
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         capacity: u64,
         secondaries: Vec<String>,
-        inherited: HashMap<u64, Inherited>,
+        inherited: HashMap<WriterId, Inherited>,
     ) -> Primary {
-        let empty = CHUNK_HEADER_BYTES as u64;
+        let empty = ChunkOffset::FIRST_FRAME;
         Primary {
             handle,
             version,
-            capacity,
+            capacity: ChunkOffset(capacity),
             secondaries,
             inherited,
             writers: HashMap::new(),
@@ -277,17 +288,17 @@ impl Primary {
     }
 
     /// The chunk version appends must carry.
-    pub(crate) fn version(&self) -> u64 {
+    pub(crate) fn version(&self) -> ChunkVersion {
         self.version
     }
 
     /// The end of everything assigned so far (the capacity once the chunk is full).
-    pub(crate) fn end(&self) -> u64 {
+    pub(crate) fn end(&self) -> ChunkOffset {
         self.end
     }
 
     /// The end of the longest prefix durable on every replica.
-    pub(crate) fn commit(&self) -> u64 {
+    pub(crate) fn commit(&self) -> ChunkOffset {
         self.commit
     }
 
@@ -305,7 +316,7 @@ impl Primary {
     /// bytes. A refusal (an error, `OutOfOrder`, `Full`) changes nothing.
     pub(crate) fn admit(
         &mut self,
-        version: u64,
+        version: ChunkVersion,
         batch: &Batch,
         acked_through: u64,
         epoch: u64,
@@ -373,7 +384,7 @@ impl Primary {
         let dups = ((mark + 1 - first) as usize).min(n);
         let mut offsets = Vec::with_capacity(n);
         let mut unverified = Vec::new();
-        let mut wait_commit = 0;
+        let mut wait_commit = ChunkOffset::ZERO;
         for i in 0..dups {
             let sequence = first + i as u64;
             let crc = batch.crcs[i];
@@ -403,7 +414,7 @@ impl Primary {
                     if same.is_none() {
                         unverified.push(i as u32);
                     }
-                    offsets.push(0);
+                    offsets.push(ChunkOffset::ZERO);
                     wait_commit = wait_commit.max(self.end);
                 }
             }
@@ -452,7 +463,8 @@ impl Primary {
         };
         let write = (write.len() > 0).then(|| {
             let end = self.end + write.len();
-            self.in_flight.insert(self.end, (end, false));
+            self.in_flight
+                .insert(self.end, InFlight { end, done: false });
             self.end = end;
             write
         });
@@ -469,15 +481,14 @@ impl Primary {
 
     /// The write at `offset` is durable on every replica. Returns the new commit offset if it
     /// grew.
-    pub(crate) fn complete(&mut self, offset: u64) -> Option<u64> {
-        let entry = self
-            .in_flight
+    pub(crate) fn complete(&mut self, offset: ChunkOffset) -> Option<ChunkOffset> {
+        self.in_flight
             .get_mut(&offset)
-            .expect("completed a write that was assigned");
-        entry.1 = true;
+            .expect("completed a write that was assigned")
+            .done = true;
         let before = self.commit;
         while let Some(e) = self.in_flight.first_entry() {
-            let (end, done) = *e.get();
+            let InFlight { end, done } = *e.get();
             if !done {
                 break;
             }
@@ -502,10 +513,18 @@ mod tests {
 
     const H: ChunkHandle = ChunkHandle(7);
 
+    /// Offsets as the primary answers them.
+    fn offsets(offsets: &[u64]) -> Vec<ChunkOffset> {
+        offsets.iter().copied().map(ChunkOffset).collect()
+    }
+
     fn frames(writer: u64, sequences: std::ops::RangeInclusive<u64>, len: usize) -> Vec<u8> {
         let mut out = Vec::new();
         for sequence in sequences {
-            let id = RecordId { writer, sequence };
+            let id = RecordId {
+                writer: WriterId(writer),
+                sequence,
+            };
             encode_record(&mut out, id, &vec![1u8; len], 1 << 20).unwrap();
         }
         out
@@ -520,7 +539,7 @@ mod tests {
         let f = frames(writer, sequence..=sequence, 8);
         Inherited {
             mark: WriterMark {
-                writer,
+                writer: WriterId(writer),
                 sequence,
                 frame_crc: frame_crc(&f),
             },
@@ -570,90 +589,93 @@ mod tests {
         );
         assert!(Batch::parse(&[], 64).is_err());
         let b = batch(5, 3..=5, 8);
-        assert_eq!((b.writer, b.first_sequence, b.len()), (5, 3, 3));
+        assert_eq!((b.writer, b.first_sequence, b.len()), (WriterId(5), 3, 3));
         assert_eq!(b.ends, vec![40, 80, 120]);
     }
 
     #[test]
     fn writer_marks_give_offsets_duplicates_and_out_of_order() {
-        let mut p = Primary::new(H, 1, 4096, Vec::new(), HashMap::new());
-        let a = admitted(p.admit(1, &batch(9, 1..=2, 8), 0, 0).unwrap());
-        assert_eq!(a.offsets, vec![32, 72]);
+        let mut p = Primary::new(H, ChunkVersion(1), 4096, Vec::new(), HashMap::new());
+        let a = admitted(p.admit(ChunkVersion(1), &batch(9, 1..=2, 8), 0, 0).unwrap());
+        assert_eq!(a.offsets, offsets(&[32, 72]));
         assert_eq!(a.write.clone().unwrap().frames, 0..80);
         // A gap: the next expected is 3.
         assert_eq!(
-            p.admit(1, &batch(9, 5..=5, 8), 0, 0).unwrap(),
+            p.admit(ChunkVersion(1), &batch(9, 5..=5, 8), 0, 0).unwrap(),
             Admission::OutOfOrder {
                 expected_sequence: 3
             }
         );
         // A retry of 2..=3: 2 is a duplicate (offset known, still in flight), 3 is new.
-        let b = admitted(p.admit(1, &batch(9, 2..=3, 8), 0, 0).unwrap());
-        assert_eq!(b.offsets, vec![72, 112]);
-        assert_eq!(b.wait_commit, 112);
+        let b = admitted(p.admit(ChunkVersion(1), &batch(9, 2..=3, 8), 0, 0).unwrap());
+        assert_eq!(b.offsets, offsets(&[72, 112]));
+        assert_eq!(b.wait_commit, ChunkOffset(112));
         assert_eq!(b.write.clone().unwrap().frames, 40..80);
         // Completions out of order: the commit offset waits for the first.
-        assert_eq!(p.complete(112), None);
-        assert_eq!(p.commit(), 32);
-        assert_eq!(p.complete(32), Some(152));
+        assert_eq!(p.complete(ChunkOffset(112)), None);
+        assert_eq!(p.commit(), ChunkOffset(32));
+        assert_eq!(p.complete(ChunkOffset(32)), Some(ChunkOffset(152)));
         // Stale version.
         assert!(matches!(
-            p.admit(2, &batch(9, 4..=4, 8), 0, 0),
+            p.admit(ChunkVersion(2), &batch(9, 4..=4, 8), 0, 0),
             Err(Error::StaleVersion { .. })
         ));
     }
 
     #[test]
     fn inherited_marks_and_acked_through_start_a_new_writer() {
-        let inherited = HashMap::from([(9, inherit(9, 10, 0))]);
-        let mut p = Primary::new(H, 1, 4096, Vec::new(), inherited);
-        let a = admitted(p.admit(1, &batch(9, 9..=11, 8), 0, 0).unwrap());
-        assert_eq!(a.offsets, vec![0, 0, 32]);
+        let inherited = HashMap::from([(WriterId(9), inherit(9, 10, 0))]);
+        let mut p = Primary::new(H, ChunkVersion(1), 4096, Vec::new(), inherited);
+        let a = admitted(
+            p.admit(ChunkVersion(1), &batch(9, 9..=11, 8), 0, 0)
+                .unwrap(),
+        );
+        assert_eq!(a.offsets, offsets(&[0, 0, 32]));
         // Nothing of this chunk was below them: the (empty) chunk's end is committed.
-        assert_eq!(a.wait_commit, 32);
+        assert_eq!(a.wait_commit, ChunkOffset(32));
         // Another writer, unseen, whose records up to 4 were acknowledged elsewhere.
         assert_eq!(
-            p.admit(1, &batch(3, 6..=6, 8), 4, 0).unwrap(),
+            p.admit(ChunkVersion(1), &batch(3, 6..=6, 8), 4, 0).unwrap(),
             Admission::OutOfOrder {
                 expected_sequence: 5
             }
         );
-        let b = admitted(p.admit(1, &batch(3, 5..=5, 8), 4, 0).unwrap());
-        assert_eq!(b.offsets, vec![72]);
+        let b = admitted(p.admit(ChunkVersion(1), &batch(3, 5..=5, 8), 4, 0).unwrap());
+        assert_eq!(b.offsets, offsets(&[72]));
     }
 
     #[test]
     fn a_batch_that_does_not_fit_stores_a_prefix_and_pads_to_the_capacity() {
         // Capacity 32 + 3 frames of 40 bytes + 16: two more frames fit, not three.
         let cap = 32 + 3 * 40 + 16;
-        let mut p = Primary::new(H, 1, cap, Vec::new(), HashMap::new());
-        admitted(p.admit(1, &batch(1, 1..=1, 8), 0, 0).unwrap());
-        let a = admitted(p.admit(1, &batch(1, 2..=4, 8), 0, 0).unwrap());
+        let mut p = Primary::new(H, ChunkVersion(1), cap, Vec::new(), HashMap::new());
+        admitted(p.admit(ChunkVersion(1), &batch(1, 1..=1, 8), 0, 0).unwrap());
+        let a = admitted(p.admit(ChunkVersion(1), &batch(1, 2..=4, 8), 0, 0).unwrap());
         assert!(a.full);
-        assert_eq!(a.offsets, vec![72, 112]);
+        assert_eq!(a.offsets, offsets(&[72, 112]));
         let w = a.write.unwrap();
         assert_eq!(w.frames, 0..80);
-        assert_eq!(w.offset + w.len(), cap);
+        assert_eq!(w.offset + w.len(), ChunkOffset(cap));
         assert_eq!(w.padding_bytes, 16);
         assert_eq!(
-            p.admit(1, &batch(1, 4..=4, 8), 0, 0).unwrap(),
+            p.admit(ChunkVersion(1), &batch(1, 4..=4, 8), 0, 0).unwrap(),
             Admission::Full
         );
     }
 
     #[test]
     fn a_broken_or_fenced_chunk_refuses_appends() {
-        let mut p = Primary::new(H, 1, 4096, Vec::new(), HashMap::new());
-        admitted(p.admit(1, &batch(1, 1..=1, 8), 0, 0).unwrap());
+        let mut p = Primary::new(H, ChunkVersion(1), 4096, Vec::new(), HashMap::new());
+        admitted(p.admit(ChunkVersion(1), &batch(1, 1..=1, 8), 0, 0).unwrap());
         p.fail();
         assert!(matches!(
-            p.admit(1, &batch(1, 2..=2, 8), 0, 0),
+            p.admit(ChunkVersion(1), &batch(1, 2..=2, 8), 0, 0),
             Err(Error::Broken { .. })
         ));
-        let mut q = Primary::new(H, 1, 4096, Vec::new(), HashMap::new());
+        let mut q = Primary::new(H, ChunkVersion(1), 4096, Vec::new(), HashMap::new());
         q.fence();
         assert!(matches!(
-            q.admit(1, &batch(1, 1..=1, 8), 0, 0),
+            q.admit(ChunkVersion(1), &batch(1, 1..=1, 8), 0, 0),
             Err(Error::Fenced { .. })
         ));
     }
@@ -663,22 +685,25 @@ mod tests {
     // another payload, while a remembered one is compared; nothing is written either way.
     #[test]
     fn forgotten_duplicates_answer_zero_unverified_and_wait_for_the_end() {
-        let mut p = Primary::new(H, 1, 1 << 30, Vec::new(), HashMap::new());
+        let mut p = Primary::new(H, ChunkVersion(1), 1 << 30, Vec::new(), HashMap::new());
         let n = WRITER_RECENT_OFFSETS_MAX as u64 + 10;
-        admitted(p.admit(1, &batch(1, 1..=n, 0), 0, 0).unwrap());
-        let a = admitted(p.admit(1, &batch(1, 1..=2, 0), 0, 0).unwrap());
-        assert_eq!(a.offsets, vec![0, 0]);
+        admitted(p.admit(ChunkVersion(1), &batch(1, 1..=n, 0), 0, 0).unwrap());
+        let a = admitted(p.admit(ChunkVersion(1), &batch(1, 1..=2, 0), 0, 0).unwrap());
+        assert_eq!(a.offsets, offsets(&[0, 0]));
         assert_eq!(a.unverified, vec![0, 1]);
-        assert_eq!(a.wait_commit, 32 + n * 32);
+        assert_eq!(a.wait_commit, ChunkOffset(32 + n * 32));
         assert!(a.write.is_none());
         // Another payload under a forgotten sequence: still "unverified", never "the same".
-        let b = admitted(p.admit(1, &batch(1, 3..=3, 8), 0, 0).unwrap());
-        assert_eq!((b.offsets, b.unverified), (vec![0], vec![0]));
+        let b = admitted(p.admit(ChunkVersion(1), &batch(1, 3..=3, 8), 0, 0).unwrap());
+        assert_eq!(
+            (b.offsets, b.unverified),
+            (vec![ChunkOffset::ZERO], vec![0])
+        );
         // The last remembered ones are compared: same bytes, real offsets, nothing unverified.
-        let c = admitted(p.admit(1, &batch(1, n..=n, 0), 0, 0).unwrap());
-        assert_eq!(c.offsets, vec![32 + (n - 1) * 32]);
+        let c = admitted(p.admit(ChunkVersion(1), &batch(1, n..=n, 0), 0, 0).unwrap());
+        assert_eq!(c.offsets, offsets(&[32 + (n - 1) * 32]));
         assert!(c.unverified.is_empty());
-        assert_eq!(p.end(), 32 + n * 32);
+        assert_eq!(p.end(), ChunkOffset(32 + n * 32));
     }
 
     // Proves (issue 8 item 10): a resent sequence is "already stored" only when the stored
@@ -686,14 +711,14 @@ mod tests {
     // refused with a conflict naming both, and the refusal changes nothing.
     #[test]
     fn a_different_record_under_a_stored_sequence_is_refused() {
-        let mut p = Primary::new(H, 1, 4096, Vec::new(), HashMap::new());
-        let a = admitted(p.admit(1, &batch(9, 1..=1, 8), 0, 0).unwrap());
-        assert_eq!(a.offsets, vec![32]);
+        let mut p = Primary::new(H, ChunkVersion(1), 4096, Vec::new(), HashMap::new());
+        let a = admitted(p.admit(ChunkVersion(1), &batch(9, 1..=1, 8), 0, 0).unwrap());
+        assert_eq!(a.offsets, offsets(&[32]));
         let end = p.end();
         // Another process with the same writer id, its own sequence 1 (another payload).
-        match p.admit(1, &batch(9, 1..=1, 16), 0, 0) {
+        match p.admit(ChunkVersion(1), &batch(9, 1..=1, 16), 0, 0) {
             Err(Error::WriterConflict {
-                writer: 9,
+                writer: WriterId(9),
                 sequence: 1,
                 ..
             }) => {}
@@ -703,18 +728,28 @@ mod tests {
         let mut mixed = frames(9, 1..=1, 8);
         mixed.extend(frames(9, 2..=2, 8));
         admitted(
-            p.admit(1, &Batch::parse(&mixed, 1 << 20).unwrap(), 0, 0)
-                .unwrap(),
+            p.admit(
+                ChunkVersion(1),
+                &Batch::parse(&mixed, 1 << 20).unwrap(),
+                0,
+                0,
+            )
+            .unwrap(),
         );
         let mut other = frames(9, 1..=1, 8);
         other.extend(frames(9, 2..=2, 24));
         assert!(matches!(
-            p.admit(1, &Batch::parse(&other, 1 << 20).unwrap(), 0, 0),
+            p.admit(
+                ChunkVersion(1),
+                &Batch::parse(&other, 1 << 20).unwrap(),
+                0,
+                0
+            ),
             Err(Error::WriterConflict { sequence: 2, .. })
         ));
         // The same records again: answered with their offsets, nothing written.
-        let same = admitted(p.admit(1, &batch(9, 1..=2, 8), 0, 0).unwrap());
-        assert_eq!(same.offsets, vec![32, 72]);
+        let same = admitted(p.admit(ChunkVersion(1), &batch(9, 1..=2, 8), 0, 0).unwrap());
+        assert_eq!(same.offsets, offsets(&[32, 72]));
         assert!(same.write.is_none());
         assert_eq!(p.end(), end + 40);
     }
@@ -722,19 +757,25 @@ mod tests {
     // Proves: the record an inherited mark names is verified by its frame CRC after a roll.
     #[test]
     fn an_inherited_mark_is_verified_by_its_frame_crc() {
-        let inherited = HashMap::from([(9, inherit(9, 10, 0))]);
-        let mut p = Primary::new(H, 1, 4096, Vec::new(), inherited);
+        let inherited = HashMap::from([(WriterId(9), inherit(9, 10, 0))]);
+        let mut p = Primary::new(H, ChunkVersion(1), 4096, Vec::new(), inherited);
         assert!(matches!(
-            p.admit(1, &batch(9, 10..=10, 16), 0, 0),
+            p.admit(ChunkVersion(1), &batch(9, 10..=10, 16), 0, 0),
             Err(Error::WriterConflict { sequence: 10, .. })
         ));
         assert!(p.writers.is_empty(), "a refused batch registers nothing");
-        let a = admitted(p.admit(1, &batch(9, 10..=11, 8), 0, 0).unwrap());
-        assert_eq!(a.offsets, vec![0, 32]);
+        let a = admitted(
+            p.admit(ChunkVersion(1), &batch(9, 10..=11, 8), 0, 0)
+                .unwrap(),
+        );
+        assert_eq!(a.offsets, offsets(&[0, 32]));
         assert!(a.unverified.is_empty(), "the carried mark was compared");
         // Below the carried mark nothing can be compared: answered as unverified.
-        let b = admitted(p.admit(1, &batch(9, 9..=9, 8), 0, 0).unwrap());
-        assert_eq!((b.offsets, b.unverified), (vec![0], vec![0]));
+        let b = admitted(p.admit(ChunkVersion(1), &batch(9, 9..=9, 8), 0, 0).unwrap());
+        assert_eq!(
+            (b.offsets, b.unverified),
+            (vec![ChunkOffset::ZERO], vec![0])
+        );
     }
 
     // Proves: an acked_through at or above the batch's first sequence (which would have
@@ -742,28 +783,28 @@ mod tests {
     // batches register nothing: the writer's next batch is judged as if they never came.
     #[test]
     fn impossible_acked_through_and_refused_batches_change_nothing() {
-        let mut p = Primary::new(H, 1, 4096, Vec::new(), HashMap::new());
+        let mut p = Primary::new(H, ChunkVersion(1), 4096, Vec::new(), HashMap::new());
         assert!(matches!(
-            p.admit(1, &batch(5, 1..=2, 8), 1, 0),
+            p.admit(ChunkVersion(1), &batch(5, 1..=2, 8), 1, 0),
             Err(Error::InvalidBatch { .. })
         ));
         assert!(matches!(
-            p.admit(1, &batch(5, 3..=3, 8), 7, 0),
+            p.admit(ChunkVersion(1), &batch(5, 3..=3, 8), 7, 0),
             Err(Error::InvalidBatch { .. })
         ));
         assert_eq!(
-            p.admit(1, &batch(5, 3..=3, 8), 0, 0).unwrap(),
+            p.admit(ChunkVersion(1), &batch(5, 3..=3, 8), 0, 0).unwrap(),
             Admission::OutOfOrder {
                 expected_sequence: 1
             }
         );
         assert!(p.writers.is_empty());
-        assert_eq!(p.end(), 32);
-        let a = admitted(p.admit(1, &batch(5, 1..=1, 8), 0, 0).unwrap());
-        assert_eq!(a.offsets, vec![32]);
+        assert_eq!(p.end(), ChunkOffset(32));
+        let a = admitted(p.admit(ChunkVersion(1), &batch(5, 1..=1, 8), 0, 0).unwrap());
+        assert_eq!(a.offsets, offsets(&[32]));
         // Acknowledged elsewhere (the chunk before): the mark moves up, nothing is dropped.
-        let b = admitted(p.admit(1, &batch(5, 4..=4, 8), 3, 0).unwrap());
-        assert_eq!(b.offsets, vec![72]);
+        let b = admitted(p.admit(ChunkVersion(1), &batch(5, 4..=4, 8), 3, 0).unwrap());
+        assert_eq!(b.offsets, offsets(&[72]));
     }
 
     // Proves: epochs fence older incarnations. A higher epoch is adopted when its batch is
@@ -772,10 +813,10 @@ mod tests {
     // (from the master) fences from the first append.
     #[test]
     fn older_epochs_of_a_writer_are_fenced() {
-        let inherited = HashMap::from([(4, inherit(4, 0, 3))]);
-        let mut p = Primary::new(H, 1, 4096, Vec::new(), inherited);
+        let inherited = HashMap::from([(WriterId(4), inherit(4, 0, 3))]);
+        let mut p = Primary::new(H, ChunkVersion(1), 4096, Vec::new(), inherited);
         assert!(matches!(
-            p.admit(1, &batch(4, 1..=1, 8), 0, 2),
+            p.admit(ChunkVersion(1), &batch(4, 1..=1, 8), 0, 2),
             Err(Error::WriterFenced {
                 epoch: 2,
                 current: 3,
@@ -783,18 +824,18 @@ mod tests {
             })
         ));
         assert!(p.writers.is_empty());
-        admitted(p.admit(1, &batch(4, 1..=2, 8), 0, 3).unwrap());
+        admitted(p.admit(ChunkVersion(1), &batch(4, 1..=2, 8), 0, 3).unwrap());
         // Incarnation 4 resumes from sequence 1 and re-sends the same records.
-        let again = admitted(p.admit(1, &batch(4, 1..=3, 8), 0, 4).unwrap());
-        assert_eq!(again.offsets, vec![32, 72, 112]);
+        let again = admitted(p.admit(ChunkVersion(1), &batch(4, 1..=3, 8), 0, 4).unwrap());
+        assert_eq!(again.offsets, offsets(&[32, 72, 112]));
         assert!(matches!(
-            p.admit(1, &batch(4, 3..=3, 8), 2, 3),
+            p.admit(ChunkVersion(1), &batch(4, 3..=3, 8), 2, 3),
             Err(Error::WriterFenced { current: 4, .. })
         ));
         assert!(matches!(
-            p.admit(1, &batch(4, 4..=4, 8), 3, 0),
+            p.admit(ChunkVersion(1), &batch(4, 4..=4, 8), 3, 0),
             Err(Error::WriterFenced { .. })
         ));
-        admitted(p.admit(1, &batch(4, 4..=4, 8), 3, 4).unwrap());
+        admitted(p.admit(ChunkVersion(1), &batch(4, 4..=4, 8), 3, 4).unwrap());
     }
 }

@@ -13,8 +13,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_record::limits::{CHUNK_HEADER_BYTES, CHUNK_VERSION_MAX};
-use cairn_record::{ChunkHandle, FrameReader, ReadItem};
+use cairn_record::limits::CHUNK_HEADER_BYTES;
+use cairn_record::{ChunkHandle, ChunkVersion, FrameReader, ReadItem};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -35,7 +35,7 @@ pub(crate) struct Replicated {
 /// A sealed replica's checksum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Checksum {
-    pub(crate) version: u64,
+    pub(crate) version: ChunkVersion,
     pub(crate) length: u64,
     pub(crate) crc32: u32,
 }
@@ -58,7 +58,7 @@ impl Node {
     pub(crate) async fn replicate(
         &self,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         length: u64,
         capacity: u64,
         source: &str,
@@ -69,7 +69,7 @@ impl Node {
                 reason: format!("chunk {handle}: cannot replicate to length {length}"),
             });
         }
-        if version == 0 || version > CHUNK_VERSION_MAX {
+        if !version.is_issuable() {
             return Err(Error::InvalidRequest {
                 reason: format!("chunk {handle}: cannot replicate to version {version}"),
             });
@@ -86,7 +86,7 @@ impl Node {
             && s.healthy()
         {
             let refuse = |why: String| {
-                warn!(chunk = %handle, version, length, source, "refusing a copy over an open replica: {why}");
+                warn!(chunk = %handle, %version, length, source, "refusing a copy over an open replica: {why}");
                 Err(Error::OpenReplica { handle, why })
             };
             if s.len > length || s.version > version || s.capacity != capacity {
@@ -123,7 +123,7 @@ impl Node {
                 s.len
             }
             Ok(s) => {
-                warn!(chunk = %handle, version = s.version, len = s.len, sealed = s.sealed, "replacing an unusable replica before copying");
+                warn!(chunk = %handle, version = %s.version, len = s.len, sealed = s.sealed, "replacing an unusable replica before copying");
                 self.delete(handle).await?;
                 self.create(handle, version, capacity, None).await?;
                 header
@@ -164,7 +164,7 @@ impl Node {
                 ),
             });
         }
-        info!(chunk = %handle, source, version, length, copied, crc32 = format_args!("{:08x}", local.crc32), "replica copied");
+        info!(chunk = %handle, source, %version, length, copied, crc32 = format_args!("{:08x}", local.crc32), "replica copied");
         Ok(Replicated {
             copied_bytes: copied,
             crc32: local.crc32,
@@ -176,7 +176,7 @@ impl Node {
     async fn copy_range(
         &self,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         start: u64,
         end: u64,
         source: &str,
@@ -340,7 +340,7 @@ mod tests {
         let mut out = Vec::new();
         for s in 1..=n {
             let id = RecordId {
-                writer: 7,
+                writer: cairn_record::WriterId(7),
                 sequence: s,
             };
             encode_record(&mut out, id, &[s as u8; 100], 1 << 20).unwrap();

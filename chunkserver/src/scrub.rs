@@ -398,7 +398,7 @@ mod tests {
     use std::path::Path;
 
     use bytes::Bytes;
-    use cairn_record::{RecordId, encode_padding, encode_record};
+    use cairn_record::{ChunkVersion, RecordId, WriterId, encode_padding, encode_record};
 
     use super::*;
     use crate::store::faulty::FaultyDisk;
@@ -423,27 +423,33 @@ mod tests {
     /// used below) and padding up to the capacity, and seals it. Returns the file offset of each
     /// record's frame.
     async fn sealed_replica(store: &Store<FaultyDisk>) -> Vec<u64> {
-        store.create(H, 1, CAP).unwrap();
+        store.create(H, ChunkVersion(1), CAP).unwrap();
         let mut offsets = Vec::new();
         let mut end = CHUNK_HEADER_BYTES as u64;
         for (i, len) in [5usize, 100, 10 << 10, 0, 3000, 77].into_iter().enumerate() {
             let mut frame = Vec::new();
             let payload: Vec<u8> = (0..len).map(|b| (b * 7 + i) as u8).collect();
             let id = RecordId {
-                writer: 9,
+                writer: WriterId(9),
                 sequence: i as u64 + 1,
             };
             encode_record(&mut frame, id, &payload, 1 << 20).unwrap();
             offsets.push(end);
             let n = frame.len() as u64;
-            end = store.append(H, 1, end, Bytes::from(frame)).await.unwrap();
+            end = store
+                .append(H, ChunkVersion(1), end, Bytes::from(frame))
+                .await
+                .unwrap();
             assert_eq!(end, offsets[i] + n);
         }
         let mut pad = Vec::new();
         encode_padding(&mut pad, (CAP - end) as usize).unwrap();
-        let end = store.append(H, 1, end, Bytes::from(pad)).await.unwrap();
+        let end = store
+            .append(H, ChunkVersion(1), end, Bytes::from(pad))
+            .await
+            .unwrap();
         assert_eq!(end, CAP);
-        store.seal(H, 1, CAP).unwrap();
+        store.seal(H, ChunkVersion(1), CAP).unwrap();
         offsets
     }
 
@@ -538,7 +544,7 @@ mod tests {
         // A corrupt replica is not scrubbed again, and takes no part in a seal.
         assert_eq!(pass(&store, &fast()).await.replicas, 0);
         assert!(matches!(
-            store.fence(H, 2).await,
+            store.fence(H, ChunkVersion(2)).await,
             Err(Error::Corrupt { .. })
         ));
         drop(store);
@@ -621,15 +627,15 @@ mod tests {
         assert!(!store.state(H).unwrap().corrupt.is_empty());
 
         let open_handle = ChunkHandle(0x0be);
-        store.create(open_handle, 1, CAP).unwrap();
+        store.create(open_handle, ChunkVersion(1), CAP).unwrap();
         let mut frame = Vec::new();
         let id = RecordId {
-            writer: 1,
+            writer: WriterId(1),
             sequence: 1,
         };
         encode_record(&mut frame, id, b"payload", 1 << 20).unwrap();
         store
-            .append(open_handle, 1, 32, Bytes::from(frame))
+            .append(open_handle, ChunkVersion(1), 32, Bytes::from(frame))
             .await
             .unwrap();
         disk.fail_reads(&store.chunk_path(open_handle));

@@ -11,7 +11,7 @@ use cairn_proto::v1::{
     FenceResponse, ForwardRequest, ForwardResponse, ReadRequest, ReadResponse, ReplicateRequest,
     ReplicateResponse, SealRequest, SealResponse, WriterMark,
 };
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
 use tonic::{Code, Request, Response, Status};
 use tracing::instrument;
 
@@ -102,12 +102,17 @@ impl Chunkserver for ChunkserverService {
                         mark: m.mark(),
                         epoch: m.epoch,
                     };
-                    (m.writer, inherited)
+                    (inherited.mark.writer, inherited)
                 })
                 .collect(),
         });
         self.node
-            .create(ChunkHandle(r.handle), r.version, r.capacity, role)
+            .create(
+                ChunkHandle(r.handle),
+                ChunkVersion(r.version),
+                r.capacity,
+                role,
+            )
             .await?;
         Ok(Response::new(CreateReplicaResponse {}))
     }
@@ -122,7 +127,7 @@ impl Chunkserver for ChunkserverService {
             .node
             .append(
                 ChunkHandle(r.handle),
-                r.version,
+                ChunkVersion(r.version),
                 r.frames,
                 r.acked_through,
                 r.writer_epoch,
@@ -135,9 +140,9 @@ impl Chunkserver for ChunkserverService {
         };
         Ok(Response::new(AppendResponse {
             status: status as i32,
-            offsets: out.offsets,
+            offsets: out.offsets.into_iter().map(u64::from).collect(),
             unverified: out.unverified,
-            commit_offset: out.commit_offset,
+            commit_offset: out.commit_offset.into(),
             expected_sequence: out.expected_sequence,
         }))
     }
@@ -152,13 +157,15 @@ impl Chunkserver for ChunkserverService {
             .node
             .forward(
                 ChunkHandle(r.handle),
-                r.version,
-                r.offset,
+                ChunkVersion(r.version),
+                ChunkOffset(r.offset),
                 r.frames,
-                r.commit_offset,
+                ChunkOffset(r.commit_offset),
             )
             .await?;
-        Ok(Response::new(ForwardResponse { durable_length }))
+        Ok(Response::new(ForwardResponse {
+            durable_length: durable_length.into(),
+        }))
     }
 
     #[instrument(level = "debug", skip_all, fields(chunk = %ChunkHandle(request.get_ref().handle)))]
@@ -166,14 +173,19 @@ impl Chunkserver for ChunkserverService {
         let r = request.into_inner();
         let out = self
             .node
-            .read(ChunkHandle(r.handle), r.offset, r.max_bytes, r.wait_ms)
+            .read(
+                ChunkHandle(r.handle),
+                ChunkOffset(r.offset),
+                r.max_bytes,
+                r.wait_ms,
+            )
             .await?;
         Ok(Response::new(ReadResponse {
-            offset: out.offset,
+            offset: out.offset.into(),
             data: out.data,
-            readable_end: out.readable_end,
+            readable_end: out.readable_end.into(),
             sealed: out.sealed,
-            version: out.version,
+            version: out.version.into(),
             primary: out.primary,
         }))
     }
@@ -186,19 +198,19 @@ impl Chunkserver for ChunkserverService {
         let r = request.into_inner();
         let out = self
             .node
-            .fence(ChunkHandle(r.handle), r.new_version)
+            .fence(ChunkHandle(r.handle), ChunkVersion(r.new_version))
             .await?;
         Ok(Response::new(FenceResponse {
             durable_length: out.state.len,
-            version: out.state.version,
+            version: out.state.version.into(),
             sealed: out.state.sealed,
             writer_marks: out
                 .writer_marks
                 .into_iter()
                 .map(|m| WriterMark::with_epoch(m, 0))
                 .collect(),
-            marks_through: out.marks_through,
-            primary_commit_offset: out.primary_commit.unwrap_or(0),
+            marks_through: out.marks_through.into(),
+            primary_commit_offset: out.primary_commit.map_or(0, u64::from),
         }))
     }
 
@@ -207,7 +219,7 @@ impl Chunkserver for ChunkserverService {
         let r = request.into_inner();
         let state = self
             .node
-            .seal(ChunkHandle(r.handle), r.version, r.length)
+            .seal(ChunkHandle(r.handle), ChunkVersion(r.version), r.length)
             .await?;
         Ok(Response::new(SealResponse {
             length: state.acked_len,
@@ -234,7 +246,7 @@ impl Chunkserver for ChunkserverService {
             .node
             .replicate(
                 ChunkHandle(r.handle),
-                r.version,
+                ChunkVersion(r.version),
                 r.length,
                 r.capacity,
                 &r.source,
@@ -264,7 +276,7 @@ impl Chunkserver for ChunkserverService {
             .checksum(ChunkHandle(request.into_inner().handle))
             .await?;
         Ok(Response::new(ChecksumResponse {
-            version: c.version,
+            version: c.version.into(),
             length: c.length,
             crc32: c.crc32,
         }))

@@ -6,7 +6,9 @@
 use bytes::Bytes;
 use cairn_chunkserver::store::fail_disk::DiskFaults;
 use cairn_chunkserver::{ChunkStore, Error, ServerDisk, Store};
-use cairn_record::{ChunkHandle, RecordId, Recovery, classify, encode_record};
+use cairn_record::{
+    ChunkHandle, ChunkVersion, RecordId, Recovery, WriterId, classify, encode_record,
+};
 
 const CAP: u64 = 64 << 10;
 
@@ -14,7 +16,7 @@ fn frame(sequence: u64, len: usize) -> Bytes {
     let mut out = Vec::new();
     let payload = vec![sequence as u8; len];
     let id = RecordId {
-        writer: 1,
+        writer: WriterId(1),
         sequence,
     };
     encode_record(&mut out, id, &payload, 1 << 20).unwrap();
@@ -35,10 +37,13 @@ async fn a_sealed_replica_with_failing_reads_still_opens_and_its_reads_fail() {
     {
         let store = Store::open(tmp.path(), disk(DiskFaults::default())).unwrap();
         for h in [bad, good] {
-            store.create(h, 1, CAP).unwrap();
-            let end = store.append(h, 1, 32, data.clone()).await.unwrap();
-            store.fence(h, 2).await.unwrap();
-            store.seal(h, 2, end).unwrap();
+            store.create(h, ChunkVersion(1), CAP).unwrap();
+            let end = store
+                .append(h, ChunkVersion(1), 32, data.clone())
+                .await
+                .unwrap();
+            store.fence(h, ChunkVersion(2)).await.unwrap();
+            store.seal(h, ChunkVersion(2), end).unwrap();
         }
     }
     let faults = DiskFaults {
@@ -65,12 +70,12 @@ async fn an_injected_full_disk_fails_the_group_and_leaves_the_file_parseable() {
     };
     let disk = disk(faults);
     let store = Store::open(tmp.path(), disk.clone()).unwrap();
-    store.create(h, 1, CAP).unwrap();
+    store.create(h, ChunkVersion(1), CAP).unwrap();
     assert_eq!(disk.free_bytes(tmp.path()), Some(600));
     let mut end = 32;
     let mut full = false;
     for s in 1..=10 {
-        match store.append(h, 1, end, frame(s, 200)).await {
+        match store.append(h, ChunkVersion(1), end, frame(s, 200)).await {
             Ok(e) => end = e,
             Err(Error::DiskFull { .. }) => {
                 full = true;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use cairn_chunkserver::{ChunkStore, FsDisk, Store, StoreOptions};
-use cairn_record::{ChunkHandle, RecordId, encode_record};
+use cairn_record::{ChunkHandle, ChunkVersion, RecordId, WriterId, encode_record};
 
 /// Replicas created: several times the descriptor cache below.
 const REPLICAS: u64 = 300;
@@ -49,7 +49,7 @@ fn threads() -> usize {
 fn frame(handle: u64) -> Bytes {
     let mut out = Vec::new();
     let id = RecordId {
-        writer: 1,
+        writer: WriterId(1),
         sequence: handle,
     };
     encode_record(&mut out, id, &[handle as u8; 200], 1 << 20).expect("encode a record");
@@ -78,11 +78,11 @@ async fn many_sealed_replicas_use_a_bounded_number_of_descriptors() {
     let mut lens = Vec::new();
     for h in 1..=OPEN_AT_ONCE {
         store
-            .create(ChunkHandle(h), 1, 4096)
+            .create(ChunkHandle(h), ChunkVersion(1), 4096)
             .expect("create a replica");
     }
     let appends: Vec<_> = (1..=OPEN_AT_ONCE)
-        .map(|h| store.append(ChunkHandle(h), 1, 32, frame(h)))
+        .map(|h| store.append(ChunkHandle(h), ChunkVersion(1), 32, frame(h)))
         .collect();
     assert!(
         threads() <= base_threads + WRITERS,
@@ -92,20 +92,24 @@ async fn many_sealed_replicas_use_a_bounded_number_of_descriptors() {
     for (i, a) in appends.into_iter().enumerate() {
         let len = a.await.expect("append a record");
         store
-            .seal(ChunkHandle(i as u64 + 1), 1, len)
+            .seal(ChunkHandle(i as u64 + 1), ChunkVersion(1), len)
             .expect("seal the replica");
         lens.push(len);
     }
     assert!(store.writer_threads() <= WRITERS);
     for h in OPEN_AT_ONCE + 1..=REPLICAS {
         let handle = ChunkHandle(h);
-        store.create(handle, 1, 4096).expect("create a replica");
+        store
+            .create(handle, ChunkVersion(1), 4096)
+            .expect("create a replica");
         let f = frame(h);
         let len = store
-            .append(handle, 1, 32, f)
+            .append(handle, ChunkVersion(1), 32, f)
             .await
             .expect("append a record");
-        store.seal(handle, 1, len).expect("seal the replica");
+        store
+            .seal(handle, ChunkVersion(1), len)
+            .expect("seal the replica");
         lens.push(len);
         let fds = open_fds();
         assert!(

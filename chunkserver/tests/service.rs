@@ -14,7 +14,7 @@ use cairn_proto::GRPC_MESSAGE_BYTES_MAX;
 use cairn_proto::v1::chunkserver_client::ChunkserverClient;
 use cairn_proto::v1::master_server::{Master, MasterServer};
 use cairn_proto::v1::*;
-use cairn_record::{RecordId, ScanItem, Scanner, encode_record};
+use cairn_record::{RecordId, ScanItem, Scanner, WriterId, encode_record};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -265,7 +265,10 @@ fn payload(writer: u64, sequence: u64, len: usize) -> Vec<u8> {
 fn frames(writer: u64, sequences: std::ops::RangeInclusive<u64>, len: usize) -> Bytes {
     let mut out = Vec::new();
     for sequence in sequences {
-        let id = RecordId { writer, sequence };
+        let id = RecordId {
+            writer: WriterId(writer),
+            sequence,
+        };
         encode_record(&mut out, id, &payload(writer, sequence, len), 1 << 24).unwrap();
     }
     Bytes::from(out)
@@ -371,7 +374,7 @@ async fn concurrent_writers_are_replicated_byte_for_byte() {
                 for (s, o) in seqs.zip(r.offsets) {
                     acked.push((
                         RecordId {
-                            writer,
+                            writer: WriterId(writer),
                             sequence: s,
                         },
                         o,
@@ -449,7 +452,7 @@ async fn concurrent_writers_are_replicated_byte_for_byte() {
                 assert_eq!(acked.get(&offset), Some(&id));
                 assert_eq!(
                     p,
-                    &payload(id.writer, id.sequence, 100 + id.writer as usize)[..]
+                    &payload(id.writer.0, id.sequence, 100 + id.writer.0 as usize)[..]
                 );
                 seen += 1;
             }

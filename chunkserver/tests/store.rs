@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use cairn_chunkserver::{ChunkStore, Error, FaultyDisk, FsDisk, Store};
-use cairn_record::{ChunkHandle, RecordId, Recovery, classify, encode_record};
+use cairn_record::{
+    ChunkHandle, ChunkVersion, RecordId, Recovery, WriterId, classify, encode_record,
+};
 
 const H: ChunkHandle = ChunkHandle(0x00c0_ffee);
 const CAP: u64 = 64 << 10;
@@ -15,7 +17,16 @@ const CAP: u64 = 64 << 10;
 fn frame(writer: u64, sequence: u64, len: usize) -> Bytes {
     let mut out = Vec::new();
     let payload: Vec<u8> = (0..len).map(|i| (i as u64 ^ sequence) as u8).collect();
-    encode_record(&mut out, RecordId { writer, sequence }, &payload, 1 << 20).unwrap();
+    encode_record(
+        &mut out,
+        RecordId {
+            writer: WriterId(writer),
+            sequence,
+        },
+        &payload,
+        1 << 20,
+    )
+    .unwrap();
     Bytes::from(out)
 }
 
@@ -50,13 +61,13 @@ async fn group_commit_shares_fsyncs_between_concurrent_appends() {
     let disk = FaultyDisk::new();
     disk.set_sync_delay(std::time::Duration::from_millis(2));
     let store = open(&disk);
-    store.create(H, 1, CAP).unwrap();
+    store.create(H, ChunkVersion(1), CAP).unwrap();
     let frames: Vec<Bytes> = (1..=64).map(|s| frame(1, s, 100)).collect();
     let mut offset = 32;
     let mut futs = Vec::new();
     for f in frames {
         let len = f.len() as u64;
-        futs.push(store.append(H, 1, offset, f));
+        futs.push(store.append(H, ChunkVersion(1), offset, f));
         offset += len;
     }
     for fut in futs {
@@ -75,7 +86,7 @@ async fn early_appends_wait_in_the_window_and_are_written_in_order() {
     // written as one contiguous run.
     let disk = FaultyDisk::new();
     let store = open(&disk);
-    store.create(H, 1, CAP).unwrap();
+    store.create(H, ChunkVersion(1), CAP).unwrap();
     let frames: Vec<Bytes> = (1..=10).map(|s| frame(1, s, 50 + s as usize)).collect();
     let mut offsets = vec![32u64];
     for f in &frames {
@@ -83,7 +94,7 @@ async fn early_appends_wait_in_the_window_and_are_written_in_order() {
     }
     let futs: Vec<_> = (0..10)
         .rev()
-        .map(|i| store.append(H, 1, offsets[i], frames[i].clone()))
+        .map(|i| store.append(H, ChunkVersion(1), offsets[i], frames[i].clone()))
         .collect();
     for fut in futs {
         fut.await.unwrap();
@@ -100,9 +111,9 @@ async fn early_append_times_out_when_the_gap_never_fills() {
     // waiting forever; the replica stays usable.
     let disk = FaultyDisk::new();
     let store = open(&disk);
-    store.create(H, 1, CAP).unwrap();
+    store.create(H, ChunkVersion(1), CAP).unwrap();
     let err = store
-        .append(H, 1, 32 + 64, frame(1, 2, 8))
+        .append(H, ChunkVersion(1), 32 + 64, frame(1, 2, 8))
         .await
         .unwrap_err();
     assert!(
@@ -116,7 +127,10 @@ async fn early_append_times_out_when_the_gap_never_fills() {
         ),
         "{err}"
     );
-    store.append(H, 1, 32, frame(1, 1, 8)).await.unwrap();
+    store
+        .append(H, ChunkVersion(1), 32, frame(1, 1, 8))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,14 +138,14 @@ async fn window_is_bounded() {
     // More early appends than the window holds: the excess is refused with WindowFull.
     let disk = FaultyDisk::new();
     let store = open(&disk);
-    store.create(H, 1, 1 << 20).unwrap();
+    store.create(H, ChunkVersion(1), 1 << 20).unwrap();
     let f = frame(1, 1, 8);
     let n = cairn_chunkserver::limits::APPEND_WINDOW_COUNT_MAX + 1;
     let futs: Vec<_> = (1..=n as u64)
-        .map(|i| store.append(H, 1, 32 + i * f.len() as u64, f.clone()))
+        .map(|i| store.append(H, ChunkVersion(1), 32 + i * f.len() as u64, f.clone()))
         .collect();
     // The last one is refused at once; fill the gap so the held ones complete.
-    let gap = store.append(H, 1, 32, f.clone());
+    let gap = store.append(H, ChunkVersion(1), 32, f.clone());
     let results: Vec<_> = futures_join(futs).await;
     gap.await.unwrap();
     let full = results
@@ -177,7 +191,7 @@ fn every_acknowledged_append_survives_a_crash_in_random_schedules() {
         };
         rt.block_on(async {
             let store = Arc::new(open(&disk));
-            store.create(H, 7, CAP).unwrap();
+            store.create(H, ChunkVersion(7), CAP).unwrap();
             disk.set_sync_delay(std::time::Duration::from_micros(sync_delay_us));
             let next = Arc::new(Mutex::new(32u64));
             let mut tasks = Vec::new();
@@ -193,7 +207,7 @@ fn every_acknowledged_append_survives_a_crash_in_random_schedules() {
                             *n += f.len() as u64;
                             o
                         };
-                        match store.append(H, 7, offset, f.clone()).await {
+                        match store.append(H, ChunkVersion(7), offset, f.clone()).await {
                             Ok(durable) => {
                                 assert!(durable >= offset + f.len() as u64);
                                 acked.lock().unwrap().push((offset, f));
@@ -238,11 +252,17 @@ async fn torn_write_is_cut_on_reopen_and_nothing_acknowledged_is_lost() {
     // length, so reopening cuts it (TornTail) and keeps every acknowledged append.
     let disk = FaultyDisk::new();
     let store = open(&disk);
-    store.create(H, 1, CAP).unwrap();
+    store.create(H, ChunkVersion(1), CAP).unwrap();
     let a = frame(1, 1, 200);
-    let end = store.append(H, 1, 32, a.clone()).await.unwrap();
+    let end = store
+        .append(H, ChunkVersion(1), 32, a.clone())
+        .await
+        .unwrap();
     disk.tear_next_write(50);
-    let err = store.append(H, 1, end, frame(1, 2, 300)).await.unwrap_err();
+    let err = store
+        .append(H, ChunkVersion(1), end, frame(1, 2, 300))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Failed { .. }), "{err}");
     drop(store);
     disk.crash(usize::MAX);
@@ -271,10 +291,13 @@ async fn bit_flip_below_the_acknowledged_length_is_corruption_and_never_cut() {
     // byte, and the replica refuses appends.
     let disk = FaultyDisk::new();
     let store = open(&disk);
-    store.create(H, 1, CAP).unwrap();
+    store.create(H, ChunkVersion(1), CAP).unwrap();
     let mut end = 32;
     for s in 1..=3 {
-        end = store.append(H, 1, end, frame(1, s, 100)).await.unwrap();
+        end = store
+            .append(H, ChunkVersion(1), end, frame(1, s, 100))
+            .await
+            .unwrap();
     }
     let path = store.chunk_path(H);
     let before = chunk_file(&disk, &store);
@@ -286,7 +309,10 @@ async fn bit_flip_below_the_acknowledged_length_is_corruption_and_never_cut() {
     assert_eq!(st.corrupt.len(), 1);
     assert_eq!(st.corrupt[0].offset, 32);
     assert_eq!(disk.contents(&path).unwrap().len(), before.len());
-    let err = store.append(H, 1, end, frame(1, 4, 8)).await.unwrap_err();
+    let err = store
+        .append(H, ChunkVersion(1), end, frame(1, 4, 8))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     assert_eq!(store.list()[0].corrupt, st.corrupt);
 }
@@ -297,16 +323,28 @@ async fn fsync_error_fails_the_append_and_the_replica_for_good() {
     // stays failed after a restart), later appends are refused; acknowledged data stays readable.
     let disk = FaultyDisk::new();
     let store = open(&disk);
-    store.create(H, 1, CAP).unwrap();
+    store.create(H, ChunkVersion(1), CAP).unwrap();
     let a = frame(1, 1, 100);
-    let end = store.append(H, 1, 32, a.clone()).await.unwrap();
+    let end = store
+        .append(H, ChunkVersion(1), 32, a.clone())
+        .await
+        .unwrap();
     disk.fail_next_sync();
-    let err = store.append(H, 1, end, frame(1, 2, 100)).await.unwrap_err();
+    let err = store
+        .append(H, ChunkVersion(1), end, frame(1, 2, 100))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Failed { .. }), "{err}");
     assert!(store.state(H).unwrap().failed);
-    let err = store.append(H, 1, end, frame(1, 3, 100)).await.unwrap_err();
+    let err = store
+        .append(H, ChunkVersion(1), end, frame(1, 3, 100))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Failed { .. }), "{err}");
-    assert!(matches!(store.fence(H, 2).await, Err(Error::Failed { .. })));
+    assert!(matches!(
+        store.fence(H, ChunkVersion(2)).await,
+        Err(Error::Failed { .. })
+    ));
     drop(store);
     let store = open(&disk);
     let st = store.state(H).unwrap();
@@ -322,15 +360,22 @@ async fn full_disk_fails_the_group_cleanly_and_keeps_earlier_data() {
     // again once space is freed.
     let disk = FaultyDisk::new();
     let store = open(&disk);
-    store.create(H, 1, CAP).unwrap();
+    store.create(H, ChunkVersion(1), CAP).unwrap();
     let a = frame(1, 1, 100);
-    let end = store.append(H, 1, 32, a.clone()).await.unwrap();
+    let end = store
+        .append(H, ChunkVersion(1), 32, a.clone())
+        .await
+        .unwrap();
     disk.enospc_after(300);
     let mut offset = end;
     let mut futs = Vec::new();
     for s in 2..=5 {
         let f = frame(1, s, 200);
-        futs.push((offset, f.clone(), store.append(H, 1, offset, f.clone())));
+        futs.push((
+            offset,
+            f.clone(),
+            store.append(H, ChunkVersion(1), offset, f.clone()),
+        ));
         offset += f.len() as u64;
     }
     let mut acked_end = end;
@@ -358,7 +403,7 @@ async fn full_disk_fails_the_group_cleanly_and_keeps_earlier_data() {
     assert_eq!(&bytes[32..32 + a.len()], &a[..]);
     disk.clear_enospc();
     store
-        .append(H, 1, acked_end, frame(1, 9, 10))
+        .append(H, ChunkVersion(1), acked_end, frame(1, 9, 10))
         .await
         .unwrap();
 }
@@ -369,47 +414,64 @@ async fn bad_appends_get_clear_errors() {
     // their own error, and none of them harms the replica.
     let disk = FaultyDisk::new();
     let store = open(&disk);
-    store.create(H, 3, 4096).unwrap();
+    store.create(H, ChunkVersion(3), 4096).unwrap();
     let f = frame(1, 1, 100);
-    let end = store.append(H, 3, 32, f.clone()).await.unwrap();
-    let e = store.append(H, 3, 32, f.clone()).await.unwrap_err();
+    let end = store
+        .append(H, ChunkVersion(3), 32, f.clone())
+        .await
+        .unwrap();
+    let e = store
+        .append(H, ChunkVersion(3), 32, f.clone())
+        .await
+        .unwrap_err();
     assert!(
         matches!(e, Error::WrongOffset { expected, got: 32, .. } if expected == end),
         "{e}"
     );
-    let e = store.append(H, 3, end + 4, f.clone()).await.unwrap_err();
+    let e = store
+        .append(H, ChunkVersion(3), end + 4, f.clone())
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Misaligned { .. }), "{e}");
     let e = store
-        .append(H, 3, end, frame(1, 2, 4000))
+        .append(H, ChunkVersion(3), end, frame(1, 2, 4000))
         .await
         .unwrap_err();
     assert!(
         matches!(e, Error::PastCapacity { capacity: 4096, .. }),
         "{e}"
     );
-    let e = store.append(H, 2, end, f.clone()).await.unwrap_err();
+    let e = store
+        .append(H, ChunkVersion(2), end, f.clone())
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             e,
             Error::StaleVersion {
-                have: 3,
-                got: 2,
+                have: ChunkVersion(3),
+                got: ChunkVersion(2),
                 ..
             }
         ),
         "{e}"
     );
     let e = store
-        .append(ChunkHandle(9), 3, 32, f.clone())
+        .append(ChunkHandle(9), ChunkVersion(3), 32, f.clone())
         .await
         .unwrap_err();
     assert!(matches!(e, Error::NotFound { .. }), "{e}");
-    let e = store.create(H, 3, 4096).unwrap_err();
+    let e = store.create(H, ChunkVersion(3), 4096).unwrap_err();
     assert!(matches!(e, Error::AlreadyExists { .. }), "{e}");
-    let e = store.create(ChunkHandle(5), 3, 4095).unwrap_err();
+    let e = store
+        .create(ChunkHandle(5), ChunkVersion(3), 4095)
+        .unwrap_err();
     assert!(matches!(e, Error::BadCapacity { .. }), "{e}");
-    store.seal(H, 3, end).unwrap();
-    let e = store.append(H, 3, end, f.clone()).await.unwrap_err();
+    store.seal(H, ChunkVersion(3), end).unwrap();
+    let e = store
+        .append(H, ChunkVersion(3), end, f.clone())
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Sealed { .. }), "{e}");
     let e = store.read(H, end + 8, 10).unwrap_err();
     assert!(matches!(e, Error::OutOfRange { .. }), "{e}");
@@ -422,33 +484,48 @@ async fn fence_refuses_the_old_version_and_persists_the_new_one() {
     // lower fence is stale, and the new version survives a crash.
     let disk = FaultyDisk::new();
     let store = open(&disk);
-    store.create(H, 1, CAP).unwrap();
-    let end = store.append(H, 1, 32, frame(1, 1, 64)).await.unwrap();
-    let st = store.fence(H, 2).await.unwrap();
-    assert_eq!((st.version, st.len, st.acked_len), (2, end, end));
-    let e = store.append(H, 1, end, frame(1, 2, 64)).await.unwrap_err();
+    store.create(H, ChunkVersion(1), CAP).unwrap();
+    let end = store
+        .append(H, ChunkVersion(1), 32, frame(1, 1, 64))
+        .await
+        .unwrap();
+    let st = store.fence(H, ChunkVersion(2)).await.unwrap();
+    assert_eq!(
+        (st.version, st.len, st.acked_len),
+        (ChunkVersion(2), end, end)
+    );
+    let e = store
+        .append(H, ChunkVersion(1), end, frame(1, 2, 64))
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             e,
             Error::StaleVersion {
-                have: 2,
-                got: 1,
+                have: ChunkVersion(2),
+                got: ChunkVersion(1),
                 ..
             }
         ),
         "{e}"
     );
-    assert_eq!(store.fence(H, 2).await.unwrap().version, 2);
+    assert_eq!(
+        store.fence(H, ChunkVersion(2)).await.unwrap().version,
+        ChunkVersion(2)
+    );
     assert!(matches!(
-        store.fence(H, 1).await,
+        store.fence(H, ChunkVersion(1)).await,
         Err(Error::StaleVersion { .. })
     ));
-    let end2 = store.append(H, 2, end, frame(1, 2, 64)).await.unwrap();
+    let end2 = store
+        .append(H, ChunkVersion(2), end, frame(1, 2, 64))
+        .await
+        .unwrap();
     drop(store);
     disk.crash(0);
     let store = open(&disk);
     let st = store.state(H).unwrap();
-    assert_eq!((st.version, st.len), (2, end2));
+    assert_eq!((st.version, st.len), (ChunkVersion(2), end2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,15 +534,15 @@ async fn fence_fails_held_early_appends_of_the_old_version() {
     // old version: it fails with StaleVersion rather than timing out.
     let disk = FaultyDisk::new();
     let store = open(&disk);
-    store.create(H, 1, CAP).unwrap();
-    let held = store.append(H, 1, 32 + 64, frame(1, 2, 8));
-    let st = store.fence(H, 2).await.unwrap();
+    store.create(H, ChunkVersion(1), CAP).unwrap();
+    let held = store.append(H, ChunkVersion(1), 32 + 64, frame(1, 2, 8));
+    let st = store.fence(H, ChunkVersion(2)).await.unwrap();
     assert_eq!(st.len, 32);
     assert!(matches!(
         held.await,
         Err(Error::StaleVersion {
-            have: 2,
-            got: 1,
+            have: ChunkVersion(2),
+            got: ChunkVersion(1),
             ..
         })
     ));
@@ -478,25 +555,31 @@ async fn seal_cuts_to_the_agreed_length_and_reads_come_from_the_map() {
     // a repeated seal is a no-op, and the seal survives a restart.
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), FsDisk).unwrap();
-    store.create(H, 1, CAP).unwrap();
+    store.create(H, ChunkVersion(1), CAP).unwrap();
     let a = frame(1, 1, 100);
     let b = frame(1, 2, 100);
-    let mid = store.append(H, 1, 32, a.clone()).await.unwrap();
-    let end = store.append(H, 1, mid, b).await.unwrap();
+    let mid = store
+        .append(H, ChunkVersion(1), 32, a.clone())
+        .await
+        .unwrap();
+    let end = store.append(H, ChunkVersion(1), mid, b).await.unwrap();
     assert!(matches!(
-        store.seal(H, 1, end + 8),
+        store.seal(H, ChunkVersion(1), end + 8),
         Err(Error::SealBeyondEnd { .. })
     ));
-    store.fence(H, 2).await.unwrap();
-    let st = store.seal(H, 2, mid).unwrap();
+    store.fence(H, ChunkVersion(2)).await.unwrap();
+    let st = store.seal(H, ChunkVersion(2), mid).unwrap();
     assert!(st.sealed);
     assert_eq!((st.len, st.acked_len), (mid, mid));
     assert_eq!(std::fs::metadata(store.chunk_path(H)).unwrap().len(), mid);
     let read = store.read(H, 0, 1 << 20).unwrap();
     assert_eq!(read.len() as u64, mid);
     assert_eq!(&read[32..], &a[..]);
-    assert_eq!(store.seal(H, 2, mid).unwrap(), st);
-    assert!(matches!(store.seal(H, 2, 32), Err(Error::Sealed { .. })));
+    assert_eq!(store.seal(H, ChunkVersion(2), mid).unwrap(), st);
+    assert!(matches!(
+        store.seal(H, ChunkVersion(2), 32),
+        Err(Error::Sealed { .. })
+    ));
     drop(store);
     let store = Store::open(dir.path(), FsDisk).unwrap();
     assert_eq!(store.state(H).unwrap(), st);
@@ -509,9 +592,12 @@ async fn real_disk_round_trip_and_delete() {
     // delete removes both files.
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), FsDisk).unwrap();
-    store.create(H, 1, CAP).unwrap();
+    store.create(H, ChunkVersion(1), CAP).unwrap();
     let a = frame(1, 1, 1000);
-    let end = store.append(H, 1, 32, a.clone()).await.unwrap();
+    let end = store
+        .append(H, ChunkVersion(1), 32, a.clone())
+        .await
+        .unwrap();
     drop(store);
     let chunks = dir.path().join("chunks");
     assert!(chunks.join("0000000000c0ffee.chunk").exists());
@@ -534,21 +620,30 @@ async fn torn_meta_slot_falls_back_to_the_other_slot() {
     // replica loads with the older version, and its bytes are kept, since they parse.
     let disk = FaultyDisk::new();
     let store = open(&disk);
-    store.create(H, 1, CAP).unwrap();
-    let e1 = store.append(H, 1, 32, frame(1, 1, 64)).await.unwrap();
-    store.fence(H, 2).await.unwrap();
-    let e2 = store.append(H, 2, e1, frame(1, 2, 64)).await.unwrap();
-    store.fence(H, 3).await.unwrap();
+    store.create(H, ChunkVersion(1), CAP).unwrap();
+    let e1 = store
+        .append(H, ChunkVersion(1), 32, frame(1, 1, 64))
+        .await
+        .unwrap();
+    store.fence(H, ChunkVersion(2)).await.unwrap();
+    let e2 = store
+        .append(H, ChunkVersion(2), e1, frame(1, 2, 64))
+        .await
+        .unwrap();
+    store.fence(H, ChunkVersion(3)).await.unwrap();
     let mpath = store.meta_path(H);
     drop(store);
     // Generations: 1 at create, 2 at the first fence (slot 0), 3 at the second (slot B at 4096).
     disk.flip_byte(&mpath, 4096 + 41);
     let store = open(&disk);
     let st = store.state(H).unwrap();
-    assert_eq!((st.version, st.acked_len), (2, e1));
+    assert_eq!((st.version, st.acked_len), (ChunkVersion(2), e1));
     assert_eq!(st.len, e2);
     assert!(st.corrupt.is_empty());
-    store.append(H, 2, e2, frame(1, 3, 8)).await.unwrap();
+    store
+        .append(H, ChunkVersion(2), e2, frame(1, 3, 8))
+        .await
+        .unwrap();
 }
 
 #[test]
@@ -560,7 +655,7 @@ fn unfinished_create_leaves_nothing_behind_after_a_crash() {
     disk.crash(0);
     {
         let store = open(&disk);
-        store.create(H, 1, CAP).unwrap();
+        store.create(H, ChunkVersion(1), CAP).unwrap();
     }
     disk.crash(usize::MAX);
     assert_eq!(open(&disk).list().len(), 1, "a finished create is durable");
@@ -604,7 +699,7 @@ async fn append_until_failure(
                     *n += f.len() as u64;
                     o
                 };
-                match store.append(H, 1, offset, f.clone()).await {
+                match store.append(H, ChunkVersion(1), offset, f.clone()).await {
                     Ok(durable) => {
                         assert!(durable >= offset + f.len() as u64);
                         acked.lock().unwrap().push((offset, f));
@@ -668,7 +763,7 @@ fn a_crash_at_every_flush_loses_no_acknowledged_append() {
             .unwrap();
         let acked = rt.block_on(async {
             let store = Arc::new(open(&disk));
-            store.create(H, 1, CAP).unwrap();
+            store.create(H, ChunkVersion(1), CAP).unwrap();
             if n % 2 == 0 {
                 disk.set_sync_delay(std::time::Duration::from_micros(300));
             }
@@ -704,10 +799,13 @@ async fn replica_bounds_refuse_creation_and_change_nothing() {
     };
     let store = Store::open_with(Path::new("/data"), disk.clone(), limits).unwrap();
     let h = |n: u64| ChunkHandle(0x100 + n);
-    store.create(h(1), 1, CAP).unwrap();
-    let len = store.append(h(1), 1, 32, frame(1, 1, 100)).await.unwrap();
-    store.create(h(2), 1, CAP).unwrap();
-    match store.create(h(3), 1, CAP) {
+    store.create(h(1), ChunkVersion(1), CAP).unwrap();
+    let len = store
+        .append(h(1), ChunkVersion(1), 32, frame(1, 1, 100))
+        .await
+        .unwrap();
+    store.create(h(2), ChunkVersion(1), CAP).unwrap();
+    match store.create(h(3), ChunkVersion(1), CAP) {
         Err(Error::Exhausted { resource, detail }) => {
             assert_eq!(resource, "open replicas");
             assert!(detail.contains('2'), "{detail}");
@@ -719,17 +817,17 @@ async fn replica_bounds_refuse_creation_and_change_nothing() {
         "a refused create leaves nothing"
     );
     assert_eq!(store.state(h(1)).unwrap().len, len);
-    store.seal(h(1), 1, len).unwrap();
-    store.create(h(3), 1, CAP).unwrap();
-    store.seal(h(3), 1, 32).unwrap();
-    match store.create(h(4), 1, CAP) {
+    store.seal(h(1), ChunkVersion(1), len).unwrap();
+    store.create(h(3), ChunkVersion(1), CAP).unwrap();
+    store.seal(h(3), ChunkVersion(1), 32).unwrap();
+    match store.create(h(4), ChunkVersion(1), CAP) {
         Err(Error::Exhausted { resource, .. }) => assert_eq!(resource, "replicas"),
         other => panic!("expected the replica bound, got {other:?}"),
     }
     assert_eq!(store.list().len(), 3);
     assert_eq!(store.read(h(1), 32, 4096).unwrap(), frame(1, 1, 100));
     store.delete(h(3)).unwrap();
-    store.create(h(4), 1, CAP).unwrap();
+    store.create(h(4), ChunkVersion(1), CAP).unwrap();
     drop(store);
     // Reopened with a smaller bound: every replica is still there and readable.
     let tight = StoreOptions {
@@ -740,7 +838,7 @@ async fn replica_bounds_refuse_creation_and_change_nothing() {
     assert_eq!(store.list().len(), 3);
     assert_eq!(store.read(h(1), 32, 4096).unwrap(), frame(1, 1, 100));
     assert!(matches!(
-        store.create(h(5), 1, CAP),
+        store.create(h(5), ChunkVersion(1), CAP),
         Err(Error::Exhausted { .. })
     ));
 }
@@ -762,17 +860,20 @@ async fn inline_writers_use_no_thread_and_tokio_time() {
         ..StoreOptions::default()
     };
     let store = Store::open_with(Path::new("/data"), disk.clone(), options).unwrap();
-    store.create(H, 1, CAP).unwrap();
+    store.create(H, ChunkVersion(1), CAP).unwrap();
     let (a, b) = (frame(1, 1, 8), frame(1, 2, 8));
     // The second record first: held, then written with the first as one contiguous run.
-    let late = store.append(H, 1, 32 + a.len() as u64, b.clone());
-    let first = store.append(H, 1, 32, a.clone()).await.unwrap();
+    let late = store.append(H, ChunkVersion(1), 32 + a.len() as u64, b.clone());
+    let first = store
+        .append(H, ChunkVersion(1), 32, a.clone())
+        .await
+        .unwrap();
     assert_eq!(first, 32 + (a.len() + b.len()) as u64);
     assert_eq!(late.await.unwrap(), first);
     // A gap that never fills: refused after the window timeout of virtual time, not before.
     let started = tokio::time::Instant::now();
     let err = store
-        .append(H, 1, first + 64, frame(1, 4, 8))
+        .append(H, ChunkVersion(1), first + 64, frame(1, 4, 8))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::GapTimeout { .. }), "{err}");
@@ -780,9 +881,9 @@ async fn inline_writers_use_no_thread_and_tokio_time() {
     let window =
         std::time::Duration::from_millis(cairn_chunkserver::limits::APPEND_WINDOW_TIMEOUT_MS);
     assert!(waited >= window && waited < window * 2, "{waited:?}");
-    let fenced = store.fence(H, 2).await.unwrap();
+    let fenced = store.fence(H, ChunkVersion(2)).await.unwrap();
     assert_eq!(fenced.len, first);
-    store.seal(H, 2, first).unwrap();
+    store.seal(H, ChunkVersion(2), first).unwrap();
     // (The process's thread count is not compared: other tests of this file run beside it.)
     assert_eq!(store.writer_threads(), 0, "inline writers start no thread");
     drop(store);

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use cairn_chunkserver::{ChunkStore, FsDisk, Store, WriteBehindDisk};
-use cairn_record::{ChunkHandle, RecordId, encode_record};
+use cairn_record::{ChunkHandle, ChunkVersion, RecordId, WriterId, encode_record};
 
 const H: ChunkHandle = ChunkHandle(0x00c0_ffee);
 const CAP: u64 = 64 << 10;
@@ -13,7 +13,16 @@ const CAP: u64 = 64 << 10;
 fn frame(writer: u64, sequence: u64, len: usize) -> Bytes {
     let mut out = Vec::new();
     let payload: Vec<u8> = (0..len).map(|i| (i as u64 ^ sequence) as u8).collect();
-    encode_record(&mut out, RecordId { writer, sequence }, &payload, 1 << 20).unwrap();
+    encode_record(
+        &mut out,
+        RecordId {
+            writer: WriterId(writer),
+            sequence,
+        },
+        &payload,
+        1 << 20,
+    )
+    .unwrap();
     Bytes::from(out)
 }
 
@@ -21,18 +30,24 @@ fn frame(writer: u64, sequence: u64, len: usize) -> Bytes {
 async fn acknowledged_appends_and_a_seal_survive_the_process_on_the_real_disk() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), WriteBehindDisk::new()).unwrap();
-    store.create(H, 1, CAP).unwrap();
+    store.create(H, ChunkVersion(1), CAP).unwrap();
     let a = frame(1, 1, 300);
     let b = frame(1, 2, 500);
-    let mid = store.append(H, 1, 32, a.clone()).await.unwrap();
-    let end = store.append(H, 1, mid, b.clone()).await.unwrap();
+    let mid = store
+        .append(H, ChunkVersion(1), 32, a.clone())
+        .await
+        .unwrap();
+    let end = store
+        .append(H, ChunkVersion(1), mid, b.clone())
+        .await
+        .unwrap();
     // Acknowledged means synced, so the bytes are in the real file already.
     let on_disk = std::fs::read(store.chunk_path(H)).unwrap();
     assert_eq!(on_disk.len() as u64, end);
     assert_eq!(&on_disk[32..mid as usize], &a[..]);
     assert_eq!(&store.read(H, mid, 1 << 20).unwrap()[..], &b[..]);
-    store.fence(H, 2).await.unwrap();
-    let st = store.seal(H, 2, mid).unwrap();
+    store.fence(H, ChunkVersion(2)).await.unwrap();
+    let st = store.seal(H, ChunkVersion(2), mid).unwrap();
     assert_eq!((st.len, st.acked_len, st.sealed), (mid, mid, true));
     assert_eq!(std::fs::metadata(store.chunk_path(H)).unwrap().len(), mid);
     assert_eq!(&store.read(H, 32, 1 << 20).unwrap()[..], &a[..]);
@@ -46,9 +61,12 @@ async fn acknowledged_appends_and_a_seal_survive_the_process_on_the_real_disk() 
 async fn a_store_reopened_on_the_write_behind_disk_recovers_as_on_the_real_one() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), FsDisk).unwrap();
-    store.create(H, 1, CAP).unwrap();
+    store.create(H, ChunkVersion(1), CAP).unwrap();
     let a = frame(7, 1, 1000);
-    let end = store.append(H, 1, 32, a.clone()).await.unwrap();
+    let end = store
+        .append(H, ChunkVersion(1), 32, a.clone())
+        .await
+        .unwrap();
     drop(store);
     // A torn tail past the acknowledged length, left by a crash.
     let path = dir.path().join("chunks/0000000000c0ffee.chunk");
@@ -59,7 +77,10 @@ async fn a_store_reopened_on_the_write_behind_disk_recovers_as_on_the_real_one()
     // Recovery cut the tail (and synced the cut), so the real file is back at `end`.
     assert_eq!(store.state(H).unwrap().len, end);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
-    let end2 = store.append(H, 1, end, frame(7, 2, 100)).await.unwrap();
+    let end2 = store
+        .append(H, ChunkVersion(1), end, frame(7, 2, 100))
+        .await
+        .unwrap();
     assert_eq!(
         store.read(H, end, 1 << 20).unwrap().len() as u64,
         end2 - end

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use bytes::Bytes;
-use cairn_client::AppendAck;
+use cairn_client::{AppendAck, WriterId};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
@@ -39,7 +39,7 @@ pub(crate) struct AppendArgs {
     /// new epoch, so an older process still appending as this writer is fenced, and records
     /// re-sent under the same (writer, sequence) are stored once. Without it, a random writer.
     #[arg(long, value_parser = parse_writer)]
-    writer: Option<u64>,
+    writer: Option<WriterId>,
     /// With --writer: the sequence of the first input line (the next ones follow). Re-running
     /// after a crash with the same input from line N and --first-sequence N stores each line
     /// once; sequences before N count as acknowledged. A line whose (writer, sequence) is
@@ -53,7 +53,7 @@ pub(crate) struct AppendArgs {
 }
 
 /// A non-zero writer id, decimal or `0x` hex.
-fn parse_writer(s: &str) -> Result<u64, String> {
+fn parse_writer(s: &str) -> Result<WriterId, String> {
     let id = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16),
         None => s.parse(),
@@ -62,7 +62,7 @@ fn parse_writer(s: &str) -> Result<u64, String> {
     if id == 0 {
         return Err("writer id 0 is reserved".into());
     }
-    Ok(id)
+    Ok(WriterId(id))
 }
 
 /// Appends every input line as a record.
@@ -84,7 +84,8 @@ pub(crate) fn run(args: &AppendArgs) -> anyhow::Result<ExitCode> {
                 .map_err(cluster::hint)?,
             None => client.appender(&args.log).await.map_err(cluster::hint)?,
         };
-        let writer = appender.writer_id();
+        // Shown in decimal, the form --writer takes and the JSON lines carry.
+        let writer = u64::from(appender.writer_id());
         let started = Instant::now();
 
         let (tx, mut lines) = mpsc::channel::<std::io::Result<Vec<u8>>>(LINE_QUEUE_MAX);
@@ -125,7 +126,7 @@ pub(crate) fn run(args: &AppendArgs) -> anyhow::Result<ExitCode> {
                                     writeln!(out, "{}", ack_json(n, &ack)).context("write stdout")?;
                                 }
                             }
-                            Err(cairn_client::Error::UnverifiedDuplicate { writer, sequence }) => {
+                            Err(cairn_client::Error::UnverifiedDuplicate { sequence, .. }) => {
                                 // Stored earlier under this writer (a resumed run re-sending
                                 // old lines): not stored again, its bytes not compared.
                                 unverified += 1;
@@ -213,8 +214,8 @@ fn ack_json(line: u64, ack: &AppendAck) -> String {
     format!(
         "{{\"line\":{line},\"chunk\":{},\"offset\":{},\"writer\":{},\"sequence\":{}}}",
         opt(ack.chunk.map(u64::from)),
-        opt(ack.offset),
-        ack.id.writer,
+        opt(ack.offset.map(u64::from)),
+        u64::from(ack.id.writer),
         ack.id.sequence
     )
 }
@@ -235,8 +236,8 @@ mod tests {
     // Proves: --writer takes decimal or 0x hex ids and refuses 0 and garbage.
     #[test]
     fn writer_ids_parse() {
-        assert_eq!(parse_writer("42"), Ok(42));
-        assert_eq!(parse_writer("0xff"), Ok(255));
+        assert_eq!(parse_writer("42"), Ok(WriterId(42)));
+        assert_eq!(parse_writer("0xff"), Ok(WriterId(255)));
         assert!(parse_writer("0").is_err());
         assert!(parse_writer("x").is_err());
     }
@@ -245,11 +246,11 @@ mod tests {
     fn ack_lines_follow_the_contract() {
         let ack = AppendAck {
             id: RecordId {
-                writer: u64::MAX,
+                writer: WriterId(u64::MAX),
                 sequence: 3,
             },
             chunk: Some(2),
-            offset: Some(96),
+            offset: Some(cairn_client::ChunkOffset(96)),
         };
         let line = ack_json(7, &ack);
         assert_eq!(

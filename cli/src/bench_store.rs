@@ -15,11 +15,13 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use cairn_chunkserver::{ChunkStore, FsDisk, Store};
 use cairn_record::limits::{CHUNK_BYTES_DEFAULT, CHUNK_HEADER_BYTES, record_payload_bytes_max};
-use cairn_record::{ChunkHandle, RecordId, encode_padding, encode_record, encoded_len};
+use cairn_record::{
+    ChunkHandle, ChunkVersion, RecordId, WriterId, encode_padding, encode_record, encoded_len,
+};
 use serde_json::json;
 
 /// Chunk version the bench creates chunks with.
-const VERSION: u64 = 1;
+const VERSION: ChunkVersion = ChunkVersion::FIRST;
 
 /// Appends records with concurrent appenders into chunk files and reports throughput,
 /// fsyncs and latency.
@@ -164,7 +166,7 @@ impl Bench {
             }
             buf.clear();
             let id = RecordId {
-                writer,
+                writer: WriterId(writer),
                 sequence: slot.sequence,
             };
             encode_record(&mut buf, id, &payload, max)?;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use cairn_record::limits::{CHUNK_BYTES_MAX, CHUNK_HEADER_BYTES};
 use cairn_record::{
-    CHUNK_MAGIC, ChunkHandle, ChunkHeader, DecodeError, FrameReader, ReadItem, RecordId,
+    ByteRange, CHUNK_MAGIC, ChunkHandle, ChunkHeader, DecodeError, FrameReader, ReadItem, RecordId,
 };
 use serde_json::json;
 
@@ -60,10 +60,10 @@ struct Report {
     records: Vec<RecordLine>,
     payload_bytes: u64,
     padding_bytes: u64,
-    /// Bad ranges (offset, len), the header included if it is bad; not the torn tail.
-    corrupt: Vec<(u64, u64)>,
-    /// The final bad range when nothing valid follows it: (offset, len).
-    torn_tail: Option<(u64, u64)>,
+    /// Bad ranges, the header included if it is bad; not the torn tail.
+    corrupt: Vec<ByteRange>,
+    /// The final bad range when nothing valid follows it.
+    torn_tail: Option<ByteRange>,
 }
 
 struct RecordLine {
@@ -197,7 +197,10 @@ fn inspect(path: &Path, bytes: &[u8]) -> anyhow::Result<Report> {
         torn_tail: None,
     };
     if report.header.is_err() {
-        report.corrupt.push((0, CHUNK_HEADER_BYTES as u64));
+        report.corrupt.push(ByteRange {
+            offset: 0,
+            len: CHUNK_HEADER_BYTES as u64,
+        });
     }
     let base = CHUNK_HEADER_BYTES as u64;
     let mut bad = Vec::new();
@@ -228,14 +231,14 @@ fn inspect(path: &Path, bytes: &[u8]) -> anyhow::Result<Report> {
                     });
                 }
                 ReadItem::Padding { len, .. } => report.padding_bytes += len,
-                ReadItem::Corrupt { offset, len } => bad.push((offset, len)),
+                ReadItem::Corrupt { offset, len } => bad.push(ByteRange { offset, len }),
                 ReadItem::Header { .. } | ReadItem::Incomplete { .. } => {}
             }
         }
     }
     // Offline, a final bad range with nothing valid after it is taken for a torn append.
-    if let Some(&(offset, len)) = bad.last()
-        && offset + len == report.length
+    if let Some(last) = bad.last()
+        && last.end() == report.length
     {
         report.torn_tail = bad.pop();
     }
@@ -291,17 +294,17 @@ fn write_text(out: &mut String, path: &Path, report: &Report, records: bool) -> 
     if report.corrupt.is_empty() {
         writeln!(out, "corrupt:     none")?;
     } else {
-        let total: u64 = report.corrupt.iter().map(|r| r.1).sum();
+        let total: u64 = report.corrupt.iter().map(|r| r.len).sum();
         let n = report.corrupt.len();
         let ranges = if n == 1 { "range" } else { "ranges" };
         writeln!(out, "corrupt:     {n} {ranges}, {total} bytes")?;
-        for (offset, len) in &report.corrupt {
+        for ByteRange { offset, len } in &report.corrupt {
             writeln!(out, "  offset={offset} len={len}")?;
         }
     }
     match report.torn_tail {
         None => writeln!(out, "torn tail:   none")?,
-        Some((offset, len)) => writeln!(
+        Some(ByteRange { offset, len }) => writeln!(
             out,
             "torn tail:   {len} bytes at offset {offset} (valid frames end at {offset})"
         )?,
@@ -343,10 +346,10 @@ fn write_json(out: &mut String, path: &Path, report: &Report, records: bool) -> 
         "corrupt": report
             .corrupt
             .iter()
-            .map(|&(offset, len)| json!({ "offset": offset, "len": len }))
+            .map(|r| json!({ "offset": r.offset, "len": r.len }))
             .collect::<Vec<_>>(),
-        "torn_tail_bytes": report.torn_tail.map_or(0, |t| t.1),
-        "valid_len": report.torn_tail.map_or(report.length, |t| t.0),
+        "torn_tail_bytes": report.torn_tail.map_or(0, |t| t.len),
+        "valid_len": report.torn_tail.map_or(report.length, |t| t.offset),
         "status": report.status(),
     });
     writeln!(out, "{summary}")?;
@@ -382,7 +385,7 @@ mod tests {
         let size = INSPECT_SLICE_BYTES / 3 + 5;
         for sequence in 1..=7 {
             let id = RecordId {
-                writer: 1,
+                writer: cairn_record::WriterId(1),
                 sequence,
             };
             cairn_record::encode_record(&mut bytes, id, &vec![sequence as u8; size], 4 << 20)
@@ -401,6 +404,12 @@ mod tests {
         assert_eq!(report.records.len(), 6);
         assert!(report.corrupt.is_empty());
         let last = report.records[5].offset + cairn_record::encoded_len(size) as u64;
-        assert_eq!(report.torn_tail, Some((last, torn as u64 - last)));
+        assert_eq!(
+            report.torn_tail,
+            Some(ByteRange {
+                offset: last,
+                len: torn as u64 - last
+            })
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use cairn_record::limits::record_payload_bytes_max;
-use cairn_record::{ChunkHandle, ChunkHeader, RecordId, encode_padding, encode_record};
+use cairn_record::{ChunkHandle, ChunkHeader, RecordId, WriterId, encode_padding, encode_record};
 use serde_json::Value;
 
 const HANDLE: u64 = 0x00c0_ffee_0000_0042;
@@ -26,7 +26,7 @@ fn chunk(n: u64, full: bool) -> Chunk {
     for sequence in 1..=n {
         let offset = bytes.len() as u64;
         let id = RecordId {
-            writer: 0xabcd_0000_0000_0001,
+            writer: WriterId(0xabcd_0000_0000_0001),
             sequence,
         };
         let payload = vec![sequence as u8; 10 * sequence as usize + 3];

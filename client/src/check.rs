@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use cairn_proto::v1;
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, ChunkVersion};
 
 use crate::client::{ChunkState, Client, request};
 use crate::error::{Error, Result};
@@ -15,7 +15,7 @@ pub struct ReplicaStatus {
     /// The chunkserver's address.
     pub address: String,
     /// The version it reported.
-    pub version: u64,
+    pub version: ChunkVersion,
     /// The length it reported, header included.
     pub length: u64,
     /// Whether it reported the replica sealed.
@@ -42,7 +42,7 @@ pub struct ChunkReplicas {
     /// Open or sealed.
     pub state: ChunkState,
     /// The master's version of the chunk.
-    pub version: u64,
+    pub version: ChunkVersion,
     /// Sealed: the sealed length. Open: the largest length a replica reported.
     pub length: u64,
     /// The log's replication factor.
@@ -78,7 +78,7 @@ pub struct ReplicaBytes {
     /// Whether the replica is sealed.
     pub sealed: bool,
     /// The replica's version.
-    pub version: u64,
+    pub version: ChunkVersion,
 }
 
 /// What the master did with a corrupt-replica report.
@@ -118,7 +118,7 @@ impl Client {
                 index: c.index,
                 handle: ChunkHandle(c.handle),
                 state: state(c.state),
-                version: c.version,
+                version: ChunkVersion(c.version),
                 length: c.length,
                 replication: c.replication,
                 primary: (!c.primary.is_empty()).then_some(c.primary),
@@ -127,7 +127,7 @@ impl Client {
                     .into_iter()
                     .map(|r| ReplicaStatus {
                         address: r.address,
-                        version: r.version,
+                        version: ChunkVersion(r.version),
                         length: r.length,
                         sealed: r.sealed,
                         corrupt: r.corrupt,
@@ -208,7 +208,7 @@ impl Client {
             data: r.data,
             readable_end: r.readable_end,
             sealed: r.sealed,
-            version: r.version,
+            version: ChunkVersion(r.version),
         })
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use cairn_proto::net::{Connector, Link, TcpConnector};
 use cairn_proto::v1::{self, chunkserver_client::ChunkserverClient, master_client::MasterClient};
 use cairn_record::limits::{CHUNK_BYTES_DEFAULT, check_chunk_bytes};
-use cairn_record::{ChunkHandle, SplitMix64};
+use cairn_record::{ChunkHandle, ChunkVersion, SplitMix64, WriterId};
 use tonic::transport::Endpoint;
 
 use crate::error::{Error, Result};
@@ -84,7 +84,7 @@ pub struct ChunkStat {
     /// File bytes, header included.
     pub length: u64,
     /// The chunk's version (raised by each fence).
-    pub version: u64,
+    pub version: ChunkVersion,
     /// Addresses of the chunkservers holding a current replica.
     pub replicas: Vec<String>,
     /// Open chunks: the fixed primary's address.
@@ -123,7 +123,7 @@ struct StatPage {
 pub(crate) struct Location {
     pub(crate) index: u32,
     pub(crate) handle: ChunkHandle,
-    pub(crate) version: u64,
+    pub(crate) version: ChunkVersion,
     pub(crate) primary: String,
 }
 
@@ -132,7 +132,7 @@ impl From<v1::ChunkLocation> for Location {
         Location {
             index: l.index,
             handle: ChunkHandle(l.handle),
-            version: l.version,
+            version: ChunkVersion(l.version),
             primary: l.primary,
         }
     }
@@ -159,7 +159,7 @@ fn chunk_stat(c: v1::ChunkInfo) -> ChunkStat {
         handle: ChunkHandle(c.handle),
         state,
         length: c.length,
-        version: c.version,
+        version: ChunkVersion(c.version),
         replicas: c.replicas,
         primary: (!c.primary.is_empty()).then_some(c.primary),
         lost_end: c.lost_end,
@@ -255,7 +255,7 @@ impl Client {
     }
 
     /// A new non-zero writer id (see [`Client::seed_writer_ids`]).
-    pub(crate) fn new_writer_id(&self) -> u64 {
+    pub(crate) fn new_writer_id(&self) -> WriterId {
         let mut seeded = self
             .inner
             .writer_ids
@@ -267,7 +267,7 @@ impl Client {
                 None => rand::random(),
             };
             if id != 0 {
-                return id;
+                return WriterId(id);
             }
         }
     }
@@ -439,14 +439,14 @@ impl Client {
         &self,
         path: &str,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         reason: v1::SealReason,
         detail: String,
     ) -> Result<Location, tonic::Status> {
         let req = v1::SealChunkRequest {
             path: path.to_owned(),
             handle: handle.0,
-            version,
+            version: version.into(),
             reason: reason as i32,
             detail,
         };

@@ -2,6 +2,8 @@
 
 use std::error::Error as _;
 
+use cairn_record::WriterId;
+
 /// Why a client call failed. Callers branch on the variant; [`Error::Rpc`] keeps the gRPC
 /// [`tonic::Code`] of anything else.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -72,7 +74,7 @@ pub enum Error {
     )]
     UnverifiedDuplicate {
         /// The writer id.
-        writer: u64,
+        writer: WriterId,
         /// The record's sequence.
         sequence: u64,
     },

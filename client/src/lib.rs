@@ -45,8 +45,9 @@
 //!   different record under a stored (writer, sequence) fails with [`Error::WriterConflict`].
 //!   Replay drops copies by per-writer sequence ([`ReplayOptions`] can keep them), and an
 //!   appender's records appear in call order.
-//! - Writer ids: [`Client::appender`] picks a random one, never shared. A process that must
-//!   survive its own restarts keeps an id and calls [`Client::resume_appender`]: the master
+//! - Writer ids ([`WriterId`]): [`Client::appender`] picks a random one, never shared. A
+//!   process that must survive its own restarts keeps an id and calls
+//!   [`Client::resume_appender`]: the master
 //!   hands out a new epoch for it, re-sent (writer, sequence) records are stored once, and an
 //!   older incarnation still appending is fenced ([`Error::WriterFenced`]).
 //! - An `Err` from `append` is indeterminate unless it is [`Error::RecordTooLarge`],
@@ -90,7 +91,7 @@ pub mod limits;
 pub mod read;
 
 pub use append::{AppendAck, Appender};
-pub use cairn_record::{ChunkHandle, RecordId};
+pub use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion, RecordId, WriterId};
 pub use check::{ChunkReplicas, CorruptReport, LogReplicas, ReplicaBytes, ReplicaStatus};
 pub use client::{ChunkStat, ChunkState, Client, LogInfo, LogOptions, LogStat};
 pub use error::{Error, Result};

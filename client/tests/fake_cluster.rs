@@ -12,7 +12,7 @@ use bytes::Bytes;
 use cairn_client::{Client, Error, LogOptions, ReplayEvent, ReplayOptions, TailFrom};
 use cairn_proto::net::memory::MemoryNet;
 use cairn_proto::v1::{self, chunkserver_server, master_server};
-use cairn_record::{ScanItem, Scanner, encode_padding};
+use cairn_record::{ScanItem, Scanner, WriterId, encode_padding};
 use tonic::{Request, Response, Status};
 
 #[derive(Default)]
@@ -24,7 +24,7 @@ struct Chunk {
     sealed: bool,
     full: bool,
     broken: bool,
-    marks: HashMap<u64, u64>,
+    marks: HashMap<WriterId, u64>,
 }
 
 #[derive(Default)]
@@ -490,7 +490,7 @@ async fn append_all(
     log: &str,
     writers: usize,
     n: usize,
-) -> Vec<(u64, Vec<Bytes>)> {
+) -> Vec<(WriterId, Vec<Bytes>)> {
     let mut tasks = Vec::new();
     for w in 0..writers {
         let client = client.clone();
@@ -520,10 +520,10 @@ async fn append_all(
 async fn check_replay(
     client: &Client,
     log: &str,
-    expected: &[(u64, Vec<Bytes>)],
+    expected: &[(WriterId, Vec<Bytes>)],
 ) -> cairn_client::ReplayStats {
     let mut replay = client.replay(log, ReplayOptions::default()).await.unwrap();
-    let mut got: HashMap<u64, Vec<(u64, Bytes)>> = HashMap::new();
+    let mut got: HashMap<WriterId, Vec<(u64, Bytes)>> = HashMap::new();
     while let Some(e) = replay.next().await {
         match e.unwrap() {
             ReplayEvent::Record { id, payload, .. } => got

@@ -99,7 +99,7 @@ pub(crate) fn write(disk: &DynDisk, dir: &Path, bytes: &[u8]) -> Result<()> {
 mod tests {
     use super::*;
     use crate::meta::Entry;
-    use cairn_record::ChunkHandle;
+    use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
 
     // A checkpoint round-trips metadata exactly, chunk order included.
     #[test]
@@ -118,14 +118,14 @@ mod tests {
                 path: "/l".into(),
                 index: i,
                 handle,
-                version: 1,
+                version: ChunkVersion(1),
                 replicas: vec!["a:1".into()],
             })
             .unwrap();
             m.apply(&Entry::Seal {
                 handle,
-                version: 2,
-                length: 64,
+                version: ChunkVersion(2),
+                length: ChunkOffset(64),
                 replicas: vec!["a:1".into()],
                 writer_marks: vec![],
             })

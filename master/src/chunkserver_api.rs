@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion, WriterId};
 
 use crate::meta::WriterMark;
 
@@ -13,35 +13,35 @@ use crate::meta::WriterMark;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct CreateReplica {
     pub(crate) handle: ChunkHandle,
-    pub(crate) version: u64,
+    pub(crate) version: ChunkVersion,
     pub(crate) capacity: u64,
     pub(crate) primary: bool,
     pub(crate) secondaries: Vec<String>,
     pub(crate) writer_marks: Vec<WriterMark>,
     /// Primary only: the epochs of the log's resumed writers.
-    pub(crate) writer_epochs: BTreeMap<u64, u64>,
+    pub(crate) writer_epochs: BTreeMap<WriterId, u64>,
 }
 
 /// A replica's answer to `Fence`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Fenced {
-    pub(crate) length: u64,
-    pub(crate) version: u64,
+    pub(crate) length: ChunkOffset,
+    pub(crate) version: ChunkVersion,
     pub(crate) sealed: bool,
     pub(crate) marks: Vec<WriterMark>,
     /// The commit offset the marks cover (`FenceResponse.marks_through`).
-    pub(crate) marks_through: u64,
+    pub(crate) marks_through: ChunkOffset,
     /// The primary's commit offset, when the primary answered in its role
     /// (`FenceResponse.primary_commit_offset`; 0 on the wire is `None`).
-    pub(crate) primary_commit: Option<u64>,
+    pub(crate) primary_commit: Option<ChunkOffset>,
 }
 
 /// `Replicate` as the master sends it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Replicate {
     pub(crate) handle: ChunkHandle,
-    pub(crate) version: u64,
-    pub(crate) length: u64,
+    pub(crate) version: ChunkVersion,
+    pub(crate) length: ChunkOffset,
     pub(crate) capacity: u64,
     pub(crate) source: String,
 }
@@ -85,15 +85,15 @@ pub(crate) trait ChunkserverApi: Send + Sync + 'static {
         &self,
         address: String,
         handle: ChunkHandle,
-        new_version: u64,
+        new_version: ChunkVersion,
     ) -> impl Future<Output = Result<Fenced, RpcError>> + Send;
     /// Asks `address` to seal its replica of `handle` at `version`, cut to `length`.
     fn seal(
         &self,
         address: String,
         handle: ChunkHandle,
-        version: u64,
-        length: u64,
+        version: ChunkVersion,
+        length: ChunkOffset,
     ) -> impl Future<Output = Result<(), RpcError>> + Send;
     /// Asks `address` to bring its replica to the sealed `job` by copying from `job.source`;
     /// returns the bytes copied. Bounded by `timeout`, not the RPC timeout (copies are long).

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, ChunkVersion};
 
 /// Everything that can go wrong in the master.
 #[derive(Debug, thiserror::Error)]
@@ -80,9 +80,9 @@ pub enum Error {
         /// The chunk.
         handle: ChunkHandle,
         /// The version in the request.
-        version: u64,
+        version: ChunkVersion,
         /// The master's version.
-        current: u64,
+        current: ChunkVersion,
     },
     /// A chunk's version reached the largest one the master issues; it is never wrapped.
     #[error("chunk {handle} is at version {version}: no higher version may be issued")]
@@ -90,7 +90,7 @@ pub enum Error {
         /// The chunk.
         handle: ChunkHandle,
         /// Its version.
-        version: u64,
+        version: ChunkVersion,
     },
     /// A log's minimum replica count outside `1..=replication`.
     #[error(

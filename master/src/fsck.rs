@@ -9,7 +9,7 @@
 //!
 //! [`Servers::mark_corrupt`]: crate::heartbeat::Servers::mark_corrupt
 
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
 
 use crate::meta::ChunkState;
 
@@ -17,8 +17,8 @@ use crate::meta::ChunkState;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ReplicaStatus {
     pub(crate) address: String,
-    pub(crate) version: u64,
-    pub(crate) length: u64,
+    pub(crate) version: ChunkVersion,
+    pub(crate) length: ChunkOffset,
     pub(crate) sealed: bool,
     /// Reported corrupt by its chunkserver or marked so by a checker.
     pub(crate) corrupt: bool,
@@ -37,9 +37,9 @@ pub(crate) struct ChunkReplicas {
     pub(crate) index: u32,
     pub(crate) handle: ChunkHandle,
     pub(crate) state: ChunkState,
-    pub(crate) version: u64,
+    pub(crate) version: ChunkVersion,
     /// Sealed: the sealed length. Open: the largest length a replica reported (32 if none).
-    pub(crate) length: u64,
+    pub(crate) length: ChunkOffset,
     pub(crate) replication: u32,
     /// Open chunks: the fixed primary. Empty once sealed.
     pub(crate) primary: String,

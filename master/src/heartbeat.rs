@@ -5,15 +5,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
 use tokio::time::Instant;
 
 /// One replica as its chunkserver reported it (or as the master last set it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ReplicaReport {
     pub(crate) handle: ChunkHandle,
-    pub(crate) version: u64,
-    pub(crate) length: u64,
+    pub(crate) version: ChunkVersion,
+    pub(crate) length: ChunkOffset,
     pub(crate) sealed: bool,
     pub(crate) failed: bool,
     pub(crate) corrupt: bool,
@@ -24,7 +24,11 @@ pub(crate) struct ReplicaReport {
 impl ReplicaReport {
     /// A healthy replica sealed at `(version, length)`, as the master records one it has just
     /// sealed or copied (until the chunkserver's next report says otherwise).
-    pub(crate) fn sealed(handle: ChunkHandle, version: u64, length: u64) -> ReplicaReport {
+    pub(crate) fn sealed(
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        length: ChunkOffset,
+    ) -> ReplicaReport {
         ReplicaReport {
             handle,
             version,
@@ -259,8 +263,8 @@ mod tests {
     fn r(handle: u64) -> ReplicaReport {
         ReplicaReport {
             handle: ChunkHandle(handle),
-            version: 1,
-            length: 32,
+            version: ChunkVersion(1),
+            length: ChunkOffset(32),
             sealed: false,
             failed: false,
             corrupt: false,

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion, WriterId};
 use serde::{Deserialize, Serialize};
 
 use crate::limits::{WRITER_EPOCHS_MAX, WRITER_MARKS_MAX};
@@ -41,7 +41,7 @@ pub(crate) struct LogMeta {
     pub(crate) writer_marks: Vec<WriterMark>,
     /// Epoch of each resumed writer (`ResumeWriter`), at most [`WRITER_EPOCHS_MAX`].
     #[serde(default)]
-    pub(crate) writer_epochs: BTreeMap<u64, u64>,
+    pub(crate) writer_epochs: BTreeMap<WriterId, u64>,
     /// Chunk handles in log order; rebuilt from the chunks' `index` when loading a checkpoint.
     #[serde(skip)]
     pub(crate) chunks: Vec<ChunkHandle>,
@@ -67,10 +67,10 @@ pub(crate) struct ChunkMeta {
     pub(crate) log: String,
     /// Position in the log, from 0.
     pub(crate) index: u32,
-    pub(crate) version: u64,
+    pub(crate) version: ChunkVersion,
     pub(crate) state: ChunkState,
     /// The sealed length; 0 while open.
-    pub(crate) length: u64,
+    pub(crate) length: ChunkOffset,
     /// The fixed primary while open; empty once sealed.
     pub(crate) primary: String,
     /// Open: the chunkservers it was allocated on, primary first. Sealed: those that sealed it.
@@ -78,11 +78,11 @@ pub(crate) struct ChunkMeta {
     /// Sealed chunks: 0, or the sealed length before a salvage cut the chunk back to `length`
     /// (every replica holding bytes past it was lost): bytes `[length, lost_end)` are gone.
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub(crate) lost_end: u64,
+    pub(crate) lost_end: ChunkOffset,
 }
 
-fn is_zero(n: &u64) -> bool {
-    *n == 0
+fn is_zero(n: &ChunkOffset) -> bool {
+    *n == ChunkOffset::ZERO
 }
 
 /// One operation-log entry: the payload of one frame, a JSON object tagged by `op`.
@@ -110,7 +110,7 @@ pub(crate) enum Entry {
         index: u32,
         #[serde(with = "hex_handle")]
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         /// Primary first.
         replicas: Vec<String>,
     },
@@ -119,13 +119,13 @@ pub(crate) enum Entry {
     Version {
         #[serde(with = "hex_handle")]
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
     },
     Seal {
         #[serde(with = "hex_handle")]
         handle: ChunkHandle,
-        version: u64,
-        length: u64,
+        version: ChunkVersion,
+        length: ChunkOffset,
         replicas: Vec<String>,
         /// The marks the next chunk's primary inherits.
         writer_marks: Vec<WriterMark>,
@@ -136,14 +136,14 @@ pub(crate) enum Entry {
     Salvage {
         #[serde(with = "hex_handle")]
         handle: ChunkHandle,
-        version: u64,
-        length: u64,
+        version: ChunkVersion,
+        length: ChunkOffset,
         replicas: Vec<String>,
     },
     /// `ResumeWriter`: `writer` of the log at `path` starts epoch `epoch`.
     WriterEpoch {
         path: String,
-        writer: u64,
+        writer: WriterId,
         epoch: u64,
     },
     /// An open chunk that provably holds no data (no replica was ever created, or every
@@ -234,10 +234,10 @@ impl Metadata {
                         index: *index,
                         version: *version,
                         state: ChunkState::Open,
-                        length: 0,
+                        length: ChunkOffset::ZERO,
                         primary: primary.clone(),
                         replicas: replicas.clone(),
-                        lost_end: 0,
+                        lost_end: ChunkOffset::ZERO,
                     },
                 );
                 Ok(Vec::new())
@@ -370,7 +370,7 @@ impl Metadata {
 /// `fresh` and the mark with the higher sequence. At most [`WRITER_MARKS_MAX`] are kept: the
 /// most recently active writers (not the lowest ids).
 pub(crate) fn merge_marks(carried: &[WriterMark], fresh: &[WriterMark]) -> Vec<WriterMark> {
-    let mut at: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut at: BTreeMap<WriterId, usize> = BTreeMap::new();
     let mut out: Vec<WriterMark> = Vec::new();
     for m in fresh.iter().chain(carried) {
         match at.get(&m.writer) {
@@ -440,11 +440,14 @@ pub(crate) fn one_open_chunk(handle: ChunkHandle) -> Metadata {
 pub(crate) fn one_sealed_chunk(handle: ChunkHandle) -> Metadata {
     let mut meta = one_open_chunk(handle);
     for e in [
-        Entry::Version { handle, version: 2 },
+        Entry::Version {
+            handle,
+            version: ChunkVersion(2),
+        },
         Entry::Seal {
             handle,
-            version: 2,
-            length: 4096,
+            version: ChunkVersion(2),
+            length: ChunkOffset(4096),
             replicas: vec!["a".into()],
             writer_marks: Vec::new(),
         },
@@ -464,7 +467,7 @@ mod tests {
         // Proves: the shared `cairn_record::WriterMark` is logged as `writer`, `sequence`,
         // `frame_crc` and still reads a mark logged before CRCs were carried (CRC 0: unknown).
         let m = WriterMark {
-            writer: 5,
+            writer: WriterId(5),
             sequence: 9,
             frame_crc: 77,
         };
@@ -473,6 +476,43 @@ mod tests {
         assert_eq!(serde_json::from_str::<WriterMark>(&json).unwrap(), m);
         let old: WriterMark = serde_json::from_str(r#"{"writer":5,"sequence":9}"#).unwrap();
         assert_eq!((old.sequence, old.frame_crc, old.known_crc()), (9, 0, None));
+    }
+
+    #[test]
+    fn newtype_fields_are_logged_as_the_plain_numbers_they_wrap() {
+        // Proves: versions, lengths and writer ids in entries and chunk metadata are written as
+        // the bare JSON numbers logs written before the newtypes hold, and read back from them:
+        // the operation log's and checkpoint's bytes did not change with the types.
+        let seal = Entry::Seal {
+            handle: h(1),
+            version: ChunkVersion(3),
+            length: ChunkOffset(4096),
+            replicas: vec!["a:1".into()],
+            writer_marks: Vec::new(),
+        };
+        let json = r#"{"op":"seal","handle":"0000000000000001","version":3,"length":4096,"replicas":["a:1"],"writer_marks":[]}"#;
+        assert_eq!(serde_json::to_string(&seal).unwrap(), json);
+        assert_eq!(serde_json::from_str::<Entry>(json).unwrap(), seal);
+        let epoch = Entry::WriterEpoch {
+            path: "/l".into(),
+            writer: WriterId(7),
+            epoch: 2,
+        };
+        let json = r#"{"op":"writer_epoch","path":"/l","writer":7,"epoch":2}"#;
+        assert_eq!(serde_json::to_string(&epoch).unwrap(), json);
+        assert_eq!(serde_json::from_str::<Entry>(json).unwrap(), epoch);
+        let log = LogMeta {
+            path: "/l".into(),
+            replication: 3,
+            min_replicas: 0,
+            chunk_bytes: 1 << 20,
+            writer_marks: Vec::new(),
+            writer_epochs: BTreeMap::from([(WriterId(7), 2)]),
+            chunks: Vec::new(),
+        };
+        let json = serde_json::to_string(&log).unwrap();
+        assert!(json.contains(r#""writer_epochs":{"7":2}"#), "{json}");
+        assert_eq!(serde_json::from_str::<LogMeta>(&json).unwrap(), log);
     }
 
     fn h(n: u64) -> ChunkHandle {
@@ -493,7 +533,7 @@ mod tests {
             path: path.to_owned(),
             index,
             handle: h(handle),
-            version: 1,
+            version: ChunkVersion(1),
             replicas: vec!["a:1".into(), "b:1".into(), "c:1".into()],
         }
     }
@@ -522,23 +562,23 @@ mod tests {
         );
         m.apply(&Entry::Version {
             handle: h(1),
-            version: 2,
+            version: ChunkVersion(2),
         })
         .unwrap();
         assert!(
             m.apply(&Entry::Version {
                 handle: h(1),
-                version: 2
+                version: ChunkVersion(2)
             })
             .is_err()
         );
         let seal = Entry::Seal {
             handle: h(1),
-            version: 2,
-            length: 4096,
+            version: ChunkVersion(2),
+            length: ChunkOffset(4096),
             replicas: vec!["a:1".into()],
             writer_marks: vec![WriterMark {
-                writer: 9,
+                writer: WriterId(9),
                 sequence: 4,
                 frame_crc: 0,
             }],
@@ -564,7 +604,7 @@ mod tests {
     #[test]
     fn marks_merge_by_highest_sequence() {
         let m = |writer, sequence| WriterMark {
-            writer,
+            writer: WriterId(writer),
             sequence,
             frame_crc: 0,
         };
@@ -577,7 +617,7 @@ mod tests {
     #[test]
     fn the_marks_cap_keeps_the_most_recently_active_writers() {
         let m = |writer, sequence| WriterMark {
-            writer,
+            writer: WriterId(writer),
             sequence,
             frame_crc: 0,
         };
@@ -589,7 +629,7 @@ mod tests {
         assert!(
             merged
                 .iter()
-                .all(|x| x.writer <= WRITER_MARKS_MAX as u64 - 10 || x.writer > 1 << 60)
+                .all(|x| x.writer.0 <= WRITER_MARKS_MAX as u64 - 10 || x.writer.0 > 1 << 60)
         );
     }
 
@@ -600,12 +640,12 @@ mod tests {
         m.apply(&create("/l")).unwrap();
         let e = |epoch| Entry::WriterEpoch {
             path: "/l".into(),
-            writer: 7,
+            writer: WriterId(7),
             epoch,
         };
         m.apply(&e(1)).unwrap();
         m.apply(&e(2)).unwrap();
         assert!(m.apply(&e(2)).is_err());
-        assert_eq!(m.logs["/l"].writer_epochs[&7], 2);
+        assert_eq!(m.logs["/l"].writer_epochs[&WriterId(7)], 2);
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use cairn_files::{Blocking, DiskFile, DynDisk, SharedDisk};
 
-use cairn_record::{RecordId, Recovery, ScanItem, Scanner};
+use cairn_record::{RecordId, Recovery, ScanItem, Scanner, WriterId};
 use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
@@ -28,7 +28,7 @@ pub(crate) const FILE: &str = "oplog";
 /// Where a fresh operation log is prepared before it replaces the old one.
 pub(crate) const TMP: &str = "oplog.tmp";
 /// Writer id of every operation-log frame.
-pub(crate) const WRITER_ID: u64 = 1;
+pub(crate) const WRITER_ID: WriterId = WriterId(1);
 /// The operation-log format this code writes. Version 2 added chunk salvage (the `salvage` entry and
 /// a chunk's `lost_end`); version 1 files have neither and are read as they are. A master of
 /// version 1 refuses version 2 files by their format number instead of dropping what it
@@ -431,7 +431,7 @@ async fn run(
 mod tests {
     use super::*;
     use crate::meta::ChunkState;
-    use cairn_record::ChunkHandle;
+    use cairn_record::{ChunkHandle, ChunkVersion};
 
     fn create(path: &str) -> Entry {
         Entry::CreateLog {
@@ -516,10 +516,13 @@ mod tests {
                     path: "/a".into(),
                     index: 0,
                     handle,
-                    version: 1,
+                    version: ChunkVersion(1),
                     replicas: vec!["x:1".into()],
                 },
-                Entry::Version { handle, version: 2 },
+                Entry::Version {
+                    handle,
+                    version: ChunkVersion(2),
+                },
             ],
         );
         let torn_from = log.len();
@@ -528,7 +531,7 @@ mod tests {
         write_oplog(dir.path(), &log);
         let (meta, last, _f) = open(&*fs_disk(), dir.path()).unwrap();
         assert_eq!(last, 3);
-        assert_eq!(meta.chunks[&handle].version, 2);
+        assert_eq!(meta.chunks[&handle].version, ChunkVersion(2));
         assert_eq!(meta.chunks[&handle].state, ChunkState::Open);
         assert!(!meta.logs.contains_key("/torn"));
         // The fresh files alone give the same state.

@@ -21,7 +21,7 @@
 
 use std::time::Duration;
 
-use cairn_record::limits::CHUNK_HEADER_BYTES;
+use cairn_record::ChunkOffset;
 use tokio::time::Instant;
 
 use crate::heartbeat::{ReplicaReport, Servers};
@@ -116,21 +116,21 @@ pub(crate) fn is_prefix(c: &ChunkMeta, r: &ReplicaReport) -> bool {
     !r.corrupt
         && !r.failed
         && r.version <= c.version
-        && r.length >= CHUNK_HEADER_BYTES as u64
+        && r.length >= ChunkOffset::FIRST_FRAME
         && r.length <= c.length
 }
 
 /// The length of `c` as `StatLog` and `ListReplicas` show it, given every report of its
 /// replicas: the sealed length; for an open chunk, the longest length a replica reported (the
 /// chunk header's if none did).
-pub(crate) fn chunk_length(c: &ChunkMeta, reports: &[(String, ReplicaReport)]) -> u64 {
+pub(crate) fn chunk_length(c: &ChunkMeta, reports: &[(String, ReplicaReport)]) -> ChunkOffset {
     match c.state {
         ChunkState::Sealed => c.length,
         ChunkState::Open => reports
             .iter()
             .map(|(_, r)| r.length)
             .max()
-            .unwrap_or(CHUNK_HEADER_BYTES as u64),
+            .unwrap_or(ChunkOffset::FIRST_FRAME),
     }
 }
 
@@ -138,15 +138,15 @@ pub(crate) fn chunk_length(c: &ChunkMeta, reports: &[(String, ReplicaReport)]) -
 mod tests {
     use super::*;
     use crate::meta::Metadata;
-    use cairn_record::ChunkHandle;
+    use cairn_record::{ChunkHandle, ChunkVersion};
 
     const H: ChunkHandle = ChunkHandle(0x33);
 
-    fn report(version: u64, length: u64, sealed: bool) -> ReplicaReport {
+    fn report(version: ChunkVersion, length: u64, sealed: bool) -> ReplicaReport {
         ReplicaReport {
             handle: H,
             version,
-            length,
+            length: ChunkOffset(length),
             sealed,
             failed: false,
             corrupt: false,
@@ -172,36 +172,51 @@ mod tests {
     fn replica_rules() {
         let (open, sealed) = open_and_sealed();
         let (o, s) = (&open.chunks[&H], &sealed.chunks[&H]);
-        let mut corrupt = report(2, 4096, true);
+        let mut corrupt = report(ChunkVersion(2), 4096, true);
         corrupt.corrupt = true;
-        let mut failed = report(1, 1024, false);
+        let mut failed = report(ChunkVersion(1), 1024, false);
         failed.failed = true;
 
-        assert!(is_good(s, &report(2, 4096, true)));
+        assert!(is_good(s, &report(ChunkVersion(2), 4096, true)));
         for r in [
-            report(2, 4096, false),
-            report(2, 1024, true),
-            report(1, 4096, true),
+            report(ChunkVersion(2), 4096, false),
+            report(ChunkVersion(2), 1024, true),
+            report(ChunkVersion(1), 4096, true),
             corrupt,
         ] {
             assert!(!is_good(s, &r), "{r:?}");
         }
-        assert!(!is_good(o, &report(1, 4096, true)), "open chunks have none");
+        assert!(
+            !is_good(o, &report(ChunkVersion(1), 4096, true)),
+            "open chunks have none"
+        );
 
-        assert!(is_readable(o, &report(1, 100, false)));
-        assert!(!is_readable(o, &report(2, 100, false)));
+        assert!(is_readable(o, &report(ChunkVersion(1), 100, false)));
+        assert!(!is_readable(o, &report(ChunkVersion(2), 100, false)));
         assert!(!is_readable(o, &failed));
         assert_eq!(is_readable(s, &corrupt), is_good(s, &corrupt));
 
-        let short = report(1, 1024, false);
+        let short = report(ChunkVersion(1), 1024, false);
         assert!(is_garbage(s, &short, 3, 3, false));
         assert!(!is_garbage(s, &short, 2, 3, false), "below the factor");
         assert!(
             !is_garbage(s, &short, 3, 3, true),
             "a copy is landing there"
         );
-        assert!(!is_garbage(s, &report(3, 1024, false), 3, 3, false));
-        assert!(!is_garbage(s, &report(2, 4096, true), 3, 3, false));
+        assert!(!is_garbage(
+            s,
+            &report(ChunkVersion(3), 1024, false),
+            3,
+            3,
+            false
+        ));
+        assert!(!is_garbage(
+            s,
+            &report(ChunkVersion(2), 4096, true),
+            3,
+            3,
+            false
+        ));
         assert!(!is_garbage(o, &short, 3, 3, false));
 
         let good = |n: usize| (0..n).map(|i| format!("cs{i}")).collect::<Vec<_>>();
@@ -214,18 +229,27 @@ mod tests {
         assert!(!is_excess("cs9", &good(4), 3), "not a good replica");
 
         assert!(is_prefix(s, &short));
-        assert!(is_prefix(s, &report(2, 4096, true)));
-        assert!(!is_prefix(s, &report(1, 8192, false)), "longer");
-        assert!(!is_prefix(s, &report(3, 1024, false)), "not issued");
+        assert!(is_prefix(s, &report(ChunkVersion(2), 4096, true)));
+        assert!(
+            !is_prefix(s, &report(ChunkVersion(1), 8192, false)),
+            "longer"
+        );
+        assert!(
+            !is_prefix(s, &report(ChunkVersion(3), 1024, false)),
+            "not issued"
+        );
         assert!(!is_prefix(s, &failed));
-        assert!(!is_prefix(s, &report(1, 16, false)), "no chunk header");
+        assert!(
+            !is_prefix(s, &report(ChunkVersion(1), 16, false)),
+            "no chunk header"
+        );
 
         let reports = vec![
-            ("a".to_owned(), report(1, 300, false)),
-            ("b".to_owned(), report(1, 700, false)),
+            ("a".to_owned(), report(ChunkVersion(1), 300, false)),
+            ("b".to_owned(), report(ChunkVersion(1), 700, false)),
         ];
-        assert_eq!(chunk_length(o, &reports), 700);
-        assert_eq!(chunk_length(o, &[]), CHUNK_HEADER_BYTES as u64);
-        assert_eq!(chunk_length(s, &reports), 4096);
+        assert_eq!(chunk_length(o, &reports), ChunkOffset(700));
+        assert_eq!(chunk_length(o, &[]), ChunkOffset::FIRST_FRAME);
+        assert_eq!(chunk_length(s, &reports), ChunkOffset(4096));
     }
 }

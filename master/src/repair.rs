@@ -31,8 +31,7 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use cairn_record::ChunkHandle;
-use cairn_record::limits::CHUNK_HEADER_BYTES;
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
 use tokio::time::Instant;
 
 use crate::chunkserver_api::Replicate;
@@ -65,7 +64,7 @@ pub(crate) fn orphaned_open_chunks(
     now: Instant,
     dead_after: Duration,
     master_started: Instant,
-) -> Vec<(String, ChunkHandle, u64, String)> {
+) -> Vec<OrphanedOpenChunk> {
     let mut out = Vec::new();
     for c in meta.chunks.values() {
         if c.state != ChunkState::Open || c.primary.is_empty() {
@@ -89,19 +88,46 @@ pub(crate) fn orphaned_open_chunks(
             format!("primary {} is dead", c.primary)
         } else {
             match primary_report {
-                Some(r) if !r.primary && !r.sealed && r.length > CHUNK_HEADER_BYTES as u64 => {
+                Some(r) if !r.primary && !r.sealed && r.length > ChunkOffset::FIRST_FRAME => {
                     format!("primary {} restarted and lost its role", c.primary)
                 }
                 _ => continue,
             }
         };
-        out.push((c.log.clone(), c.handle, c.version, reason));
+        out.push(OrphanedOpenChunk {
+            log: c.log.clone(),
+            handle: c.handle,
+            version: c.version,
+            reason,
+        });
     }
     out
 }
 
-/// Replicas of sealed chunks that missed the seal and are still open at an older version, as
-/// `(handle, the chunk's version, addresses)`: the master fences them with the chunk's version
+/// An open chunk whose primary is gone ([`orphaned_open_chunks`]): the master seals it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct OrphanedOpenChunk {
+    pub(crate) log: String,
+    pub(crate) handle: ChunkHandle,
+    pub(crate) version: ChunkVersion,
+    /// Why it is taken for orphaned, for the log line.
+    pub(crate) reason: String,
+}
+
+/// Replicas of a sealed chunk to seal in place or to fence, on the chunkservers `addresses`
+/// (sorted): [`stale_open_replicas`] and [`complete_unsealed_replicas`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ReplicasToSeal {
+    pub(crate) handle: ChunkHandle,
+    /// The chunk's version (already logged).
+    pub(crate) version: ChunkVersion,
+    /// The chunk's sealed length.
+    pub(crate) length: ChunkOffset,
+    pub(crate) addresses: Vec<String>,
+}
+
+/// Replicas of sealed chunks that missed the seal and are still open at an older version: the
+/// master fences them with the chunk's version
 /// (already logged, nothing new to issue) so that an old primary among them can never take an
 /// append again, and so that they become prefix holders the repair loop catches up (a copy
 /// only extends them) and salvage can use.
@@ -110,7 +136,7 @@ pub(crate) fn stale_open_replicas(
     servers: &Servers,
     now: Instant,
     dead_after: Duration,
-) -> Vec<(ChunkHandle, u64, Vec<String>)> {
+) -> Vec<ReplicasToSeal> {
     let mut out = Vec::new();
     for c in meta.chunks.values() {
         if c.state != ChunkState::Sealed {
@@ -129,7 +155,12 @@ pub(crate) fn stale_open_replicas(
             .collect();
         if !stale.is_empty() {
             stale.sort();
-            out.push((c.handle, c.version, stale));
+            out.push(ReplicasToSeal {
+                handle: c.handle,
+                version: c.version,
+                length: c.length,
+                addresses: stale,
+            });
         }
     }
     out
@@ -137,7 +168,7 @@ pub(crate) fn stale_open_replicas(
 
 /// Replicas of sealed chunks that missed the seal but hold the whole chunk: open, at the chunk's
 /// version (fenced with it, e.g. by [`stale_open_replicas`]' fence), at least as long as the
-/// sealed length, healthy, on live chunkservers; as `(handle, version, length, addresses)`.
+/// sealed length, healthy, on live chunkservers.
 /// Every replica holds a prefix of the one byte stream its primary ordered, so such a replica
 /// holds the sealed bytes: the master seals it in place at the sealed length, with no copy and
 /// no new version (a seal cuts the bytes past it, never acknowledged; a chunkserver refuses a
@@ -151,7 +182,7 @@ pub(crate) fn complete_unsealed_replicas(
     servers: &Servers,
     now: Instant,
     dead_after: Duration,
-) -> Vec<(ChunkHandle, u64, u64, Vec<String>)> {
+) -> Vec<ReplicasToSeal> {
     let mut out = Vec::new();
     for c in meta.chunks.values() {
         if c.state != ChunkState::Sealed {
@@ -172,7 +203,12 @@ pub(crate) fn complete_unsealed_replicas(
             .collect();
         if !complete.is_empty() {
             complete.sort();
-            out.push((c.handle, c.version, c.length, complete));
+            out.push(ReplicasToSeal {
+                handle: c.handle,
+                version: c.version,
+                length: c.length,
+                addresses: complete,
+            });
         }
     }
     out
@@ -291,7 +327,7 @@ pub(crate) fn plan(
             .logs
             .get(&c.log)
             .map(|l| l.chunk_bytes)
-            .unwrap_or(c.length);
+            .unwrap_or(c.length.into());
         let need_free = capacity.saturating_add(min_free_bytes);
         // Holders of a usable prefix; a corrupt, failed, longer or newer copy is no head start
         // (a copy only extends a prefix: the target refuses to cut an open replica).
@@ -388,11 +424,11 @@ mod tests {
     const H: ChunkHandle = ChunkHandle(0x11);
     const DEAD_AFTER: Duration = Duration::from_secs(10);
 
-    fn report(version: u64, length: u64, sealed: bool, primary: bool) -> ReplicaReport {
+    fn report(version: ChunkVersion, length: u64, sealed: bool, primary: bool) -> ReplicaReport {
         ReplicaReport {
             handle: H,
             version,
-            length,
+            length: ChunkOffset(length),
             sealed,
             failed: false,
             corrupt: false,
@@ -422,24 +458,28 @@ mod tests {
         let now = Instant::now();
         let started = now - 2 * DEAD_AFTER;
         let healthy = [
-            ("a", report(1, 4096, false, true)),
-            ("b", report(1, 4096, false, false)),
-            ("c", report(1, 4096, false, false)),
+            ("a", report(ChunkVersion(1), 4096, false, true)),
+            ("b", report(ChunkVersion(1), 4096, false, false)),
+            ("c", report(ChunkVersion(1), 4096, false, false)),
         ];
         let meta = open_chunk();
-        let found = |meta: &Metadata, s: &Servers| {
-            orphaned_open_chunks(meta, s, now, DEAD_AFTER, started)
-                .into_iter()
-                .map(|(_, h, v, reason)| (h, v, reason))
-                .collect::<Vec<_>>()
-        };
+        let found =
+            |meta: &Metadata, s: &Servers| orphaned_open_chunks(meta, s, now, DEAD_AFTER, started);
         assert!(found(&meta, &servers(now, &healthy)).is_empty());
-        let fresh = [("a", report(1, 32, false, false)), healthy[1], healthy[2]];
+        let fresh = [
+            ("a", report(ChunkVersion(1), 32, false, false)),
+            healthy[1],
+            healthy[2],
+        ];
         assert!(found(&meta, &servers(now, &fresh)).is_empty());
-        let restarted = [("a", report(1, 4096, false, false)), healthy[1], healthy[2]];
+        let restarted = [
+            ("a", report(ChunkVersion(1), 4096, false, false)),
+            healthy[1],
+            healthy[2],
+        ];
         let f = found(&meta, &servers(now, &restarted));
         assert_eq!(f.len(), 1);
-        assert!(f[0].2.contains("restarted"), "{f:?}");
+        assert!(f[0].reason.contains("restarted"), "{f:?}");
 
         // A failed seal left the master at version 5 while the replicas kept version 1 and the
         // primary (restarted, or not) reports whatever it has.
@@ -447,13 +487,13 @@ mod tests {
         bumped
             .apply(&Entry::Version {
                 handle: H,
-                version: 5,
+                version: ChunkVersion(5),
             })
             .unwrap();
         let f = found(&bumped, &servers(now, &healthy));
         assert_eq!(f.len(), 1);
-        assert_eq!((f[0].0, f[0].1), (H, 5));
-        assert!(f[0].2.contains("seal began"), "{f:?}");
+        assert_eq!((f[0].handle, f[0].version), (H, ChunkVersion(5)));
+        assert!(f[0].reason.contains("seal began"), "{f:?}");
 
         // Every chunkserver silent: nothing to fence yet.
         let long_ago = now - 2 * DEAD_AFTER;
@@ -463,7 +503,7 @@ mod tests {
         s.register("a", long_ago, &[healthy[0].1], Duration::ZERO);
         let f = found(&meta, &s);
         assert_eq!(f.len(), 1);
-        assert!(f[0].2.contains("dead"), "{f:?}");
+        assert!(f[0].reason.contains("dead"), "{f:?}");
     }
 
     // Replicas of a sealed chunk still open at an older version (they missed its seal) are
@@ -472,27 +512,32 @@ mod tests {
     fn stale_open_replicas_are_found() {
         let now = Instant::now();
         let meta = crate::meta::one_sealed_chunk(H);
-        let mut failed = report(1, 1024, false, false);
+        let mut failed = report(ChunkVersion(1), 1024, false, false);
         failed.failed = true;
         let mut s = servers(
             now,
             &[
-                ("a", report(2, 4096, true, false)),
-                ("b", report(1, 1024, false, false)),
-                ("c", report(2, 1024, false, false)),
+                ("a", report(ChunkVersion(2), 4096, true, false)),
+                ("b", report(ChunkVersion(1), 1024, false, false)),
+                ("c", report(ChunkVersion(2), 1024, false, false)),
                 ("d", failed),
-                ("e", report(1, 1024, true, false)),
+                ("e", report(ChunkVersion(1), 1024, true, false)),
             ],
         );
         s.register(
             "f",
             now - 2 * DEAD_AFTER,
-            &[report(1, 1024, false, false)],
+            &[report(ChunkVersion(1), 1024, false, false)],
             Duration::ZERO,
         );
         assert_eq!(
             stale_open_replicas(&meta, &s, now, DEAD_AFTER),
-            vec![(H, 2, vec!["b".to_owned()])]
+            vec![ReplicasToSeal {
+                handle: H,
+                version: ChunkVersion(2),
+                length: ChunkOffset(4096),
+                addresses: vec!["b".to_owned()],
+            }]
         );
         assert!(complete_unsealed_replicas(&meta, &s, now, DEAD_AFTER).is_empty());
     }
@@ -504,22 +549,27 @@ mod tests {
     fn complete_unsealed_replicas_are_found() {
         let now = Instant::now();
         let meta = crate::meta::one_sealed_chunk(H);
-        let mut corrupt = report(2, 4096, false, false);
+        let mut corrupt = report(ChunkVersion(2), 4096, false, false);
         corrupt.corrupt = true;
         let s = servers(
             now,
             &[
-                ("a", report(2, 4096, true, false)),
-                ("b", report(2, 4096, false, false)),
-                ("c", report(2, 1024, false, false)),
-                ("d", report(1, 4096, false, false)),
+                ("a", report(ChunkVersion(2), 4096, true, false)),
+                ("b", report(ChunkVersion(2), 4096, false, false)),
+                ("c", report(ChunkVersion(2), 1024, false, false)),
+                ("d", report(ChunkVersion(1), 4096, false, false)),
                 ("e", corrupt),
-                ("f", report(2, 8192, false, false)),
+                ("f", report(ChunkVersion(2), 8192, false, false)),
             ],
         );
         assert_eq!(
             complete_unsealed_replicas(&meta, &s, now, DEAD_AFTER),
-            vec![(H, 2, 4096, vec!["b".to_owned(), "f".to_owned()])]
+            vec![ReplicasToSeal {
+                handle: H,
+                version: ChunkVersion(2),
+                length: ChunkOffset(4096),
+                addresses: vec!["b".to_owned(), "f".to_owned()],
+            }]
         );
     }
 

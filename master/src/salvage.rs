@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
 use tokio::time::Instant;
 
 use crate::heartbeat::Servers;
@@ -37,7 +37,15 @@ pub(crate) fn prefix_holders(
     holders
 }
 
-/// Sealed chunks to salvage, as `(log, handle, version)`: no good replica on a live
+/// A sealed chunk to salvage ([`candidates`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SalvageCandidate {
+    pub(crate) log: String,
+    pub(crate) handle: ChunkHandle,
+    pub(crate) version: ChunkVersion,
+}
+
+/// Sealed chunks to salvage, ordered by log and handle: no good replica on a live
 /// chunkserver; every chunkserver that sealed it gone: silent past `salvage_after` (or never
 /// heard from although this master has run that long: a restarted master waits for
 /// registrations) or live without the replica (it came back with a wiped data directory; a
@@ -53,7 +61,7 @@ pub(crate) fn candidates(
     dead_after: Duration,
     salvage_after: Duration,
     master_started: Instant,
-) -> Vec<(String, ChunkHandle, u64)> {
+) -> Vec<SalvageCandidate> {
     if now.saturating_duration_since(master_started) < dead_after {
         return Vec::new();
     }
@@ -78,24 +86,41 @@ pub(crate) fn candidates(
         if !c.replicas.iter().all(gone) {
             continue;
         }
-        out.push((c.log.clone(), c.handle, c.version));
+        out.push(SalvageCandidate {
+            log: c.log.clone(),
+            handle: c.handle,
+            version: c.version,
+        });
     }
-    out.sort_by(|a, b| (&a.0, a.1.0).cmp(&(&b.0, b.1.0)));
+    out.sort_by(|a, b| (&a.log, a.handle).cmp(&(&b.log, b.handle)));
     out
 }
 
 /// The salvage decision: the longest fenced length, at most the sealed length `sealed_len`, and
 /// the fenced replicas that can be sealed there (open ones at least that long: a seal cuts an
 /// open replica; sealed ones exactly that long). `None` if no replica was fenced.
-pub(crate) fn plan(sealed_len: u64, outcomes: &[FenceOutcome]) -> Option<(u64, Vec<String>)> {
+pub(crate) fn plan(sealed_len: ChunkOffset, outcomes: &[FenceOutcome]) -> Option<SalvagePlan> {
     let fenced = crate::seal::fenced(outcomes);
-    let length = fenced.iter().map(|f| f.1).max()?.min(sealed_len);
+    let length = fenced.iter().map(|f| f.length).max()?.min(sealed_len);
     let replicas = fenced
         .iter()
-        .filter(|f| if f.2 { f.1 == length } else { f.1 >= length })
-        .map(|f| f.0.clone())
+        .filter(|f| {
+            if f.sealed {
+                f.length == length
+            } else {
+                f.length >= length
+            }
+        })
+        .map(|f| f.address.clone())
         .collect();
-    Some((length, replicas))
+    Some(SalvagePlan { length, replicas })
+}
+
+/// A salvage's decision: the length to seal at and the replicas to seal there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SalvagePlan {
+    pub(crate) length: ChunkOffset,
+    pub(crate) replicas: Vec<String>,
 }
 
 #[cfg(test)]
@@ -105,10 +130,10 @@ mod tests {
     fn fenced(address: &str, length: u64) -> FenceOutcome {
         FenceOutcome::Fenced {
             address: address.to_owned(),
-            length,
+            length: ChunkOffset(length),
             sealed: false,
             marks: Vec::new(),
-            marks_through: 32,
+            marks_through: ChunkOffset(32),
             primary_commit: None,
         }
     }
@@ -126,32 +151,44 @@ mod tests {
             fenced("d", 800),
         ];
         assert_eq!(
-            plan(1000, &outcomes),
-            Some((800, vec!["b".into(), "d".into()]))
+            plan(ChunkOffset(1000), &outcomes),
+            Some(SalvagePlan {
+                length: ChunkOffset(800),
+                replicas: vec!["b".into(), "d".into()]
+            })
         );
         assert_eq!(
-            plan(600, &outcomes),
-            Some((600, vec!["b".into(), "d".into()]))
+            plan(ChunkOffset(600), &outcomes),
+            Some(SalvagePlan {
+                length: ChunkOffset(600),
+                replicas: vec!["b".into(), "d".into()]
+            })
         );
         let sealed_short = FenceOutcome::Fenced {
             address: "e".into(),
-            length: 400,
+            length: ChunkOffset(400),
             sealed: true,
             marks: Vec::new(),
-            marks_through: 32,
+            marks_through: ChunkOffset(32),
             primary_commit: None,
         };
         assert_eq!(
-            plan(1000, &[fenced("a", 400), sealed_short.clone()]),
-            Some((400, vec!["a".into(), "e".into()]))
+            plan(ChunkOffset(1000), &[fenced("a", 400), sealed_short.clone()]),
+            Some(SalvagePlan {
+                length: ChunkOffset(400),
+                replicas: vec!["a".into(), "e".into()]
+            })
         );
         assert_eq!(
-            plan(1000, &[fenced("a", 800), sealed_short]),
-            Some((800, vec!["a".into()]))
+            plan(ChunkOffset(1000), &[fenced("a", 800), sealed_short]),
+            Some(SalvagePlan {
+                length: ChunkOffset(800),
+                replicas: vec!["a".into()]
+            })
         );
         assert_eq!(
             plan(
-                1000,
+                ChunkOffset(1000),
                 &[FenceOutcome::Absent {
                     address: "a".into()
                 }]
@@ -171,11 +208,11 @@ mod candidate_tests {
     const DEAD_AFTER: Duration = Duration::from_secs(10);
     const SALVAGE_AFTER: Duration = Duration::from_secs(60);
 
-    fn report(version: u64, length: u64, sealed: bool) -> ReplicaReport {
+    fn report(version: ChunkVersion, length: u64, sealed: bool) -> ReplicaReport {
         ReplicaReport {
             handle: H,
             version,
-            length,
+            length: ChunkOffset(length),
             sealed,
             failed: false,
             corrupt: false,
@@ -199,17 +236,36 @@ mod candidate_tests {
         let long_ago = now - 2 * SALVAGE_AFTER;
         let meta = sealed_on_a();
         let mut s = Servers::default();
-        s.register("b", now, &[report(1, 1024, false)], Duration::ZERO);
-        s.register("c", now, &[report(1, 512, false)], Duration::ZERO);
+        s.register(
+            "b",
+            now,
+            &[report(ChunkVersion(1), 1024, false)],
+            Duration::ZERO,
+        );
+        s.register(
+            "c",
+            now,
+            &[report(ChunkVersion(1), 512, false)],
+            Duration::ZERO,
+        );
         // `a` never registered since this master started: dead only once the master has run
         // for the dead-after time.
         assert!(candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, now).is_empty());
         assert_eq!(
             candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started),
-            vec![("/l".to_owned(), H, 2)]
+            vec![SalvageCandidate {
+                log: "/l".to_owned(),
+                handle: H,
+                version: ChunkVersion(2),
+            }]
         );
         // `a` live with its good replica: nothing to salvage.
-        s.register("a", now, &[report(2, 4096, true)], Duration::ZERO);
+        s.register(
+            "a",
+            now,
+            &[report(ChunkVersion(2), 4096, true)],
+            Duration::ZERO,
+        );
         assert!(candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started).is_empty());
         // `a` silent past the dead-after time only (restarting, cut off): its replica may be
         // intact, so nothing is cut (found by the simulator, seed 270: a salvage from a
@@ -217,12 +273,17 @@ mod candidate_tests {
         s.register(
             "a",
             now - 2 * DEAD_AFTER,
-            &[report(2, 4096, true)],
+            &[report(ChunkVersion(2), 4096, true)],
             Duration::ZERO,
         );
         assert!(candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started).is_empty());
         // `a` silent past the salvage-after time: lost, salvage.
-        s.register("a", long_ago, &[report(2, 4096, true)], Duration::ZERO);
+        s.register(
+            "a",
+            long_ago,
+            &[report(ChunkVersion(2), 4096, true)],
+            Duration::ZERO,
+        );
         assert_eq!(
             candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started).len(),
             1
@@ -234,40 +295,53 @@ mod candidate_tests {
             1
         );
         // `a` back with its replica damaged: read around the damage, not cut back.
-        let mut damaged = report(2, 4096, true);
+        let mut damaged = report(ChunkVersion(2), 4096, true);
         damaged.corrupt = true;
         s.register("a", now, &[damaged], Duration::ZERO);
         assert!(candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started).is_empty());
-        s.register("a", long_ago, &[report(2, 4096, true)], Duration::ZERO);
+        s.register(
+            "a",
+            long_ago,
+            &[report(ChunkVersion(2), 4096, true)],
+            Duration::ZERO,
+        );
         // No live prefix holder (corrupt and longer replicas do not count): nothing to do.
-        let mut corrupt = report(1, 1024, false);
+        let mut corrupt = report(ChunkVersion(1), 1024, false);
         corrupt.corrupt = true;
         s.register("b", now, &[corrupt], Duration::ZERO);
-        s.register("c", now, &[report(1, 8192, false)], Duration::ZERO);
+        s.register(
+            "c",
+            now,
+            &[report(ChunkVersion(1), 8192, false)],
+            Duration::ZERO,
+        );
         assert!(candidates(&meta, &s, now, DEAD_AFTER, SALVAGE_AFTER, started).is_empty());
 
         let mut meta = meta;
         meta.apply(&Entry::Version {
             handle: H,
-            version: 3,
+            version: ChunkVersion(3),
         })
         .unwrap();
         meta.apply(&Entry::Salvage {
             handle: H,
-            version: 3,
-            length: 1024,
+            version: ChunkVersion(3),
+            length: ChunkOffset(1024),
             replicas: vec!["b".into()],
         })
         .unwrap();
         let c = &meta.chunks[&H];
-        assert_eq!((c.version, c.length, c.lost_end), (3, 1024, 4096));
+        assert_eq!(
+            (c.version, c.length, c.lost_end),
+            (ChunkVersion(3), ChunkOffset(1024), ChunkOffset(4096))
+        );
         assert_eq!(c.replicas, vec!["b".to_owned()]);
         // A salvage never lengthens a chunk.
         assert!(
             meta.apply(&Entry::Salvage {
                 handle: H,
-                version: 3,
-                length: 2048,
+                version: ChunkVersion(3),
+                length: ChunkOffset(2048),
                 replicas: vec!["c".into()],
             })
             .is_err()

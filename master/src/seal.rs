@@ -2,6 +2,8 @@
 //! keep the chunk and the writer marks carried to the next chunk. Pure; `core/seal.rs` does the
 //! RPCs.
 
+use cairn_record::ChunkOffset;
+
 use crate::meta::WriterMark;
 
 /// One replica's answer to `Fence`.
@@ -10,16 +12,16 @@ pub(crate) enum FenceOutcome {
     /// Fenced: it refuses the old version and reported its durable length.
     Fenced {
         address: String,
-        length: u64,
+        length: ChunkOffset,
         /// It was already sealed (a seal that the master did not get to log).
         sealed: bool,
         /// Its writers' last records in `[32, marks_through)`, most recently active first.
         marks: Vec<WriterMark>,
         /// The commit offset it knows: a prefix every replica holds durably.
-        marks_through: u64,
+        marks_through: ChunkOffset,
         /// Set when it is the chunk's primary in its role (never restarted): its commit
         /// offset, exactly the acknowledged extent of the chunk.
-        primary_commit: Option<u64>,
+        primary_commit: Option<ChunkOffset>,
     },
     /// The chunkserver answered that it has no such replica.
     Absent { address: String },
@@ -27,8 +29,18 @@ pub(crate) enum FenceOutcome {
     Failed { address: String },
 }
 
-/// The fenced replicas among `outcomes`: (address, durable length, already sealed).
-pub(crate) fn fenced(outcomes: &[FenceOutcome]) -> Vec<(&String, u64, bool)> {
+/// A replica that answered its fence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FencedReplica<'a> {
+    pub(crate) address: &'a String,
+    /// Its durable length.
+    pub(crate) length: ChunkOffset,
+    /// It was already sealed.
+    pub(crate) sealed: bool,
+}
+
+/// The fenced replicas among `outcomes`.
+pub(crate) fn fenced(outcomes: &[FenceOutcome]) -> Vec<FencedReplica<'_>> {
     outcomes
         .iter()
         .filter_map(|o| match o {
@@ -37,7 +49,11 @@ pub(crate) fn fenced(outcomes: &[FenceOutcome]) -> Vec<(&String, u64, bool)> {
                 length,
                 sealed,
                 ..
-            } => Some((address, *length, *sealed)),
+            } => Some(FencedReplica {
+                address,
+                length: *length,
+                sealed: *sealed,
+            }),
             _ => None,
         })
         .collect()
@@ -49,7 +65,7 @@ pub(crate) enum SealPlan {
     /// Seal at `length` on `replicas`; `marks` are carried to the next chunk (see
     /// [`carried_marks`]).
     Seal {
-        length: u64,
+        length: ChunkOffset,
         replicas: Vec<String>,
         marks: Vec<WriterMark>,
     },
@@ -101,10 +117,10 @@ pub(crate) fn plan(outcomes: &[FenceOutcome], proven_empty: bool) -> SealPlan {
             SealPlan::Unavailable
         };
     }
-    let already_sealed = fenced.iter().filter(|f| f.2).min_by_key(|f| f.1);
+    let already_sealed = fenced.iter().filter(|f| f.sealed).min_by_key(|f| f.length);
     let longest = fenced
         .iter()
-        .map(|f| f.1)
+        .map(|f| f.length)
         .max()
         .expect("fenced is not empty");
     let primary_commit = outcomes
@@ -115,15 +131,15 @@ pub(crate) fn plan(outcomes: &[FenceOutcome], proven_empty: bool) -> SealPlan {
         })
         .filter(|&c| c <= longest);
     let length = match already_sealed {
-        Some(sealed) => sealed.1,
+        Some(sealed) => sealed.length,
         None => primary_commit.unwrap_or(longest),
     };
     SealPlan::Seal {
         length,
         replicas: fenced
             .iter()
-            .filter(|f| f.1 >= length)
-            .map(|f| f.0.clone())
+            .filter(|f| f.length >= length)
+            .map(|f| f.address.clone())
             .collect(),
         marks: carried_marks(outcomes, length),
     }
@@ -139,7 +155,7 @@ pub(crate) fn plan(outcomes: &[FenceOutcome], proven_empty: bool) -> SealPlan {
 /// other replica has, never acknowledged; carried on, they would be "already stored" on one
 /// disk. Records above the chosen offset that a client resends are stored again in the next
 /// chunk, and replay drops the copies (appends are at least once).
-pub(crate) fn carried_marks(outcomes: &[FenceOutcome], length: u64) -> Vec<WriterMark> {
+pub(crate) fn carried_marks(outcomes: &[FenceOutcome], length: ChunkOffset) -> Vec<WriterMark> {
     outcomes
         .iter()
         .filter_map(|o| match o {
@@ -172,14 +188,14 @@ mod tests {
     ) -> FenceOutcome {
         FenceOutcome::Fenced {
             address: address.to_owned(),
-            length,
+            length: ChunkOffset(length),
             sealed,
             marks: vec![WriterMark {
-                writer: 1,
+                writer: cairn_record::WriterId(1),
                 sequence: mark,
                 frame_crc: 0,
             }],
-            marks_through,
+            marks_through: ChunkOffset(marks_through),
             primary_commit: None,
         }
     }
@@ -203,10 +219,10 @@ mod tests {
         assert_eq!(
             plan,
             SealPlan::Seal {
-                length: 4096,
+                length: ChunkOffset(4096),
                 replicas: vec!["a".into(), "d".into()],
                 marks: vec![WriterMark {
-                    writer: 1,
+                    writer: cairn_record::WriterId(1),
                     sequence: 30,
                     frame_crc: 0,
                 }],
@@ -223,7 +239,7 @@ mod tests {
     fn the_primarys_commit_offset_is_the_sealed_length() {
         let as_primary = |mut o: FenceOutcome, commit: u64| {
             if let FenceOutcome::Fenced { primary_commit, .. } = &mut o {
-                *primary_commit = Some(commit);
+                *primary_commit = Some(ChunkOffset(commit));
             }
             o
         };
@@ -235,20 +251,28 @@ mod tests {
         else {
             panic!("expected a seal");
         };
-        assert_eq!(length, 32);
+        assert_eq!(length, ChunkOffset(32));
         assert_eq!(replicas, vec!["p".to_owned(), "s".to_owned()]);
 
         let SealPlan::Seal { length, .. } = plan(&[primary(32), fenced("t", 4000, true, 1)], false)
         else {
             panic!("expected a seal");
         };
-        assert_eq!(length, 4000, "an earlier seal fixes the length");
+        assert_eq!(
+            length,
+            ChunkOffset(4000),
+            "an earlier seal fixes the length"
+        );
 
         let damaged = as_primary(fenced_through("p", 100, false, 1, 32), 9000);
         let SealPlan::Seal { length, .. } = plan(&[damaged, short], false) else {
             panic!("expected a seal");
         };
-        assert_eq!(length, 100, "a commit offset nobody holds: the longest");
+        assert_eq!(
+            length,
+            ChunkOffset(100),
+            "a commit offset nobody holds: the longest"
+        );
     }
 
     // A replica sealed by an earlier, interrupted seal fixes the length; shorter replicas are
@@ -268,7 +292,7 @@ mod tests {
         else {
             panic!("expected a seal");
         };
-        assert_eq!(length, 2000);
+        assert_eq!(length, ChunkOffset(2000));
         assert_eq!(replicas, vec!["b".to_owned(), "c".to_owned()]);
     }
 
@@ -299,7 +323,10 @@ mod tests {
         );
         assert!(matches!(
             plan(&[failed, absent, fenced("c", 32, false, 0)], true),
-            SealPlan::Seal { length: 32, .. }
+            SealPlan::Seal {
+                length: ChunkOffset(32),
+                ..
+            }
         ));
     }
 
@@ -314,12 +341,12 @@ mod tests {
             fenced_through("p", 4096, false, 3, 1000),
             fenced_through("s", 1000, false, 2, 800),
         ];
-        assert_eq!(carried_marks(&outcomes, 4096)[0].sequence, 3);
+        assert_eq!(carried_marks(&outcomes, ChunkOffset(4096))[0].sequence, 3);
         let bogus = [
             fenced_through("p", 4096, false, 3, 1000),
             fenced_through("s", 1000, false, 9, 9000),
         ];
-        assert_eq!(carried_marks(&bogus, 4096)[0].sequence, 3);
-        assert!(carried_marks(&[], 4096).is_empty());
+        assert_eq!(carried_marks(&bogus, ChunkOffset(4096))[0].sequence, 3);
+        assert!(carried_marks(&[], ChunkOffset(4096)).is_empty());
     }
 }

@@ -11,7 +11,7 @@ use cairn_proto::net::{Connector, Link};
 use cairn_proto::v1 as pb;
 use cairn_proto::v1::chunkserver_client::ChunkserverClient;
 use cairn_proto::v1::master_server::{Master, MasterServer};
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion, WriterId};
 use tonic::{Code, Request, Response, Status};
 use tracing::{debug, instrument, warn};
 
@@ -151,7 +151,12 @@ impl Master for MasterService {
         };
         let loc = self
             .core
-            .seal_chunk(&r.path, ChunkHandle(r.handle), r.version, &reason)
+            .seal_chunk(
+                &r.path,
+                ChunkHandle(r.handle),
+                ChunkVersion(r.version),
+                &reason,
+            )
             .await?;
         Ok(Response::new(location(loc)))
     }
@@ -210,7 +215,7 @@ impl Master for MasterService {
         req: Request<pb::ResumeWriterRequest>,
     ) -> Result<Response<pb::ResumeWriterResponse>, Status> {
         let r = req.into_inner();
-        let epoch = self.core.resume_writer(&r.path, r.writer).await?;
+        let epoch = self.core.resume_writer(&r.path, WriterId(r.writer)).await?;
         Ok(Response::new(pb::ResumeWriterResponse { epoch }))
     }
 
@@ -248,8 +253,8 @@ fn log_replicas(l: LogReplicas) -> pb::ListReplicasResponse {
                 index: c.index,
                 handle: c.handle.0,
                 state: chunk_state(c.state) as i32,
-                version: c.version,
-                length: c.length,
+                version: c.version.into(),
+                length: c.length.into(),
                 replication: c.replication,
                 primary: c.primary,
                 replicas: c
@@ -257,8 +262,8 @@ fn log_replicas(l: LogReplicas) -> pb::ListReplicasResponse {
                     .into_iter()
                     .map(|r| pb::ReplicaStatus {
                         address: r.address,
-                        version: r.version,
-                        length: r.length,
+                        version: r.version.into(),
+                        length: r.length.into(),
                         sealed: r.sealed,
                         corrupt: r.corrupt,
                         failed: r.failed,
@@ -282,8 +287,8 @@ fn chunk_state(s: ChunkState) -> pb::ChunkState {
 fn report(r: &pb::ReplicaReport) -> ReplicaReport {
     ReplicaReport {
         handle: ChunkHandle(r.handle),
-        version: r.version,
-        length: r.length,
+        version: ChunkVersion(r.version),
+        length: ChunkOffset(r.length),
         sealed: r.sealed,
         failed: r.failed,
         corrupt: r.corrupt,
@@ -308,11 +313,11 @@ fn chunk_info(c: ChunkInfo) -> pb::ChunkInfo {
         index: c.index,
         handle: c.handle.0,
         state: state as i32,
-        length: c.length,
-        version: c.version,
+        length: c.length.into(),
+        version: c.version.into(),
         replicas: c.replicas,
         primary: c.primary,
-        lost_end: c.lost_end,
+        lost_end: c.lost_end.into(),
     }
 }
 
@@ -321,7 +326,7 @@ fn location(l: Location) -> pb::ChunkLocation {
         path: l.path,
         index: l.index,
         handle: l.handle.0,
-        version: l.version,
+        version: l.version.into(),
         primary: l.primary,
         secondaries: l.secondaries,
         chunk_bytes: l.chunk_bytes,
@@ -330,7 +335,7 @@ fn location(l: Location) -> pb::ChunkLocation {
 
 /// The marks and epochs a new primary is told: each mark with its writer's epoch, then the
 /// resumed writers without a mark (sequence 0) with theirs.
-fn marks_to_pb(marks: Vec<WriterMark>, mut epochs: BTreeMap<u64, u64>) -> Vec<pb::WriterMark> {
+fn marks_to_pb(marks: Vec<WriterMark>, mut epochs: BTreeMap<WriterId, u64>) -> Vec<pb::WriterMark> {
     let mut out: Vec<pb::WriterMark> = marks
         .into_iter()
         .map(|m| {
@@ -407,7 +412,7 @@ impl ChunkserverApi for GrpcChunkservers {
         client
             .create_replica(self.request(pb::CreateReplicaRequest {
                 handle: r.handle.0,
-                version: r.version,
+                version: r.version.into(),
                 capacity: r.capacity,
                 primary: r.primary,
                 secondaries: r.secondaries,
@@ -422,24 +427,25 @@ impl ChunkserverApi for GrpcChunkservers {
         &self,
         address: String,
         handle: ChunkHandle,
-        new_version: u64,
+        new_version: ChunkVersion,
     ) -> Result<Fenced, RpcError> {
         let mut client = self.client(&address)?;
         let r = client
             .fence(self.request(pb::FenceRequest {
                 handle: handle.0,
-                new_version,
+                new_version: new_version.into(),
             }))
             .await
             .map_err(rpc_error)?
             .into_inner();
         Ok(Fenced {
-            length: r.durable_length,
-            version: r.version,
+            length: ChunkOffset(r.durable_length),
+            version: ChunkVersion(r.version),
             sealed: r.sealed,
             marks: r.writer_marks.into_iter().map(WriterMark::from).collect(),
-            marks_through: r.marks_through,
-            primary_commit: (r.primary_commit_offset > 0).then_some(r.primary_commit_offset),
+            marks_through: ChunkOffset(r.marks_through),
+            primary_commit: (r.primary_commit_offset > 0)
+                .then_some(ChunkOffset(r.primary_commit_offset)),
         })
     }
 
@@ -447,15 +453,15 @@ impl ChunkserverApi for GrpcChunkservers {
         &self,
         address: String,
         handle: ChunkHandle,
-        version: u64,
-        length: u64,
+        version: ChunkVersion,
+        length: ChunkOffset,
     ) -> Result<(), RpcError> {
         let mut client = self.client(&address)?;
         client
             .seal(self.request(pb::SealRequest {
                 handle: handle.0,
-                version,
-                length,
+                version: version.into(),
+                length: length.into(),
             }))
             .await
             .map_err(rpc_error)?;
@@ -471,8 +477,8 @@ impl ChunkserverApi for GrpcChunkservers {
         let mut client = self.client(&address)?;
         let mut req = Request::new(pb::ReplicateRequest {
             handle: job.handle.0,
-            version: job.version,
-            length: job.length,
+            version: job.version.into(),
+            length: job.length.into(),
             capacity: job.capacity,
             source: job.source,
         });

@@ -140,7 +140,7 @@ async fn a_cluster_runs_in_one_process_on_an_in_memory_network() {
         .replay("/mem", ReplayOptions::default())
         .await
         .expect("replay");
-    let mut got: std::collections::HashMap<u64, Vec<Bytes>> = Default::default();
+    let mut got: std::collections::HashMap<cairn_record::WriterId, Vec<Bytes>> = Default::default();
     while let Some(event) = replay.next().await {
         match event.expect("a replay event") {
             ReplayEvent::Record { id, payload, .. } => {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use cairn_proto::v1 as pb;
 use cairn_proto::v1::chunkserver_client::ChunkserverClient;
 use cairn_proto::v1::master_client::MasterClient;
-use cairn_record::RecordId;
+use cairn_record::{RecordId, WriterId};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -79,7 +79,7 @@ async fn open_chunk(master: &mut MasterClient<Channel>, path: &str) -> pb::Chunk
 async fn append(loc: &pb::ChunkLocation, sequence: u64) -> pb::AppendResponse {
     let mut frames = Vec::new();
     let id = RecordId {
-        writer: 0xabc,
+        writer: WriterId(0xabc),
         sequence,
     };
     cairn_record::encode_record(&mut frames, id, &[sequence as u8; 200], 1024).unwrap();

@@ -17,7 +17,7 @@ impl v1::WriterMark {
     /// `mark` on the wire with the writer's `epoch` (0: none, as in a fence answer).
     pub fn with_epoch(mark: WriterMark, epoch: u64) -> v1::WriterMark {
         v1::WriterMark {
-            writer: mark.writer,
+            writer: mark.writer.into(),
             sequence: mark.sequence,
             frame_crc: mark.frame_crc,
             epoch,
@@ -27,7 +27,7 @@ impl v1::WriterMark {
     /// The mark without the epoch.
     pub fn mark(&self) -> WriterMark {
         WriterMark {
-            writer: self.writer,
+            writer: self.writer.into(),
             sequence: self.sequence,
             frame_crc: self.frame_crc,
         }
@@ -43,7 +43,7 @@ mod tests {
         // Proves: a mark converted to the wire form with an epoch and back is the same mark,
         // and the epoch is the one given.
         let mark = WriterMark {
-            writer: u64::MAX - 1,
+            writer: cairn_record::WriterId(u64::MAX - 1),
             sequence: 42,
             frame_crc: 0xdead_beef,
         };

@@ -12,7 +12,7 @@
 
 use crate::error::{DecodeError, Error};
 use crate::header::u32_at;
-use crate::ids::RecordId;
+use crate::ids::{RecordId, WriterId};
 use crate::limits::{FRAME_ALIGN_BYTES, FRAME_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, align_up};
 
 /// Fills a padding run shorter than a frame header: each 8-byte word of it is this ASCII text.
@@ -69,7 +69,7 @@ pub fn encode_record(
             max,
         });
     }
-    if id.writer == 0 {
+    if id.writer == WriterId::PADDING {
         return Err(Error::ZeroWriter);
     }
     let start = out.len();
@@ -108,7 +108,7 @@ pub fn encode_padding(out: &mut Vec<u8>, len: usize) -> Result<(), Error> {
         KIND_PADDING,
         payload_len,
         RecordId {
-            writer: 0,
+            writer: WriterId::PADDING,
             sequence: 0,
         },
     );
@@ -121,7 +121,7 @@ pub fn encode_padding(out: &mut Vec<u8>, len: usize) -> Result<(), Error> {
 
 fn write_header_fields(b: &mut [u8], kind: u8, payload_len: usize, id: RecordId) {
     b[4..8].copy_from_slice(&(payload_len as u32).to_le_bytes());
-    b[8..16].copy_from_slice(&id.writer.to_le_bytes());
+    b[8..16].copy_from_slice(&id.writer.0.to_le_bytes());
     b[16..24].copy_from_slice(&id.sequence.to_le_bytes());
     b[24] = kind;
     b[25..32].fill(0);
@@ -184,7 +184,10 @@ pub fn decode_frame(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
     }
     Ok(Frame {
         kind,
-        id: RecordId { writer, sequence },
+        id: RecordId {
+            writer: WriterId(writer),
+            sequence,
+        },
         payload: &buf[FRAME_HEADER_BYTES..payload_end],
     })
 }
@@ -206,7 +209,7 @@ mod tests {
 
     fn id(sequence: u64) -> RecordId {
         RecordId {
-            writer: 7,
+            writer: WriterId(7),
             sequence,
         }
     }
@@ -241,7 +244,7 @@ mod tests {
         let err = encode_record(
             &mut out,
             RecordId {
-                writer: 0,
+                writer: WriterId(0),
                 sequence: 1,
             },
             b"x",

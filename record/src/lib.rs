@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`limits`]: every size bound, checked against the others at compile time.
 //! - [`error`]: [`Error`] (encoding) and [`DecodeError`] (incomplete versus corrupt bytes).
-//! - [`ids`]: [`ChunkHandle`] and [`RecordId`].
+//! - [`ids`]: the protocol's numbers as types: [`ChunkHandle`], [`ChunkVersion`],
+//!   [`ChunkOffset`] (a position in a chunk's data), [`WriterId`] and [`RecordId`].
 //! - [`header`]: the chunk-file header and [`FormatVersion`].
 //! - [`frame`]: encoding and verifying single frames, padding included.
 //! - [`scan`]: a [`Scanner`] that walks the frames of one buffer and resynchronises after
@@ -45,7 +46,7 @@ pub use frame::{
     is_short_padding,
 };
 pub use header::{CHUNK_MAGIC, ChunkHeader, FormatVersion};
-pub use ids::{ChunkHandle, RecordId};
+pub use ids::{ChunkHandle, ChunkOffset, ChunkVersion, RecordId, WriterId};
 pub use reader::{FrameReader, ReadItem};
 pub use recovery::{Recovery, classify, classify_ranges};
 pub use rng::SplitMix64;

@@ -470,7 +470,7 @@ impl Iterator for FrameReader {
 mod tests {
     use super::*;
     use crate::frame::{encode_padding, encode_record, encoded_len};
-    use crate::ids::ChunkHandle;
+    use crate::ids::{ChunkHandle, WriterId};
     use crate::scan::{ScanItem, Scanner};
 
     /// Frames of records with the given payload lengths (writer 3, sequences from 1), then
@@ -482,7 +482,7 @@ mod tests {
             offsets.push(out.len() as u64);
             let payload: Vec<u8> = (0..n).map(|b| (b * 31 + i) as u8).collect();
             let id = RecordId {
-                writer: 3,
+                writer: WriterId(3),
                 sequence: i as u64 + 1,
             };
             encode_record(&mut out, id, &payload, 1 << 20).unwrap();

@@ -59,13 +59,13 @@ pub fn classify_ranges(mut ranges: Vec<ByteRange>, end: u64, acked_len: u64) -> 
 mod tests {
     use super::*;
     use crate::frame::encode_record;
-    use crate::ids::RecordId;
+    use crate::ids::{RecordId, WriterId};
 
     fn three_records() -> Vec<u8> {
         let mut out = Vec::new();
         for s in 1..=3 {
             let id = RecordId {
-                writer: 1,
+                writer: WriterId(1),
                 sequence: s,
             };
             encode_record(&mut out, id, &[s as u8; 50], 1 << 10).unwrap();
@@ -99,7 +99,7 @@ mod tests {
         let mut buf = three_records();
         let acked = 32 + buf.len() as u64;
         let id = RecordId {
-            writer: 1,
+            writer: WriterId(1),
             sequence: 4,
         };
         encode_record(&mut buf, id, &b"CAIRNPAD".repeat(8), 1 << 10).unwrap();

@@ -150,6 +150,7 @@ impl<'a> Iterator for Scanner<'a> {
 mod tests {
     use super::*;
     use crate::frame::{encode_padding, encode_record, encoded_len};
+    use crate::ids::WriterId;
 
     fn build(payloads: &[&[u8]]) -> (Vec<u8>, Vec<u64>) {
         let mut out = Vec::new();
@@ -157,7 +158,7 @@ mod tests {
         for (i, p) in payloads.iter().enumerate() {
             offsets.push(out.len() as u64);
             let id = RecordId {
-                writer: 9,
+                writer: WriterId(9),
                 sequence: i as u64 + 1,
             };
             encode_record(&mut out, id, p, 1 << 20).unwrap();

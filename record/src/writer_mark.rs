@@ -4,12 +4,14 @@
 //! to answer a resent record "already stored" and to tell a different record under the same
 //! sequence (ARCHITECTURE.md, "Seal").
 
+use crate::ids::WriterId;
+
 /// One writer's last record in a prefix every replica of a chunk holds durably.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct WriterMark {
     /// The writer id.
-    pub writer: u64,
+    pub writer: WriterId,
     /// Its highest sequence in the prefix (0: no record known).
     pub sequence: u64,
     /// That record's stored frame CRC (FORMAT.md, "Frames"). 0 stands for "not known": marks
@@ -33,7 +35,7 @@ mod tests {
     fn a_crc_is_known_only_for_a_named_record_with_a_non_zero_crc() {
         // Proves: `known_crc` answers the CRC only when both the sequence and the CRC are set.
         let m = |sequence, frame_crc| WriterMark {
-            writer: 1,
+            writer: WriterId(1),
             sequence,
             frame_crc,
         };

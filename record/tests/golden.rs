@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use cairn_record::limits::record_payload_bytes_max;
 use cairn_record::{
-    ChunkHandle, ChunkHeader, FormatVersion, RecordId, Recovery, ScanItem, Scanner, classify,
-    encode_padding, encode_record,
+    ChunkHandle, ChunkHeader, FormatVersion, RecordId, Recovery, ScanItem, Scanner, WriterId,
+    classify, encode_padding, encode_record,
 };
 
 /// One expected item of a golden chunk, in file order.
@@ -19,7 +19,7 @@ use cairn_record::{
 enum Expect {
     Record {
         offset: u64,
-        writer: u64,
+        writer: WriterId,
         sequence: u64,
         payload: Vec<u8>,
     },
@@ -47,19 +47,19 @@ fn chunk_v1() -> Golden {
         items: vec![
             Expect::Record {
                 offset: 32,
-                writer: 0xa1,
+                writer: WriterId(0xa1),
                 sequence: 1,
                 payload: Vec::new(),
             },
             Expect::Record {
                 offset: 64,
-                writer: 0xa1,
+                writer: WriterId(0xa1),
                 sequence: 2,
                 payload: b"hello".to_vec(),
             },
             Expect::Record {
                 offset: 104,
-                writer: 0x00c0_ffee_0000_00b2,
+                writer: WriterId(0x00c0_ffee_0000_00b2),
                 sequence: 7,
                 payload: b"Cairn golden!".to_vec(),
             },
@@ -78,7 +78,7 @@ fn chunk_v1_short_padding() -> Golden {
     assert_eq!(max, 1024);
     let record = |offset, sequence, byte, len| Expect::Record {
         offset,
-        writer: 0xd4,
+        writer: WriterId(0xd4),
         sequence,
         payload: vec![byte; len],
     };

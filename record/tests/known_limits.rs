@@ -1,6 +1,6 @@
 //! Behaviour the format cannot avoid, pinned so that a change to it is a decision, not an accident.
 
-use cairn_record::{RecordId, ScanItem, Scanner, encode_record};
+use cairn_record::{RecordId, ScanItem, Scanner, WriterId, encode_record};
 
 /// A record whose payload is itself a valid frame: when the outer frame is damaged, the
 /// scanner's search finds the inner frame and returns it as a record at an offset nobody
@@ -10,14 +10,14 @@ use cairn_record::{RecordId, ScanItem, Scanner, encode_record};
 #[test]
 fn frame_embedded_in_a_damaged_record_is_found_by_the_search() {
     let inner_id = RecordId {
-        writer: 2,
+        writer: WriterId(2),
         sequence: 1,
     };
     let mut inner = Vec::new();
     encode_record(&mut inner, inner_id, b"inner", 1 << 10).unwrap();
     let mut buf = Vec::new();
     let outer_id = RecordId {
-        writer: 1,
+        writer: WriterId(1),
         sequence: 1,
     };
     encode_record(&mut buf, outer_id, &inner, 1 << 10).unwrap();

@@ -12,8 +12,8 @@ mod common;
 
 use cairn_record::limits::{CHUNK_HEADER_BYTES, FRAME_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX};
 use cairn_record::{
-    ChunkHeader, DecodeError, FrameKind, RecordId, Recovery, ScanItem, classify, decode_frame,
-    encode_padding, encode_record, encoded_len,
+    ChunkHeader, DecodeError, FrameKind, RecordId, Recovery, ScanItem, WriterId, classify,
+    decode_frame, encode_padding, encode_record, encoded_len,
 };
 use common::{Chunk, FrameModel, Written, assert_contiguous, corrupt_of, records_of, scan_file};
 use proptest::prelude::*;
@@ -34,7 +34,10 @@ const CASES_SLICED: u32 = 64;
 const CASES_GARBAGE: u32 = 512;
 
 fn record_id() -> impl Strategy<Value = RecordId> {
-    (1..=u64::MAX, any::<u64>()).prop_map(|(writer, sequence)| RecordId { writer, sequence })
+    (1..=u64::MAX, any::<u64>()).prop_map(|(writer, sequence)| RecordId {
+        writer: WriterId(writer),
+        sequence,
+    })
 }
 
 /// Payloads biased towards the interesting lengths: empty, around the 8-byte alignment, and a
@@ -86,7 +89,7 @@ fn full_chunk(capacity: u64, batch: &[(RecordId, Vec<u8>)], tail: u64, handle: u
         }
         chunk.push(*id, p);
     }
-    chunk.fill_to_capacity(tail, 0x00f1_11e4);
+    chunk.fill_to_capacity(tail, WriterId(0x00f1_11e4));
     chunk
 }
 

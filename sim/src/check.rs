@@ -24,6 +24,7 @@ use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use bytes::Bytes;
+use cairn_record::WriterId;
 
 /// (writer index, sequence): one record of the workload.
 pub type Key = (usize, u64);
@@ -38,7 +39,7 @@ pub type Key = (usize, u64);
 /// a primary answer the real record "already stored" before it ever was, and the checker would
 /// see it lost. The length is the same either way, so the embedded frames change no chunk
 /// boundary of a seed's history.
-pub fn payload(writer: u64, w: usize, seq: u64) -> Bytes {
+pub fn payload(writer: WriterId, w: usize, seq: u64) -> Bytes {
     let len = payload_len(w, seq);
     let mut p = format!("w{w}-s{seq:06}-").into_bytes();
     p.resize(len, b'a' + (seq % 26) as u8);
@@ -95,7 +96,7 @@ pub struct Read {
 #[derive(Debug, Default)]
 pub struct History {
     /// Writer ids → writer index, as appenders learn them.
-    pub writers: BTreeMap<u64, usize>,
+    pub writers: BTreeMap<WriterId, usize>,
     /// Records sent at least once.
     pub attempted: BTreeSet<Key>,
     /// Acknowledged records and when.
@@ -126,7 +127,7 @@ pub struct History {
 
 impl History {
     /// Maps a read record to its key, or says why it is not one the workload sent.
-    pub fn classify(&mut self, writer: u64, seq: u64, bytes: &[u8]) -> Option<Key> {
+    pub fn classify(&mut self, writer: WriterId, seq: u64, bytes: &[u8]) -> Option<Key> {
         match self.writers.get(&writer) {
             Some(&w) if !self.attempted.contains(&(w, seq)) => {
                 self.unexpected
@@ -349,13 +350,16 @@ mod tests {
     fn every_fourth_payload_embeds_a_later_frame() {
         let mut embedded = 0;
         for seq in 1..=200u64 {
-            let p = payload(0xfeed, 3, seq);
+            let p = payload(WriterId(0xfeed), 3, seq);
             assert_eq!(p.len(), 64 + (seq as usize * 37 + 33) % 700);
             if let Ok(f) = cairn_record::decode_frame(&p[16..]) {
                 assert_eq!(seq % 4, 0, "seq {seq}");
-                assert_eq!(f.id.writer, 0xfeed);
+                assert_eq!(f.id.writer, WriterId(0xfeed));
                 assert!(f.id.sequence >= seq + EMBED_AHEAD);
-                assert_eq!(f.payload, payload(0xfeed, 3, f.id.sequence).as_ref());
+                assert_eq!(
+                    f.payload,
+                    payload(WriterId(0xfeed), 3, f.id.sequence).as_ref()
+                );
                 embedded += 1;
             }
         }
@@ -364,7 +368,7 @@ mod tests {
 
     fn history() -> History {
         let mut h = History::default();
-        h.writers.insert(0xa, 0);
+        h.writers.insert(WriterId(0xa), 0);
         for s in 1..=3 {
             h.attempted.insert((0, s));
             h.acked.insert(
@@ -401,10 +405,19 @@ mod tests {
         assert_eq!(classes(&h), ["duplicate", "order"]);
 
         let mut h = history();
-        assert_eq!(h.classify(0xa, 1, b"other"), None);
-        assert_eq!(h.classify(0xb, 1, &payload(0xb, 0, 1)), None);
-        assert_eq!(h.classify(0xa, 9, &payload(0xa, 0, 9)), None);
-        assert_eq!(h.classify(0xa, 2, &payload(0xa, 0, 2)), Some((0, 2)));
+        assert_eq!(h.classify(WriterId(0xa), 1, b"other"), None);
+        assert_eq!(
+            h.classify(WriterId(0xb), 1, &payload(WriterId(0xb), 0, 1)),
+            None
+        );
+        assert_eq!(
+            h.classify(WriterId(0xa), 9, &payload(WriterId(0xa), 0, 9)),
+            None
+        );
+        assert_eq!(
+            h.classify(WriterId(0xa), 2, &payload(WriterId(0xa), 0, 2)),
+            Some((0, 2))
+        );
         assert_eq!(h.unexpected.len(), 3);
         assert_eq!(classes(&h), ["unexpected"]);
 

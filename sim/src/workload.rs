@@ -14,7 +14,7 @@ use cairn_chunkserver::FaultyDisk;
 use cairn_client::{
     Appender, ChunkState, Client, LogOptions, ReplayEvent, ReplayOptions, TailFrom,
 };
-use cairn_record::SplitMix64;
+use cairn_record::{SplitMix64, WriterId};
 use tokio::task::JoinHandle;
 
 use crate::check::{Acked, History, Key, Read, payload};
@@ -108,7 +108,7 @@ async fn send(
             let mut h = shared.history();
             match result {
                 Ok(a) if a.id.sequence == s => {
-                    let place = a.chunk.zip(a.offset);
+                    let place = a.chunk.zip(a.offset.map(u64::from));
                     h.acked.entry((w, s)).or_insert(Acked { at: now(), place });
                 }
                 Ok(a) => h.unexpected.push(format!(
@@ -150,7 +150,7 @@ async fn appender_run(shared: Shared, client: Client, w: usize) -> Result<(), St
 /// the old appender dropped with records in flight and their answers unheard) and resumes from
 /// the first sequence it did not see acknowledged, sending those records again.
 async fn resumed_writer_run(shared: Shared, w: usize, seed: u64) -> Result<(), String> {
-    let writer = (seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1) & !(1 << 63);
+    let writer = WriterId((seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1) & !(1 << 63));
     shared.history().writers.insert(writer, w);
     let records = shared.config.records as u64;
     let half = records / 2;

@@ -273,15 +273,15 @@ fn eight_client_appenders_with_64_in_flight_keep_order() {
                 tokio::spawn(async move {
                     let t0 = Instant::now();
                     let appender = client.appender(log).await.expect("an appender");
-                    let writer = WriterId(appender.writer_id().to_string());
+                    let writer = WriterId(u64::from(appender.writer_id()).to_string());
                     let mut acks = Vec::with_capacity(lines.len());
                     let mut window: VecDeque<(u64, AckFuture)> = VecDeque::new();
                     let mut error = None;
                     let to_ack = |line: u64, a: AppendAck| Ack {
                         line,
                         chunk: a.chunk.map(u64::from),
-                        offset: a.offset,
-                        writer: WriterId(a.id.writer.to_string()),
+                        offset: a.offset.map(u64::from),
+                        writer: WriterId(u64::from(a.id.writer).to_string()),
                         sequence: a.id.sequence,
                         unverified: false,
                     };

@@ -450,7 +450,7 @@ fn every_ack_is_readable_at_once_under_concurrency() {
                 );
                 tasks.push(tokio::spawn(async move {
                     let ack = ack.await.map_err(|e| format!("append failed: {e}"))?;
-                    let (Some(index), Some(offset)) = (ack.chunk, ack.offset) else {
+                    let (Some(index), Some(offset)) = (ack.chunk, ack.offset.map(u64::from)) else {
                         return Ok(());
                     };
                     let end = offset + cairn_record::frame::encoded_len(len) as u64;
@@ -863,7 +863,10 @@ fn append_answers_commit_what_they_acknowledge() {
                     let mut frames = Vec::new();
                     let len = cairn_record::encode_record(
                         &mut frames,
-                        RecordId { writer, sequence },
+                        RecordId {
+                            writer: cairn_record::WriterId(writer),
+                            sequence,
+                        },
                         payload.as_bytes(),
                         usize::MAX,
                     )
@@ -871,7 +874,7 @@ fn append_answers_commit_what_they_acknowledge() {
                     let r = cs
                         .append(v1::AppendRequest {
                             handle,
-                            version,
+                            version: version.into(),
                             frames: bytes::Bytes::from(frames),
                             acked_through: sequence - 1,
                             // A plain (not resumed) writer: epoch 0.

@@ -27,7 +27,7 @@ fn frames(writer: u64, first: u64, payloads: &[&[u8]]) -> Bytes {
     let mut out = Vec::new();
     for (i, p) in payloads.iter().enumerate() {
         let id = RecordId {
-            writer,
+            writer: cairn_record::WriterId(writer),
             sequence: first + i as u64,
         };
         encode_record(&mut out, id, p, 1 << 20).expect("a small record");
@@ -210,7 +210,7 @@ fn a_resumed_writer_stores_each_record_once_and_fences_the_old_incarnation() {
         .block_on(cairn_client::Client::connect(&cluster.master_addr()))
         .expect("connect");
     let old = rt
-        .block_on(client.resume_appender(log, writer, 1))
+        .block_on(client.resume_appender(log, cairn_record::WriterId(writer), 1))
         .expect("incarnation 1");
     rt.block_on(async {
         let acks: Vec<_> = lines[..120]
@@ -223,7 +223,7 @@ fn a_resumed_writer_stores_each_record_once_and_fences_the_old_incarnation() {
     });
     // Incarnation 2 resumes: incarnation 1 is fenced at once, before 2 appends anything.
     let mid = rt
-        .block_on(client.resume_appender(log, writer, 1))
+        .block_on(client.resume_appender(log, cairn_record::WriterId(writer), 1))
         .expect("incarnation 2");
     match rt.block_on(old.append(Bytes::from_static(b"late"))) {
         Err(cairn_client::Error::WriterFenced { message }) => {
@@ -342,18 +342,18 @@ fn a_resend_older_than_the_primary_remembers_is_answered_unverified() {
         .block_on(cairn_client::Client::connect(&cluster.master_addr()))
         .expect("connect");
     let resumed = rt
-        .block_on(client.resume_appender(log, writer, 1))
+        .block_on(client.resume_appender(log, cairn_record::WriterId(writer), 1))
         .expect("resume the writer");
     match rt.block_on(resumed.append(Bytes::from_static(b"another payload"))) {
         Err(cairn_client::Error::UnverifiedDuplicate {
             writer: w,
             sequence: 1,
-        }) if w == writer => {}
+        }) if w == cairn_record::WriterId(writer) => {}
         other => panic!("expected UnverifiedDuplicate for sequence 1, got {other:?}"),
     }
     // Sequences 2..=n are skipped by a resumed appender only if it says so: resume from n + 1.
     let next = rt
-        .block_on(client.resume_appender(log, writer, n + 1))
+        .block_on(client.resume_appender(log, cairn_record::WriterId(writer), n + 1))
         .expect("resume after the stored records");
     let ack = rt
         .block_on(next.append(Bytes::from(payload(n + 1))))

@@ -16,7 +16,7 @@
 //! 60  4  slot_crc     CRC-32 of bytes 0..60
 //! ```
 
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, ChunkVersion};
 
 use crate::limits::{META_SLOT_B_OFFSET, META_SLOT_BYTES};
 
@@ -38,7 +38,7 @@ pub struct Meta {
     /// The chunk this replica belongs to.
     pub handle: ChunkHandle,
     /// The replica's chunk version.
-    pub version: u64,
+    pub version: ChunkVersion,
     /// The file length this replica last reported durable; once sealed, the sealed length.
     pub acked_len: u64,
     /// Chunk capacity in bytes, header included.
@@ -74,7 +74,7 @@ impl Meta {
         b[12..16].copy_from_slice(&flags.to_le_bytes());
         b[16..24].copy_from_slice(&self.generation.to_le_bytes());
         b[24..32].copy_from_slice(&self.handle.0.to_le_bytes());
-        b[32..40].copy_from_slice(&self.version.to_le_bytes());
+        b[32..40].copy_from_slice(&self.version.0.to_le_bytes());
         b[40..48].copy_from_slice(&self.acked_len.to_le_bytes());
         b[48..56].copy_from_slice(&self.capacity.to_le_bytes());
         let crc = crc32fast::hash(&b[0..60]);
@@ -101,7 +101,7 @@ impl Meta {
         Some(Meta {
             generation: u64_at(16),
             handle: ChunkHandle(u64_at(24)),
-            version: u64_at(32),
+            version: ChunkVersion(u64_at(32)),
             acked_len: u64_at(40),
             capacity: u64_at(48),
             sealed: flags & FLAG_SEALED != 0,
@@ -134,7 +134,7 @@ mod tests {
         Meta {
             generation,
             handle: ChunkHandle(0xabc),
-            version: 3,
+            version: ChunkVersion(3),
             acked_len: 4096,
             capacity: 1 << 20,
             sealed: generation.is_multiple_of(3),

@@ -67,7 +67,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use cairn_record::limits::CHUNK_HEADER_BYTES;
-use cairn_record::{ByteRange, ChunkHandle, ChunkHeader, Recovery};
+use cairn_record::{ByteRange, ChunkHandle, ChunkHeader, ChunkVersion, Recovery};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
@@ -87,7 +87,12 @@ use crate::scrub::{ScrubCounters, ScrubStats};
 pub trait ChunkStore: Send + Sync + 'static {
     /// Creates an empty replica (just the header) of `handle` at `version`, `capacity` bytes
     /// (header included). Durable when it returns.
-    fn create(&self, handle: ChunkHandle, version: u64, capacity: u64) -> Result<ReplicaState>;
+    fn create(
+        &self,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        capacity: u64,
+    ) -> Result<ReplicaState>;
 
     /// Appends `frames` (whole frames, a multiple of 8 bytes) at file offset `offset`.
     /// Resolves once bytes [offset, offset+frames.len()) are durable; returns the new durable
@@ -98,7 +103,7 @@ pub trait ChunkStore: Send + Sync + 'static {
     fn append(
         &self,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         offset: u64,
         frames: Bytes,
     ) -> impl Future<Output = Result<u64>> + Send + 'static;
@@ -122,14 +127,14 @@ pub trait ChunkStore: Send + Sync + 'static {
     fn fence(
         &self,
         handle: ChunkHandle,
-        new_version: u64,
+        new_version: ChunkVersion,
     ) -> impl Future<Output = Result<ReplicaState>> + Send + 'static;
 
     /// Seals the replica at `len` (the master's agreed length, possibly below this replica's
     /// length), which must be at most the durable length; the version must be the
     /// replica's. Persisted; the file is cut to `len`; the replica's writer thread ends and its
     /// descriptors are released. Repeating the same seal is a no-op.
-    fn seal(&self, handle: ChunkHandle, version: u64, len: u64) -> Result<ReplicaState>;
+    fn seal(&self, handle: ChunkHandle, version: ChunkVersion, len: u64) -> Result<ReplicaState>;
 
     /// Removes the replica and its files.
     fn delete(&self, handle: ChunkHandle) -> Result<()>;
@@ -141,7 +146,7 @@ pub struct ReplicaState {
     /// The chunk.
     pub handle: ChunkHandle,
     /// The replica's chunk version.
-    pub version: u64,
+    pub version: ChunkVersion,
     /// Chunk capacity in bytes, header included.
     pub capacity: u64,
     /// Durable file length (header included).
@@ -553,7 +558,7 @@ impl<D: Disk> Store<D> {
     fn submit_append(
         &self,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         offset: u64,
         frames: Bytes,
     ) -> Result<oneshot::Receiver<Result<u64>>> {
@@ -574,7 +579,7 @@ impl<D: Disk> Store<D> {
     fn submit_fence(
         &self,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
     ) -> Result<oneshot::Receiver<Result<ReplicaState>>> {
         let rep = self.get(handle)?;
         let (reply, rx) = oneshot::channel();
@@ -647,7 +652,12 @@ fn check_sealed_len(len: u64, sealed_len: u64) -> Vec<ByteRange> {
 }
 
 impl<D: Disk> ChunkStore for Store<D> {
-    fn create(&self, handle: ChunkHandle, version: u64, capacity: u64) -> Result<ReplicaState> {
+    fn create(
+        &self,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        capacity: u64,
+    ) -> Result<ReplicaState> {
         let header = ChunkHeader::new(handle, capacity)?;
         let _admin = self.admin.lock().expect("store admin lock poisoned");
         if self.get(handle).is_ok() {
@@ -704,14 +714,14 @@ impl<D: Disk> ChunkStore for Store<D> {
             self.stats.clone(),
             self.scheduler.clone(),
         );
-        info!(chunk = %handle, version, capacity, "replica created");
+        info!(chunk = %handle, %version, capacity, "replica created");
         Ok(self.insert(rep)?.state())
     }
 
     fn append(
         &self,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         offset: u64,
         frames: Bytes,
     ) -> impl Future<Output = Result<u64>> + Send + 'static {
@@ -809,7 +819,7 @@ impl<D: Disk> ChunkStore for Store<D> {
     fn fence(
         &self,
         handle: ChunkHandle,
-        new_version: u64,
+        new_version: ChunkVersion,
     ) -> impl Future<Output = Result<ReplicaState>> + Send + 'static {
         let rx = self.submit_fence(handle, new_version);
         async move {
@@ -820,7 +830,7 @@ impl<D: Disk> ChunkStore for Store<D> {
         }
     }
 
-    fn seal(&self, handle: ChunkHandle, version: u64, len: u64) -> Result<ReplicaState> {
+    fn seal(&self, handle: ChunkHandle, version: ChunkVersion, len: u64) -> Result<ReplicaState> {
         let rep = self.get(handle)?;
         let (reply, rx) = std::sync::mpsc::sync_channel(1);
         let msg = Msg::Seal {

@@ -110,7 +110,7 @@ mod tests {
             .to_vec();
         for s in 1..=records {
             let id = RecordId {
-                writer: 1,
+                writer: cairn_record::WriterId(1),
                 sequence: s,
             };
             encode_record(&mut out, id, &vec![s as u8; size], 16 << 20).unwrap();

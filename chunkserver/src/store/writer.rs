@@ -28,7 +28,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use cairn_record::{ByteRange, ChunkHandle};
+use cairn_record::{ByteRange, ChunkHandle, ChunkVersion};
 use tokio::sync::oneshot;
 // tokio's clock: real time in the server, the simulated clock in a simulation.
 use tokio::time::Instant;
@@ -70,17 +70,17 @@ impl Stats {
 /// A request for a replica's writer.
 pub(crate) enum Msg {
     Append {
-        version: u64,
+        version: ChunkVersion,
         offset: u64,
         frames: Bytes,
         reply: oneshot::Sender<Result<u64>>,
     },
     Fence {
-        version: u64,
+        version: ChunkVersion,
         reply: oneshot::Sender<Result<ReplicaState>>,
     },
     Seal {
-        version: u64,
+        version: ChunkVersion,
         len: u64,
         reply: std::sync::mpsc::SyncSender<Result<ReplicaState>>,
     },
@@ -264,7 +264,7 @@ impl<F: DiskFile> Replica<F> {
 
     /// Fences a replica without a writer: a sealed replica records a higher version; a failed,
     /// corrupt or deleted one reports why it cannot take part.
-    fn fence_inline(&self, version: u64) -> Result<ReplicaState> {
+    fn fence_inline(&self, version: ChunkVersion) -> Result<ReplicaState> {
         let mut s = self.status();
         if !s.meta.sealed || s.deleted || s.meta.failed || !s.corrupt.is_empty() {
             drop(s);
@@ -288,7 +288,7 @@ impl<F: DiskFile> Replica<F> {
     }
 
     /// Seal of a replica without a writer: idempotent for a sealed one at the same length.
-    fn seal_inline(&self, version: u64, len: u64) -> Result<ReplicaState> {
+    fn seal_inline(&self, version: ChunkVersion, len: u64) -> Result<ReplicaState> {
         let s = self.status();
         let same = s.meta.sealed && s.meta.acked_len == len && s.meta.version == version;
         drop(s);
@@ -417,7 +417,7 @@ impl Status {
 
 /// An early append, waiting for the bytes before it.
 struct Held {
-    version: u64,
+    version: ChunkVersion,
     frames: Bytes,
     reply: oneshot::Sender<Result<u64>>,
     deadline: Instant,
@@ -548,7 +548,7 @@ impl<F: DiskFile> Writer<F> {
         }
     }
 
-    fn check_append(&self, version: u64, offset: u64, len: u64) -> Result<()> {
+    fn check_append(&self, version: ChunkVersion, offset: u64, len: u64) -> Result<()> {
         let handle = self.rep.handle;
         if version != self.meta.version {
             return Err(Error::StaleVersion {
@@ -584,7 +584,7 @@ impl<F: DiskFile> Writer<F> {
 
     fn on_append(
         &mut self,
-        version: u64,
+        version: ChunkVersion,
         offset: u64,
         frames: Bytes,
         reply: oneshot::Sender<Result<u64>>,
@@ -789,7 +789,7 @@ impl<F: DiskFile> Writer<F> {
         self.rep.status().meta = m;
     }
 
-    fn on_fence(&mut self, version: u64) -> Result<ReplicaState> {
+    fn on_fence(&mut self, version: ChunkVersion) -> Result<ReplicaState> {
         let handle = self.rep.handle;
         if self.meta.failed {
             return Err(Error::Failed { handle });
@@ -821,12 +821,12 @@ impl<F: DiskFile> Writer<F> {
                     return Err(Error::Failed { handle });
                 }
             }
-            info!(chunk = %handle, version, len = self.end, "replica fenced");
+            info!(chunk = %handle, %version, len = self.end, "replica fenced");
         }
         Ok(self.rep.state())
     }
 
-    fn on_seal(&mut self, version: u64, len: u64) -> Result<ReplicaState> {
+    fn on_seal(&mut self, version: ChunkVersion, len: u64) -> Result<ReplicaState> {
         let handle = self.rep.handle;
         if self.meta.failed {
             return Err(Error::Failed { handle });
@@ -878,7 +878,7 @@ impl<F: DiskFile> Writer<F> {
             self.end = len;
             self.group_end = len;
         }
-        info!(chunk = %handle, version, len, "replica sealed");
+        info!(chunk = %handle, %version, len, "replica sealed");
         self.stopping = true;
         Ok(self.rep.state())
     }

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use cairn_proto::v1::{self, AppendStatus, SealReason};
-use cairn_record::RecordId;
 use cairn_record::limits::record_payload_bytes_max;
+use cairn_record::{ChunkOffset, RecordId, WriterId};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -37,8 +37,8 @@ pub struct AppendAck {
     /// Index of the chunk holding it. `None` only when the primary answered "already stored"
     /// without knowing where (a retried duplicate).
     pub chunk: Option<u32>,
-    /// File offset of its frame in that chunk; `None` exactly when `chunk` is.
-    pub offset: Option<u64>,
+    /// Offset of its frame in that chunk; `None` exactly when `chunk` is.
+    pub offset: Option<ChunkOffset>,
 }
 
 /// Appends records to one log as one writer (a random non-zero writer id, sequences 1, 2, 3, …
@@ -55,7 +55,7 @@ pub struct AppendAck {
 #[derive(Debug)]
 pub struct Appender {
     tx: Option<mpsc::UnboundedSender<Command>>,
-    writer: u64,
+    writer: WriterId,
     payload_max: usize,
     pending: Arc<Pending>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -125,17 +125,17 @@ impl Client {
     pub async fn resume_appender(
         &self,
         path: &str,
-        writer: u64,
+        writer: WriterId,
         first_sequence: u64,
     ) -> Result<Appender> {
-        if writer == 0 || first_sequence == 0 {
+        if writer == WriterId::PADDING || first_sequence == 0 {
             return Err(Error::InvalidArgument {
                 message: "a resumed writer needs a non-zero writer id and first sequence".into(),
             });
         }
         let req = v1::ResumeWriterRequest {
             path: path.to_owned(),
-            writer,
+            writer: writer.into(),
         };
         let epoch = self
             .master()
@@ -144,7 +144,7 @@ impl Client {
             .map_err(|status| self.master_error(status, path))?
             .into_inner()
             .epoch;
-        debug!(log = path, writer = %format!("{writer:016x}"), epoch, first_sequence, "writer resumed");
+        debug!(log = path, writer = %writer, epoch, first_sequence, "writer resumed");
         self.start_appender(path, writer, epoch, first_sequence)
             .await
     }
@@ -152,7 +152,7 @@ impl Client {
     async fn start_appender(
         &self,
         path: &str,
-        writer: u64,
+        writer: WriterId,
         epoch: u64,
         first_sequence: u64,
     ) -> Result<Appender> {
@@ -186,7 +186,7 @@ impl Client {
 
 impl Appender {
     /// This appender's writer id (random, non-zero).
-    pub fn writer_id(&self) -> u64 {
+    pub fn writer_id(&self) -> WriterId {
         self.writer
     }
 
@@ -575,6 +575,11 @@ async fn locate(
     }
 }
 
+/// The offsets of an `Append` answer (0: stored before, place unknown).
+pub(crate) fn chunk_offsets(wire: Vec<u64>) -> Vec<ChunkOffset> {
+    wire.into_iter().map(ChunkOffset).collect()
+}
+
 /// One `Append` RPC to the location's primary.
 async fn append_rpc(
     client: Client,
@@ -589,7 +594,7 @@ async fn append_rpc(
     };
     let req = v1::AppendRequest {
         handle: location.handle.0,
-        version: location.version,
+        version: location.version.into(),
         frames: send.frames,
         acked_through: send.acked_through,
         writer_epoch,
@@ -607,12 +612,12 @@ async fn append_rpc(
             let resp = resp.into_inner();
             match AppendStatus::try_from(resp.status) {
                 Ok(AppendStatus::Ok) => Outcome::Stored {
-                    offsets: resp.offsets,
+                    offsets: chunk_offsets(resp.offsets),
                     unverified: resp.unverified,
                     full: false,
                 },
                 Ok(AppendStatus::ChunkFull) => Outcome::Stored {
-                    offsets: resp.offsets,
+                    offsets: chunk_offsets(resp.offsets),
                     unverified: resp.unverified,
                     full: true,
                 },

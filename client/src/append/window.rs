@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use cairn_proto::v1::SealReason;
 use cairn_record::frame::encoded_len;
-use cairn_record::{RecordId, encode_record};
+use cairn_record::{ChunkOffset, RecordId, WriterId, encode_record};
 
 use crate::append::AppendAck;
 use crate::limits::{
@@ -68,7 +68,7 @@ pub(crate) enum Outcome {
     /// `full`: the primary answered `CHUNK_FULL`; the rest must go to the next chunk.
     Stored {
         /// One per stored record, in batch order.
-        offsets: Vec<u64>,
+        offsets: Vec<ChunkOffset>,
         /// Indices (in the batch) of duplicates whose bytes the primary could not compare.
         unverified: Vec<u32>,
         /// The chunk is full.
@@ -136,7 +136,7 @@ impl<W> Batch<W> {
 /// The appender's batches and window. `W` is whatever waits for a record (a oneshot sender in
 /// the appender, a plain value in tests).
 pub(crate) struct Window<W> {
-    writer: u64,
+    writer: WriterId,
     payload_max: usize,
     batch_bytes_max: usize,
     /// Records not yet in a batch; the first has sequence `queue_first_seq`.
@@ -171,7 +171,7 @@ impl<W: Waiter> Window<W> {
     /// and whose chunks hold `chunk_bytes`; its first record gets sequence `first_sequence`
     /// (records before it count as acknowledged).
     pub(crate) fn new(
-        writer: u64,
+        writer: WriterId,
         payload_max: usize,
         chunk_bytes: u64,
         first_sequence: u64,
@@ -403,7 +403,7 @@ impl<W: Waiter> Window<W> {
                 || (!full && offsets.len() != meta.count)
                 || unverified
                     .iter()
-                    .any(|&i| offsets.get(i as usize) != Some(&0)) =>
+                    .any(|&i| offsets.get(i as usize) != Some(&ChunkOffset::ZERO)) =>
             {
                 if current {
                     self.want_seal(
@@ -473,7 +473,7 @@ impl<W: Waiter> Window<W> {
         &mut self,
         seq: u64,
         chunk: u32,
-        offset: u64,
+        offset: ChunkOffset,
         foreign: bool,
         acked: &mut Vec<(W, crate::Result<AppendAck>)>,
     ) {
@@ -501,7 +501,7 @@ impl<W: Waiter> Window<W> {
             writer: self.writer,
             sequence: seq,
         };
-        let (chunk, offset) = if offset == 0 {
+        let (chunk, offset) = if offset == ChunkOffset::ZERO {
             (None, None)
         } else {
             (Some(chunk), Some(offset))
@@ -540,6 +540,7 @@ impl<W: Waiter> Window<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::append::chunk_offsets;
     use cairn_record::{ScanItem, Scanner};
 
     /// A waiter that is just the record's sequence.
@@ -550,7 +551,7 @@ mod tests {
     }
 
     fn window(records: u64, payload: usize) -> Window<Tag> {
-        let mut w = Window::new(7, 1 << 20, 64 << 20, 1);
+        let mut w = Window::new(WriterId(7), 1 << 20, 64 << 20, 1);
         for s in 1..=records {
             let id = w.push(Bytes::from(vec![s as u8; payload]), Tag(s));
             assert_eq!(id.sequence, s);
@@ -569,7 +570,9 @@ mod tests {
     fn ok(meta: SendMeta, base: u64) -> Outcome {
         Outcome::Stored {
             unverified: vec![],
-            offsets: (0..meta.count as u64).map(|i| base + i * 64).collect(),
+            offsets: (0..meta.count as u64)
+                .map(|i| ChunkOffset(base + i * 64))
+                .collect(),
             full: false,
         }
     }
@@ -599,7 +602,7 @@ mod tests {
         assert!(w.next_send().is_none());
         let acked = acks(&mut w, s.meta, ok(s.meta, 32));
         assert_eq!(acked.len(), 10);
-        assert_eq!(acked[3].1.offset, Some(32 + 3 * 64));
+        assert_eq!(acked[3].1.offset, Some(ChunkOffset(32 + 3 * 64)));
         assert_eq!(acked[3].1.chunk, Some(0));
         assert!(w.is_empty());
         assert_eq!(w.acked_through(), 10);
@@ -638,7 +641,7 @@ mod tests {
     // generation) is resent in order, starting with the trimmed remainder of the cut batch.
     #[test]
     fn chunk_full_acks_prefix_and_resends_the_rest_on_the_next_chunk() {
-        let mut w = Window::new(7, 1 << 20, 1 << 20, 1); // batches of at most 128 KiB
+        let mut w = Window::new(WriterId(7), 1 << 20, 1 << 20, 1); // batches of at most 128 KiB
         for s in 1..=40u64 {
             w.push(Bytes::from(vec![1u8; 16 << 10]), Tag(s));
         }
@@ -649,7 +652,7 @@ mod tests {
         assert!(a.meta.count > 2);
         let stored = Outcome::Stored {
             unverified: vec![],
-            offsets: vec![32, 32 + 16416],
+            offsets: chunk_offsets(vec![32, 32 + 16416]),
             full: true,
         };
         let acked = acks(&mut w, a.meta, stored);
@@ -691,7 +694,7 @@ mod tests {
     // ignored; a record acknowledged twice resolves once.
     #[test]
     fn failure_resends_everything_unacknowledged_in_order() {
-        let mut w = Window::new(7, 1 << 20, 64 << 20, 1);
+        let mut w = Window::new(WriterId(7), 1 << 20, 64 << 20, 1);
         for s in 1..=50u64 {
             w.push(Bytes::from(vec![1u8; 100 << 10]), Tag(s));
         }
@@ -736,7 +739,7 @@ mod tests {
     // from the batch holding the expected sequence, in order.
     #[test]
     fn out_of_order_resends_after_earlier_batches_are_answered() {
-        let mut w = Window::new(7, 1 << 20, 64 << 20, 1);
+        let mut w = Window::new(WriterId(7), 1 << 20, 64 << 20, 1);
         for s in 1..=30u64 {
             w.push(Bytes::from(vec![1u8; 100 << 10]), Tag(s));
         }
@@ -778,12 +781,15 @@ mod tests {
             s.meta,
             Outcome::Stored {
                 unverified: vec![],
-                offsets: vec![0, 96],
+                offsets: chunk_offsets(vec![0, 96]),
                 full: false,
             },
         );
         assert_eq!((acked[0].1.chunk, acked[0].1.offset), (None, None));
-        assert_eq!((acked[1].1.chunk, acked[1].1.offset), (Some(4), Some(96)));
+        assert_eq!(
+            (acked[1].1.chunk, acked[1].1.offset),
+            (Some(4), Some(ChunkOffset(96)))
+        );
     }
 
     // Proves: a primary answering the wrong number of offsets is treated as a failed append
@@ -798,7 +804,7 @@ mod tests {
             s.meta,
             Outcome::Stored {
                 unverified: vec![],
-                offsets: vec![32],
+                offsets: chunk_offsets(vec![32]),
                 full: false,
             },
         );
@@ -818,7 +824,7 @@ mod tests {
             s.meta,
             Outcome::Stored {
                 unverified: vec![],
-                offsets: vec![32, 64],
+                offsets: chunk_offsets(vec![32, 64]),
                 full: true,
             },
         );
@@ -932,7 +938,7 @@ mod tests {
         let resolved = w.on_outcome(
             first.meta,
             Outcome::Stored {
-                offsets: vec![0, 0, 32, 72],
+                offsets: chunk_offsets(vec![0, 0, 32, 72]),
                 unverified: vec![0],
                 full: false,
             },
@@ -940,7 +946,7 @@ mod tests {
         assert_eq!(resolved.len(), 4);
         match &resolved[0].1 {
             Err(crate::Error::UnverifiedDuplicate {
-                writer: 7,
+                writer: WriterId(7),
                 sequence: 1,
             }) => {}
             other => panic!("expected an unverified duplicate, got {other:?}"),
@@ -961,7 +967,7 @@ mod tests {
             &mut w,
             resend.meta,
             Outcome::Stored {
-                offsets: vec![0, 0],
+                offsets: chunk_offsets(vec![0, 0]),
                 unverified: vec![0, 1],
                 full: false,
             },
@@ -975,7 +981,7 @@ mod tests {
         let resolved = w.on_outcome(
             s.meta,
             Outcome::Stored {
-                offsets: vec![32],
+                offsets: chunk_offsets(vec![32]),
                 unverified: vec![0],
                 full: false,
             },

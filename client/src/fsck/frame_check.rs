@@ -72,7 +72,7 @@ mod tests {
             .to_vec();
         for s in 1..=records {
             let id = RecordId {
-                writer: 3,
+                writer: cairn_record::WriterId(3),
                 sequence: s,
             };
             encode_record(&mut out, id, &[s as u8; 300], 1 << 20).unwrap();

@@ -16,6 +16,7 @@ mod frame_check;
 mod read;
 mod verdict;
 
+use cairn_record::ChunkVersion;
 use std::fmt;
 
 use crate::check::{ChunkReplicas, CorruptReport, LogReplicas, ReplicaStatus};
@@ -30,7 +31,7 @@ pub enum ReadResult {
     /// problem, which `bad` names).
     Done {
         /// The replica's version, as its chunkserver served it.
-        version: u64,
+        version: ChunkVersion,
         /// Whether the chunkserver serves it as sealed.
         sealed: bool,
         /// Its readable end: the sealed length, or an open replica's commit offset.
@@ -321,7 +322,7 @@ mod tests {
     fn report(health: ChunkHealth, reports: &[bool], bytes: u64) -> ChunkReport {
         let status = ReplicaStatus {
             address: "a".into(),
-            version: 1,
+            version: ChunkVersion(1),
             length: bytes,
             sealed: true,
             corrupt: false,
@@ -335,7 +336,7 @@ mod tests {
                 index: 0,
                 handle: ChunkHandle(1),
                 state: ChunkState::Sealed,
-                version: 1,
+                version: ChunkVersion(1),
                 length: bytes,
                 replication: 3,
                 primary: None,
@@ -414,7 +415,7 @@ mod tests {
             "reporting it to the master failed: down"
         );
         let read = ReadResult::Done {
-            version: 1,
+            version: ChunkVersion(1),
             sealed: true,
             end: 32,
             crc32: 7,
@@ -422,7 +423,7 @@ mod tests {
         };
         assert_eq!(read.crc32(), Some(7));
         let bad = ReadResult::Done {
-            version: 1,
+            version: ChunkVersion(1),
             sealed: true,
             end: 32,
             crc32: 7,

@@ -1,7 +1,7 @@
 //! Reading one replica up to its readable end (its first answer's), in reads of at most
 //! `READ_RPC_BYTES_MAX`, checked frame by frame and checksummed as the bytes arrive.
 
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, ChunkVersion};
 
 use crate::client::Client;
 use crate::fsck::ReadResult;
@@ -20,7 +20,7 @@ pub(crate) async fn read_replica(
     let mut crc = crc32fast::Hasher::new();
     let mut offset = 0u64;
     // From the first answer: (version, sealed, readable end).
-    let mut first: Option<(u64, bool, u64)> = None;
+    let mut first: Option<(ChunkVersion, bool, u64)> = None;
     loop {
         let want = match first {
             Some((_, _, end)) if offset >= end => break,

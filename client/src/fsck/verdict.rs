@@ -1,6 +1,7 @@
 //! The pure rules of a check: a chunk's and each replica's health from what the master says of
 //! them and what reading them found, and the checksum vote among sealed replicas.
 
+use cairn_record::ChunkVersion;
 use std::collections::HashMap;
 
 use crate::client::ChunkState;
@@ -14,7 +15,7 @@ pub(crate) struct ChunkFacts {
     /// Open or sealed.
     pub(crate) state: ChunkState,
     /// The master's version of the chunk.
-    pub(crate) version: u64,
+    pub(crate) version: ChunkVersion,
     /// Sealed chunks: the sealed length.
     pub(crate) length: u64,
     /// The log's replication factor.
@@ -179,7 +180,7 @@ mod tests {
 
     const SEALED: ChunkFacts = ChunkFacts {
         state: ChunkState::Sealed,
-        version: 2,
+        version: ChunkVersion(2),
         length: 4096,
         replication: 3,
     };
@@ -187,7 +188,7 @@ mod tests {
     fn status(address: &str) -> ReplicaStatus {
         ReplicaStatus {
             address: address.to_owned(),
-            version: 2,
+            version: ChunkVersion(2),
             length: 4096,
             sealed: true,
             corrupt: false,
@@ -199,10 +200,16 @@ mod tests {
     }
 
     fn read_ok(crc32: u32) -> ReadResult {
-        done(2, true, 4096, crc32, None)
+        done(ChunkVersion(2), true, 4096, crc32, None)
     }
 
-    fn done(version: u64, sealed: bool, end: u64, crc32: u32, bad: Option<&str>) -> ReadResult {
+    fn done(
+        version: ChunkVersion,
+        sealed: bool,
+        end: u64,
+        crc32: u32,
+        bad: Option<&str>,
+    ) -> ReadResult {
         ReadResult::Done {
             version,
             sealed,
@@ -243,7 +250,13 @@ mod tests {
     #[test]
     fn a_bad_frame_is_corrupt_and_reported_once() {
         // Proves: a bad frame makes its replica corrupt and reported, but not again once the master has marked it.
-        let bad = done(2, true, 4096, 9, Some("bad frame at offset 64 (40 bytes)"));
+        let bad = done(
+            ChunkVersion(2),
+            true,
+            4096,
+            9,
+            Some("bad frame at offset 64 (40 bytes)"),
+        );
         let o = [
             obs("a", read_ok(7)),
             obs("b", bad.clone()),
@@ -315,9 +328,9 @@ mod tests {
     #[test]
     fn old_version_short_or_unsealed_replicas_are_stale() {
         // Proves: sealed-chunk replicas with an old version, a wrong length or not sealed are stale and take no part in the vote.
-        let old = done(1, true, 4096, 1, None);
-        let short = done(2, true, 2048, 2, None);
-        let open = done(2, false, 4096, 3, None);
+        let old = done(ChunkVersion(1), true, 4096, 1, None);
+        let short = done(ChunkVersion(2), true, 2048, 2, None);
+        let open = done(ChunkVersion(2), false, 4096, 3, None);
         let o = [
             obs("a", read_ok(7)),
             obs("b", read_ok(7)),
@@ -343,11 +356,11 @@ mod tests {
         // Proves: open-chunk replicas of different lengths are healthy, one with an old version is stale.
         let open = ChunkFacts {
             state: ChunkState::Open,
-            version: 1,
+            version: ChunkVersion(1),
             length: 32,
             replication: 2,
         };
-        let at = |end: u64, crc32: u32, version: u64| ReadResult::Done {
+        let at = |end: u64, crc32: u32, version: ChunkVersion| ReadResult::Done {
             version,
             sealed: false,
             end,
@@ -355,9 +368,21 @@ mod tests {
             bad: None,
         };
         // Different lengths (a secondary lags the primary) are fine while the chunk is open.
-        let v = classify(open, &[obs("a", at(4096, 1, 1)), obs("b", at(2048, 2, 1))]);
+        let v = classify(
+            open,
+            &[
+                obs("a", at(4096, 1, ChunkVersion(1))),
+                obs("b", at(2048, 2, ChunkVersion(1))),
+            ],
+        );
         assert_eq!(v.health, ChunkHealth::Healthy);
-        let v = classify(open, &[obs("a", at(4096, 1, 1)), obs("b", at(2048, 2, 0))]);
+        let v = classify(
+            open,
+            &[
+                obs("a", at(4096, 1, ChunkVersion(1))),
+                obs("b", at(2048, 2, ChunkVersion(0))),
+            ],
+        );
         assert_eq!(healths(&v), vec![Healthy, Stale]);
         assert_eq!(v.health, ChunkHealth::UnderReplicated);
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_proto::v1;
 use cairn_record::limits::CHUNK_HEADER_BYTES;
-use cairn_record::{ChunkHandle, RecordId};
+use cairn_record::{ChunkHandle, ChunkVersion, RecordId, WriterId};
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -163,7 +163,7 @@ const NOT_FOUND_READS_BEFORE_SEAL: u32 = 5;
 #[derive(Debug, Default)]
 struct Dedupe {
     /// Highest sequence seen per writer.
-    marks: HashMap<u64, u64>,
+    marks: HashMap<WriterId, u64>,
 }
 
 impl Dedupe {
@@ -184,7 +184,7 @@ struct Cursor {
     index: u32,
     handle: ChunkHandle,
     /// The chunk's version in the master's last answer (a reader's seal request names it).
-    version: u64,
+    version: ChunkVersion,
     /// Sealed chunks: the end of a lost tail past the sealed length (0: none).
     lost_end: u64,
     /// Replica addresses; for an open chunk the primary comes first.
@@ -562,7 +562,7 @@ impl Reader {
             return Ok(());
         };
         let (handle, version) = (cursor.handle, cursor.version);
-        debug!(log = %self.path, chunk = %handle, version, why, "asking the master to seal the open chunk being read");
+        debug!(log = %self.path, chunk = %handle, %version, why, "asking the master to seal the open chunk being read");
         let sealed = self
             .client
             .seal(
@@ -713,7 +713,10 @@ mod tests {
     use super::*;
 
     fn id(writer: u64, sequence: u64) -> RecordId {
-        RecordId { writer, sequence }
+        RecordId {
+            writer: WriterId(writer),
+            sequence,
+        }
     }
 
     // Proves: per-writer dedupe keeps first copies, drops a resent run (same or lower

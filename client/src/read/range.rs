@@ -457,7 +457,7 @@ pub(crate) mod tests {
         for (i, &n) in sizes.iter().enumerate() {
             offsets.push(file.len() as u64);
             let id = RecordId {
-                writer: 5,
+                writer: cairn_record::WriterId(5),
                 sequence: i as u64 + 1,
             };
             encode_record(&mut file, id, &vec![i as u8; n], 16 << 20).unwrap();
@@ -677,7 +677,7 @@ pub(crate) mod tests {
         encode_record(
             &mut extra,
             RecordId {
-                writer: 5,
+                writer: cairn_record::WriterId(5),
                 sequence: 2,
             },
             &[9; 50],

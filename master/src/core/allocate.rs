@@ -5,8 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 
-use cairn_record::ChunkHandle;
-use cairn_record::limits::CHUNK_HEADER_BYTES;
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion, WriterId};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -27,7 +26,7 @@ pub(crate) struct Location {
     pub(crate) path: String,
     pub(crate) index: u32,
     pub(crate) handle: ChunkHandle,
-    pub(crate) version: u64,
+    pub(crate) version: ChunkVersion,
     pub(crate) primary: String,
     pub(crate) secondaries: Vec<String>,
     pub(crate) chunk_bytes: u64,
@@ -39,7 +38,7 @@ enum Current {
     Allocate,
     /// The open chunk has no live replica reporting it, but some of its chunkservers are live:
     /// let a seal find out what they hold.
-    Reseal(ChunkHandle, u64),
+    Reseal(ChunkHandle, ChunkVersion),
 }
 
 impl<C: ChunkserverApi> MasterCore<C> {
@@ -170,7 +169,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                             ReplicaReport {
                                 handle: loc.handle,
                                 version: loc.version,
-                                length: CHUNK_HEADER_BYTES as u64,
+                                length: ChunkOffset::FIRST_FRAME,
                                 sealed: false,
                                 failed: false,
                                 corrupt: false,
@@ -206,7 +205,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
     async fn create_replicas(
         &self,
         loc: &Location,
-        (marks, epochs): (Vec<WriterMark>, BTreeMap<u64, u64>),
+        (marks, epochs): (Vec<WriterMark>, BTreeMap<WriterId, u64>),
     ) -> Result<()> {
         let request = |primary: bool| CreateReplica {
             handle: loc.handle,
@@ -348,8 +347,8 @@ mod tests {
             .filter(|h| *h != loc.handle)
             .collect();
         for a in ["a:1", "b:1", "c:1"] {
-            let mut reports = vec![report(loc.handle, 1)];
-            reports.extend(orphans.iter().map(|h| report(*h, 1)));
+            let mut reports = vec![report(loc.handle, ChunkVersion(1))];
+            reports.extend(orphans.iter().map(|h| report(*h, ChunkVersion(1))));
             let (delete, reregister) = m.heartbeat(a, &reports).await.unwrap();
             assert!(!reregister);
             assert!(!delete.contains(&loc.handle));
@@ -469,7 +468,7 @@ mod tests {
             let m = start(dir.path(), &fake);
             register(&m, &["a:1", "b:1", "c:1"]).await;
             let failed = ReplicaReport {
-                length,
+                length: ChunkOffset(length),
                 failed: true,
                 ..report(stuck.handle, stuck.version)
             };

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
 
 use super::MasterCore;
 use crate::chunkserver_api::{
@@ -37,13 +37,22 @@ pub(super) struct FakeState {
     /// Every `CreateReplica`, in order.
     pub(super) creates: Vec<(String, CreateReplica)>,
     /// Every `Fence`: (chunkserver, handle, new version).
-    pub(super) fences: Vec<(String, ChunkHandle, u64)>,
-    /// Every `Seal`: (chunkserver, handle, version, length).
-    pub(super) seals: Vec<(String, ChunkHandle, u64, u64)>,
+    pub(super) fences: Vec<(String, ChunkHandle, ChunkVersion)>,
+    /// Every `Seal`, in order.
+    pub(super) seals: Vec<SealCall>,
     /// Every `Replicate`, by target.
     pub(super) replicates: Vec<(String, Replicate)>,
     /// Every `DeleteReplica`.
     pub(super) deletes: Vec<(String, ChunkHandle)>,
+}
+
+/// One `Seal` the fake received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct SealCall {
+    pub(super) address: String,
+    pub(super) handle: ChunkHandle,
+    pub(super) version: ChunkVersion,
+    pub(super) length: ChunkOffset,
 }
 
 impl Fake {
@@ -68,7 +77,7 @@ impl ChunkserverApi for Arc<Fake> {
         &self,
         address: String,
         handle: ChunkHandle,
-        new_version: u64,
+        new_version: ChunkVersion,
     ) -> Result<Fenced, RpcError> {
         // Let concurrent seal requests pile up behind the per-log lock.
         tokio::task::yield_now().await;
@@ -84,16 +93,16 @@ impl ChunkserverApi for Arc<Fake> {
         s.fences.push((address.clone(), handle, new_version));
         let length = s.lengths.get(&address).copied().unwrap_or(32);
         Ok(Fenced {
-            length,
+            length: ChunkOffset(length),
             version: new_version,
             sealed: false,
             marks: vec![WriterMark {
-                writer: 42,
+                writer: cairn_record::WriterId(42),
                 sequence: length,
                 frame_crc: 0,
             }],
-            marks_through: length,
-            primary_commit: s.primary_commits.get(&address).copied(),
+            marks_through: ChunkOffset(length),
+            primary_commit: s.primary_commits.get(&address).copied().map(ChunkOffset),
         })
     }
 
@@ -101,10 +110,15 @@ impl ChunkserverApi for Arc<Fake> {
         &self,
         address: String,
         handle: ChunkHandle,
-        version: u64,
-        length: u64,
+        version: ChunkVersion,
+        length: ChunkOffset,
     ) -> Result<(), RpcError> {
-        self.st().seals.push((address, handle, version, length));
+        self.st().seals.push(SealCall {
+            address,
+            handle,
+            version,
+            length,
+        });
         Ok(())
     }
 
@@ -121,7 +135,7 @@ impl ChunkserverApi for Arc<Fake> {
         s.replicas.insert((address.clone(), job.handle));
         let copied = job.length;
         s.replicates.push((address, job));
-        Ok(copied)
+        Ok(copied.into())
     }
 
     async fn delete_replica(&self, address: String, handle: ChunkHandle) -> Result<(), RpcError> {
@@ -156,11 +170,11 @@ pub(super) async fn register(m: &MasterCore<Arc<Fake>>, addresses: &[&str]) {
 }
 
 /// A healthy open replica of `handle` at `version`, 32 bytes long.
-pub(super) fn report(handle: ChunkHandle, version: u64) -> ReplicaReport {
+pub(super) fn report(handle: ChunkHandle, version: ChunkVersion) -> ReplicaReport {
     ReplicaReport {
         handle,
         version,
-        length: 32,
+        length: ChunkOffset(32),
         sealed: false,
         failed: false,
         corrupt: false,

@@ -106,6 +106,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_record::{ChunkOffset, ChunkVersion};
     use std::sync::Arc;
 
     use crate::core::fake::{Fake, register, start};
@@ -126,11 +127,13 @@ mod tests {
         for a in ["a:1", "b:1", "c:1"] {
             fake.st().lengths.insert(a.into(), 4096);
         }
-        m.seal_chunk("/l", first.handle, 1, "full").await.unwrap();
+        m.seal_chunk("/l", first.handle, ChunkVersion(1), "full")
+            .await
+            .unwrap();
         let sealed = ReplicaReport {
             handle: first.handle,
-            version: 2,
-            length: 4096,
+            version: ChunkVersion(2),
+            length: ChunkOffset(4096),
             sealed: true,
             failed: false,
             corrupt: false,

@@ -1,8 +1,8 @@
 //! The namespace operations: `CreateLog` (checked against the cluster's size), `DeleteLog`,
 //! `ListLogs` and `StatLog`, with their answers.
 
-use cairn_record::ChunkHandle;
 use cairn_record::limits::{CHUNK_BYTES_DEFAULT, check_chunk_bytes};
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
 use tokio::time::Instant;
 use tracing::info;
 
@@ -37,15 +37,15 @@ pub(crate) struct ChunkInfo {
     pub(crate) handle: ChunkHandle,
     pub(crate) state: ChunkState,
     /// Sealed: the sealed length. Open: the largest length a replica reported (32 if none).
-    pub(crate) length: u64,
-    pub(crate) version: u64,
+    pub(crate) length: ChunkOffset,
+    pub(crate) version: ChunkVersion,
     /// Live chunkservers whose replica may serve reads (`policy::readable_replicas`): the good
     /// ones of a sealed chunk; of an open one, those at its version, neither failed nor corrupt.
     pub(crate) replicas: Vec<String>,
     /// Open chunks: the fixed primary. Empty once sealed.
     pub(crate) primary: String,
     /// Sealed chunks: 0, or the end of a lost tail `[length, lost_end)` (see [`ChunkMeta`]).
-    pub(crate) lost_end: u64,
+    pub(crate) lost_end: ChunkOffset,
 }
 
 impl<C: ChunkserverApi> MasterCore<C> {
@@ -410,14 +410,14 @@ mod tests {
                 path: "/big".into(),
                 index: i as u32,
                 handle,
-                version: 1,
+                version: ChunkVersion(1),
                 replicas: vec!["a:1".into()],
             })
             .unwrap();
             meta.apply(&Entry::Seal {
                 handle,
-                version: 1,
-                length: 32,
+                version: ChunkVersion(1),
+                length: ChunkOffset(32),
                 replicas: vec!["a:1".into()],
                 writer_marks: Vec::new(),
             })

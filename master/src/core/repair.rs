@@ -20,9 +20,10 @@ use crate::limits::{
 };
 use crate::meta::ChunkState;
 use crate::repair::{
-    Backoff, RepairJob, RepairScan, complete_unsealed_replicas, orphaned_open_chunks, plan,
-    stale_open_replicas,
+    Backoff, OrphanedOpenChunk, RepairJob, RepairScan, ReplicasToSeal, complete_unsealed_replicas,
+    orphaned_open_chunks, plan, stale_open_replicas,
 };
+use crate::salvage::SalvageCandidate;
 
 impl<C: ChunkserverApi> MasterCore<C> {
     /// Runs repair passes, one per heartbeat period, until the task is aborted.
@@ -90,32 +91,38 @@ impl<C: ChunkserverApi> MasterCore<C> {
             let stale = stale_open_replicas(&g.meta, &g.servers, now, dead_after);
             let complete = complete_unsealed_replicas(&g.meta, &g.servers, now, dead_after);
             g.reseal_backoff
-                .retain(|h, _| found.iter().any(|(_, f, _, _)| f == h));
+                .retain(|h, _| found.iter().any(|o| o.handle == *h));
             let due = |g: &super::Inner, h: &ChunkHandle| {
                 g.reseal_backoff.get(h).is_none_or(|b| b.next <= now)
             };
             let reseals = found
                 .into_iter()
-                .filter(|(_, h, _, _)| due(&g, h) && g.resealing.insert(*h))
+                .filter(|o| due(&g, &o.handle) && g.resealing.insert(o.handle))
                 .collect::<Vec<_>>();
             let salvages = salvages
                 .into_iter()
-                .filter(|(_, h, _)| g.resealing.insert(*h))
+                .filter(|c| g.resealing.insert(c.handle))
                 .collect::<Vec<_>>();
             let stale = stale
                 .into_iter()
-                .filter(|(h, _, _)| g.resealing.insert(*h))
+                .filter(|r| g.resealing.insert(r.handle))
                 .collect::<Vec<_>>();
             let complete = complete
                 .into_iter()
-                .filter(|(h, _, _, _)| g.resealing.insert(*h))
+                .filter(|r| g.resealing.insert(r.handle))
                 .collect::<Vec<_>>();
             (reseals, salvages, stale, complete)
         };
-        for (handle, version, length, addresses) in complete {
+        for ReplicasToSeal {
+            handle,
+            version,
+            length,
+            addresses,
+        } in complete
+        {
             let core = self.clone();
             tokio::spawn(async move {
-                info!(chunk = %handle, version, length, replicas = ?addresses, "sealing in place replicas that missed the seal but hold the whole chunk");
+                info!(chunk = %handle, %version, %length, replicas = ?addresses, "sealing in place replicas that missed the seal but hold the whole chunk");
                 let sealed = core.seal_all(handle, version, length, &addresses).await;
                 let mut g = core.lock();
                 let now = Instant::now();
@@ -126,7 +133,12 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 g.resealing.remove(&handle);
             });
         }
-        for (log, handle, version) in salvages {
+        for SalvageCandidate {
+            log,
+            handle,
+            version,
+        } in salvages
+        {
             let core = self.clone();
             tokio::spawn(async move {
                 if let Err(e) = core.salvage(&log, handle, version).await {
@@ -135,10 +147,16 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 core.lock().resealing.remove(&handle);
             });
         }
-        for (handle, version, addresses) in stale {
+        for ReplicasToSeal {
+            handle,
+            version,
+            addresses,
+            ..
+        } in stale
+        {
             let core = self.clone();
             tokio::spawn(async move {
-                info!(chunk = %handle, version, replicas = ?addresses, "fencing replicas that missed the chunk's seal");
+                info!(chunk = %handle, %version, replicas = ?addresses, "fencing replicas that missed the chunk's seal");
                 for o in core.fence_all(handle, version, &addresses).await {
                     if let crate::seal::FenceOutcome::Failed { address } = o {
                         warn!(chunk = %handle, %address, "fencing a replica that missed the seal failed; a later pass retries");
@@ -147,7 +165,13 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 core.lock().resealing.remove(&handle);
             });
         }
-        for (log, handle, version, reason) in reseals {
+        for OrphanedOpenChunk {
+            log,
+            handle,
+            version,
+            reason,
+        } in reseals
+        {
             let core = self.clone();
             tokio::spawn(async move {
                 warn!(%log, chunk = %handle, %reason, "sealing an open chunk whose primary is gone");
@@ -177,8 +201,8 @@ impl<C: ChunkserverApi> MasterCore<C> {
     async fn copy(&self, j: RepairJob) {
         let handle = j.job.handle;
         let timeout = self.config().rpc_timeout
-            + Duration::from_secs(j.job.length / REPAIR_RATE_FLOOR_BYTES_PER_SEC + 1);
-        info!(chunk = %handle, from = %j.job.source, to = %j.target, good = j.good, length = j.job.length, "copying replica");
+            + Duration::from_secs(u64::from(j.job.length) / REPAIR_RATE_FLOOR_BYTES_PER_SEC + 1);
+        info!(chunk = %handle, from = %j.job.source, to = %j.target, good = j.good, length = %j.job.length, "copying replica");
         let started = Instant::now();
         // The target's chunkserver does not know that a checker found its replica corrupt, and
         // would keep it as complete: delete it first so the copy replaces it.

@@ -113,7 +113,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                     .map_or(u32::MAX, |l| l.replication);
                 let copying_here = g.repairs.get(&r.handle).is_some_and(|t| t == address);
                 if is_garbage(chunk, r, good.len(), replication, copying_here) {
-                    info!(chunk = %r.handle, chunkserver = address, version = r.version, length = r.length, sealed = r.sealed, corrupt = r.corrupt, failed = r.failed, "replica not good and the chunk has enough good ones: deleting it");
+                    info!(chunk = %r.handle, chunkserver = address, version = %r.version, length = %r.length, sealed = r.sealed, corrupt = r.corrupt, failed = r.failed, "replica not good and the chunk has enough good ones: deleting it");
                     delete.push(r.handle);
                     continue;
                 }
@@ -126,7 +126,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 }
             }
             if r.version > chunk.version {
-                warn!(chunk = %r.handle, chunkserver = address, reported = r.version, master = chunk.version, "replica reports a version this master never issued (forged or broken); ignoring it");
+                warn!(chunk = %r.handle, chunkserver = address, reported = %r.version, master = %chunk.version, "replica reports a version this master never issued (forged or broken); ignoring it");
             }
         }
         (delete, None)
@@ -149,6 +149,7 @@ fn check_address(address: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_record::ChunkVersion;
     use std::sync::Arc;
 
     use crate::core::fake::{Fake, register, report, start};
@@ -165,7 +166,10 @@ mod tests {
         register(&m, &["a:1", "b:1", "c:1"]).await;
         m.create_log("/l", 3, 8192).await.unwrap();
         let first = m.open_chunk("/l").await.unwrap();
-        let open = m.seal_chunk("/l", first.handle, 1, "full").await.unwrap();
+        let open = m
+            .seal_chunk("/l", first.handle, ChunkVersion(1), "full")
+            .await
+            .unwrap();
         let before = m.stat_log("/l").unwrap();
         m.close().await;
         drop(m);
@@ -183,24 +187,29 @@ mod tests {
             m.open_chunk("/l").await,
             Err(Error::NoLiveReplica { .. })
         ));
-        m.register("a:1", &[report(open.handle, u64::MAX)])
+        m.register("a:1", &[report(open.handle, ChunkVersion(u64::MAX))])
             .await
             .unwrap();
         for a in ["b:1", "c:1"] {
-            m.register(a, &[report(open.handle, 1)]).await.unwrap();
+            m.register(a, &[report(open.handle, ChunkVersion(1))])
+                .await
+                .unwrap();
         }
         let stat = m.stat_log("/l").unwrap();
-        assert_eq!(stat.chunks[1].version, 1);
+        assert_eq!(stat.chunks[1].version, ChunkVersion(1));
         assert!(
             !stat.chunks[1].replicas.contains(&"a:1".to_owned()),
             "a replica at a forged version is not listed"
         );
         let again = m.open_chunk("/l").await.unwrap();
-        assert_eq!((again.handle, again.version), (open.handle, 1));
+        assert_eq!(
+            (again.handle, again.version),
+            (open.handle, ChunkVersion(1))
+        );
         m.close().await;
         drop(m);
         let m = start(dir.path(), &fake);
-        assert_eq!(m.stat_log("/l").unwrap().chunks[1].version, 1);
+        assert_eq!(m.stat_log("/l").unwrap().chunks[1].version, ChunkVersion(1));
         m.close().await;
     }
 
@@ -215,7 +224,9 @@ mod tests {
         register(&m, &["a:1", "b:1", "c:1", "d:1"]).await;
         m.create_log("/l", 3, 8192).await.unwrap();
         let first = m.open_chunk("/l").await.unwrap();
-        m.seal_chunk("/l", first.handle, 1, "full").await.unwrap();
+        m.seal_chunk("/l", first.handle, ChunkVersion(1), "full")
+            .await
+            .unwrap();
         let sealed = m.stat_log("/l").unwrap().chunks[0].clone();
         let good =
             crate::heartbeat::ReplicaReport::sealed(sealed.handle, sealed.version, sealed.length);

@@ -2,7 +2,7 @@
 //! prefixes fenced, the chunk resealed at the length `crate::salvage::plan` decides, the salvage
 //! logged with its lost tail.
 
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, ChunkVersion};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::heartbeat::ReplicaReport;
 use crate::meta::{ChunkState, Entry};
 use crate::policy::good_replicas;
-use crate::salvage::{plan, prefix_holders};
+use crate::salvage::{SalvagePlan, plan, prefix_holders};
 use crate::versions::next_version;
 
 impl<C: ChunkserverApi> MasterCore<C> {
@@ -22,7 +22,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
         &self,
         path: &str,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
     ) -> Result<()> {
         let lock = self.log_lock(path)?;
         let _serial = lock.lock().await;
@@ -56,9 +56,9 @@ impl<C: ChunkserverApi> MasterCore<C> {
         };
         let (sequence, new_version, targets, sealed_len) = start;
         self.commit(sequence).await?;
-        warn!(log = path, chunk = %handle, version = new_version, sealed_len, survivors = ?targets, "salvaging a sealed chunk whose complete replicas are all lost");
+        warn!(log = path, chunk = %handle, version = %new_version, %sealed_len, survivors = ?targets, "salvaging a sealed chunk whose complete replicas are all lost");
         let outcomes = self.fence_all(handle, new_version, &targets).await;
-        let Some((length, replicas)) = plan(sealed_len, &outcomes) else {
+        let Some(SalvagePlan { length, replicas }) = plan(sealed_len, &outcomes) else {
             return Err(Error::FenceUnanswered { handle });
         };
         let sealed = self.seal_all(handle, new_version, length, &replicas).await;
@@ -89,11 +89,10 @@ impl<C: ChunkserverApi> MasterCore<C> {
             })
         };
         self.commit(sequence).await?;
-        let lost = sealed_len.saturating_sub(length);
-        if lost > 0 {
-            warn!(log = path, chunk = %handle, version = new_version, length, lost_from = length, lost_end = sealed_len, replicas = ?sealed, "chunk salvaged; its tail past the surviving replicas is lost (never acknowledged unless a second fault cut them)");
+        if length < sealed_len {
+            warn!(log = path, chunk = %handle, version = %new_version, %length, lost_from = %length, lost_end = %sealed_len, replicas = ?sealed, "chunk salvaged; its tail past the surviving replicas is lost (never acknowledged unless a second fault cut them)");
         } else {
-            info!(log = path, chunk = %handle, version = new_version, length, replicas = ?sealed, "chunk salvaged whole from a replica that missed its seal");
+            info!(log = path, chunk = %handle, version = %new_version, %length, replicas = ?sealed, "chunk salvaged whole from a replica that missed its seal");
         }
         Ok(())
     }

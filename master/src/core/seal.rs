@@ -2,8 +2,7 @@
 //! fence of every known replica, the seal at the length `crate::seal::plan` decides, the seal
 //! logged, and the next chunk. Also the fence and seal fan-outs salvage and the repair loop use.
 
-use cairn_record::ChunkHandle;
-use cairn_record::limits::CHUNK_HEADER_BYTES;
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -25,7 +24,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
         &self,
         path: &str,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         reason: &str,
     ) -> Result<Location> {
         let lock = self.log_lock(path)?;
@@ -39,7 +38,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
         path: &str,
         lock: &LogLock,
         handle: ChunkHandle,
-        version: u64,
+        version: ChunkVersion,
         reason: &str,
     ) -> Result<Location> {
         // 1. Only the open chunk at the master's version is sealed; anything else is answered
@@ -64,7 +63,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                         // Failed takes no byte more: at the header, it never held a record.
                         if c.replicas.contains(&a)
                             && report.failed
-                            && report.length <= CHUNK_HEADER_BYTES as u64
+                            && report.length <= ChunkOffset::FIRST_FRAME
                         {
                             proven_empty = true;
                         }
@@ -87,7 +86,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
         };
         self.commit(sequence).await?;
         self.crash_point(CrashPoint::AfterVersionLogged);
-        info!(log = path, chunk = %handle, version = new_version, reason, "sealing chunk");
+        info!(log = path, chunk = %handle, version = %new_version, reason, "sealing chunk");
 
         // 3. Fence every known replica in parallel.
         let outcomes = self.fence_all(handle, new_version, &targets).await;
@@ -147,8 +146,8 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 info!(
                     log = path,
                     chunk = %handle,
-                    version = new_version,
-                    length,
+                    version = %new_version,
+                    %length,
                     replicas = sealed.len(),
                     "chunk sealed"
                 );
@@ -170,7 +169,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
     pub(crate) async fn fence_all(
         &self,
         handle: ChunkHandle,
-        new_version: u64,
+        new_version: ChunkVersion,
         targets: &[String],
     ) -> Vec<FenceOutcome> {
         let mut calls = JoinSet::new();
@@ -183,7 +182,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 let result = tokio::time::timeout(timeout, call).await;
                 match result {
                     // A version of 0 means the chunkserver left the field unset.
-                    Ok(Ok(f)) if f.version == 0 || f.version >= new_version => FenceOutcome::Fenced {
+                    Ok(Ok(f)) if f.version == ChunkVersion(0) || f.version >= new_version => FenceOutcome::Fenced {
                         address,
                         length: f.length,
                         sealed: f.sealed,
@@ -192,7 +191,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                         primary_commit: f.primary_commit,
                     },
                     Ok(Ok(f)) => {
-                        warn!(chunk = %handle, %address, version = f.version, "fence answered with an old version");
+                        warn!(chunk = %handle, %address, version = %f.version, "fence answered with an old version");
                         FenceOutcome::Failed { address }
                     }
                     Ok(Err(RpcError::NotFound)) => FenceOutcome::Absent { address },
@@ -216,8 +215,8 @@ impl<C: ChunkserverApi> MasterCore<C> {
     pub(crate) async fn seal_all(
         &self,
         handle: ChunkHandle,
-        version: u64,
-        length: u64,
+        version: ChunkVersion,
+        length: ChunkOffset,
         replicas: &[String],
     ) -> Vec<String> {
         let mut calls = JoinSet::new();
@@ -291,14 +290,18 @@ mod tests {
         let answers = calls.join_all().await;
         assert!(answers.iter().all(|l| *l == answers[0]));
         let next = &answers[0];
-        assert_eq!((next.index, next.version), (1, 1));
+        assert_eq!((next.index, next.version), (1, ChunkVersion(1)));
         {
             let s = fake.st();
             assert_eq!(s.fences.len(), 3, "one fence per replica");
             assert_eq!(s.seals.len(), 1);
             assert_eq!(
-                (s.seals[0].0.as_str(), s.seals[0].2, s.seals[0].3),
-                ("a:1", 2, 8000)
+                (
+                    s.seals[0].address.as_str(),
+                    s.seals[0].version,
+                    s.seals[0].length
+                ),
+                ("a:1", ChunkVersion(2), ChunkOffset(8000))
             );
             let primary = s
                 .creates
@@ -308,7 +311,7 @@ mod tests {
             assert_eq!(
                 marks,
                 &vec![WriterMark {
-                    writer: 42,
+                    writer: cairn_record::WriterId(42),
                     sequence: 8000,
                     frame_crc: 0,
                 }]
@@ -317,7 +320,10 @@ mod tests {
         let info = m.stat_log("/l").unwrap();
         assert_eq!(info.chunks.len(), 2);
         assert_eq!(info.chunks[0].state, ChunkState::Sealed);
-        assert_eq!((info.chunks[0].length, info.chunks[0].version), (8000, 2));
+        assert_eq!(
+            (info.chunks[0].length, info.chunks[0].version),
+            (ChunkOffset(8000), ChunkVersion(2))
+        );
         assert_eq!(info.chunks[0].replicas, vec!["a:1".to_owned()]);
         // The repair loop copies the sealed chunk to the two shorter replicas' chunkservers
         // (they only need the tail), from the one good replica, one copy per chunk at a time.
@@ -341,7 +347,10 @@ mod tests {
                 .map(|(t, j)| (t.as_str(), j.length))
                 .collect();
             targets.sort();
-            assert_eq!(targets, vec![("b:1", 8000), ("c:1", 8000)]);
+            assert_eq!(
+                targets,
+                vec![("b:1", ChunkOffset(8000)), ("c:1", ChunkOffset(8000))]
+            );
             // The first copy could only come from the one good replica.
             assert_eq!(s.replicates[0].1.source, "a:1");
         }
@@ -359,12 +368,18 @@ mod tests {
             stale.dedup();
             assert_eq!(
                 stale,
-                vec![("b:1", first.handle, 2), ("c:1", first.handle, 2)]
+                vec![
+                    ("b:1", first.handle, ChunkVersion(2)),
+                    ("c:1", first.handle, ChunkVersion(2))
+                ]
             );
             s.fences.len()
         };
         // A late seal request for the old version fences nothing.
-        let again = m.seal_chunk("/l", first.handle, 1, "late").await.unwrap();
+        let again = m
+            .seal_chunk("/l", first.handle, ChunkVersion(1), "late")
+            .await
+            .unwrap();
         assert_eq!(&again, next);
         assert_eq!(fake.st().fences.len(), fences);
         m.close().await;

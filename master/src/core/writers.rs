@@ -1,6 +1,7 @@
 //! `ResumeWriter`: writer epochs, logged before they are handed out, and the seal that makes
 //! every later append go to a primary that knows the new epoch.
 
+use cairn_record::WriterId;
 use tracing::info;
 
 use super::MasterCore;
@@ -14,8 +15,8 @@ impl<C: ChunkserverApi> MasterCore<C> {
     /// returned, so no epoch is ever handed out twice; then the log's open chunk is sealed, so
     /// that every later append goes to a primary that knows the epoch (ARCHITECTURE.md,
     /// "Writers and epochs").
-    pub(crate) async fn resume_writer(&self, path: &str, writer: u64) -> Result<u64> {
-        if writer == 0 {
+    pub(crate) async fn resume_writer(&self, path: &str, writer: WriterId) -> Result<u64> {
+        if writer == WriterId::PADDING {
             return Err(Error::InvalidArgument {
                 reason: "writer id 0 is reserved (padding frames carry it)".to_owned(),
             });
@@ -46,7 +47,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
             (sequence, epoch)
         };
         self.commit(sequence).await?;
-        info!(log = path, writer = %format!("{writer:016x}"), epoch, "writer resumed");
+        info!(log = path, writer = %writer, epoch, "writer resumed");
         // The open chunk's primary does not know the new epoch until the new incarnation
         // appends there, so an older one could still be acknowledged in it meanwhile. Sealing
         // it moves the log to a chunk whose primary is told every epoch at creation: the older
@@ -84,13 +85,13 @@ mod tests {
             let m = start(dir.path(), &fake);
             register(&m, &["a:1", "b:1", "c:1"]).await;
             m.create_log("/l", 3, 8192).await.unwrap();
-            assert!(m.resume_writer("/l", 0).await.is_err());
+            assert!(m.resume_writer("/l", WriterId(0)).await.is_err());
             assert!(matches!(
-                m.resume_writer("/nope", 7).await,
+                m.resume_writer("/nope", WriterId(7)).await,
                 Err(Error::LogNotFound { .. })
             ));
             let first = m.open_chunk("/l").await.unwrap();
-            assert_eq!(m.resume_writer("/l", 7).await.unwrap(), 1);
+            assert_eq!(m.resume_writer("/l", WriterId(7)).await.unwrap(), 1);
             let info = m.stat_log("/l").unwrap();
             assert_eq!(info.chunks[0].state, ChunkState::Sealed);
             let next = m.open_chunk("/l").await.unwrap();
@@ -100,14 +101,14 @@ mod tests {
                 .iter()
                 .find(|(a, c)| c.handle == next.handle && c.primary && *a == next.primary)
                 .expect("the next primary was created");
-            assert_eq!(primary.1.writer_epochs, BTreeMap::from([(7, 1)]));
-            assert_eq!(m.resume_writer("/l", 7).await.unwrap(), 2);
-            assert_eq!(m.resume_writer("/l", 8).await.unwrap(), 1);
+            assert_eq!(primary.1.writer_epochs, BTreeMap::from([(WriterId(7), 1)]));
+            assert_eq!(m.resume_writer("/l", WriterId(7)).await.unwrap(), 2);
+            assert_eq!(m.resume_writer("/l", WriterId(8)).await.unwrap(), 1);
             m.close().await;
         }
         let m = start(dir.path(), &fake);
         let epochs = m.lock().meta.logs["/l"].writer_epochs.clone();
-        assert_eq!(epochs, BTreeMap::from([(7, 2), (8, 1)]));
+        assert_eq!(epochs, BTreeMap::from([(WriterId(7), 2), (WriterId(8), 1)]));
         m.close().await;
     }
 }

@@ -6,7 +6,7 @@
 
 use cairn_record::limits::{CHUNK_HEADER_BYTES, FRAME_HEADER_BYTES, record_payload_bytes_max};
 use cairn_record::{
-    ChunkHandle, ChunkHeader, RecordId, ScanItem, Scanner, encode_padding, encode_record,
+    ChunkHandle, ChunkHeader, RecordId, ScanItem, Scanner, WriterId, encode_padding, encode_record,
     encoded_len,
 };
 
@@ -101,7 +101,7 @@ impl Chunk {
 
     /// Fills the chunk up to `capacity - tail` with filler records, then pads the last `tail`
     /// bytes, so the file ends exactly at its capacity. `tail` must be a multiple of 8 and fit.
-    pub(crate) fn fill_to_capacity(&mut self, tail: u64, writer: u64) {
+    pub(crate) fn fill_to_capacity(&mut self, tail: u64, writer: WriterId) {
         assert!(tail <= self.remaining() && tail.is_multiple_of(8));
         let max = (self.payload_max() as u64) & !7;
         let mut gap = self.remaining() - tail;

@@ -984,7 +984,7 @@ async fn connect(master: &str, stop: &AtomicBool) -> Option<Client> {
 
 /// Where an acknowledgement put its record: (chunk index, offset).
 fn placed(ack: &cairn_client::AppendAck) -> (Option<u64>, Option<u64>) {
-    (ack.chunk.map(u64::from), ack.offset)
+    (ack.chunk.map(u64::from), ack.offset.map(u64::from))
 }
 
 /// The Cairn id an acknowledgement names, as the checker compares writer ids.
@@ -994,8 +994,8 @@ fn cairn_id(ack: &cairn_client::AppendAck) -> (WriterId, u64) {
 
 /// A writer id as `cairn replay --json` prints it (a decimal number), so ids from the library
 /// and from the CLI compare equal.
-fn writer_id(writer: u64) -> WriterId {
-    WriterId(writer.to_string())
+fn writer_id(writer: cairn_client::WriterId) -> WriterId {
+    WriterId(u64::from(writer).to_string())
 }
 
 /// A library replay event as the checker takes it.
