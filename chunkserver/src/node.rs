@@ -152,7 +152,13 @@ impl Chunk {
         let mut p = self.primary().expect("only a primary writes");
         match result {
             Ok(()) => {
-                if let Some(commit) = p.complete(offset) {
+                // A fenced primary's commit offset is final: the fence reported it to the master,
+                // which seals the chunk there. A write that completes after the fence is durable
+                // everywhere but is neither published to readers nor acknowledged (its waiter
+                // finds the chunk closed); its client resends it on the next chunk.
+                if let Some(commit) = p.complete(offset)
+                    && !p.fenced()
+                {
                     self.learn_commit(commit);
                     // Under the lock, so commit offsets are published in order.
                     self.readable.send_replace(commit);

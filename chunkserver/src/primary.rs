@@ -307,9 +307,15 @@ impl Primary {
         self.broken || self.fenced
     }
 
-    /// Refuses appends from now on (the master is sealing the chunk).
+    /// Refuses appends from now on (the master is sealing the chunk), and freezes the commit
+    /// offset the fence reports (`Node::fence`).
     pub(crate) fn fence(&mut self) {
         self.fenced = true;
+    }
+
+    /// Fenced by the master: nothing more is committed or acknowledged.
+    pub(crate) fn fenced(&self) -> bool {
+        self.fenced
     }
 
     /// Decides what to do with `batch` of a writer at `epoch` and, if it writes, reserves its

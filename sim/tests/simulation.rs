@@ -24,8 +24,13 @@ const CI_SEEDS: std::ops::Range<u64> = 1..9;
 /// - 8851: an open chunk created on one secondary only (the master died mid-allocation), whose
 ///   replica then failed on an fsync error, could never be sealed: no append or replay again;
 /// - 12245: a seal at the primary's longest length made records its failed forwards left on that
-///   one replica readable; a reader saw one, then the replica was wiped and it was gone.
-const REGRESSION_SEEDS: &[u64] = &[142, 201, 246, 270, 1206, 3210, 4270, 4358, 8851, 12245];
+///   one replica readable; a reader saw one, then the replica was wiped and it was gone;
+/// - 13625: the fix for 12245 sealed at the commit offset the primary reported at the fence,
+///   but writes in flight then completed and were acknowledged after it: four acknowledged
+///   records cut off by the seal (a fenced primary now commits and acknowledges nothing more).
+const REGRESSION_SEEDS: &[u64] = &[
+    142, 201, 246, 270, 1206, 3210, 4270, 4358, 8851, 12245, 13625,
+];
 
 fn seeds() -> std::ops::Range<u64> {
     if let Ok(s) = std::env::var("CAIRN_SIM_SEED") {
