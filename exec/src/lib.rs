@@ -1,0 +1,38 @@
+//! Cairn's execution layer: an ordinary tonic service runs on n = 2f+1 business replicas,
+//! ordered by a Cairn log; every replica's outputs are records, and a caller gets the answer
+//! f+1 replicas agree on.
+//!
+//! # Determinism contract
+//! Every replica runs every input, in log order, in its own process; the vote compares their
+//! outcomes byte for byte. So a handler must compute its response and state only from its
+//! request, its service's state and the request's [`Context`]:
+//! - no wall clock: time is [`Context::logical_time_ms`];
+//! - no unseeded randomness: seed any generator from [`Context::seed`];
+//! - no iteration order of hash maps (or anything else unordered) into a response or into the
+//!   order of state changes; use ordered maps or sort first;
+//! - canonical encodings (prost's encoding of a given message is fixed);
+//! - no I/O whose answer may differ between replicas.
+//!
+//! # Layout
+//! - [`records`]: the record messages (INPUT, OUTPUT, VOTE) and worker frames, the input
+//!   fingerprint and the outcome digest.
+//! - [`context`]: [`Context`], the seed and logical time a handler gets.
+//! - [`codec`]: [`BytesCodec`], tonic's `Codec` passing message bytes through undecoded.
+//! - [`call`]: [`HostedService`] and [`call::call`], one recorded request through a generated
+//!   server's `tower::Service`.
+//! - [`pipe`]: length-prefixed prost frames over a pipe.
+//! - [`worker`]: the worker process's loop.
+//! - [`supervisor`]: [`Worker`], a replica's handle on its worker process.
+
+pub mod call;
+pub mod codec;
+pub mod context;
+pub mod pipe;
+pub mod records;
+pub mod supervisor;
+pub mod worker;
+
+pub use call::HostedService;
+pub use codec::BytesCodec;
+pub use context::Context;
+pub use supervisor::Worker;
