@@ -23,10 +23,12 @@
 //! - [`pipe`]: length-prefixed prost frames over a pipe.
 //! - [`worker`]: the worker process's loop.
 //! - [`supervisor`]: [`Worker`], a replica's handle on its worker process.
+//! - [`entry`]: [`main`], a service binary's entry point: its roles by argument.
 
 pub mod call;
 pub mod codec;
 pub mod context;
+pub mod entry;
 pub mod pipe;
 pub mod records;
 pub mod supervisor;
@@ -35,4 +37,5 @@ pub mod worker;
 pub use call::HostedService;
 pub use codec::BytesCodec;
 pub use context::Context;
+pub use entry::main;
 pub use supervisor::Worker;
