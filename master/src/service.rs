@@ -42,6 +42,7 @@ impl From<Error> for Status {
             Error::VersionExhausted { .. } => Code::FailedPrecondition,
             Error::TooManyWriters { .. } => Code::ResourceExhausted,
             Error::NotEnoughChunkservers { .. }
+            | Error::PlacementUnavailable { .. }
             | Error::NotEnoughRoom { .. }
             | Error::NoLiveReplica { .. }
             | Error::FenceUnanswered { .. }
@@ -91,7 +92,13 @@ impl Master for MasterService {
         let r = req.into_inner();
         let info = self
             .core
-            .create_log_with(&r.path, r.replication, r.min_replicas, r.chunk_bytes)
+            .create_log_with(
+                &r.path,
+                r.replication,
+                r.min_replicas,
+                r.chunk_bytes,
+                &r.place_on,
+            )
             .await?;
         Ok(Response::new(log_info(info)))
     }
@@ -299,6 +306,7 @@ fn log_info(l: LogInfo) -> pb::LogInfo {
         min_replicas: l.min_replicas,
         chunk_bytes: l.chunk_bytes,
         chunk_count: l.chunk_count,
+        place_on: l.place_on,
         chunks: l.chunks.into_iter().map(chunk_info).collect(),
     }
 }
