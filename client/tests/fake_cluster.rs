@@ -215,6 +215,12 @@ impl master_server::Master for Fake {
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn list_chunkservers(
+        &self,
+        _: Request<v1::ListChunkserversRequest>,
+    ) -> Result<Response<v1::ListChunkserversResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn list_replicas(
         &self,
         _: Request<v1::ListReplicasRequest>,

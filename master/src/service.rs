@@ -112,6 +112,23 @@ impl Master for MasterService {
         Ok(Response::new(pb::DeleteLogResponse {}))
     }
 
+    async fn list_chunkservers(
+        &self,
+        _: Request<pb::ListChunkserversRequest>,
+    ) -> Result<Response<pb::ListChunkserversResponse>, Status> {
+        let chunkservers = self
+            .core
+            .list_chunkservers()
+            .into_iter()
+            .map(|(address, live, replicas)| pb::ChunkserverInfo {
+                address,
+                live,
+                replicas: replicas as u32,
+            })
+            .collect();
+        Ok(Response::new(pb::ListChunkserversResponse { chunkservers }))
+    }
+
     async fn list_logs(
         &self,
         req: Request<pb::ListLogsRequest>,

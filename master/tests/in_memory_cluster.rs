@@ -177,7 +177,7 @@ async fn a_cluster_runs_in_one_process_on_an_in_memory_network() {
 
 // Proves: a log created with `place_on` keeps every chunk on that chunkserver: with replication
 // 1 each of its many 16 KiB chunks has exactly that one replica (none elsewhere), listing shows
-// the placement, and a log placed on a chunkserver that is not live is refused UNAVAILABLE
+// the placement, ListChunkservers names the three live chunkservers in address order, and a log placed on a chunkserver that is not live is refused UNAVAILABLE
 // rather than placed elsewhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_placed_log_keeps_every_chunk_on_its_chunkserver() {
@@ -216,6 +216,17 @@ async fn a_placed_log_keeps_every_chunk_on_its_chunkserver() {
             chunk.index
         );
     }
+    let servers = client.list_chunkservers().await.expect("list chunkservers");
+    let addresses: Vec<&str> = servers.iter().map(|s| s.address.as_str()).collect();
+    assert_eq!(
+        addresses,
+        ["cs0.memory:7001", "cs1.memory:7002", "cs2.memory:7003"]
+    );
+    assert!(servers.iter().all(|s| s.live), "{servers:?}");
+    assert!(
+        servers[1].replicas as usize >= stat.chunks.len(),
+        "{servers:?}"
+    );
     let listed = client.list_logs("/placed").await.expect("list");
     assert_eq!(listed[0].place_on.as_deref(), Some(beside));
     assert_eq!(listed[0].replication, 1);
