@@ -5,7 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use tonic::server::NamedService;
+
 use crate::call::HostedService;
+use crate::front_door::{FrontDoor, FrontDoorService};
+use crate::replica::ReplicaConfig;
+use crate::service_logs::ServiceLogs;
 
 /// The roles of a service binary.
 #[derive(Parser, Debug)]
@@ -26,6 +31,37 @@ enum Role {
         #[arg(long)]
         listen: String,
     },
+    /// Serve every method of the service to plain gRPC clients: log each call, answer what
+    /// f+1 replicas agree on. Prints `front door ADDR` once it serves.
+    FrontDoor {
+        /// The Cairn master's address.
+        #[arg(long)]
+        master: String,
+        /// The service (its logs are /exec/SERVICE/…; create them with `cairn exec create`).
+        #[arg(long)]
+        service: String,
+        /// Address to listen on.
+        #[arg(long)]
+        listen: String,
+    },
+    /// Run business replica INDEX: execute the service's inputs in log order in a worker
+    /// process and append each outcome to its own output log.
+    Replica {
+        /// The Cairn master's address.
+        #[arg(long)]
+        master: String,
+        /// The service.
+        #[arg(long)]
+        service: String,
+        /// This replica's index, 0..n.
+        #[arg(long)]
+        index: u32,
+        /// The chunkserver beside this replica, where its output log lives (RF 1). Default:
+        /// the placement `cairn exec create` chose, the INDEX-th live chunkserver in address
+        /// order.
+        #[arg(long)]
+        chunkserver: Option<String>,
+    },
 }
 
 /// Runs the service binary: parses the arguments and runs the role they name. `factory`
@@ -39,6 +75,17 @@ where
     let result = match cli.role {
         Role::Worker => crate::worker::run(factory).map_err(anyhow::Error::from),
         Role::ServeDirect { listen } => serve_direct(factory(), &listen),
+        Role::FrontDoor {
+            master,
+            service,
+            listen,
+        } => front_door::<S>(&master, &service, &listen),
+        Role::Replica {
+            master,
+            service,
+            index,
+            chunkserver,
+        } => replica(&master, &service, index, chunkserver),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,4 +130,80 @@ fn serve_direct<S: HostedService + Sync>(service: S, listen: &str) -> anyhow::Re
             .await
             .context("serve")
     })
+}
+
+/// Installs the tracing subscriber: `RUST_LOG` filter (default `info`), to stderr (a worker's
+/// stdout is its pipe).
+pub(crate) fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A runtime with two worker threads (the machines this runs on share few cores).
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
+/// `front-door`.
+fn front_door<S: NamedService + 'static>(
+    master: &str,
+    service: &str,
+    listen: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    init_tracing();
+    let logs = ServiceLogs::new(service)?;
+    runtime()?.block_on(async {
+        let client = cairn_client::Client::connect(master).await?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let door = FrontDoor::start(&client, logs).await?;
+        println!("front door {addr}");
+        serve_front_door::<S>(door, listener, shutdown_signal()).await
+    })
+}
+
+/// Serves `door` under `S`'s service name on `listener` until `shutdown`.
+pub(crate) async fn serve_front_door<S: NamedService + 'static>(
+    door: std::sync::Arc<FrontDoor>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    cairn_proto::net::server()
+        .add_service(FrontDoorService::<S>::new(door))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+        .context("serve the front door")
+}
+
+/// `replica`.
+fn replica(
+    master: &str,
+    service: &str,
+    index: u32,
+    chunkserver: Option<String>,
+) -> anyhow::Result<()> {
+    init_tracing();
+    let config = ReplicaConfig {
+        master: master.to_owned(),
+        logs: ServiceLogs::new(service)?,
+        index,
+        chunkserver,
+        worker_program: std::env::current_exe()?,
+        worker_args: vec!["worker".to_owned()],
+    };
+    runtime()?.block_on(crate::replica::run(config, shutdown_signal()))
 }

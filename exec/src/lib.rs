@@ -23,15 +23,26 @@
 //! - [`pipe`]: length-prefixed prost frames over a pipe.
 //! - [`worker`]: the worker process's loop.
 //! - [`supervisor`]: [`Worker`], a replica's handle on its worker process.
+//! - [`service_logs`]: a service's log names and their creation (output logs placed beside
+//!   their replicas).
+//! - [`vote`]: [`vote::Tally`], f+1 equal digests of n = 2f+1 replicas make a verdict.
+//! - [`replica`]: a replica's loop: tail the inputs, run them in the worker, append OUTPUTs.
+//! - [`front_door`]: the generic gRPC endpoint: INPUT, wait for the vote, answer, VOTE.
+//! - [`status`]: a service's replicas, counts and storage, from its logs.
 //! - [`entry`]: [`main`], a service binary's entry point: its roles by argument.
 
 pub mod call;
 pub mod codec;
 pub mod context;
 pub mod entry;
+pub mod front_door;
 pub mod pipe;
 pub mod records;
+pub mod replica;
+pub mod service_logs;
+pub mod status;
 pub mod supervisor;
+pub mod vote;
 pub mod worker;
 
 pub use call::HostedService;
