@@ -10,7 +10,6 @@ mod bench_cluster;
 mod bench_store;
 mod chunkserver;
 mod cluster;
-mod dir_lock;
 mod exec;
 mod fsck;
 mod inspect;

@@ -44,6 +44,20 @@ enum Role {
         #[arg(long)]
         listen: String,
     },
+    /// A whole service on this machine: a master on PORT, 3 chunkservers on PORT+1..PORT+3,
+    /// the service's logs, 3 replicas (each with its worker process) and a front door on
+    /// 127.0.0.1:PORT+10. Prints `front door ADDR` once it serves; Ctrl-C stops everything.
+    Local {
+        /// Data directory (DATA/master, DATA/cs1, …).
+        #[arg(long)]
+        data: std::path::PathBuf,
+        /// The master's port.
+        #[arg(long, default_value_t = 7000)]
+        port: u16,
+        /// The service's name. Default: this program's name without a `cairn-` prefix.
+        #[arg(long)]
+        service: Option<String>,
+    },
     /// Run business replica INDEX: execute the service's inputs in log order in a worker
     /// process and append each outcome to its own output log.
     Replica {
@@ -86,6 +100,11 @@ where
             index,
             chunkserver,
         } => replica(&master, &service, index, chunkserver),
+        Role::Local {
+            data,
+            port,
+            service,
+        } => local::<S>(data, port, service),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -206,4 +225,112 @@ fn replica(
         worker_args: vec!["worker".to_owned()],
     };
     runtime()?.block_on(crate::replica::run(config, shutdown_signal()))
+}
+
+/// Replicas `local` runs.
+const LOCAL_REPLICAS: u32 = 3;
+/// The front door's port under `local`: the master's port plus this.
+const LOCAL_FRONT_DOOR_OFFSET: u16 = 10;
+
+/// `local`.
+fn local<S: NamedService + 'static>(
+    data: std::path::PathBuf,
+    port: u16,
+    service: Option<String>,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    init_tracing();
+    let service = match service {
+        Some(s) => s,
+        None => default_service_name()?,
+    };
+    let logs = ServiceLogs::new(&service)?;
+    let front_door_port = port
+        .checked_add(LOCAL_FRONT_DOOR_OFFSET)
+        .context("--port leaves no room for the front door")?;
+    let config = cairn_local::LocalConfig {
+        data,
+        chunkservers: 3,
+        port,
+        adopt_cluster_id: false,
+    };
+    runtime()?.block_on(async {
+        let cluster = cairn_local::LocalCluster::start(&config).await?;
+        let client = cairn_client::Client::connect(&cluster.master_addr).await?;
+        // The chunkservers register within a heartbeat or two.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match logs.create(&client, LOCAL_REPLICAS).await {
+                Ok(_) => break,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %format!("{e:#}"), "service logs not created yet");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in 0..LOCAL_REPLICAS {
+            let config = ReplicaConfig {
+                master: cluster.master_addr.clone(),
+                logs: logs.clone(),
+                index,
+                chunkserver: None,
+                worker_program: std::env::current_exe()?,
+                worker_args: vec!["worker".to_owned()],
+            };
+            let stopped = stopped.clone();
+            tasks.spawn(async move {
+                // A replica that stops on an error is restarted: it resumes after its last
+                // output, rebuilding its worker's state.
+                loop {
+                    let mut stop = Box::pin(stopped());
+                    let run = crate::replica::run(config.clone(), stopped());
+                    tokio::select! {
+                        result = run => {
+                            if result.is_ok() {
+                                return;
+                            }
+                        }
+                        _ = &mut stop => return,
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                        _ = &mut stop => return,
+                    }
+                }
+            });
+        }
+        let listen = format!("127.0.0.1:{front_door_port}");
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| format!("listen on {listen}"))?;
+        let door = FrontDoor::start(&client, logs.clone()).await?;
+        println!("front door {}", listener.local_addr()?);
+        eprintln!(
+            "{} local: master {}, chunkservers {}, {LOCAL_REPLICAS} replicas, front door {listen}; Ctrl-C stops",
+            logs.service(),
+            cluster.master_addr,
+            cluster.chunkserver_addrs.join(" "),
+        );
+        let served = serve_front_door::<S>(door, listener, shutdown_signal()).await;
+        let _ = stop_tx.send(true);
+        while tasks.join_next().await.is_some() {}
+        let stopped = cluster.run_until(std::future::ready(())).await;
+        served.and(stopped)
+    })
+}
+
+/// This program's file name without a `cairn-` prefix (`cairn-bank` → `bank`).
+fn default_service_name() -> anyhow::Result<String> {
+    let exe = std::env::current_exe()?;
+    let name = exe.file_stem().and_then(|n| n.to_str()).unwrap_or_default();
+    Ok(name.strip_prefix("cairn-").unwrap_or(name).to_owned())
 }
