@@ -144,12 +144,14 @@ fn print_status(s: &ServiceStatus) {
         s.bytes.input_records,
         ratio(s.bytes.inputs_on_disk, s.bytes.input_records)
     );
+    let n = s.replicas.len() as u64;
     println!(
-        "  outputs: {} bytes on disk for {} bytes of records ({:.2} copies over {} replicas)",
+        "  outputs: {} bytes on disk for {} bytes of records per request ({:.2} copies over \
+         {n} replicas: {:.2} per replica)",
         s.bytes.outputs_on_disk,
         s.bytes.output_records,
         ratio(s.bytes.outputs_on_disk, s.bytes.output_records),
-        s.replicas.len()
+        ratio(s.bytes.outputs_on_disk, n * s.bytes.output_records)
     );
     println!("  votes: {} bytes on disk", s.bytes.votes_on_disk);
 }

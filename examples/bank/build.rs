@@ -3,8 +3,6 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/bank.proto");
     let fds = protox::compile(["proto/bank.proto"], ["proto"])?;
-    tonic_prost_build::configure()
-        .build_client(false)
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())
 }

@@ -4,15 +4,19 @@
 //! [`cairn_exec::Context`].
 //!
 //! # Layout
-//! - [`pb`]: the generated `bank.v1` messages and server.
+//! - [`pb`]: the generated `bank.v1` messages, server and client.
 //! - [`Bank`]: the service: accounts and claims in memory.
+//! - [`bench`]: `cairn-bank bench`, mixed calls from C concurrent callers against a front door
+//!   or a direct server.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use tonic::{Request, Response, Status};
 
-/// The generated `bank.v1` code (server side).
+pub mod bench;
+
+/// The generated `bank.v1` code (server and client).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod pb {
     tonic::include_proto!("bank.v1");
