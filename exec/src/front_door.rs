@@ -15,7 +15,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use cairn_client::{Appender, Client, ReplayEvent, ReplayOptions, TailFrom};
+use cairn_client::{Appender, Client, ReplayEvent, ReplayOptions, Tail, TailFrom};
 use rand::RngCore;
 use tokio::sync::oneshot;
 use tonic::body::Body;
@@ -114,32 +114,14 @@ impl FrontDoor {
         });
         door.rebuild(client).await?;
         for i in 0..replicas {
-            let door = door.clone();
-            let mut tail = client
+            let tail = client
                 .tail(
                     &door.logs.output(i),
                     TailFrom::Start,
                     ReplayOptions::default(),
                 )
                 .await?;
-            tokio::spawn(async move {
-                while let Some(event) = tail.next().await {
-                    match event {
-                        Ok(ReplayEvent::Record { payload, .. }) => {
-                            if let Some(Kind::Output(output)) = ExecRecord::from_payload(&payload) {
-                                door.on_output(output);
-                            }
-                        }
-                        Ok(ReplayEvent::Skipped { .. }) => {
-                            warn!(replica = i, "output log bytes skipped")
-                        }
-                        Err(e) => {
-                            warn!(replica = i, error = %e, "following the output log failed");
-                            return;
-                        }
-                    }
-                }
-            });
+            tokio::spawn(door.clone().follow_outputs(client.clone(), i, tail));
         }
         let mut votes = client
             .tail(&door.logs.votes(), TailFrom::End, ReplayOptions::default())
@@ -157,6 +139,46 @@ impl FrontDoor {
         });
         info!(service = door.logs.service(), replicas, "front door ready");
         Ok(door)
+    }
+
+    /// Feeds replica `i`'s outputs to the vote for as long as the process runs: a tail that
+    /// fails is opened again from the start (outputs seen twice count once).
+    async fn follow_outputs(self: Arc<Self>, client: Client, i: u32, mut tail: Tail) {
+        loop {
+            while let Some(event) = tail.next().await {
+                match event {
+                    Ok(ReplayEvent::Record { payload, .. }) => {
+                        if let Some(Kind::Output(output)) = ExecRecord::from_payload(&payload) {
+                            self.on_output(output);
+                        }
+                    }
+                    Ok(ReplayEvent::Skipped { .. }) => {
+                        warn!(replica = i, "output log bytes skipped")
+                    }
+                    Err(e) => {
+                        warn!(replica = i, error = %e, "following the output log failed; again in 1 s");
+                        break;
+                    }
+                }
+            }
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                match client
+                    .tail(
+                        &self.logs.output(i),
+                        TailFrom::Start,
+                        ReplayOptions::default(),
+                    )
+                    .await
+                {
+                    Ok(t) => {
+                        tail = t;
+                        break;
+                    }
+                    Err(e) => warn!(replica = i, error = %e, "reopening the output log failed"),
+                }
+            }
+        }
     }
 
     /// The number of replicas it votes over.

@@ -2,6 +2,20 @@
 //! ordered by a Cairn log; every replica's outputs are records, and a caller gets the answer
 //! f+1 replicas agree on.
 //!
+//! # Hosting a service
+//! Write an ordinary tonic service and hand a factory of its generated server to [`main`]:
+//!
+//! ```text
+//! fn main() -> std::process::ExitCode {
+//!     cairn_exec::main(|| BankServer::new(Bank::default()))
+//! }
+//! ```
+//!
+//! The binary then runs as `front-door`, `replica`, `local` (a whole cluster on this machine),
+//! `serve-direct` (plain tonic, no replication) or, started by a replica, `worker`. Callers use
+//! the plain generated client of the service against a front door; the request id comes back
+//! in the `cairn-request-id` metadata and a caller may send `cairn-idempotency-key`.
+//!
 //! # Determinism contract
 //! Every replica runs every input, in log order, in its own process; the vote compares their
 //! outcomes byte for byte. So a handler must compute its response and state only from its

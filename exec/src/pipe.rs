@@ -6,11 +6,24 @@ use std::io;
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+/// Buffer size of each side of a worker's pipe.
+pub const PIPE_BUFFER_BYTES: usize = 64 << 10;
+
 /// The largest frame either side accepts (a request or response message plus a few fields).
 pub const FRAME_BYTES_MAX: usize = 64 << 20;
 
 /// Writes `message` as one frame and flushes.
 pub async fn write_frame<W, M>(writer: &mut W, message: &M) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+    M: Message,
+{
+    write_frame_unflushed(writer, message).await?;
+    writer.flush().await
+}
+
+/// Writes `message` as one frame without flushing (the caller flushes after a batch).
+pub async fn write_frame_unflushed<W, M>(writer: &mut W, message: &M) -> io::Result<()>
 where
     W: AsyncWrite + Unpin,
     M: Message,
@@ -25,8 +38,7 @@ where
     let mut buf = Vec::with_capacity(4 + len);
     buf.extend_from_slice(&(len as u32).to_be_bytes());
     message.encode(&mut buf).expect("a Vec grows");
-    writer.write_all(&buf).await?;
-    writer.flush().await
+    writer.write_all(&buf).await
 }
 
 /// Reads one frame; `Ok(None)` at a clean end of the stream (before a frame's first byte).

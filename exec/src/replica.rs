@@ -19,6 +19,9 @@ use crate::supervisor::Worker;
 
 /// Output appends in flight at most before the replica waits for the oldest ack.
 const OUTPUTS_IN_FLIGHT_MAX: usize = 4096;
+/// Requests sent to the worker and not yet answered, at most (they run one at a time; the
+/// pipeline only saves a round trip per request).
+const REQUESTS_IN_FLIGHT_MAX: usize = 256;
 
 /// What a replica needs.
 #[derive(Clone, Debug)]
@@ -58,15 +61,16 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
         "replica starting"
     );
     let args: Vec<&str> = config.worker_args.iter().map(String::as_str).collect();
-    let mut worker = Worker::spawn(&config.worker_program, &args).context("start the worker")?;
+    let worker = Worker::spawn(&config.worker_program, &args).context("start the worker")?;
+    let (mut to_worker, mut from_worker, _process) = worker.split();
     let appender = client.appender(&output_log).await?;
     let (acks_tx, mut acks_rx) = mpsc::channel::<PendingAck>(OUTPUTS_IN_FLIGHT_MAX);
-    let acks = tokio::spawn(async move {
+    let acks = async move {
         while let Some(ack) = acks_rx.recv().await {
             ack.await.context("append an output")?;
         }
         anyhow::Ok(())
-    });
+    };
     let mut inputs = client
         .tail(
             &config.logs.inputs(),
@@ -74,9 +78,11 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
             ReplayOptions::default(),
         )
         .await?;
-    let mut seen: HashSet<Bytes> = HashSet::new();
-    let mut executed: u64 = 0;
-    let work = async {
+    // Inputs in log order, first copies only: tail → writer → worker → reader.
+    let (input_tx, mut input_rx) = mpsc::channel::<Input>(REQUESTS_IN_FLIGHT_MAX);
+    let (sent_tx, mut sent_rx) = mpsc::channel::<Bytes>(REQUESTS_IN_FLIGHT_MAX);
+    let follow = async move {
+        let mut seen: HashSet<Bytes> = HashSet::new();
         loop {
             let event = inputs.next().await.context("the input log ended")??;
             let payload = match event {
@@ -95,20 +101,50 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
                 warn!("a record of the input log is not an INPUT; ignored");
                 continue;
             };
-            if !seen.insert(input.request_id.clone()) {
-                continue;
+            if seen.insert(input.request_id.clone()) && input_tx.send(input).await.is_err() {
+                return anyhow::Ok(());
             }
-            let reply = worker
-                .call(&worker_request(&input))
+        }
+    };
+    // Requests go to the worker in batches: whatever is ready, then one flush.
+    let write = async move {
+        while let Some(first) = input_rx.recv().await {
+            let mut next = Some(first);
+            while let Some(input) = next {
+                if sent_tx.send(input.request_id.clone()).await.is_err() {
+                    return anyhow::Ok(());
+                }
+                to_worker
+                    .send(&worker_request(&input))
+                    .await
+                    .context("the worker process failed")?;
+                next = input_rx.try_recv().ok();
+            }
+            to_worker
+                .flush()
+                .await
+                .context("the worker process failed")?;
+        }
+        anyhow::Ok(())
+    };
+    let index = config.index;
+    let read = async move {
+        let mut executed: u64 = 0;
+        while let Some(request_id) = sent_rx.recv().await {
+            let reply = from_worker
+                .next_reply()
                 .await
                 .context("the worker process failed")?;
             executed += 1;
-            if done.contains(&input.request_id) {
+            if executed.is_multiple_of(10_000) {
+                info!(replica = index, executed, "inputs executed");
+            }
+            if done.contains(&request_id) {
                 continue;
             }
             let output = Output {
-                request_id: input.request_id.clone(),
-                replica: config.index,
+                request_id,
+                replica: index,
                 code: reply.code,
                 message: reply.message.clone(),
                 digest: Bytes::copy_from_slice(&reply.digest()),
@@ -118,16 +154,15 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
             if acks_tx.send(ack.await_ack()).await.is_err() {
                 break;
             }
-            if executed.is_multiple_of(10_000) {
-                info!(replica = config.index, executed, "inputs executed");
-            }
         }
         anyhow::Ok(())
     };
     let result = tokio::select! {
-        r = work => r,
+        r = follow => r,
+        r = write => r,
+        r = read => r,
+        r = acks => r.and_then(|()| Err(anyhow::anyhow!("acks ended"))),
         _ = shutdown => Ok(()),
-        r = acks => r.context("the ack task")?.and_then(|()| Err(anyhow::anyhow!("acks ended"))),
     };
     if let Err(e) = &result {
         warn!(replica = config.index, error = %format!("{e:#}"), "replica stops");

@@ -184,3 +184,29 @@ async fn the_plain_client_calls_serve_direct() {
     assert_eq!(missing.code(), Code::NotFound);
     server.kill().await.unwrap();
 }
+
+// Proves: requests pipelined to a worker process (the whole script sent before any reply is
+// read) are answered one by one in order, exactly as the in-process server answers them.
+#[tokio::test]
+async fn a_worker_answers_pipelined_requests_in_order() {
+    let (mut to_worker, mut from_worker, process) =
+        Worker::spawn(Path::new(env!("CARGO_BIN_EXE_cairn-bank")), &["worker"])
+            .expect("start a worker")
+            .split();
+    assert!(process.pid().is_some());
+    for request in script() {
+        to_worker.send(&request).await.unwrap();
+    }
+    to_worker.flush().await.unwrap();
+    let mut in_process = cairn_bank::Bank::server();
+    let mut replies = Vec::new();
+    for request in script() {
+        let reply = from_worker.next_reply().await.expect("a reply");
+        assert_eq!(
+            reply,
+            cairn_exec::call::call(&mut in_process, &request).await
+        );
+        replies.push(reply);
+    }
+    check(&replies);
+}
