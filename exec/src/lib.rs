@@ -43,6 +43,7 @@
 //! - [`replica`]: a replica's loop: tail the inputs, run them in the worker, append OUTPUTs.
 //! - [`front_door`]: the generic gRPC endpoint: INPUT, wait for the vote, answer, VOTE.
 //! - [`status`]: a service's replicas, counts and storage, from its logs.
+//! - [`test_faults`]: with the feature `test-faults` only, a replica that answers wrongly.
 //! - [`entry`]: [`main`], a service binary's entry point: its roles by argument.
 
 pub mod call;
@@ -56,6 +57,7 @@ pub mod replica;
 pub mod service_logs;
 pub mod status;
 pub mod supervisor;
+pub mod test_faults;
 pub mod vote;
 pub mod worker;
 

@@ -128,13 +128,23 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
         anyhow::Ok(())
     };
     let index = config.index;
+    let wrong = crate::test_faults::answers_wrongly(index);
+    if wrong {
+        warn!(
+            replica = index,
+            "test fault: this replica answers every request wrongly"
+        );
+    }
     let read = async move {
         let mut executed: u64 = 0;
         while let Some(request_id) = sent_rx.recv().await {
-            let reply = from_worker
+            let mut reply = from_worker
                 .next_reply()
                 .await
                 .context("the worker process failed")?;
+            if wrong {
+                crate::test_faults::make_wrong(&mut reply);
+            }
             executed += 1;
             if executed.is_multiple_of(10_000) {
                 info!(replica = index, executed, "inputs executed");

@@ -354,3 +354,64 @@ async fn a_retry_with_the_same_key_gets_the_first_verdict() {
     );
     door.kill().await.unwrap();
 }
+
+// Proves: with one replica (f = 1) answering every request wrongly, every call still gets the
+// sequential answer of the input log (the two correct replicas outvote it); no vote counts the
+// wrong replica among the agreeing; and `status` reports it dissenting on every request it
+// answered, the other two on none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_answering_wrongly_is_outvoted_and_reported() {
+    const CLIENTS: usize = 4;
+    const CALLS: usize = 400;
+    let bank = LocalBank::start_with_env(&[(cairn_exec::test_faults::WRONG_REPLICA_ENV, "1")]);
+    let channel = Channel::from_shared(bank.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            tokio::spawn(caller(
+                BankClient::new(channel.clone()),
+                0x2000 + c as u64,
+                CALLS / CLIENTS,
+            ))
+        })
+        .collect();
+    let mut calls = Vec::new();
+    for t in tasks {
+        calls.extend(t.await.unwrap().0);
+    }
+    let client = Client::connect(&bank.master).await.unwrap();
+    let log = inputs(&client).await;
+    assert_eq!(log.len(), CALLS);
+    let expected = sequential(&log).await;
+    for (id, outcome) in &calls {
+        let reply = &expected[id];
+        let want: Got = if reply.code == 0 {
+            Ok(reply.response.clone())
+        } else {
+            Err((reply.code, reply.message.clone()))
+        };
+        assert_eq!(outcome, &want);
+    }
+    let ids: Vec<Bytes> = log.iter().map(|i| i.request_id.clone()).collect();
+    outputs_of_all(&client, &ids).await;
+    let votes = common::records(&client, "/exec/bank/votes").await;
+    let mut voted = 0;
+    for kind in &votes {
+        if let Kind::Vote(v) = kind {
+            assert!(!v.agreeing.contains(&1), "{v:?}");
+            assert_eq!(v.agreeing.len(), 2);
+            voted += 1;
+        }
+    }
+    assert!(voted >= CALLS, "{voted} votes");
+    let logs = cairn_exec::service_logs::ServiceLogs::new("bank").unwrap();
+    let s = cairn_exec::status::status(&client, &logs).await.unwrap();
+    let dissents: Vec<u64> = s.replicas.iter().map(|r| r.dissents).collect();
+    println!("wrong replica 1: dissents per replica {dissents:?} over {CALLS} requests");
+    assert_eq!(dissents, vec![0, CALLS as u64, 0]);
+    assert_eq!(s.replicas[1].state, "dissenting");
+    assert_eq!(s.dissents, CALLS as u64);
+}

@@ -34,6 +34,11 @@ impl LocalBank {
     /// Starts one on free-looking ports (another base is tried if a port is taken) and waits
     /// for its `front door ADDR` line.
     pub(crate) fn start() -> LocalBank {
+        LocalBank::start_with_env(&[])
+    }
+
+    /// [`LocalBank::start`] with these environment variables set for the process.
+    pub(crate) fn start_with_env(env: &[(&str, &str)]) -> LocalBank {
         let dir = tempfile::tempdir().expect("a temporary directory");
         for _ in 0..8 {
             let slot = NEXT_BASE.fetch_add(1, Ordering::Relaxed);
@@ -43,6 +48,7 @@ impl LocalBank {
                 .args(["local", "--data"])
                 .arg(&data)
                 .args(["--port", &base.to_string()])
+                .envs(env.iter().copied())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
