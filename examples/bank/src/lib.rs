@@ -6,7 +6,7 @@
 //! # Layout
 //! - [`pb`]: the generated `bank.v1` messages, server and client.
 //! - [`Bank`]: the service: accounts and claims in memory.
-//! - [`bench`]: `cairn-bank bench`, mixed calls from C concurrent callers against a front door
+//! - [`mod@bench`]: `cairn-bank bench`, mixed calls from C concurrent callers against a front door
 //!   or a direct server.
 
 use std::collections::BTreeMap;
