@@ -102,6 +102,12 @@ impl Master for FakeMasterService {
             reregister: false,
         }))
     }
+    async fn list_chunkservers(
+        &self,
+        _: Request<cairn_proto::v1::ListChunkserversRequest>,
+    ) -> Result<Response<cairn_proto::v1::ListChunkserversResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn list_replicas(
         &self,
         _: Request<cairn_proto::v1::ListReplicasRequest>,

@@ -59,6 +59,7 @@ pub(crate) fn run(args: &ClusterArgs) -> anyhow::Result<ExitCode> {
             replication: args.replication.unwrap_or(0),
             min_replicas: 0,
             chunk_bytes: args.chunk_size,
+            place_on: None,
         };
         match client.create_log(&log, options).await {
             Ok(_) | Err(Error::LogExists { .. }) => {}

@@ -26,6 +26,11 @@ pub(crate) struct CreateArgs {
     /// Chunk capacity, header included: bytes, or with a suffix (256KiB, 64MiB). Default 64 MiB.
     #[arg(long, value_parser = parse_bytes, default_value_t = CHUNK_BYTES_DEFAULT)]
     chunk_size: u64,
+    /// Place every chunk of the log on this chunkserver (its advertised address), as primary.
+    /// It must be live now; while it is down the log takes no new chunk (appends wait and fail)
+    /// instead of moving elsewhere. With --replication 1 it holds the only copy.
+    #[arg(long)]
+    place_on: Option<String>,
     #[command(flatten)]
     master: MasterArg,
 }
@@ -65,6 +70,7 @@ pub(crate) fn create(args: &CreateArgs) -> anyhow::Result<ExitCode> {
             // 0: the replication factor.
             min_replicas: args.min_replicas.unwrap_or(0),
             chunk_bytes: args.chunk_size,
+            place_on: args.place_on.clone(),
         };
         if args.replication == Some(0) {
             anyhow::bail!("--replication must be at least 1");
@@ -74,8 +80,14 @@ pub(crate) fn create(args: &CreateArgs) -> anyhow::Result<ExitCode> {
         }
         let info = client.create_log(&args.log, options).await?;
         println!(
-            "created {}: replication {}, min replicas {}, chunks of {} bytes",
-            info.path, info.replication, info.min_replicas, info.chunk_bytes
+            "created {}: replication {}, min replicas {}, chunks of {} bytes{}",
+            info.path,
+            info.replication,
+            info.min_replicas,
+            info.chunk_bytes,
+            info.place_on
+                .map(|a| format!(", placed on {a}"))
+                .unwrap_or_default()
         );
         Ok(ExitCode::SUCCESS)
     })
@@ -97,6 +109,7 @@ pub(crate) fn ls(args: &LsArgs) -> anyhow::Result<ExitCode> {
                         "min_replicas": l.min_replicas,
                         "chunk_bytes": l.chunk_bytes,
                         "chunks": l.chunk_count,
+                        "place_on": l.place_on,
                     })
                 );
             } else {

@@ -10,7 +10,7 @@ mod bench_cluster;
 mod bench_store;
 mod chunkserver;
 mod cluster;
-mod dir_lock;
+mod exec;
 mod fsck;
 mod inspect;
 mod local;
@@ -70,6 +70,9 @@ enum Command {
     Fsck(fsck::FsckArgs),
     /// Measure a running cluster (--log LOG …), or parts of Cairn on this machine (`store`).
     Bench(BenchArgs),
+    /// The execution layer: create a hosted service's logs, list services, show one's status.
+    #[command(subcommand)]
+    Exec(exec::ExecCommand),
 }
 
 /// `cairn bench`: the cluster bench with its flags, or a subcommand.
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
             command: None,
             cluster,
         }) => bench_cluster::run(cluster),
+        Command::Exec(command) => exec::run(command),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

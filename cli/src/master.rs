@@ -1,4 +1,4 @@
-//! `cairn master`: locks the data directory (`dir_lock.rs`), binds the listen address and runs
+//! `cairn master`: locks the data directory (`cairn_local::dir_lock`), binds the listen address and runs
 //! [`cairn_master::serve`] until Ctrl-C or SIGTERM (then writes a final checkpoint).
 
 use std::process::ExitCode;
@@ -9,7 +9,7 @@ use cairn_master::{Args, Config};
 pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let config = Config::try_from(args.clone())?;
     // Held until this process ends: no second process may use the directory meanwhile.
-    let _lock = crate::dir_lock::lock(&config.data_dir)?;
+    let _lock = cairn_local::dir_lock::lock(&config.data_dir)?;
     let listen = config.listen.clone();
     crate::serve::run_role(&listen, |listener, shutdown| {
         cairn_master::serve(config, listener, shutdown)

@@ -98,7 +98,36 @@ fn state(s: i32) -> ChunkState {
     }
 }
 
+/// A chunkserver as [`Client::list_chunkservers`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkserverInfo {
+    /// Its advertised address.
+    pub address: String,
+    /// Heard from within the master's dead-after period.
+    pub live: bool,
+    /// Replicas it holds, as the master knows them.
+    pub replicas: u32,
+}
+
 impl Client {
+    /// Every chunkserver registered since the master started, in address order, live or not.
+    pub async fn list_chunkservers(&self) -> Result<Vec<ChunkserverInfo>> {
+        let r = self
+            .master()
+            .list_chunkservers(request(v1::ListChunkserversRequest {}, MASTER_CALL_TIMEOUT))
+            .await
+            .map_err(|s| self.master_error(s, ""))?
+            .into_inner();
+        Ok(r.chunkservers
+            .into_iter()
+            .map(|c| ChunkserverInfo {
+                address: c.address,
+                live: c.live,
+                replicas: c.replicas,
+            })
+            .collect())
+    }
+
     /// Every replica the master knows of each chunk of `path`, whatever its state.
     /// [`Error::LogNotFound`] if absent.
     pub async fn list_replicas(&self, path: &str) -> Result<LogReplicas> {

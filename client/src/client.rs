@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::limits::{CONNECT_TIMEOUT, MASTER_CALL_TIMEOUT, STAT_LOG_PAGE_CHUNKS};
 
 /// Options of a new log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogOptions {
     /// Replicas per chunk. Default 3; 0 asks for the master's default.
     pub replication: u32,
@@ -25,6 +25,11 @@ pub struct LogOptions {
     /// Chunk capacity in bytes, header included. Default 64 MiB; a multiple of 8 within
     /// `cairn_record::limits::{CHUNK_BYTES_MIN, CHUNK_BYTES_MAX}`.
     pub chunk_bytes: u64,
+    /// The chunkserver (its advertised address) every chunk of the log is placed on, as its
+    /// primary; `None` (default): anywhere. It must be live when the log is created, and while
+    /// it is not, the log's next chunk is not allocated (appends fail `Unavailable` until it is
+    /// back) rather than placed elsewhere. With replication 1 it holds the only copy.
+    pub place_on: Option<String>,
 }
 
 impl Default for LogOptions {
@@ -33,6 +38,7 @@ impl Default for LogOptions {
             replication: 3,
             min_replicas: 0,
             chunk_bytes: CHUNK_BYTES_DEFAULT,
+            place_on: None,
         }
     }
 }
@@ -50,6 +56,8 @@ pub struct LogInfo {
     pub chunk_bytes: u64,
     /// Number of chunks.
     pub chunk_count: u32,
+    /// The chunkserver every chunk is placed on ([`LogOptions::place_on`]), if any.
+    pub place_on: Option<String>,
 }
 
 /// Whether a chunk still takes appends.
@@ -145,6 +153,7 @@ fn log_info(l: v1::LogInfo) -> LogInfo {
         min_replicas: l.min_replicas,
         chunk_bytes: l.chunk_bytes,
         chunk_count: l.chunk_count,
+        place_on: (!l.place_on.is_empty()).then_some(l.place_on),
     }
 }
 
@@ -313,6 +322,7 @@ impl Client {
             replication: options.replication,
             min_replicas: options.min_replicas,
             chunk_bytes: options.chunk_bytes,
+            place_on: options.place_on.unwrap_or_default(),
         };
         let info = self
             .master()

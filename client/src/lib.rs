@@ -63,8 +63,8 @@
 //! - [`client`]: [`Client`] (channels to the master and a cache of chunkserver channels) and
 //!   the namespace calls: [`Client::create_log`], [`Client::delete_log`],
 //!   [`Client::list_logs`], [`Client::stat_log`].
-//! - [`check`]: for checkers (`cairn fsck`): every replica of a log, raw replica reads, and
-//!   corrupt-replica reports.
+//! - [`check`]: for checkers (`cairn fsck`) and placement: the chunkservers, every replica of
+//!   a log, raw replica reads, and corrupt-replica reports.
 //! - [`fsck`]: [`Client::fsck`], the check `cairn fsck` runs on those calls: every replica of
 //!   a log read and verified, chunks and replicas classified, corrupt ones reported, all in a
 //!   typed [`FsckReport`].
@@ -92,7 +92,9 @@ pub mod read;
 
 pub use append::{AppendAck, Appender};
 pub use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion, RecordId, WriterId};
-pub use check::{ChunkReplicas, CorruptReport, LogReplicas, ReplicaBytes, ReplicaStatus};
+pub use check::{
+    ChunkReplicas, ChunkserverInfo, CorruptReport, LogReplicas, ReplicaBytes, ReplicaStatus,
+};
 pub use client::{ChunkStat, ChunkState, Client, LogInfo, LogOptions, LogStat};
 pub use error::{Error, Result};
 pub use fsck::FsckReport;

@@ -215,6 +215,12 @@ impl master_server::Master for Fake {
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn list_chunkservers(
+        &self,
+        _: Request<v1::ListChunkserversRequest>,
+    ) -> Result<Response<v1::ListChunkserversResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn list_replicas(
         &self,
         _: Request<v1::ListReplicasRequest>,
@@ -450,6 +456,7 @@ async fn a_client_runs_entirely_over_its_connector() {
         replication: 1,
         min_replicas: 0,
         chunk_bytes: 4096,
+        place_on: None,
     };
     client.create_log("m", options).await.unwrap();
     let expected = append_all(&client, "m", 2, 100).await;
@@ -556,6 +563,7 @@ async fn appends_survive_rolls_reordering_and_lost_acks() {
         replication: 1,
         min_replicas: 0,
         chunk_bytes: 4096,
+        place_on: None,
     };
     client.create_log("l", options).await.unwrap();
     let expected = append_all(&client, "l", 3, 400).await;
@@ -578,6 +586,7 @@ async fn replay_drops_resent_copies() {
         replication: 1,
         min_replicas: 0,
         chunk_bytes: 64 << 10,
+        place_on: None,
     };
     client.create_log("d", options).await.unwrap();
     let expected = append_all(&client, "d", 2, 300).await;
@@ -608,6 +617,7 @@ async fn tail_follows_new_records_across_rolls() {
         replication: 1,
         min_replicas: 0,
         chunk_bytes: 4096,
+        place_on: None,
     };
     client.create_log("t", options).await.unwrap();
     let mut tail = client
@@ -652,8 +662,9 @@ async fn clear_errors() {
         replication: 1,
         min_replicas: 0,
         chunk_bytes: 4096,
+        place_on: None,
     };
-    client.create_log("e", options).await.unwrap();
+    client.create_log("e", options.clone()).await.unwrap();
     assert!(matches!(
         client.create_log("e", options).await,
         Err(Error::LogExists { .. })

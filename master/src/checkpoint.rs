@@ -18,8 +18,9 @@ pub(crate) const TMP: &str = "checkpoint.json.tmp";
 /// The checkpoint format this code writes. Version 2 added chunk salvage (the `salvage` entry and
 /// a chunk's `lost_end`); version 1 files have neither and are read as they are. A master of
 /// version 1 refuses version 2 files by their format number instead of dropping what it
-/// does not know.
-pub(crate) const FORMAT: u32 = 2;
+/// does not know. Version 3 added a log's `place_on` (absent in older files: anywhere), so a
+/// version 2 master refuses version 3 files rather than place such a log's chunks elsewhere.
+pub(crate) const FORMAT: u32 = 3;
 /// The oldest checkpoint format this code reads.
 pub(crate) const FORMAT_READ_MIN: u32 = 1;
 
@@ -110,6 +111,15 @@ mod tests {
             replication: 1,
             min_replicas: 1,
             chunk_bytes: 8192,
+            place_on: String::new(),
+        })
+        .unwrap();
+        m.apply(&Entry::CreateLog {
+            path: "/placed".into(),
+            replication: 1,
+            min_replicas: 1,
+            chunk_bytes: 8192,
+            place_on: "cs:7".into(),
         })
         .unwrap();
         for i in 0..3u32 {
@@ -137,5 +147,29 @@ mod tests {
         let (back, seq) = read(&*disk, dir.path()).unwrap().unwrap();
         assert_eq!(seq, 42);
         assert_eq!(back, m);
+    }
+
+    // Version 3 keeps a log's placement; a version 2 checkpoint (no `place_on`) reads as placed
+    // anywhere.
+    #[test]
+    fn placement_is_kept_and_older_checkpoints_read_unplaced() {
+        let mut m = Metadata::default();
+        m.apply(&Entry::CreateLog {
+            path: "/p".into(),
+            replication: 1,
+            min_replicas: 0,
+            chunk_bytes: 8192,
+            place_on: "cs:7".into(),
+        })
+        .unwrap();
+        let bytes = encode(&m, 1);
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains(r#""place_on":"cs:7""#), "{text}");
+        assert!(text.starts_with(r#"{"format":3,"#), "{text}");
+        let (back, _) = decode(&bytes, Path::new("c")).unwrap();
+        assert_eq!(back.logs["/p"].place_on, "cs:7");
+        let old = br#"{"format":2,"sequence":1,"logs":[{"path":"/p","replication":1,"min_replicas":0,"chunk_bytes":8192}],"chunks":[]}"#;
+        let (back, _) = decode(old, Path::new("c")).unwrap();
+        assert_eq!(back.logs["/p"].place_on, "");
     }
 }

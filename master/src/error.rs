@@ -128,6 +128,19 @@ pub enum Error {
         /// Its chunk count.
         chunks: usize,
     },
+    /// A log placed on one chunkserver (`CreateLogRequest.place_on`) whose chunkserver is not
+    /// live, has no room or failed to create the replica: the chunk is not moved elsewhere.
+    #[error(
+        "log {path} is placed on chunkserver {address}, which cannot take a chunk now: {reason}"
+    )]
+    PlacementUnavailable {
+        /// The log.
+        path: String,
+        /// The chunkserver it is placed on.
+        address: String,
+        /// Why not: not live, too full, or the replica creation's error.
+        reason: String,
+    },
     /// Too few live chunkservers to place a chunk.
     #[error("need {need} live chunkservers, have {have}")]
     NotEnoughChunkservers {

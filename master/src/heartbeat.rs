@@ -108,6 +108,18 @@ impl Servers {
             .retain(|(a, h), _| a != address || server.replicas.contains_key(h));
     }
 
+    /// Every chunkserver registered since the master started, in address order: its address,
+    /// whether it is live and how many replicas it holds.
+    pub(crate) fn all(&self, now: Instant, dead_after: Duration) -> Vec<(String, bool, usize)> {
+        self.servers
+            .iter()
+            .map(|(a, s)| {
+                let live = now.saturating_duration_since(s.last_seen) < dead_after;
+                (a.clone(), live, s.replicas.len())
+            })
+            .collect()
+    }
+
     /// How many chunkservers registered since the master started, live or not.
     pub(crate) fn known_count(&self) -> usize {
         self.servers.len()

@@ -35,6 +35,9 @@ pub(crate) struct LogMeta {
     #[serde(default)]
     pub(crate) min_replicas: u32,
     pub(crate) chunk_bytes: u64,
+    /// The chunkserver every chunk of this log is placed on (its primary), or empty: anywhere.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) place_on: String,
     /// Marks to hand to the next chunk's primary (from the last seals), the most recently
     /// active writers first, at most [`WRITER_MARKS_MAX`].
     #[serde(default)]
@@ -100,6 +103,9 @@ pub(crate) enum Entry {
         #[serde(default)]
         min_replicas: u32,
         chunk_bytes: u64,
+        /// (Version 3) the chunkserver every chunk is placed on; absent: anywhere.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        place_on: String,
     },
     DeleteLog {
         path: String,
@@ -172,6 +178,7 @@ impl Metadata {
                 replication,
                 min_replicas,
                 chunk_bytes,
+                place_on,
             } => {
                 if self.logs.contains_key(path) {
                     return Err(format!("create of existing log {path}"));
@@ -183,6 +190,7 @@ impl Metadata {
                         replication: *replication,
                         min_replicas: *min_replicas,
                         chunk_bytes: *chunk_bytes,
+                        place_on: place_on.clone(),
                         writer_marks: Vec::new(),
                         writer_epochs: BTreeMap::new(),
                         chunks: Vec::new(),
@@ -420,6 +428,7 @@ pub(crate) fn one_open_chunk(handle: ChunkHandle) -> Metadata {
             replication: 3,
             min_replicas: 3,
             chunk_bytes: 1 << 20,
+            place_on: String::new(),
         },
         Entry::Allocate {
             path: "/l".into(),
@@ -509,6 +518,7 @@ mod tests {
             writer_marks: Vec::new(),
             writer_epochs: BTreeMap::from([(WriterId(7), 2)]),
             chunks: Vec::new(),
+            place_on: String::new(),
         };
         let json = serde_json::to_string(&log).unwrap();
         assert!(json.contains(r#""writer_epochs":{"7":2}"#), "{json}");
@@ -525,6 +535,7 @@ mod tests {
             replication: 3,
             min_replicas: 0,
             chunk_bytes: 1 << 20,
+            place_on: String::new(),
         }
     }
 

@@ -4,7 +4,7 @@
 //! A file is raw frames from offset 0 (no chunk header): first a `begin` entry whose sequence is
 //! the last sequence *before* this file (the one the checkpoint covers), then entries numbered
 //! on from it. Writes are group-committed by one task: whatever queued during an `fdatasync`
-//! shares the next one. See FORMAT.md, "Master operation log, version 2".
+//! shares the next one. See FORMAT.md, "Master operation log, version 3".
 //!
 //! Every file operation goes through the master's [`SharedDisk`] (the real file system, the
 //! power-cut test disk, or an in-memory disk in tests and simulations).
@@ -32,8 +32,9 @@ pub(crate) const WRITER_ID: WriterId = WriterId(1);
 /// The operation-log format this code writes. Version 2 added chunk salvage (the `salvage` entry and
 /// a chunk's `lost_end`); version 1 files have neither and are read as they are. A master of
 /// version 1 refuses version 2 files by their format number instead of dropping what it
-/// does not know.
-pub(crate) const FORMAT: u32 = 2;
+/// does not know. Version 3 added a log's `place_on` (absent in older files: anywhere), so a
+/// version 2 master refuses version 3 files rather than place such a log's chunks elsewhere.
+pub(crate) const FORMAT: u32 = 3;
 /// The oldest operation-log format this code reads.
 pub(crate) const FORMAT_READ_MIN: u32 = 1;
 
@@ -439,6 +440,7 @@ mod tests {
             replication: 1,
             min_replicas: 0,
             chunk_bytes: 8192,
+            place_on: String::new(),
         }
     }
 

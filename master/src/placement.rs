@@ -54,6 +54,45 @@ pub(crate) fn place(
         .collect())
 }
 
+/// [`place`] for a log placed on `address` (`CreateLogRequest.place_on`): `address` is the
+/// first (the primary) and the other replicas are placed as usual among the other candidates.
+/// If `address` is not a candidate (not live, or left out after it failed) or is past the
+/// high-watermark, `PlacementUnavailable`: the chunk is never placed elsewhere instead.
+pub(crate) fn place_on(
+    path: &str,
+    address: &str,
+    candidates: Vec<Candidate>,
+    replication: usize,
+    min_replicas: usize,
+    need_free: u64,
+) -> Result<Vec<String>, Error> {
+    let unavailable = |reason: String| Error::PlacementUnavailable {
+        path: path.to_owned(),
+        address: address.to_owned(),
+        reason,
+    };
+    let (mine, others): (Vec<_>, Vec<_>) =
+        candidates.into_iter().partition(|c| c.address == address);
+    let Some(me) = mine.first() else {
+        return Err(unavailable("it is not live".to_owned()));
+    };
+    if let Some(free) = me.free_bytes.filter(|&f| f < need_free) {
+        return Err(unavailable(format!(
+            "it has {free} free bytes, less than {need_free}"
+        )));
+    }
+    let mut chosen = vec![address.to_owned()];
+    if replication > 1 {
+        chosen.extend(place(
+            others,
+            replication - 1,
+            min_replicas.saturating_sub(1),
+            need_free,
+        )?);
+    }
+    Ok(chosen)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +200,37 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "need 2 live chunkservers with at least 100 free bytes, have 1 (2 more are too full)"
+        );
+    }
+
+    // A placed log: its chunkserver first even when busiest, only it at replication 1, the
+    // others placed as usual; not live or too full fails rather than placing elsewhere.
+    #[test]
+    fn a_placed_log_goes_to_its_chunkserver_or_nowhere() {
+        let servers = vec![
+            c("a", 0, false, 0),
+            c("b", 9, false, 0),
+            c("c", 1, false, 0),
+        ];
+        assert_eq!(
+            place_on("/l", "b", servers.clone(), 1, 1, 100).unwrap(),
+            vec!["b"]
+        );
+        assert_eq!(
+            place_on("/l", "b", servers.clone(), 3, 3, 100).unwrap(),
+            vec!["b", "a", "c"]
+        );
+        let err = place_on("/l", "d", servers.clone(), 1, 1, 100).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "log /l is placed on chunkserver d, which cannot take a chunk now: it is not live"
+        );
+        let full = vec![with_free(c("b", 0, false, 0), 10), c("a", 0, false, 0)];
+        let err = place_on("/l", "b", full, 1, 1, 100).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("it has 10 free bytes, less than 100"),
+            "{err}"
         );
     }
 

@@ -41,6 +41,7 @@ impl From<Error> for Status {
             Error::VersionExhausted { .. } => Code::FailedPrecondition,
             Error::TooManyWriters { .. } => Code::ResourceExhausted,
             Error::NotEnoughChunkservers { .. }
+            | Error::PlacementUnavailable { .. }
             | Error::NotEnoughRoom { .. }
             | Error::NoLiveReplica { .. }
             | Error::FenceUnanswered { .. }
@@ -90,7 +91,13 @@ impl Master for MasterService {
         let r = req.into_inner();
         let info = self
             .core
-            .create_log_with(&r.path, r.replication, r.min_replicas, r.chunk_bytes)
+            .create_log_with(
+                &r.path,
+                r.replication,
+                r.min_replicas,
+                r.chunk_bytes,
+                &r.place_on,
+            )
             .await?;
         Ok(Response::new(log_info(info)))
     }
@@ -102,6 +109,23 @@ impl Master for MasterService {
     ) -> Result<Response<pb::DeleteLogResponse>, Status> {
         self.core.delete_log(&req.get_ref().path).await?;
         Ok(Response::new(pb::DeleteLogResponse {}))
+    }
+
+    async fn list_chunkservers(
+        &self,
+        _: Request<pb::ListChunkserversRequest>,
+    ) -> Result<Response<pb::ListChunkserversResponse>, Status> {
+        let chunkservers = self
+            .core
+            .list_chunkservers()
+            .into_iter()
+            .map(|(address, live, replicas)| pb::ChunkserverInfo {
+                address,
+                live,
+                replicas: replicas as u32,
+            })
+            .collect();
+        Ok(Response::new(pb::ListChunkserversResponse { chunkservers }))
     }
 
     async fn list_logs(
@@ -303,6 +327,7 @@ fn log_info(l: LogInfo) -> pb::LogInfo {
         min_replicas: l.min_replicas,
         chunk_bytes: l.chunk_bytes,
         chunk_count: l.chunk_count,
+        place_on: l.place_on,
         chunks: l.chunks.into_iter().map(chunk_info).collect(),
     }
 }

@@ -82,9 +82,15 @@ async fn create_log(client: &Client, log: &str) {
         replication: 3,
         min_replicas: 0,
         chunk_bytes: 16 << 10,
+        place_on: None,
     };
+    create_log_with(client, log, options).await;
+}
+
+/// Creates `log` with `options`, retrying while the chunkservers are still registering.
+async fn create_log_with(client: &Client, log: &str, options: LogOptions) {
     for _ in 0..100 {
-        match client.create_log(log, options).await {
+        match client.create_log(log, options.clone()).await {
             Ok(_) => return,
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
@@ -162,6 +168,79 @@ async fn a_cluster_runs_in_one_process_on_an_in_memory_network() {
             .all(|a| a.ends_with(|c: char| c.is_ascii_digit()) && a.contains(".memory:")),
         "{dialed:?}"
     );
+    drop(client);
+    for cs in chunkservers {
+        cs.stop().await;
+    }
+    master.stop().await;
+}
+
+// Proves: a log created with `place_on` keeps every chunk on that chunkserver: with replication
+// 1 each of its many 16 KiB chunks has exactly that one replica (none elsewhere), listing shows
+// the placement, ListChunkservers names the three live chunkservers in address order, and a log placed on a chunkserver that is not live is refused UNAVAILABLE
+// rather than placed elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placed_log_keeps_every_chunk_on_its_chunkserver() {
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let net = MemoryNet::new();
+    let master = start_master(&net, &tmp.path().join("master"));
+    let chunkservers: Vec<Role> = (0..3)
+        .map(|i| start_chunkserver(&net, i, &tmp.path().join(format!("cs{i}"))))
+        .collect();
+    let client = Client::with_connector(MASTER, Arc::new(net.clone()))
+        .await
+        .expect("the client connects to the master");
+    let beside = "cs1.memory:7002";
+    let placed = LogOptions {
+        replication: 1,
+        min_replicas: 0,
+        chunk_bytes: 16 << 10,
+        place_on: Some(beside.to_owned()),
+    };
+    create_log_with(&client, "/placed", placed.clone()).await;
+    let appender = client.appender("/placed").await.expect("an appender");
+    let acks: Vec<_> = (0..200)
+        .map(|i| appender.append(Bytes::from(format!("{i:04}-{}", "y".repeat(300)))))
+        .collect();
+    for a in acks {
+        a.await.expect("acknowledged");
+    }
+    appender.close().await.expect("closed");
+    let stat = client.stat_log("/placed").await.expect("stat");
+    assert!(stat.chunks.len() >= 4, "{} chunks", stat.chunks.len());
+    for chunk in &stat.chunks {
+        assert_eq!(
+            chunk.replicas,
+            vec![beside.to_owned()],
+            "chunk {}",
+            chunk.index
+        );
+    }
+    let servers = client.list_chunkservers().await.expect("list chunkservers");
+    let addresses: Vec<&str> = servers.iter().map(|s| s.address.as_str()).collect();
+    assert_eq!(
+        addresses,
+        ["cs0.memory:7001", "cs1.memory:7002", "cs2.memory:7003"]
+    );
+    assert!(servers.iter().all(|s| s.live), "{servers:?}");
+    assert!(
+        servers[1].replicas as usize >= stat.chunks.len(),
+        "{servers:?}"
+    );
+    let listed = client.list_logs("/placed").await.expect("list");
+    assert_eq!(listed[0].place_on.as_deref(), Some(beside));
+    assert_eq!(listed[0].replication, 1);
+
+    let nowhere = LogOptions {
+        place_on: Some("cs9.memory:7010".to_owned()),
+        ..placed
+    };
+    match client.create_log("/nowhere", nowhere).await {
+        Err(cairn_client::Error::Unavailable { message }) => {
+            assert!(message.contains("cs9.memory:7010"), "{message}")
+        }
+        other => panic!("a log placed on a dead chunkserver: {other:?}"),
+    }
     drop(client);
     for cs in chunkservers {
         cs.stop().await;

@@ -221,9 +221,10 @@ pub(crate) async fn writer_host(shared: Shared) -> Result<(), String> {
         replication: 3,
         min_replicas: 0,
         chunk_bytes: 16 << 10,
+        place_on: None,
     };
     retry("create the log", || async {
-        match client.create_log(LOG, options).await {
+        match client.create_log(LOG, options.clone()).await {
             Err(cairn_client::Error::LogExists { .. }) => Ok(()),
             other => other.map(drop),
         }

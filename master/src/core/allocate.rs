@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::heartbeat::ReplicaReport;
 use crate::limits::ALLOCATION_ATTEMPTS_MAX;
 use crate::meta::{ChunkMeta, Entry, LogMeta, WriterMark};
-use crate::placement::{Candidate, place};
+use crate::placement::{Candidate, place, place_on};
 use crate::versions::FIRST_VERSION;
 
 /// Where to append: `OpenChunk` and `SealChunk` answers.
@@ -110,6 +110,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
             let (sequence, loc, marks) = {
                 let mut g = self.lock();
                 let log = g.check_log(path, lock)?;
+                let log_place_on = log.place_on.clone();
                 let (replication, min_replicas, index, marks) = (
                     log.replication,
                     log.min_replicas(),
@@ -133,12 +134,24 @@ impl<C: ChunkserverApi> MasterCore<C> {
                         });
                     }
                 }
-                let replicas = match place(
-                    candidates,
-                    replication as usize,
-                    min_replicas as usize,
-                    need_free,
-                ) {
+                let placed = if log_place_on.is_empty() {
+                    place(
+                        candidates,
+                        replication as usize,
+                        min_replicas as usize,
+                        need_free,
+                    )
+                } else {
+                    place_on(
+                        path,
+                        &log_place_on,
+                        candidates,
+                        replication as usize,
+                        min_replicas as usize,
+                        need_free,
+                    )
+                };
+                let replicas = match placed {
                     Ok(r) => r,
                     // Too few chunkservers left once those that failed CreateReplica are
                     // excluded: the failure is the cause, not the count (e.g. a chunkserver out

@@ -1,4 +1,5 @@
-//! What checkers ask of the master (`crate::fsck` has the answers): `ListReplicas`, and
+//! What checkers ask of the master (`crate::fsck` has the answers): `ListChunkservers`,
+//! `ListReplicas`, and
 //! `ReportCorrupt`, which marks a replica corrupt unless it is the chunk's last good one.
 
 use cairn_record::ChunkHandle;
@@ -13,6 +14,14 @@ use crate::meta::ChunkState;
 use crate::policy::{chunk_length, good_replicas, is_readable};
 
 impl<C: ChunkserverApi> MasterCore<C> {
+    /// `ListChunkservers`: every chunkserver registered since the master started, in address
+    /// order, with whether it is live and how many replicas it holds.
+    pub(crate) fn list_chunkservers(&self) -> Vec<(String, bool, usize)> {
+        self.lock()
+            .servers
+            .all(Instant::now(), self.config().dead_after)
+    }
+
     /// `ListReplicas`.
     pub(crate) fn list_replicas(&self, path: &str) -> Result<LogReplicas> {
         let g = self.lock();

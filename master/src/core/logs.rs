@@ -25,6 +25,8 @@ pub(crate) struct LogInfo {
     /// Fewest replicas a new chunk opens on.
     pub(crate) min_replicas: u32,
     pub(crate) chunk_bytes: u64,
+    /// The chunkserver every chunk is placed on, or empty: anywhere.
+    pub(crate) place_on: String,
     pub(crate) chunk_count: u32,
     /// Filled by `StatLog` only.
     pub(crate) chunks: Vec<ChunkInfo>,
@@ -57,19 +59,23 @@ impl<C: ChunkserverApi> MasterCore<C> {
         replication: u32,
         chunk_bytes: u64,
     ) -> Result<LogInfo> {
-        self.create_log_with(path, replication, 0, chunk_bytes)
+        self.create_log_with(path, replication, 0, chunk_bytes, "")
             .await
     }
 
     /// `CreateLog`: `replication` 0 is the default factor, `min_replicas` 0 the factor. Refused
     /// (`ClusterTooSmall`) when fewer than `min_replicas` chunkservers are live, or fewer than
     /// `replication` registered: no chunk of it could be opened or ever fully replicated.
+    /// `place_on` (empty: anywhere) names the chunkserver every chunk of the log is placed on,
+    /// as its primary; it must be live now, and an allocation while it is not fails too
+    /// (`PlacementUnavailable`, retryable) rather than placing the chunk elsewhere.
     pub(crate) async fn create_log_with(
         &self,
         path: &str,
         replication: u32,
         min_replicas: u32,
         chunk_bytes: u64,
+        place_on: &str,
     ) -> Result<LogInfo> {
         check_path(path)?;
         let replication = match replication {
@@ -103,24 +109,37 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 });
             }
             self.check_cluster_size(&g, path, replication, min_replicas, true)?;
+            if !place_on.is_empty()
+                && !g
+                    .servers
+                    .is_live(place_on, Instant::now(), self.config.dead_after)
+            {
+                return Err(Error::PlacementUnavailable {
+                    path: path.to_owned(),
+                    address: place_on.to_owned(),
+                    reason: "it is not live".to_owned(),
+                });
+            }
             g.log_locks.insert(path.to_owned(), LogLock::default());
             g.record(Entry::CreateLog {
                 path: path.to_owned(),
                 replication,
                 min_replicas,
                 chunk_bytes,
+                place_on: place_on.to_owned(),
             })
         };
         self.commit(sequence).await?;
         info!(
             log = path,
-            replication, min_replicas, chunk_bytes, "log created"
+            replication, min_replicas, chunk_bytes, place_on, "log created"
         );
         Ok(LogInfo {
             path: path.to_owned(),
             replication,
             min_replicas,
             chunk_bytes,
+            place_on: place_on.to_owned(),
             chunk_count: 0,
             chunks: Vec::new(),
         })
@@ -284,6 +303,7 @@ fn log_info(log: &LogMeta) -> LogInfo {
         replication: log.replication,
         min_replicas: log.min_replicas(),
         chunk_bytes: log.chunk_bytes,
+        place_on: log.place_on.clone(),
         chunk_count: log.chunks.len() as u32,
         chunks: Vec::new(),
     }
@@ -319,19 +339,19 @@ mod tests {
         for a in ["a:1", "b:1"] {
             m.heartbeat(a, &[]).await.unwrap();
         }
-        let err = m.create_log_with("/five", 5, 0, 0).await.unwrap_err();
+        let err = m.create_log_with("/five", 5, 0, 0, "").await.unwrap_err();
         assert!(matches!(err, Error::ClusterTooSmall { .. }), "{err:?}");
         assert_eq!(
             err.to_string(),
             "log /five: replication 5 exceeds the 2 live chunkserver(s)"
         );
-        let err = m.create_log_with("/m", 3, 3, 0).await.unwrap_err();
+        let err = m.create_log_with("/m", 3, 3, 0, "").await.unwrap_err();
         assert!(matches!(err, Error::ClusterTooSmall { .. }), "{err:?}");
         assert!(matches!(
-            m.create_log_with("/m", 3, 4, 0).await,
+            m.create_log_with("/m", 3, 4, 0, "").await,
             Err(Error::BadMinReplicas { .. })
         ));
-        let info = m.create_log_with("/m", 3, 2, 8192).await.unwrap();
+        let info = m.create_log_with("/m", 3, 2, 8192, "").await.unwrap();
         assert_eq!((info.replication, info.min_replicas), (3, 2));
         let loc = m.open_chunk("/m").await.unwrap();
         let mut on: Vec<String> = loc.secondaries.clone();
@@ -400,6 +420,7 @@ mod tests {
             replication: 1,
             min_replicas: 0,
             chunk_bytes: 8192,
+            place_on: String::new(),
         })
         .unwrap();
         // More chunks than the unpaged answer may hold at the estimated size of each.

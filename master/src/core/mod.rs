@@ -8,7 +8,7 @@
 //! - `allocate`: `OpenChunk`, chunk allocation and dropping a chunk that holds nothing.
 //! - `seal`: the seal driver (fence, seal, log); the decision itself is `crate::seal`.
 //! - `reports`: chunkserver registrations and heartbeats, reconciled with the metadata.
-//! - `fsck`: what checkers ask (`ListReplicas`, `ReportCorrupt`).
+//! - `fsck`: what checkers ask (`ListChunkservers`, `ListReplicas`, `ReportCorrupt`).
 //! - `repair`: the repair loop's passes and copies; the planning is `crate::repair`.
 //! - `salvage`: resealing a chunk whose complete replicas are lost; the decision is
 //!   `crate::salvage`.

@@ -182,6 +182,7 @@ impl Chaos {
                         replication: 3,
                         min_replicas: 0,
                         chunk_bytes: CHUNK_BYTES,
+                        place_on: None,
                     },
                 )
                 .await

@@ -1,5 +1,5 @@
-//! One process per data directory: every server subcommand (`master`, `chunkserver`, `local`)
-//! takes an exclusive lock on `DATA/LOCK` before it reads or writes anything else there, and
+//! One process per data directory: every server command (`cairn master`, `cairn chunkserver`,
+//! `cairn local`, `cairn-bank local`) takes an exclusive lock on `DATA/LOCK` before it reads or writes anything else there, and
 //! holds it until the process ends (FORMAT.md, "Data directory lock").
 //!
 //! Two processes on one directory break every invariant at once: a second master fences the
@@ -15,11 +15,11 @@ use std::path::Path;
 use anyhow::Context;
 
 /// The lock file's name inside a data directory.
-pub(crate) const LOCK_FILE: &str = "LOCK";
+pub const LOCK_FILE: &str = "LOCK";
 
 /// A held lock on one data directory; released when dropped (or when the process ends).
 #[derive(Debug)]
-pub(crate) struct DirLock {
+pub struct DirLock {
     /// Held open: closing the file would release the lock.
     _file: File,
 }
@@ -28,7 +28,7 @@ pub(crate) struct DirLock {
 ///
 /// Fails, changing nothing but possibly creating an empty directory and lock file, when another
 /// process holds the lock: the error names the directory and the holder's PID where known.
-pub(crate) fn lock(dir: &Path) -> anyhow::Result<DirLock> {
+pub fn lock(dir: &Path) -> anyhow::Result<DirLock> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("create the data directory {}", dir.display()))?;
     let path = dir.join(LOCK_FILE);

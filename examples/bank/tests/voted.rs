@@ -1,0 +1,417 @@
+//! The must-show checks of the execution layer, on real processes: `cairn-bank local` (master,
+//! 3 chunkservers, 3 replicas each with its worker process, a front door) called by the plain
+//! generated client (crate bank-client, no Cairn code).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bank_client::pb::bank_client::BankClient;
+use bank_client::pb::{
+    BalanceRequest, ClaimRequest, DepositRequest, OpenRequest, StateDigestReply,
+    StateDigestRequest, TransferRequest,
+};
+use bytes::Bytes;
+use cairn_client::Client;
+use cairn_exec::records::Kind;
+use common::{LocalBank, inputs, outputs_of_all, request_id, sequential};
+use prost::Message;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// What a caller got: the response message's bytes, or the status's code and message.
+type Got = Result<Bytes, (u32, String)>;
+
+fn got<M: Message>(r: Result<tonic::Response<M>, tonic::Status>) -> (Bytes, Got) {
+    match r {
+        Ok(response) => (
+            request_id(response.metadata()),
+            Ok(Bytes::from(response.into_inner().encode_to_vec())),
+        ),
+        Err(status) => (
+            request_id(status.metadata()),
+            Err((status.code() as u32, status.message().to_owned())),
+        ),
+    }
+}
+
+/// A tiny deterministic generator (SplitMix64) for the workload.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const ACCOUNTS: u64 = 16;
+
+/// One caller's share of the mixed workload: every call's request id and outcome, and the
+/// money it put in (successful opens and deposits).
+async fn caller(
+    mut bank: BankClient<Channel>,
+    seed: u64,
+    calls: usize,
+) -> (Vec<(Bytes, Got)>, u64) {
+    let mut rng = Rng(seed);
+    let mut log = Vec::with_capacity(calls);
+    let mut money_in = 0;
+    let account = |rng: &mut Rng| format!("acct-{}", rng.below(ACCOUNTS));
+    for _ in 0..calls {
+        let roll = rng.below(100);
+        let (id, outcome) = if roll < 10 {
+            let initial = 100 + rng.below(900);
+            let r = got(bank
+                .open(OpenRequest {
+                    account: account(&mut rng),
+                    initial,
+                })
+                .await);
+            if r.1.is_ok() {
+                money_in += initial;
+            }
+            r
+        } else if roll < 40 {
+            let amount = 1 + rng.below(100);
+            let r = got(bank
+                .deposit(DepositRequest {
+                    account: account(&mut rng),
+                    amount,
+                })
+                .await);
+            if r.1.is_ok() {
+                money_in += amount;
+            }
+            r
+        } else if roll < 70 {
+            got(bank
+                .transfer(TransferRequest {
+                    from: account(&mut rng),
+                    to: account(&mut rng),
+                    amount: 1 + rng.below(300),
+                })
+                .await)
+        } else {
+            got(bank
+                .balance(BalanceRequest {
+                    account: account(&mut rng),
+                })
+                .await)
+        };
+        log.push((id, outcome));
+    }
+    (log, money_in)
+}
+
+// Proves: 8 concurrent plain clients making 10,000 mixed calls (opens, deposits, transfers,
+// balances; with NOT_FOUND, FAILED_PRECONDITION and ALREADY_EXISTS among them) get exactly the
+// replies a sequential execution of the input log gives, call by call; the three replicas'
+// state digests are equal (and equal the sequential one); the sum of balances equals the money
+// put in; and outputs, stored once beside each replica (RF 1), take about 3 × their record
+// bytes on disk, not 9 ×, while inputs at RF 3 take about 3 ×.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_get_the_sequential_answers_of_the_input_log() {
+    const CLIENTS: usize = 8;
+    const CALLS: usize = 10_000;
+    let bank = LocalBank::start();
+    let channel = Channel::from_shared(bank.url())
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to the front door");
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let client = BankClient::new(channel.clone());
+            tokio::spawn(caller(client, 0x1000 + c as u64, CALLS / CLIENTS))
+        })
+        .collect();
+    let mut calls: Vec<(Bytes, Got)> = Vec::new();
+    let mut money_in = 0;
+    for t in tasks {
+        let (log, money) = t.await.unwrap();
+        calls.extend(log);
+        money_in += money;
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(calls.len(), CALLS);
+    let (failed, succeeded): (Vec<_>, Vec<_>) = calls.iter().partition(|(_, g)| g.is_err());
+    println!(
+        "{CALLS} calls from {CLIENTS} clients in {:.1} s: {} OK, {} refused",
+        elapsed.as_secs_f64(),
+        succeeded.len(),
+        failed.len()
+    );
+    assert!(!succeeded.is_empty() && !failed.is_empty());
+
+    let mut digest_client = BankClient::new(channel.clone());
+    let digest_reply = digest_client
+        .state_digest(StateDigestRequest {})
+        .await
+        .expect("the state digest");
+    let digest_id = request_id(digest_reply.metadata());
+    let voted = digest_reply.into_inner();
+    assert_eq!(voted.total, money_in, "the sum of balances is conserved");
+
+    let client = Client::connect(&bank.master).await.unwrap();
+    let log = inputs(&client).await;
+    assert_eq!(log.len(), CALLS + 1, "every call logged once");
+    let expected = sequential(&log).await;
+    let mut matched = 0;
+    for (id, outcome) in &calls {
+        let reply = &expected[id];
+        let want: Got = if reply.code == 0 {
+            Ok(reply.response.clone())
+        } else {
+            Err((reply.code, reply.message.clone()))
+        };
+        assert_eq!(outcome, &want, "request {}", cairn_exec::records::hex(id));
+        matched += 1;
+    }
+    assert_eq!(matched, CALLS);
+    let sequential_digest =
+        StateDigestReply::decode(expected[&digest_id].response.clone()).unwrap();
+    assert_eq!(voted, sequential_digest);
+
+    let replicas = outputs_of_all(&client, std::slice::from_ref(&digest_id)).await;
+    let digests: Vec<StateDigestReply> = replicas
+        .iter()
+        .map(|o| StateDigestReply::decode(o[&digest_id].response.clone()).unwrap())
+        .collect();
+    for (i, d) in digests.iter().enumerate() {
+        assert_eq!(d, &voted, "replica {i}'s state");
+    }
+    println!(
+        "replica state digests: {} (all 3 equal), total balance {}, {} accounts",
+        cairn_exec::records::hex(&voted.digest),
+        voted.total,
+        voted.accounts
+    );
+
+    // Storage: the master learns replica lengths from heartbeats; wait until it has them.
+    let logs = cairn_exec::service_logs::ServiceLogs::new("bank").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (outputs_ratio, inputs_ratio) = loop {
+        let s = cairn_exec::status::status(&client, &logs).await.unwrap();
+        let b = s.bytes;
+        let outputs_ratio = b.outputs_on_disk as f64 / (3.0 * b.output_records as f64);
+        let inputs_ratio = b.inputs_on_disk as f64 / (3.0 * b.input_records as f64);
+        if (outputs_ratio >= 0.99 && inputs_ratio >= 0.99) || Instant::now() > deadline {
+            println!(
+                "storage: outputs_on_disk {} / (3 x output_records {}) = {outputs_ratio:.3}; \
+                 inputs_on_disk {} / (3 x input_records {}) = {inputs_ratio:.3}",
+                b.outputs_on_disk, b.output_records, b.inputs_on_disk, b.input_records
+            );
+            assert_eq!(s.inputs, CALLS as u64 + 1);
+            assert_eq!(s.dissents, 0);
+            break (outputs_ratio, inputs_ratio);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!((0.99..1.2).contains(&outputs_ratio), "{outputs_ratio}");
+    assert!((0.99..1.2).contains(&inputs_ratio), "{inputs_ratio}");
+}
+
+// Proves: 50 concurrent claimants of one name get exactly one winner; every loser gets
+// ALREADY_EXISTS naming the winner's request id; the winner is the earliest claim in the input
+// log; and every replica output the same single winner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_claim_in_log_order_wins_on_every_replica() {
+    const CLAIMANTS: usize = 50;
+    let bank = LocalBank::start();
+    let channel = Channel::from_shared(bank.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..CLAIMANTS)
+        .map(|c| {
+            let mut client = BankClient::new(channel.clone());
+            tokio::spawn(async move {
+                got(client
+                    .claim(ClaimRequest {
+                        name: "prize".into(),
+                        claimant: format!("claimant-{c}"),
+                    })
+                    .await)
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let winners: Vec<&(Bytes, Got)> = results.iter().filter(|(_, g)| g.is_ok()).collect();
+    assert_eq!(winners.len(), 1, "exactly one winner");
+    let winner = winners[0].0.clone();
+    let winner_hex = cairn_exec::records::hex(&winner);
+    let mut losers = 0;
+    for (_, g) in &results {
+        if let Err((code, message)) = g {
+            assert_eq!(*code, Code::AlreadyExists as u32);
+            assert!(message.contains(&winner_hex), "{message}");
+            losers += 1;
+        }
+    }
+    assert_eq!(losers, CLAIMANTS - 1);
+
+    let client = Client::connect(&bank.master).await.unwrap();
+    let log = inputs(&client).await;
+    let claims: Vec<Bytes> = log
+        .iter()
+        .filter(|i| i.method == "/bank.v1.Bank/Claim")
+        .map(|i| i.request_id.clone())
+        .collect();
+    assert_eq!(claims.len(), CLAIMANTS);
+    assert_eq!(claims[0], winner, "the earliest claim in the log wins");
+    let replicas = outputs_of_all(&client, &claims).await;
+    for (i, outputs) in replicas.iter().enumerate() {
+        let ok: Vec<&Bytes> = claims.iter().filter(|id| outputs[*id].code == 0).collect();
+        assert_eq!(ok, vec![&winner], "replica {i}'s winner");
+    }
+    println!("claim race: {CLAIMANTS} claimants, winner {winner_hex}, the same on 3 replicas");
+}
+
+// Proves: a retry with the same `cairn-idempotency-key` gets the first call's verdict and
+// request id without a second execution, at the same front door and at a second front door
+// started later (which rebuilt the key from the logs); calls through the second front door
+// work too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_with_the_same_key_gets_the_first_verdict() {
+    let bank = LocalBank::start();
+    let mut first = BankClient::connect(bank.url()).await.unwrap();
+    first
+        .open(OpenRequest {
+            account: "k".into(),
+            initial: 5,
+        })
+        .await
+        .unwrap();
+    let keyed = |amount| {
+        let mut r = tonic::Request::new(DepositRequest {
+            account: "k".into(),
+            amount,
+        });
+        r.metadata_mut()
+            .insert("cairn-idempotency-key", "deposit-1".parse().unwrap());
+        r
+    };
+    let (id_a, got_a) = got(first.deposit(keyed(10)).await);
+    let (id_b, got_b) = got(first.deposit(keyed(10)).await);
+    assert_eq!(id_a, id_b);
+    assert_eq!(got_a, got_b);
+
+    let mut door = tokio::process::Command::new(common::BANK)
+        .args(["front-door", "--master", &bank.master])
+        .args(["--service", "bank", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(door.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("the second front door serves in time")
+        .unwrap()
+        .unwrap();
+    let addr = line.strip_prefix("front door ").expect("front door ADDR");
+    let mut second = BankClient::connect(format!("http://{addr}")).await.unwrap();
+    let (id_c, got_c) = got(second.deposit(keyed(10)).await);
+    assert_eq!(id_c, id_a, "the second front door knows the key");
+    assert_eq!(got_c, got_a);
+    let balance = second
+        .balance(BalanceRequest {
+            account: "k".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .balance;
+    assert_eq!(balance, 15, "the deposit ran once");
+    let client = Client::connect(&bank.master).await.unwrap();
+    let deposits = inputs(&client)
+        .await
+        .iter()
+        .filter(|i| i.method == "/bank.v1.Bank/Deposit")
+        .count();
+    assert_eq!(deposits, 1, "one deposit input for three calls");
+    let votes = common::records(&client, "/exec/bank/votes").await;
+    assert!(
+        votes
+            .iter()
+            .any(|k| matches!(k, Kind::Vote(v) if v.request_id == id_a && v.idempotency_key == "deposit-1")),
+        "the vote carries the key"
+    );
+    door.kill().await.unwrap();
+}
+
+// Proves: with one replica (f = 1) answering every request wrongly, every call still gets the
+// sequential answer of the input log (the two correct replicas outvote it); no vote counts the
+// wrong replica among the agreeing; and `status` reports it dissenting on every request it
+// answered, the other two on none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_answering_wrongly_is_outvoted_and_reported() {
+    const CLIENTS: usize = 4;
+    const CALLS: usize = 400;
+    let bank = LocalBank::start_with_env(&[(cairn_exec::test_faults::WRONG_REPLICA_ENV, "1")]);
+    let channel = Channel::from_shared(bank.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            tokio::spawn(caller(
+                BankClient::new(channel.clone()),
+                0x2000 + c as u64,
+                CALLS / CLIENTS,
+            ))
+        })
+        .collect();
+    let mut calls = Vec::new();
+    for t in tasks {
+        calls.extend(t.await.unwrap().0);
+    }
+    let client = Client::connect(&bank.master).await.unwrap();
+    let log = inputs(&client).await;
+    assert_eq!(log.len(), CALLS);
+    let expected = sequential(&log).await;
+    for (id, outcome) in &calls {
+        let reply = &expected[id];
+        let want: Got = if reply.code == 0 {
+            Ok(reply.response.clone())
+        } else {
+            Err((reply.code, reply.message.clone()))
+        };
+        assert_eq!(outcome, &want);
+    }
+    let ids: Vec<Bytes> = log.iter().map(|i| i.request_id.clone()).collect();
+    outputs_of_all(&client, &ids).await;
+    let votes = common::records(&client, "/exec/bank/votes").await;
+    let mut voted = 0;
+    for kind in &votes {
+        if let Kind::Vote(v) = kind {
+            assert!(!v.agreeing.contains(&1), "{v:?}");
+            assert_eq!(v.agreeing.len(), 2);
+            voted += 1;
+        }
+    }
+    assert!(voted >= CALLS, "{voted} votes");
+    let logs = cairn_exec::service_logs::ServiceLogs::new("bank").unwrap();
+    let s = cairn_exec::status::status(&client, &logs).await.unwrap();
+    let dissents: Vec<u64> = s.replicas.iter().map(|r| r.dissents).collect();
+    println!("wrong replica 1: dissents per replica {dissents:?} over {CALLS} requests");
+    assert_eq!(dissents, vec![0, CALLS as u64, 0]);
+    assert_eq!(s.replicas[1].state, "dissenting");
+    assert_eq!(s.dissents, CALLS as u64);
+}

@@ -1,0 +1,336 @@
+//! [`main`]: the one entry point of a hosted service's binary. The same binary runs as worker,
+//! replica, front door, local cluster or plain server, chosen by its arguments.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use tonic::server::NamedService;
+
+use crate::call::HostedService;
+use crate::front_door::{FrontDoor, FrontDoorService};
+use crate::replica::ReplicaConfig;
+use crate::service_logs::ServiceLogs;
+
+/// The roles of a service binary.
+#[derive(Parser, Debug)]
+#[command(about = "A service hosted by Cairn's execution layer")]
+struct Cli {
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand, Debug)]
+enum Role {
+    /// Run requests from stdin, one at a time, answering on stdout (started by a replica).
+    #[command(hide = true)]
+    Worker,
+    /// Serve the service directly with plain tonic: in memory, no replication, no vote.
+    ServeDirect {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: String,
+    },
+    /// Serve every method of the service to plain gRPC clients: log each call, answer what
+    /// f+1 replicas agree on. Prints `front door ADDR` once it serves.
+    FrontDoor {
+        /// The Cairn master's address.
+        #[arg(long)]
+        master: String,
+        /// The service (its logs are /exec/SERVICE/…; create them with `cairn exec create`).
+        #[arg(long)]
+        service: String,
+        /// Address to listen on.
+        #[arg(long)]
+        listen: String,
+    },
+    /// A whole service on this machine: a master on PORT, 3 chunkservers on PORT+1..PORT+3,
+    /// the service's logs, 3 replicas (each with its worker process) and a front door on
+    /// 127.0.0.1:PORT+10. Prints `front door ADDR` once it serves; Ctrl-C stops everything.
+    Local {
+        /// Data directory (DATA/master, DATA/cs1, …).
+        #[arg(long)]
+        data: std::path::PathBuf,
+        /// The master's port.
+        #[arg(long, default_value_t = 7000)]
+        port: u16,
+        /// The service's name. Default: this program's name without a `cairn-` prefix.
+        #[arg(long)]
+        service: Option<String>,
+    },
+    /// Run business replica INDEX: execute the service's inputs in log order in a worker
+    /// process and append each outcome to its own output log.
+    Replica {
+        /// The Cairn master's address.
+        #[arg(long)]
+        master: String,
+        /// The service.
+        #[arg(long)]
+        service: String,
+        /// This replica's index, 0..n.
+        #[arg(long)]
+        index: u32,
+        /// The chunkserver beside this replica, where its output log lives (RF 1). Default:
+        /// the placement `cairn exec create` chose, the INDEX-th live chunkserver in address
+        /// order.
+        #[arg(long)]
+        chunkserver: Option<String>,
+    },
+}
+
+/// Runs the service binary: parses the arguments and runs the role they name. `factory`
+/// builds a fresh service (a generated tonic server), e.g. `|| BankServer::new(Bank::default())`.
+pub fn main<S, F>(factory: F) -> ExitCode
+where
+    S: HostedService + Sync,
+    F: Fn() -> S + Send + Sync + Clone + 'static,
+{
+    let cli = Cli::parse();
+    let result = match cli.role {
+        Role::Worker => crate::worker::run(factory).map_err(anyhow::Error::from),
+        Role::ServeDirect { listen } => serve_direct(factory(), &listen),
+        Role::FrontDoor {
+            master,
+            service,
+            listen,
+        } => front_door::<S>(&master, &service, &listen),
+        Role::Replica {
+            master,
+            service,
+            index,
+            chunkserver,
+        } => replica(&master, &service, index, chunkserver),
+        Role::Local {
+            data,
+            port,
+            service,
+        } => local::<S>(data, port, service),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// `serve-direct`: the service on plain tonic until Ctrl-C; prints `listening ADDR` once bound.
+fn serve_direct<S: HostedService + Sync>(service: S, listen: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let rt = tokio::runtime::Runtime::new().context("start the runtime")?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listen on {listen}"))?;
+        println!("listening {}", listener.local_addr()?);
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                shutdown_signal(),
+            )
+            .await
+            .context("serve")
+    })
+}
+
+/// Installs the tracing subscriber: `RUST_LOG` filter (default `info`), to stderr (a worker's
+/// stdout is its pipe).
+pub(crate) fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A runtime with two worker threads (the machines this runs on share few cores).
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
+/// `front-door`.
+fn front_door<S: NamedService + 'static>(
+    master: &str,
+    service: &str,
+    listen: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    init_tracing();
+    let logs = ServiceLogs::new(service)?;
+    runtime()?.block_on(async {
+        let client = cairn_client::Client::connect(master).await?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let door = FrontDoor::start(&client, logs).await?;
+        println!("front door {addr}");
+        serve_front_door::<S>(door, listener, shutdown_signal()).await
+    })
+}
+
+/// Serves `door` under `S`'s service name on `listener` until `shutdown`.
+pub(crate) async fn serve_front_door<S: NamedService + 'static>(
+    door: std::sync::Arc<FrontDoor>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    cairn_proto::net::server()
+        .add_service(FrontDoorService::<S>::new(door))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+        .context("serve the front door")
+}
+
+/// `replica`.
+fn replica(
+    master: &str,
+    service: &str,
+    index: u32,
+    chunkserver: Option<String>,
+) -> anyhow::Result<()> {
+    init_tracing();
+    let config = ReplicaConfig {
+        master: master.to_owned(),
+        logs: ServiceLogs::new(service)?,
+        index,
+        chunkserver,
+        worker_program: std::env::current_exe()?,
+        worker_args: vec!["worker".to_owned()],
+    };
+    runtime()?.block_on(crate::replica::run(config, shutdown_signal()))
+}
+
+/// Replicas `local` runs.
+const LOCAL_REPLICAS: u32 = 3;
+/// The front door's port under `local`: the master's port plus this.
+const LOCAL_FRONT_DOOR_OFFSET: u16 = 10;
+
+/// `local`.
+fn local<S: NamedService + 'static>(
+    data: std::path::PathBuf,
+    port: u16,
+    service: Option<String>,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    init_tracing();
+    let service = match service {
+        Some(s) => s,
+        None => default_service_name()?,
+    };
+    let logs = ServiceLogs::new(&service)?;
+    let front_door_port = port
+        .checked_add(LOCAL_FRONT_DOOR_OFFSET)
+        .context("--port leaves no room for the front door")?;
+    let config = cairn_local::LocalConfig {
+        data,
+        chunkservers: 3,
+        port,
+        adopt_cluster_id: false,
+    };
+    runtime()?.block_on(async {
+        let cluster = cairn_local::LocalCluster::start(&config).await?;
+        let client = cairn_client::Client::connect(&cluster.master_addr).await?;
+        // The chunkservers register within a heartbeat or two.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match logs.create(&client, LOCAL_REPLICAS).await {
+                Ok(_) => break,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %format!("{e:#}"), "service logs not created yet");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in 0..LOCAL_REPLICAS {
+            let config = ReplicaConfig {
+                master: cluster.master_addr.clone(),
+                logs: logs.clone(),
+                index,
+                chunkserver: None,
+                worker_program: std::env::current_exe()?,
+                worker_args: vec!["worker".to_owned()],
+            };
+            let stopped = stopped.clone();
+            tasks.spawn(async move {
+                // A replica that stops on an error is restarted: it resumes after its last
+                // output, rebuilding its worker's state.
+                loop {
+                    let mut stop = Box::pin(stopped());
+                    let run = crate::replica::run(config.clone(), stopped());
+                    tokio::select! {
+                        result = run => {
+                            if result.is_ok() {
+                                return;
+                            }
+                        }
+                        _ = &mut stop => return,
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                        _ = &mut stop => return,
+                    }
+                }
+            });
+        }
+        let listen = format!("127.0.0.1:{front_door_port}");
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| format!("listen on {listen}"))?;
+        let door = FrontDoor::start(&client, logs.clone()).await?;
+        println!("front door {}", listener.local_addr()?);
+        eprintln!(
+            "{} local: master {}, chunkservers {}, {LOCAL_REPLICAS} replicas, front door {listen}; Ctrl-C stops",
+            logs.service(),
+            cluster.master_addr,
+            cluster.chunkserver_addrs.join(" "),
+        );
+        let served = serve_front_door::<S>(door, listener, shutdown_signal()).await;
+        let _ = stop_tx.send(true);
+        while tasks.join_next().await.is_some() {}
+        let stopped = cluster.run_until(std::future::ready(())).await;
+        served.and(stopped)
+    })
+}
+
+/// This program's file name without a `cairn-` prefix (`cairn-bank` → `bank`).
+fn default_service_name() -> anyhow::Result<String> {
+    let exe = std::env::current_exe()?;
+    let name = exe.file_stem().and_then(|n| n.to_str()).unwrap_or_default();
+    Ok(name.strip_prefix("cairn-").unwrap_or(name).to_owned())
+}

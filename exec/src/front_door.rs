@@ -1,0 +1,516 @@
+//! The front door: a gRPC endpoint serving every method of the hosted service to a stock
+//! client without decoding a message. Each call becomes an INPUT in the service's input log;
+//! the answer is the outcome f+1 replicas agree on, and the vote is appended to the vote log.
+//! It keeps nothing a restart loses: idempotency keys and their verdicts are rebuilt from the
+//! vote and input logs.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use cairn_client::{Appender, Client, ReplayEvent, ReplayOptions, Tail, TailFrom};
+use rand::RngCore;
+use tokio::sync::oneshot;
+use tonic::body::Body;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::server::{Grpc, NamedService};
+use tonic::{Code, Status};
+use tracing::{info, warn};
+
+use crate::codec::BytesCodec;
+use crate::records::{ExecRecord, Input, Kind, Output, REQUEST_ID_BYTES, fingerprint, hex};
+use crate::service_logs::ServiceLogs;
+use crate::vote::{Tally, Verdict};
+
+/// Metadata carrying a call's request id back to the caller (lower-case hex).
+pub const REQUEST_ID_HEADER: &str = "cairn-request-id";
+/// Metadata a caller sets so that a retry gets the first call's verdict.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "cairn-idempotency-key";
+/// How long a call waits for its verdict before it is answered DEADLINE_EXCEEDED.
+pub const VERDICT_WAIT: Duration = Duration::from_secs(60);
+/// Voted requests remembered to spot replicas that answer after the vote differently.
+const RECENT_VOTES_MAX: usize = 100_000;
+
+/// Counters of a front door.
+#[derive(Debug, Default)]
+pub struct FrontDoorStats {
+    /// Calls answered with a verdict.
+    pub answered: AtomicU64,
+    /// Outputs that differed from their request's verdict (before or after it).
+    pub dissents: AtomicU64,
+    /// Retries answered from an earlier call's verdict.
+    pub idempotent_hits: AtomicU64,
+}
+
+/// What a key maps to.
+#[derive(Clone, Debug)]
+enum KeyState {
+    /// The first call with this key is in flight: its request id.
+    Pending(Bytes),
+    /// Its verdict.
+    Done(Arc<Verdict>),
+}
+
+/// A request awaiting its vote.
+struct Pending {
+    tally: Tally,
+    waiters: Vec<oneshot::Sender<Arc<Verdict>>>,
+    idempotency_key: String,
+}
+
+/// A voted request, remembered for a while.
+struct Voted {
+    digest: [u8; 32],
+    outputs_seen: u32,
+}
+
+#[derive(Default)]
+struct State {
+    pending: HashMap<Bytes, Pending>,
+    keys: HashMap<String, KeyState>,
+    voted: HashMap<Bytes, Voted>,
+    voted_order: VecDeque<Bytes>,
+}
+
+/// The shared state of a front door.
+pub struct FrontDoor {
+    logs: ServiceLogs,
+    replicas: u32,
+    inputs: Appender,
+    votes: Appender,
+    state: Mutex<State>,
+    /// Counters.
+    pub stats: FrontDoorStats,
+}
+
+impl std::fmt::Debug for FrontDoor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrontDoor")
+            .field("service", &self.logs.service())
+            .field("replicas", &self.replicas)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FrontDoor {
+    /// Connects to the service's logs, rebuilds idempotency keys and unvoted keyed requests
+    /// from the vote and input logs, and starts following every output log and the vote log.
+    pub async fn start(client: &Client, logs: ServiceLogs) -> anyhow::Result<Arc<FrontDoor>> {
+        let replicas = logs.replica_count(client).await?;
+        let door = Arc::new(FrontDoor {
+            inputs: client.appender(&logs.inputs()).await?,
+            votes: client.appender(&logs.votes()).await?,
+            logs,
+            replicas,
+            state: Mutex::new(State::default()),
+            stats: FrontDoorStats::default(),
+        });
+        door.rebuild(client).await?;
+        for i in 0..replicas {
+            let tail = client
+                .tail(
+                    &door.logs.output(i),
+                    TailFrom::Start,
+                    ReplayOptions::default(),
+                )
+                .await?;
+            tokio::spawn(door.clone().follow_outputs(client.clone(), i, tail));
+        }
+        let mut votes = client
+            .tail(&door.logs.votes(), TailFrom::End, ReplayOptions::default())
+            .await?;
+        let weak = Arc::downgrade(&door);
+        tokio::spawn(async move {
+            while let Some(Ok(event)) = votes.next().await {
+                let Some(door) = weak.upgrade() else { return };
+                if let ReplayEvent::Record { payload, .. } = event
+                    && let Some(Kind::Vote(vote)) = ExecRecord::from_payload(&payload)
+                {
+                    door.learn_vote(&vote);
+                }
+            }
+        });
+        info!(service = door.logs.service(), replicas, "front door ready");
+        Ok(door)
+    }
+
+    /// Feeds replica `i`'s outputs to the vote for as long as the process runs: a tail that
+    /// fails is opened again from the start (outputs seen twice count once).
+    async fn follow_outputs(self: Arc<Self>, client: Client, i: u32, mut tail: Tail) {
+        loop {
+            while let Some(event) = tail.next().await {
+                match event {
+                    Ok(ReplayEvent::Record { payload, .. }) => {
+                        if let Some(Kind::Output(output)) = ExecRecord::from_payload(&payload) {
+                            self.on_output(output);
+                        }
+                    }
+                    Ok(ReplayEvent::Skipped { .. }) => {
+                        warn!(replica = i, "output log bytes skipped")
+                    }
+                    Err(e) => {
+                        warn!(replica = i, error = %e, "following the output log failed; again in 1 s");
+                        break;
+                    }
+                }
+            }
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                match client
+                    .tail(
+                        &self.logs.output(i),
+                        TailFrom::Start,
+                        ReplayOptions::default(),
+                    )
+                    .await
+                {
+                    Ok(t) => {
+                        tail = t;
+                        break;
+                    }
+                    Err(e) => warn!(replica = i, error = %e, "reopening the output log failed"),
+                }
+            }
+        }
+    }
+
+    /// The number of replicas it votes over.
+    pub fn replicas(&self) -> u32 {
+        self.replicas
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keys with a verdict from the vote log; keyed inputs with none become pending requests
+    /// (their outputs, read from the start of the output logs, will be voted).
+    async fn rebuild(&self, client: &Client) -> anyhow::Result<()> {
+        let mut votes = client
+            .replay(&self.logs.votes(), ReplayOptions::default())
+            .await?;
+        let mut voted = 0u64;
+        while let Some(event) = votes.next().await {
+            if let ReplayEvent::Record { payload, .. } = event?
+                && let Some(Kind::Vote(vote)) = ExecRecord::from_payload(&payload)
+            {
+                self.learn_vote(&vote);
+                voted += 1;
+            }
+        }
+        let mut inputs = client
+            .replay(&self.logs.inputs(), ReplayOptions::default())
+            .await?;
+        let mut resumed = 0u64;
+        while let Some(event) = inputs.next().await {
+            if let ReplayEvent::Record { payload, .. } = event?
+                && let Some(Kind::Input(input)) = ExecRecord::from_payload(&payload)
+                && !input.idempotency_key.is_empty()
+            {
+                let mut g = self.lock();
+                if !g.keys.contains_key(&input.idempotency_key) {
+                    g.keys.insert(
+                        input.idempotency_key.clone(),
+                        KeyState::Pending(input.request_id.clone()),
+                    );
+                    g.pending.insert(
+                        input.request_id.clone(),
+                        Pending {
+                            tally: Tally::new(self.replicas),
+                            waiters: Vec::new(),
+                            idempotency_key: input.idempotency_key,
+                        },
+                    );
+                    resumed += 1;
+                }
+            }
+        }
+        info!(voted, resumed, "front door rebuilt its keys");
+        Ok(())
+    }
+
+    /// A vote from the vote log: its key's verdict, if keyed.
+    fn learn_vote(&self, vote: &crate::records::Vote) {
+        if vote.idempotency_key.is_empty() {
+            return;
+        }
+        let verdict = Arc::new(Verdict::from_vote(vote));
+        let mut g = self.lock();
+        g.keys
+            .insert(vote.idempotency_key.clone(), KeyState::Done(verdict));
+    }
+
+    /// One replica's output: counted towards its request's vote, or checked against the
+    /// verdict if it came after it.
+    fn on_output(&self, output: Output) {
+        let replica = output.replica;
+        let request_id = output.request_id.clone();
+        let mut g = self.lock();
+        if let Some(pending) = g.pending.get_mut(&request_id) {
+            let Some(verdict) = pending.tally.add(output) else {
+                return;
+            };
+            let pending = g.pending.remove(&request_id).expect("just found");
+            let verdict = Arc::new(verdict);
+            for (replica, digest) in &verdict.dissenting {
+                self.dissent(*replica, &request_id, digest, &verdict.digest);
+            }
+            if !pending.idempotency_key.is_empty() {
+                g.keys.insert(
+                    pending.idempotency_key.clone(),
+                    KeyState::Done(verdict.clone()),
+                );
+            }
+            g.voted.insert(
+                request_id.clone(),
+                Voted {
+                    digest: verdict.digest,
+                    outputs_seen: (verdict.agreeing.len() + verdict.dissenting.len()) as u32,
+                },
+            );
+            g.voted_order.push_back(request_id);
+            while g.voted_order.len() > RECENT_VOTES_MAX {
+                if let Some(old) = g.voted_order.pop_front() {
+                    g.voted.remove(&old);
+                }
+            }
+            drop(g);
+            let vote = verdict.to_vote(&pending.idempotency_key);
+            let ack = self
+                .votes
+                .append(ExecRecord::from(Kind::Vote(vote)).to_payload());
+            tokio::spawn(async move {
+                if let Err(e) = ack.await {
+                    warn!(error = %e, "appending a vote failed");
+                }
+            });
+            for waiter in pending.waiters {
+                let _ = waiter.send(verdict.clone());
+            }
+        } else if let Some(voted) = g.voted.get_mut(&request_id) {
+            voted.outputs_seen += 1;
+            let agreed = voted.digest;
+            if voted.outputs_seen >= self.replicas {
+                g.voted.remove(&request_id);
+            }
+            drop(g);
+            let d = crate::records::digest(output.code, &output.message, &output.response);
+            if d != agreed {
+                self.dissent(replica, &request_id, &d, &agreed);
+            }
+        }
+    }
+
+    fn dissent(&self, replica: u32, request_id: &[u8], digest: &[u8; 32], agreed: &[u8; 32]) {
+        self.stats.dissents.fetch_add(1, Ordering::Relaxed);
+        warn!(
+            service = self.logs.service(),
+            replica,
+            request = %hex(request_id),
+            digest = %hex(digest),
+            agreed = %hex(agreed),
+            "replica dissents from the vote"
+        );
+    }
+
+    /// A retry of a keyed call: the first call's verdict (`Ok`), or its request id and a
+    /// receiver of its verdict while it is still pending (`Err`); `None` for a new key.
+    #[allow(clippy::type_complexity)]
+    fn join_first(
+        &self,
+        idempotency_key: &str,
+    ) -> Option<Result<(Bytes, Arc<Verdict>), (Bytes, oneshot::Receiver<Arc<Verdict>>)>> {
+        if idempotency_key.is_empty() {
+            return None;
+        }
+        let mut g = self.lock();
+        match g.keys.get(idempotency_key).cloned()? {
+            KeyState::Done(verdict) => Some(Ok((verdict.request_id.clone(), verdict))),
+            KeyState::Pending(first) => {
+                let pending = g.pending.get_mut(&first)?;
+                let (tx, rx) = oneshot::channel();
+                pending.waiters.push(tx);
+                Some(Err((first, rx)))
+            }
+        }
+    }
+
+    /// Runs one call: logs it as an INPUT, waits for its verdict.
+    pub async fn call(
+        &self,
+        method: String,
+        message: Bytes,
+        idempotency_key: String,
+    ) -> Result<(Bytes, Arc<Verdict>), Status> {
+        if let Some(first) = self.join_first(&idempotency_key) {
+            self.stats.idempotent_hits.fetch_add(1, Ordering::Relaxed);
+            return match first {
+                Ok(done) => Ok(done),
+                Err((first, rx)) => wait(first, rx).await,
+            };
+        }
+        let (request_id, receiver) = {
+            let mut g = self.lock();
+            let mut request_id = [0u8; REQUEST_ID_BYTES];
+            rand::rng().fill_bytes(&mut request_id);
+            let request_id = Bytes::copy_from_slice(&request_id);
+            let (tx, rx) = oneshot::channel();
+            g.pending.insert(
+                request_id.clone(),
+                Pending {
+                    tally: Tally::new(self.replicas),
+                    waiters: vec![tx],
+                    idempotency_key: idempotency_key.clone(),
+                },
+            );
+            if !idempotency_key.is_empty() {
+                g.keys.insert(
+                    idempotency_key.clone(),
+                    KeyState::Pending(request_id.clone()),
+                );
+            }
+            (request_id, rx)
+        };
+        let input = Input {
+            request_id: request_id.clone(),
+            fingerprint: Bytes::copy_from_slice(&fingerprint(&method, &message)),
+            method,
+            message,
+            received_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            seed: rand::rng().next_u64(),
+            idempotency_key: idempotency_key.clone(),
+        };
+        let appended = self
+            .inputs
+            .append(ExecRecord::from(Kind::Input(input)).to_payload())
+            .await;
+        if let Err(e) = appended {
+            // Indeterminate: the input may be in the log, and then it runs; the caller may
+            // retry with its idempotency key.
+            let mut g = self.lock();
+            g.pending.remove(&request_id);
+            if !idempotency_key.is_empty() {
+                g.keys.remove(&idempotency_key);
+            }
+            return Err(Status::unavailable(format!(
+                "request {} could not be logged: {e}",
+                hex(&request_id)
+            )));
+        }
+        wait(request_id, receiver).await
+    }
+}
+
+async fn wait(
+    request_id: Bytes,
+    receiver: oneshot::Receiver<Arc<Verdict>>,
+) -> Result<(Bytes, Arc<Verdict>), Status> {
+    match tokio::time::timeout(VERDICT_WAIT, receiver).await {
+        Ok(Ok(verdict)) => Ok((request_id, verdict)),
+        Ok(Err(_)) => Err(Status::internal(format!(
+            "request {}: the front door dropped it",
+            hex(&request_id)
+        ))),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "request {}: no f+1 replicas agreed within {} s",
+            hex(&request_id),
+            VERDICT_WAIT.as_secs()
+        ))),
+    }
+}
+
+/// The verdict as the caller's answer, with `cairn-request-id` in its metadata.
+fn answer(request_id: &[u8], verdict: &Verdict) -> Result<tonic::Response<Bytes>, Status> {
+    let mut metadata = MetadataMap::new();
+    if let Ok(value) = MetadataValue::try_from(hex(request_id)) {
+        metadata.insert(REQUEST_ID_HEADER, value);
+    }
+    if verdict.code == 0 {
+        let mut response = tonic::Response::new(verdict.response.clone());
+        *response.metadata_mut() = metadata;
+        Ok(response)
+    } else {
+        Err(Status::with_metadata(
+            Code::from(verdict.code as i32),
+            verdict.message.clone(),
+            metadata,
+        ))
+    }
+}
+
+/// The front door as a tonic service answering every path under `S`'s service name (`S` is
+/// the hosted generated server; only its name is used).
+pub struct FrontDoorService<S> {
+    door: Arc<FrontDoor>,
+    hosted: PhantomData<fn() -> S>,
+}
+
+impl<S> FrontDoorService<S> {
+    /// The service over `door`.
+    pub fn new(door: Arc<FrontDoor>) -> FrontDoorService<S> {
+        FrontDoorService {
+            door,
+            hosted: PhantomData,
+        }
+    }
+}
+
+impl<S> Clone for FrontDoorService<S> {
+    fn clone(&self) -> Self {
+        FrontDoorService::new(self.door.clone())
+    }
+}
+
+impl<S> std::fmt::Debug for FrontDoorService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.door.fmt(f)
+    }
+}
+
+impl<S: NamedService> NamedService for FrontDoorService<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> tower::Service<http::Request<Body>> for FrontDoorService<S> {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let door = self.door.clone();
+        let method = request.uri().path().to_owned();
+        let key = request
+            .headers()
+            .get(IDEMPOTENCY_KEY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        Box::pin(async move {
+            let handler = tower::service_fn(move |call: tonic::Request<Bytes>| {
+                let door = door.clone();
+                let method = method.clone();
+                let key = key.clone();
+                async move {
+                    let (request_id, verdict) = door.call(method, call.into_inner(), key).await?;
+                    door.stats.answered.fetch_add(1, Ordering::Relaxed);
+                    answer(&request_id, &verdict)
+                }
+            });
+            Ok(Grpc::new(BytesCodec).unary(handler, request).await)
+        })
+    }
+}

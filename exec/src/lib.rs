@@ -1,0 +1,68 @@
+//! Cairn's execution layer: an ordinary tonic service runs on n = 2f+1 business replicas,
+//! ordered by a Cairn log; every replica's outputs are records, and a caller gets the answer
+//! f+1 replicas agree on.
+//!
+//! # Hosting a service
+//! Write an ordinary tonic service and hand a factory of its generated server to [`main`]:
+//!
+//! ```text
+//! fn main() -> std::process::ExitCode {
+//!     cairn_exec::main(|| BankServer::new(Bank::default()))
+//! }
+//! ```
+//!
+//! The binary then runs as `front-door`, `replica`, `local` (a whole cluster on this machine),
+//! `serve-direct` (plain tonic, no replication) or, started by a replica, `worker`. Callers use
+//! the plain generated client of the service against a front door; the request id comes back
+//! in the `cairn-request-id` metadata and a caller may send `cairn-idempotency-key`.
+//!
+//! # Determinism contract
+//! Every replica runs every input, in log order, in its own process; the vote compares their
+//! outcomes byte for byte. So a handler must compute its response and state only from its
+//! request, its service's state and the request's [`Context`]:
+//! - no wall clock: time is [`Context::logical_time_ms`];
+//! - no unseeded randomness: seed any generator from [`Context::seed`];
+//! - no iteration order of hash maps (or anything else unordered) into a response or into the
+//!   order of state changes; use ordered maps or sort first;
+//! - canonical encodings (prost's encoding of a given message is fixed);
+//! - no I/O whose answer may differ between replicas.
+//!
+//! # Layout
+//! - [`records`]: the record messages (INPUT, OUTPUT, VOTE) and worker frames, the input
+//!   fingerprint and the outcome digest.
+//! - [`context`]: [`Context`], the seed and logical time a handler gets.
+//! - [`codec`]: [`BytesCodec`], tonic's `Codec` passing message bytes through undecoded.
+//! - [`call`]: [`HostedService`] and [`call::call`], one recorded request through a generated
+//!   server's `tower::Service`.
+//! - [`pipe`]: length-prefixed prost frames over a pipe.
+//! - [`worker`]: the worker process's loop.
+//! - [`supervisor`]: [`Worker`], a replica's handle on its worker process.
+//! - [`service_logs`]: a service's log names and their creation (output logs placed beside
+//!   their replicas).
+//! - [`vote`]: [`vote::Tally`], f+1 equal digests of n = 2f+1 replicas make a verdict.
+//! - [`replica`]: a replica's loop: tail the inputs, run them in the worker, append OUTPUTs.
+//! - [`front_door`]: the generic gRPC endpoint: INPUT, wait for the vote, answer, VOTE.
+//! - [`status`]: a service's replicas, counts and storage, from its logs.
+//! - [`test_faults`]: with the feature `test-faults` only, a replica that answers wrongly.
+//! - [`entry`]: [`main`], a service binary's entry point: its roles by argument.
+
+pub mod call;
+pub mod codec;
+pub mod context;
+pub mod entry;
+pub mod front_door;
+pub mod pipe;
+pub mod records;
+pub mod replica;
+pub mod service_logs;
+pub mod status;
+pub mod supervisor;
+pub mod test_faults;
+pub mod vote;
+pub mod worker;
+
+pub use call::HostedService;
+pub use codec::BytesCodec;
+pub use context::Context;
+pub use entry::main;
+pub use supervisor::Worker;

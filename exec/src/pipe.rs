@@ -1,0 +1,107 @@
+//! Frames on a pipe between a replica and its worker process: a u32 big-endian length, then
+//! that many bytes of one prost message.
+
+use std::io;
+
+use prost::Message;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Buffer size of each side of a worker's pipe.
+pub const PIPE_BUFFER_BYTES: usize = 64 << 10;
+
+/// The largest frame either side accepts (a request or response message plus a few fields).
+pub const FRAME_BYTES_MAX: usize = 64 << 20;
+
+/// Writes `message` as one frame and flushes.
+pub async fn write_frame<W, M>(writer: &mut W, message: &M) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+    M: Message,
+{
+    write_frame_unflushed(writer, message).await?;
+    writer.flush().await
+}
+
+/// Writes `message` as one frame without flushing (the caller flushes after a batch).
+pub async fn write_frame_unflushed<W, M>(writer: &mut W, message: &M) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+    M: Message,
+{
+    let len = message.encoded_len();
+    if len > FRAME_BYTES_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("frame of {len} bytes over {FRAME_BYTES_MAX}"),
+        ));
+    }
+    let mut buf = Vec::with_capacity(4 + len);
+    buf.extend_from_slice(&(len as u32).to_be_bytes());
+    message.encode(&mut buf).expect("a Vec grows");
+    writer.write_all(&buf).await
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of the stream (before a frame's first byte).
+pub async fn read_frame<R, M>(reader: &mut R) -> io::Result<Option<M>>
+where
+    R: AsyncRead + Unpin,
+    M: Message + Default,
+{
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > FRAME_BYTES_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes over {FRAME_BYTES_MAX}"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    reader.read_exact(&mut buf).await?;
+    M::decode(buf.as_slice())
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::WorkerReply;
+
+    // Proves: frames round-trip in order, a clean end reads as None and a cut frame is an error.
+    #[tokio::test]
+    async fn frames_round_trip_and_cut_frames_fail() {
+        let replies = [
+            WorkerReply {
+                code: 0,
+                message: String::new(),
+                response: bytes::Bytes::from_static(b"one"),
+            },
+            WorkerReply {
+                code: 5,
+                message: "no such account".into(),
+                response: bytes::Bytes::new(),
+            },
+        ];
+        let mut buf = Vec::new();
+        for r in &replies {
+            write_frame(&mut buf, r).await.unwrap();
+        }
+        let mut reader = buf.as_slice();
+        for r in &replies {
+            let got: WorkerReply = read_frame(&mut reader).await.unwrap().unwrap();
+            assert_eq!(&got, r);
+        }
+        assert_eq!(
+            read_frame::<_, WorkerReply>(&mut reader).await.unwrap(),
+            None
+        );
+        let mut cut = &buf[..buf.len() - 1];
+        read_frame::<_, WorkerReply>(&mut cut).await.unwrap();
+        assert!(read_frame::<_, WorkerReply>(&mut cut).await.is_err());
+    }
+}

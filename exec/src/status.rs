@@ -1,0 +1,165 @@
+//! [`status`]: a service's replicas, counts and storage, computed from its logs alone (what
+//! `cairn exec status` prints).
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use cairn_client::{Client, ReplayEvent, ReplayOptions};
+
+use crate::records::{ExecRecord, Kind, digest};
+use crate::service_logs::ServiceLogs;
+
+/// One replica as its output log shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// Its index.
+    pub index: u32,
+    /// The chunkserver its output log is placed on.
+    pub chunkserver: String,
+    /// Outputs it appended (distinct requests).
+    pub executed: u64,
+    /// Its outputs whose digest differs from the request's vote.
+    pub dissents: u64,
+    /// `ok` (every input executed, no dissent), `behind` (fewer outputs than inputs) or
+    /// `dissenting` (at least one dissent).
+    pub state: &'static str,
+}
+
+/// Bytes a service's logs take.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StorageBytes {
+    /// Every replica file of the input log, on every chunkserver (file bytes, headers included).
+    pub inputs_on_disk: u64,
+    /// Every replica file of every output log, on every chunkserver.
+    pub outputs_on_disk: u64,
+    /// The framed bytes of the OUTPUT records of every request, counted once per request (not
+    /// once per replica): n replicas at RF 1 store about n × this.
+    pub output_records: u64,
+    /// The framed bytes of all INPUT records, each counted once.
+    pub input_records: u64,
+    /// Every replica file of the vote log, on every chunkserver.
+    pub votes_on_disk: u64,
+}
+
+/// A service as its logs show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceStatus {
+    /// The service's name.
+    pub service: String,
+    /// Its replicas in index order.
+    pub replicas: Vec<ReplicaStatus>,
+    /// Distinct inputs logged.
+    pub inputs: u64,
+    /// Distinct requests voted.
+    pub votes: u64,
+    /// Dissenting outputs over all replicas.
+    pub dissents: u64,
+    /// Storage.
+    pub bytes: StorageBytes,
+}
+
+/// Reads every log of the service and computes its status.
+pub async fn status(client: &Client, logs: &ServiceLogs) -> anyhow::Result<ServiceStatus> {
+    let n = logs.replica_count(client).await?;
+    let mut bytes = StorageBytes::default();
+    let mut inputs = 0u64;
+    let mut input_ids = std::collections::HashSet::new();
+    scan(client, &logs.inputs(), |kind, framed| {
+        if let Kind::Input(input) = kind
+            && input_ids.insert(input.request_id)
+        {
+            inputs += 1;
+            bytes.input_records += framed;
+        }
+    })
+    .await?;
+    let mut agreed: HashMap<Bytes, [u8; 32]> = HashMap::new();
+    scan(client, &logs.votes(), |kind, _| {
+        if let Kind::Vote(vote) = kind {
+            agreed.insert(
+                vote.request_id,
+                digest(vote.code, &vote.message, &vote.response),
+            );
+        }
+    })
+    .await?;
+    let mut replicas = Vec::new();
+    let mut dissents_total = 0;
+    let placements: HashMap<String, String> = client
+        .list_logs(&logs.outputs_prefix())
+        .await?
+        .into_iter()
+        .map(|l| (l.path, l.place_on.unwrap_or_default()))
+        .collect();
+    let mut counted = std::collections::HashSet::new();
+    for i in 0..n {
+        let path = logs.output(i);
+        let mut seen = std::collections::HashSet::new();
+        let (mut executed, mut dissents) = (0u64, 0u64);
+        scan(client, &path, |kind, framed| {
+            if let Kind::Output(output) = kind
+                && seen.insert(output.request_id.clone())
+            {
+                executed += 1;
+                if counted.insert(output.request_id.clone()) {
+                    bytes.output_records += framed;
+                }
+                let d = digest(output.code, &output.message, &output.response);
+                if agreed.get(&output.request_id).is_some_and(|a| *a != d) {
+                    dissents += 1;
+                }
+            }
+        })
+        .await?;
+        bytes.outputs_on_disk += on_disk(client, &path).await?;
+        dissents_total += dissents;
+        replicas.push(ReplicaStatus {
+            index: i,
+            chunkserver: placements.get(&path).cloned().unwrap_or_default(),
+            executed,
+            dissents,
+            state: if dissents > 0 {
+                "dissenting"
+            } else if executed < inputs {
+                "behind"
+            } else {
+                "ok"
+            },
+        });
+    }
+    bytes.inputs_on_disk = on_disk(client, &logs.inputs()).await?;
+    bytes.votes_on_disk = on_disk(client, &logs.votes()).await?;
+    Ok(ServiceStatus {
+        service: logs.service().to_owned(),
+        replicas,
+        inputs,
+        votes: agreed.len() as u64,
+        dissents: dissents_total,
+        bytes,
+    })
+}
+
+/// Replays `path`, handing each execution-layer record and its framed size to `each`.
+async fn scan(client: &Client, path: &str, mut each: impl FnMut(Kind, u64)) -> anyhow::Result<()> {
+    let mut replay = client.replay(path, ReplayOptions::default()).await?;
+    while let Some(event) = replay.next().await {
+        if let ReplayEvent::Record { payload, .. } = event?
+            && let Some(kind) = ExecRecord::from_payload(&payload)
+        {
+            each(kind, cairn_record::encoded_len(payload.len()) as u64);
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of every replica file of `path` on every chunkserver, as the chunkservers last
+/// reported them (file length, header included).
+async fn on_disk(client: &Client, path: &str) -> anyhow::Result<u64> {
+    let replicas = client.list_replicas(path).await?;
+    Ok(replicas
+        .chunks
+        .iter()
+        .flat_map(|c| c.replicas.iter())
+        .map(|r| r.length)
+        .sum())
+}

@@ -1,0 +1,11 @@
+//! A Cairn cluster in one process: a master and N chunkservers on 127.0.0.1, each on its own
+//! locked data directory. `cairn local` and `cairn-bank local` both run it.
+//!
+//! # Layout
+//! - [`dir_lock`]: one process per data directory (`DATA/LOCK`).
+//! - [`cluster`]: [`LocalCluster`], started with [`LocalConfig`] and run until a shutdown.
+
+pub mod cluster;
+pub mod dir_lock;
+
+pub use cluster::{LocalCluster, LocalConfig};
