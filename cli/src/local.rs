@@ -47,7 +47,7 @@ pub(crate) fn run(args: &LocalArgs) -> anyhow::Result<ExitCode> {
             cluster.chunkserver_addrs.join(" "),
             args.data.display()
         );
-        cluster.run_until(crate::serve::shutdown_signal()).await?;
+        cluster.run_until(cairn_local::shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

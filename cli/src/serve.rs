@@ -14,22 +14,6 @@ pub(crate) fn init_tracing() {
         .try_init();
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-}
-
 /// A tokio runtime with two worker threads: with a master, three chunkservers and clients on
 /// two cores, more workers only add context switches (seen in profiles of `cairn local`).
 pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -55,7 +39,7 @@ where
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listen on {listen}"))?;
-        serve(listener, Box::pin(shutdown_signal()))
+        serve(listener, Box::pin(cairn_local::shutdown_signal()))
             .await
             .map_err(Into::into)?;
         Ok(std::process::ExitCode::SUCCESS)

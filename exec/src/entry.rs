@@ -115,22 +115,6 @@ where
     }
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-}
-
 /// `serve-direct`: the service on plain tonic until Ctrl-C; prints `listening ADDR` once bound.
 fn serve_direct<S: HostedService + Sync>(service: S, listen: &str) -> anyhow::Result<()> {
     use anyhow::Context as _;
@@ -144,7 +128,7 @@ fn serve_direct<S: HostedService + Sync>(service: S, listen: &str) -> anyhow::Re
             .add_service(service)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
-                shutdown_signal(),
+                cairn_local::shutdown_signal(),
             )
             .await
             .context("serve")
@@ -187,7 +171,7 @@ fn front_door<S: NamedService + 'static>(
         let addr = listener.local_addr()?;
         let door = FrontDoor::start(&client, logs).await?;
         println!("front door {addr}");
-        serve_front_door::<S>(door, listener, shutdown_signal()).await
+        serve_front_door::<S>(door, listener, cairn_local::shutdown_signal()).await
     })
 }
 
@@ -224,7 +208,7 @@ fn replica(
         worker_program: std::env::current_exe()?,
         worker_args: vec!["worker".to_owned()],
     };
-    runtime()?.block_on(crate::replica::run(config, shutdown_signal()))
+    runtime()?.block_on(crate::replica::run(config, cairn_local::shutdown_signal()))
 }
 
 /// Replicas `local` runs.
@@ -320,7 +304,7 @@ fn local<S: NamedService + 'static>(
             cluster.master_addr,
             cluster.chunkserver_addrs.join(" "),
         );
-        let served = serve_front_door::<S>(door, listener, shutdown_signal()).await;
+        let served = serve_front_door::<S>(door, listener, cairn_local::shutdown_signal()).await;
         let _ = stop_tx.send(true);
         while tasks.join_next().await.is_some() {}
         let stopped = cluster.run_until(std::future::ready(())).await;

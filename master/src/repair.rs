@@ -35,7 +35,7 @@ use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
 use tokio::time::Instant;
 
 use crate::chunkserver_api::Replicate;
-use crate::heartbeat::Servers;
+use crate::heartbeat::{ReplicaReport, Servers};
 use crate::limits::{FAILED_COPIES_REMEMBERED_MAX, FAILED_COPY_MEMORY};
 use crate::meta::{ChunkMeta, ChunkState, Metadata};
 use crate::policy::{good_replicas, is_prefix};
@@ -137,33 +137,9 @@ pub(crate) fn stale_open_replicas(
     now: Instant,
     dead_after: Duration,
 ) -> Vec<ReplicasToSeal> {
-    let mut out = Vec::new();
-    for c in meta.chunks.values() {
-        if c.state != ChunkState::Sealed {
-            continue;
-        }
-        let mut stale: Vec<String> = servers
-            .replicas_of(c.handle)
-            .into_iter()
-            .filter(|(a, r)| {
-                !r.sealed
-                    && !r.failed
-                    && r.version < c.version
-                    && servers.is_live(a, now, dead_after)
-            })
-            .map(|(a, _)| a)
-            .collect();
-        if !stale.is_empty() {
-            stale.sort();
-            out.push(ReplicasToSeal {
-                handle: c.handle,
-                version: c.version,
-                length: c.length,
-                addresses: stale,
-            });
-        }
-    }
-    out
+    sealed_chunk_replicas(meta, servers, now, dead_after, |c, r| {
+        !r.sealed && !r.failed && r.version < c.version
+    })
 }
 
 /// Replicas of sealed chunks that missed the seal but hold the whole chunk: open, at the chunk's
@@ -183,31 +159,38 @@ pub(crate) fn complete_unsealed_replicas(
     now: Instant,
     dead_after: Duration,
 ) -> Vec<ReplicasToSeal> {
+    sealed_chunk_replicas(meta, servers, now, dead_after, |c, r| {
+        !r.sealed && !r.failed && !r.corrupt && r.version == c.version && r.length >= c.length
+    })
+}
+
+/// For every sealed chunk, its replicas on live chunkservers that `rule` picks (given the
+/// chunk and the replica's report), in address order; chunks with none are left out.
+fn sealed_chunk_replicas(
+    meta: &Metadata,
+    servers: &Servers,
+    now: Instant,
+    dead_after: Duration,
+    rule: impl Fn(&ChunkMeta, &ReplicaReport) -> bool,
+) -> Vec<ReplicasToSeal> {
     let mut out = Vec::new();
     for c in meta.chunks.values() {
         if c.state != ChunkState::Sealed {
             continue;
         }
-        let mut complete: Vec<String> = servers
+        let mut picked: Vec<String> = servers
             .replicas_of(c.handle)
             .into_iter()
-            .filter(|(a, r)| {
-                !r.sealed
-                    && !r.failed
-                    && !r.corrupt
-                    && r.version == c.version
-                    && r.length >= c.length
-                    && servers.is_live(a, now, dead_after)
-            })
+            .filter(|(a, r)| rule(c, r) && servers.is_live(a, now, dead_after))
             .map(|(a, _)| a)
             .collect();
-        if !complete.is_empty() {
-            complete.sort();
+        if !picked.is_empty() {
+            picked.sort();
             out.push(ReplicasToSeal {
                 handle: c.handle,
                 version: c.version,
                 length: c.length,
-                addresses: complete,
+                addresses: picked,
             });
         }
     }

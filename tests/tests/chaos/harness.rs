@@ -731,8 +731,8 @@ impl Chaos {
     }
 
     /// Stops the writers (each finishes or resolves its record in flight), heals every fault
-    /// the caller lists by restarting stopped servers, waits for every sealed chunk to have three
-    /// good replicas, and checks the history against replays and raw replica scans. Prints the
+    /// the caller lists by restarting stopped servers, waits for every sealed chunk to have
+    /// exactly three good replicas, and checks the history against replays and raw replica scans. Prints the
     /// seed, the fault schedule and the checker's counts; panics on any violation.
     pub(crate) fn finish(mut self) {
         self.note("stop the writers");
@@ -771,17 +771,19 @@ impl Chaos {
             Some((ack.writer.clone(), ack.sequence)),
         );
         let healed = Instant::now();
+        // Exactly three: with a fourth, the master is deleting the excess one (a chunkserver came
+        // back after its repair), and its file can vanish between the listing and the reads below.
         let stat = wait_until(
-            "three good replicas of every sealed chunk",
+            "exactly three good replicas of every sealed chunk",
             Duration::from_secs(90),
             || {
                 let stat = self.cluster.stat(&self.log);
-                let short = stat
+                let unconverged = stat
                     .sealed()
                     .iter()
-                    .filter(|c| c.length > 32 && c.replicas.len() < 3)
+                    .filter(|c| c.length > 32 && c.replicas.len() != 3)
                     .count();
-                (short == 0).then_some(stat)
+                (unconverged == 0).then_some(stat)
             },
         );
         eprintln!(
