@@ -608,9 +608,15 @@ async fn a_stopped_secondary_breaks_the_chunk() {
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     assert!(t.elapsed() < Duration::from_millis(500), "refused at once");
     let mut lens = Vec::new();
+    let mut primary_commits = Vec::new();
     for i in 0..2 {
-        lens.push(fence(&mut c.client(i).await, h, 2).await.durable_length);
+        let f = fence(&mut c.client(i).await, h, 2).await;
+        lens.push(f.durable_length);
+        primary_commits.push(f.primary_commit_offset);
     }
+    // The primary reports its commit offset, the end of what it acknowledged (the master seals
+    // there); the failed write past it was never acknowledged. A secondary reports none.
+    assert_eq!(primary_commits, vec![208, 0]);
     let sealed = *lens.iter().min().unwrap();
     assert!(
         sealed >= 208,
@@ -645,6 +651,8 @@ async fn fence_refuses_the_old_version_and_returns_marks() {
         .collect();
     assert_eq!(marks, vec![(2, 7), (1, 3)]);
     assert_eq!(f.marks_through, f.durable_length);
+    // Everything was acknowledged: the primary's commit offset is the whole durable length.
+    assert_eq!(f.primary_commit_offset, f.durable_length);
     for version in [1, 2] {
         let e = p
             .append(append_req(h, version, frames(1, 4..=4, 8), 3))
@@ -653,7 +661,11 @@ async fn fence_refuses_the_old_version_and_returns_marks() {
         assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     }
     let mut s = c.client(1).await;
-    fence(&mut s, h, 2).await;
+    let fs = fence(&mut s, h, 2).await;
+    assert_eq!(
+        fs.primary_commit_offset, 0,
+        "a secondary reports no commit offset"
+    );
     let e = s
         .forward(ForwardRequest {
             handle: h,
