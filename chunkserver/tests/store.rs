@@ -2,33 +2,18 @@
 //! `Store` on a `FaultyDisk`, so group commit, the `.meta` file and recovery all run exactly as
 //! in production while the disk tears writes, fails fsync, fills up, flips bits and crashes.
 
+mod common;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use cairn_chunkserver::{ChunkStore, Error, FaultyDisk, FsDisk, Store};
-use cairn_record::{
-    ChunkHandle, ChunkVersion, RecordId, Recovery, WriterId, classify, encode_record,
-};
+use cairn_record::{ChunkHandle, ChunkVersion, Recovery, classify};
+use common::frame;
 
 const H: ChunkHandle = ChunkHandle(0x00c0_ffee);
 const CAP: u64 = 64 << 10;
-
-fn frame(writer: u64, sequence: u64, len: usize) -> Bytes {
-    let mut out = Vec::new();
-    let payload: Vec<u8> = (0..len).map(|i| (i as u64 ^ sequence) as u8).collect();
-    encode_record(
-        &mut out,
-        RecordId {
-            writer: WriterId(writer),
-            sequence,
-        },
-        &payload,
-        1 << 20,
-    )
-    .unwrap();
-    Bytes::from(out)
-}
 
 fn open(disk: &FaultyDisk) -> Store<FaultyDisk> {
     Store::open(Path::new("/data"), disk.clone()).unwrap()

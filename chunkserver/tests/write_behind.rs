@@ -3,28 +3,14 @@
 //! Feature `test-faults` (this crate's tests always have it, see Cargo.toml).
 #![cfg(feature = "test-faults")]
 
-use bytes::Bytes;
+mod common;
+
 use cairn_chunkserver::{ChunkStore, FsDisk, Store, WriteBehindDisk};
-use cairn_record::{ChunkHandle, ChunkVersion, RecordId, WriterId, encode_record};
+use cairn_record::{ChunkHandle, ChunkVersion};
+use common::frame;
 
 const H: ChunkHandle = ChunkHandle(0x00c0_ffee);
 const CAP: u64 = 64 << 10;
-
-fn frame(writer: u64, sequence: u64, len: usize) -> Bytes {
-    let mut out = Vec::new();
-    let payload: Vec<u8> = (0..len).map(|i| (i as u64 ^ sequence) as u8).collect();
-    encode_record(
-        &mut out,
-        RecordId {
-            writer: WriterId(writer),
-            sequence,
-        },
-        &payload,
-        1 << 20,
-    )
-    .unwrap();
-    Bytes::from(out)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_appends_and_a_seal_survive_the_process_on_the_real_disk() {
