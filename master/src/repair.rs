@@ -18,6 +18,9 @@
 //! - leaves replicas that are not good alone while the chunk is below its factor (they may
 //!   still be caught up); once it is not, heartbeat replies tell their chunkservers to delete
 //!   them ([`is_garbage`](crate::policy::is_garbage));
+//! - recreates, from the metadata alone, an empty sealed chunk (sealed at the header's length)
+//!   that lost every usable replica ([`empty_chunks_to_recreate`]): there is nothing to copy
+//!   from, and nothing to lose;
 //! - seals open chunks whose fixed primary is dead or has restarted ([`orphaned_open_chunks`]):
 //!   no append can succeed there any more, and only a seal makes their acknowledged records
 //!   readable (an open chunk is read up to the primary's commit offset, which a restarted
@@ -354,6 +357,93 @@ pub(crate) fn plan(
     (jobs, scan)
 }
 
+/// An empty sealed chunk to recreate on `target` from the metadata alone
+/// ([`empty_chunks_to_recreate`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RecreateEmpty {
+    pub(crate) log: String,
+    pub(crate) handle: ChunkHandle,
+    pub(crate) version: ChunkVersion,
+    pub(crate) capacity: u64,
+    pub(crate) target: String,
+}
+
+/// Sealed chunks that hold no record (sealed at the chunk header's length, so their every byte
+/// is known from the metadata) and of which no live chunkserver holds a usable replica: each
+/// gets a new empty replica, created at the chunk's version and sealed at the header's length,
+/// on a live chunkserver that reports no replica of it (fewest recent failures, then least
+/// loaded, then by address), up to `slots` of them. The copy loop then brings the chunk back
+/// to its factor from that replica.
+///
+/// Why: a seal may complete on one replica (the only one that answered the fence), and that
+/// replica may then be lost with its disk; with nothing to copy from and no prefix to salvage,
+/// the chunk stayed without a replica forever and every replay of its log failed on it
+/// (simulator seed 28034). An empty chunk holds no acknowledged record, so the recreated
+/// replica is byte for byte what was lost: a chunk header. Chunks with a replica that is stale
+/// or unsealed but healthy are left to the fence and seal-in-place rules; chunks being copied
+/// (`running`) and the first `dead_after` after the master started (chunkservers are still
+/// registering) are left alone.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn empty_chunks_to_recreate(
+    meta: &Metadata,
+    servers: &Servers,
+    now: Instant,
+    dead_after: Duration,
+    master_started: Instant,
+    running: &BTreeMap<ChunkHandle, String>,
+    slots: usize,
+    min_free_bytes: u64,
+    failed: &FailedCopies,
+) -> Vec<RecreateEmpty> {
+    if now.saturating_duration_since(master_started) < dead_after {
+        return Vec::new();
+    }
+    let live = servers.live(now, dead_after);
+    let mut load: BTreeMap<&str, usize> = live.iter().map(|(a, n)| (a.as_str(), *n)).collect();
+    let mut out = Vec::new();
+    for c in meta.chunks.values() {
+        if out.len() >= slots {
+            break;
+        }
+        if c.state != ChunkState::Sealed
+            || c.length != ChunkOffset::FIRST_FRAME
+            || running.contains_key(&c.handle)
+        {
+            continue;
+        }
+        let Some(log) = meta.logs.get(&c.log) else {
+            continue;
+        };
+        let reports = servers.replicas_of(c.handle);
+        // A good replica is a prefix too (sealed at the whole length).
+        let usable = reports
+            .iter()
+            .any(|(a, r)| is_prefix(c, r) && servers.is_live(a, now, dead_after));
+        if usable {
+            continue;
+        }
+        let need_free = log.chunk_bytes.saturating_add(min_free_bytes);
+        let target = live
+            .iter()
+            .map(|(a, _)| a.as_str())
+            .filter(|a| !reports.iter().any(|(r, _)| r == a))
+            .filter(|a| servers.has_room(a, need_free))
+            .min_by_key(|a| (failed.since(c.handle, a), load.get(a).copied(), *a));
+        let Some(target) = target else {
+            continue;
+        };
+        *load.entry(target).or_default() += 1;
+        out.push(RecreateEmpty {
+            log: c.log.clone(),
+            handle: c.handle,
+            version: c.version,
+            capacity: log.chunk_bytes,
+            target: target.to_owned(),
+        });
+    }
+    out
+}
+
 /// Counters of the repair loop since the master started, and its memory of failed copies.
 #[derive(Debug, Default)]
 pub(crate) struct RepairStats {
@@ -362,6 +452,8 @@ pub(crate) struct RepairStats {
     pub(crate) bytes_copied: AtomicU64,
     /// Source replicas marked corrupt because a copy found their bytes bad.
     pub(crate) sources_marked_corrupt: AtomicU64,
+    /// Empty sealed chunks recreated from the metadata ([`empty_chunks_to_recreate`]).
+    pub(crate) empty_recreated: AtomicU64,
     /// Recently failed copies (taken after the metadata lock, never held across an `.await`).
     failed: Mutex<FailedCopies>,
 }
@@ -553,6 +645,116 @@ mod tests {
                 length: ChunkOffset(4096),
                 addresses: vec!["b".to_owned(), "f".to_owned()],
             }]
+        );
+    }
+
+    /// [`crate::meta::one_open_chunk`] sealed at version 2 with no record (length 32), on `a`.
+    fn one_empty_sealed_chunk() -> Metadata {
+        let mut meta = open_chunk();
+        for e in [
+            Entry::Version {
+                handle: H,
+                version: ChunkVersion(2),
+            },
+            Entry::Seal {
+                handle: H,
+                version: ChunkVersion(2),
+                length: ChunkOffset::FIRST_FRAME,
+                replicas: vec!["a".into()],
+                writer_marks: Vec::new(),
+            },
+        ] {
+            meta.apply(&e).unwrap();
+        }
+        meta
+    }
+
+    // Proves (simulator seed 28034): an empty sealed chunk with no usable replica on a live
+    // chunkserver is recreated on one that reports none of it (the least loaded, then by
+    // address; a target of a recent failure last), once the master has run `dead_after`; not
+    // while a live replica is good or a healthy prefix (the other rules catch those up), not
+    // while a copy runs, not beyond `slots`, and never a chunk holding records.
+    #[tokio::test(start_paused = true)]
+    async fn empty_sealed_chunks_without_replicas_are_recreated() {
+        tokio::time::advance(2 * DEAD_AFTER).await;
+        let now = Instant::now();
+        let started = now - DEAD_AFTER;
+        let meta = one_empty_sealed_chunk();
+        let none = BTreeMap::new();
+        let no_failures = FailedCopies::default();
+        let find =
+            |s: &Servers, running: &BTreeMap<ChunkHandle, String>, slots, started, failed| {
+                empty_chunks_to_recreate(
+                    &meta, s, now, DEAD_AFTER, started, running, slots, 0, failed,
+                )
+            };
+        let mut failed_replica = report(ChunkVersion(2), 32, true, false);
+        failed_replica.failed = true;
+        // `a` (the sealer) came back wiped, `b` holds a failed replica, `c` and `d` nothing;
+        // `c` already holds another chunk, so `d` is the least loaded.
+        let mut s = Servers::default();
+        s.register("a", now, &[], Duration::ZERO);
+        s.register("b", now, &[failed_replica], Duration::ZERO);
+        let mut other = report(ChunkVersion(1), 32, false, false);
+        other.handle = ChunkHandle(0x99);
+        s.register("c", now, &[other], Duration::ZERO);
+        s.register("d", now, &[], Duration::ZERO);
+        s.register("e", now - 2 * DEAD_AFTER, &[], Duration::ZERO);
+        let want = |target: &str| RecreateEmpty {
+            log: "/l".into(),
+            handle: H,
+            version: ChunkVersion(2),
+            capacity: 1 << 20,
+            target: target.into(),
+        };
+        assert_eq!(find(&s, &none, 4, started, &no_failures), vec![want("a")]);
+        let mut failed = FailedCopies::default();
+        failed.note(H, "a", now);
+        assert_eq!(find(&s, &none, 4, started, &failed), vec![want("d")]);
+        assert!(
+            find(&s, &none, 4, now, &no_failures).is_empty(),
+            "chunkservers may still be registering"
+        );
+        assert!(find(&s, &none, 0, started, &no_failures).is_empty());
+        let running = BTreeMap::from([(H, "d".to_owned())]);
+        assert!(find(&s, &running, 4, started, &no_failures).is_empty());
+        for usable in [
+            report(ChunkVersion(2), 32, true, false),
+            report(ChunkVersion(1), 32, false, false),
+        ] {
+            let mut s = servers(now, &[("c", usable)]);
+            s.register("d", now, &[], Duration::ZERO);
+            assert!(
+                find(&s, &none, 4, started, &no_failures).is_empty(),
+                "{usable:?}"
+            );
+        }
+        // A usable replica on a dead chunkserver does not count.
+        let mut s = Servers::default();
+        s.register(
+            "c",
+            now - 2 * DEAD_AFTER,
+            &[report(ChunkVersion(2), 32, true, false)],
+            Duration::ZERO,
+        );
+        s.register("d", now, &[], Duration::ZERO);
+        assert_eq!(find(&s, &none, 4, started, &no_failures), vec![want("d")]);
+        // A chunk that holds records is never recreated: its bytes are not in the metadata.
+        let with_records = crate::meta::one_sealed_chunk(H);
+        let s = servers(now, &[("d", other)]);
+        assert!(
+            empty_chunks_to_recreate(
+                &with_records,
+                &s,
+                now,
+                DEAD_AFTER,
+                started,
+                &none,
+                4,
+                0,
+                &no_failures
+            )
+            .is_empty()
         );
     }
 

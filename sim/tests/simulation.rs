@@ -27,9 +27,12 @@ const CI_SEEDS: std::ops::Range<u64> = 1..9;
 ///   one replica readable; a reader saw one, then the replica was wiped and it was gone;
 /// - 13625: the fix for 12245 sealed at the commit offset the primary reported at the fence,
 ///   but writes in flight then completed and were acknowledged after it: four acknowledged
-///   records cut off by the seal (a fenced primary now commits and acknowledges nothing more).
+///   records cut off by the seal (a fenced primary now commits and acknowledges nothing more);
+/// - 28034: an empty chunk sealed on its one reachable replica, whose chunkserver was then
+///   wiped, kept no replica for good and failed every replay (the master now recreates an empty
+///   sealed chunk from its metadata).
 const REGRESSION_SEEDS: &[u64] = &[
-    142, 201, 246, 270, 1206, 3210, 4270, 4358, 8851, 12245, 13625,
+    142, 201, 246, 270, 1206, 3210, 4270, 4358, 8851, 12245, 13625, 28034,
 ];
 
 fn seeds() -> std::ops::Range<u64> {

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cairn_record::ChunkHandle;
+use cairn_record::{ChunkHandle, ChunkOffset};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::MasterCore;
-use crate::chunkserver_api::{ChunkserverApi, CopyError, RpcError};
+use crate::chunkserver_api::{ChunkserverApi, CopyError, CreateReplica, RpcError};
 use crate::fsck::CorruptMark;
 use crate::heartbeat::ReplicaReport;
 use crate::limits::{
@@ -20,8 +20,9 @@ use crate::limits::{
 };
 use crate::meta::ChunkState;
 use crate::repair::{
-    Backoff, OrphanedOpenChunk, RepairJob, RepairScan, ReplicasToSeal, complete_unsealed_replicas,
-    orphaned_open_chunks, plan, stale_open_replicas,
+    Backoff, OrphanedOpenChunk, RecreateEmpty, RepairJob, RepairScan, ReplicasToSeal,
+    complete_unsealed_replicas, empty_chunks_to_recreate, orphaned_open_chunks, plan,
+    stale_open_replicas,
 };
 use crate::salvage::SalvageCandidate;
 
@@ -42,6 +43,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                     copies_done = stats.copies_done.load(Ordering::Relaxed),
                     copies_failed = stats.copies_failed.load(Ordering::Relaxed),
                     sources_marked_corrupt = stats.sources_marked_corrupt.load(Ordering::Relaxed),
+                    empty_recreated = stats.empty_recreated.load(Ordering::Relaxed),
                     bytes_copied = stats.bytes_copied.load(Ordering::Relaxed),
                     "re-replication progress"
                 );
@@ -64,16 +66,34 @@ impl<C: ChunkserverApi> MasterCore<C> {
             let (jobs, scan) = plan(
                 &g.meta, &g.servers, now, dead_after, running, slots, min_free, &failed,
             );
+            let recreations = empty_chunks_to_recreate(
+                &g.meta,
+                &g.servers,
+                now,
+                dead_after,
+                self.started(),
+                running,
+                slots.saturating_sub(jobs.len()),
+                min_free,
+                &failed,
+            );
             drop(failed);
             for j in &jobs {
                 g.repairs.insert(j.job.handle, j.target.clone());
             }
-            (jobs, scan)
+            for r in &recreations {
+                g.repairs.insert(r.handle, r.target.clone());
+            }
+            (jobs, recreations, scan)
         };
-        let (jobs, scan) = jobs;
+        let (jobs, recreations, scan) = jobs;
         for j in jobs {
             let core = self.clone();
             tokio::spawn(async move { core.copy(j).await });
+        }
+        for r in recreations {
+            let core = self.clone();
+            tokio::spawn(async move { core.recreate_empty(r).await });
         }
         let (reseals, salvages, stale, complete) = {
             let mut g = self.lock();
@@ -198,6 +218,88 @@ impl<C: ChunkserverApi> MasterCore<C> {
         scan
     }
 
+    /// Recreates the empty sealed chunk `r.handle` on `r.target`: an empty replica at the
+    /// chunk's version, sealed at the header's length (`crate::repair::empty_chunks_to_recreate`
+    /// says why that is the lost replica byte for byte). A failure is remembered against the
+    /// target, and a later pass retries (an unsealed replica left behind is sealed in place by
+    /// the complete-unsealed rule).
+    async fn recreate_empty(&self, r: RecreateEmpty) {
+        let RecreateEmpty {
+            log,
+            handle,
+            version,
+            capacity,
+            target,
+        } = r;
+        warn!(%log, chunk = %handle, %version, to = %target, "recreating an empty sealed chunk that lost every replica, from its metadata");
+        let timeout = self.config().rpc_timeout;
+        let create = CreateReplica {
+            handle,
+            version,
+            capacity,
+            primary: false,
+            secondaries: Vec::new(),
+            writer_marks: Vec::new(),
+            writer_epochs: Default::default(),
+        };
+        let created =
+            match tokio::time::timeout(timeout, self.api().create_replica(target.clone(), create))
+                .await
+            {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("{e:?}")),
+                Err(_) => Err(format!("create timed out after {timeout:?}")),
+            };
+        let result = match created {
+            Ok(()) => {
+                let sealed = self
+                    .seal_all(
+                        handle,
+                        version,
+                        ChunkOffset::FIRST_FRAME,
+                        std::slice::from_ref(&target),
+                    )
+                    .await;
+                if sealed.is_empty() {
+                    Err("the seal failed".to_owned())
+                } else {
+                    Ok(())
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.repair_stats()
+                .failed()
+                .note(handle, &target, Instant::now());
+        }
+        let mut g = self.lock();
+        g.repairs.remove(&handle);
+        match result {
+            Ok(()) => {
+                self.repair_stats()
+                    .empty_recreated
+                    .fetch_add(1, Ordering::Relaxed);
+                let still = g
+                    .meta
+                    .chunks
+                    .get(&handle)
+                    .is_some_and(|c| c.version == version && c.state == ChunkState::Sealed);
+                if still {
+                    g.servers.set_replica(
+                        &target,
+                        Instant::now(),
+                        ReplicaReport::sealed(handle, version, ChunkOffset::FIRST_FRAME),
+                    );
+                }
+                info!(%log, chunk = %handle, to = %target, "empty sealed chunk recreated");
+            }
+            Err(e) => {
+                warn!(%log, chunk = %handle, to = %target, error = %e, "recreating an empty sealed chunk failed; a later pass retries");
+            }
+        }
+    }
+
     async fn copy(&self, j: RepairJob) {
         let handle = j.job.handle;
         let timeout = self.config().rpc_timeout
@@ -288,5 +390,78 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 warn!(chunk = %handle, from = %j.job.source, to = %j.target, error = ?e, "copying a replica failed; a later pass retries");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_record::ChunkVersion;
+
+    use crate::core::fake::{Fake, register, start};
+
+    // Proves (simulator seed 28034) through the repair loop: a chunk sealed with no record on
+    // one replica, whose chunkserver then comes back wiped, is recreated from the metadata (an
+    // empty replica at the chunk's version, sealed at 32), and the copy loop takes it back to
+    // its factor from there; the master lists it readable again.
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_sealed_chunk_that_lost_every_replica_is_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(Fake::default());
+        let m = start(dir.path(), &fake);
+        register(&m, &["a:1", "b:1", "c:1"]).await;
+        m.create_log("/l", 3, 8192).await.unwrap();
+        let first = m.open_chunk("/l").await.unwrap();
+        // Only `a` answers the fence: the chunk is sealed, empty, on `a` alone.
+        fake.st().replicas.retain(|(a, _)| a == "a:1");
+        m.seal_chunk("/l", first.handle, ChunkVersion(1), "full")
+            .await
+            .unwrap();
+        let sealed = m.stat_log("/l").unwrap().chunks[0].clone();
+        assert_eq!(sealed.length, ChunkOffset::FIRST_FRAME);
+        // `a` is wiped; every chunkserver reports nothing of the chunk.
+        tokio::time::advance(m.config().dead_after).await;
+        for a in ["a:1", "b:1", "c:1"] {
+            m.heartbeat(a, &[]).await.unwrap();
+        }
+        assert!(m.stat_log("/l").unwrap().chunks[0].replicas.is_empty());
+
+        let mut passes = 0;
+        while m.clone().repair_pass().under_replicated > 0 {
+            passes += 1;
+            assert!(passes < 100, "repair did not converge");
+            for _ in 0..100 {
+                if m.lock().repairs.is_empty() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        {
+            let s = fake.st();
+            let (target, create) = s.creates.last().expect("a recreation");
+            assert_eq!(
+                (create.handle, create.version, create.primary),
+                (sealed.handle, sealed.version, false)
+            );
+            let seal = s.seals.last().expect("its seal");
+            assert_eq!(
+                (&seal.address, seal.handle, seal.version, seal.length),
+                (
+                    target,
+                    sealed.handle,
+                    sealed.version,
+                    ChunkOffset::FIRST_FRAME
+                )
+            );
+            assert_eq!(s.replicates.len(), 2, "two copies to reach the factor");
+            assert_eq!(
+                &s.replicates[0].1.source, target,
+                "the first from the new one"
+            );
+        }
+        assert_eq!(m.repair_stats().empty_recreated.load(Ordering::Relaxed), 1);
+        assert_eq!(m.stat_log("/l").unwrap().chunks[0].replicas.len(), 3);
+        m.close().await;
     }
 }
