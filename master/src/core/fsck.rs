@@ -118,7 +118,7 @@ mod tests {
     use cairn_record::{ChunkOffset, ChunkVersion};
     use std::sync::Arc;
 
-    use crate::core::fake::{Fake, register, start};
+    use crate::core::fake::{Fake, register, repair_until_done, start};
     use crate::heartbeat::ReplicaReport;
 
     // A checker reports one replica of a sealed chunk corrupt: it stops being good (stat drops
@@ -178,17 +178,7 @@ mod tests {
         assert_eq!(b.reported_corrupt.as_deref(), Some("bad frame at 64"));
         assert_eq!(listed.chunks[0].replicas.len(), 3);
 
-        let mut passes = 0;
-        while m.clone().repair_pass().under_replicated > 0 {
-            passes += 1;
-            assert!(passes < 100, "repair did not converge");
-            for _ in 0..100 {
-                if m.lock().repairs.is_empty() {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-        }
+        repair_until_done(&m).await;
         {
             let s = fake.st();
             assert_eq!(s.deletes, vec![("b:1".to_owned(), first.handle)]);

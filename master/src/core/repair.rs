@@ -398,7 +398,7 @@ mod tests {
     use super::*;
     use cairn_record::ChunkVersion;
 
-    use crate::core::fake::{Fake, register, start};
+    use crate::core::fake::{Fake, register, repair_until_done, start};
 
     // Proves (simulator seed 28034) through the repair loop: a chunk sealed with no record on
     // one replica, whose chunkserver then comes back wiped, is recreated from the metadata (an
@@ -426,17 +426,7 @@ mod tests {
         }
         assert!(m.stat_log("/l").unwrap().chunks[0].replicas.is_empty());
 
-        let mut passes = 0;
-        while m.clone().repair_pass().under_replicated > 0 {
-            passes += 1;
-            assert!(passes < 100, "repair did not converge");
-            for _ in 0..100 {
-                if m.lock().repairs.is_empty() {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-        }
+        assert!(repair_until_done(&m).await > 0);
         {
             let s = fake.st();
             let (target, create) = s.creates.last().expect("a recreation");

@@ -258,7 +258,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    use crate::core::fake::{Fake, register, start};
+    use crate::core::fake::{Fake, register, repair_until_done, start};
     use crate::meta::{ChunkState, WriterMark};
 
     // Many clients sealing the same full chunk at once: one fence round, one seal at the
@@ -327,17 +327,7 @@ mod tests {
         assert_eq!(info.chunks[0].replicas, vec!["a:1".to_owned()]);
         // The repair loop copies the sealed chunk to the two shorter replicas' chunkservers
         // (they only need the tail), from the one good replica, one copy per chunk at a time.
-        let mut passes = 0;
-        while m.clone().repair_pass().under_replicated > 0 {
-            passes += 1;
-            assert!(passes < 100, "repair did not converge");
-            for _ in 0..100 {
-                if m.lock().repairs.is_empty() {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-        }
+        let passes = repair_until_done(&m).await;
         assert_eq!(passes, 2);
         {
             let s = fake.st();
