@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use cairn_proto::v1;
-use cairn_record::{ChunkHandle, ChunkVersion};
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
 
 use crate::client::{ChunkState, Client, request};
 use crate::error::{Error, Result};
@@ -17,7 +17,7 @@ pub struct ReplicaStatus {
     /// The version it reported.
     pub version: ChunkVersion,
     /// The length it reported, header included.
-    pub length: u64,
+    pub length: ChunkOffset,
     /// Whether it reported the replica sealed.
     pub sealed: bool,
     /// Reported corrupt by its chunkserver, or marked so by a checker.
@@ -44,7 +44,7 @@ pub struct ChunkReplicas {
     /// The master's version of the chunk.
     pub version: ChunkVersion,
     /// Sealed: the sealed length. Open: the largest length a replica reported.
-    pub length: u64,
+    pub length: ChunkOffset,
     /// The log's replication factor.
     pub replication: u32,
     /// Open chunks: the fixed primary.
@@ -70,11 +70,11 @@ pub struct LogReplicas {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaBytes {
     /// File offset of `data`.
-    pub offset: u64,
+    pub offset: ChunkOffset,
     /// The bytes.
     pub data: Bytes,
     /// Bytes below this are readable: the sealed length, or an open chunk's commit offset.
-    pub readable_end: u64,
+    pub readable_end: ChunkOffset,
     /// Whether the replica is sealed.
     pub sealed: bool,
     /// The replica's version.
@@ -148,7 +148,7 @@ impl Client {
                 handle: ChunkHandle(c.handle),
                 state: state(c.state),
                 version: ChunkVersion(c.version),
-                length: c.length,
+                length: ChunkOffset(c.length),
                 replication: c.replication,
                 primary: (!c.primary.is_empty()).then_some(c.primary),
                 replicas: c
@@ -157,7 +157,7 @@ impl Client {
                     .map(|r| ReplicaStatus {
                         address: r.address,
                         version: ChunkVersion(r.version),
-                        length: r.length,
+                        length: ChunkOffset(r.length),
                         sealed: r.sealed,
                         corrupt: r.corrupt,
                         failed: r.failed,
@@ -217,12 +217,12 @@ impl Client {
         &self,
         address: &str,
         handle: ChunkHandle,
-        offset: u64,
+        offset: ChunkOffset,
         max_bytes: u32,
     ) -> Result<ReplicaBytes> {
         let req = v1::ReadRequest {
             handle: handle.0,
-            offset,
+            offset: offset.into(),
             max_bytes,
             wait_ms: 0,
         };
@@ -233,9 +233,9 @@ impl Client {
             .map_err(|s| Error::from_chunkserver(s, address))?
             .into_inner();
         Ok(ReplicaBytes {
-            offset: r.offset,
+            offset: ChunkOffset(r.offset),
             data: r.data,
-            readable_end: r.readable_end,
+            readable_end: ChunkOffset(r.readable_end),
             sealed: r.sealed,
             version: ChunkVersion(r.version),
         })

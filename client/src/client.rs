@@ -7,7 +7,7 @@ use std::time::Duration;
 use cairn_proto::net::{Connector, Link, TcpConnector};
 use cairn_proto::v1::{self, chunkserver_client::ChunkserverClient, master_client::MasterClient};
 use cairn_record::limits::{CHUNK_BYTES_DEFAULT, check_chunk_bytes};
-use cairn_record::{ChunkHandle, ChunkVersion, SplitMix64, WriterId};
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion, SplitMix64, WriterId};
 use tonic::transport::Endpoint;
 
 use crate::error::{Error, Result};
@@ -90,17 +90,17 @@ pub struct ChunkStat {
     pub state: ChunkState,
     /// Sealed: the sealed length. Open: the largest durable length a replica reported (may lag).
     /// File bytes, header included.
-    pub length: u64,
+    pub length: ChunkOffset,
     /// The chunk's version (raised by each fence).
     pub version: ChunkVersion,
     /// Addresses of the chunkservers holding a current replica.
     pub replicas: Vec<String>,
     /// Open chunks: the fixed primary's address.
     pub primary: Option<String>,
-    /// Sealed chunks: 0, or the end of a lost tail. The master cut the chunk back to `length`
+    /// Sealed chunks: [`ChunkOffset::ZERO`], or the end of a lost tail. The master cut the chunk back to `length`
     /// after every replica holding bytes past it was lost (a salvage); bytes
     /// `[length, lost_end)` are gone and replay reports them as [`crate::ReplayEvent::Skipped`].
-    pub lost_end: u64,
+    pub lost_end: ChunkOffset,
 }
 
 /// A log's options and chunks, in log order.
@@ -167,11 +167,11 @@ fn chunk_stat(c: v1::ChunkInfo) -> ChunkStat {
         index: c.index,
         handle: ChunkHandle(c.handle),
         state,
-        length: c.length,
+        length: ChunkOffset(c.length),
         version: ChunkVersion(c.version),
         replicas: c.replicas,
         primary: (!c.primary.is_empty()).then_some(c.primary),
-        lost_end: c.lost_end,
+        lost_end: ChunkOffset(c.lost_end),
     }
 }
 

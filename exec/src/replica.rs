@@ -93,7 +93,7 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
                     len,
                     reason,
                 } => {
-                    warn!(chunk, offset, len, %reason, "input log bytes skipped");
+                    warn!(chunk, %offset, len, %reason, "input log bytes skipped");
                     continue;
                 }
             };

@@ -160,6 +160,6 @@ async fn on_disk(client: &Client, path: &str) -> anyhow::Result<u64> {
         .chunks
         .iter()
         .flat_map(|c| c.replicas.iter())
-        .map(|r| r.length)
+        .map(|r| u64::from(r.length))
         .sum())
 }

@@ -203,7 +203,7 @@ async fn replay_once(shared: &Shared, client: &Client) -> Result<Vec<Key>, Strin
                 len,
                 reason,
             } => {
-                tracing::warn!(%chunk, offset, len, %reason, "replay skipped a range");
+                tracing::warn!(%chunk, %offset, len, %reason, "replay skipped a range");
                 shared.history().skipped += 1;
             }
         }
@@ -300,7 +300,7 @@ fn replica_differences(shared: &Shared, stat: &cairn_client::LogStat) -> Vec<Str
                 .join("chunks")
                 .join(format!("{}.chunk", c.handle));
             let bytes = shared.disks[i].contents(&path).map(|mut b| {
-                b.truncate(c.length as usize);
+                b.truncate(c.length.0 as usize);
                 b
             });
             copies.insert(r.clone(), bytes);
@@ -309,7 +309,7 @@ fn replica_differences(shared: &Shared, stat: &cairn_client::LogStat) -> Vec<Str
         if distinct.len() != 1
             || copies
                 .values()
-                .any(|b| b.as_ref().map(Vec::len) != Some(c.length as usize))
+                .any(|b| b.as_ref().map(Vec::len) != Some(c.length.0 as usize))
         {
             problems.push(format!(
                 "chunk {} (sealed at {}): replicas differ: {:?}",

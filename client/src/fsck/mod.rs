@@ -16,7 +16,7 @@ mod frame_check;
 mod read;
 mod verdict;
 
-use cairn_record::ChunkVersion;
+use cairn_record::{ChunkOffset, ChunkVersion};
 use std::fmt;
 
 use crate::check::{ChunkReplicas, CorruptReport, LogReplicas, ReplicaStatus};
@@ -35,7 +35,7 @@ pub enum ReadResult {
         /// Whether the chunkserver serves it as sealed.
         sealed: bool,
         /// Its readable end: the sealed length, or an open replica's commit offset.
-        end: u64,
+        end: ChunkOffset,
         /// CRC-32 of bytes `[0, end)` (meaningful only when `bad` is `None`).
         crc32: u32,
         /// The first problem in its bytes.
@@ -245,7 +245,7 @@ pub struct FsckReport {
 pub fn bytes_to_read(log: &LogReplicas) -> u64 {
     log.chunks
         .iter()
-        .map(|c| c.length * c.replicas.len() as u64)
+        .map(|c| u64::from(c.length) * c.replicas.len() as u64)
         .sum()
 }
 
@@ -323,7 +323,7 @@ mod tests {
         let status = ReplicaStatus {
             address: "a".into(),
             version: ChunkVersion(1),
-            length: bytes,
+            length: ChunkOffset(bytes),
             sealed: true,
             corrupt: false,
             failed: false,
@@ -337,7 +337,7 @@ mod tests {
                 handle: ChunkHandle(1),
                 state: ChunkState::Sealed,
                 version: ChunkVersion(1),
-                length: bytes,
+                length: ChunkOffset(bytes),
                 replication: 3,
                 primary: None,
                 replicas: vec![status.clone(); reports.len()],
@@ -417,7 +417,7 @@ mod tests {
         let read = ReadResult::Done {
             version: ChunkVersion(1),
             sealed: true,
-            end: 32,
+            end: ChunkOffset::FIRST_FRAME,
             crc32: 7,
             bad: None,
         };
@@ -425,7 +425,7 @@ mod tests {
         let bad = ReadResult::Done {
             version: ChunkVersion(1),
             sealed: true,
-            end: 32,
+            end: ChunkOffset::FIRST_FRAME,
             crc32: 7,
             bad: Some("bad".into()),
         };

@@ -1,7 +1,7 @@
 //! The pure rules of a check: a chunk's and each replica's health from what the master says of
 //! them and what reading them found, and the checksum vote among sealed replicas.
 
-use cairn_record::ChunkVersion;
+use cairn_record::{ChunkOffset, ChunkVersion};
 use std::collections::HashMap;
 
 use crate::client::ChunkState;
@@ -17,7 +17,7 @@ pub(crate) struct ChunkFacts {
     /// The master's version of the chunk.
     pub(crate) version: ChunkVersion,
     /// Sealed chunks: the sealed length.
-    pub(crate) length: u64,
+    pub(crate) length: ChunkOffset,
     /// The log's replication factor.
     pub(crate) replication: u32,
 }
@@ -181,7 +181,7 @@ mod tests {
     const SEALED: ChunkFacts = ChunkFacts {
         state: ChunkState::Sealed,
         version: ChunkVersion(2),
-        length: 4096,
+        length: ChunkOffset(4096),
         replication: 3,
     };
 
@@ -189,7 +189,7 @@ mod tests {
         ReplicaStatus {
             address: address.to_owned(),
             version: ChunkVersion(2),
-            length: 4096,
+            length: ChunkOffset(4096),
             sealed: true,
             corrupt: false,
             failed: false,
@@ -213,7 +213,7 @@ mod tests {
         ReadResult::Done {
             version,
             sealed,
-            end,
+            end: ChunkOffset(end),
             crc32,
             bad: bad.map(str::to_owned),
         }
@@ -357,13 +357,13 @@ mod tests {
         let open = ChunkFacts {
             state: ChunkState::Open,
             version: ChunkVersion(1),
-            length: 32,
+            length: ChunkOffset::FIRST_FRAME,
             replication: 2,
         };
         let at = |end: u64, crc32: u32, version: ChunkVersion| ReadResult::Done {
             version,
             sealed: false,
-            end,
+            end: ChunkOffset(end),
             crc32,
             bad: None,
         };

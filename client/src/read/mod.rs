@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_proto::v1;
-use cairn_record::limits::CHUNK_HEADER_BYTES;
-use cairn_record::{ChunkHandle, ChunkVersion, RecordId, WriterId};
+use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion, RecordId, WriterId};
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -51,7 +50,7 @@ pub enum ReplayEvent {
         /// Index of the chunk holding it.
         chunk: u32,
         /// File offset of its frame in that chunk.
-        offset: u64,
+        offset: ChunkOffset,
         /// The payload (a slice of the read buffer, not a copy).
         payload: Bytes,
     },
@@ -60,7 +59,7 @@ pub enum ReplayEvent {
         /// Index of the chunk.
         chunk: u32,
         /// File offset of the first bad byte.
-        offset: u64,
+        offset: ChunkOffset,
         /// Bytes skipped.
         len: u64,
         /// Why, in words.
@@ -185,15 +184,15 @@ struct Cursor {
     handle: ChunkHandle,
     /// The chunk's version in the master's last answer (a reader's seal request names it).
     version: ChunkVersion,
-    /// Sealed chunks: the end of a lost tail past the sealed length (0: none).
-    lost_end: u64,
+    /// Sealed chunks: the end of a lost tail past the sealed length (`ZERO`: none).
+    lost_end: ChunkOffset,
     /// Replica addresses; for an open chunk the primary comes first.
     sources: Vec<String>,
     preferred: usize,
     /// Next file offset to read.
-    pos: u64,
+    pos: ChunkOffset,
     /// The readable end when known for good (sealed length).
-    end: Option<u64>,
+    end: Option<ChunkOffset>,
 }
 
 impl Cursor {
@@ -202,10 +201,10 @@ impl Cursor {
             index: c.index,
             handle: c.handle,
             version: c.version,
-            lost_end: 0,
+            lost_end: ChunkOffset::ZERO,
             sources: Vec::new(),
             preferred: 0,
-            pos: CHUNK_HEADER_BYTES as u64,
+            pos: ChunkOffset::FIRST_FRAME,
             end: None,
         };
         cursor.update(c);
@@ -229,7 +228,7 @@ impl Cursor {
         self.preferred = 0;
         self.version = c.version;
         if c.state == ChunkState::Sealed {
-            self.end = Some(c.length.max(CHUNK_HEADER_BYTES as u64));
+            self.end = Some(c.length.max(ChunkOffset::FIRST_FRAME));
             self.lost_end = c.lost_end;
         }
     }
@@ -672,7 +671,7 @@ impl Source for RpcSource<'_> {
     async fn read(
         &self,
         replica: usize,
-        offset: u64,
+        offset: ChunkOffset,
         max_bytes: u64,
         wait_ms: u32,
     ) -> Result<Fetched> {
@@ -680,7 +679,7 @@ impl Source for RpcSource<'_> {
         let mut cs = self.client.chunkserver(addr)?;
         let req = v1::ReadRequest {
             handle: self.handle.0,
-            offset,
+            offset: offset.into(),
             max_bytes: max_bytes.min(u32::MAX as u64) as u32,
             wait_ms,
         };
@@ -690,7 +689,7 @@ impl Source for RpcSource<'_> {
             .await
             .map_err(|s| Error::from_chunkserver(s, addr))?
             .into_inner();
-        if resp.offset != offset || resp.data.len() as u64 > max_bytes {
+        if ChunkOffset(resp.offset) != offset || resp.data.len() as u64 > max_bytes {
             return Err(Error::Protocol {
                 message: format!(
                     "{addr} answered {} bytes at {} for a read of {max_bytes} at {offset}",
@@ -701,7 +700,7 @@ impl Source for RpcSource<'_> {
         }
         Ok(Fetched {
             data: resp.data,
-            readable_end: resp.readable_end,
+            readable_end: ChunkOffset(resp.readable_end),
             sealed: resp.sealed,
             primary: resp.primary,
         })

@@ -6,7 +6,7 @@
 use std::future::Future;
 
 use bytes::{Bytes, BytesMut};
-use cairn_record::{FrameReader, ReadItem, RecordId, encoded_len};
+use cairn_record::{ChunkOffset, FrameReader, ReadItem, RecordId, encoded_len};
 
 use crate::error::{Error, Result};
 use crate::limits::{READ_RANGE_BYTES, READ_RPC_BYTES_MAX};
@@ -17,7 +17,7 @@ pub(crate) struct Fetched {
     /// The bytes from the requested offset.
     pub(crate) data: Bytes,
     /// Bytes below this are readable on that replica (commit offset, or sealed length).
-    pub(crate) readable_end: u64,
+    pub(crate) readable_end: ChunkOffset,
     /// The replica is sealed.
     pub(crate) sealed: bool,
     /// The replica holds the open chunk's primary role, so `readable_end` is the commit offset,
@@ -34,7 +34,7 @@ pub(crate) trait Source {
     fn read(
         &self,
         replica: usize,
-        offset: u64,
+        offset: ChunkOffset,
         max_bytes: u64,
         wait_ms: u32,
     ) -> impl Future<Output = Result<Fetched>> + Send;
@@ -46,7 +46,7 @@ pub(crate) enum RangeItem {
     /// A verified record; the payload shares the received buffer.
     Record {
         /// File offset of its frame.
-        offset: u64,
+        offset: ChunkOffset,
         /// Its id.
         id: RecordId,
         /// The payload.
@@ -55,14 +55,14 @@ pub(crate) enum RangeItem {
     /// Padding.
     Padding {
         /// File offset of the run.
-        offset: u64,
+        offset: ChunkOffset,
         /// Bytes covered.
         len: u64,
     },
     /// Bytes no replica had whole.
     Bad {
         /// File offset of the first bad byte.
-        offset: u64,
+        offset: ChunkOffset,
         /// Bytes skipped.
         len: u64,
         /// Replicas whose copy of the range was tried.
@@ -76,9 +76,9 @@ pub(crate) struct RangeRead {
     /// What the range held, in order.
     pub(crate) items: Vec<RangeItem>,
     /// File offset where the next range starts (the start of a cut frame, or the range end).
-    pub(crate) next: u64,
+    pub(crate) next: ChunkOffset,
     /// The replica's readable end at the time of the read.
-    pub(crate) readable_end: u64,
+    pub(crate) readable_end: ChunkOffset,
     /// The chunk is sealed (so `readable_end` is final).
     pub(crate) sealed: bool,
     /// `readable_end` covers every record acknowledged before the read: it came from a sealed
@@ -97,7 +97,7 @@ enum Scan {
     /// Items up to `next`; `bad` if some bytes were not frames.
     Items {
         items: Vec<RangeItem>,
-        next: u64,
+        next: ChunkOffset,
         bad: bool,
     },
     /// The range starts with a frame longer than the buffer: fetch `needed` bytes from the
@@ -109,9 +109,10 @@ enum Scan {
 /// frame cut at its end is damage, not a range boundary. Otherwise, bad bytes that are a frame
 /// running past the buffer's end, or that reach its end, are left for the next range, which
 /// starts where they do (it re-reads them whole, or sees them followed by good frames).
-fn scan(buf: &Bytes, base: u64, last: bool) -> Scan {
+fn scan(buf: &Bytes, base: ChunkOffset, last: bool) -> Scan {
     let end = base + buf.len() as u64;
-    let mut reader = FrameReader::new(base);
+    // The frame reader counts plain file positions; they are this chunk's offsets.
+    let mut reader = FrameReader::new(base.0);
     reader.feed(buf.clone());
     if last {
         reader.finish();
@@ -126,25 +127,28 @@ fn scan(buf: &Bytes, base: u64, last: bool) -> Scan {
                 payload,
                 ..
             } => items.push(RangeItem::Record {
-                offset,
+                offset: ChunkOffset(offset),
                 id,
                 payload,
             }),
-            ReadItem::Padding { offset, len } => items.push(RangeItem::Padding { offset, len }),
+            ReadItem::Padding { offset, len } => items.push(RangeItem::Padding {
+                offset: ChunkOffset(offset),
+                len,
+            }),
             ReadItem::Corrupt { offset, len } => {
                 bad = true;
                 items.push(RangeItem::Bad {
-                    offset,
+                    offset: ChunkOffset(offset),
                     len,
                     tried: 1,
                 });
             }
             // A frame running past the buffer's end (never once `last`): the next range starts
             // with it, or re-reads it whole if it is all this range holds.
-            ReadItem::Incomplete { offset, .. } if offset > base => {
+            ReadItem::Incomplete { offset, .. } if offset > base.0 => {
                 return Scan::Items {
                     items,
-                    next: offset,
+                    next: ChunkOffset(offset),
                     bad,
                 };
             }
@@ -154,7 +158,7 @@ fn scan(buf: &Bytes, base: u64, last: bool) -> Scan {
     }
     // Bad bytes reaching the buffer's end (never once `last`): the next range starts where they
     // do, and sees where they end; if they fill this whole range, they are reported here.
-    if let Some(start) = reader.bad_since() {
+    if let Some(start) = reader.bad_since().map(ChunkOffset) {
         if start > base {
             return Scan::Items {
                 items,
@@ -186,19 +190,19 @@ fn scan(buf: &Bytes, base: u64, last: bool) -> Scan {
 pub(crate) async fn read_range<S: Source>(
     src: &S,
     preferred: &mut usize,
-    base: u64,
-    end: Option<u64>,
+    base: ChunkOffset,
+    end: Option<ChunkOffset>,
     wait_ms: u32,
 ) -> Result<RangeRead> {
     let want = end.map_or(READ_RANGE_BYTES, |e| {
-        e.saturating_sub(base).min(READ_RANGE_BYTES)
+        e.0.saturating_sub(base.0).min(READ_RANGE_BYTES)
     });
     let (replica, first) = fetch_any(src, preferred, base, want, end, wait_ms).await?;
     let readable_end = end.unwrap_or(first.readable_end);
     let mut data = first.data;
     let mut scanned = scan(&data, base, base + data.len() as u64 >= readable_end);
     if let Scan::NeedBytes { needed } = scanned {
-        let needed = needed.min(readable_end.saturating_sub(base));
+        let needed = needed.min(readable_end.0.saturating_sub(base.0));
         data = fetch_exact(src, replica, base, needed).await?;
         scanned = scan(&data, base, base + data.len() as u64 >= readable_end);
     }
@@ -265,13 +269,13 @@ pub(crate) async fn read_range<S: Source>(
 }
 
 /// File bytes an item covers.
-fn span(item: &RangeItem) -> (u64, u64) {
+fn span(item: &RangeItem) -> (ChunkOffset, ChunkOffset) {
     match item {
         RangeItem::Record {
             offset, payload, ..
-        } => (*offset, offset + encoded_len(payload.len()) as u64),
+        } => (*offset, *offset + encoded_len(payload.len()) as u64),
         RangeItem::Padding { offset, len } | RangeItem::Bad { offset, len, .. } => {
-            (*offset, offset + len)
+            (*offset, *offset + *len)
         }
     }
 }
@@ -318,9 +322,9 @@ fn patch(items: &mut Vec<RangeItem>, theirs: &[RangeItem]) -> bool {
 async fn fetch_any<S: Source>(
     src: &S,
     preferred: &mut usize,
-    base: u64,
+    base: ChunkOffset,
     want: u64,
-    end: Option<u64>,
+    end: Option<ChunkOffset>,
     wait_ms: u32,
 ) -> Result<(usize, Fetched)> {
     let n = src.replicas();
@@ -361,7 +365,12 @@ async fn fetch_any<S: Source>(
 
 /// Exactly `len` bytes from `base` of one replica, in several reads if one read cannot carry
 /// them (a frame longer than [`READ_RPC_BYTES_MAX`]). One read's buffer is used as it is.
-async fn fetch_exact<S: Source>(src: &S, replica: usize, base: u64, len: u64) -> Result<Bytes> {
+async fn fetch_exact<S: Source>(
+    src: &S,
+    replica: usize,
+    base: ChunkOffset,
+    len: u64,
+) -> Result<Bytes> {
     let first = src
         .read(replica, base, len.min(READ_RPC_BYTES_MAX), 0)
         .await?
@@ -404,7 +413,7 @@ pub(crate) mod tests {
         pub(crate) files: Vec<Option<Vec<u8>>>,
         pub(crate) read_cap: u64,
         pub(crate) sealed: bool,
-        pub(crate) reads: Mutex<Vec<(usize, u64, u64)>>,
+        pub(crate) reads: Mutex<Vec<(usize, ChunkOffset, u64)>>,
     }
 
     impl MemSource {
@@ -425,7 +434,7 @@ pub(crate) mod tests {
         async fn read(
             &self,
             replica: usize,
-            offset: u64,
+            offset: ChunkOffset,
             max_bytes: u64,
             _wait_ms: u32,
         ) -> Result<Fetched> {
@@ -439,10 +448,10 @@ pub(crate) mod tests {
                 });
             };
             let end = file.len() as u64;
-            let to = (offset + max_bytes.min(self.read_cap)).min(end);
+            let to = (offset.0 + max_bytes.min(self.read_cap)).min(end);
             Ok(Fetched {
-                data: Bytes::copy_from_slice(&file[offset as usize..to as usize]),
-                readable_end: end,
+                data: Bytes::copy_from_slice(&file[offset.0 as usize..to as usize]),
+                readable_end: ChunkOffset(end),
                 sealed: self.sealed,
                 primary: !self.sealed && replica == 0,
             })
@@ -451,11 +460,11 @@ pub(crate) mod tests {
 
     /// A chunk file: a 32-byte header (zeros will do: reads start at 32) and records whose
     /// payloads are `sizes` bytes, writer 5, sequences from 1. Returns the file and offsets.
-    pub(crate) fn chunk(sizes: &[usize]) -> (Vec<u8>, Vec<u64>) {
+    pub(crate) fn chunk(sizes: &[usize]) -> (Vec<u8>, Vec<ChunkOffset>) {
         let mut file = vec![0u8; CHUNK_HEADER_BYTES];
         let mut offsets = Vec::new();
         for (i, &n) in sizes.iter().enumerate() {
-            offsets.push(file.len() as u64);
+            offsets.push(ChunkOffset(file.len() as u64));
             let id = RecordId {
                 writer: cairn_record::WriterId(5),
                 sequence: i as u64 + 1,
@@ -465,10 +474,11 @@ pub(crate) mod tests {
         (file, offsets)
     }
 
-    /// Reads a whole sealed chunk range by range, as replay does.
+    /// Reads a whole sealed chunk (`end` bytes long) range by range, as replay does.
     pub(crate) async fn read_all<S: Source + Sync>(src: &S, end: u64) -> Vec<RangeItem> {
+        let end = ChunkOffset(end);
         let mut preferred = 0;
-        let mut pos = CHUNK_HEADER_BYTES as u64;
+        let mut pos = ChunkOffset::FIRST_FRAME;
         let mut all = Vec::new();
         while pos < end {
             let r = read_range(src, &mut preferred, pos, Some(end), 0)
@@ -531,7 +541,7 @@ pub(crate) mod tests {
     async fn corrupt_range_is_repaired_from_another_replica() {
         let (good, offsets) = chunk(&[100, 200, 300]);
         let mut bad = good.clone();
-        bad[offsets[1] as usize + 40] ^= 0x55;
+        bad[offsets[1].0 as usize + 40] ^= 0x55;
         let end = good.len() as u64;
         let src = MemSource::new(vec![Some(bad), None, Some(good)]);
         let items = read_all(&src, end).await;
@@ -549,7 +559,7 @@ pub(crate) mod tests {
         let mut copies = Vec::new();
         for k in [1usize, 2, 3] {
             let mut bad = good.clone();
-            bad[offsets[k] as usize + 40] ^= 0x55;
+            bad[offsets[k].0 as usize + 40] ^= 0x55;
             copies.push(Some(bad));
         }
         let src = MemSource::new(copies);
@@ -566,9 +576,9 @@ pub(crate) mod tests {
         let end = good.len() as u64;
         let mut a = good.clone();
         let mut b = good.clone();
-        a[offsets[0] as usize + 40] ^= 0x55;
-        a[offsets[2] as usize + 40] ^= 0x55;
-        b[offsets[2] as usize + 40] ^= 0x55;
+        a[offsets[0].0 as usize + 40] ^= 0x55;
+        a[offsets[2].0 as usize + 40] ^= 0x55;
+        b[offsets[2].0 as usize + 40] ^= 0x55;
         let src = MemSource::new(vec![Some(a), Some(b)]);
         let items = read_all(&src, end).await;
         assert_eq!(sequences(&items), vec![1, 2, 4]);
@@ -589,7 +599,7 @@ pub(crate) mod tests {
         async fn read(
             &self,
             replica: usize,
-            offset: u64,
+            offset: ChunkOffset,
             max_bytes: u64,
             wait_ms: u32,
         ) -> Result<Fetched> {
@@ -613,7 +623,7 @@ pub(crate) mod tests {
         assert_eq!(sequences(&items), vec![1, 2, 3]);
 
         let mut bad = good.clone();
-        bad[offsets[1] as usize + 40] ^= 0x55;
+        bad[offsets[1].0 as usize + 40] ^= 0x55;
         let mem = MemSource::new(vec![Some(bad), Some(good.clone()), Some(good)]);
         let items = read_all(&DataLossOn(&mem, vec![1]), end).await;
         assert_eq!(sequences(&items), vec![1, 2, 3]);
@@ -627,9 +637,9 @@ pub(crate) mod tests {
     async fn bad_bytes_say_whether_a_replica_was_left_unread() {
         let (good, offsets) = chunk(&[100, 200, 300]);
         let mut bad = good.clone();
-        bad[offsets[1] as usize + 40] ^= 0x55;
-        let end = good.len() as u64;
-        let base = CHUNK_HEADER_BYTES as u64;
+        bad[offsets[1].0 as usize + 40] ^= 0x55;
+        let end = ChunkOffset(good.len() as u64);
+        let base = ChunkOffset::FIRST_FRAME;
         let src = MemSource::new(vec![Some(bad.clone()), None]);
         let read = read_range(&src, &mut 0, base, Some(end), 0).await.unwrap();
         assert!(
@@ -654,7 +664,7 @@ pub(crate) mod tests {
     async fn corrupt_everywhere_is_reported_bad() {
         let (good, offsets) = chunk(&[100, 200, 300]);
         let mut bad = good.clone();
-        bad[offsets[1] as usize + 40] ^= 0x55;
+        bad[offsets[1].0 as usize + 40] ^= 0x55;
         let end = good.len() as u64;
         let src = MemSource::new(vec![Some(bad.clone()), Some(bad)]);
         let items = read_all(&src, end).await;
@@ -695,7 +705,7 @@ pub(crate) mod tests {
                 .any(|i| matches!(i, RangeItem::Padding { len: 64, .. }))
         );
         assert!(items.contains(&RangeItem::Bad {
-            offset: good_end as u64,
+            offset: ChunkOffset(good_end as u64),
             len: 40,
             tried: 1,
         }));
@@ -707,9 +717,9 @@ pub(crate) mod tests {
     #[test]
     fn bad_bytes_running_past_the_range_start_the_next_one() {
         let (mut file, offsets) = chunk(&[100, 100, 100]);
-        file[offsets[1] as usize + 24] = 9; // an unknown frame kind
-        let buf = Bytes::copy_from_slice(&file[32..offsets[2] as usize + 20]);
-        match scan(&buf, 32, false) {
+        file[offsets[1].0 as usize + 24] = 9; // an unknown frame kind
+        let buf = Bytes::copy_from_slice(&file[32..offsets[2].0 as usize + 20]);
+        match scan(&buf, ChunkOffset::FIRST_FRAME, false) {
             Scan::Items { items, next, bad } => {
                 assert_eq!(sequences(&items), vec![1]);
                 assert_eq!(next, offsets[1]);
@@ -717,15 +727,15 @@ pub(crate) mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match scan(&buf, 32, true) {
+        match scan(&buf, ChunkOffset::FIRST_FRAME, true) {
             Scan::Items { items, next, bad } => {
                 assert_eq!(sequences(&items), vec![1]);
                 assert!(items.contains(&RangeItem::Bad {
                     offset: offsets[1],
-                    len: 32 + buf.len() as u64 - offsets[1],
+                    len: ChunkOffset::FIRST_FRAME + buf.len() as u64 - offsets[1],
                     tried: 1
                 }));
-                assert_eq!(next, 32 + buf.len() as u64);
+                assert_eq!(next, ChunkOffset::FIRST_FRAME + buf.len() as u64);
                 assert!(bad);
             }
             other => panic!("{other:?}"),
@@ -737,8 +747,8 @@ pub(crate) mod tests {
     #[test]
     fn scan_carries_only_a_tail_that_runs_past_the_range() {
         let (file, offsets) = chunk(&[100, 100, 100]);
-        let buf = Bytes::copy_from_slice(&file[32..offsets[2] as usize + 20]);
-        match scan(&buf, 32, false) {
+        let buf = Bytes::copy_from_slice(&file[32..offsets[2].0 as usize + 20]);
+        match scan(&buf, ChunkOffset::FIRST_FRAME, false) {
             Scan::Items { items, next, bad } => {
                 assert_eq!(sequences(&items), vec![1, 2]);
                 assert_eq!(next, offsets[2]);
@@ -747,10 +757,10 @@ pub(crate) mod tests {
             other => panic!("{other:?}"),
         }
         // The same bytes as the last range: the cut frame is damage.
-        match scan(&buf, 32, true) {
+        match scan(&buf, ChunkOffset::FIRST_FRAME, true) {
             Scan::Items { items, next, bad } => {
                 assert_eq!(sequences(&items), vec![1, 2]);
-                assert_eq!(next, 32 + buf.len() as u64);
+                assert_eq!(next, ChunkOffset::FIRST_FRAME + buf.len() as u64);
                 assert!(bad);
             }
             other => panic!("{other:?}"),

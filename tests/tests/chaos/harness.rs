@@ -1011,7 +1011,7 @@ fn contract_event(event: ReplayEvent) -> Event {
             payload,
         } => Event::Record(Record {
             chunk: u64::from(chunk),
-            offset,
+            offset: offset.into(),
             writer: writer_id(id.writer),
             sequence: id.sequence,
             payload: payload.to_vec(),
