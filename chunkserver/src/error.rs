@@ -276,8 +276,9 @@ pub enum Error {
         /// The timeout that passed.
         timeout_ms: u64,
     },
-    /// Copying a replica from another chunkserver failed (unreachable, not sealed there, a bad
-    /// frame, or a checksum that differs). Nothing was sealed from it.
+    /// Copying a replica from another chunkserver failed (unreachable, not sealed there, or the
+    /// copy differed from the source and its own bytes were bad: it was deleted). No replica is
+    /// left sealed from it.
     #[error("chunk {handle}: replicating from {source_addr} failed: {message}")]
     Replication {
         /// The chunk asked for.
@@ -297,9 +298,10 @@ pub enum Error {
         /// What was being done, and the limit or OS error.
         detail: String,
     },
-    /// Copying a replica found the source's bytes bad: a bad frame, a read the source answered
-    /// `DATA_LOSS`, or a whole-replica checksum that differs from the copy's. Nothing was
-    /// sealed from it; the master marks that source corrupt and copies from another replica.
+    /// Copying a replica found the source's bytes bad: a bad frame or a read the source answered
+    /// `DATA_LOSS` (nothing was sealed from it), or a whole-replica checksum that differs from
+    /// a copy that verifies whole (the copy is kept, sealed). The master marks that source
+    /// corrupt and copies from another replica.
     #[error("chunk {handle}: the source {source_addr} holds bad bytes: {message}")]
     SourceCorrupt {
         /// The chunk asked for.

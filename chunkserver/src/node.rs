@@ -235,6 +235,11 @@ impl Node {
         self
     }
 
+    /// Where this node's blocking store work runs.
+    pub(crate) fn blocking(&self) -> Blocking {
+        self.blocking
+    }
+
     /// Runs blocking store work as this node's [`Blocking`] says.
     pub(crate) async fn offload<T: Send + 'static>(
         &self,

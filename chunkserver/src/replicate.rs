@@ -5,10 +5,12 @@
 //! Every byte copied is checked before it is written: the source's bytes are scanned frame by
 //! frame and a bad frame stops the copy (corruption is never copied). The bytes are written
 //! through the replica's writer at exactly its length, as a secondary's forwards are, then
-//! sealed; finally the whole replica's CRC-32 is compared with the source's. A replica that
-//! fails the comparison is deleted. Bad bytes found on the source (a bad frame, a read it
-//! answers `DATA_LOSS`, a checksum that differs) are [`Error::SourceCorrupt`], so the master
-//! can tell them from any other failure and stop copying from that replica.
+//! sealed; finally the whole replica's CRC-32 is compared with the source's. When they differ,
+//! the local replica is verified whole: kept if every frame checks (the source is the one that
+//! differs), deleted if not. Bad bytes found on the source (a bad frame, a read it answers
+//! `DATA_LOSS`, a checksum that differs from a replica that verifies) are
+//! [`Error::SourceCorrupt`], so the master can tell them from any other failure and stop
+//! copying from that replica.
 
 use std::time::Duration;
 
@@ -21,6 +23,7 @@ use tracing::{info, warn};
 use crate::error::{Error, Result};
 use crate::limits::{READ_BYTES_MAX, REPLICATE_READ_BYTES};
 use crate::node::Node;
+use crate::scrub::{Verdict, verify_now};
 use crate::store::ChunkStore;
 
 /// What a replication did.
@@ -153,22 +156,68 @@ impl Node {
         if (local.version, local.length, local.crc32)
             != (remote.version, remote.length, remote.crc32)
         {
-            warn!(chunk = %handle, source, local = ?local, remote = ?remote, "copy differs from its source; deleting it");
-            self.delete(handle).await?;
-            return Err(Error::SourceCorrupt {
-                handle,
-                source_addr: source.to_owned(),
-                message: format!(
-                    "checksum {:08x} over {} bytes differs from the source's {:08x} over {}",
-                    local.crc32, local.length, remote.crc32, remote.length
-                ),
-            });
+            return Err(self
+                .on_checksum_mismatch(handle, source, local, remote)
+                .await);
         }
         info!(chunk = %handle, source, %version, length, copied, crc32 = format_args!("{:08x}", local.crc32), "replica copied");
         Ok(Replicated {
             copied_bytes: copied,
             crc32: local.crc32,
         })
+    }
+
+    /// The copy is sealed here but its whole-replica checksum differs from the source's. Every
+    /// byte this copy wrote was checked frame by frame, but the bytes the replica held before
+    /// (its own prefix, or all of it when it was already complete) were not, and the source's
+    /// checksum covers bytes this copy never read: either side may hold the bad bytes. So the
+    /// local replica is verified whole, as the scrubber would:
+    /// - every frame checks: the source is the one that differs. The replica is kept (sealed,
+    ///   healthy; the master counts it from the next report) and the source is named
+    ///   ([`Error::SourceCorrupt`]). Deleting it would throw away a good replica, perhaps the
+    ///   last one holding the chunk's acknowledged records (the simulator's seed 42634 lost
+    ///   thirteen that way: a flipped byte on the one sealed replica made two good prefixes
+    ///   copied from it fail the comparison and be deleted);
+    /// - it does not: its own bytes are bad. It is deleted, so the next copy starts from
+    ///   nothing, and the failure does not blame the source ([`Error::Replication`]).
+    async fn on_checksum_mismatch(
+        &self,
+        handle: ChunkHandle,
+        source: &str,
+        local: Checksum,
+        remote: Checksum,
+    ) -> Error {
+        let differs = format!(
+            "checksum {:08x} over {} bytes differs from the source's {:08x} over {}",
+            local.crc32, local.length, remote.crc32, remote.length
+        );
+        let verdict = match self.store.state(handle) {
+            Ok(state) => verify_now(&self.store, &state, self.blocking()).await,
+            Err(_) => None,
+        };
+        match verdict {
+            Some(Verdict::Clean) => {
+                warn!(chunk = %handle, source, local = ?local, remote = ?remote, "the source differs from this copy, which verifies whole; keeping the copy");
+                Error::SourceCorrupt {
+                    handle,
+                    source_addr: source.to_owned(),
+                    message: format!("{differs}; this copy verifies whole and is kept"),
+                }
+            }
+            verdict => {
+                warn!(chunk = %handle, source, local = ?local, remote = ?remote, ?verdict, "this copy differs from its source and holds bad bytes of its own; deleting it");
+                if let Err(e) = self.delete(handle).await {
+                    warn!(chunk = %handle, error = %e, "deleting the bad copy failed");
+                }
+                Error::Replication {
+                    handle,
+                    source_addr: source.to_owned(),
+                    message: format!(
+                        "{differs}, and this replica's own bytes are bad ({verdict:?}); deleted"
+                    ),
+                }
+            }
+        }
     }
 
     /// Copies `[start, end)` from `source` into the local open replica, whole frames at a time,

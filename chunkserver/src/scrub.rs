@@ -297,6 +297,22 @@ where
     }
 }
 
+/// Verifies `state`'s sealed replica whole, at once (no pacing), as a scrub pass would; `None`
+/// if it was deleted meanwhile. Marks nothing: the caller decides what a bad verdict means.
+pub(crate) async fn verify_now<D: Disk>(
+    store: &Arc<Store<D>>,
+    state: &ReplicaState,
+    blocking: Blocking,
+) -> Option<Verdict> {
+    let verdict = scrub_replica(store, state, SCRUB_SLICE_BYTES_MAX, blocking, |_| async {})
+        .await
+        .map(|(_, v)| v);
+    match verdict {
+        Some(Verdict::Gone) | None => None,
+        v => v,
+    }
+}
+
 /// One pass over every sealed replica not already known bad, paced to `config`.
 pub async fn pass<D: Disk>(store: &Arc<Store<D>>, config: &ScrubConfig) -> PassStats {
     let mut stats = PassStats::default();

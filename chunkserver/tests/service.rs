@@ -1005,3 +1005,132 @@ async fn a_copy_joins_frames_cut_by_its_reads() {
         .collect();
     assert_eq!(sequences, (1..=14).collect::<Vec<_>>());
 }
+
+/// Flips the bits of one byte of server `i`'s replica file of `handle`, in place, under the
+/// running chunkserver (which does not notice: it reads with `pread` and scrubs hourly).
+fn flip_file_byte(c: &Cluster, i: usize, handle: u64, offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let path = c.dirs[i].path().join(format!("chunks/{handle:016x}.chunk"));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    file.read_exact_at(&mut b, offset).unwrap();
+    file.write_all_at(&[b[0] ^ 0xff], offset).unwrap();
+    file.sync_all().unwrap();
+}
+
+/// The chunk `handle` with 20 records on all three servers, fenced to version 2 everywhere and
+/// sealed on servers 0 and 1 only: server 2 holds the whole chunk open (it missed the seal).
+/// Returns the sealed length.
+async fn sealed_on_two(c: &Cluster, handle: u64) -> u64 {
+    c.create(handle, 1 << 20, Vec::new()).await;
+    let r = append(&mut c.client(0).await, handle, frames(3, 1..=20, 400), 0)
+        .await
+        .unwrap();
+    assert_eq!(status(&r), AppendStatus::Ok);
+    let mut len = 0;
+    for i in 0..3 {
+        len = fence(&mut c.client(i).await, handle, 2)
+            .await
+            .durable_length;
+    }
+    for i in [0, 1] {
+        assert_eq!(seal(&mut c.client(i).await, handle, 2, len).await, len);
+    }
+    len
+}
+
+// Proves (simulator seed 42634): when a copy's whole-replica checksum differs from its
+// source's, the copy is verified whole before anything is deleted.
+// - The source holds a flipped byte in bytes the target already had (the target's own replica,
+//   complete but unsealed): the target's replica verifies, so it is kept, sealed and equal to
+//   the healthy replica byte for byte, and the answer names the source (`DATA_LOSS`). Before,
+//   the good replica was deleted, and with it the chunk's last good copy in the seed.
+// - The target's own bytes are bad and the source is healthy: the target's replica is deleted
+//   (a later copy replaces it whole) and the answer does not blame the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_differs_from_its_source_is_verified_before_it_is_deleted() {
+    let c = Cluster::start().await;
+    let replicate = |handle: u64, length: u64, source: String| ReplicateRequest {
+        handle,
+        version: 2,
+        length,
+        capacity: 1 << 20,
+        source,
+    };
+
+    let h = 0x4a6;
+    let len = sealed_on_two(&c, h).await;
+    flip_file_byte(&c, 0, h, 600);
+    let e = c
+        .client(2)
+        .await
+        .replicate(replicate(h, len, c.addr(0)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::DataLoss, "{e:?}");
+    assert!(e.message().contains(&c.addr(0)), "{e:?}");
+    assert!(e.message().contains("kept"), "{e:?}");
+    let kept = read(&mut c.client(2).await, h, 32, 0).await;
+    assert!(kept.sealed, "the verified copy is kept sealed");
+    assert_eq!(kept.readable_end, len);
+    assert_eq!(
+        read_all(&mut c.client(2).await, h).await,
+        read_all(&mut c.client(1).await, h).await
+    );
+    let mut crc = Vec::new();
+    for i in 0..3 {
+        let r = c
+            .client(i)
+            .await
+            .checksum(ChecksumRequest { handle: h })
+            .await;
+        crc.push(r.unwrap().into_inner().crc32);
+    }
+    assert_eq!(crc[2], crc[1]);
+    assert_ne!(crc[0], crc[1], "the source is damaged");
+
+    let h = 0x4a7;
+    let len = sealed_on_two(&c, h).await;
+    flip_file_byte(&c, 2, h, 600);
+    let e = c
+        .client(2)
+        .await
+        .replicate(replicate(h, len, c.addr(1)))
+        .await
+        .unwrap_err();
+    assert_ne!(
+        e.code(),
+        Code::DataLoss,
+        "the healthy source is not blamed: {e:?}"
+    );
+    assert!(e.message().contains("deleted"), "{e:?}");
+    let gone = c
+        .client(2)
+        .await
+        .read(ReadRequest {
+            handle: h,
+            offset: 32,
+            max_bytes: 0,
+            wait_ms: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
+    // The next copy starts from nothing and gives a replica equal to the source's.
+    let copied = c
+        .client(2)
+        .await
+        .replicate(replicate(h, len, c.addr(1)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(copied.copied_bytes, len - 32);
+    assert_eq!(
+        read_all(&mut c.client(2).await, h).await,
+        read_all(&mut c.client(1).await, h).await
+    );
+}

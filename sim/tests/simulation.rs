@@ -30,9 +30,13 @@ const CI_SEEDS: std::ops::Range<u64> = 1..9;
 ///   records cut off by the seal (a fenced primary now commits and acknowledges nothing more);
 /// - 28034: an empty chunk sealed on its one reachable replica, whose chunkserver was then
 ///   wiped, kept no replica for good and failed every replay (the master now recreates an empty
-///   sealed chunk from its metadata).
+///   sealed chunk from its metadata);
+/// - 42634: a byte flipped on the one replica a chunk was sealed on made the two good replicas
+///   copied from it fail the whole-replica checksum, and each copy deleted its target, good
+///   bytes and all: thirteen acknowledged records lost (a copy that differs is now verified
+///   whole first, and kept when it verifies).
 const REGRESSION_SEEDS: &[u64] = &[
-    142, 201, 246, 270, 1206, 3210, 4270, 4358, 8851, 12245, 13625, 28034,
+    142, 201, 246, 270, 1206, 3210, 4270, 4358, 8851, 12245, 13625, 28034, 42634,
 ];
 
 fn seeds() -> std::ops::Range<u64> {

@@ -169,15 +169,20 @@ pub(super) async fn register(m: &MasterCore<Arc<Fake>>, addresses: &[&str]) {
     }
 }
 
-/// Runs repair passes until no sealed chunk is below its factor, letting each pass's copies
-/// finish before the next; returns how many passes had work. Fails the test after 100.
+/// Runs repair passes until no sealed chunk is below its factor, letting each pass's copies,
+/// seals and fences finish before the next; returns how many passes had work. Fails the test
+/// after 100.
 pub(super) async fn repair_until_done(m: &Arc<MasterCore<Arc<Fake>>>) -> usize {
     let mut passes = 0;
     while m.clone().repair_pass().under_replicated > 0 {
         passes += 1;
         assert!(passes < 100, "repair did not converge");
         for _ in 0..100 {
-            if m.lock().repairs.is_empty() {
+            let idle = {
+                let g = m.lock();
+                g.repairs.is_empty() && g.resealing.is_empty()
+            };
+            if idle {
                 break;
             }
             tokio::task::yield_now().await;

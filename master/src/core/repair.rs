@@ -52,7 +52,8 @@ impl<C: ChunkserverApi> MasterCore<C> {
         }
     }
 
-    /// Plans this pass's copies and starts them; returns what it found.
+    /// Plans this pass's copies (and recreations of empty chunks) and starts them, then its
+    /// seals, salvages and fences; returns what it found.
     pub(crate) fn repair_pass(self: Arc<Self>) -> RepairScan {
         let now = Instant::now();
         let dead_after = self.config().dead_after;
@@ -63,10 +64,15 @@ impl<C: ChunkserverApi> MasterCore<C> {
             let min_free = self.config().min_free_bytes;
             let mut failed = self.repair_stats().failed();
             failed.prune(now);
-            let (jobs, scan) = plan(
+            let (mut jobs, scan) = plan(
                 &g.meta, &g.servers, now, dead_after, running, slots, min_free, &failed,
             );
-            let recreations = empty_chunks_to_recreate(
+            // One job per chunk at a time: a copy never races a seal or fence of the same chunk
+            // (a copy into a replica being sealed in place compared checksums mid-seal). Copies
+            // are chosen first: a fence that keeps failing (a corrupt replica refuses it) must
+            // not keep a chunk from its copies, while a copy fences its target itself.
+            jobs.retain(|j| !g.resealing.contains(&j.job.handle));
+            let mut recreations = empty_chunks_to_recreate(
                 &g.meta,
                 &g.servers,
                 now,
@@ -78,6 +84,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 &failed,
             );
             drop(failed);
+            recreations.retain(|r| !g.resealing.contains(&r.handle));
             for j in &jobs {
                 g.repairs.insert(j.job.handle, j.target.clone());
             }
@@ -123,13 +130,14 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 .into_iter()
                 .filter(|c| g.resealing.insert(c.handle))
                 .collect::<Vec<_>>();
+            // Not while a copy of the chunk runs (it fences and seals its target itself).
             let stale = stale
                 .into_iter()
-                .filter(|r| g.resealing.insert(r.handle))
+                .filter(|r| !g.repairs.contains_key(&r.handle) && g.resealing.insert(r.handle))
                 .collect::<Vec<_>>();
             let complete = complete
                 .into_iter()
-                .filter(|r| g.resealing.insert(r.handle))
+                .filter(|r| !g.repairs.contains_key(&r.handle) && g.resealing.insert(r.handle))
                 .collect::<Vec<_>>();
             (reseals, salvages, stale, complete)
         };
@@ -177,12 +185,37 @@ impl<C: ChunkserverApi> MasterCore<C> {
             let core = self.clone();
             tokio::spawn(async move {
                 info!(chunk = %handle, %version, replicas = ?addresses, "fencing replicas that missed the chunk's seal");
-                for o in core.fence_all(handle, version, &addresses).await {
-                    if let crate::seal::FenceOutcome::Failed { address } = o {
-                        warn!(chunk = %handle, %address, "fencing a replica that missed the seal failed; a later pass retries");
+                let outcomes = core.fence_all(handle, version, &addresses).await;
+                let mut g = core.lock();
+                let now = Instant::now();
+                for o in outcomes {
+                    match o {
+                        crate::seal::FenceOutcome::Fenced {
+                            address,
+                            length,
+                            sealed,
+                            ..
+                        } => {
+                            // What the replica is now, ahead of its next report: at the
+                            // chunk's version, so it is not fenced again meanwhile.
+                            let report = ReplicaReport {
+                                handle,
+                                version,
+                                length,
+                                sealed,
+                                failed: false,
+                                corrupt: false,
+                                primary: false,
+                            };
+                            g.servers.set_replica(&address, now, report);
+                        }
+                        crate::seal::FenceOutcome::Failed { address } => {
+                            warn!(chunk = %handle, %address, "fencing a replica that missed the seal failed; a later pass retries");
+                        }
+                        crate::seal::FenceOutcome::Absent { .. } => {}
                     }
                 }
-                core.lock().resealing.remove(&handle);
+                g.resealing.remove(&handle);
             });
         }
         for OrphanedOpenChunk {
