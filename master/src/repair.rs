@@ -129,8 +129,9 @@ pub(crate) struct ReplicasToSeal {
     pub(crate) addresses: Vec<String>,
 }
 
-/// Replicas of sealed chunks that missed the seal and are still open at an older version: the
-/// master fences them with the chunk's version
+/// Replicas of sealed chunks that missed the seal and are still open at an older version,
+/// healthy (a failed or corrupt replica refuses a fence, and a copy replaces it): the master
+/// fences them with the chunk's version
 /// (already logged, nothing new to issue) so that an old primary among them can never take an
 /// append again, and so that they become prefix holders the repair loop catches up (a copy
 /// only extends them) and salvage can use.
@@ -141,7 +142,7 @@ pub(crate) fn stale_open_replicas(
     dead_after: Duration,
 ) -> Vec<ReplicasToSeal> {
     sealed_chunk_replicas(meta, servers, now, dead_after, |c, r| {
-        !r.sealed && !r.failed && r.version < c.version
+        !r.sealed && !r.failed && !r.corrupt && r.version < c.version
     })
 }
 
@@ -582,7 +583,8 @@ mod tests {
     }
 
     // Replicas of a sealed chunk still open at an older version (they missed its seal) are
-    // fenced with the chunk's version; sealed, failed, current or silent ones are not.
+    // fenced with the chunk's version; sealed, failed, corrupt (they refuse a fence, seed 3
+    // fenced one every pass), current or silent ones are not.
     #[test]
     fn stale_open_replicas_are_found() {
         let now = Instant::now();
@@ -605,6 +607,9 @@ mod tests {
             &[report(ChunkVersion(1), 1024, false, false)],
             Duration::ZERO,
         );
+        let mut corrupt = report(ChunkVersion(1), 1024, false, false);
+        corrupt.corrupt = true;
+        s.register("g", now, &[corrupt], Duration::ZERO);
         assert_eq!(
             stale_open_replicas(&meta, &s, now, DEAD_AFTER),
             vec![ReplicasToSeal {

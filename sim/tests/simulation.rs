@@ -34,9 +34,15 @@ const CI_SEEDS: std::ops::Range<u64> = 1..9;
 /// - 42634: a byte flipped on the one replica a chunk was sealed on made the two good replicas
 ///   copied from it fail the whole-replica checksum, and each copy deleted its target, good
 ///   bytes and all: thirteen acknowledged records lost (a copy that differs is now verified
-///   whole first, and kept when it verifies).
+///   whole first, and kept when it verifies);
+/// - 47094 (and CI seed 3): the first fix for 42634 kept any copy of a chunk from starting
+///   while the chunk's seal or fence ran, and the other way round; copies that kept failing
+///   (refused over longer open replicas) then starved the seal in place that would have ended
+///   them, and a fence that kept failing (a corrupt replica) starved the copies: chunks stayed
+///   below their factor for good. Now only a copy onto the very replica being sealed or fenced
+///   waits, and corrupt replicas are not fenced.
 const REGRESSION_SEEDS: &[u64] = &[
-    142, 201, 246, 270, 1206, 3210, 4270, 4358, 8851, 12245, 13625, 28034, 42634,
+    142, 201, 246, 270, 1206, 3210, 4270, 4358, 8851, 12245, 13625, 28034, 42634, 47094,
 ];
 
 fn seeds() -> std::ops::Range<u64> {

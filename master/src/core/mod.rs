@@ -67,12 +67,23 @@ pub(crate) struct Inner {
     /// Chunks with a task of the repair loop running on them: a seal of an orphaned open chunk,
     /// a salvage, or a fence of replicas that missed a seal (one task per chunk at a time).
     pub(crate) resealing: BTreeSet<ChunkHandle>,
+    /// Replicas being sealed or fenced in place by the repair loop, as (chunk, chunkserver): no
+    /// copy into one starts meanwhile (it would compare checksums mid-seal).
+    pub(crate) in_place: BTreeSet<(ChunkHandle, String)>,
     /// Orphaned open chunks whose last seal by the repair loop failed: when to try again.
     pub(crate) reseal_backoff: BTreeMap<ChunkHandle, Backoff>,
     rng: SplitMix64,
 }
 
 impl Inner {
+    /// The repair loop's seal or fence of `addresses`' replicas of `handle` ended.
+    pub(crate) fn end_in_place(&mut self, handle: ChunkHandle, addresses: &[String]) {
+        for a in addresses {
+            self.in_place.remove(&(handle, a.clone()));
+        }
+        self.resealing.remove(&handle);
+    }
+
     /// Applies and queues an entry the caller has validated. Returns its sequence.
     pub(crate) fn record(&mut self, entry: Entry) -> u64 {
         let gone = self
@@ -149,6 +160,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
             dying: BTreeSet::new(),
             repairs: BTreeMap::new(),
             resealing: BTreeSet::new(),
+            in_place: BTreeSet::new(),
             reseal_backoff: BTreeMap::new(),
             // Mixing in the log position keeps a fixed seed (tests, simulations) from handing
             // out the handles of a previous run again.

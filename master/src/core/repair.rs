@@ -57,51 +57,6 @@ impl<C: ChunkserverApi> MasterCore<C> {
     pub(crate) fn repair_pass(self: Arc<Self>) -> RepairScan {
         let now = Instant::now();
         let dead_after = self.config().dead_after;
-        let jobs = {
-            let mut g = self.lock();
-            let running = &g.repairs;
-            let slots = REPAIRS_IN_FLIGHT_MAX.saturating_sub(running.len());
-            let min_free = self.config().min_free_bytes;
-            let mut failed = self.repair_stats().failed();
-            failed.prune(now);
-            let (mut jobs, scan) = plan(
-                &g.meta, &g.servers, now, dead_after, running, slots, min_free, &failed,
-            );
-            // One job per chunk at a time: a copy never races a seal or fence of the same chunk
-            // (a copy into a replica being sealed in place compared checksums mid-seal). Copies
-            // are chosen first: a fence that keeps failing (a corrupt replica refuses it) must
-            // not keep a chunk from its copies, while a copy fences its target itself.
-            jobs.retain(|j| !g.resealing.contains(&j.job.handle));
-            let mut recreations = empty_chunks_to_recreate(
-                &g.meta,
-                &g.servers,
-                now,
-                dead_after,
-                self.started(),
-                running,
-                slots.saturating_sub(jobs.len()),
-                min_free,
-                &failed,
-            );
-            drop(failed);
-            recreations.retain(|r| !g.resealing.contains(&r.handle));
-            for j in &jobs {
-                g.repairs.insert(j.job.handle, j.target.clone());
-            }
-            for r in &recreations {
-                g.repairs.insert(r.handle, r.target.clone());
-            }
-            (jobs, recreations, scan)
-        };
-        let (jobs, recreations, scan) = jobs;
-        for j in jobs {
-            let core = self.clone();
-            tokio::spawn(async move { core.copy(j).await });
-        }
-        for r in recreations {
-            let core = self.clone();
-            tokio::spawn(async move { core.recreate_empty(r).await });
-        }
         let (reseals, salvages, stale, complete) = {
             let mut g = self.lock();
             let started = self.started();
@@ -130,17 +85,72 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 .into_iter()
                 .filter(|c| g.resealing.insert(c.handle))
                 .collect::<Vec<_>>();
-            // Not while a copy of the chunk runs (it fences and seals its target itself).
+            // Never a replica a copy is landing on (the copy fences and seals it itself).
+            let in_place = |g: &mut super::Inner, mut r: ReplicasToSeal| {
+                let copying = g.repairs.get(&r.handle).cloned();
+                r.addresses.retain(|a| Some(a) != copying.as_ref());
+                if r.addresses.is_empty() || !g.resealing.insert(r.handle) {
+                    return None;
+                }
+                for a in &r.addresses {
+                    g.in_place.insert((r.handle, a.clone()));
+                }
+                Some(r)
+            };
             let stale = stale
                 .into_iter()
-                .filter(|r| !g.repairs.contains_key(&r.handle) && g.resealing.insert(r.handle))
+                .filter_map(|r| in_place(&mut g, r))
                 .collect::<Vec<_>>();
             let complete = complete
                 .into_iter()
-                .filter(|r| !g.repairs.contains_key(&r.handle) && g.resealing.insert(r.handle))
+                .filter_map(|r| in_place(&mut g, r))
                 .collect::<Vec<_>>();
             (reseals, salvages, stale, complete)
         };
+        let jobs = {
+            let mut g = self.lock();
+            let running = &g.repairs;
+            let slots = REPAIRS_IN_FLIGHT_MAX.saturating_sub(running.len());
+            let min_free = self.config().min_free_bytes;
+            let mut failed = self.repair_stats().failed();
+            failed.prune(now);
+            let (mut jobs, scan) = plan(
+                &g.meta, &g.servers, now, dead_after, running, slots, min_free, &failed,
+            );
+            // No copy into a replica being sealed or fenced in place (chosen above, or still
+            // running): it would compare checksums mid-seal (seed 42634). Other targets of the
+            // chunk are fine, so a fence that keeps failing never keeps a chunk from its copies.
+            jobs.retain(|j| !g.in_place.contains(&(j.job.handle, j.target.clone())));
+            let mut recreations = empty_chunks_to_recreate(
+                &g.meta,
+                &g.servers,
+                now,
+                dead_after,
+                self.started(),
+                running,
+                slots.saturating_sub(jobs.len()),
+                min_free,
+                &failed,
+            );
+            drop(failed);
+            recreations.retain(|r| !g.in_place.contains(&(r.handle, r.target.clone())));
+            for j in &jobs {
+                g.repairs.insert(j.job.handle, j.target.clone());
+            }
+            for r in &recreations {
+                g.repairs.insert(r.handle, r.target.clone());
+            }
+            (jobs, recreations, scan)
+        };
+        let (jobs, recreations, scan) = jobs;
+        for j in jobs {
+            let core = self.clone();
+            tokio::spawn(async move { core.copy(j).await });
+        }
+        for r in recreations {
+            let core = self.clone();
+            tokio::spawn(async move { core.recreate_empty(r).await });
+        }
         for ReplicasToSeal {
             handle,
             version,
@@ -158,7 +168,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                     g.servers
                         .set_replica(a, now, ReplicaReport::sealed(handle, version, length));
                 }
-                g.resealing.remove(&handle);
+                g.end_in_place(handle, &addresses);
             });
         }
         for SalvageCandidate {
@@ -215,7 +225,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                         crate::seal::FenceOutcome::Absent { .. } => {}
                     }
                 }
-                g.resealing.remove(&handle);
+                g.end_in_place(handle, &addresses);
             });
         }
         for OrphanedOpenChunk {
