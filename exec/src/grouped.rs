@@ -5,6 +5,7 @@
 //! yields) and VOTEs (gathered for a short hold, one group in flight at a time: they are not on
 //! a caller's path).
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -49,14 +50,21 @@ impl GroupedAppender {
         GroupedAppender { tx }
     }
 
-    /// Queues `payload`; resolves to its acknowledgement (an error if the appender failed it
-    /// or the task is gone: indeterminate, as for [`Appender::append`]).
-    pub async fn append(&self, payload: Bytes) -> cairn_client::Result<AppendAck> {
+    /// Queues `payload` now (records keep the order of these calls) and returns a future of
+    /// its acknowledgement (an error if the appender failed it or the task is gone:
+    /// indeterminate, as for [`Appender::append`]).
+    pub fn append(
+        &self,
+        payload: Bytes,
+    ) -> impl Future<Output = cairn_client::Result<AppendAck>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send((payload, Some(tx))).is_err() {
-            return Err(gone());
+        let queued = self.tx.send((payload, Some(tx))).is_ok();
+        async move {
+            if !queued {
+                return Err(gone());
+            }
+            rx.await.unwrap_or_else(|_| Err(gone()))
         }
-        rx.await.unwrap_or_else(|_| Err(gone()))
     }
 
     /// Queues `payload` without waiting: a failure is logged as a warning.
