@@ -687,3 +687,45 @@ async fn clear_errors() {
     let dead = Client::connect("127.0.0.1:1").await.unwrap_err();
     assert!(matches!(dead, Error::MasterUnreachable { .. }), "{dead}");
 }
+
+// Proves: `append_all` queues its records at once: they go out in one Append RPC, in order,
+// each acknowledged under the next sequence; a payload over the limit among them fails alone
+// and takes no sequence; the log replays them exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_all_sends_its_records_in_one_batch() {
+    let (addr, state) = start(0, true).await;
+    let client = Client::connect(&addr).await.unwrap();
+    let options = LogOptions {
+        replication: 1,
+        min_replicas: 0,
+        chunk_bytes: 1 << 20,
+        place_on: None,
+    };
+    client.create_log("g", options).await.unwrap();
+    let appender = client.appender("g").await.unwrap();
+    let too_large = Bytes::from(vec![0; appender.payload_bytes_max() + 1]);
+    let mut payloads: Vec<Bytes> = (0..50).map(|i| payload(0, i)).collect();
+    payloads.insert(20, too_large);
+    let acks = appender.append_all(payloads);
+    assert_eq!(acks.len(), 51);
+    let mut sequences = Vec::new();
+    for (i, ack) in acks.into_iter().enumerate() {
+        match ack.await {
+            Ok(ack) => sequences.push(ack.id.sequence),
+            Err(e) => {
+                assert_eq!(i, 20, "only the payload over the limit fails");
+                assert!(matches!(e, Error::RecordTooLarge { .. }), "{e}");
+            }
+        }
+    }
+    assert!(sequences.iter().copied().eq(1..=50), "{sequences:?}");
+    assert_eq!(
+        state.lock().unwrap().appends,
+        1,
+        "one Append RPC for the group"
+    );
+    let writer = appender.writer_id();
+    appender.close().await.unwrap();
+    let expected = vec![(writer, (0..50).map(|i| payload(0, i)).collect::<Vec<_>>())];
+    check_replay(&client, "g", &expected).await;
+}

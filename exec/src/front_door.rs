@@ -15,7 +15,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use cairn_client::{Appender, Client, ReplayEvent, ReplayOptions, Tail, TailFrom};
+use cairn_client::{Client, ReplayEvent, ReplayOptions, Tail, TailFrom};
 use rand::RngCore;
 use tokio::sync::oneshot;
 use tonic::body::Body;
@@ -25,6 +25,7 @@ use tonic::{Code, Status};
 use tracing::{info, warn};
 
 use crate::codec::BytesCodec;
+use crate::grouped::{GroupPolicy, GroupedAppender};
 use crate::records::{ExecRecord, Input, Kind, Output, REQUEST_ID_BYTES, fingerprint, hex};
 use crate::service_logs::ServiceLogs;
 use crate::vote::{Tally, Verdict};
@@ -37,6 +38,22 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "cairn-idempotency-key";
 pub const VERDICT_WAIT: Duration = Duration::from_secs(60);
 /// Voted requests remembered to spot replicas that answer after the vote differently.
 const RECENT_VOTES_MAX: usize = 100_000;
+/// INPUTs: calls that arrive together (their tasks woken by one read of the connection) are
+/// appended together; a lone call waits one scheduler yield at most.
+const INPUT_GROUPS: GroupPolicy = GroupPolicy {
+    yields_max: 4,
+    hold: Duration::ZERO,
+    one_in_flight: false,
+};
+/// VOTEs are appended after the caller is answered, so they wait a little to share a batch: a
+/// group is everything voted within this hold of its first vote, and one group is in flight
+/// at a time. A restart loses nothing by it: a keyed input whose vote is not yet in the log is
+/// voted again from the output logs.
+const VOTE_GROUPS: GroupPolicy = GroupPolicy {
+    yields_max: 0,
+    hold: Duration::from_millis(5),
+    one_in_flight: true,
+};
 
 /// Counters of a front door.
 #[derive(Debug, Default)]
@@ -83,8 +100,8 @@ struct State {
 pub struct FrontDoor {
     logs: ServiceLogs,
     replicas: u32,
-    inputs: Appender,
-    votes: Appender,
+    inputs: GroupedAppender,
+    votes: GroupedAppender,
     state: Mutex<State>,
     /// Counters.
     pub stats: FrontDoorStats,
@@ -105,8 +122,16 @@ impl FrontDoor {
     pub async fn start(client: &Client, logs: ServiceLogs) -> anyhow::Result<Arc<FrontDoor>> {
         let replicas = logs.replica_count(client).await?;
         let door = Arc::new(FrontDoor {
-            inputs: client.appender(&logs.inputs()).await?,
-            votes: client.appender(&logs.votes()).await?,
+            inputs: GroupedAppender::start(
+                client.appender(&logs.inputs()).await?,
+                INPUT_GROUPS,
+                "input",
+            ),
+            votes: GroupedAppender::start(
+                client.appender(&logs.votes()).await?,
+                VOTE_GROUPS,
+                "vote",
+            ),
             logs,
             replicas,
             state: Mutex::new(State::default()),
@@ -283,14 +308,8 @@ impl FrontDoor {
             }
             drop(g);
             let vote = verdict.to_vote(&pending.idempotency_key);
-            let ack = self
-                .votes
-                .append(ExecRecord::from(Kind::Vote(vote)).to_payload());
-            tokio::spawn(async move {
-                if let Err(e) = ack.await {
-                    warn!(error = %e, "appending a vote failed");
-                }
-            });
+            self.votes
+                .append_detached(ExecRecord::from(Kind::Vote(vote)).to_payload());
             for waiter in pending.waiters {
                 let _ = waiter.send(verdict.clone());
             }

@@ -39,6 +39,8 @@
 //! - [`supervisor`]: [`Worker`], a replica's handle on its worker process.
 //! - [`service_logs`]: a service's log names and their creation (output logs placed beside
 //!   their replicas).
+//! - [`grouped`]: [`grouped::GroupedAppender`], records handed to an appender in groups so
+//!   that a burst travels in one batch (the front door's INPUTs and VOTEs).
 //! - [`vote`]: [`vote::Tally`], f+1 equal digests of n = 2f+1 replicas make a verdict.
 //! - [`replica`]: a replica's loop: tail the inputs, run them in the worker, append OUTPUTs.
 //! - [`front_door`]: the generic gRPC endpoint: INPUT, wait for the vote, answer, VOTE.
@@ -51,6 +53,7 @@ pub mod codec;
 pub mod context;
 pub mod entry;
 pub mod front_door;
+pub mod grouped;
 pub mod pipe;
 pub mod records;
 pub mod replica;

@@ -41,6 +41,14 @@ where
     writer.write_all(&buf).await
 }
 
+/// Whether `buffered` starts with one whole frame (its length prefix and all its bytes).
+pub fn frame_buffered(buffered: &[u8]) -> bool {
+    match buffered.first_chunk::<4>() {
+        Some(len) => buffered.len() - 4 >= u32::from_be_bytes(*len) as usize,
+        None => false,
+    }
+}
+
 /// Reads one frame; `Ok(None)` at a clean end of the stream (before a frame's first byte).
 pub async fn read_frame<R, M>(reader: &mut R) -> io::Result<Option<M>>
 where
@@ -72,7 +80,8 @@ mod tests {
     use super::*;
     use crate::records::WorkerReply;
 
-    // Proves: frames round-trip in order, a clean end reads as None and a cut frame is an error.
+    // Proves: frames round-trip in order, a clean end reads as None, a cut frame is an error,
+    // and a buffer is seen to hold a whole frame exactly when it does.
     #[tokio::test]
     async fn frames_round_trip_and_cut_frames_fail() {
         let replies = [
@@ -100,6 +109,11 @@ mod tests {
             read_frame::<_, WorkerReply>(&mut reader).await.unwrap(),
             None
         );
+        assert!(frame_buffered(&buf));
+        assert!(!frame_buffered(&buf[..3]));
+        let first_len = 4 + replies[0].encoded_len();
+        assert!(frame_buffered(&buf[..first_len]));
+        assert!(!frame_buffered(&buf[..first_len - 1]));
         let mut cut = &buf[..buf.len() - 1];
         read_frame::<_, WorkerReply>(&mut cut).await.unwrap();
         assert!(read_frame::<_, WorkerReply>(&mut cut).await.is_err());

@@ -13,6 +13,7 @@ use cairn_client::{Client, ReplayEvent, ReplayOptions, TailFrom};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use crate::grouped::GROUP_RECORDS_MAX;
 use crate::records::{ExecRecord, Input, Kind, Output, WorkerRequest};
 use crate::service_logs::ServiceLogs;
 use crate::supervisor::Worker;
@@ -137,6 +138,8 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
     }
     let read = async move {
         let mut executed: u64 = 0;
+        // Outputs of the replies that arrived together, appended together (one batch).
+        let mut outputs: Vec<Bytes> = Vec::new();
         while let Some(request_id) = sent_rx.recv().await {
             let mut reply = from_worker
                 .next_reply()
@@ -149,20 +152,24 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
             if executed.is_multiple_of(10_000) {
                 info!(replica = index, executed, "inputs executed");
             }
-            if done.contains(&request_id) {
+            if !done.contains(&request_id) {
+                let output = Output {
+                    request_id,
+                    replica: index,
+                    code: reply.code,
+                    message: reply.message.clone(),
+                    digest: Bytes::copy_from_slice(&reply.digest()),
+                    response: reply.response,
+                };
+                outputs.push(ExecRecord::from(Kind::Output(output)).to_payload());
+            }
+            if from_worker.reply_buffered() && outputs.len() < GROUP_RECORDS_MAX {
                 continue;
             }
-            let output = Output {
-                request_id,
-                replica: index,
-                code: reply.code,
-                message: reply.message.clone(),
-                digest: Bytes::copy_from_slice(&reply.digest()),
-                response: reply.response,
-            };
-            let ack = appender.append(ExecRecord::from(Kind::Output(output)).to_payload());
-            if acks_tx.send(ack.await_ack()).await.is_err() {
-                break;
+            for ack in appender.append_all(outputs.drain(..)) {
+                if acks_tx.send(ack.await_ack()).await.is_err() {
+                    return anyhow::Ok(());
+                }
             }
         }
         anyhow::Ok(())

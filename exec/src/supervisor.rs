@@ -112,6 +112,12 @@ impl WorkerOutput {
             .await?
             .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "the worker process ended"))
     }
+
+    /// Whether a whole reply is already buffered, so that [`WorkerOutput::next_reply`] returns
+    /// it without waiting for the worker.
+    pub fn reply_buffered(&self) -> bool {
+        crate::pipe::frame_buffered(self.stdout.buffer())
+    }
 }
 
 /// The process of a split [`Worker`]; dropping it kills the process.

@@ -76,11 +76,24 @@ impl Pending {
 }
 
 enum Command {
-    Append {
-        payload: Bytes,
-        waiter: RecordWaiter,
-    },
+    /// Records to queue, in order, all at once.
+    Append(Vec<(Bytes, RecordWaiter)>),
     Flush(oneshot::Sender<Result<()>>),
+}
+
+/// A record's receiver of its acknowledgement, or the error that refused it at once.
+type Queued = Result<oneshot::Receiver<Result<AppendAck>>>;
+
+/// A record's acknowledgement, from its waiter's receiver (or the error that refused it).
+async fn ack(queued: Queued) -> Result<AppendAck> {
+    match queued {
+        Err(e) => Err(e),
+        Ok(rx) => rx.await.unwrap_or_else(|_| {
+            Err(Error::AppenderClosed {
+                message: "the appender's task ended".into(),
+            })
+        }),
+    }
 }
 
 struct RecordWaiter {
@@ -202,26 +215,46 @@ impl Appender {
     /// A payload over [`Appender::payload_bytes_max`] fails at once with
     /// [`Error::RecordTooLarge`] and takes no sequence.
     pub fn append(&self, payload: Bytes) -> impl Future<Output = Result<AppendAck>> + 'static {
-        let queued = self.enqueue(payload);
-        async move {
-            match queued {
-                Err(e) => Err(e),
-                Ok(rx) => rx.await.unwrap_or_else(|_| {
-                    Err(Error::AppenderClosed {
-                        message: "the appender's task ended".into(),
-                    })
-                }),
-            }
+        let (queued, record) = self.waiter(payload);
+        if let Some(record) = record {
+            self.send(Command::Append(vec![record]));
         }
+        ack(queued)
     }
 
-    fn enqueue(&self, payload: Bytes) -> Result<oneshot::Receiver<Result<AppendAck>>> {
+    /// Queues every payload, in order, as the next records, and returns their
+    /// acknowledgements' futures in the same order: like calling [`Appender::append`] for
+    /// each, except that the appender takes them all at once, so that they travel together
+    /// (one batch, as far as the batch limits allow) instead of the first going out alone.
+    /// A payload over [`Appender::payload_bytes_max`] fails at once and takes no sequence.
+    pub fn append_all(
+        &self,
+        payloads: impl IntoIterator<Item = Bytes>,
+    ) -> Vec<impl Future<Output = Result<AppendAck>> + 'static> {
+        let mut records = Vec::new();
+        let acks = payloads
+            .into_iter()
+            .map(|payload| {
+                let (queued, record) = self.waiter(payload);
+                records.extend(record);
+                ack(queued)
+            })
+            .collect();
+        if !records.is_empty() {
+            self.send(Command::Append(records));
+        }
+        acks
+    }
+
+    /// The waiter of one record and its receiver, or `RecordTooLarge`.
+    fn waiter(&self, payload: Bytes) -> (Queued, Option<(Bytes, RecordWaiter)>) {
         let len = payload.len();
         if len > self.payload_max {
-            return Err(Error::RecordTooLarge {
+            let too_large = Error::RecordTooLarge {
                 len,
                 max: self.payload_max,
-            });
+            };
+            return (Err(too_large), None);
         }
         let (tx, rx) = oneshot::channel();
         self.pending.bytes.fetch_add(len, Ordering::AcqRel);
@@ -230,15 +263,19 @@ impl Appender {
             len,
             pending: self.pending.clone(),
         };
+        (Ok(rx), Some((payload, waiter)))
+    }
+
+    /// Hands records to the task; if it has ended, they fail at once.
+    fn send(&self, command: Command) {
         let sender = self.tx.as_ref().expect("only close takes the sender");
-        if let Err(mpsc::error::SendError(Command::Append { waiter, .. })) =
-            sender.send(Command::Append { payload, waiter })
-        {
-            waiter.complete(Err(Error::AppenderClosed {
-                message: "the appender's task ended".into(),
-            }));
+        if let Err(mpsc::error::SendError(Command::Append(records))) = sender.send(command) {
+            for (_, waiter) in records {
+                waiter.complete(Err(Error::AppenderClosed {
+                    message: "the appender's task ended".into(),
+                }));
+            }
         }
-        Ok(rx)
     }
 
     /// Waits until fewer than [`APPENDER_PENDING_BYTES_MAX`] payload bytes are queued or in
@@ -346,7 +383,11 @@ impl Task {
             }
             tokio::select! {
                 cmd = self.rx.recv(), if rx_open => match cmd {
-                    Some(cmd) => self.command(cmd),
+                    Some(cmd) => {
+                        self.command(cmd);
+                        // Records already queued behind it go out in the same batch.
+                        rx_open = self.drain();
+                    }
                     None => rx_open = false,
                 },
                 Some((meta, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
@@ -382,26 +423,37 @@ impl Task {
         while self.window.queued() < target && yields < GATHER_YIELDS_MAX {
             yields += 1;
             tokio::task::yield_now().await;
-            loop {
-                match self.rx.try_recv() {
-                    Ok(cmd) => self.command(cmd),
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => return false,
-                }
+            if !self.drain() {
+                return false;
             }
         }
         tracing::trace!(target, queued = self.window.queued(), yields, "gathered");
         true
     }
 
+    /// Takes every command already in the channel. Returns whether the channel is still open.
+    fn drain(&mut self) -> bool {
+        loop {
+            match self.rx.try_recv() {
+                Ok(cmd) => self.command(cmd),
+                Err(mpsc::error::TryRecvError::Empty) => return true,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Append { payload, waiter } => match &self.closed {
-                Some(e) => waiter.complete(Err(closed_error(e))),
-                None => {
-                    self.window.push(payload, waiter);
+            Command::Append(records) => {
+                for (payload, waiter) in records {
+                    match &self.closed {
+                        Some(e) => waiter.complete(Err(closed_error(e))),
+                        None => {
+                            self.window.push(payload, waiter);
+                        }
+                    }
                 }
-            },
+            }
             Command::Flush(tx) => self.flushes.push((self.window.last_seq(), tx)),
         }
     }
