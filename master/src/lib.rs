@@ -115,8 +115,9 @@ pub struct Seams {
     /// Where blocking file work (the operation log, checkpoints, start-up) runs.
     pub blocking: Blocking,
     /// Seeds the master's randomness (a new cluster id, chunk handles, placement ties; mixed with
-    /// the operation log's last sequence, so a restart draws new handles); `None`
-    /// draws it from the OS.
+    /// the operation log's last sequence); `None` draws it from the OS. A given seed must differ
+    /// for every master process: a crash that loses the log's unsynced tail repeats the last
+    /// sequence, and the same seed would then hand out handles already handed out.
     pub seed: Option<u64>,
 }
 
@@ -173,9 +174,12 @@ pub async fn serve_with(
     let chunks = meta.chunks.len();
     let api = service::GrpcChunkservers::new(connector, config.rpc_timeout);
     // A given seed is mixed with how far the operation log has come, so that a restarted master
-    // (a simulation restarts it with the same seed) does not draw the same chunk handles again:
-    // a handle it allocated and dropped before the restart is in no metadata and, until the
-    // chunkservers report, in no report either, and could otherwise be issued twice.
+    // given the same seed does not draw the same chunk handles again: a handle it allocated and
+    // dropped before the restart is in no metadata and, until the chunkservers report, in no
+    // report either, and could otherwise be issued twice. That is not enough when the crash lost
+    // the unsynced tail of the log (the position then repeats), so a given seed must differ for
+    // every process: the simulator gives each master incarnation its own. Without one, every
+    // process draws a random seed.
     let seed = match seed {
         Some(s) => s ^ last_sequence.wrapping_mul(0x9e37_79b9_7f4a_7c15),
         None => core::MasterCore::<service::GrpcChunkservers>::random_seed(),

@@ -145,9 +145,16 @@ pub fn run(config: SimConfig) -> Outcome {
     // synced.
     let master_disk = FaultyDisk::new();
     let disk = master_disk.clone();
+    // Each master process (the first, and every restart) draws handles from its own seed, as a
+    // real one does from its random seed. One seed for all of them let a restarted master, whose
+    // crash had lost the unsynced tail of its operation log, draw again a handle it had handed
+    // out before the crash (seed 46417: a tail holding the old handle read another chunk there).
+    let boots = Arc::new(std::sync::atomic::AtomicU64::new(0));
     sim.host("master", move || {
         let master_dir = master_dir.clone();
         let disk = disk.clone();
+        let boot = boots.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seed = seed ^ boot.wrapping_mul(0xd6e8_feb8_6659_fd93);
         async move {
             let mut c = cairn_master::Config::new(&master_dir);
             c.heartbeat = Duration::from_millis(200);
