@@ -162,6 +162,19 @@ pub(super) fn start(dir: &Path, fake: &Arc<Fake>) -> Arc<MasterCore<Arc<Fake>>> 
     ))
 }
 
+/// A master over `dir` and `fake` with `a:1`, `b:1` and `c:1` registered and the log `/l`
+/// (factor 3, 8 KiB chunks) holding its first chunk, open: where most core tests start.
+pub(super) async fn with_open_chunk(
+    dir: &Path,
+    fake: &Arc<Fake>,
+) -> (Arc<MasterCore<Arc<Fake>>>, super::allocate::Location) {
+    let m = start(dir, fake);
+    register(&m, &["a:1", "b:1", "c:1"]).await;
+    m.create_log("/l", 3, 8192).await.unwrap();
+    let first = m.open_chunk("/l").await.unwrap();
+    (m, first)
+}
+
 /// Registers `addresses` as chunkservers holding nothing.
 pub(super) async fn register(m: &MasterCore<Arc<Fake>>, addresses: &[&str]) {
     for a in addresses {

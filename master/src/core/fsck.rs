@@ -118,7 +118,7 @@ mod tests {
     use cairn_record::{ChunkOffset, ChunkVersion};
     use std::sync::Arc;
 
-    use crate::core::fake::{Fake, register, repair_until_done, start};
+    use crate::core::fake::{Fake, repair_until_done, with_open_chunk};
     use crate::heartbeat::ReplicaReport;
 
     // A checker reports one replica of a sealed chunk corrupt: it stops being good (stat drops
@@ -129,10 +129,7 @@ mod tests {
     async fn reported_corrupt_replica_is_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(Fake::default());
-        let m = start(dir.path(), &fake);
-        register(&m, &["a:1", "b:1", "c:1"]).await;
-        m.create_log("/l", 3, 8192).await.unwrap();
-        let first = m.open_chunk("/l").await.unwrap();
+        let (m, first) = with_open_chunk(dir.path(), &fake).await;
         for a in ["a:1", "b:1", "c:1"] {
             fake.st().lengths.insert(a.into(), 4096);
         }

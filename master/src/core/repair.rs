@@ -441,7 +441,7 @@ mod tests {
     use super::*;
     use cairn_record::ChunkVersion;
 
-    use crate::core::fake::{Fake, register, repair_until_done, start};
+    use crate::core::fake::{Fake, repair_until_done, with_open_chunk};
 
     // Proves (simulator seed 28034) through the repair loop: a chunk sealed with no record on
     // one replica, whose chunkserver then comes back wiped, is recreated from the metadata (an
@@ -451,10 +451,7 @@ mod tests {
     async fn an_empty_sealed_chunk_that_lost_every_replica_is_recreated() {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(Fake::default());
-        let m = start(dir.path(), &fake);
-        register(&m, &["a:1", "b:1", "c:1"]).await;
-        m.create_log("/l", 3, 8192).await.unwrap();
-        let first = m.open_chunk("/l").await.unwrap();
+        let (m, first) = with_open_chunk(dir.path(), &fake).await;
         // Only `a` answers the fence: the chunk is sealed, empty, on `a` alone.
         fake.st().replicas.retain(|(a, _)| a == "a:1");
         m.seal_chunk("/l", first.handle, ChunkVersion(1), "full")

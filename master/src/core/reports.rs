@@ -152,7 +152,7 @@ mod tests {
     use cairn_record::ChunkVersion;
     use std::sync::Arc;
 
-    use crate::core::fake::{Fake, register, report, start};
+    use crate::core::fake::{Fake, register, report, start, with_open_chunk};
 
     // After a restart the metadata (logs, chunks, versions) is back, locations are not: the open
     // chunk is UNAVAILABLE until its chunkservers report it. A replica reporting a version the
@@ -162,10 +162,7 @@ mod tests {
     async fn restart_keeps_metadata_and_waits_for_reports() {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(Fake::default());
-        let m = start(dir.path(), &fake);
-        register(&m, &["a:1", "b:1", "c:1"]).await;
-        m.create_log("/l", 3, 8192).await.unwrap();
-        let first = m.open_chunk("/l").await.unwrap();
+        let (m, first) = with_open_chunk(dir.path(), &fake).await;
         let open = m
             .seal_chunk("/l", first.handle, ChunkVersion(1), "full")
             .await

@@ -258,7 +258,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    use crate::core::fake::{Fake, register, repair_until_done, start};
+    use crate::core::fake::{Fake, repair_until_done, with_open_chunk};
     use crate::meta::{ChunkState, WriterMark};
 
     // Many clients sealing the same full chunk at once: one fence round, one seal at the
@@ -269,10 +269,7 @@ mod tests {
     async fn concurrent_seals_share_one_new_chunk() {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(Fake::default());
-        let m = start(dir.path(), &fake);
-        register(&m, &["a:1", "b:1", "c:1"]).await;
-        m.create_log("/l", 3, 8192).await.unwrap();
-        let first = m.open_chunk("/l").await.unwrap();
+        let (m, first) = with_open_chunk(dir.path(), &fake).await;
         assert_eq!(first.secondaries.len(), 2);
         let created = fake.st().creates.clone();
         assert_eq!(created.len(), 3);
