@@ -193,7 +193,7 @@ pub(super) async fn repair_until_done(m: &Arc<MasterCore<Arc<Fake>>>) -> usize {
         for _ in 0..100 {
             let idle = {
                 let g = m.lock();
-                g.repairs.is_empty() && g.resealing.is_empty()
+                g.repairs.is_empty() && g.resealing.is_empty() && g.in_place.is_empty()
             };
             if idle {
                 break;

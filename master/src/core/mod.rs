@@ -64,8 +64,8 @@ pub(crate) struct Inner {
     dying: BTreeSet<ChunkHandle>,
     /// Copies running (the repair loop): chunk → target chunkserver.
     pub(crate) repairs: BTreeMap<ChunkHandle, String>,
-    /// Chunks with a task of the repair loop running on them: a seal of an orphaned open chunk,
-    /// a salvage, or a fence of replicas that missed a seal (one task per chunk at a time).
+    /// Chunks with a seal of an orphaned open chunk or a salvage running (one such task per
+    /// chunk at a time; seals and fences of single replicas are in `in_place`).
     pub(crate) resealing: BTreeSet<ChunkHandle>,
     /// Replicas being sealed or fenced in place by the repair loop, as (chunk, chunkserver): no
     /// copy into one starts meanwhile (it would compare checksums mid-seal).
@@ -81,7 +81,14 @@ impl Inner {
         for a in addresses {
             self.in_place.remove(&(handle, a.clone()));
         }
-        self.resealing.remove(&handle);
+    }
+
+    /// Whether the repair loop is sealing or fencing some replica of `handle` in place.
+    pub(crate) fn in_place_on(&self, handle: ChunkHandle) -> bool {
+        self.in_place
+            .range((handle, String::new())..)
+            .next()
+            .is_some_and(|(h, _)| *h == handle)
     }
 
     /// Applies and queues an entry the caller has validated. Returns its sequence.

@@ -83,13 +83,17 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 .collect::<Vec<_>>();
             let salvages = salvages
                 .into_iter()
-                .filter(|c| g.resealing.insert(c.handle))
+                .filter(|c| !g.in_place_on(c.handle) && g.resealing.insert(c.handle))
                 .collect::<Vec<_>>();
             // Never a replica a copy is landing on (the copy fences and seals it itself).
+            // One task per replica (not per chunk: a stale replica's fence must not hold up a
+            // complete one's seal), none while a salvage of the chunk runs.
             let in_place = |g: &mut super::Inner, mut r: ReplicasToSeal| {
                 let copying = g.repairs.get(&r.handle).cloned();
-                r.addresses.retain(|a| Some(a) != copying.as_ref());
-                if r.addresses.is_empty() || !g.resealing.insert(r.handle) {
+                r.addresses.retain(|a| {
+                    Some(a) != copying.as_ref() && !g.in_place.contains(&(r.handle, a.clone()))
+                });
+                if r.addresses.is_empty() || g.resealing.contains(&r.handle) {
                     return None;
                 }
                 for a in &r.addresses {
@@ -493,5 +497,49 @@ mod tests {
         assert_eq!(m.repair_stats().empty_recreated.load(Ordering::Relaxed), 1);
         assert_eq!(m.stat_log("/l").unwrap().chunks[0].replicas.len(), 3);
         m.close().await;
+    }
+
+    // Proves (simulator seed 42634): a copy never lands on a replica the same pass seals in
+    // place. `b` missed the seal but holds the whole chunk (open at the chunk's version, as long
+    // as the sealed length): the pass seals it in place, and does not copy onto it, although
+    // its prefix makes it the copy's first choice of target.
+    #[tokio::test]
+    async fn a_copy_never_lands_on_a_replica_sealed_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(Fake::default());
+        let (m, first) = with_open_chunk(dir.path(), &fake).await;
+        fake.st().lengths.insert("a:1".into(), 4096);
+        // Only `a` answers the fence: sealed at version 2, 4096 bytes, on `a` alone.
+        fake.st().replicas.retain(|(a, _)| a == "a:1");
+        m.seal_chunk("/l", first.handle, ChunkVersion(1), "full")
+            .await
+            .unwrap();
+        let sealed = m.stat_log("/l").unwrap().chunks[0].clone();
+        assert_eq!(sealed.length, ChunkOffset(4096));
+        let good = ReplicaReport::sealed(first.handle, sealed.version, sealed.length);
+        let whole = ReplicaReport {
+            sealed: false,
+            ..good
+        };
+        m.heartbeat("a:1", &[good]).await.unwrap();
+        m.heartbeat("b:1", &[whole]).await.unwrap();
+        m.heartbeat("c:1", &[]).await.unwrap();
+        m.clone().repair_pass();
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        let s = fake.st();
+        assert!(
+            s.seals
+                .iter()
+                .any(|c| c.address == "b:1" && c.length == sealed.length),
+            "{:?}",
+            s.seals
+        );
+        assert!(
+            s.replicates.iter().all(|(target, _)| target != "b:1"),
+            "{:?}",
+            s.replicates
+        );
     }
 }
