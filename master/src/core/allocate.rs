@@ -248,7 +248,9 @@ impl<C: ChunkserverApi> MasterCore<C> {
         self.create_one(loc.primary.clone(), request(true)).await
     }
 
-    fn create_one(
+    /// Creates one replica on `address`, bounded by the RPC timeout, naming the chunk and
+    /// the chunkserver in the error.
+    pub(super) fn create_one(
         &self,
         address: String,
         request: CreateReplica,

@@ -279,7 +279,6 @@ impl<C: ChunkserverApi> MasterCore<C> {
             target,
         } = r;
         warn!(%log, chunk = %handle, %version, to = %target, "recreating an empty sealed chunk that lost every replica, from its metadata");
-        let timeout = self.config().rpc_timeout;
         let create = CreateReplica {
             handle,
             version,
@@ -289,14 +288,10 @@ impl<C: ChunkserverApi> MasterCore<C> {
             writer_marks: Vec::new(),
             writer_epochs: Default::default(),
         };
-        let created =
-            match tokio::time::timeout(timeout, self.api().create_replica(target.clone(), create))
-                .await
-            {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(format!("{e:?}")),
-                Err(_) => Err(format!("create timed out after {timeout:?}")),
-            };
+        let created = self
+            .create_one(target.clone(), create)
+            .await
+            .map_err(|e| e.to_string());
         let result = match created {
             Ok(()) => {
                 let sealed = self
