@@ -1,10 +1,14 @@
-//! `cairn exec create|ls|status`: the execution layer's services, as their logs show them.
+//! `cairn exec create|ls|status|quarantine|timeline`: the execution layer's services, as their
+//! logs show them.
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 
+use cairn_exec::quarantine;
+use cairn_exec::records::{REQUEST_ID_BYTES, code_name, from_hex, hex};
 use cairn_exec::service_logs::ServiceLogs;
 use cairn_exec::status::{ServiceStatus, status};
+use cairn_exec::timeline::{TimelineEvent, timeline};
 use serde_json::json;
 
 use crate::cluster::{self, MasterArg};
@@ -19,6 +23,44 @@ pub(crate) enum ExecCommand {
     Ls(LsArgs),
     /// A service's replicas (outputs executed, dissents), inputs, votes and storage.
     Status(StatusArgs),
+    /// List a service's quarantined inputs (queries of death), or lift one with --lift.
+    Quarantine(QuarantineArgs),
+    /// One request's history: received, logged, each replica's outcome, vote, quarantine or
+    /// pending, reply.
+    Timeline(TimelineArgs),
+}
+
+/// `cairn exec quarantine`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct QuarantineArgs {
+    /// The service's name.
+    service: String,
+    /// Lift the quarantine of this fingerprint (64 hex digits): front doors accept its calls
+    /// again. Recorded as a LIFT record in the vote log.
+    #[arg(long, value_name = "FINGERPRINT")]
+    lift: Option<String>,
+    /// Why (recorded with the lift). Default: the user and host running the command.
+    #[arg(long, requires = "lift")]
+    reason: Option<String>,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    master: MasterArg,
+}
+
+/// `cairn exec timeline`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct TimelineArgs {
+    /// The service's name.
+    service: String,
+    /// The request id (hex, from the `cairn-request-id` metadata).
+    request_id: String,
+    /// One JSON object per event and line.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    master: MasterArg,
 }
 
 /// `cairn exec create`.
@@ -93,7 +135,146 @@ pub(crate) fn run(command: &ExecCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }),
+        ExecCommand::Quarantine(args) => cluster::run(async {
+            let client = cluster::connect(&args.master).await?;
+            let logs = ServiceLogs::new(&args.service)?;
+            if let Some(fingerprint) = &args.lift {
+                let reason = args.reason.clone().unwrap_or_else(who);
+                let q = quarantine::lift(&client, &logs, fingerprint, &reason).await?;
+                println!(
+                    "lifted the quarantine of {} (request {}, {}): front doors accept it again",
+                    hex(&q.fingerprint),
+                    hex(&q.request_id),
+                    q.method
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let all = quarantine::list(&client, &logs).await?;
+            for q in &all {
+                let outcomes: Vec<String> = q
+                    .outcomes
+                    .iter()
+                    .map(|o| format!("{}:{}", o.replica, code_name(o.code)))
+                    .collect();
+                if args.json {
+                    println!(
+                        "{}",
+                        json!({
+                            "fingerprint": hex(&q.fingerprint),
+                            "request_id": hex(&q.request_id),
+                            "method": q.method,
+                            "at_ms": q.at_ms,
+                            "outcomes": q.outcomes.iter().map(|o| json!({
+                                "replica": o.replica,
+                                "status": code_name(o.code),
+                                "detail": o.detail,
+                            })).collect::<Vec<_>>(),
+                        })
+                    );
+                } else {
+                    println!(
+                        "{}\t{}\trequest {}\t{}",
+                        hex(&q.fingerprint),
+                        q.method,
+                        hex(&q.request_id),
+                        outcomes.join(" ")
+                    );
+                }
+            }
+            if !args.json {
+                eprintln!(
+                    "{} quarantined input(s) in service {}",
+                    all.len(),
+                    logs.service()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+        ExecCommand::Timeline(args) => cluster::run(async {
+            let client = cluster::connect(&args.master).await?;
+            let logs = ServiceLogs::new(&args.service)?;
+            let id = from_hex(&args.request_id)
+                .filter(|b| b.len() == REQUEST_ID_BYTES)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{:?} is not a request id ({} hex digits)",
+                        args.request_id,
+                        REQUEST_ID_BYTES * 2
+                    )
+                })?;
+            let events = timeline(&client, &logs, &id).await?;
+            if events.is_empty() {
+                anyhow::bail!(
+                    "request {} is not in service {}'s logs",
+                    args.request_id,
+                    logs.service()
+                );
+            }
+            for e in &events {
+                if args.json {
+                    println!(
+                        "{}",
+                        json!({
+                            "event": e.event,
+                            "at": e.at_ms,
+                            "replica": e.replica,
+                            "status": e.status,
+                            "digest": e.digest,
+                            "chunk": e.chunk,
+                            "offset": e.offset,
+                            "detail": e.detail,
+                        })
+                    );
+                } else {
+                    print_event(e);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
     }
+}
+
+/// The user and host running this command, for a lift's record.
+fn who() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown user".to_owned());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown host".to_owned());
+    format!("lifted by {user} on {host}")
+}
+
+/// One timeline event as a line: time (UTC), event, then what it has.
+fn print_event(e: &TimelineEvent) {
+    let at = e.at_ms.map_or_else(
+        || "-".to_owned(),
+        |ms| {
+            let secs = ms / 1000;
+            format!(
+                "{:02}:{:02}:{:02}.{:03}",
+                secs / 3600 % 24,
+                secs / 60 % 60,
+                secs % 60,
+                ms % 1000
+            )
+        },
+    );
+    let mut line = format!("{at}  {:<10}", e.event);
+    if let Some(r) = e.replica {
+        line.push_str(&format!(" replica {r}"));
+    }
+    if let Some(s) = &e.status {
+        line.push_str(&format!(" {s}"));
+    }
+    if let Some(d) = &e.digest {
+        line.push_str(&format!(" digest {}", &d[..16.min(d.len())]));
+    }
+    if let (Some(c), Some(o)) = (e.chunk, e.offset) {
+        line.push_str(&format!(" at chunk {c} offset {o}"));
+    }
+    if !e.detail.is_empty() {
+        line.push_str(&format!("  {}", e.detail));
+    }
+    println!("{line}");
 }
 
 /// The `--json` form.
@@ -110,6 +291,8 @@ fn status_json(s: &ServiceStatus) -> serde_json::Value {
         "inputs": s.inputs,
         "votes": s.votes,
         "dissents": s.dissents,
+        "quarantined": s.quarantined,
+        "pending": s.pending,
         "bytes": {
             "inputs_on_disk": s.bytes.inputs_on_disk,
             "input_records": s.bytes.input_records,
@@ -122,8 +305,8 @@ fn status_json(s: &ServiceStatus) -> serde_json::Value {
 
 fn print_status(s: &ServiceStatus) {
     println!(
-        "service {}: {} inputs, {} votes, {} dissents",
-        s.service, s.inputs, s.votes, s.dissents
+        "service {}: {} inputs, {} votes, {} dissents, {} quarantined, {} pending",
+        s.service, s.inputs, s.votes, s.dissents, s.quarantined, s.pending
     );
     for r in &s.replicas {
         println!(

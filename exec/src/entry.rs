@@ -43,6 +43,8 @@ enum Role {
         /// Address to listen on.
         #[arg(long)]
         listen: String,
+        #[command(flatten)]
+        deadlines: DeadlineArgs,
     },
     /// A whole service on this machine: a master on PORT, 3 chunkservers on PORT+1..PORT+3,
     /// the service's logs, 3 replicas (each with its worker process) and a front door on
@@ -57,6 +59,8 @@ enum Role {
         /// The service's name. Default: this program's name without a `cairn-` prefix.
         #[arg(long)]
         service: Option<String>,
+        #[command(flatten)]
+        deadlines: DeadlineArgs,
     },
     /// Run business replica INDEX: execute the service's inputs in log order in a worker
     /// process and append each outcome to its own output log.
@@ -78,6 +82,26 @@ enum Role {
     },
 }
 
+/// The front door's deadline flags.
+#[derive(clap::Args, Debug)]
+struct DeadlineArgs {
+    /// A handler's deadline in ms, for methods without their own: a replica kills a handler
+    /// that runs longer (TIMEOUT), and the front door answers DEADLINE_EXCEEDED (PENDING) after
+    /// twice this. A caller's grpc-timeout can only shorten it.
+    #[arg(long, default_value_t = crate::deadline::DEFAULT_DEADLINE.as_millis() as u64)]
+    deadline_ms: u64,
+    /// One method's deadline, METHOD=MS (e.g. /bank.v1.Bank/Transfer=200); repeatable.
+    #[arg(long = "method-deadline", value_name = "METHOD=MS")]
+    method_deadlines: Vec<String>,
+}
+
+impl DeadlineArgs {
+    fn deadlines(&self) -> anyhow::Result<crate::deadline::Deadlines> {
+        crate::deadline::Deadlines::parse(self.deadline_ms, &self.method_deadlines)
+            .map_err(anyhow::Error::msg)
+    }
+}
+
 /// Runs the service binary: parses the arguments and runs the role they name. `factory`
 /// builds a fresh service (a generated tonic server), e.g. `|| BankServer::new(Bank::default())`.
 pub fn main<S, F>(factory: F) -> ExitCode
@@ -93,7 +117,10 @@ where
             master,
             service,
             listen,
-        } => front_door::<S>(&master, &service, &listen),
+            deadlines,
+        } => deadlines
+            .deadlines()
+            .and_then(|d| front_door::<S>(&master, &service, &listen, d)),
         Role::Replica {
             master,
             service,
@@ -104,7 +131,10 @@ where
             data,
             port,
             service,
-        } => local::<S>(data, port, service),
+            deadlines,
+        } => deadlines
+            .deadlines()
+            .and_then(|d| local::<S>(data, port, service, d)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -159,6 +189,7 @@ fn front_door<S: NamedService + 'static>(
     master: &str,
     service: &str,
     listen: &str,
+    deadlines: crate::deadline::Deadlines,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
     init_tracing();
@@ -169,7 +200,7 @@ fn front_door<S: NamedService + 'static>(
             .await
             .with_context(|| format!("listen on {listen}"))?;
         let addr = listener.local_addr()?;
-        let door = FrontDoor::start(&client, logs).await?;
+        let door = FrontDoor::start(&client, logs, deadlines).await?;
         println!("front door {addr}");
         serve_front_door::<S>(door, listener, cairn_local::shutdown_signal()).await
     })
@@ -221,6 +252,7 @@ fn local<S: NamedService + 'static>(
     data: std::path::PathBuf,
     port: u16,
     service: Option<String>,
+    deadlines: crate::deadline::Deadlines,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
     init_tracing();
@@ -296,7 +328,7 @@ fn local<S: NamedService + 'static>(
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("listen on {listen}"))?;
-        let door = FrontDoor::start(&client, logs.clone()).await?;
+        let door = FrontDoor::start(&client, logs.clone(), deadlines).await?;
         println!("front door {}", listener.local_addr()?);
         eprintln!(
             "{} local: master {}, chunkservers {}, {LOCAL_REPLICAS} replicas, front door {listen}; Ctrl-C stops",

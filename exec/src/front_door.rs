@@ -1,8 +1,14 @@
 //! The front door: a gRPC endpoint serving every method of the hosted service to a stock
 //! client without decoding a message. Each call becomes an INPUT in the service's input log;
 //! the answer is the outcome f+1 replicas agree on, and the vote is appended to the vote log.
-//! It keeps nothing a restart loses: idempotency keys and their verdicts are rebuilt from the
-//! vote and input logs.
+//! It keeps nothing a restart loses: idempotency keys and their verdicts, and the quarantined
+//! fingerprints, are rebuilt from the vote and input logs.
+//!
+//! A call that gets no verdict within twice its handler's deadline (`deadline`) is answered
+//! DEADLINE_EXCEEDED and recorded PENDING, naming the replicas still out; its VOTE follows when
+//! they answer. A call on which f+1 replicas crashed or timed out is answered
+//! FAILED_PRECONDITION and recorded QUARANTINE; later calls with its fingerprint are refused at
+//! once, until a LIFT record lifts it.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -12,7 +18,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_client::{Client, ReplayEvent, ReplayOptions, Tail, TailFrom};
@@ -25,8 +31,12 @@ use tonic::{Code, Status};
 use tracing::{info, warn};
 
 use crate::codec::BytesCodec;
+use crate::deadline::{CallDeadline, Deadlines};
 use crate::grouped::{GroupPolicy, GroupedAppender};
-use crate::records::{ExecRecord, Input, Kind, Output, REQUEST_ID_BYTES, fingerprint, hex};
+use crate::records::{
+    ExecRecord, Input, Kind, Output, Pending as PendingRecord, REQUEST_ID_BYTES, code_name,
+    fingerprint, hex, now_ms,
+};
 use crate::service_logs::ServiceLogs;
 use crate::vote::{Tally, Verdict};
 
@@ -34,8 +44,8 @@ use crate::vote::{Tally, Verdict};
 pub const REQUEST_ID_HEADER: &str = "cairn-request-id";
 /// Metadata a caller sets so that a retry gets the first call's verdict.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "cairn-idempotency-key";
-/// How long a call waits for its verdict before it is answered DEADLINE_EXCEEDED.
-pub const VERDICT_WAIT: Duration = Duration::from_secs(60);
+/// The `grpc-timeout` request header.
+const GRPC_TIMEOUT_HEADER: &str = "grpc-timeout";
 /// Voted requests remembered to spot replicas that answer after the vote differently.
 const RECENT_VOTES_MAX: usize = 100_000;
 /// INPUTs: calls that arrive together (their tasks woken by one read of the connection) are
@@ -64,6 +74,12 @@ pub struct FrontDoorStats {
     pub dissents: AtomicU64,
     /// Retries answered from an earlier call's verdict.
     pub idempotent_hits: AtomicU64,
+    /// Calls answered DEADLINE_EXCEEDED and recorded PENDING.
+    pub pending: AtomicU64,
+    /// Inputs quarantined by this front door.
+    pub quarantined: AtomicU64,
+    /// Calls refused because their fingerprint is quarantined.
+    pub refused: AtomicU64,
 }
 
 /// What a key maps to.
@@ -80,6 +96,9 @@ struct Pending {
     tally: Tally,
     waiters: Vec<oneshot::Sender<Arc<Verdict>>>,
     idempotency_key: String,
+    /// The input's fingerprint and method, for a QUARANTINE.
+    fingerprint: Bytes,
+    method: String,
 }
 
 /// A voted request, remembered for a while.
@@ -94,12 +113,15 @@ struct State {
     keys: HashMap<String, KeyState>,
     voted: HashMap<Bytes, Voted>,
     voted_order: VecDeque<Bytes>,
+    /// Quarantined fingerprints: the request that was quarantined.
+    quarantined: HashMap<Bytes, Bytes>,
 }
 
 /// The shared state of a front door.
 pub struct FrontDoor {
     logs: ServiceLogs,
     replicas: u32,
+    deadlines: Deadlines,
     inputs: GroupedAppender,
     votes: GroupedAppender,
     state: Mutex<State>,
@@ -117,9 +139,14 @@ impl std::fmt::Debug for FrontDoor {
 }
 
 impl FrontDoor {
-    /// Connects to the service's logs, rebuilds idempotency keys and unvoted keyed requests
-    /// from the vote and input logs, and starts following every output log and the vote log.
-    pub async fn start(client: &Client, logs: ServiceLogs) -> anyhow::Result<Arc<FrontDoor>> {
+    /// Connects to the service's logs, rebuilds idempotency keys, quarantined fingerprints and
+    /// unvoted keyed requests from the vote and input logs, and starts following every output
+    /// log and the vote log. Calls get `deadlines`.
+    pub async fn start(
+        client: &Client,
+        logs: ServiceLogs,
+        deadlines: Deadlines,
+    ) -> anyhow::Result<Arc<FrontDoor>> {
         let replicas = logs.replica_count(client).await?;
         let door = Arc::new(FrontDoor {
             inputs: GroupedAppender::start(
@@ -134,6 +161,7 @@ impl FrontDoor {
             ),
             logs,
             replicas,
+            deadlines,
             state: Mutex::new(State::default()),
             stats: FrontDoorStats::default(),
         });
@@ -156,9 +184,9 @@ impl FrontDoor {
             while let Some(Ok(event)) = votes.next().await {
                 let Some(door) = weak.upgrade() else { return };
                 if let ReplayEvent::Record { payload, .. } = event
-                    && let Some(Kind::Vote(vote)) = ExecRecord::from_payload(&payload)
+                    && let Some(kind) = ExecRecord::from_payload(&payload)
                 {
-                    door.learn_vote(&vote);
+                    door.learn(&kind);
                 }
             }
         });
@@ -224,10 +252,10 @@ impl FrontDoor {
         let mut voted = 0u64;
         while let Some(event) = votes.next().await {
             if let ReplayEvent::Record { payload, .. } = event?
-                && let Some(Kind::Vote(vote)) = ExecRecord::from_payload(&payload)
+                && let Some(kind) = ExecRecord::from_payload(&payload)
             {
-                self.learn_vote(&vote);
-                voted += 1;
+                voted += u64::from(matches!(kind, Kind::Vote(_) | Kind::Quarantine(_)));
+                self.learn(&kind);
             }
         }
         let mut inputs = client
@@ -251,25 +279,48 @@ impl FrontDoor {
                             tally: Tally::new(self.replicas),
                             waiters: Vec::new(),
                             idempotency_key: input.idempotency_key,
+                            fingerprint: input.fingerprint,
+                            method: input.method,
                         },
                     );
                     resumed += 1;
                 }
             }
         }
-        info!(voted, resumed, "front door rebuilt its keys");
+        let quarantined = self.lock().quarantined.len();
+        info!(voted, resumed, quarantined, "front door rebuilt its keys");
         Ok(())
     }
 
-    /// A vote from the vote log: its key's verdict, if keyed.
-    fn learn_vote(&self, vote: &crate::records::Vote) {
-        if vote.idempotency_key.is_empty() {
-            return;
+    /// A record of the vote log: a VOTE or QUARANTINE gives its key's verdict, if keyed; a
+    /// QUARANTINE adds its fingerprint to the refused ones, a LIFT removes it.
+    fn learn(&self, kind: &Kind) {
+        let (key, verdict) = match kind {
+            Kind::Vote(vote) => (&vote.idempotency_key, Verdict::from_vote(vote)),
+            Kind::Quarantine(q) => {
+                self.lock()
+                    .quarantined
+                    .insert(q.fingerprint.clone(), q.request_id.clone());
+                (&q.idempotency_key, Verdict::from_quarantine(q))
+            }
+            Kind::Lift(lift) => {
+                if self.lock().quarantined.remove(&lift.fingerprint).is_some() {
+                    info!(fingerprint = %hex(&lift.fingerprint), "quarantine lifted");
+                }
+                return;
+            }
+            Kind::Input(_) | Kind::Output(_) | Kind::Pending(_) => return,
+        };
+        if !key.is_empty() {
+            self.lock()
+                .keys
+                .insert(key.clone(), KeyState::Done(Arc::new(verdict)));
         }
-        let verdict = Arc::new(Verdict::from_vote(vote));
-        let mut g = self.lock();
-        g.keys
-            .insert(vote.idempotency_key.clone(), KeyState::Done(verdict));
+    }
+
+    /// The request that quarantined `fingerprint`, if it is quarantined.
+    pub fn quarantined_by(&self, fingerprint: &[u8]) -> Option<Bytes> {
+        self.lock().quarantined.get(fingerprint).cloned()
     }
 
     /// One replica's output: counted towards its request's vote, or checked against the
@@ -293,6 +344,10 @@ impl FrontDoor {
                     KeyState::Done(verdict.clone()),
                 );
             }
+            if verdict.quarantined {
+                g.quarantined
+                    .insert(pending.fingerprint.clone(), request_id.clone());
+            }
             g.voted.insert(
                 request_id.clone(),
                 Voted {
@@ -300,16 +355,34 @@ impl FrontDoor {
                     outputs_seen: (verdict.agreeing.len() + verdict.dissenting.len()) as u32,
                 },
             );
-            g.voted_order.push_back(request_id);
+            g.voted_order.push_back(request_id.clone());
             while g.voted_order.len() > RECENT_VOTES_MAX {
                 if let Some(old) = g.voted_order.pop_front() {
                     g.voted.remove(&old);
                 }
             }
             drop(g);
-            let vote = verdict.to_vote(&pending.idempotency_key);
+            let record = if verdict.quarantined {
+                self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    service = self.logs.service(),
+                    request = %hex(&request_id),
+                    method = %pending.method,
+                    fingerprint = %hex(&pending.fingerprint),
+                    replicas = ?verdict.agreeing,
+                    "quarantined: f+1 replicas crashed or timed out on this input"
+                );
+                Kind::Quarantine(verdict.to_quarantine(
+                    &pending.fingerprint,
+                    &pending.method,
+                    &pending.tally,
+                    &pending.idempotency_key,
+                ))
+            } else {
+                Kind::Vote(verdict.to_vote(&pending.idempotency_key))
+            };
             self.votes
-                .append_detached(ExecRecord::from(Kind::Vote(vote)).to_payload());
+                .append_detached(ExecRecord::from(record).to_payload());
             for waiter in pending.waiters {
                 let _ = waiter.send(verdict.clone());
             }
@@ -361,19 +434,37 @@ impl FrontDoor {
         }
     }
 
-    /// Runs one call: logs it as an INPUT, waits for its verdict.
+    /// Runs one call: refuses it if its fingerprint is quarantined, else logs it as an INPUT
+    /// and waits for its verdict, at most `deadline.verdict` (then PENDING).
     pub async fn call(
         &self,
         method: String,
         message: Bytes,
         idempotency_key: String,
+        deadline: CallDeadline,
     ) -> Result<(Bytes, Arc<Verdict>), Status> {
         if let Some(first) = self.join_first(&idempotency_key) {
             self.stats.idempotent_hits.fetch_add(1, Ordering::Relaxed);
             return match first {
                 Ok(done) => Ok(done),
-                Err((first, rx)) => wait(first, rx).await,
+                Err((first, rx)) => self.wait(first, rx, deadline).await,
             };
+        }
+        let fingerprint = Bytes::copy_from_slice(&fingerprint(&method, &message));
+        if let Some(by) = self.quarantined_by(&fingerprint) {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(with_request_id(
+                Status::failed_precondition(format!(
+                    "quarantined: f+1 replicas crashed or timed out on an identical call \
+                     (request {}); calls with fingerprint {} are refused until `cairn exec \
+                     quarantine {} --lift {}`",
+                    hex(&by),
+                    hex(&fingerprint),
+                    self.logs.service(),
+                    hex(&fingerprint)
+                )),
+                &by,
+            ));
         }
         let (request_id, receiver) = {
             let mut g = self.lock();
@@ -387,6 +478,8 @@ impl FrontDoor {
                     tally: Tally::new(self.replicas),
                     waiters: vec![tx],
                     idempotency_key: idempotency_key.clone(),
+                    fingerprint: fingerprint.clone(),
+                    method: method.clone(),
                 },
             );
             if !idempotency_key.is_empty() {
@@ -399,15 +492,13 @@ impl FrontDoor {
         };
         let input = Input {
             request_id: request_id.clone(),
-            fingerprint: Bytes::copy_from_slice(&fingerprint(&method, &message)),
+            fingerprint,
             method,
             message,
-            received_at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            received_at_ms: now_ms(),
             seed: rand::rng().next_u64(),
             idempotency_key: idempotency_key.clone(),
+            deadline_ms: deadline.handler.as_millis() as u32,
         };
         let appended = self
             .inputs
@@ -426,26 +517,86 @@ impl FrontDoor {
                 hex(&request_id)
             )));
         }
-        wait(request_id, receiver).await
+        self.wait(request_id, receiver, deadline).await
+    }
+
+    /// Waits for the verdict of `request_id`; past `deadline.verdict`, records PENDING (if the
+    /// request still has none) and answers DEADLINE_EXCEEDED.
+    async fn wait(
+        &self,
+        request_id: Bytes,
+        receiver: oneshot::Receiver<Arc<Verdict>>,
+        deadline: CallDeadline,
+    ) -> Result<(Bytes, Arc<Verdict>), Status> {
+        let waited = deadline.verdict;
+        match tokio::time::timeout(waited, receiver).await {
+            Ok(Ok(verdict)) => Ok((request_id, verdict)),
+            Ok(Err(_)) => Err(with_request_id(
+                Status::internal(format!(
+                    "request {}: the front door dropped it",
+                    hex(&request_id)
+                )),
+                &request_id,
+            )),
+            Err(_) => {
+                let out = self.record_pending(&request_id, deadline);
+                Err(with_request_id(
+                    Status::deadline_exceeded(format!(
+                        "request {}: pending: no f+1 replicas agreed within {} ms (replicas \
+                         {out:?} had not answered); it may still execute: find its verdict \
+                         with `cairn exec timeline {} {}`",
+                        hex(&request_id),
+                        waited.as_millis(),
+                        self.logs.service(),
+                        hex(&request_id)
+                    )),
+                    &request_id,
+                ))
+            }
+        }
+    }
+
+    /// Appends PENDING for `request_id` if it is still without a verdict; the replicas out.
+    fn record_pending(&self, request_id: &Bytes, deadline: CallDeadline) -> Vec<u32> {
+        let record = {
+            let g = self.lock();
+            let Some(pending) = g.pending.get(request_id) else {
+                return Vec::new();
+            };
+            PendingRecord {
+                request_id: request_id.clone(),
+                deadline_ms: deadline.handler.as_millis() as u32,
+                out: pending.tally.out(self.replicas),
+                answered: pending.tally.outcomes(),
+                at_ms: now_ms(),
+            }
+        };
+        self.stats.pending.fetch_add(1, Ordering::Relaxed);
+        let answered: Vec<String> = record
+            .answered
+            .iter()
+            .map(|o| format!("{}: {}", o.replica, code_name(o.code)))
+            .collect();
+        warn!(
+            service = self.logs.service(),
+            request = %hex(request_id),
+            out = ?record.out,
+            ?answered,
+            "pending: no verdict within the call's deadline"
+        );
+        let out = record.out.clone();
+        self.votes
+            .append_detached(ExecRecord::from(Kind::Pending(record)).to_payload());
+        out
     }
 }
 
-async fn wait(
-    request_id: Bytes,
-    receiver: oneshot::Receiver<Arc<Verdict>>,
-) -> Result<(Bytes, Arc<Verdict>), Status> {
-    match tokio::time::timeout(VERDICT_WAIT, receiver).await {
-        Ok(Ok(verdict)) => Ok((request_id, verdict)),
-        Ok(Err(_)) => Err(Status::internal(format!(
-            "request {}: the front door dropped it",
-            hex(&request_id)
-        ))),
-        Err(_) => Err(Status::deadline_exceeded(format!(
-            "request {}: no f+1 replicas agreed within {} s",
-            hex(&request_id),
-            VERDICT_WAIT.as_secs()
-        ))),
+/// `status` with `request_id` in its `cairn-request-id` metadata.
+fn with_request_id(mut status: Status, request_id: &[u8]) -> Status {
+    if let Ok(value) = MetadataValue::try_from(hex(request_id)) {
+        status.metadata_mut().insert(REQUEST_ID_HEADER, value);
     }
+    status
 }
 
 /// The verdict as the caller's answer, with `cairn-request-id` in its metadata.
@@ -454,7 +605,19 @@ fn answer(request_id: &[u8], verdict: &Verdict) -> Result<tonic::Response<Bytes>
     if let Ok(value) = MetadataValue::try_from(hex(request_id)) {
         metadata.insert(REQUEST_ID_HEADER, value);
     }
-    if verdict.code == 0 {
+    if verdict.quarantined {
+        Err(Status::with_metadata(
+            Code::FailedPrecondition,
+            format!(
+                "quarantined: replicas {:?} crashed or timed out on this call (request {}, \
+                 {}); identical calls are refused until the quarantine is lifted",
+                verdict.agreeing,
+                hex(request_id),
+                code_name(verdict.code)
+            ),
+            metadata,
+        ))
+    } else if verdict.code == 0 {
         let mut response = tonic::Response::new(verdict.response.clone());
         *response.metadata_mut() = metadata;
         Ok(response)
@@ -518,13 +681,21 @@ impl<S> tower::Service<http::Request<Body>> for FrontDoorService<S> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
+        let deadline = self.door.deadlines.for_call(
+            &method,
+            request
+                .headers()
+                .get(GRPC_TIMEOUT_HEADER)
+                .and_then(|v| v.to_str().ok()),
+        );
         Box::pin(async move {
             let handler = tower::service_fn(move |call: tonic::Request<Bytes>| {
                 let door = door.clone();
                 let method = method.clone();
                 let key = key.clone();
                 async move {
-                    let (request_id, verdict) = door.call(method, call.into_inner(), key).await?;
+                    let (request_id, verdict) =
+                        door.call(method, call.into_inner(), key, deadline).await?;
                     door.stats.answered.fetch_add(1, Ordering::Relaxed);
                     answer(&request_id, &verdict)
                 }

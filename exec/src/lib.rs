@@ -28,9 +28,10 @@
 //! - no I/O whose answer may differ between replicas.
 //!
 //! # Layout
-//! - [`records`]: the record messages (INPUT, OUTPUT, VOTE) and worker frames, the input
-//!   fingerprint and the outcome digest.
+//! - [`records`]: the record messages (INPUT, OUTPUT, VOTE, QUARANTINE, PENDING, LIFT) and
+//!   worker frames, the input fingerprint, the outcome digest and the CRASH/TIMEOUT codes.
 //! - [`context`]: [`Context`], the seed and logical time a handler gets.
+//! - [`deadline`]: a method's handler deadline and the front door's wait for a verdict.
 //! - [`codec`]: [`BytesCodec`], tonic's `Codec` passing message bytes through undecoded.
 //! - [`call`]: [`HostedService`] and [`call::call`], one recorded request through a generated
 //!   server's `tower::Service`.
@@ -45,22 +46,27 @@
 //! - [`replica`]: a replica's loop: tail the inputs, run them in the worker, append OUTPUTs.
 //! - [`front_door`]: the generic gRPC endpoint: INPUT, wait for the vote, answer, VOTE.
 //! - [`status`]: a service's replicas, counts and storage, from its logs.
+//! - [`quarantine`]: the quarantined inputs (QUARANTINE without a later LIFT) and lifting one.
+//! - [`timeline`]: one request's history from its service's logs.
 //! - [`test_faults`]: with the feature `test-faults` only, a replica that answers wrongly.
 //! - [`entry`]: [`main`], a service binary's entry point: its roles by argument.
 
 pub mod call;
 pub mod codec;
 pub mod context;
+pub mod deadline;
 pub mod entry;
 pub mod front_door;
 pub mod grouped;
 pub mod pipe;
+pub mod quarantine;
 pub mod records;
 pub mod replica;
 pub mod service_logs;
 pub mod status;
 pub mod supervisor;
 pub mod test_faults;
+pub mod timeline;
 pub mod vote;
 pub mod worker;
 

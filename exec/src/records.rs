@@ -10,10 +10,45 @@ mod generated {
 }
 
 pub use generated::exec_record::Kind;
-pub use generated::{Dissent, ExecRecord, Input, Output, Vote, WorkerReply, WorkerRequest};
+pub use generated::{
+    Dissent, ExecRecord, Input, Lift, Output, Pending, Quarantine, ReplicaOutcome, Vote,
+    WorkerReply, WorkerRequest,
+};
 
 /// A request id's length in bytes.
 pub const REQUEST_ID_BYTES: usize = 16;
+
+/// The outcome code of an OUTPUT whose worker process died while running the input (panic,
+/// abort, signal, OOM kill). Above every gRPC code; its digest covers no message or response.
+pub const CODE_CRASH: u32 = 1000;
+/// The outcome code of an OUTPUT whose handler ran past the input's deadline and was killed.
+pub const CODE_TIMEOUT: u32 = 1001;
+
+/// Whether `code` says the input broke its replica (CRASH or TIMEOUT) rather than answered.
+pub fn is_fault(code: u32) -> bool {
+    code == CODE_CRASH || code == CODE_TIMEOUT
+}
+
+/// Milliseconds since the Unix epoch by this machine's clock (0 if it reads before 1970): the
+/// front door's timestamps in records. Never used by a handler (determinism).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A code's name for people: CRASH, TIMEOUT, or the gRPC code's name.
+pub fn code_name(code: u32) -> String {
+    match code {
+        CODE_CRASH => "CRASH".to_owned(),
+        CODE_TIMEOUT => "TIMEOUT".to_owned(),
+        c => match i32::try_from(c) {
+            Ok(c) if c <= 16 => format!("{:?}", tonic::Code::from(c)),
+            _ => format!("code {c}"),
+        },
+    }
+}
 
 /// `blake3(u32 LE length of method ‖ method ‖ message)`: what identifies a call's content.
 pub fn fingerprint(method: &str, message: &[u8]) -> [u8; 32] {
@@ -96,6 +131,7 @@ mod tests {
             received_at_ms: 5,
             seed: 9,
             idempotency_key: "k".into(),
+            deadline_ms: 1000,
         };
         let payload = ExecRecord::from(Kind::Input(input.clone())).to_payload();
         assert_eq!(ExecRecord::from_payload(&payload), Some(Kind::Input(input)));

@@ -160,6 +160,9 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
                     message: reply.message.clone(),
                     digest: Bytes::copy_from_slice(&reply.digest()),
                     response: reply.response,
+                    detail: String::new(),
+                    duration_us: 0,
+                    at_ms: crate::records::now_ms(),
                 };
                 outputs.push(ExecRecord::from(Kind::Output(output)).to_payload());
             }

@@ -54,6 +54,10 @@ pub struct ServiceStatus {
     pub votes: u64,
     /// Dissenting outputs over all replicas.
     pub dissents: u64,
+    /// Inputs quarantined now (QUARANTINE records without a later LIFT).
+    pub quarantined: u64,
+    /// Requests answered DEADLINE_EXCEEDED (PENDING) that have no verdict yet.
+    pub pending: u64,
     /// Storage.
     pub bytes: StorageBytes,
 }
@@ -74,15 +78,31 @@ pub async fn status(client: &Client, logs: &ServiceLogs) -> anyhow::Result<Servi
     })
     .await?;
     let mut agreed: HashMap<Bytes, [u8; 32]> = HashMap::new();
-    scan(client, &logs.votes(), |kind, _| {
-        if let Kind::Vote(vote) = kind {
+    let mut verdicts: Vec<Kind> = Vec::new();
+    let mut pending: std::collections::HashSet<Bytes> = std::collections::HashSet::new();
+    scan(client, &logs.votes(), |kind, _| match kind {
+        Kind::Vote(vote) => {
+            pending.remove(&vote.request_id);
             agreed.insert(
                 vote.request_id,
                 digest(vote.code, &vote.message, &vote.response),
             );
         }
+        Kind::Pending(p) => {
+            if !agreed.contains_key(&p.request_id) {
+                pending.insert(p.request_id);
+            }
+        }
+        q @ (Kind::Quarantine(_) | Kind::Lift(_)) => {
+            if let Kind::Quarantine(q) = &q {
+                pending.remove(&q.request_id);
+            }
+            verdicts.push(q);
+        }
+        Kind::Input(_) | Kind::Output(_) => {}
     })
     .await?;
+    let quarantined = crate::quarantine::fold(&verdicts).len() as u64;
     let mut replicas = Vec::new();
     let mut dissents_total = 0;
     let placements: HashMap<String, String> = client
@@ -135,6 +155,8 @@ pub async fn status(client: &Client, logs: &ServiceLogs) -> anyhow::Result<Servi
         inputs,
         votes: agreed.len() as u64,
         dissents: dissents_total,
+        quarantined,
+        pending: pending.len() as u64,
         bytes,
     })
 }
