@@ -27,26 +27,40 @@
 //! - canonical encodings (prost's encoding of a given message is fixed);
 //! - no I/O whose answer may differ between replicas.
 //!
+//! # Snapshots (optional)
+//! A replica rebuilds its state by re-running its inputs in order. A service that implements
+//! [`Snapshot`] (its whole state as deterministic bytes, and back) and is hosted with
+//! [`main_with_snapshots`] lets each replica store a snapshot every `--snapshot-every` inputs
+//! in its output log; a restarted replica restores the newest one and re-runs only the inputs
+//! after it.
+//!
 //! # Layout
-//! - [`records`]: the record messages (INPUT, OUTPUT, VOTE) and worker frames, the input
-//!   fingerprint and the outcome digest.
+//! - [`records`]: the record messages (INPUT, OUTPUT, VOTE, SNAPSHOT) and worker frames, the
+//!   input fingerprint and the outcome digest.
+//! - [`snapshot`]: [`Snapshot`], the optional trait of a service whose state can be saved and
+//!   restored.
+//! - [`snapshot_records`]: a snapshot split into SNAPSHOT records and put back together.
 //! - [`context`]: [`Context`], the seed and logical time a handler gets.
 //! - [`codec`]: [`BytesCodec`], tonic's `Codec` passing message bytes through undecoded.
 //! - [`call`]: [`HostedService`] and [`call::call`], one recorded request through a generated
 //!   server's `tower::Service`.
-//! - [`pipe`]: length-prefixed prost frames over a pipe.
-//! - [`worker`]: the worker process's loop.
+//! - [`pipe`]: length-prefixed prost frames over a pipe (and snapshots cut into frames).
+//! - [`worker`]: the worker process's loop: calls, snapshots and restores.
 //! - [`supervisor`]: [`Worker`], a replica's handle on its worker process.
+//! - [`recovery`]: what a replica starts from: its output log replayed, its newest snapshot
+//!   restored into a fresh worker.
 //! - [`service_logs`]: a service's log names and their creation (output logs placed beside
 //!   their replicas).
 //! - [`grouped`]: [`grouped::GroupedAppender`], records handed to an appender in groups so
 //!   that a burst travels in one batch (the front door's INPUTs and VOTEs).
 //! - [`vote`]: [`vote::Tally`], f+1 equal digests of n = 2f+1 replicas make a verdict.
-//! - [`replica`]: a replica's loop: tail the inputs, run them in the worker, append OUTPUTs.
+//! - [`replica`]: a replica's loop: tail the inputs, run them in the worker, append OUTPUTs
+//!   and, every `--snapshot-every` inputs, SNAPSHOTs.
 //! - [`front_door`]: the generic gRPC endpoint: INPUT, wait for the vote, answer, VOTE.
 //! - [`status`]: a service's replicas, counts and storage, from its logs.
 //! - [`test_faults`]: with the feature `test-faults` only, a replica that answers wrongly.
-//! - [`entry`]: [`main`], a service binary's entry point: its roles by argument.
+//! - [`entry`]: [`main`] and [`main_with_snapshots`], a service binary's entry points: its
+//!   roles by argument.
 
 pub mod call;
 pub mod codec;
@@ -56,8 +70,11 @@ pub mod front_door;
 pub mod grouped;
 pub mod pipe;
 pub mod records;
+pub mod recovery;
 pub mod replica;
 pub mod service_logs;
+pub mod snapshot;
+pub mod snapshot_records;
 pub mod status;
 pub mod supervisor;
 pub mod test_faults;
@@ -67,5 +84,6 @@ pub mod worker;
 pub use call::HostedService;
 pub use codec::BytesCodec;
 pub use context::Context;
-pub use entry::main;
+pub use entry::{main, main_with_snapshots};
+pub use snapshot::Snapshot;
 pub use supervisor::Worker;

@@ -1,5 +1,6 @@
-//! The execution layer's records (generated from `proto/cairn/exec/v1/exec.proto`) and the two
-//! hashes they carry: an input's fingerprint and an outcome's digest (FORMAT.md).
+//! The execution layer's records (generated from `proto/cairn/exec/v1/exec.proto`: INPUT,
+//! OUTPUT, VOTE, SNAPSHOT and the worker frames) and the two hashes they carry: an input's
+//! fingerprint and an outcome's digest (FORMAT.md).
 
 use bytes::Bytes;
 use prost::Message;
@@ -10,7 +11,9 @@ mod generated {
 }
 
 pub use generated::exec_record::Kind;
-pub use generated::{Dissent, ExecRecord, Input, Output, Vote, WorkerReply, WorkerRequest};
+pub use generated::{
+    Dissent, ExecRecord, Input, Output, Snapshot, SnapshotBytes, Vote, WorkerReply, WorkerRequest,
+};
 
 /// A request id's length in bytes.
 pub const REQUEST_ID_BYTES: usize = 16;

@@ -23,6 +23,7 @@ fn script() -> Vec<WorkerRequest> {
             message: Bytes::from(message.encode_to_vec()),
             seed: u64::from(i),
             logical_time_ms: 1000 + u64::from(i),
+            ..WorkerRequest::default()
         }
     }
     let open = |a: &str, initial| OpenRequest {
