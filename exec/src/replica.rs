@@ -16,14 +16,14 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use cairn_client::{Appender, Client, ReplayEvent, ReplayOptions, TailFrom};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::grouped::GROUP_RECORDS_MAX;
 use crate::records::{ExecRecord, Input, Kind, Output, WorkerRequest, hex};
 use crate::recovery::{OutputLogState, read_output_log, restore_newest};
 use crate::service_logs::ServiceLogs;
 use crate::snapshot_records::{TakenSnapshot, snapshot_records};
-use crate::supervisor::{Refusal, Worker};
+use crate::supervisor::{Refusal, Worker, WorkerInput};
 
 /// Output appends in flight at most before the replica waits for the oldest ack.
 const OUTPUTS_IN_FLIGHT_MAX: usize = 4096;
@@ -246,11 +246,8 @@ async fn execute(
         while let Some(first) = input_rx.recv().await {
             let mut next = Some(first);
             while let Some((number, input)) = next {
-                if sent_tx
-                    .send(Sent::Call(input.request_id.clone()))
-                    .await
-                    .is_err()
-                {
+                let call = Sent::Call(input.request_id.clone());
+                if !note_sent(&sent_tx, &mut to_worker, call).await? {
                     return anyhow::Ok(());
                 }
                 to_worker
@@ -262,7 +259,7 @@ async fn execute(
                         inputs: number,
                         last_request_id: input.request_id.clone(),
                     };
-                    if sent_tx.send(sent).await.is_err() {
+                    if !note_sent(&sent_tx, &mut to_worker, sent).await? {
                         return anyhow::Ok(());
                     }
                     to_worker
@@ -279,9 +276,10 @@ async fn execute(
         }
         anyhow::Ok(())
     };
-    // At most one snapshot waiting while another is written.
-    let (snapshots_tx, snapshots_rx) = mpsc::channel::<TakenSnapshot>(1);
-    let write_snapshots = write_snapshots(appender.clone(), snapshots_rx);
+    // The newest snapshot not yet written: one taken while another is written replaces any
+    // older one still waiting (so at most two are held, and the newest is always written).
+    let pending = Arc::new(PendingSnapshot::default());
+    let write_snapshots = write_snapshots(appender.clone(), pending.clone());
     let wrong = crate::test_faults::answers_wrongly(index);
     if wrong {
         warn!(
@@ -342,14 +340,12 @@ async fn execute(
                             last_request_id,
                             bytes,
                         };
-                        match snapshots_tx.try_send(taken) {
-                            Ok(()) => {}
-                            Err(mpsc::error::TrySendError::Full(_)) => warn!(
+                        if let Some(older) = pending.put(taken) {
+                            debug!(
                                 replica = index,
-                                inputs,
-                                "earlier snapshots are still being written; this one is skipped"
-                            ),
-                            Err(mpsc::error::TrySendError::Closed(_)) => return anyhow::Ok(()),
+                                inputs = older.inputs,
+                                "a snapshot not yet written is superseded by a newer one"
+                            );
                         }
                     }
                     Err(Refusal::Unsupported) => {
@@ -394,6 +390,33 @@ async fn execute(
     }
 }
 
+/// Hands `sent` to the reader. When the reader is [`REQUESTS_IN_FLIGHT_MAX`] answers behind,
+/// the requests queued for the worker are flushed before waiting: the reader waits for their
+/// answers, so waiting with them unsent would stall both (a replica replaying a backlog of
+/// more than that many small inputs did). `false`: the reader is gone.
+async fn note_sent(
+    sent_tx: &mpsc::Sender<Sent>,
+    to_worker: &mut WorkerInput,
+    sent: Sent,
+) -> anyhow::Result<bool> {
+    let permit = match sent_tx.try_reserve() {
+        Ok(permit) => permit,
+        Err(mpsc::error::TrySendError::Full(())) => {
+            to_worker
+                .flush()
+                .await
+                .context("the worker process failed")?;
+            match sent_tx.reserve().await {
+                Ok(permit) => permit,
+                Err(_) => return Ok(false),
+            }
+        }
+        Err(mpsc::error::TrySendError::Closed(())) => return Ok(false),
+    };
+    permit.send(sent);
+    Ok(true)
+}
+
 /// Checks input `number` (`request_id`), covered by the restored snapshot: it has an output
 /// (the snapshot skips it, so none would be appended), and input K is the snapshot's own.
 fn check_covered(
@@ -419,13 +442,45 @@ fn check_covered(
     Ok(())
 }
 
-/// Writes each snapshot taken as SNAPSHOT records (split and hashed off the runtime's
-/// threads), waiting for their acks, until the channel closes. An error stops the replica.
+/// The newest snapshot taken and not yet being written.
+#[derive(Debug, Default)]
+struct PendingSnapshot {
+    slot: std::sync::Mutex<Option<TakenSnapshot>>,
+    ready: tokio::sync::Notify,
+}
+
+impl PendingSnapshot {
+    /// Puts `taken` in the slot; returns the older one it replaces, if any.
+    fn put(&self, taken: TakenSnapshot) -> Option<TakenSnapshot> {
+        let older = self
+            .slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(taken);
+        self.ready.notify_one();
+        older
+    }
+
+    /// Waits for a snapshot in the slot and takes it.
+    async fn take(&self) -> TakenSnapshot {
+        loop {
+            if let Some(taken) = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                return taken;
+            }
+            self.ready.notified().await;
+        }
+    }
+}
+
+/// Writes the newest snapshot taken as SNAPSHOT records (split and hashed off the runtime's
+/// threads), waiting for their acks, then the newest one taken meanwhile, and so on; never
+/// ends but on an error, which stops the replica.
 async fn write_snapshots(
     appender: Arc<Appender>,
-    mut taken: mpsc::Receiver<TakenSnapshot>,
+    pending: Arc<PendingSnapshot>,
 ) -> anyhow::Result<()> {
-    while let Some(snapshot) = taken.recv().await {
+    loop {
+        let snapshot = pending.take().await;
         let payload_bytes_max = appender.payload_bytes_max();
         let (replica, inputs, bytes) = (snapshot.replica, snapshot.inputs, snapshot.bytes.len());
         let records =
@@ -442,7 +497,6 @@ async fn write_snapshots(
         }
         info!(replica, inputs, bytes, parts, digest, "snapshot written");
     }
-    Ok(())
 }
 
 /// An output's acknowledgement, waiting in the channel to be checked.
