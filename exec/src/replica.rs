@@ -527,3 +527,26 @@ pub fn worker_request(input: &Input) -> WorkerRequest {
         ..WorkerRequest::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves: an input the restored snapshot covers must have an output, and input K must be
+    // the request the snapshot names; otherwise the snapshot is not used.
+    #[test]
+    fn covered_inputs_must_agree_with_the_snapshot() {
+        let id = |b: u8| Bytes::from(vec![b; 16]);
+        let skip = Skip {
+            inputs: 3,
+            last_request_id: id(3),
+        };
+        let done: HashSet<Bytes> = [id(1), id(2), id(3), id(9)].into_iter().collect();
+        assert!(check_covered(&skip, 1, &id(1), &done).is_ok());
+        assert!(check_covered(&skip, 3, &id(3), &done).is_ok());
+        let other = check_covered(&skip, 3, &id(9), &done).unwrap_err();
+        assert!(other.0.contains("the snapshot names"), "{other}");
+        let missing = check_covered(&skip, 2, &id(4), &done).unwrap_err();
+        assert!(missing.0.contains("has no output"), "{missing}");
+    }
+}
