@@ -334,6 +334,10 @@ async fn execute(
                     .context("the worker process failed")?
                 {
                     Ok(bytes) => {
+                        // The outputs of inputs 1..K go to the log before the snapshot.
+                        if !append_outputs(&appender, &mut outputs, &acks_tx).await {
+                            return anyhow::Ok(());
+                        }
                         let taken = TakenSnapshot {
                             replica: index,
                             inputs,
@@ -364,10 +368,8 @@ async fn execute(
             if from_worker.reply_buffered() && outputs.len() < GROUP_RECORDS_MAX {
                 continue;
             }
-            for ack in appender.append_all(outputs.drain(..)) {
-                if acks_tx.send(ack.await_ack()).await.is_err() {
-                    return anyhow::Ok(());
-                }
+            if !append_outputs(&appender, &mut outputs, &acks_tx).await {
+                return anyhow::Ok(());
             }
         }
         anyhow::Ok(())
@@ -388,6 +390,20 @@ async fn execute(
         r = write_snapshots => r,
         _ = shutdown => Ok(()),
     }
+}
+
+/// Appends `outputs` (all together) and hands their acks to the checker; `false`: it is gone.
+async fn append_outputs(
+    appender: &Appender,
+    outputs: &mut Vec<Bytes>,
+    acks_tx: &mpsc::Sender<PendingAck>,
+) -> bool {
+    for ack in appender.append_all(outputs.drain(..)) {
+        if acks_tx.send(ack.await_ack()).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Hands `sent` to the reader. When the reader is [`REQUESTS_IN_FLIGHT_MAX`] answers behind,
