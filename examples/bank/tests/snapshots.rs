@@ -1,7 +1,8 @@
 //! Snapshots on real processes: a Cairn cluster in this process, three `cairn-bank replica`
 //! processes (each with its worker) taking a snapshot every few inputs, a `cairn-bank
 //! front-door`, and the plain generated client. One replica is killed and restarted: from its
-//! snapshot, then from forged snapshots that must not be used.
+//! snapshot, then from forged snapshots that must not be used. The same with
+//! `cairn-bank-plain`, the bank hosted without snapshots.
 
 mod common;
 
@@ -32,9 +33,16 @@ struct Process {
     lines: std::sync::mpsc::Receiver<String>,
 }
 
+/// The bank hosted without snapshots.
+const PLAIN_BANK: &str = env!("CARGO_BIN_EXE_cairn-bank-plain");
+
 impl Process {
     fn spawn(args: &[&str]) -> Process {
-        let mut child = Command::new(BANK)
+        Process::spawn_program(BANK, args)
+    }
+
+    fn spawn_program(program: &str, args: &[&str]) -> Process {
+        let mut child = Command::new(program)
             .args(args)
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -117,10 +125,13 @@ fn field(line: &str, key: &str) -> u64 {
 
 /// A cluster in this process on free-looking ports, with the bank's logs.
 async fn cluster(dir: &std::path::Path) -> (cairn_local::LocalCluster, Client) {
-    for attempt in 0..8u16 {
-        let base = 20_000 + (std::process::id() as u16 % 200) * 100 + 60 + attempt * 4;
+    static NEXT_SLOT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    for _ in 0..8 {
+        // Slots of 4 ports (master, 3 chunkservers) in 60..100 of this process's block of 100.
+        let slot = NEXT_SLOT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
+        let base = 20_000 + (std::process::id() as u16 % 200) * 100 + 60 + slot * 4;
         let config = cairn_local::LocalConfig {
-            data: dir.join(format!("data{attempt}")),
+            data: dir.join(format!("data{slot}")),
             chunkservers: 3,
             port: base,
             adopt_cluster_id: false,
@@ -141,19 +152,27 @@ async fn cluster(dir: &std::path::Path) -> (cairn_local::LocalCluster, Client) {
 }
 
 fn replica(master: &str, index: u32) -> Process {
+    replica_of(BANK, master, index)
+}
+
+/// Replica `index` of `program`'s service, a snapshot every [`EVERY`] inputs.
+fn replica_of(program: &str, master: &str, index: u32) -> Process {
     let every = EVERY.to_string();
     let index = index.to_string();
-    Process::spawn(&[
-        "replica",
-        "--master",
-        master,
-        "--service",
-        "bank",
-        "--index",
-        &index,
-        "--snapshot-every",
-        &every,
-    ])
+    Process::spawn_program(
+        program,
+        &[
+            "replica",
+            "--master",
+            master,
+            "--service",
+            "bank",
+            "--index",
+            &index,
+            "--snapshot-every",
+            &every,
+        ],
+    )
 }
 
 /// `calls` deposits and transfers over 8 accounts from 4 concurrent callers.
@@ -364,4 +383,62 @@ async fn a_restarted_replica_restores_its_snapshot_and_reruns_only_the_rest() {
     let start = replicas[VICTIM as usize].wait_line(&["replica starting", "full"]);
     assert_eq!(field(&start, "restored"), 0, "{start}");
     digests_agree(&client, &channel).await;
+}
+
+// Proves: a service hosted without snapshots (`cairn_exec::main`) runs as before under
+// `--snapshot-every 40`: its replicas learn once that it has none, store no SNAPSHOT record, and
+// a replica killed and restarted re-runs every input it had outputs for (path "full", restored
+// 0) and ends with the others' state digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_without_snapshots_rebuilds_by_rerunning_every_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, client) = cluster(dir.path()).await;
+    let master = cluster.master_addr.clone();
+    let mut replicas: Vec<Process> = (0..3).map(|i| replica_of(PLAIN_BANK, &master, i)).collect();
+    let door = Process::spawn_program(
+        PLAIN_BANK,
+        &[
+            "front-door",
+            "--master",
+            &master,
+            "--service",
+            "bank",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let line = door.wait_line(&["front door 127.0.0.1:"]);
+    let addr = line.trim().strip_prefix("front door ").unwrap().to_owned();
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut bank = BankClient::new(channel.clone());
+    for a in 0..8 {
+        bank.open(OpenRequest {
+            account: format!("acct-{a}"),
+            initial: 1000,
+        })
+        .await
+        .unwrap();
+    }
+    calls(&channel, 1, 100).await;
+    for r in &replicas {
+        r.wait_line(&["the service has no snapshots"]);
+    }
+    replicas[VICTIM as usize].kill();
+    calls(&channel, 2, 40).await;
+    let had = outputs(&client, VICTIM).await.len() as u64;
+    replicas[VICTIM as usize] = replica_of(PLAIN_BANK, &master, VICTIM);
+    let start = replicas[VICTIM as usize].wait_line(&["replica starting"]);
+    println!("{start}");
+    assert!(start.contains("full"), "{start}");
+    assert_eq!(field(&start, "restored"), 0, "{start}");
+    assert_eq!(field(&start, "rerun"), had, "{start}");
+    digests_agree(&client, &channel).await;
+    let logs = ServiceLogs::new("bank").unwrap();
+    let s = cairn_exec::status::status(&client, &logs).await.unwrap();
+    assert_eq!(s.bytes.snapshot_records, 0);
+    assert!(s.replicas.iter().all(|r| r.snapshot.is_none()), "{s:?}");
 }
