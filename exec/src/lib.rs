@@ -40,6 +40,8 @@
 //! - [`snapshot`]: [`Snapshot`], the optional trait of a service whose state can be saved and
 //!   restored.
 //! - [`snapshot_records`]: a snapshot split into SNAPSHOT records and put back together.
+//! - [`snapshot_writer`]: a replica's newest snapshot appended to its output log while the
+//!   worker runs on.
 //! - [`context`]: [`Context`], the seed and logical time a handler gets.
 //! - [`codec`]: [`BytesCodec`], tonic's `Codec` passing message bytes through undecoded.
 //! - [`call`]: [`HostedService`] and [`call::call`], one recorded request through a generated
@@ -75,6 +77,7 @@ pub mod replica;
 pub mod service_logs;
 pub mod snapshot;
 pub mod snapshot_records;
+pub mod snapshot_writer;
 pub mod status;
 pub mod supervisor;
 pub mod test_faults;

@@ -22,7 +22,8 @@ use crate::grouped::GROUP_RECORDS_MAX;
 use crate::records::{ExecRecord, Input, Kind, Output, WorkerRequest, hex};
 use crate::recovery::{OutputLogState, read_output_log, restore_newest};
 use crate::service_logs::ServiceLogs;
-use crate::snapshot_records::{TakenSnapshot, snapshot_records};
+use crate::snapshot_records::TakenSnapshot;
+use crate::snapshot_writer::{PendingSnapshot, write_snapshots};
 use crate::supervisor::{Refusal, Worker, WorkerInput};
 
 /// Output appends in flight at most before the replica waits for the oldest ack.
@@ -456,63 +457,6 @@ fn check_covered(
         )));
     }
     Ok(())
-}
-
-/// The newest snapshot taken and not yet being written.
-#[derive(Debug, Default)]
-struct PendingSnapshot {
-    slot: std::sync::Mutex<Option<TakenSnapshot>>,
-    ready: tokio::sync::Notify,
-}
-
-impl PendingSnapshot {
-    /// Puts `taken` in the slot; returns the older one it replaces, if any.
-    fn put(&self, taken: TakenSnapshot) -> Option<TakenSnapshot> {
-        let older = self
-            .slot
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replace(taken);
-        self.ready.notify_one();
-        older
-    }
-
-    /// Waits for a snapshot in the slot and takes it.
-    async fn take(&self) -> TakenSnapshot {
-        loop {
-            if let Some(taken) = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                return taken;
-            }
-            self.ready.notified().await;
-        }
-    }
-}
-
-/// Writes the newest snapshot taken as SNAPSHOT records (split and hashed off the runtime's
-/// threads), waiting for their acks, then the newest one taken meanwhile, and so on; never
-/// ends but on an error, which stops the replica.
-async fn write_snapshots(
-    appender: Arc<Appender>,
-    pending: Arc<PendingSnapshot>,
-) -> anyhow::Result<()> {
-    loop {
-        let snapshot = pending.take().await;
-        let payload_bytes_max = appender.payload_bytes_max();
-        let (replica, inputs, bytes) = (snapshot.replica, snapshot.inputs, snapshot.bytes.len());
-        let records =
-            tokio::task::spawn_blocking(move || snapshot_records(&snapshot, payload_bytes_max))
-                .await
-                .context("split a snapshot")??;
-        let parts = records.len();
-        let digest = records.first().map(|r| hex(&r.digest)).unwrap_or_default();
-        let payloads = records
-            .into_iter()
-            .map(|r| ExecRecord::from(Kind::Snapshot(r)).to_payload());
-        for ack in appender.append_all(payloads) {
-            ack.await.context("append a snapshot part")?;
-        }
-        info!(replica, inputs, bytes, parts, digest, "snapshot written");
-    }
 }
 
 /// An output's acknowledgement, waiting in the channel to be checked.
