@@ -287,6 +287,11 @@ fn status_json(s: &ServiceStatus) -> serde_json::Value {
             "executed": r.executed,
             "dissents": r.dissents,
             "state": r.state,
+            "snapshot": r.snapshot.as_ref().map(|s| json!({
+                "inputs": s.inputs,
+                "digest": cairn_exec::records::hex(&s.digest),
+                "bytes": s.bytes,
+            })),
         })).collect::<Vec<_>>(),
         "inputs": s.inputs,
         "votes": s.votes,
@@ -298,6 +303,7 @@ fn status_json(s: &ServiceStatus) -> serde_json::Value {
             "input_records": s.bytes.input_records,
             "outputs_on_disk": s.bytes.outputs_on_disk,
             "output_records": s.bytes.output_records,
+            "snapshot_records": s.bytes.snapshot_records,
             "votes_on_disk": s.bytes.votes_on_disk,
         },
     })
@@ -309,8 +315,17 @@ fn print_status(s: &ServiceStatus) {
         s.service, s.inputs, s.votes, s.dissents, s.quarantined, s.pending
     );
     for r in &s.replicas {
+        let snapshot = match &r.snapshot {
+            Some(snap) => format!(
+                ", snapshot after {} inputs ({} bytes, blake3 {})",
+                snap.inputs,
+                snap.bytes,
+                cairn_exec::records::hex(&snap.digest)
+            ),
+            None => String::new(),
+        };
         println!(
-            "  replica {} on {}: {} executed, {} dissents, {}",
+            "  replica {} on {}: {} executed, {} dissents, {}{snapshot}",
             r.index, r.chunkserver, r.executed, r.dissents, r.state
         );
     }
@@ -336,5 +351,11 @@ fn print_status(s: &ServiceStatus) {
         ratio(s.bytes.outputs_on_disk, s.bytes.output_records),
         ratio(s.bytes.outputs_on_disk, n * s.bytes.output_records)
     );
+    if s.bytes.snapshot_records > 0 {
+        println!(
+            "  snapshots: {} bytes of SNAPSHOT records in the output logs (counted in their bytes on disk)",
+            s.bytes.snapshot_records
+        );
+    }
     println!("  votes: {} bytes on disk", s.bytes.votes_on_disk);
 }

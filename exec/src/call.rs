@@ -96,6 +96,7 @@ pub async fn call<S: HostedService>(service: &mut S, request: &WorkerRequest) ->
             code: 0,
             message: String::new(),
             response,
+            snapshot: None,
         },
         None => status_reply(&tonic::Status::internal(
             "the service's response was not one uncompressed message",
@@ -103,10 +104,12 @@ pub async fn call<S: HostedService>(service: &mut S, request: &WorkerRequest) ->
     }
 }
 
-fn status_reply(status: &tonic::Status) -> WorkerReply {
+/// The reply of a call that ended with `status`.
+pub fn status_reply(status: &tonic::Status) -> WorkerReply {
     WorkerReply {
         code: status.code() as u32,
         message: status.message().to_string(),
         response: Bytes::new(),
+        snapshot: None,
     }
 }

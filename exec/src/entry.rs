@@ -1,5 +1,6 @@
-//! [`main`]: the one entry point of a hosted service's binary. The same binary runs as worker,
-//! replica, front door, local cluster or plain server, chosen by its arguments.
+//! [`main`] and [`main_with_snapshots`]: the entry points of a hosted service's binary (one
+//! code path; the second also hands the worker the service's [`Snapshot`]). The same binary
+//! runs as worker, replica, front door, local cluster or plain server, chosen by its arguments.
 
 use std::process::ExitCode;
 
@@ -9,8 +10,10 @@ use tonic::server::NamedService;
 
 use crate::call::HostedService;
 use crate::front_door::{FrontDoor, FrontDoorService};
-use crate::replica::ReplicaConfig;
+use crate::replica::{ReplicaConfig, SNAPSHOT_EVERY_DEFAULT};
 use crate::service_logs::ServiceLogs;
+use crate::snapshot::Snapshot;
+use crate::worker::Hosted;
 
 /// The roles of a service binary.
 #[derive(Parser, Debug)]
@@ -59,6 +62,10 @@ enum Role {
         /// The service's name. Default: this program's name without a `cairn-` prefix.
         #[arg(long)]
         service: Option<String>,
+        /// Each replica takes a snapshot after every this many inputs (0: never; only for a
+        /// service hosted with snapshots).
+        #[arg(long, default_value_t = SNAPSHOT_EVERY_DEFAULT)]
+        snapshot_every: u64,
         #[command(flatten)]
         deadlines: DeadlineArgs,
     },
@@ -79,6 +86,11 @@ enum Role {
         /// order.
         #[arg(long)]
         chunkserver: Option<String>,
+        /// Take a snapshot of the service's state after every this many inputs, so that a
+        /// restart restores it and re-runs only the inputs after it (0: never; a service
+        /// without snapshots takes none whatever this says).
+        #[arg(long, default_value_t = SNAPSHOT_EVERY_DEFAULT)]
+        snapshot_every: u64,
     },
 }
 
@@ -104,15 +116,42 @@ impl DeadlineArgs {
 
 /// Runs the service binary: parses the arguments and runs the role they name. `factory`
 /// builds a fresh service (a generated tonic server), e.g. `|| BankServer::new(Bank::default())`.
+/// Its replicas rebuild their state by re-running every input; see [`main_with_snapshots`].
 pub fn main<S, F>(factory: F) -> ExitCode
 where
     S: HostedService + Sync,
     F: Fn() -> S + Send + Sync + Clone + 'static,
 {
+    run_roles(move || Hosted::without_snapshots(factory()))
+}
+
+/// [`main`] for a service with snapshots: `factory` builds a fresh service and the handle that
+/// snapshots and restores its state, e.g.
+/// `|| { let bank = Bank::default(); (BankServer::new(bank.clone()), bank) }`. Its replicas take
+/// a snapshot every `--snapshot-every` inputs and, on restart, restore the newest one and
+/// re-run only the inputs after it.
+pub fn main_with_snapshots<S, T, F>(factory: F) -> ExitCode
+where
+    S: HostedService + Sync,
+    T: Snapshot,
+    F: Fn() -> (S, T) + Send + Sync + Clone + 'static,
+{
+    run_roles(move || {
+        let (service, snapshots) = factory();
+        Hosted::with_snapshots(service, snapshots)
+    })
+}
+
+/// The one code path of [`main`] and [`main_with_snapshots`].
+fn run_roles<S, F>(factory: F) -> ExitCode
+where
+    S: HostedService + Sync,
+    F: Fn() -> Hosted<S> + Send + Sync + Clone + 'static,
+{
     let cli = Cli::parse();
     let result = match cli.role {
         Role::Worker => crate::worker::run(factory).map_err(anyhow::Error::from),
-        Role::ServeDirect { listen } => serve_direct(factory(), &listen),
+        Role::ServeDirect { listen } => serve_direct(factory().service, &listen),
         Role::FrontDoor {
             master,
             service,
@@ -126,15 +165,17 @@ where
             service,
             index,
             chunkserver,
-        } => replica(&master, &service, index, chunkserver),
+            snapshot_every,
+        } => replica(&master, &service, index, chunkserver, snapshot_every),
         Role::Local {
             data,
             port,
             service,
+            snapshot_every,
             deadlines,
         } => deadlines
             .deadlines()
-            .and_then(|d| local::<S>(data, port, service, d)),
+            .and_then(|d| local::<S>(data, port, service, snapshot_every, d)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -229,6 +270,7 @@ fn replica(
     service: &str,
     index: u32,
     chunkserver: Option<String>,
+    snapshot_every: u64,
 ) -> anyhow::Result<()> {
     init_tracing();
     let config = ReplicaConfig {
@@ -238,6 +280,7 @@ fn replica(
         chunkserver,
         worker_program: std::env::current_exe()?,
         worker_args: vec!["worker".to_owned()],
+        snapshot_every,
     };
     runtime()?.block_on(crate::replica::run(config, cairn_local::shutdown_signal()))
 }
@@ -252,6 +295,7 @@ fn local<S: NamedService + 'static>(
     data: std::path::PathBuf,
     port: u16,
     service: Option<String>,
+    snapshot_every: u64,
     deadlines: crate::deadline::Deadlines,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
@@ -301,6 +345,7 @@ fn local<S: NamedService + 'static>(
                 chunkserver: None,
                 worker_program: std::env::current_exe()?,
                 worker_args: vec!["worker".to_owned()],
+                snapshot_every,
             };
             let stopped = stopped.clone();
             tasks.spawn(async move {

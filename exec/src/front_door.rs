@@ -309,7 +309,7 @@ impl FrontDoor {
                 }
                 return;
             }
-            Kind::Input(_) | Kind::Output(_) | Kind::Pending(_) => return,
+            Kind::Input(_) | Kind::Output(_) | Kind::Snapshot(_) | Kind::Pending(_) => return,
         };
         if !key.is_empty() {
             self.lock()

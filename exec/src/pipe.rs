@@ -3,14 +3,46 @@
 
 use std::io;
 
+use bytes::Bytes;
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::records::SnapshotBytes;
 
 /// Buffer size of each side of a worker's pipe.
 pub const PIPE_BUFFER_BYTES: usize = 64 << 10;
 
 /// The largest frame either side accepts (a request or response message plus a few fields).
 pub const FRAME_BYTES_MAX: usize = 64 << 20;
+
+/// Snapshot bytes carried by one frame at most (16 MiB): a larger snapshot, to take or to
+/// restore, travels in consecutive frames ([`snapshot_frames`]).
+pub const SNAPSHOT_FRAME_DATA_BYTES_MAX: usize = 16 << 20;
+
+// A snapshot frame's data and its few fields fit one frame.
+const _: () = assert!(SNAPSHOT_FRAME_DATA_BYTES_MAX + 64 <= FRAME_BYTES_MAX);
+
+/// `bytes` cut into the parts that travel in consecutive frames, `more` set on all but the
+/// last; an empty snapshot is one empty part.
+pub fn snapshot_frames(bytes: &Bytes) -> Vec<SnapshotBytes> {
+    if bytes.is_empty() {
+        return vec![SnapshotBytes {
+            data: Bytes::new(),
+            more: false,
+        }];
+    }
+    let count = bytes.len().div_ceil(SNAPSHOT_FRAME_DATA_BYTES_MAX);
+    (0..count)
+        .map(|i| {
+            let start = i * SNAPSHOT_FRAME_DATA_BYTES_MAX;
+            let end = (start + SNAPSHOT_FRAME_DATA_BYTES_MAX).min(bytes.len());
+            SnapshotBytes {
+                data: bytes.slice(start..end),
+                more: i + 1 < count,
+            }
+        })
+        .collect()
+}
 
 /// Writes `message` as one frame and flushes.
 pub async fn write_frame<W, M>(writer: &mut W, message: &M) -> io::Result<()>
@@ -89,11 +121,13 @@ mod tests {
                 code: 0,
                 message: String::new(),
                 response: bytes::Bytes::from_static(b"one"),
+                snapshot: None,
             },
             WorkerReply {
                 code: 5,
                 message: "no such account".into(),
                 response: bytes::Bytes::new(),
+                snapshot: None,
             },
         ];
         let mut buf = Vec::new();
@@ -117,5 +151,31 @@ mod tests {
         let mut cut = &buf[..buf.len() - 1];
         read_frame::<_, WorkerReply>(&mut cut).await.unwrap();
         assert!(read_frame::<_, WorkerReply>(&mut cut).await.is_err());
+    }
+
+    // Proves: snapshot bytes cut into frames rejoin to the same bytes, every frame but the last
+    // says more follow, no frame carries more than its bound, and an empty snapshot is one
+    // empty frame.
+    #[test]
+    fn snapshot_frames_rejoin() {
+        let big = Bytes::from(
+            (0..2 * SNAPSHOT_FRAME_DATA_BYTES_MAX + 5)
+                .map(|i| (i % 251) as u8)
+                .collect::<Vec<u8>>(),
+        );
+        let frames = snapshot_frames(&big);
+        assert_eq!(frames.len(), 3);
+        assert!(frames[..2].iter().all(|f| f.more));
+        assert!(!frames[2].more);
+        assert!(
+            frames
+                .iter()
+                .all(|f| f.data.len() <= SNAPSHOT_FRAME_DATA_BYTES_MAX)
+        );
+        let joined: Vec<u8> = frames.iter().flat_map(|f| f.data.iter().copied()).collect();
+        assert_eq!(joined, big.to_vec());
+        let empty = snapshot_frames(&Bytes::new());
+        assert_eq!(empty.len(), 1);
+        assert!(!empty[0].more && empty[0].data.is_empty());
     }
 }

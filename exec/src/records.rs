@@ -1,5 +1,6 @@
-//! The execution layer's records (generated from `proto/cairn/exec/v1/exec.proto`) and the two
-//! hashes they carry: an input's fingerprint and an outcome's digest (FORMAT.md).
+//! The execution layer's records (generated from `proto/cairn/exec/v1/exec.proto`: INPUT,
+//! OUTPUT, VOTE, SNAPSHOT and the worker frames) and the two hashes they carry: an input's
+//! fingerprint and an outcome's digest (FORMAT.md).
 
 use bytes::Bytes;
 use prost::Message;
@@ -11,8 +12,8 @@ mod generated {
 
 pub use generated::exec_record::Kind;
 pub use generated::{
-    Dissent, ExecRecord, Input, Lift, Output, Pending, Quarantine, ReplicaOutcome, Vote,
-    WorkerReply, WorkerRequest,
+    Dissent, ExecRecord, Input, Lift, Output, Pending, Quarantine, ReplicaOutcome, Snapshot,
+    SnapshotBytes, Vote, WorkerReply, WorkerRequest,
 };
 
 /// A request id's length in bytes.

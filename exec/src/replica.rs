@@ -1,28 +1,38 @@
 //! A business replica: tails the service's input log and runs every input, strictly in log
 //! order, in its worker process; appends each outcome as an OUTPUT to its own output log (RF 1,
-//! on the chunkserver beside it). On start it rebuilds its worker's state by re-running the
-//! inputs it already has outputs for, without appending them again.
+//! on the chunkserver beside it), and every `snapshot_every` inputs a snapshot of the state as
+//! SNAPSHOT records. On start it rebuilds its worker's state: it restores its newest complete
+//! snapshot (covering the first K inputs) and re-runs only the inputs after it, or, without a
+//! usable snapshot, re-runs every input; inputs it already has outputs for are not appended
+//! again.
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use cairn_client::{Client, ReplayEvent, ReplayOptions, TailFrom};
+use cairn_client::{Appender, Client, ReplayEvent, ReplayOptions, TailFrom};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::grouped::GROUP_RECORDS_MAX;
-use crate::records::{ExecRecord, Input, Kind, Output, WorkerRequest};
+use crate::records::{ExecRecord, Input, Kind, Output, WorkerRequest, hex};
+use crate::recovery::{OutputLogState, read_output_log, restore_newest};
 use crate::service_logs::ServiceLogs;
-use crate::supervisor::Worker;
+use crate::snapshot_records::TakenSnapshot;
+use crate::snapshot_writer::{PendingSnapshot, write_snapshots};
+use crate::supervisor::{Refusal, Worker, WorkerInput};
 
 /// Output appends in flight at most before the replica waits for the oldest ack.
 const OUTPUTS_IN_FLIGHT_MAX: usize = 4096;
 /// Requests sent to the worker and not yet answered, at most (they run one at a time; the
 /// pipeline only saves a round trip per request).
 const REQUESTS_IN_FLIGHT_MAX: usize = 256;
+/// A replica's default `--snapshot-every`: a snapshot after every 10,000 inputs.
+pub const SNAPSHOT_EVERY_DEFAULT: u64 = 10_000;
 
 /// What a replica needs.
 #[derive(Clone, Debug)]
@@ -40,7 +50,29 @@ pub struct ReplicaConfig {
     pub worker_program: PathBuf,
     /// Arguments that make `worker_program` a worker.
     pub worker_args: Vec<String>,
+    /// Take a snapshot after every this many inputs (K a multiple of it); 0: never.
+    pub snapshot_every: u64,
 }
+
+/// The snapshot the input log is to agree with: it covers the first `inputs` inputs, the last
+/// of them `last_request_id`.
+#[derive(Clone, Debug)]
+struct Skip {
+    inputs: u64,
+    last_request_id: Bytes,
+}
+
+/// The input log does not agree with the restored snapshot: start again re-running every input.
+#[derive(Debug)]
+struct SnapshotMismatch(String);
+
+impl std::fmt::Display for SnapshotMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SnapshotMismatch {}
 
 /// Runs replica `config.index` until `shutdown` resolves or an error stops it (the worker
 /// process died, an output could not be appended): the caller restarts it, and it resumes
@@ -54,17 +86,106 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
         .logs
         .create_output(&client, config.index, config.chunkserver.as_deref())
         .await?;
-    let done = outputs_done(&client, &output_log).await?;
-    info!(
-        replica = config.index,
-        chunkserver = %beside,
-        rebuild = done.len(),
-        "replica starting"
-    );
-    let args: Vec<&str> = config.worker_args.iter().map(String::as_str).collect();
-    let worker = Worker::spawn(&config.worker_program, &args).context("start the worker")?;
+    let state = read_output_log(&client, &output_log, config.index).await?;
+    let appender = Arc::new(client.appender(&output_log).await?);
+    tokio::pin!(shutdown);
+    let mut use_snapshot = true;
+    let result = loop {
+        let args: Vec<&str> = config.worker_args.iter().map(String::as_str).collect();
+        let mut worker =
+            Worker::spawn(&config.worker_program, &args).context("start the worker")?;
+        let skip = if use_snapshot {
+            match restore_newest(&mut worker, &state).await {
+                Ok(0) => None,
+                Ok(inputs) => state.newest_snapshot.as_ref().map(|s| Skip {
+                    inputs,
+                    last_request_id: s.last_request_id.clone(),
+                }),
+                Err(e) => {
+                    warn!(
+                        replica = config.index,
+                        error = %e,
+                        "the snapshot did not restore; re-running every input in a fresh worker"
+                    );
+                    use_snapshot = false;
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let done_count = state.done.len() as u64;
+        let covered = skip.as_ref().map_or(0, |s| s.inputs);
+        info!(
+            replica = config.index,
+            chunkserver = %beside,
+            path = if skip.is_some() { "snapshot" } else { "full" },
+            restored = covered,
+            rerun = done_count.saturating_sub(covered),
+            "replica starting: state from {}, re-running {} inputs that have outputs",
+            if skip.is_some() {
+                format!("a snapshot of the first {covered} inputs")
+            } else {
+                "no snapshot".to_owned()
+            },
+            done_count.saturating_sub(covered)
+        );
+        let run = execute(
+            &client,
+            &config,
+            &state,
+            &appender,
+            worker,
+            skip,
+            &mut shutdown,
+        );
+        match run.await {
+            Err(e) if e.downcast_ref::<SnapshotMismatch>().is_some() => {
+                warn!(
+                    replica = config.index,
+                    reason = %e,
+                    "the input log does not agree with the snapshot; re-running every input in a fresh worker"
+                );
+                use_snapshot = false;
+            }
+            result => break result,
+        }
+    };
+    if let Err(e) = &result {
+        warn!(replica = config.index, error = %format!("{e:#}"), "replica stops");
+    }
+    result
+}
+
+/// What the writer sent the worker, in order, for the reader to match with its answers.
+enum Sent {
+    /// A call, by request id.
+    Call(Bytes),
+    /// A snapshot request after input `inputs`, whose request id is `last_request_id`.
+    Snapshot { inputs: u64, last_request_id: Bytes },
+}
+
+/// The pipeline of one worker: inputs after `skip` (all of them without one) run in `worker`,
+/// outputs appended for those not in `state.done`, snapshots taken after every
+/// `config.snapshot_every` inputs beyond the newest one in the log. Ends with `shutdown` or an
+/// error; a [`SnapshotMismatch`] if the input log does not agree with `skip`.
+async fn execute(
+    client: &Client,
+    config: &ReplicaConfig,
+    state: &OutputLogState,
+    appender: &Arc<Appender>,
+    worker: Worker,
+    skip: Option<Skip>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let index = config.index;
+    let done = &state.done;
+    let covered = skip.as_ref().map_or(0, |s| s.inputs);
+    // Snapshots are taken only beyond the newest one in the log.
+    let floor = state.newest_snapshot.as_ref().map_or(0, |s| s.inputs);
+    let every = config.snapshot_every;
+    let due = move |number: u64| every > 0 && number.is_multiple_of(every) && number > floor;
     let (mut to_worker, mut from_worker, _process) = worker.split();
-    let appender = client.appender(&output_log).await?;
     let (acks_tx, mut acks_rx) = mpsc::channel::<PendingAck>(OUTPUTS_IN_FLIGHT_MAX);
     let acks = async move {
         while let Some(ack) = acks_rx.recv().await {
@@ -79,11 +200,12 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
             ReplayOptions::default(),
         )
         .await?;
-    // Inputs in log order, first copies only: tail → writer → worker → reader.
-    let (input_tx, mut input_rx) = mpsc::channel::<Input>(REQUESTS_IN_FLIGHT_MAX);
-    let (sent_tx, mut sent_rx) = mpsc::channel::<Bytes>(REQUESTS_IN_FLIGHT_MAX);
+    // Inputs in log order, first copies only, numbered from 1: tail → writer → worker → reader.
+    let (input_tx, mut input_rx) = mpsc::channel::<(u64, Input)>(REQUESTS_IN_FLIGHT_MAX);
+    let (sent_tx, mut sent_rx) = mpsc::channel::<Sent>(REQUESTS_IN_FLIGHT_MAX);
     let follow = async move {
         let mut seen: HashSet<Bytes> = HashSet::new();
+        let mut number: u64 = 0;
         loop {
             let event = inputs.next().await.context("the input log ended")??;
             let payload = match event {
@@ -102,23 +224,50 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
                 warn!("a record of the input log is not an INPUT; ignored");
                 continue;
             };
-            if seen.insert(input.request_id.clone()) && input_tx.send(input).await.is_err() {
+            if !seen.insert(input.request_id.clone()) {
+                continue;
+            }
+            number += 1;
+            if let Some(skip) = &skip
+                && number <= skip.inputs
+            {
+                check_covered(skip, number, &input.request_id, done)?;
+                continue;
+            }
+            if input_tx.send((number, input)).await.is_err() {
                 return anyhow::Ok(());
             }
         }
     };
-    // Requests go to the worker in batches: whatever is ready, then one flush.
+    // Requests go to the worker in batches: whatever is ready, then one flush. A snapshot
+    // request follows the input it comes after.
+    let supported = Arc::new(AtomicBool::new(true));
+    let asks = supported.clone();
     let write = async move {
         while let Some(first) = input_rx.recv().await {
             let mut next = Some(first);
-            while let Some(input) = next {
-                if sent_tx.send(input.request_id.clone()).await.is_err() {
+            while let Some((number, input)) = next {
+                let call = Sent::Call(input.request_id.clone());
+                if !note_sent(&sent_tx, &mut to_worker, call).await? {
                     return anyhow::Ok(());
                 }
                 to_worker
                     .send(&worker_request(&input))
                     .await
                     .context("the worker process failed")?;
+                if due(number) && asks.load(Ordering::Relaxed) {
+                    let sent = Sent::Snapshot {
+                        inputs: number,
+                        last_request_id: input.request_id.clone(),
+                    };
+                    if !note_sent(&sent_tx, &mut to_worker, sent).await? {
+                        return anyhow::Ok(());
+                    }
+                    to_worker
+                        .send_snapshot_request()
+                        .await
+                        .context("the worker process failed")?;
+                }
                 next = input_rx.try_recv().ok();
             }
             to_worker
@@ -128,7 +277,10 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
         }
         anyhow::Ok(())
     };
-    let index = config.index;
+    // The newest snapshot not yet written: one taken while another is written replaces any
+    // older one still waiting (so at most two are held, and the newest is always written).
+    let pending = Arc::new(PendingSnapshot::default());
+    let write_snapshots = write_snapshots(appender.clone(), pending.clone());
     let wrong = crate::test_faults::answers_wrongly(index);
     if wrong {
         warn!(
@@ -136,58 +288,178 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
             "test fault: this replica answers every request wrongly"
         );
     }
+    let rerun_expected = (done.len() as u64).saturating_sub(covered);
+    let appender = appender.clone();
     let read = async move {
-        let mut executed: u64 = 0;
+        let mut executed: u64 = covered;
+        let mut rerun: u64 = 0;
         // Outputs of the replies that arrived together, appended together (one batch).
         let mut outputs: Vec<Bytes> = Vec::new();
-        while let Some(request_id) = sent_rx.recv().await {
-            let mut reply = from_worker
-                .next_reply()
-                .await
-                .context("the worker process failed")?;
-            if wrong {
-                crate::test_faults::make_wrong(&mut reply);
-            }
-            executed += 1;
-            if executed.is_multiple_of(10_000) {
-                info!(replica = index, executed, "inputs executed");
-            }
-            if !done.contains(&request_id) {
-                let output = Output {
-                    request_id,
-                    replica: index,
-                    code: reply.code,
-                    message: reply.message.clone(),
-                    digest: Bytes::copy_from_slice(&reply.digest()),
-                    response: reply.response,
-                    detail: String::new(),
-                    duration_us: 0,
-                    at_ms: crate::records::now_ms(),
-                };
-                outputs.push(ExecRecord::from(Kind::Output(output)).to_payload());
+        while let Some(sent) = sent_rx.recv().await {
+            match sent {
+                Sent::Call(request_id) => {
+                    let mut reply = from_worker
+                        .next_reply()
+                        .await
+                        .context("the worker process failed")?;
+                    if wrong {
+                        crate::test_faults::make_wrong(&mut reply);
+                    }
+                    executed += 1;
+                    if executed.is_multiple_of(10_000) {
+                        info!(replica = index, executed, "inputs executed");
+                    }
+                    if done.contains(&request_id) {
+                        rerun += 1;
+                        if rerun == rerun_expected {
+                            info!(replica = index, rerun, executed, "state rebuilt");
+                        }
+                    } else {
+                        let output = Output {
+                            request_id,
+                            replica: index,
+                            code: reply.code,
+                            message: reply.message.clone(),
+                            digest: Bytes::copy_from_slice(&reply.digest()),
+                            response: reply.response,
+                            detail: String::new(),
+                            duration_us: 0,
+                            at_ms: crate::records::now_ms(),
+                        };
+                        outputs.push(ExecRecord::from(Kind::Output(output)).to_payload());
+                    }
+                }
+                Sent::Snapshot {
+                    inputs,
+                    last_request_id,
+                } => match from_worker
+                    .next_snapshot()
+                    .await
+                    .context("the worker process failed")?
+                {
+                    Ok(bytes) => {
+                        // The outputs of inputs 1..K go to the log before the snapshot.
+                        if !append_outputs(&appender, &mut outputs, &acks_tx).await {
+                            return anyhow::Ok(());
+                        }
+                        let taken = TakenSnapshot {
+                            replica: index,
+                            inputs,
+                            last_request_id,
+                            bytes,
+                        };
+                        if let Some(older) = pending.put(taken) {
+                            debug!(
+                                replica = index,
+                                inputs = older.inputs,
+                                "a snapshot not yet written is superseded by a newer one"
+                            );
+                        }
+                    }
+                    Err(Refusal::Unsupported) => {
+                        if supported.swap(false, Ordering::Relaxed) {
+                            info!(
+                                replica = index,
+                                "the service has no snapshots: none are taken, a restart re-runs every input"
+                            );
+                        }
+                    }
+                    Err(refusal) => {
+                        warn!(replica = index, inputs, %refusal, "the worker took no snapshot")
+                    }
+                },
             }
             if from_worker.reply_buffered() && outputs.len() < GROUP_RECORDS_MAX {
                 continue;
             }
-            for ack in appender.append_all(outputs.drain(..)) {
-                if acks_tx.send(ack.await_ack()).await.is_err() {
-                    return anyhow::Ok(());
-                }
+            if !append_outputs(&appender, &mut outputs, &acks_tx).await {
+                return anyhow::Ok(());
             }
         }
         anyhow::Ok(())
     };
-    let result = tokio::select! {
+    if rerun_expected == 0 {
+        info!(
+            replica = index,
+            rerun = 0,
+            executed = covered,
+            "state rebuilt"
+        );
+    }
+    tokio::select! {
         r = follow => r,
         r = write => r,
         r = read => r,
         r = acks => r.and_then(|()| Err(anyhow::anyhow!("acks ended"))),
+        r = write_snapshots => r,
         _ = shutdown => Ok(()),
-    };
-    if let Err(e) = &result {
-        warn!(replica = config.index, error = %format!("{e:#}"), "replica stops");
     }
-    result
+}
+
+/// Appends `outputs` (all together) and hands their acks to the checker; `false`: it is gone.
+async fn append_outputs(
+    appender: &Appender,
+    outputs: &mut Vec<Bytes>,
+    acks_tx: &mpsc::Sender<PendingAck>,
+) -> bool {
+    for ack in appender.append_all(outputs.drain(..)) {
+        if acks_tx.send(ack.await_ack()).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Hands `sent` to the reader. When the reader is [`REQUESTS_IN_FLIGHT_MAX`] answers behind,
+/// the requests queued for the worker are flushed before waiting: the reader waits for their
+/// answers, so waiting with them unsent would stall both (a replica replaying a backlog of
+/// more than that many small inputs did). `false`: the reader is gone.
+async fn note_sent(
+    sent_tx: &mpsc::Sender<Sent>,
+    to_worker: &mut WorkerInput,
+    sent: Sent,
+) -> anyhow::Result<bool> {
+    let permit = match sent_tx.try_reserve() {
+        Ok(permit) => permit,
+        Err(mpsc::error::TrySendError::Full(())) => {
+            to_worker
+                .flush()
+                .await
+                .context("the worker process failed")?;
+            match sent_tx.reserve().await {
+                Ok(permit) => permit,
+                Err(_) => return Ok(false),
+            }
+        }
+        Err(mpsc::error::TrySendError::Closed(())) => return Ok(false),
+    };
+    permit.send(sent);
+    Ok(true)
+}
+
+/// Checks input `number` (`request_id`), covered by the restored snapshot: it has an output
+/// (the snapshot skips it, so none would be appended), and input K is the snapshot's own.
+fn check_covered(
+    skip: &Skip,
+    number: u64,
+    request_id: &Bytes,
+    done: &HashSet<Bytes>,
+) -> Result<(), SnapshotMismatch> {
+    if !done.contains(request_id) {
+        return Err(SnapshotMismatch(format!(
+            "input {number} (request {}) is covered by the snapshot of {} inputs but has no output",
+            hex(request_id),
+            skip.inputs
+        )));
+    }
+    if number == skip.inputs && *request_id != skip.last_request_id {
+        return Err(SnapshotMismatch(format!(
+            "input {number} is request {}, the snapshot names request {}",
+            hex(request_id),
+            hex(&skip.last_request_id)
+        )));
+    }
+    Ok(())
 }
 
 /// An output's acknowledgement, waiting in the channel to be checked.
@@ -207,25 +479,6 @@ where
     }
 }
 
-/// The request ids this replica already has outputs for.
-async fn outputs_done(client: &Client, output_log: &str) -> anyhow::Result<HashSet<Bytes>> {
-    let mut replay = client
-        .replay(output_log, ReplayOptions::default())
-        .await
-        .with_context(|| format!("replay {output_log}"))?;
-    let mut done = HashSet::new();
-    while let Some(event) = replay.next().await {
-        if let ReplayEvent::Record { payload, .. } = event? {
-            if let Some(Kind::Output(output)) = ExecRecord::from_payload(&payload) {
-                done.insert(output.request_id);
-            }
-        } else {
-            warn!(log = output_log, "output log bytes skipped");
-        }
-    }
-    Ok(done)
-}
-
 /// The worker's request for `input`.
 pub fn worker_request(input: &Input) -> WorkerRequest {
     WorkerRequest {
@@ -234,5 +487,29 @@ pub fn worker_request(input: &Input) -> WorkerRequest {
         message: input.message.clone(),
         seed: input.seed,
         logical_time_ms: input.received_at_ms,
+        ..WorkerRequest::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves: an input the restored snapshot covers must have an output, and input K must be
+    // the request the snapshot names; otherwise the snapshot is not used.
+    #[test]
+    fn covered_inputs_must_agree_with_the_snapshot() {
+        let id = |b: u8| Bytes::from(vec![b; 16]);
+        let skip = Skip {
+            inputs: 3,
+            last_request_id: id(3),
+        };
+        let done: HashSet<Bytes> = [id(1), id(2), id(3), id(9)].into_iter().collect();
+        assert!(check_covered(&skip, 1, &id(1), &done).is_ok());
+        assert!(check_covered(&skip, 3, &id(3), &done).is_ok());
+        let other = check_covered(&skip, 3, &id(9), &done).unwrap_err();
+        assert!(other.0.contains("the snapshot names"), "{other}");
+        let missing = check_covered(&skip, 2, &id(4), &done).unwrap_err();
+        assert!(missing.0.contains("has no output"), "{missing}");
     }
 }

@@ -8,6 +8,18 @@ use cairn_client::{Client, ReplayEvent, ReplayOptions};
 
 use crate::records::{ExecRecord, Kind, digest};
 use crate::service_logs::ServiceLogs;
+use crate::snapshot_records::SnapshotParts;
+
+/// A replica's newest complete snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotStatus {
+    /// K: the inputs it covers.
+    pub inputs: u64,
+    /// blake3 of its bytes: replicas' snapshots of the same K are equal when their states are.
+    pub digest: [u8; 32],
+    /// Its size in bytes.
+    pub bytes: u64,
+}
 
 /// One replica as its output log shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +35,8 @@ pub struct ReplicaStatus {
     /// `ok` (every input executed, no dissent), `behind` (fewer outputs than inputs) or
     /// `dissenting` (at least one dissent).
     pub state: &'static str,
+    /// Its newest complete snapshot, if it has one.
+    pub snapshot: Option<SnapshotStatus>,
 }
 
 /// Bytes a service's logs take.
@@ -37,6 +51,9 @@ pub struct StorageBytes {
     pub output_records: u64,
     /// The framed bytes of all INPUT records, each counted once.
     pub input_records: u64,
+    /// The framed bytes of the SNAPSHOT records of every output log (part of
+    /// `outputs_on_disk`, not of `output_records`).
+    pub snapshot_records: u64,
     /// Every replica file of the vote log, on every chunkserver.
     pub votes_on_disk: u64,
 }
@@ -99,7 +116,7 @@ pub async fn status(client: &Client, logs: &ServiceLogs) -> anyhow::Result<Servi
             }
             verdicts.push(q);
         }
-        Kind::Input(_) | Kind::Output(_) => {}
+        Kind::Input(_) | Kind::Output(_) | Kind::Snapshot(_) => {}
     })
     .await?;
     let quarantined = crate::quarantine::fold(&verdicts).len() as u64;
@@ -116,8 +133,15 @@ pub async fn status(client: &Client, logs: &ServiceLogs) -> anyhow::Result<Servi
         let path = logs.output(i);
         let mut seen = std::collections::HashSet::new();
         let (mut executed, mut dissents) = (0u64, 0u64);
+        let mut snapshots = SnapshotParts::default();
         scan(client, &path, |kind, framed| {
-            if let Kind::Output(output) = kind
+            if let Kind::Snapshot(record) = kind {
+                bytes.snapshot_records += framed;
+                if record.replica == i {
+                    // A malformed record is simply not counted as a snapshot.
+                    let _ = snapshots.add(record);
+                }
+            } else if let Kind::Output(output) = kind
                 && seen.insert(output.request_id.clone())
             {
                 executed += 1;
@@ -145,6 +169,11 @@ pub async fn status(client: &Client, logs: &ServiceLogs) -> anyhow::Result<Servi
             } else {
                 "ok"
             },
+            snapshot: snapshots.newest().0.map(|s| SnapshotStatus {
+                inputs: s.inputs,
+                digest: s.digest,
+                bytes: s.bytes.len() as u64,
+            }),
         });
     }
     bytes.inputs_on_disk = on_disk(client, &logs.inputs()).await?;

@@ -1,29 +1,93 @@
 //! The worker process's side: builds the service from the factory and runs each request frame
-//! from stdin, one at a time, answering on stdout. Nothing else may write to stdout.
+//! from stdin, one at a time, answering on stdout; between requests it takes and restores
+//! snapshots of the service's state when asked (if the service has them). Nothing else may
+//! write to stdout.
 
 use std::io;
 
-use crate::call::{HostedService, call};
-use tokio::io::AsyncWriteExt;
+use bytes::Bytes;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::pipe::{PIPE_BUFFER_BYTES, read_frame, write_frame_unflushed};
-use crate::records::WorkerRequest;
+use crate::call::{HostedService, call, status_reply};
+use crate::pipe::{PIPE_BUFFER_BYTES, read_frame, snapshot_frames, write_frame_unflushed};
+use crate::records::{WorkerReply, WorkerRequest};
+use crate::snapshot::{SNAPSHOTS_UNSUPPORTED, Snapshot};
 
-/// Serves request frames from `input` on one service built by `factory`, replies to `output`,
-/// until `input` ends. Requests may arrive pipelined; they run one at a time, in order, and
-/// replies are flushed whenever no further request is already buffered.
+/// What a worker hosts: the generated server and, if the service has them, its snapshots.
+pub struct Hosted<S> {
+    /// The generated tonic server.
+    pub service: S,
+    /// The service's snapshots; `None`: snapshot and restore requests are answered
+    /// UNIMPLEMENTED ([`SNAPSHOTS_UNSUPPORTED`]).
+    pub snapshots: Option<Box<dyn Snapshot>>,
+}
+
+impl<S> Hosted<S> {
+    /// A service without snapshots.
+    pub fn without_snapshots(service: S) -> Hosted<S> {
+        Hosted {
+            service,
+            snapshots: None,
+        }
+    }
+
+    /// A service and the handle that snapshots its state.
+    pub fn with_snapshots(service: S, snapshots: impl Snapshot) -> Hosted<S> {
+        Hosted {
+            service,
+            snapshots: Some(Box::new(snapshots)),
+        }
+    }
+}
+
+/// Serves request frames from `input` on one service built by `factory` (without snapshots),
+/// replies to `output`, until `input` ends: [`serve_hosted_pipe`].
 pub async fn serve_pipe<S, R, W>(factory: impl FnOnce() -> S, input: R, output: W) -> io::Result<()>
 where
     S: HostedService,
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
-    let mut service = factory();
+    serve_hosted_pipe(|| Hosted::without_snapshots(factory()), input, output).await
+}
+
+/// Serves request frames from `input` on what `factory` builds, replies to `output`, until
+/// `input` ends. Requests may arrive pipelined; they run one at a time, in order, and replies
+/// are flushed whenever no further request is already buffered. A snapshot request is answered
+/// with the state after every request before it; a restore replaces the state.
+pub async fn serve_hosted_pipe<S, R, W>(
+    factory: impl FnOnce() -> Hosted<S>,
+    input: R,
+    output: W,
+) -> io::Result<()>
+where
+    S: HostedService,
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let Hosted {
+        mut service,
+        snapshots,
+    } = factory();
     let mut input = tokio::io::BufReader::with_capacity(PIPE_BUFFER_BYTES, input);
     let mut output = tokio::io::BufWriter::with_capacity(PIPE_BUFFER_BYTES, output);
+    // The parts of a snapshot being restored, until its last part.
+    let mut restoring: Vec<u8> = Vec::new();
     while let Some(request) = read_frame::<_, WorkerRequest>(&mut input).await? {
-        let reply = call(&mut service, &request).await;
-        write_frame_unflushed(&mut output, &reply).await?;
+        if request.snapshot {
+            let bytes = snapshots.as_ref().map(|s| Bytes::from(s.snapshot()));
+            write_snapshot(&mut output, bytes).await?;
+        } else if let Some(part) = request.restore {
+            restoring.extend_from_slice(&part.data);
+            if !part.more {
+                let bytes = std::mem::take(&mut restoring);
+                let reply = restore(snapshots.as_deref(), &bytes);
+                write_frame_unflushed(&mut output, &reply).await?;
+            }
+        } else {
+            let reply = call(&mut service, &request).await;
+            write_frame_unflushed(&mut output, &reply).await?;
+        }
         if input.buffer().is_empty() {
             output.flush().await?;
         }
@@ -31,11 +95,49 @@ where
     output.flush().await
 }
 
-/// The worker process's whole life: [`serve_pipe`] on stdin and stdout, on a single-threaded
-/// runtime (one request at a time).
-pub fn run<S: HostedService>(factory: impl FnOnce() -> S) -> io::Result<()> {
+/// Answers a snapshot request: the state's bytes in one or more frames, or UNIMPLEMENTED
+/// (`None`: the service has no snapshots).
+async fn write_snapshot<W: AsyncWrite + Unpin>(
+    output: &mut W,
+    bytes: Option<Bytes>,
+) -> io::Result<()> {
+    let Some(bytes) = bytes else {
+        let reply = status_reply(&tonic::Status::unimplemented(SNAPSHOTS_UNSUPPORTED));
+        return write_frame_unflushed(output, &reply).await;
+    };
+    for part in snapshot_frames(&bytes) {
+        let reply = WorkerReply {
+            snapshot: Some(part),
+            ..WorkerReply::default()
+        };
+        write_frame_unflushed(output, &reply).await?;
+    }
+    Ok(())
+}
+
+/// Restores `bytes`: OK, UNIMPLEMENTED without snapshots, INVALID_ARGUMENT with the service's
+/// reason if it refuses them.
+fn restore(snapshots: Option<&dyn Snapshot>, bytes: &[u8]) -> WorkerReply {
+    let Some(snapshots) = snapshots else {
+        return status_reply(&tonic::Status::unimplemented(SNAPSHOTS_UNSUPPORTED));
+    };
+    match snapshots.restore(bytes) {
+        Ok(()) => WorkerReply::default(),
+        Err(reason) => status_reply(&tonic::Status::invalid_argument(format!(
+            "the snapshot does not restore: {reason}"
+        ))),
+    }
+}
+
+/// The worker process's whole life: [`serve_hosted_pipe`] on stdin and stdout, on a
+/// single-threaded runtime (one request at a time).
+pub fn run<S: HostedService>(factory: impl FnOnce() -> Hosted<S>) -> io::Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(serve_pipe(factory, tokio::io::stdin(), tokio::io::stdout()))
+        .block_on(serve_hosted_pipe(
+            factory,
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+        ))
 }

@@ -8,7 +8,8 @@ use cairn_tests::{Cluster, ClusterOpts};
 /// Proves that `cairn exec create shop` makes the input and vote logs at replication 3 and one
 /// output log per replica at replication 1, each placed on a different chunkserver (the I-th in
 /// address order), that an even replica count is refused, that `exec ls` lists the service, and
-/// that `exec status --json` has the contract's fields with zero counts for a new service.
+/// that `exec status --json` has the contract's fields with zero counts (and no snapshot) for a
+/// new service.
 ///
 /// How: 1 master + 3 chunkservers; run the commands, parse `ls --json` and `exec status --json`.
 #[test]
@@ -82,11 +83,13 @@ fn exec_create_places_one_output_log_per_chunkserver() {
             (Some(0), Some(0))
         );
         assert_eq!(r["state"], "ok");
+        assert!(r["snapshot"].is_null(), "no snapshot yet: {r}");
     }
     for field in [
         "inputs_on_disk",
         "outputs_on_disk",
         "output_records",
+        "snapshot_records",
         "votes_on_disk",
     ] {
         assert!(s["bytes"][field].is_u64(), "bytes.{field} in {s}");

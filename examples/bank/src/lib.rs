@@ -3,9 +3,25 @@
 //! (`cairn_exec`): ordered maps, no clock, the winner of a claim named by the request id from
 //! [`cairn_exec::Context`].
 //!
+//! The bank implements [`cairn_exec::Snapshot`], so its replicas recover from a snapshot
+//! instead of re-running every input (`cairn-bank` is hosted with
+//! [`cairn_exec::main_with_snapshots`]).
+//!
+//! # Snapshot layout, version 1
+//! All integers little-endian; a string is a u32 byte length then its UTF-8 bytes.
+//! - u8 version = 1;
+//! - u64 number of accounts, then each account in name order (byte-wise ascending, as the
+//!   `BTreeMap` keeps them): name (string), balance (u64);
+//! - u64 number of claims, then each claim in name order: name, claimant, request id (strings).
+//!
+//! The layout has one encoding per state (ordered maps, fixed-width integers), so replicas
+//! with equal states write equal bytes. A restore refuses anything else: another version,
+//! names out of order or repeated, a cut or trailing byte, a string that is not UTF-8.
+//!
 //! # Layout
 //! - [`pb`]: the generated `bank.v1` messages, server and client.
 //! - [`Bank`]: the service: accounts and claims in memory.
+//! - [`mod@snapshot`]: the bank's snapshot encoding (above) and its [`cairn_exec::Snapshot`].
 //! - [`mod@bench`]: `cairn-bank bench`, mixed calls from C concurrent callers against a front door
 //!   or a direct server.
 
@@ -15,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use tonic::{Request, Response, Status};
 
 pub mod bench;
+pub mod snapshot;
 
 /// The generated `bank.v1` code (server and client).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
@@ -33,7 +50,7 @@ struct Claim {
 }
 
 /// The bank's state: balances and claims, by name, in order.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct State {
     accounts: BTreeMap<String, u64>,
     claims: BTreeMap<String, Claim>,
@@ -68,9 +85,16 @@ pub struct Bank {
 }
 
 impl Bank {
-    /// The generated server around a fresh, empty bank: what `cairn-bank` hosts.
+    /// The generated server around a fresh, empty bank.
     pub fn server() -> BankServer<Bank> {
         BankServer::new(Bank::default())
+    }
+
+    /// A fresh, empty bank's generated server and the bank itself (its state shared, for
+    /// snapshots): what `cairn-bank` hosts with [`cairn_exec::main_with_snapshots`].
+    pub fn server_with_snapshots() -> (BankServer<Bank>, Bank) {
+        let bank = Bank::default();
+        (BankServer::new(bank.clone()), bank)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {

@@ -1,6 +1,6 @@
-//! `cairn-bank`: the bank hosted by Cairn's execution layer. Every role (front door, replica,
-//! worker, local cluster, plain server) is `cairn_exec::main`'s; `cairn-bank bench` is the
-//! bank's own load generator.
+//! `cairn-bank`: the bank hosted by Cairn's execution layer, with snapshots. Every role (front
+//! door, replica, worker, local cluster, plain server) is `cairn_exec::main_with_snapshots`';
+//! `cairn-bank bench` is the bank's own load generator.
 
 use std::process::ExitCode;
 
@@ -15,5 +15,5 @@ fn main() -> ExitCode {
             }
         };
     }
-    cairn_exec::main(cairn_bank::Bank::server)
+    cairn_exec::main_with_snapshots(cairn_bank::Bank::server_with_snapshots)
 }

@@ -23,6 +23,7 @@ fn script() -> Vec<WorkerRequest> {
             message: Bytes::from(message.encode_to_vec()),
             seed: u64::from(i),
             logical_time_ms: 1000 + u64::from(i),
+            ..WorkerRequest::default()
         }
     }
     let open = |a: &str, initial| OpenRequest {
@@ -209,4 +210,120 @@ async fn a_worker_answers_pipelined_requests_in_order() {
         replies.push(reply);
     }
     check(&replies);
+}
+
+/// The bank's StateDigest request (request id 0xee…).
+fn state_digest_request() -> WorkerRequest {
+    WorkerRequest {
+        request_id: Bytes::from(vec![0xee; 16]),
+        method: "/bank.v1.Bank/StateDigest".into(),
+        message: Bytes::from(cairn_bank::pb::StateDigestRequest {}.encode_to_vec()),
+        seed: 0,
+        logical_time_ms: 0,
+        ..WorkerRequest::default()
+    }
+}
+
+fn spawn_worker() -> Worker {
+    Worker::spawn(Path::new(env!("CARGO_BIN_EXE_cairn-bank")), &["worker"]).expect("start a worker")
+}
+
+// Proves: a `cairn-bank worker`'s snapshot after the script, restored into a fresh worker,
+// gives that worker the same state: its StateDigest answer equals the first worker's (and is
+// not an empty bank's), and its own snapshot is byte-equal; the fresh worker then answers the
+// next request as the first does.
+#[tokio::test]
+async fn a_snapshot_restored_into_a_fresh_worker_gives_the_same_state() {
+    let mut first = spawn_worker();
+    for request in script() {
+        first.call(&request).await.expect("a reply");
+    }
+    let snapshot = first
+        .snapshot()
+        .await
+        .expect("the worker answers")
+        .expect("the bank has snapshots");
+    let digest = first.call(&state_digest_request()).await.unwrap();
+    let mut fresh = spawn_worker();
+    let empty = fresh.call(&state_digest_request()).await.unwrap();
+    assert_ne!(empty, digest, "the script changed the state");
+    let mut restored = spawn_worker();
+    restored
+        .restore(&snapshot)
+        .await
+        .expect("the worker answers")
+        .expect("the snapshot restores");
+    assert_eq!(
+        restored.call(&state_digest_request()).await.unwrap(),
+        digest
+    );
+    assert_eq!(restored.snapshot().await.unwrap().unwrap(), snapshot);
+    let next = WorkerRequest {
+        request_id: Bytes::from(vec![0x44; 16]),
+        method: "/bank.v1.Bank/Deposit".into(),
+        message: Bytes::from(
+            DepositRequest {
+                account: "alice".into(),
+                amount: 1,
+            }
+            .encode_to_vec(),
+        ),
+        ..WorkerRequest::default()
+    };
+    assert_eq!(
+        restored.call(&next).await.unwrap(),
+        first.call(&next).await.unwrap()
+    );
+    for w in [first, fresh, restored] {
+        assert!(w.shut_down().await.unwrap().success());
+    }
+}
+
+// Proves: a snapshot request pipelined between calls reflects exactly the calls before it
+// (byte-equal to an in-process bank's snapshot after the first half of the script, unlike the
+// one after all of it); and a restore of bytes that are not a bank snapshot is refused, not
+// taken for an empty bank.
+#[tokio::test]
+async fn a_pipelined_snapshot_is_the_state_after_the_requests_before_it() {
+    use cairn_exec::Snapshot as _;
+    let (mut to_worker, mut from_worker, _process) = spawn_worker().split();
+    let script = script();
+    let (before, after) = script.split_at(5);
+    for request in before {
+        to_worker.send(request).await.unwrap();
+    }
+    to_worker.send_snapshot_request().await.unwrap();
+    for request in after {
+        to_worker.send(request).await.unwrap();
+    }
+    to_worker.flush().await.unwrap();
+    for _ in before {
+        from_worker.next_reply().await.unwrap();
+    }
+    let taken = from_worker.next_snapshot().await.unwrap().unwrap();
+    for _ in after {
+        from_worker.next_reply().await.unwrap();
+    }
+    let (mut server, bank) = cairn_bank::Bank::server_with_snapshots();
+    for request in before {
+        cairn_exec::call::call(&mut server, request).await;
+    }
+    assert_eq!(taken.as_ref(), bank.snapshot().as_slice());
+    for request in after {
+        cairn_exec::call::call(&mut server, request).await;
+    }
+    assert_ne!(taken.as_ref(), bank.snapshot().as_slice());
+
+    let mut worker = spawn_worker();
+    let refused = worker
+        .restore(&Bytes::from_static(b"not a bank"))
+        .await
+        .expect("the worker answers");
+    match refused {
+        Err(cairn_exec::supervisor::Refusal::Failed { code, message }) => {
+            assert_eq!(code, Code::InvalidArgument as u32);
+            assert!(message.contains("version"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
