@@ -176,8 +176,14 @@ impl FrontDoor {
                 .await?;
             tokio::spawn(door.clone().follow_outputs(client.clone(), i, tail));
         }
+        // From the start, not the end: a tail from the end would miss what is appended between
+        // the rebuild's replay and it (learning a record twice changes nothing).
         let mut votes = client
-            .tail(&door.logs.votes(), TailFrom::End, ReplayOptions::default())
+            .tail(
+                &door.logs.votes(),
+                TailFrom::Start,
+                ReplayOptions::default(),
+            )
             .await?;
         let weak = Arc::downgrade(&door);
         tokio::spawn(async move {
@@ -512,10 +518,13 @@ impl FrontDoor {
             if !idempotency_key.is_empty() {
                 g.keys.remove(&idempotency_key);
             }
-            return Err(Status::unavailable(format!(
-                "request {} could not be logged: {e}",
-                hex(&request_id)
-            )));
+            return Err(with_request_id(
+                Status::unavailable(format!(
+                    "request {} could not be logged: {e}",
+                    hex(&request_id)
+                )),
+                &request_id,
+            ));
         }
         self.wait(request_id, receiver, deadline).await
     }

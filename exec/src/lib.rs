@@ -88,6 +88,7 @@ pub mod status;
 pub mod supervisor;
 pub mod test_faults;
 pub mod timeline;
+pub mod verdicts;
 pub mod vote;
 pub mod worker;
 

@@ -6,11 +6,12 @@
 //! usable snapshot, re-runs every input; inputs it already has outputs for are not appended
 //! again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -19,18 +20,27 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::grouped::GROUP_RECORDS_MAX;
-use crate::records::{ExecRecord, Input, Kind, Output, WorkerRequest, hex};
+use crate::records::{
+    CODE_CRASH, CODE_TIMEOUT, ExecRecord, Input, Kind, Output, WorkerRequest, code_name, digest,
+    hex, now_ms,
+};
 use crate::recovery::{OutputLogState, read_output_log, restore_newest};
 use crate::service_logs::ServiceLogs;
 use crate::snapshot_records::TakenSnapshot;
 use crate::snapshot_writer::{PendingSnapshot, write_snapshots};
 use crate::supervisor::{Refusal, Worker, WorkerInput};
+use crate::verdicts::{Decision, Verdicts};
 
 /// Output appends in flight at most before the replica waits for the oldest ack.
 const OUTPUTS_IN_FLIGHT_MAX: usize = 4096;
 /// Requests sent to the worker and not yet answered, at most (they run one at a time; the
 /// pipeline only saves a round trip per request).
 const REQUESTS_IN_FLIGHT_MAX: usize = 256;
+/// Re-executions of an input this replica's worker crashed or timed out on while f+1 others
+/// executed it, before the replica declares itself faulty (each with twice the deadline of the
+/// one before).
+pub const REEXECUTIONS_MAX: u32 = 3;
+
 /// A replica's default `--snapshot-every`: a snapshot after every 10,000 inputs.
 pub const SNAPSHOT_EVERY_DEFAULT: u64 = 10_000;
 
@@ -74,6 +84,40 @@ impl std::fmt::Display for SnapshotMismatch {
 
 impl std::error::Error for SnapshotMismatch {}
 
+/// The worker crashed or ran past the deadline on an input, or a re-execution of an input gave
+/// a digest other than the agreed one: the worker is gone (killed), and the replica decides
+/// what to do from the vote on that input.
+#[derive(Debug)]
+struct WorkerFault {
+    request_id: Bytes,
+    /// CODE_CRASH or CODE_TIMEOUT; 0 for a re-execution that disagreed.
+    code: u32,
+    detail: String,
+    duration: Duration,
+}
+
+impl std::fmt::Display for WorkerFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "request {}: {} ({})",
+            hex(&self.request_id),
+            code_name(self.code),
+            self.detail
+        )
+    }
+}
+
+impl std::error::Error for WorkerFault {}
+
+/// An input this replica's worker failed on and f+1 others executed: it is re-executed with a
+/// longer deadline until it gives the agreed digest.
+#[derive(Clone, Copy, Debug)]
+struct Retry {
+    attempt: u32,
+    agreed: [u8; 32],
+}
+
 /// Runs replica `config.index` until `shutdown` resolves or an error stops it (the worker
 /// process died, an output could not be appended): the caller restarts it, and it resumes
 /// after its last output.
@@ -86,8 +130,10 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
         .logs
         .create_output(&client, config.index, config.chunkserver.as_deref())
         .await?;
-    let state = read_output_log(&client, &output_log, config.index).await?;
+    let mut state = read_output_log(&client, &output_log, config.index).await?;
     let appender = Arc::new(client.appender(&output_log).await?);
+    let verdicts = Verdicts::start(&client, &config.logs).await?;
+    let mut retries: HashMap<Bytes, Retry> = HashMap::new();
     tokio::pin!(shutdown);
     let mut use_snapshot = true;
     let result = loop {
@@ -133,13 +179,33 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
         let run = execute(
             &client,
             &config,
-            &state,
-            &appender,
+            (&state, &appender),
             worker,
             skip,
+            (&verdicts, &retries),
             &mut shutdown,
         );
         match run.await {
+            Err(e) if e.downcast_ref::<WorkerFault>().is_some() => {
+                let fault = e.downcast::<WorkerFault>().expect("just checked");
+                if let Err(e) = on_fault(
+                    &config,
+                    &appender,
+                    &verdicts,
+                    &mut state,
+                    &mut retries,
+                    fault,
+                )
+                .await
+                {
+                    break Err(e);
+                }
+                // The outputs and snapshots this worker's run appended count as done.
+                match read_output_log(&client, &output_log, config.index).await {
+                    Ok(now) => state = now,
+                    Err(e) => break Err(e),
+                }
+            }
             Err(e) if e.downcast_ref::<SnapshotMismatch>().is_some() => {
                 warn!(
                     replica = config.index,
@@ -159,8 +225,14 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
 
 /// What the writer sent the worker, in order, for the reader to match with its answers.
 enum Sent {
-    /// A call, by request id.
-    Call(Bytes),
+    /// A call: its request id, the handler's deadline, when it was sent, and for a
+    /// re-execution the digest f+1 others agreed on.
+    Call {
+        request_id: Bytes,
+        deadline: Duration,
+        sent_at: Instant,
+        expect: Option<[u8; 32]>,
+    },
     /// A snapshot request after input `inputs`, whose request id is `last_request_id`.
     Snapshot { inputs: u64, last_request_id: Bytes },
 }
@@ -172,10 +244,10 @@ enum Sent {
 async fn execute(
     client: &Client,
     config: &ReplicaConfig,
-    state: &OutputLogState,
-    appender: &Arc<Appender>,
+    (state, appender): (&OutputLogState, &Arc<Appender>),
     worker: Worker,
     skip: Option<Skip>,
+    (verdicts, retries): (&Verdicts, &HashMap<Bytes, Retry>),
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let index = config.index;
@@ -185,7 +257,7 @@ async fn execute(
     let floor = state.newest_snapshot.as_ref().map_or(0, |s| s.inputs);
     let every = config.snapshot_every;
     let due = move |number: u64| every > 0 && number.is_multiple_of(every) && number > floor;
-    let (mut to_worker, mut from_worker, _process) = worker.split();
+    let (mut to_worker, mut from_worker, mut process) = worker.split();
     let (acks_tx, mut acks_rx) = mpsc::channel::<PendingAck>(OUTPUTS_IN_FLIGHT_MAX);
     let acks = async move {
         while let Some(ack) = acks_rx.recv().await {
@@ -228,10 +300,18 @@ async fn execute(
                 continue;
             }
             number += 1;
+            let quarantined = verdicts.is_quarantined(&input.request_id);
             if let Some(skip) = &skip
                 && number <= skip.inputs
             {
-                check_covered(skip, number, &input.request_id, done)?;
+                if !quarantined {
+                    check_covered(skip, number, &input.request_id, done)?;
+                }
+                continue;
+            }
+            if quarantined {
+                // f+1 replicas crashed or timed out on it: its effects are never applied.
+                info!(replica = index, request = %hex(&input.request_id), "quarantined input skipped");
                 continue;
             }
             if input_tx.send((number, input)).await.is_err() {
@@ -247,7 +327,14 @@ async fn execute(
         while let Some(first) = input_rx.recv().await {
             let mut next = Some(first);
             while let Some((number, input)) = next {
-                let call = Sent::Call(input.request_id.clone());
+                let retry = retries.get(&input.request_id).copied();
+                let deadline = handler_deadline(&input, retry);
+                let call = Sent::Call {
+                    request_id: input.request_id.clone(),
+                    deadline,
+                    sent_at: Instant::now(),
+                    expect: retry.map(|r| r.agreed),
+                };
                 if !note_sent(&sent_tx, &mut to_worker, call).await? {
                     return anyhow::Ok(());
                 }
@@ -295,15 +382,69 @@ async fn execute(
         let mut rerun: u64 = 0;
         // Outputs of the replies that arrived together, appended together (one batch).
         let mut outputs: Vec<Bytes> = Vec::new();
+        // The worker runs one request at a time: the next one starts when the one before it
+        // has answered (or when it is sent, if the worker was idle).
+        let mut last_answer = Instant::now();
         while let Some(sent) = sent_rx.recv().await {
             match sent {
-                Sent::Call(request_id) => {
-                    let mut reply = from_worker
-                        .next_reply()
-                        .await
-                        .context("the worker process failed")?;
+                Sent::Call {
+                    request_id,
+                    deadline,
+                    sent_at,
+                    expect,
+                } => {
+                    let started = sent_at.max(last_answer);
+                    let answer = tokio::time::timeout_at(
+                        (started + deadline).into(),
+                        from_worker.next_reply(),
+                    )
+                    .await;
+                    last_answer = Instant::now();
+                    let duration = last_answer.saturating_duration_since(started);
+                    let mut reply = match answer {
+                        Ok(Ok(reply)) => reply,
+                        Ok(Err(e)) => {
+                            let ended = process.ended(Duration::from_millis(500)).await;
+                            return Err(WorkerFault {
+                                request_id,
+                                code: CODE_CRASH,
+                                detail: format!("{ended} ({e})"),
+                                duration,
+                            }
+                            .into());
+                        }
+                        Err(_) => {
+                            // A runaway handler: SIGKILL its worker.
+                            if let Err(e) = process.kill().await {
+                                warn!(replica = index, error = %e, "killing the worker failed");
+                            }
+                            return Err(WorkerFault {
+                                request_id,
+                                code: CODE_TIMEOUT,
+                                detail: format!("killed after {} ms", deadline.as_millis()),
+                                duration,
+                            }
+                            .into());
+                        }
+                    };
                     if wrong {
                         crate::test_faults::make_wrong(&mut reply);
+                    }
+                    if let Some(agreed) = expect {
+                        if reply.digest() != agreed {
+                            return Err(WorkerFault {
+                                request_id,
+                                code: 0,
+                                detail: format!(
+                                    "re-executed, its outcome {} differs from the agreed one",
+                                    code_name(reply.code)
+                                ),
+                                duration,
+                            }
+                            .into());
+                        }
+                        info!(replica = index, request = %hex(&request_id), "re-executed an input this replica had failed on: it now gives the agreed outcome");
+                        outputs.push(output_record(index, &request_id, reply.clone(), duration));
                     }
                     executed += 1;
                     if executed.is_multiple_of(10_000) {
@@ -315,59 +456,51 @@ async fn execute(
                             info!(replica = index, rerun, executed, "state rebuilt");
                         }
                     } else {
-                        let output = Output {
-                            request_id,
-                            replica: index,
-                            code: reply.code,
-                            message: reply.message.clone(),
-                            digest: Bytes::copy_from_slice(&reply.digest()),
-                            response: reply.response,
-                            detail: String::new(),
-                            duration_us: 0,
-                            at_ms: crate::records::now_ms(),
-                        };
-                        outputs.push(ExecRecord::from(Kind::Output(output)).to_payload());
+                        outputs.push(output_record(index, &request_id, reply, duration));
                     }
                 }
                 Sent::Snapshot {
                     inputs,
                     last_request_id,
-                } => match from_worker
-                    .next_snapshot()
-                    .await
-                    .context("the worker process failed")?
-                {
-                    Ok(bytes) => {
-                        // The outputs of inputs 1..K go to the log before the snapshot.
-                        if !append_outputs(&appender, &mut outputs, &acks_tx).await {
-                            return anyhow::Ok(());
+                } => {
+                    let snapshot = from_worker
+                        .next_snapshot()
+                        .await
+                        .context("the worker process failed")?;
+                    last_answer = Instant::now();
+                    match snapshot {
+                        Ok(bytes) => {
+                            // The outputs of inputs 1..K go to the log before the snapshot.
+                            if !append_outputs(&appender, &mut outputs, &acks_tx).await {
+                                return anyhow::Ok(());
+                            }
+                            let taken = TakenSnapshot {
+                                replica: index,
+                                inputs,
+                                last_request_id,
+                                bytes,
+                            };
+                            if let Some(older) = pending.put(taken) {
+                                debug!(
+                                    replica = index,
+                                    inputs = older.inputs,
+                                    "a snapshot not yet written is superseded by a newer one"
+                                );
+                            }
                         }
-                        let taken = TakenSnapshot {
-                            replica: index,
-                            inputs,
-                            last_request_id,
-                            bytes,
-                        };
-                        if let Some(older) = pending.put(taken) {
-                            debug!(
-                                replica = index,
-                                inputs = older.inputs,
-                                "a snapshot not yet written is superseded by a newer one"
-                            );
+                        Err(Refusal::Unsupported) => {
+                            if supported.swap(false, Ordering::Relaxed) {
+                                info!(
+                                    replica = index,
+                                    "the service has no snapshots: none are taken, a restart re-runs every input"
+                                );
+                            }
+                        }
+                        Err(refusal) => {
+                            warn!(replica = index, inputs, %refusal, "the worker took no snapshot")
                         }
                     }
-                    Err(Refusal::Unsupported) => {
-                        if supported.swap(false, Ordering::Relaxed) {
-                            info!(
-                                replica = index,
-                                "the service has no snapshots: none are taken, a restart re-runs every input"
-                            );
-                        }
-                    }
-                    Err(refusal) => {
-                        warn!(replica = index, inputs, %refusal, "the worker took no snapshot")
-                    }
-                },
+                }
             }
             if from_worker.reply_buffered() && outputs.len() < GROUP_RECORDS_MAX {
                 continue;
@@ -477,6 +610,100 @@ where
     fn await_ack(self) -> PendingAck {
         Box::pin(async move { self.await.map(drop) })
     }
+}
+
+/// The OUTPUT record of `reply` to `request_id`.
+fn output_record(
+    replica: u32,
+    request_id: &Bytes,
+    reply: crate::records::WorkerReply,
+    duration: Duration,
+) -> Bytes {
+    let output = Output {
+        request_id: request_id.clone(),
+        replica,
+        code: reply.code,
+        message: reply.message.clone(),
+        digest: Bytes::copy_from_slice(&reply.digest()),
+        response: reply.response,
+        detail: String::new(),
+        duration_us: duration.as_micros() as u64,
+        at_ms: now_ms(),
+    };
+    ExecRecord::from(Kind::Output(output)).to_payload()
+}
+
+/// The deadline a handler of `input` gets: the INPUT's (the service default if it has none),
+/// doubled for each earlier re-execution.
+fn handler_deadline(input: &Input, retry: Option<Retry>) -> Duration {
+    let base = match input.deadline_ms {
+        0 => crate::deadline::DEFAULT_DEADLINE,
+        ms => Duration::from_millis(u64::from(ms)),
+    };
+    base * 2u32
+        .saturating_pow(retry.map_or(0, |r| r.attempt))
+        .min(1 << 10)
+}
+
+/// The worker failed on an input (`fault`): its CRASH or TIMEOUT is appended as this replica's
+/// OUTPUT (unless it has one), and the vote on the input decides what follows, in a fresh
+/// worker: quarantined, it is skipped (its effects never applied); executed by f+1 others, it
+/// is re-executed with a longer deadline until it gives their digest, at most
+/// [`REEXECUTIONS_MAX`] times, after which the replica declares itself faulty (an error: its
+/// caller restarts it, rebuilding the state from the start).
+async fn on_fault(
+    config: &ReplicaConfig,
+    appender: &Appender,
+    verdicts: &Verdicts,
+    state: &mut OutputLogState,
+    retries: &mut HashMap<Bytes, Retry>,
+    fault: WorkerFault,
+) -> anyhow::Result<()> {
+    let index = config.index;
+    let WorkerFault {
+        request_id,
+        code,
+        detail,
+        duration,
+    } = fault;
+    warn!(replica = index, request = %hex(&request_id), outcome = %code_name(code), %detail, "the worker failed on an input; a fresh worker follows");
+    if code != 0 && !state.done.contains(&request_id) {
+        let output = Output {
+            request_id: request_id.clone(),
+            replica: index,
+            code,
+            message: String::new(),
+            digest: Bytes::copy_from_slice(&digest(code, "", b"")),
+            response: Bytes::new(),
+            detail: detail.clone(),
+            duration_us: duration.as_micros() as u64,
+            at_ms: now_ms(),
+        };
+        appender
+            .append(ExecRecord::from(Kind::Output(output)).to_payload())
+            .await
+            .context("append the worker's failure as an output")?;
+        state.done.insert(request_id.clone());
+    }
+    match verdicts.decision(&request_id).await? {
+        Decision::Quarantined => {
+            info!(replica = index, request = %hex(&request_id), "the input is quarantined: skipped from now on");
+            retries.remove(&request_id);
+        }
+        Decision::Agreed(agreed) => {
+            let attempt = retries.get(&request_id).map_or(0, |r| r.attempt) + 1;
+            if attempt > REEXECUTIONS_MAX {
+                anyhow::bail!(
+                    "replica {index} is faulty: request {} failed {attempt} times here ({detail}) \
+                     while f+1 replicas executed it; it rebuilds its state from the start",
+                    hex(&request_id)
+                );
+            }
+            warn!(replica = index, request = %hex(&request_id), attempt, "f+1 replicas executed an input this replica failed on: re-executing it with a longer deadline");
+            retries.insert(request_id, Retry { attempt, agreed });
+        }
+    }
+    Ok(())
 }
 
 /// The worker's request for `input`.

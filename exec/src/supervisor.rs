@@ -263,4 +263,29 @@ impl WorkerProcess {
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }
+
+    /// SIGKILLs the worker (a handler past its deadline) and waits for it to be gone.
+    pub async fn kill(&mut self) -> io::Result<()> {
+        self.child.kill().await
+    }
+
+    /// How the worker ended, for a CRASH output's detail: its exit status once it has exited
+    /// (waiting at most `within`), or that it is still running.
+    pub async fn ended(&mut self, within: std::time::Duration) -> String {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(Ok(status)) => describe_exit(status),
+            Ok(Err(e)) => format!("the worker process could not be waited for: {e}"),
+            Err(_) => "the worker process broke the protocol and is still running".to_owned(),
+        }
+    }
+}
+
+/// An exit status in words: the signal that killed the process, or its exit code.
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.signal(), status.code()) {
+        (Some(signal), _) => format!("the worker process was killed by signal {signal}"),
+        (None, Some(code)) => format!("the worker process exited with status {code}"),
+        (None, None) => "the worker process ended".to_owned(),
+    }
 }

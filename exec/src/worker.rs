@@ -52,8 +52,8 @@ where
 }
 
 /// Serves request frames from `input` on what `factory` builds, replies to `output`, until
-/// `input` ends. Requests may arrive pipelined; they run one at a time, in order, and replies
-/// are flushed whenever no further request is already buffered. A snapshot request is answered
+/// `input` ends. Requests may arrive pipelined; they run one at a time, in order, and each
+/// answer is flushed before the next request runs. A snapshot request is answered
 /// with the state after every request before it; a restore replaces the state.
 pub async fn serve_hosted_pipe<S, R, W>(
     factory: impl FnOnce() -> Hosted<S>,
@@ -88,9 +88,9 @@ where
             let reply = call(&mut service, &request).await;
             write_frame_unflushed(&mut output, &reply).await?;
         }
-        if input.buffer().is_empty() {
-            output.flush().await?;
-        }
+        // Every answer is flushed before the next request runs: one held back behind a handler
+        // that runs long would make its replica time the wrong request out (and blame it).
+        output.flush().await?;
     }
     output.flush().await
 }

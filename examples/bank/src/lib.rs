@@ -78,6 +78,26 @@ impl State {
     }
 }
 
+/// Test inputs of the example only, to show the execution layer's query-of-death handling:
+/// `Open` of the account [`SPIN_FOREVER`] loops forever (a runaway handler, killed at its
+/// deadline), and of [`CRASH_NOW`] aborts the process (a crash). A real service has neither.
+fn pathological(account: &str) {
+    if account == SPIN_FOREVER {
+        let mut n: u64 = 0;
+        loop {
+            n = std::hint::black_box(n.wrapping_add(1));
+        }
+    }
+    if account == CRASH_NOW {
+        std::process::abort();
+    }
+}
+
+/// The account name whose `Open` never returns (a test input of the example).
+pub const SPIN_FOREVER: &str = "spin-forever";
+/// The account name whose `Open` aborts the worker process (a test input of the example).
+pub const CRASH_NOW: &str = "crash-now";
+
 /// The bank: accounts and claims in memory. Clones share the state.
 #[derive(Clone, Debug, Default)]
 pub struct Bank {
@@ -110,6 +130,7 @@ fn unknown(account: &str) -> Status {
 impl pb::bank_server::Bank for Bank {
     async fn open(&self, request: Request<OpenRequest>) -> Result<Response<BalanceReply>, Status> {
         let OpenRequest { account, initial } = request.into_inner();
+        pathological(&account);
         let mut state = self.state();
         if state.accounts.contains_key(&account) {
             return Err(Status::already_exists(format!(

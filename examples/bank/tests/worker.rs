@@ -327,3 +327,38 @@ async fn a_pipelined_snapshot_is_the_state_after_the_requests_before_it() {
         other => panic!("{other:?}"),
     }
 }
+
+// Proves: a worker answers a request before it runs the next one, even when requests arrive
+// pipelined and the next one never returns: the answer to `Open(alice)` reaches the replica
+// while `Open(spin-forever)` spins (a held-back answer once made the replica time the wrong
+// request out, and quarantine an ordinary call).
+#[tokio::test]
+async fn an_answer_is_not_held_back_by_a_handler_that_runs_long() {
+    let open = |i: u8, account: &str| WorkerRequest {
+        request_id: Bytes::from(vec![i; 16]),
+        method: "/bank.v1.Bank/Open".to_owned(),
+        message: Bytes::from(
+            OpenRequest {
+                account: account.to_owned(),
+                initial: 1,
+            }
+            .encode_to_vec(),
+        ),
+        ..WorkerRequest::default()
+    };
+    let worker = Worker::spawn(Path::new(env!("CARGO_BIN_EXE_cairn-bank")), &["worker"])
+        .expect("start a worker");
+    let (mut input, mut output, mut process) = worker.split();
+    input.send(&open(1, "alice")).await.unwrap();
+    input
+        .send(&open(2, cairn_bank::SPIN_FOREVER))
+        .await
+        .unwrap();
+    input.flush().await.unwrap();
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(30), output.next_reply())
+        .await
+        .expect("the first answer arrives while the second request spins")
+        .unwrap();
+    assert_eq!(reply.code, 0, "{reply:?}");
+    process.kill().await.unwrap();
+}

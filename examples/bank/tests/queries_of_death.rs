@@ -1,0 +1,249 @@
+//! Queries of death on real processes (`cairn-bank local`: master, 3 chunkservers, 3 replicas
+//! each with its worker process, a front door), called by the plain generated client: the
+//! example's test inputs `spin-forever` (a handler that never returns) and `crash-now` (one that
+//! aborts its worker) during a load of ordinary calls.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use bank_client::pb::bank_client::BankClient;
+use bank_client::pb::{BalanceRequest, DepositRequest, OpenRequest, StateDigestRequest};
+use bytes::Bytes;
+use cairn_client::Client;
+use cairn_exec::records::{CODE_CRASH, CODE_TIMEOUT, hex};
+use cairn_exec::service_logs::ServiceLogs;
+use common::{LocalBank, inputs, outputs_of_all, request_id, sequential};
+use prost::Message;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// What a caller got: the response message's bytes, or the status's code and message.
+type Got = Result<Bytes, (u32, String)>;
+
+fn got<M: Message>(r: Result<tonic::Response<M>, tonic::Status>) -> (Bytes, Got) {
+    match r {
+        Ok(response) => (
+            request_id(response.metadata()),
+            Ok(Bytes::from(response.into_inner().encode_to_vec())),
+        ),
+        Err(status) => (
+            request_id(status.metadata()),
+            Err((status.code() as u32, status.message().to_owned())),
+        ),
+    }
+}
+
+const ACCOUNTS: usize = 4;
+
+/// One caller's ordinary calls: deposits and balances on the test's accounts.
+async fn ordinary(mut bank: BankClient<Channel>, caller: usize, calls: usize) -> Vec<(Bytes, Got)> {
+    let mut log = Vec::with_capacity(calls);
+    for i in 0..calls {
+        let account = format!("acct-{}", (caller + i) % ACCOUNTS);
+        let r = if i % 2 == 0 {
+            got(bank
+                .deposit(DepositRequest {
+                    account,
+                    amount: 1 + i as u64,
+                })
+                .await)
+        } else {
+            got(bank.balance(BalanceRequest { account }).await)
+        };
+        log.push(r);
+    }
+    log
+}
+
+/// Calls `Open(account)` and returns the status it must fail with, its request id and how long
+/// it took.
+async fn open_failing(
+    bank: &mut BankClient<Channel>,
+    account: &str,
+) -> (tonic::Status, Bytes, Duration) {
+    let began = Instant::now();
+    let status = bank
+        .open(OpenRequest {
+            account: account.to_owned(),
+            initial: 1,
+        })
+        .await
+        .expect_err("a query of death has no answer");
+    let took = began.elapsed();
+    let id = request_id(status.metadata());
+    (status, id, took)
+}
+
+/// The whole scenario for one pathological account name, whose outputs have `fault` as code.
+async fn quarantine_scenario(account: &str, fault: u32) {
+    const CALLERS: usize = 4;
+    const CALLS: usize = 250;
+    let bank = LocalBank::start();
+    let channel = Channel::from_shared(bank.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client_bank = BankClient::new(channel.clone());
+    for a in 0..ACCOUNTS {
+        client_bank
+            .open(OpenRequest {
+                account: format!("acct-{a}"),
+                initial: 1000,
+            })
+            .await
+            .expect("open");
+    }
+    // 1,000 ordinary calls, with the query of death among them.
+    let load: Vec<_> = (0..CALLERS)
+        .map(|c| tokio::spawn(ordinary(BankClient::new(channel.clone()), c, CALLS)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, first, took) = open_failing(&mut client_bank, account).await;
+    println!(
+        "{account}: answered {:?} after {} ms: {}",
+        status.code(),
+        took.as_millis(),
+        status.message()
+    );
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("quarantined"), "{status:?}");
+    // The identical call again: refused at the front door, naming the quarantined request.
+    let (again, named, took_again) = open_failing(&mut client_bank, account).await;
+    println!(
+        "{account} again: refused after {} µs: {}",
+        took_again.as_micros(),
+        again.message()
+    );
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    assert!(again.message().contains("refused"), "{again:?}");
+    assert_eq!(named, first, "the refusal names the quarantined request");
+    let mut calls = Vec::new();
+    for t in load {
+        calls.extend(t.await.unwrap());
+    }
+    let client = Client::connect(&bank.master).await.unwrap();
+    let logs = ServiceLogs::new("bank").unwrap();
+    // Every ordinary call got the answer of a sequential execution of the log without the
+    // quarantined input; the refused call was never logged.
+    let log = inputs(&client).await;
+    assert!(log.iter().any(|i| i.request_id == first));
+    assert_eq!(
+        log.len(),
+        ACCOUNTS + CALLERS * CALLS + 1,
+        "the refused call is not in the input log"
+    );
+    let kept: Vec<_> = log
+        .iter()
+        .filter(|i| i.request_id != first)
+        .cloned()
+        .collect();
+    let expected = sequential(&kept).await;
+    for (id, outcome) in &calls {
+        let reply = &expected[id];
+        let want: Got = if reply.code == 0 {
+            Ok(reply.response.clone())
+        } else {
+            Err((reply.code, reply.message.clone()))
+        };
+        assert_eq!(outcome, &want, "request {}", hex(id));
+    }
+    // Every replica's output for it is the fault, the quarantine lists it, and no replica
+    // applied it: their states are equal (and equal the sequential one).
+    let ids: Vec<Bytes> = kept.iter().map(|i| i.request_id.clone()).collect();
+    let all = outputs_of_all(&client, std::slice::from_ref(&first)).await;
+    for (replica, outputs) in all.iter().enumerate() {
+        assert_eq!(outputs[&first].code, fault, "replica {replica}");
+    }
+    // Every replica has its output for it, so the QUARANTINE (appended when the caller was
+    // answered, before them) is in the vote log by now.
+    let quarantined = cairn_exec::quarantine::list(&client, &logs).await.unwrap();
+    assert_eq!(quarantined.len(), 1);
+    assert_eq!(quarantined[0].request_id, first);
+    let events = cairn_exec::timeline::timeline(&client, &logs, &first)
+        .await
+        .unwrap();
+    for e in &events {
+        println!(
+            "timeline: {} at {:?} replica {:?} {:?} {}",
+            e.event, e.at_ms, e.replica, e.status, e.detail
+        );
+    }
+    let names: Vec<&str> = events.iter().map(|e| e.event).collect();
+    assert_eq!(names[..2], ["received", "logged"]);
+    assert!(
+        names.contains(&"quarantine") && names.contains(&"reply"),
+        "{names:?}"
+    );
+    assert!(names.iter().filter(|n| **n == "output").count() >= 2);
+    let digest = got(client_bank.state_digest(StateDigestRequest {}).await);
+    let digest_id = digest.0.clone();
+    let all = outputs_of_all(&client, std::slice::from_ref(&digest_id)).await;
+    let responses: HashSet<&Bytes> = all.iter().map(|o| &o[&digest_id].response).collect();
+    assert_eq!(responses.len(), 1, "the replicas' states differ");
+    let mut ids = ids;
+    ids.push(digest_id.clone());
+    outputs_of_all(&client, &ids).await;
+    // Lifted, the identical call is logged and run again (and quarantined again).
+    let lifted =
+        cairn_exec::quarantine::lift(&client, &logs, &hex(&quarantined[0].fingerprint), "test")
+            .await
+            .unwrap();
+    assert_eq!(lifted.request_id, first);
+    assert!(
+        cairn_exec::quarantine::list(&client, &logs)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut second = None;
+    for _ in 0..100 {
+        let (status, id, _) = open_failing(&mut client_bank, account).await;
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        if id != first {
+            second = Some(id);
+            break;
+        }
+        // The front door has not read the LIFT yet.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = second.expect("the lifted call was run again");
+    // The QUARANTINE follows the caller's answer into the vote log (votes are grouped).
+    let mut quarantined = Vec::new();
+    for _ in 0..100 {
+        quarantined = cairn_exec::quarantine::list(&client, &logs).await.unwrap();
+        if !quarantined.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(quarantined.len(), 1);
+    assert_eq!(quarantined[0].request_id, second);
+    // The replicas go on: an ordinary call still gets its answer.
+    client_bank
+        .balance(BalanceRequest {
+            account: "acct-0".to_owned(),
+        })
+        .await
+        .expect("a call after the quarantines");
+}
+
+// Proves: a handler that never returns (`spin-forever`) during 1,000 ordinary calls is killed
+// on every replica at its deadline and quarantined (FAILED_PRECONDITION naming it); the
+// identical call is then refused by the front door without being logged; every ordinary call
+// gets the answer of a sequential execution of the other inputs; no replica applied it (equal
+// states); its timeline shows the TIMEOUTs and the quarantine; lifted, it is run (and
+// quarantined) again; the replicas' fresh workers go on answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_never_returns_is_killed_and_quarantined() {
+    quarantine_scenario(cairn_bank::SPIN_FOREVER, CODE_TIMEOUT).await;
+}
+
+// Proves: the same for a handler that aborts its worker process (`crash-now`): CRASH on every
+// replica, quarantined, refused, never applied, lifted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_crashes_its_worker_is_quarantined() {
+    quarantine_scenario(cairn_bank::CRASH_NOW, CODE_CRASH).await;
+}
