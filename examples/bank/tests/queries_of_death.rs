@@ -247,3 +247,80 @@ async fn a_handler_that_never_returns_is_killed_and_quarantined() {
 async fn a_handler_that_crashes_its_worker_is_quarantined() {
     quarantine_scenario(cairn_bank::CRASH_NOW, CODE_CRASH).await;
 }
+
+// Proves PENDING: three different runaway calls at once (a 300 ms deadline) run one after the
+// other on every replica, so the last one is still out when its caller's wait (twice the
+// deadline) ends: that caller gets DEADLINE_EXCEEDED with its request id, the vote log holds a
+// PENDING naming the replicas out, and the request's later QUARANTINE follows it; its timeline
+// shows pending, the reply, then the quarantine; status counts no request as pending once all
+// are decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_still_running_at_its_deadline_is_recorded_pending() {
+    let bank = LocalBank::start_with(&[], &["--deadline-ms", "300"]);
+    let channel = Channel::from_shared(bank.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let calls: Vec<_> = (1..=3u64)
+        .map(|initial| {
+            let mut client = BankClient::new(channel.clone());
+            tokio::spawn(async move {
+                let status = client
+                    .open(OpenRequest {
+                        account: cairn_bank::SPIN_FOREVER.to_owned(),
+                        initial,
+                    })
+                    .await
+                    .expect_err("a runaway call has no answer");
+                (request_id(status.metadata()), status)
+            })
+        })
+        .collect();
+    let mut pending = Vec::new();
+    for call in calls {
+        let (id, status) = call.await.unwrap();
+        println!("{}: {:?} {}", hex(&id), status.code(), status.message());
+        match status.code() {
+            Code::DeadlineExceeded => {
+                assert!(status.message().contains("pending"), "{status:?}");
+                pending.push(id);
+            }
+            code => assert_eq!(code, Code::FailedPrecondition, "{status:?}"),
+        }
+    }
+    assert!(!pending.is_empty(), "the last of three runaway calls is pending");
+    let client = Client::connect(&bank.master).await.unwrap();
+    let logs = ServiceLogs::new("bank").unwrap();
+    let all = outputs_of_all(&client, &pending).await;
+    for outputs in &all {
+        for id in &pending {
+            assert_eq!(outputs[id].code, CODE_TIMEOUT);
+        }
+    }
+    // The verdicts follow the PENDING records into the vote log.
+    let mut status = None;
+    for _ in 0..100 {
+        let s = cairn_exec::status::status(&client, &logs).await.unwrap();
+        if s.quarantined == 3 {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = status.expect("all three quarantined");
+    assert_eq!(status.pending, 0, "every pending request has its verdict");
+    for id in &pending {
+        let events = cairn_exec::timeline::timeline(&client, &logs, id)
+            .await
+            .unwrap();
+        let names: Vec<&str> = events.iter().map(|e| e.event).collect();
+        println!("timeline of pending {}: {names:?}", hex(id));
+        let at = |name: &str| names.iter().position(|n| *n == name);
+        let (p, r, q) = (at("pending"), at("reply"), at("quarantine"));
+        assert!(p.is_some() && r.is_some() && q.is_some(), "{names:?}");
+        assert!(p < q && r < q, "pending and its reply come before the quarantine: {names:?}");
+        let pending_event = &events[p.unwrap()];
+        assert!(pending_event.detail.contains("[0, 1, 2]"), "{pending_event:?}");
+    }
+}

@@ -39,6 +39,11 @@ impl LocalBank {
 
     /// [`LocalBank::start`] with these environment variables set for the process.
     pub(crate) fn start_with_env(env: &[(&str, &str)]) -> LocalBank {
+        LocalBank::start_with(env, &[])
+    }
+
+    /// [`LocalBank::start`] with these environment variables and extra `local` arguments.
+    pub(crate) fn start_with(env: &[(&str, &str)], args: &[&str]) -> LocalBank {
         let dir = tempfile::tempdir().expect("a temporary directory");
         for _ in 0..8 {
             let slot = NEXT_BASE.fetch_add(1, Ordering::Relaxed);
@@ -48,6 +53,7 @@ impl LocalBank {
                 .args(["local", "--data"])
                 .arg(&data)
                 .args(["--port", &base.to_string()])
+                .args(args)
                 .envs(env.iter().copied())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
