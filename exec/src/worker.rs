@@ -130,14 +130,35 @@ fn restore(snapshots: Option<&dyn Snapshot>, bytes: &[u8]) -> WorkerReply {
 }
 
 /// The worker process's whole life: [`serve_hosted_pipe`] on stdin and stdout, on a
-/// single-threaded runtime (one request at a time).
+/// single-threaded runtime (one request at a time). When they are pipes (as a replica starts
+/// it) they are read and written directly, non-blocking; tokio's `stdin()`/`stdout()` would hand
+/// every read, write and flush to a blocking thread (a thread switch per answer).
 pub fn run<S: HostedService>(factory: impl FnOnce() -> Hosted<S>) -> io::Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(serve_hosted_pipe(
-            factory,
-            tokio::io::stdin(),
-            tokio::io::stdout(),
-        ))
+        .block_on(async {
+            let (input, output) = stdio_pipes()?;
+            serve_hosted_pipe(factory, input, output).await
+        })
+}
+
+type Input = Box<dyn tokio::io::AsyncRead + Unpin>;
+type Output = Box<dyn tokio::io::AsyncWrite + Unpin>;
+
+/// Stdin and stdout as non-blocking pipe ends, or tokio's blocking-thread wrappers when they
+/// are not pipes (a file or a terminal).
+fn stdio_pipes() -> io::Result<(Input, Output)> {
+    use std::os::fd::AsFd;
+    use tokio::net::unix::pipe;
+    let own = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().map(std::fs::File::from);
+    let input: Input = match pipe::Receiver::from_file(own(io::stdin().as_fd())?) {
+        Ok(receiver) => Box::new(receiver),
+        Err(_) => Box::new(tokio::io::stdin()),
+    };
+    let output: Output = match pipe::Sender::from_file(own(io::stdout().as_fd())?) {
+        Ok(sender) => Box::new(sender),
+        Err(_) => Box::new(tokio::io::stdout()),
+    };
+    Ok((input, output))
 }

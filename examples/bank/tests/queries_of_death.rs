@@ -289,7 +289,10 @@ async fn a_call_still_running_at_its_deadline_is_recorded_pending() {
             code => assert_eq!(code, Code::FailedPrecondition, "{status:?}"),
         }
     }
-    assert!(!pending.is_empty(), "the last of three runaway calls is pending");
+    assert!(
+        !pending.is_empty(),
+        "the last of three runaway calls is pending"
+    );
     let client = Client::connect(&bank.master).await.unwrap();
     let logs = ServiceLogs::new("bank").unwrap();
     let all = outputs_of_all(&client, &pending).await;
@@ -319,8 +322,14 @@ async fn a_call_still_running_at_its_deadline_is_recorded_pending() {
         let at = |name: &str| names.iter().position(|n| *n == name);
         let (p, r, q) = (at("pending"), at("reply"), at("quarantine"));
         assert!(p.is_some() && r.is_some() && q.is_some(), "{names:?}");
-        assert!(p < q && r < q, "pending and its reply come before the quarantine: {names:?}");
+        assert!(
+            p < q && r < q,
+            "pending and its reply come before the quarantine: {names:?}"
+        );
         let pending_event = &events[p.unwrap()];
-        assert!(pending_event.detail.contains("[0, 1, 2]"), "{pending_event:?}");
+        assert!(
+            pending_event.detail.contains("[0, 1, 2]"),
+            "{pending_event:?}"
+        );
     }
 }
