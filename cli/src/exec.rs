@@ -286,6 +286,7 @@ fn status_json(s: &ServiceStatus) -> serde_json::Value {
             "chunkserver": r.chunkserver,
             "executed": r.executed,
             "dissents": r.dissents,
+            "dissents_in_a_row": r.dissents_in_a_row,
             "state": r.state,
             "snapshot": r.snapshot.as_ref().map(|s| json!({
                 "inputs": s.inputs,
@@ -325,8 +326,8 @@ fn print_status(s: &ServiceStatus) {
             None => String::new(),
         };
         println!(
-            "  replica {} on {}: {} executed, {} dissents, {}{snapshot}",
-            r.index, r.chunkserver, r.executed, r.dissents, r.state
+            "  replica {} on {}: {} executed, {} dissents ({} in a row), {}{snapshot}",
+            r.index, r.chunkserver, r.executed, r.dissents, r.dissents_in_a_row, r.state
         );
     }
     let ratio = |on_disk: u64, records: u64| {

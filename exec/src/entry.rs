@@ -91,6 +91,14 @@ enum Role {
         /// without snapshots takes none whatever this says).
         #[arg(long, default_value_t = SNAPSHOT_EVERY_DEFAULT)]
         snapshot_every: u64,
+        /// Dissents in a row (outputs the vote disagreed with) after which the replica reports
+        /// itself faulty and rebuilds its state from the input log.
+        #[arg(long, default_value_t = crate::replica::FAULTY_AFTER_DEFAULT)]
+        faulty_after: u64,
+        /// Test only (a build with the feature `test-faults`): flip a bit in this share
+        /// (0.0-1.0) of the outputs.
+        #[arg(long, hide = true, default_value_t = 0.0)]
+        test_corrupt_outputs: f64,
     },
 }
 
@@ -166,7 +174,15 @@ where
             index,
             chunkserver,
             snapshot_every,
-        } => replica(&master, &service, index, chunkserver, snapshot_every),
+            faulty_after,
+            test_corrupt_outputs,
+        } => replica(
+            &master,
+            &service,
+            index,
+            chunkserver,
+            (snapshot_every, faulty_after, test_corrupt_outputs),
+        ),
         Role::Local {
             data,
             port,
@@ -270,9 +286,16 @@ fn replica(
     service: &str,
     index: u32,
     chunkserver: Option<String>,
-    snapshot_every: u64,
+    (snapshot_every, faulty_after, test_corrupt_outputs): (u64, u64, f64),
 ) -> anyhow::Result<()> {
     init_tracing();
+    if test_corrupt_outputs != 0.0
+        && (!cfg!(feature = "test-faults") || !(0.0..=1.0).contains(&test_corrupt_outputs))
+    {
+        anyhow::bail!(
+            "--test-corrupt-outputs takes 0.0-1.0, and only in a build with the feature test-faults"
+        );
+    }
     let config = ReplicaConfig {
         master: master.to_owned(),
         logs: ServiceLogs::new(service)?,
@@ -281,6 +304,8 @@ fn replica(
         worker_program: std::env::current_exe()?,
         worker_args: vec!["worker".to_owned()],
         snapshot_every,
+        faulty_after,
+        test_corrupt_outputs,
     };
     runtime()?.block_on(crate::replica::run(config, cairn_local::shutdown_signal()))
 }
@@ -346,6 +371,8 @@ fn local<S: NamedService + 'static>(
                 worker_program: std::env::current_exe()?,
                 worker_args: vec!["worker".to_owned()],
                 snapshot_every,
+                faulty_after: crate::replica::FAULTY_AFTER_DEFAULT,
+                test_corrupt_outputs: 0.0,
             };
             let stopped = stopped.clone();
             tasks.spawn(async move {

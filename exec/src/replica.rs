@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use cairn_client::{Appender, Client, ReplayEvent, ReplayOptions, TailFrom};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::grouped::GROUP_RECORDS_MAX;
 use crate::records::{
@@ -62,6 +62,10 @@ pub struct ReplicaConfig {
     pub worker_args: Vec<String>,
     /// Take a snapshot after every this many inputs (K a multiple of it); 0: never.
     pub snapshot_every: u64,
+    /// Dissents in a row after which the replica reports itself faulty and rebuilds its state.
+    pub faulty_after: u64,
+    /// Test only (feature `test-faults`): the share of its outputs this replica corrupts.
+    pub test_corrupt_outputs: f64,
 }
 
 /// The snapshot the input log is to agree with: it covers the first `inputs` inputs, the last
@@ -110,6 +114,27 @@ impl std::fmt::Display for WorkerFault {
 
 impl std::error::Error for WorkerFault {}
 
+/// The vote disagreed with this many of the replica's latest outputs in a row (at least its
+/// `faulty_after`): it rebuilds its state.
+#[derive(Debug)]
+struct Faulty(u64);
+
+impl std::fmt::Display for Faulty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} dissents in a row", self.0)
+    }
+}
+
+impl std::error::Error for Faulty {}
+
+/// A faulty replica rebuilds its state at most this often.
+const REBUILD_INTERVAL_MIN: Duration = Duration::from_secs(60);
+/// Between rebuilds, a replica still faulty says so at most this often.
+const FAULTY_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// A replica's default `--faulty-after`: dissents in a row that make it faulty.
+pub const FAULTY_AFTER_DEFAULT: u64 = 3;
+
 /// An input this replica's worker failed on and f+1 others executed: it is re-executed with a
 /// longer deadline until it gives the agreed digest.
 #[derive(Clone, Copy, Debug)]
@@ -134,6 +159,7 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
     let appender = Arc::new(client.appender(&output_log).await?);
     let verdicts = Verdicts::start(&client, &config.logs).await?;
     let mut retries: HashMap<Bytes, Retry> = HashMap::new();
+    let mut rebuilt_at: Option<Instant> = None;
     tokio::pin!(shutdown);
     let mut use_snapshot = true;
     let result = loop {
@@ -182,10 +208,23 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
             (&state, &appender),
             worker,
             skip,
-            (&verdicts, &retries),
+            (&verdicts, &retries, rebuilt_at),
             &mut shutdown,
         );
         match run.await {
+            Err(e) if e.downcast_ref::<Faulty>().is_some() => {
+                // Rebuild the state from the input log alone: a snapshot may hold the fault.
+                rebuilt_at = Some(Instant::now());
+                use_snapshot = false;
+                warn!(
+                    replica = config.index,
+                    "rebuilding the state from the input log in a fresh worker"
+                );
+                match read_output_log(&client, &output_log, config.index).await {
+                    Ok(now) => state = now,
+                    Err(e) => break Err(e),
+                }
+            }
             Err(e) if e.downcast_ref::<WorkerFault>().is_some() => {
                 let fault = e.downcast::<WorkerFault>().expect("just checked");
                 if let Err(e) = on_fault(
@@ -247,7 +286,7 @@ async fn execute(
     (state, appender): (&OutputLogState, &Arc<Appender>),
     worker: Worker,
     skip: Option<Skip>,
-    (verdicts, retries): (&Verdicts, &HashMap<Bytes, Retry>),
+    (verdicts, retries, rebuilt_at): (&Verdicts, &HashMap<Bytes, Retry>, Option<Instant>),
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let index = config.index;
@@ -368,11 +407,16 @@ async fn execute(
     // older one still waiting (so at most two are held, and the newest is always written).
     let pending = Arc::new(PendingSnapshot::default());
     let write_snapshots = write_snapshots(appender.clone(), pending.clone());
-    let wrong = crate::test_faults::answers_wrongly(index);
-    if wrong {
+    let corrupt_rate = if crate::test_faults::answers_wrongly(index) {
+        1.0
+    } else {
+        config.test_corrupt_outputs
+    };
+    if corrupt_rate > 0.0 {
         warn!(
             replica = index,
-            "test fault: this replica answers every request wrongly"
+            rate = corrupt_rate,
+            "test fault: this replica corrupts a share of its outputs"
         );
     }
     let rerun_expected = (done.len() as u64).saturating_sub(covered);
@@ -427,7 +471,7 @@ async fn execute(
                             .into());
                         }
                     };
-                    if wrong {
+                    if crate::test_faults::corrupts(corrupt_rate, &request_id) {
                         crate::test_faults::make_wrong(&mut reply);
                     }
                     if let Some(agreed) = expect {
@@ -456,6 +500,7 @@ async fn execute(
                             info!(replica = index, rerun, executed, "state rebuilt");
                         }
                     } else {
+                        verdicts.note_output(request_id.clone(), reply.digest());
                         outputs.push(output_record(index, &request_id, reply, duration));
                     }
                 }
@@ -519,12 +564,36 @@ async fn execute(
             "state rebuilt"
         );
     }
+    // K dissents in a row: the replica reports itself faulty and rebuilds its state (at most
+    // once per REBUILD_INTERVAL_MIN; a fault that a rebuild does not cure goes on dissenting,
+    // outvoted, and is reported each time).
+    let faulty = async {
+        let mut reported: Option<Instant> = None;
+        loop {
+            let k = config.faulty_after.max(1);
+            let n = verdicts.dissented_in_a_row(k).await;
+            let rebuild = rebuilt_at.is_none_or(|at| at.elapsed() >= REBUILD_INTERVAL_MIN);
+            if rebuild || reported.is_none_or(|at| at.elapsed() >= FAULTY_REPORT_EVERY) {
+                reported = Some(Instant::now());
+                error!(
+                    replica = index,
+                    dissents_in_a_row = n,
+                    rebuild,
+                    "replica is faulty: the vote disagreed with its latest outputs"
+                );
+            }
+            if rebuild {
+                return Err(anyhow::Error::new(Faulty(n)));
+            }
+        }
+    };
     tokio::select! {
         r = follow => r,
         r = write => r,
         r = read => r,
         r = acks => r.and_then(|()| Err(anyhow::anyhow!("acks ended"))),
         r = write_snapshots => r,
+        r = faulty => r,
         _ = shutdown => Ok(()),
     }
 }

@@ -32,8 +32,11 @@ pub struct ReplicaStatus {
     pub executed: u64,
     /// Its outputs whose digest differs from the request's vote.
     pub dissents: u64,
-    /// `ok` (every input executed, no dissent), `behind` (fewer outputs than inputs) or
-    /// `dissenting` (at least one dissent).
+    /// Its latest voted outputs that differ from the vote, in a row (in output-log order).
+    pub dissents_in_a_row: u64,
+    /// `faulty` (at least `replica --faulty-after`'s default, 3, dissents in a row: it rebuilds
+    /// its state), `dissenting` (at least one dissent), `behind` (fewer outputs than inputs) or
+    /// `ok` (every input executed, no dissent).
     pub state: &'static str,
     /// Its newest complete snapshot, if it has one.
     pub snapshot: Option<SnapshotStatus>,
@@ -132,7 +135,7 @@ pub async fn status(client: &Client, logs: &ServiceLogs) -> anyhow::Result<Servi
     for i in 0..n {
         let path = logs.output(i);
         let mut seen = std::collections::HashSet::new();
-        let (mut executed, mut dissents) = (0u64, 0u64);
+        let (mut executed, mut dissents, mut in_a_row) = (0u64, 0u64, 0u64);
         let mut snapshots = SnapshotParts::default();
         scan(client, &path, |kind, framed| {
             if let Kind::Snapshot(record) = kind {
@@ -149,8 +152,13 @@ pub async fn status(client: &Client, logs: &ServiceLogs) -> anyhow::Result<Servi
                     bytes.output_records += framed;
                 }
                 let d = digest(output.code, &output.message, &output.response);
-                if agreed.get(&output.request_id).is_some_and(|a| *a != d) {
-                    dissents += 1;
+                match agreed.get(&output.request_id) {
+                    Some(a) if *a != d => {
+                        dissents += 1;
+                        in_a_row += 1;
+                    }
+                    Some(_) => in_a_row = 0,
+                    None => {}
                 }
             }
         })
@@ -162,7 +170,10 @@ pub async fn status(client: &Client, logs: &ServiceLogs) -> anyhow::Result<Servi
             chunkserver: placements.get(&path).cloned().unwrap_or_default(),
             executed,
             dissents,
-            state: if dissents > 0 {
+            dissents_in_a_row: in_a_row,
+            state: if in_a_row >= crate::replica::FAULTY_AFTER_DEFAULT {
+                "faulty"
+            } else if dissents > 0 {
                 "dissenting"
             } else if executed < inputs {
                 "behind"

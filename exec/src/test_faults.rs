@@ -1,5 +1,7 @@
-//! Test-only fault injection (cargo feature `test-faults`): a replica that answers wrongly.
-//! Without the feature nothing here reads the environment and no reply is changed.
+//! Test-only fault injection (cargo feature `test-faults`): a replica that answers wrongly
+//! (every request, by environment variable, or a share of them, by `replica
+//! --test-corrupt-outputs RATE`). Without the feature nothing here reads the environment and no
+//! reply is changed.
 
 use crate::records::WorkerReply;
 
@@ -16,7 +18,67 @@ pub fn answers_wrongly(index: u32) -> bool {
             == Some(index)
 }
 
-/// `reply` made wrong: its status message altered (so its digest differs).
+/// Whether a replica corrupting a share `rate` (0.0..=1.0) of its outputs corrupts the one of
+/// `request_id`: decided by the request id alone, so a rerun decides the same. Never without
+/// the feature `test-faults`.
+pub fn corrupts(rate: f64, request_id: &[u8]) -> bool {
+    if !cfg!(feature = "test-faults") || rate <= 0.0 {
+        return false;
+    }
+    let hash = blake3::hash(request_id);
+    let draw = u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"));
+    (draw as f64) < rate * (u64::MAX as f64)
+}
+
+/// `reply` made wrong: one bit of its response flipped, or its status message altered when it
+/// has no response (so its digest differs).
 pub fn make_wrong(reply: &mut WorkerReply) {
-    reply.message.push_str(" [wrong on purpose]");
+    if reply.response.is_empty() {
+        reply.message.push_str(" [wrong on purpose]");
+    } else {
+        let mut bytes = reply.response.to_vec();
+        bytes[0] ^= 0x01;
+        reply.response = bytes.into();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves: the share of corrupted outputs follows the rate (all, none, about half) and a
+    // request's fate does not change between runs; a corrupted reply's digest differs.
+    #[test]
+    fn corruption_follows_the_rate_and_changes_the_digest() {
+        let ids: Vec<[u8; 16]> = (0..1000u32)
+            .map(|i| {
+                let mut id = [0u8; 16];
+                id[..4].copy_from_slice(&i.to_le_bytes());
+                id
+            })
+            .collect();
+        let share = |rate| ids.iter().filter(|id| corrupts(rate, &id[..])).count();
+        if cfg!(feature = "test-faults") {
+            assert_eq!(share(1.0), 1000);
+            assert!((350..650).contains(&share(0.5)), "{}", share(0.5));
+        } else {
+            assert_eq!(share(1.0), 0, "never without the feature");
+        }
+        assert_eq!(share(0.0), 0);
+        for reply in [
+            WorkerReply {
+                response: bytes::Bytes::from_static(b"ok"),
+                ..WorkerReply::default()
+            },
+            WorkerReply {
+                code: 5,
+                message: "not found".into(),
+                ..WorkerReply::default()
+            },
+        ] {
+            let mut wrong = reply.clone();
+            make_wrong(&mut wrong);
+            assert_ne!(wrong.digest(), reply.digest());
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! A replica's view of its service's vote log: which requests were quarantined (never to be
-//! applied) and, for a request its worker crashed or timed out on, what f+1 others agreed.
+//! applied), for a request its worker crashed or timed out on what f+1 others agreed, and how
+//! many of its own latest outputs in a row the votes disagreed with.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -8,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_client::{Client, ReplayEvent, ReplayOptions, TailFrom};
 use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::records::{ExecRecord, Kind, digest, hex};
 use crate::service_logs::ServiceLogs;
@@ -33,6 +34,11 @@ struct Known {
     agreed: HashMap<Bytes, [u8; 32]>,
     agreed_order: VecDeque<Bytes>,
     caught_up: bool,
+    /// This replica's outputs not yet compared with a vote: their digests.
+    own: HashMap<Bytes, [u8; 32]>,
+    own_order: VecDeque<Bytes>,
+    /// Its latest compared outputs that disagreed with the vote, in a row.
+    dissents_in_a_row: u64,
 }
 
 impl Known {
@@ -44,6 +50,9 @@ impl Known {
             }
             Kind::Vote(v) => {
                 let d = digest(v.code, &v.message, &v.response);
+                if let Some(own) = self.own.remove(&v.request_id) {
+                    self.compare(own, d);
+                }
                 if self.agreed.insert(v.request_id.clone(), d).is_none() {
                     self.agreed_order.push_back(v.request_id);
                     while self.agreed_order.len() > RECENT_VERDICTS_MAX {
@@ -55,6 +64,35 @@ impl Known {
                 None
             }
             _ => None,
+        }
+    }
+
+    fn compare(&mut self, own: [u8; 32], agreed: [u8; 32]) {
+        if own == agreed {
+            self.dissents_in_a_row = 0;
+        } else {
+            self.dissents_in_a_row += 1;
+            debug!(
+                in_a_row = self.dissents_in_a_row,
+                "this replica's output differs from the vote"
+            );
+        }
+    }
+
+    /// This replica output `digest` for `request_id`: compared with its vote now if it is known,
+    /// else when it arrives.
+    fn note_output(&mut self, request_id: Bytes, digest: [u8; 32]) {
+        if let Some(agreed) = self.agreed.get(&request_id).copied() {
+            self.compare(digest, agreed);
+            return;
+        }
+        if self.own.insert(request_id.clone(), digest).is_none() {
+            self.own_order.push_back(request_id);
+            while self.own_order.len() > RECENT_VERDICTS_MAX {
+                if let Some(old) = self.own_order.pop_front() {
+                    self.own.remove(&old);
+                }
+            }
         }
     }
 
@@ -141,6 +179,34 @@ impl Verdicts {
         self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Records that this replica output `digest` for `request_id`, to be compared with the vote.
+    pub fn note_output(&self, request_id: Bytes, digest: [u8; 32]) {
+        self.lock().note_output(request_id, digest);
+        self.changed.notify_waiters();
+    }
+
+    /// How many of this replica's latest outputs in a row the votes disagreed with.
+    pub fn dissents_in_a_row(&self) -> u64 {
+        self.lock().dissents_in_a_row
+    }
+
+    /// Waits until `k` of this replica's latest outputs in a row disagreed with their votes, then
+    /// starts counting again from 0; returns the count.
+    pub async fn dissented_in_a_row(&self, k: u64) -> u64 {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut known = self.lock();
+                if known.dissents_in_a_row >= k {
+                    return std::mem::take(&mut known.dissents_in_a_row);
+                }
+            }
+            changed.await;
+        }
+    }
+
     /// Whether `request_id` is quarantined (as far as the log has been read).
     pub fn is_quarantined(&self, request_id: &Bytes) -> bool {
         self.lock().quarantined.contains(request_id)
@@ -214,5 +280,31 @@ mod tests {
         }));
         assert_eq!(learned, Some(a.clone()));
         assert_eq!(k.decision(&a), Some(Decision::Quarantined));
+    }
+
+    fn vote(id: u8, response: &'static [u8]) -> Kind {
+        Kind::Vote(Vote {
+            request_id: Bytes::from(vec![id]),
+            response: Bytes::from_static(response),
+            ..Vote::default()
+        })
+    }
+
+    // Proves: own outputs are compared with their votes whichever comes first, a run of
+    // dissents counts up and an agreement ends it.
+    #[test]
+    fn dissents_in_a_row_count_either_order() {
+        let mut k = Known::default();
+        let wrong = digest(0, "", b"wrong");
+        k.note_output(Bytes::from(vec![1]), wrong);
+        k.learn(vote(1, b"right"));
+        assert_eq!(k.dissents_in_a_row, 1, "output first");
+        k.learn(vote(2, b"right"));
+        k.note_output(Bytes::from(vec![2]), wrong);
+        assert_eq!(k.dissents_in_a_row, 2, "vote first");
+        k.note_output(Bytes::from(vec![3]), digest(0, "", b"right"));
+        assert_eq!(k.dissents_in_a_row, 2, "no vote yet");
+        k.learn(vote(3, b"right"));
+        assert_eq!(k.dissents_in_a_row, 0, "an agreement ends the run");
     }
 }

@@ -355,14 +355,14 @@ async fn a_retry_with_the_same_key_gets_the_first_verdict() {
     door.kill().await.unwrap();
 }
 
-// Proves: with one replica (f = 1) answering every request wrongly, every call still gets the
-// sequential answer of the input log (the two correct replicas outvote it); no vote counts the
-// wrong replica among the agreeing; and `status` reports it dissenting on every request it
-// answered, the other two on none.
+// Proves: with one replica (f = 1) corrupting every output (a bit flipped), 2,000 calls all
+// get the sequential answer of the input log (the two correct replicas outvote it); no vote
+// counts the wrong replica among the agreeing; and `status` reports it dissenting on every
+// request it answered, all of them in a row, so faulty, the other two on none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_answering_wrongly_is_outvoted_and_reported() {
     const CLIENTS: usize = 4;
-    const CALLS: usize = 400;
+    const CALLS: usize = 2000;
     let bank = LocalBank::start_with_env(&[(cairn_exec::test_faults::WRONG_REPLICA_ENV, "1")]);
     let channel = Channel::from_shared(bank.url())
         .unwrap()
@@ -412,6 +412,8 @@ async fn a_replica_answering_wrongly_is_outvoted_and_reported() {
     let dissents: Vec<u64> = s.replicas.iter().map(|r| r.dissents).collect();
     println!("wrong replica 1: dissents per replica {dissents:?} over {CALLS} requests");
     assert_eq!(dissents, vec![0, CALLS as u64, 0]);
-    assert_eq!(s.replicas[1].state, "dissenting");
+    assert_eq!(s.replicas[1].dissents_in_a_row, CALLS as u64);
+    assert_eq!(s.replicas[1].state, "faulty");
+    assert_eq!(s.replicas[0].state, "ok");
     assert_eq!(s.dissents, CALLS as u64);
 }
