@@ -127,6 +127,20 @@ impl std::fmt::Display for Faulty {
 
 impl std::error::Error for Faulty {}
 
+/// This replica answered (applied) inputs that f+1 others then crashed or timed out on, so
+/// they are quarantined: its state must be rebuilt without them.
+#[derive(Debug)]
+struct Diverged(Vec<Bytes>);
+
+impl std::fmt::Display for Diverged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<String> = self.0.iter().map(|id| hex(id)).collect();
+        write!(f, "applied quarantined requests {}", ids.join(", "))
+    }
+}
+
+impl std::error::Error for Diverged {}
+
 /// A faulty replica rebuilds its state at most this often.
 const REBUILD_INTERVAL_MIN: Duration = Duration::from_secs(60);
 /// Between rebuilds, a replica still faulty says so at most this often.
@@ -164,8 +178,12 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
     let mut use_snapshot = true;
     let result = loop {
         let args: Vec<&str> = config.worker_args.iter().map(String::as_str).collect();
-        let mut worker =
-            Worker::spawn(&config.worker_program, &args).context("start the worker")?;
+        let mut worker = Worker::spawn_with_env(
+            &config.worker_program,
+            &args,
+            &crate::test_faults::worker_env(config.index),
+        )
+        .context("start the worker")?;
         let skip = if use_snapshot {
             match restore_newest(&mut worker, &state).await {
                 Ok(0) => None,
@@ -212,6 +230,16 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
             &mut shutdown,
         );
         match run.await {
+            Err(e) if e.downcast_ref::<Diverged>().is_some() => {
+                // Its state holds an input no replica may apply: rebuild without it, from the
+                // input log alone (its snapshots since then hold it too).
+                warn!(replica = config.index, reason = %e, "rebuilding the state without a quarantined input this replica applied");
+                use_snapshot = false;
+                match read_output_log(&client, &output_log, config.index).await {
+                    Ok(now) => state = now,
+                    Err(e) => break Err(e),
+                }
+            }
             Err(e) if e.downcast_ref::<Faulty>().is_some() => {
                 // Rebuild the state from the input log alone: a snapshot may hold the fault.
                 rebuilt_at = Some(Instant::now());
@@ -594,6 +622,7 @@ async fn execute(
         r = acks => r.and_then(|()| Err(anyhow::anyhow!("acks ended"))),
         r = write_snapshots => r,
         r = faulty => r,
+        applied = verdicts.applied_a_quarantined_input() => Err(anyhow::Error::new(Diverged(applied))),
         _ = shutdown => Ok(()),
     }
 }

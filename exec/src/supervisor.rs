@@ -130,8 +130,18 @@ pub struct Worker {
 impl Worker {
     /// Starts `program args…` with piped stdin and stdout (stderr inherited).
     pub fn spawn(program: &Path, args: &[&str]) -> io::Result<Worker> {
+        Worker::spawn_with_env(program, args, &[])
+    }
+
+    /// [`Worker::spawn`] with these environment variables set for the worker.
+    pub fn spawn_with_env(
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> io::Result<Worker> {
         let mut child = Command::new(program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

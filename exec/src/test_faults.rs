@@ -18,6 +18,21 @@ pub fn answers_wrongly(index: u32) -> bool {
             == Some(index)
 }
 
+/// Environment variable a replica sets for its worker, with the feature `test-faults` only: its
+/// index, so that a test input can break some replicas and not others (a nondeterministic
+/// crash, which the determinism contract otherwise rules out).
+pub const WORKER_REPLICA_ENV: &str = "CAIRN_EXEC_TEST_REPLICA";
+
+/// The environment a replica's worker gets: [`WORKER_REPLICA_ENV`] with the feature, nothing
+/// without it.
+pub fn worker_env(index: u32) -> Vec<(&'static str, String)> {
+    if cfg!(feature = "test-faults") {
+        vec![(WORKER_REPLICA_ENV, index.to_string())]
+    } else {
+        Vec::new()
+    }
+}
+
 /// Whether a replica corrupting a share `rate` (0.0..=1.0) of its outputs corrupts the one of
 /// `request_id`: decided by the request id alone, so a rerun decides the same. Never without
 /// the feature `test-faults`.

@@ -11,7 +11,7 @@ use cairn_client::{Client, ReplayEvent, ReplayOptions, TailFrom};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::records::{ExecRecord, Kind, digest, hex};
+use crate::records::{CODE_CRASH, CODE_TIMEOUT, ExecRecord, Kind, digest, hex};
 use crate::service_logs::ServiceLogs;
 
 /// Agreed digests remembered (the newest); older ones are found by a scan of the vote log.
@@ -39,6 +39,9 @@ struct Known {
     own_order: VecDeque<Bytes>,
     /// Its latest compared outputs that disagreed with the vote, in a row.
     dissents_in_a_row: u64,
+    /// Requests this replica answered (applied) that were then quarantined: its state holds
+    /// effects no other replica has.
+    applied_quarantined: Vec<Bytes>,
 }
 
 impl Known {
@@ -46,6 +49,11 @@ impl Known {
         match kind {
             Kind::Quarantine(q) => {
                 self.quarantined.insert(q.request_id.clone());
+                if let Some(own) = self.own.remove(&q.request_id)
+                    && !is_fault_digest(&own)
+                {
+                    self.applied_quarantined.push(q.request_id.clone());
+                }
                 Some(q.request_id)
             }
             Kind::Vote(v) => {
@@ -82,6 +90,12 @@ impl Known {
     /// This replica output `digest` for `request_id`: compared with its vote now if it is known,
     /// else when it arrives.
     fn note_output(&mut self, request_id: Bytes, digest: [u8; 32]) {
+        if self.quarantined.contains(&request_id) {
+            if !is_fault_digest(&digest) {
+                self.applied_quarantined.push(request_id);
+            }
+            return;
+        }
         if let Some(agreed) = self.agreed.get(&request_id).copied() {
             self.compare(digest, agreed);
             return;
@@ -102,6 +116,11 @@ impl Known {
         }
         self.agreed.get(request_id).copied().map(Decision::Agreed)
     }
+}
+
+/// Whether `digest` is that of a CRASH or TIMEOUT outcome (the replica applied nothing).
+fn is_fault_digest(d: &[u8; 32]) -> bool {
+    *d == digest(CODE_CRASH, "", b"") || *d == digest(CODE_TIMEOUT, "", b"")
 }
 
 /// Follows the vote log from its start for as long as it lives.
@@ -207,6 +226,23 @@ impl Verdicts {
         }
     }
 
+    /// Waits until a request this replica answered (so applied) is quarantined, then returns
+    /// those requests (and forgets them).
+    pub async fn applied_a_quarantined_input(&self) -> Vec<Bytes> {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut known = self.lock();
+                if !known.applied_quarantined.is_empty() {
+                    return std::mem::take(&mut known.applied_quarantined);
+                }
+            }
+            changed.await;
+        }
+    }
+
     /// Whether `request_id` is quarantined (as far as the log has been read).
     pub fn is_quarantined(&self, request_id: &Bytes) -> bool {
         self.lock().quarantined.contains(request_id)
@@ -306,5 +342,29 @@ mod tests {
         assert_eq!(k.dissents_in_a_row, 2, "no vote yet");
         k.learn(vote(3, b"right"));
         assert_eq!(k.dissents_in_a_row, 0, "an agreement ends the run");
+    }
+
+    // Proves: an input this replica answered and f+1 others crashed on is reported as applied
+    // and quarantined, whichever of its output and the QUARANTINE comes first; one it crashed on
+    // too is not.
+    #[test]
+    fn an_applied_input_then_quarantined_is_reported() {
+        let quarantine = |id: u8| {
+            Kind::Quarantine(Quarantine {
+                request_id: Bytes::from(vec![id]),
+                ..Quarantine::default()
+            })
+        };
+        let mut k = Known::default();
+        k.note_output(Bytes::from(vec![1]), digest(0, "", b"ok"));
+        k.learn(quarantine(1));
+        k.learn(quarantine(2));
+        k.note_output(Bytes::from(vec![2]), digest(0, "", b"ok"));
+        k.note_output(Bytes::from(vec![3]), digest(CODE_CRASH, "", b""));
+        k.learn(quarantine(3));
+        assert_eq!(
+            k.applied_quarantined,
+            vec![Bytes::from(vec![1]), Bytes::from(vec![2])]
+        );
     }
 }

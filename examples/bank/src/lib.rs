@@ -80,7 +80,8 @@ impl State {
 
 /// Test inputs of the example only, to show the execution layer's query-of-death handling:
 /// `Open` of the account [`SPIN_FOREVER`] loops forever (a runaway handler, killed at its
-/// deadline), and of [`CRASH_NOW`] aborts the process (a crash). A real service has neither.
+/// deadline), of [`CRASH_NOW`] aborts the process (a crash), and of [`CRASH_UNLESS_REPLICA_0`]
+/// aborts on every replica but one (test builds only). A real service has none of them.
 fn pathological(account: &str) {
     if account == SPIN_FOREVER {
         let mut n: u64 = 0;
@@ -91,12 +92,22 @@ fn pathological(account: &str) {
     if account == CRASH_NOW {
         std::process::abort();
     }
+    // Only where the replica says which it is (a test build of the execution layer): every
+    // replica but replica 0 crashes, so replica 0 applies an input that is then quarantined.
+    if account == CRASH_UNLESS_REPLICA_0
+        && std::env::var(cairn_exec::test_faults::WORKER_REPLICA_ENV).is_ok_and(|r| r != "0")
+    {
+        std::process::abort();
+    }
 }
 
 /// The account name whose `Open` never returns (a test input of the example).
 pub const SPIN_FOREVER: &str = "spin-forever";
 /// The account name whose `Open` aborts the worker process (a test input of the example).
 pub const CRASH_NOW: &str = "crash-now";
+/// The account name whose `Open` aborts the worker process of every replica but replica 0, in
+/// a test build of the execution layer (a test input of the example: a nondeterministic crash).
+pub const CRASH_UNLESS_REPLICA_0: &str = "crash-unless-replica-0";
 
 /// The bank: accounts and claims in memory. Clones share the state.
 #[derive(Clone, Debug, Default)]

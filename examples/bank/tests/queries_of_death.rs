@@ -333,3 +333,88 @@ async fn a_call_still_running_at_its_deadline_is_recorded_pending() {
         );
     }
 }
+
+// Proves: an input that crashes two replicas but not the third (a test input: a nondeterministic
+// crash) is quarantined, and the replica that applied it rebuilds its state without it: after
+// it, all three replicas' state digests are equal, and equal a sequential execution of the
+// input log without the quarantined input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_applied_a_quarantined_input_rebuilds_without_it() {
+    let bank = LocalBank::start();
+    let channel = Channel::from_shared(bank.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client_bank = BankClient::new(channel);
+    client_bank
+        .open(OpenRequest {
+            account: "acct-0".to_owned(),
+            initial: 1000,
+        })
+        .await
+        .expect("open");
+    let (status, quarantined, _) =
+        open_failing(&mut client_bank, cairn_bank::CRASH_UNLESS_REPLICA_0).await;
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let client = Client::connect(&bank.master).await.unwrap();
+    let all = outputs_of_all(&client, std::slice::from_ref(&quarantined)).await;
+    assert_eq!(all[0][&quarantined].code, 0, "replica 0 applied it");
+    assert_eq!(
+        (all[1][&quarantined].code, all[2][&quarantined].code),
+        (CODE_CRASH, CODE_CRASH)
+    );
+    let kept: Vec<_> = inputs(&client)
+        .await
+        .into_iter()
+        .filter(|i| i.request_id != quarantined)
+        .collect();
+    let mut expected_bank = cairn_bank::Bank::server();
+    for input in &kept {
+        cairn_exec::call::call(
+            &mut expected_bank,
+            &cairn_exec::replica::worker_request(input),
+        )
+        .await;
+    }
+    // Replica 0 rebuilds once it reads the QUARANTINE. Once the QUARANTINE is in the vote log
+    // (and a moment for the replicas' tails of it), a state digest is equal on all three at the
+    // first ask: replica 0 is not outvoted into rebuilding (3 dissents in a row would also make
+    // it rebuild, as faulty; it must have none).
+    let logs = ServiceLogs::new("bank").unwrap();
+    for _ in 0..100 {
+        if !cairn_exec::quarantine::list(&client, &logs)
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let digest = got(client_bank.state_digest(StateDigestRequest {}).await);
+    let id = digest.0.clone();
+    let all = outputs_of_all(&client, std::slice::from_ref(&id)).await;
+    let responses: HashSet<&Bytes> = all.iter().map(|o| &o[&id].response).collect();
+    assert_eq!(
+        responses.len(),
+        1,
+        "replica 0 still holds the quarantined input's effects"
+    );
+    let reply =
+        bank_client::pb::StateDigestReply::decode(digest.1.expect("a state digest")).unwrap();
+    assert_eq!(reply.accounts, 1, "the quarantined Open applied nowhere");
+    let sequential = cairn_exec::call::call(
+        &mut expected_bank,
+        &cairn_exec::records::WorkerRequest {
+            method: "/bank.v1.Bank/StateDigest".to_owned(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let sequential = bank_client::pb::StateDigestReply::decode(sequential.response).unwrap();
+    assert_eq!(reply.digest, sequential.digest);
+    let s = cairn_exec::status::status(&client, &logs).await.unwrap();
+    assert_eq!(s.replicas[0].dissents, 0, "{:?}", s.replicas[0]);
+}
