@@ -287,6 +287,8 @@ fn status_json(s: &ServiceStatus) -> serde_json::Value {
             "executed": r.executed,
             "dissents": r.dissents,
             "dissents_in_a_row": r.dissents_in_a_row,
+            "lag": r.lag,
+            "worker_recoveries": r.worker_recoveries,
             "state": r.state,
             "snapshot": r.snapshot.as_ref().map(|s| json!({
                 "inputs": s.inputs,
@@ -326,8 +328,16 @@ fn print_status(s: &ServiceStatus) {
             None => String::new(),
         };
         println!(
-            "  replica {} on {}: {} executed, {} dissents ({} in a row), {}{snapshot}",
-            r.index, r.chunkserver, r.executed, r.dissents, r.dissents_in_a_row, r.state
+            "  replica {} on {}: {} executed ({} behind), {} dissents ({} in a row), {} worker \
+             recoveries, {}{snapshot}",
+            r.index,
+            r.chunkserver,
+            r.executed,
+            r.lag,
+            r.dissents,
+            r.dissents_in_a_row,
+            r.worker_recoveries,
+            r.state
         );
     }
     let ratio = |on_disk: u64, records: u64| {

@@ -34,6 +34,11 @@ pub struct ReplicaStatus {
     pub dissents: u64,
     /// Its latest voted outputs that differ from the vote, in a row (in output-log order).
     pub dissents_in_a_row: u64,
+    /// Inputs logged that it has no output for yet.
+    pub lag: u64,
+    /// Its CRASH and TIMEOUT outputs: each time its worker was killed or died on an input and a
+    /// fresh one rebuilt the state.
+    pub worker_recoveries: u64,
     /// `faulty` (at least `replica --faulty-after`'s default, 3, dissents in a row: it rebuilds
     /// its state), `dissenting` (at least one dissent), `behind` (fewer outputs than inputs) or
     /// `ok` (every input executed, no dissent).
@@ -136,6 +141,7 @@ pub async fn status(client: &Client, logs: &ServiceLogs) -> anyhow::Result<Servi
         let path = logs.output(i);
         let mut seen = std::collections::HashSet::new();
         let (mut executed, mut dissents, mut in_a_row) = (0u64, 0u64, 0u64);
+        let mut recoveries = 0u64;
         let mut snapshots = SnapshotParts::default();
         scan(client, &path, |kind, framed| {
             if let Kind::Snapshot(record) = kind {
@@ -144,9 +150,11 @@ pub async fn status(client: &Client, logs: &ServiceLogs) -> anyhow::Result<Servi
                     // A malformed record is simply not counted as a snapshot.
                     let _ = snapshots.add(record);
                 }
-            } else if let Kind::Output(output) = kind
-                && seen.insert(output.request_id.clone())
-            {
+            } else if let Kind::Output(output) = kind {
+                recoveries += u64::from(crate::records::is_fault(output.code));
+                if !seen.insert(output.request_id.clone()) {
+                    return;
+                }
                 executed += 1;
                 if counted.insert(output.request_id.clone()) {
                     bytes.output_records += framed;
@@ -171,6 +179,8 @@ pub async fn status(client: &Client, logs: &ServiceLogs) -> anyhow::Result<Servi
             executed,
             dissents,
             dissents_in_a_row: in_a_row,
+            lag: inputs.saturating_sub(executed),
+            worker_recoveries: recoveries,
             state: if in_a_row >= crate::replica::FAULTY_AFTER_DEFAULT {
                 "faulty"
             } else if dissents > 0 {

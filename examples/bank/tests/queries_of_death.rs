@@ -162,6 +162,11 @@ async fn quarantine_scenario(account: &str, fault: u32) {
     let quarantined = cairn_exec::quarantine::list(&client, &logs).await.unwrap();
     assert_eq!(quarantined.len(), 1);
     assert_eq!(quarantined[0].request_id, first);
+    let s = cairn_exec::status::status(&client, &logs).await.unwrap();
+    for r in &s.replicas {
+        assert_eq!(r.worker_recoveries, 1, "{r:?}");
+    }
+    assert_eq!(s.quarantined, 1);
     let events = cairn_exec::timeline::timeline(&client, &logs, &first)
         .await
         .unwrap();
@@ -178,6 +183,29 @@ async fn quarantine_scenario(account: &str, fault: u32) {
         "{names:?}"
     );
     assert!(names.iter().filter(|n| **n == "output").count() >= 2);
+    // Recovery: each replica's next output after its fault came from a fresh worker that had
+    // rebuilt the state (printed: the time from the fault to it, by the replica's clock).
+    for replica in 0..3u32 {
+        let outputs: Vec<_> = common::records(&client, &format!("/exec/bank/outputs/{replica}"))
+            .await
+            .into_iter()
+            .filter_map(|k| match k {
+                cairn_exec::records::Kind::Output(o) => Some(o),
+                _ => None,
+            })
+            .collect();
+        let at = outputs
+            .iter()
+            .position(|o| o.request_id == first)
+            .expect("its fault output");
+        if let Some(next) = outputs.get(at + 1) {
+            println!(
+                "{account}: replica {replica} answered its next input {} ms after its {} output",
+                next.at_ms.saturating_sub(outputs[at].at_ms),
+                cairn_exec::records::code_name(fault)
+            );
+        }
+    }
     let digest = got(client_bank.state_digest(StateDigestRequest {}).await);
     let digest_id = digest.0.clone();
     let all = outputs_of_all(&client, std::slice::from_ref(&digest_id)).await;
