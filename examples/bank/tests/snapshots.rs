@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bank_client::pb::bank_client::BankClient;
@@ -19,6 +17,7 @@ use cairn_exec::service_logs::ServiceLogs;
 use cairn_exec::snapshot_records::{
     AssembledSnapshot, SnapshotParts, TakenSnapshot, snapshot_records,
 };
+use common::processes::{Process, cluster, field};
 use common::{BANK, outputs, outputs_of_all, request_id};
 use tonic::transport::Channel;
 
@@ -27,129 +26,8 @@ const EVERY: u64 = 40;
 /// The replica killed and restarted.
 const VICTIM: u32 = 2;
 
-/// A child process killed when dropped, its stderr lines in a channel.
-struct Process {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
 /// The bank hosted without snapshots.
 const PLAIN_BANK: &str = env!("CARGO_BIN_EXE_cairn-bank-plain");
-
-impl Process {
-    fn spawn(args: &[&str]) -> Process {
-        Process::spawn_program(BANK, args)
-    }
-
-    fn spawn_program(program: &str, args: &[&str]) -> Process {
-        let mut child = Command::new(program)
-            .args(args)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start cairn-bank");
-        let (tx, rx) = std::sync::mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Process { child, lines: rx }
-    }
-
-    /// The first line (stdout or stderr) containing every one of `words`, within 120 s.
-    fn wait_line(&self, words: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no line with {words:?}"));
-            let line = strip_ansi(&line);
-            if words.iter().all(|w| line.contains(w)) {
-                return line;
-            }
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// `line` without terminal colour escapes.
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::new();
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The number in `key=N` of a log line.
-fn field(line: &str, key: &str) -> u64 {
-    let at = line
-        .find(&format!(" {key}="))
-        .unwrap_or_else(|| panic!("no {key}= in {line}"));
-    line[at + key.len() + 2..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap_or_else(|_| panic!("{key}= is not a number in {line}"))
-}
-
-/// A cluster in this process on free-looking ports, with the bank's logs.
-async fn cluster(dir: &std::path::Path) -> (cairn_local::LocalCluster, Client) {
-    static NEXT_SLOT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-    for _ in 0..8 {
-        // Slots of 4 ports (master, 3 chunkservers) in 60..100 of this process's block of 100.
-        let slot = NEXT_SLOT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
-        let base = 20_000 + (std::process::id() as u16 % 200) * 100 + 60 + slot * 4;
-        let config = cairn_local::LocalConfig {
-            data: dir.join(format!("data{slot}")),
-            chunkservers: 3,
-            port: base,
-            adopt_cluster_id: false,
-        };
-        let Ok(cluster) = cairn_local::LocalCluster::start(&config).await else {
-            continue;
-        };
-        let client = Client::connect(&cluster.master_addr).await.unwrap();
-        let logs = ServiceLogs::new("bank").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while let Err(e) = logs.create(&client, 3).await {
-            assert!(Instant::now() < deadline, "no service logs: {e:#}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        return (cluster, client);
-    }
-    panic!("no cluster started");
-}
 
 fn replica(master: &str, index: u32) -> Process {
     replica_of(BANK, master, index)

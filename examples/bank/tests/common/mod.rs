@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod processes;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,133 @@
+//! Real processes for the multi-process tests: a `cairn-bank` role as a child process (killed
+//! when dropped, its output lines readable) and a Cairn cluster in the test process with the
+//! bank's logs.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_client::Client;
+use cairn_exec::service_logs::ServiceLogs;
+
+use super::BANK;
+
+/// A child process killed when dropped, its stderr lines in a channel.
+pub(crate) struct Process {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Process {
+    pub(crate) fn spawn(args: &[&str]) -> Process {
+        Process::spawn_program(BANK, args)
+    }
+
+    pub(crate) fn spawn_program(program: &str, args: &[&str]) -> Process {
+        let mut child = Command::new(program)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start cairn-bank");
+        let (tx, rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Process { child, lines: rx }
+    }
+
+    /// The first line (stdout or stderr) containing every one of `words`, within 120 s.
+    pub(crate) fn wait_line(&self, words: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no line with {words:?}"));
+            let line = strip_ansi(&line);
+            if words.iter().all(|w| line.contains(w)) {
+                return line;
+            }
+        }
+    }
+
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `line` without terminal colour escapes.
+pub(crate) fn strip_ansi(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The number in `key=N` of a log line.
+pub(crate) fn field(line: &str, key: &str) -> u64 {
+    let at = line
+        .find(&format!(" {key}="))
+        .unwrap_or_else(|| panic!("no {key}= in {line}"));
+    line[at + key.len() + 2..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|_| panic!("{key}= is not a number in {line}"))
+}
+
+/// A cluster in this process on free-looking ports, with the bank's logs.
+pub(crate) async fn cluster(dir: &std::path::Path) -> (cairn_local::LocalCluster, Client) {
+    static NEXT_SLOT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    for _ in 0..8 {
+        // Slots of 4 ports (master, 3 chunkservers) in 60..100 of this process's block of 100.
+        let slot = NEXT_SLOT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
+        let base = 20_000 + (std::process::id() as u16 % 200) * 100 + 60 + slot * 4;
+        let config = cairn_local::LocalConfig {
+            data: dir.join(format!("data{slot}")),
+            chunkservers: 3,
+            port: base,
+            adopt_cluster_id: false,
+        };
+        let Ok(cluster) = cairn_local::LocalCluster::start(&config).await else {
+            continue;
+        };
+        let client = Client::connect(&cluster.master_addr).await.unwrap();
+        let logs = ServiceLogs::new("bank").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = logs.create(&client, 3).await {
+            assert!(Instant::now() < deadline, "no service logs: {e:#}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        return (cluster, client);
+    }
+    panic!("no cluster started");
+}

@@ -1,0 +1,181 @@
+//! A business replica's process killed under load, on real processes: a Cairn cluster in this
+//! process, three `cairn-bank replica` processes (each with its worker), a `cairn-bank
+//! front-door`, and callers using the plain generated client.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use bank_client::pb::bank_client::BankClient;
+use bank_client::pb::{DepositRequest, OpenRequest, StateDigestReply, StateDigestRequest};
+use bytes::Bytes;
+use cairn_exec::service_logs::ServiceLogs;
+use common::processes::{Process, cluster};
+use common::{outputs_of_all, request_id};
+use prost::Message;
+use tonic::transport::Channel;
+
+const ACCOUNTS: u64 = 8;
+const INITIAL: u64 = 1000;
+/// The replica killed and restarted.
+const VICTIM: u32 = 1;
+
+fn replica(master: &str, index: u32) -> Process {
+    Process::spawn(&[
+        "replica",
+        "--master",
+        master,
+        "--service",
+        "bank",
+        "--index",
+        &index.to_string(),
+    ])
+}
+
+/// Latencies of the calls made in one phase, and the money deposited.
+#[derive(Default)]
+struct Phase {
+    latencies_us: Vec<u64>,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+// Proves: with one replica's process SIGKILLed in the middle of a load of deposits from 4
+// callers, every call is still answered (the other two make f+1), and correctly: after the
+// replica is restarted it catches up (no lag), the three state digests are equal, and the sum
+// of balances is the initial money plus every deposit acknowledged. Prints p50/p99 of the calls
+// before, during and after the outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_load_is_not_missed_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, client) = cluster(dir.path()).await;
+    let master = cluster.master_addr.clone();
+    let mut replicas: Vec<Process> = (0..3).map(|i| replica(&master, i)).collect();
+    let door = Process::spawn(&[
+        "front-door",
+        "--master",
+        &master,
+        "--service",
+        "bank",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let line = door.wait_line(&["front door 127.0.0.1:"]);
+    let addr = line.trim().strip_prefix("front door ").unwrap().to_owned();
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    for a in 0..ACCOUNTS {
+        BankClient::new(channel.clone())
+            .open(OpenRequest {
+                account: format!("acct-{a}"),
+                initial: INITIAL,
+            })
+            .await
+            .expect("open");
+    }
+    // 0: before the kill, 1: replica down, 2: after its restart.
+    let phase = Arc::new(AtomicU8::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..4u64)
+        .map(|c| {
+            let mut bank = BankClient::new(channel.clone());
+            let (phase, stop) = (phase.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut phases: [Phase; 3] = Default::default();
+                let mut deposited = 0u64;
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let p = usize::from(phase.load(Ordering::Relaxed));
+                    let amount = 1 + (c * 7 + i) % 10;
+                    let began = Instant::now();
+                    bank.deposit(DepositRequest {
+                        account: format!("acct-{}", (c + i) % ACCOUNTS),
+                        amount,
+                    })
+                    .await
+                    .unwrap_or_else(|s| panic!("a deposit failed in phase {p}: {s:?}"));
+                    phases[p]
+                        .latencies_us
+                        .push(began.elapsed().as_micros() as u64);
+                    deposited += amount;
+                    i += 1;
+                }
+                (phases, deposited)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    replicas[VICTIM as usize].kill();
+    phase.store(1, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    replicas[VICTIM as usize] = replica(&master, VICTIM);
+    replicas[VICTIM as usize].wait_line(&["state rebuilt"]);
+    phase.store(2, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut phases: [Vec<u64>; 3] = Default::default();
+    let mut deposited = 0;
+    for caller in callers {
+        let (p, d) = caller.await.unwrap();
+        for (all, one) in phases.iter_mut().zip(p) {
+            all.extend(one.latencies_us);
+        }
+        deposited += d;
+    }
+    for (name, latencies) in ["before the kill", "replica down", "after its restart"]
+        .iter()
+        .zip(phases.iter_mut())
+    {
+        latencies.sort_unstable();
+        println!(
+            "{name}: {} calls, p50 {} µs, p99 {} µs",
+            latencies.len(),
+            percentile(latencies, 0.5),
+            percentile(latencies, 0.99)
+        );
+        assert!(!latencies.is_empty(), "no call {name}");
+    }
+    // The restarted replica catches up.
+    let logs = ServiceLogs::new("bank").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = cairn_exec::status::status(&client, &logs).await.unwrap();
+        if s.replicas.iter().all(|r| r.lag == 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never caught up: {:?}",
+            s.replicas
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let reply = BankClient::new(channel.clone())
+        .state_digest(StateDigestRequest {})
+        .await
+        .expect("the state digest");
+    let id = request_id(reply.metadata());
+    let agreed = reply.into_inner();
+    let all = outputs_of_all(&client, std::slice::from_ref(&id)).await;
+    let answers: Vec<&Bytes> = all.iter().map(|o| &o[&id].response).collect();
+    assert_eq!(answers[0], answers[1], "replicas 0 and 1");
+    assert_eq!(answers[0], answers[2], "replicas 0 and 2");
+    let replica_reply = StateDigestReply::decode(answers[0].clone()).unwrap();
+    assert_eq!(replica_reply, agreed);
+    assert_eq!(
+        agreed.total,
+        ACCOUNTS * INITIAL + deposited,
+        "balances are the initial money plus every acknowledged deposit"
+    );
+    drop(door);
+}
