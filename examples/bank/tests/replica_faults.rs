@@ -8,13 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
+use bank_client::pb::DepositRequest;
 use bank_client::pb::bank_client::BankClient;
-use bank_client::pb::{DepositRequest, OpenRequest, StateDigestReply, StateDigestRequest};
-use bytes::Bytes;
 use cairn_exec::service_logs::ServiceLogs;
-use common::processes::{Process, cluster};
-use common::{outputs_of_all, request_id};
-use prost::Message;
+use common::processes::{Process, cluster, front_door, open_accounts};
+use common::{BANK, digests_agree};
 use tonic::transport::Channel;
 
 const ACCOUNTS: u64 = 8;
@@ -58,31 +56,13 @@ async fn a_replica_killed_mid_load_is_not_missed_and_catches_up() {
     let (cluster, client) = cluster(dir.path()).await;
     let master = cluster.master_addr.clone();
     let mut replicas: Vec<Process> = (0..3).map(|i| replica(&master, i)).collect();
-    let door = Process::spawn(&[
-        "front-door",
-        "--master",
-        &master,
-        "--service",
-        "bank",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    let line = door.wait_line(&["front door 127.0.0.1:"]);
-    let addr = line.trim().strip_prefix("front door ").unwrap().to_owned();
+    let (door, addr) = front_door(BANK, &master, "127.0.0.1:0");
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
-    for a in 0..ACCOUNTS {
-        BankClient::new(channel.clone())
-            .open(OpenRequest {
-                account: format!("acct-{a}"),
-                initial: INITIAL,
-            })
-            .await
-            .expect("open");
-    }
+    open_accounts(&channel, ACCOUNTS, INITIAL).await;
     // 0: before the kill, 1: replica down, 2: after its restart.
     let phase = Arc::new(AtomicU8::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -160,18 +140,7 @@ async fn a_replica_killed_mid_load_is_not_missed_and_catches_up() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let reply = BankClient::new(channel.clone())
-        .state_digest(StateDigestRequest {})
-        .await
-        .expect("the state digest");
-    let id = request_id(reply.metadata());
-    let agreed = reply.into_inner();
-    let all = outputs_of_all(&client, std::slice::from_ref(&id)).await;
-    let answers: Vec<&Bytes> = all.iter().map(|o| &o[&id].response).collect();
-    assert_eq!(answers[0], answers[1], "replicas 0 and 1");
-    assert_eq!(answers[0], answers[2], "replicas 0 and 2");
-    let replica_reply = StateDigestReply::decode(answers[0].clone()).unwrap();
-    assert_eq!(replica_reply, agreed);
+    let agreed = digests_agree(&client, &channel).await;
     assert_eq!(
         agreed.total,
         ACCOUNTS * INITIAL + deposited,
@@ -219,32 +188,11 @@ async fn a_front_door_killed_mid_load_executes_nothing_twice_for_keyed_retries()
     let (cluster, client) = cluster(dir.path()).await;
     let master = cluster.master_addr.clone();
     let _replicas: Vec<Process> = (0..3).map(|i| replica(&master, i)).collect();
-    let front_door = |listen: &str| {
-        Process::spawn(&[
-            "front-door",
-            "--master",
-            &master,
-            "--service",
-            "bank",
-            "--listen",
-            listen,
-        ])
-    };
-    let mut door = front_door("127.0.0.1:0");
-    let line = door.wait_line(&["front door 127.0.0.1:"]);
-    let addr = line.trim().strip_prefix("front door ").unwrap().to_owned();
+    let (mut door, addr) = front_door(BANK, &master, "127.0.0.1:0");
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_lazy();
-    for a in 0..ACCOUNTS {
-        BankClient::new(channel.clone())
-            .open(OpenRequest {
-                account: format!("acct-{a}"),
-                initial: INITIAL,
-            })
-            .await
-            .expect("open");
-    }
+    open_accounts(&channel, ACCOUNTS, INITIAL).await;
     let callers: Vec<_> = (0..4u64)
         .map(|c| {
             let channel = channel.clone();
@@ -265,8 +213,7 @@ async fn a_front_door_killed_mid_load_executes_nothing_twice_for_keyed_retries()
     tokio::time::sleep(Duration::from_millis(700)).await;
     door.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    door = front_door(&addr);
-    door.wait_line(&["front door 127.0.0.1:"]);
+    (door, _) = front_door(BANK, &master, &addr);
     let (mut deposited, mut retried) = (0, 0);
     for caller in callers {
         let (d, r) = caller.await.unwrap();
@@ -278,20 +225,11 @@ async fn a_front_door_killed_mid_load_executes_nothing_twice_for_keyed_retries()
         4 * PER_CALLER
     );
     assert!(retried > 0, "the kill interrupted no call");
-    let reply = BankClient::new(channel.clone())
-        .state_digest(StateDigestRequest {})
-        .await
-        .expect("the state digest");
-    let id = request_id(reply.metadata());
-    let agreed = reply.into_inner();
+    let agreed = digests_agree(&client, &channel).await;
     assert_eq!(
         agreed.total,
         ACCOUNTS * INITIAL + deposited,
         "every keyed deposit applied exactly once"
     );
-    let all = outputs_of_all(&client, std::slice::from_ref(&id)).await;
-    let answers: Vec<&Bytes> = all.iter().map(|o| &o[&id].response).collect();
-    assert_eq!(answers[0], answers[1], "replicas 0 and 1");
-    assert_eq!(answers[0], answers[2], "replicas 0 and 2");
     drop(door);
 }

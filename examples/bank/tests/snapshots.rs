@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bank_client::pb::bank_client::BankClient;
-use bank_client::pb::{DepositRequest, OpenRequest, StateDigestRequest, TransferRequest};
+use bank_client::pb::{DepositRequest, TransferRequest};
 use bytes::Bytes;
 use cairn_client::Client;
 use cairn_exec::records::{ExecRecord, Kind};
@@ -17,8 +17,8 @@ use cairn_exec::service_logs::ServiceLogs;
 use cairn_exec::snapshot_records::{
     AssembledSnapshot, SnapshotParts, TakenSnapshot, snapshot_records,
 };
-use common::processes::{Process, cluster, field};
-use common::{BANK, outputs, outputs_of_all, request_id};
+use common::processes::{Process, cluster, field, front_door, open_accounts};
+use common::{BANK, digests_agree, outputs};
 use tonic::transport::Channel;
 
 /// Snapshot interval of the replicas under test.
@@ -80,21 +80,6 @@ async fn calls(channel: &Channel, round: u64, calls: u64) {
     for t in tasks {
         t.await.unwrap();
     }
-}
-
-/// Asks the state digest through the front door and waits until every replica has answered
-/// it: each replica's answer, which must be equal.
-async fn digests_agree(client: &Client, channel: &Channel) {
-    let reply = BankClient::new(channel.clone())
-        .state_digest(StateDigestRequest {})
-        .await
-        .expect("the state digest");
-    let id = request_id(reply.metadata());
-    let all = outputs_of_all(client, std::slice::from_ref(&id)).await;
-    let answers: Vec<&Bytes> = all.iter().map(|o| &o[&id].response).collect();
-    assert!(all.iter().all(|o| o[&id].code == 0));
-    assert_eq!(answers[0], answers[1], "replicas 0 and 1");
-    assert_eq!(answers[0], answers[2], "replicas 0 and 2");
 }
 
 /// Replica `index`'s newest complete snapshot in its output log.
@@ -164,32 +149,13 @@ async fn a_restarted_replica_restores_its_snapshot_and_reruns_only_the_rest() {
     let (cluster, client) = cluster(dir.path()).await;
     let master = cluster.master_addr.clone();
     let mut replicas: Vec<Process> = (0..3).map(|i| replica(&master, i)).collect();
-    let door = Process::spawn(&[
-        "front-door",
-        "--master",
-        &master,
-        "--service",
-        "bank",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    // Its stdout line `front door ADDR` (its log lines on stderr say "front door ready").
-    let line = door.wait_line(&["front door 127.0.0.1:"]);
-    let addr = line.trim().strip_prefix("front door ").unwrap().to_owned();
+    let (_door, addr) = front_door(BANK, &master, "127.0.0.1:0");
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let mut bank = BankClient::new(channel.clone());
-    for a in 0..8 {
-        bank.open(OpenRequest {
-            account: format!("acct-{a}"),
-            initial: 1000,
-        })
-        .await
-        .unwrap();
-    }
+    open_accounts(&channel, 8, 1000).await;
     calls(&channel, 1, 200).await;
     // 208 inputs: snapshots after 40 … 200.
     snapshots_agree(&client, 200).await;
@@ -273,34 +239,13 @@ async fn a_service_without_snapshots_rebuilds_by_rerunning_every_input() {
     let (cluster, client) = cluster(dir.path()).await;
     let master = cluster.master_addr.clone();
     let mut replicas: Vec<Process> = (0..3).map(|i| replica_of(PLAIN_BANK, &master, i)).collect();
-    let door = Process::spawn_program(
-        PLAIN_BANK,
-        &[
-            "front-door",
-            "--master",
-            &master,
-            "--service",
-            "bank",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
-    let line = door.wait_line(&["front door 127.0.0.1:"]);
-    let addr = line.trim().strip_prefix("front door ").unwrap().to_owned();
+    let (_door, addr) = front_door(PLAIN_BANK, &master, "127.0.0.1:0");
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let mut bank = BankClient::new(channel.clone());
-    for a in 0..8 {
-        bank.open(OpenRequest {
-            account: format!("acct-{a}"),
-            initial: 1000,
-        })
-        .await
-        .unwrap();
-    }
+    open_accounts(&channel, 8, 1000).await;
     calls(&channel, 1, 100).await;
     for r in &replicas {
         r.wait_line(&["the service has no snapshots"]);

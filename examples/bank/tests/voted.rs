@@ -14,26 +14,10 @@ use bank_client::pb::{
 use bytes::Bytes;
 use cairn_client::Client;
 use cairn_exec::records::Kind;
-use common::{LocalBank, inputs, outputs_of_all, request_id, sequential};
+use common::{Got, LocalBank, got, inputs, outputs_of_all, request_id, sequential};
 use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
-
-/// What a caller got: the response message's bytes, or the status's code and message.
-type Got = Result<Bytes, (u32, String)>;
-
-fn got<M: Message>(r: Result<tonic::Response<M>, tonic::Status>) -> (Bytes, Got) {
-    match r {
-        Ok(response) => (
-            request_id(response.metadata()),
-            Ok(Bytes::from(response.into_inner().encode_to_vec())),
-        ),
-        Err(status) => (
-            request_id(status.metadata()),
-            Err((status.code() as u32, status.message().to_owned())),
-        ),
-    }
-}
 
 /// A tiny deterministic generator (SplitMix64) for the workload.
 struct Rng(u64);

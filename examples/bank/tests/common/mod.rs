@@ -197,3 +197,39 @@ pub(crate) fn request_id(metadata: &tonic::metadata::MetadataMap) -> Bytes {
         .expect("ascii");
     Bytes::from(cairn_exec::records::from_hex(text).expect("hex"))
 }
+
+/// What a caller got: the response message's bytes, or the status's code and message.
+pub(crate) type Got = Result<Bytes, (u32, String)>;
+
+/// A call's request id (from its metadata) and what it got.
+pub(crate) fn got<M: prost::Message>(r: Result<tonic::Response<M>, tonic::Status>) -> (Bytes, Got) {
+    match r {
+        Ok(response) => (
+            request_id(response.metadata()),
+            Ok(Bytes::from(response.into_inner().encode_to_vec())),
+        ),
+        Err(status) => (
+            request_id(status.metadata()),
+            Err((status.code() as u32, status.message().to_owned())),
+        ),
+    }
+}
+
+/// Asks the state digest through the front door on `channel` and waits until every replica has
+/// answered it: their answers must be equal. Returns the agreed reply.
+pub(crate) async fn digests_agree(
+    client: &Client,
+    channel: &tonic::transport::Channel,
+) -> bank_client::pb::StateDigestReply {
+    let reply = bank_client::pb::bank_client::BankClient::new(channel.clone())
+        .state_digest(bank_client::pb::StateDigestRequest {})
+        .await
+        .expect("the state digest");
+    let id = request_id(reply.metadata());
+    let all = outputs_of_all(client, std::slice::from_ref(&id)).await;
+    let answers: Vec<&Bytes> = all.iter().map(|o| &o[&id].response).collect();
+    assert!(all.iter().all(|o| o[&id].code == 0));
+    assert_eq!(answers[0], answers[1], "replicas 0 and 1");
+    assert_eq!(answers[0], answers[2], "replicas 0 and 2");
+    reply.into_inner()
+}

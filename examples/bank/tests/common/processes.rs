@@ -6,6 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bank_client::pb::OpenRequest;
+use bank_client::pb::bank_client::BankClient;
 use cairn_client::Client;
 use cairn_exec::service_logs::ServiceLogs;
 
@@ -130,4 +132,41 @@ pub(crate) async fn cluster(dir: &std::path::Path) -> (cairn_local::LocalCluster
         return (cluster, client);
     }
     panic!("no cluster started");
+}
+
+/// A `front-door` of `program`'s service `bank` on `listen`, and the address it serves on (its
+/// stdout line `front door ADDR`; its log lines on stderr say "front door ready").
+pub(crate) fn front_door(program: &str, master: &str, listen: &str) -> (Process, String) {
+    let door = Process::spawn_program(
+        program,
+        &[
+            "front-door",
+            "--master",
+            master,
+            "--service",
+            "bank",
+            "--listen",
+            listen,
+        ],
+    );
+    let line = door.wait_line(&["front door 127.0.0.1:"]);
+    let addr = line.trim().strip_prefix("front door ").unwrap().to_owned();
+    (door, addr)
+}
+
+/// Opens accounts `acct-0` … `acct-{accounts - 1}` with `initial` each through `channel`.
+pub(crate) async fn open_accounts(
+    channel: &tonic::transport::Channel,
+    accounts: u64,
+    initial: u64,
+) {
+    let mut bank = BankClient::new(channel.clone());
+    for a in 0..accounts {
+        bank.open(OpenRequest {
+            account: format!("acct-{a}"),
+            initial,
+        })
+        .await
+        .expect("open an account");
+    }
 }
