@@ -65,11 +65,7 @@ async fn quarantine_scenario(account: &str, fault: u32) {
     const CALLERS: usize = 4;
     const CALLS: usize = 250;
     let bank = LocalBank::start();
-    let channel = Channel::from_shared(bank.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = bank.channel().await;
     let mut client_bank = BankClient::new(channel.clone());
     for a in 0..ACCOUNTS {
         client_bank
@@ -269,11 +265,7 @@ async fn a_handler_that_crashes_its_worker_is_quarantined() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_still_running_at_its_deadline_is_recorded_pending() {
     let bank = LocalBank::start_with(&[], &["--deadline-ms", "300"]);
-    let channel = Channel::from_shared(bank.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = bank.channel().await;
     let calls: Vec<_> = (1..=3u64)
         .map(|initial| {
             let mut client = BankClient::new(channel.clone());
@@ -353,11 +345,7 @@ async fn a_call_still_running_at_its_deadline_is_recorded_pending() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_applied_a_quarantined_input_rebuilds_without_it() {
     let bank = LocalBank::start();
-    let channel = Channel::from_shared(bank.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = bank.channel().await;
     let mut client_bank = BankClient::new(channel);
     client_bank
         .open(OpenRequest {

@@ -211,11 +211,7 @@ async fn concurrent_clients_get_the_sequential_answers_of_the_input_log() {
 async fn the_first_claim_in_log_order_wins_on_every_replica() {
     const CLAIMANTS: usize = 50;
     let bank = LocalBank::start();
-    let channel = Channel::from_shared(bank.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = bank.channel().await;
     let tasks: Vec<_> = (0..CLAIMANTS)
         .map(|c| {
             let mut client = BankClient::new(channel.clone());
@@ -348,11 +344,7 @@ async fn a_replica_answering_wrongly_is_outvoted_and_reported() {
     const CLIENTS: usize = 4;
     const CALLS: usize = 2000;
     let bank = LocalBank::start_with_env(&[(cairn_exec::test_faults::WRONG_REPLICA_ENV, "1")]);
-    let channel = Channel::from_shared(bank.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = bank.channel().await;
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|c| {
             tokio::spawn(caller(

@@ -92,6 +92,15 @@ impl LocalBank {
     }
 
     /// The plain client's endpoint.
+    /// A connected channel to its front door.
+    pub(crate) async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(self.url())
+            .expect("a URL")
+            .connect()
+            .await
+            .expect("connect to the front door")
+    }
+
     pub(crate) fn url(&self) -> String {
         format!("http://{}", self.front_door)
     }
