@@ -8,92 +8,16 @@ use std::time::{Duration, Instant};
 
 use bank_client::pb::bank_client::BankClient;
 use bank_client::pb::{
-    BalanceRequest, ClaimRequest, DepositRequest, OpenRequest, StateDigestReply,
-    StateDigestRequest, TransferRequest,
+    BalanceRequest, ClaimRequest, DepositRequest, OpenRequest, StateDigestReply, StateDigestRequest,
 };
 use bytes::Bytes;
 use cairn_client::Client;
 use cairn_exec::records::Kind;
+use common::workload::mixed_calls;
 use common::{Got, LocalBank, got, inputs, outputs_of_all, request_id, sequential};
 use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
-
-/// A tiny deterministic generator (SplitMix64) for the workload.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-const ACCOUNTS: u64 = 16;
-
-/// One caller's share of the mixed workload: every call's request id and outcome, and the
-/// money it put in (successful opens and deposits).
-async fn caller(
-    mut bank: BankClient<Channel>,
-    seed: u64,
-    calls: usize,
-) -> (Vec<(Bytes, Got)>, u64) {
-    let mut rng = Rng(seed);
-    let mut log = Vec::with_capacity(calls);
-    let mut money_in = 0;
-    let account = |rng: &mut Rng| format!("acct-{}", rng.below(ACCOUNTS));
-    for _ in 0..calls {
-        let roll = rng.below(100);
-        let (id, outcome) = if roll < 10 {
-            let initial = 100 + rng.below(900);
-            let r = got(bank
-                .open(OpenRequest {
-                    account: account(&mut rng),
-                    initial,
-                })
-                .await);
-            if r.1.is_ok() {
-                money_in += initial;
-            }
-            r
-        } else if roll < 40 {
-            let amount = 1 + rng.below(100);
-            let r = got(bank
-                .deposit(DepositRequest {
-                    account: account(&mut rng),
-                    amount,
-                })
-                .await);
-            if r.1.is_ok() {
-                money_in += amount;
-            }
-            r
-        } else if roll < 70 {
-            got(bank
-                .transfer(TransferRequest {
-                    from: account(&mut rng),
-                    to: account(&mut rng),
-                    amount: 1 + rng.below(300),
-                })
-                .await)
-        } else {
-            got(bank
-                .balance(BalanceRequest {
-                    account: account(&mut rng),
-                })
-                .await)
-        };
-        log.push((id, outcome));
-    }
-    (log, money_in)
-}
 
 // Proves: 8 concurrent plain clients making 10,000 mixed calls (opens, deposits, transfers,
 // balances; with NOT_FOUND, FAILED_PRECONDITION and ALREADY_EXISTS among them) get exactly the
@@ -115,7 +39,9 @@ async fn concurrent_clients_get_the_sequential_answers_of_the_input_log() {
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let client = BankClient::new(channel.clone());
-            tokio::spawn(caller(client, 0x1000 + c as u64, CALLS / CLIENTS))
+            tokio::spawn(mixed_calls(client, 0x1000 + c as u64, |n| {
+                n < CALLS / CLIENTS
+            }))
         })
         .collect();
     let mut calls: Vec<(Bytes, Got)> = Vec::new();
@@ -347,10 +273,10 @@ async fn a_replica_answering_wrongly_is_outvoted_and_reported() {
     let channel = bank.channel().await;
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|c| {
-            tokio::spawn(caller(
+            tokio::spawn(mixed_calls(
                 BankClient::new(channel.clone()),
                 0x2000 + c as u64,
-                CALLS / CLIENTS,
+                |n| n < CALLS / CLIENTS,
             ))
         })
         .collect();

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod processes;
+pub(crate) mod workload;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

@@ -13,10 +13,20 @@ use cairn_exec::service_logs::ServiceLogs;
 
 use super::BANK;
 
-/// A child process killed when dropped, its stderr lines in a channel.
+/// Lines of a process kept to be shown when a test fails.
+const LINES_KEPT: usize = 80;
+
+/// Environment variable: a directory where every line of each process is also written, to
+/// `PID.log` (its first line the process's arguments).
+const LOGS_ENV: &str = "BANK_TEST_LOGS";
+
+/// A child process killed when dropped, its output lines in a channel (and the last
+/// [`LINES_KEPT`] printed when it is dropped by a failing test).
 pub(crate) struct Process {
     child: Child,
+    name: String,
     lines: std::sync::mpsc::Receiver<String>,
+    last: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
 }
 
 impl Process {
@@ -33,18 +43,49 @@ impl Process {
             .spawn()
             .expect("start cairn-bank");
         let (tx, rx) = std::sync::mpsc::channel();
+        let last = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let pid = child.id();
+        if let Some(dir) = std::env::var_os(LOGS_ENV) {
+            std::fs::write(
+                std::path::Path::new(&dir).join(format!("{pid}.log")),
+                format!("{}\n", args.join(" ")),
+            )
+            .unwrap();
+        }
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().unwrap()),
         ] {
             let tx = tx.clone();
+            let last = last.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    {
+                        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+                        if last.len() == LINES_KEPT {
+                            last.pop_front();
+                        }
+                        last.push_back(strip_ansi(&line));
+                    }
+                    if let Some(dir) = std::env::var_os(LOGS_ENV) {
+                        use std::io::Write;
+                        let mut f = std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(std::path::Path::new(&dir).join(format!("{pid}.log")))
+                            .unwrap();
+                        let _ = writeln!(f, "{}", strip_ansi(&line));
+                    }
                     let _ = tx.send(line);
                 }
             });
         }
-        Process { child, lines: rx }
+        Process {
+            child,
+            name: args.join(" "),
+            lines: rx,
+            last,
+        }
     }
 
     /// The first line (stdout or stderr) containing every one of `words`, within 120 s.
@@ -72,6 +113,17 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            eprintln!(
+                "===== the last {} lines of `{}` =====",
+                last.len(),
+                self.name
+            );
+            for line in last.iter() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
