@@ -55,9 +55,13 @@
 //!   restored into a fresh worker.
 //! - [`service_logs`]: a service's log names and their creation (output logs placed beside
 //!   their replicas).
+//! - [`lost_outputs`]: a replica's output log whose chunks are lost for good (its chunkserver
+//!   lost its disk), found and made again.
 //! - [`grouped`]: [`grouped::GroupedAppender`], records handed to an appender in groups so
 //!   that a burst travels in one batch (the front door's INPUTs and VOTEs).
 //! - [`vote`]: [`vote::Tally`], f+1 equal digests of n = 2f+1 replicas make a verdict.
+//! - [`verdicts`]: a replica's view of the vote log: the verdicts and quarantines it must
+//!   follow, and its own dissents in a row.
 //! - [`replica`]: a replica's loop: tail the inputs, run them in the worker, append OUTPUTs
 //!   and, every `--snapshot-every` inputs, SNAPSHOTs.
 //! - [`front_door`]: the generic gRPC endpoint: INPUT, wait for the vote, answer, VOTE.
@@ -75,6 +79,7 @@ pub mod deadline;
 pub mod entry;
 pub mod front_door;
 pub mod grouped;
+pub mod lost_outputs;
 pub mod pipe;
 pub mod quarantine;
 pub mod records;

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::grouped::GROUP_RECORDS_MAX;
+use crate::lost_outputs::{self, OutputLogLost};
 use crate::records::{
     CODE_CRASH, CODE_TIMEOUT, ExecRecord, Input, Kind, Output, WorkerRequest, code_name, digest,
     hex, now_ms,
@@ -169,8 +170,8 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
         .logs
         .create_output(&client, config.index, config.chunkserver.as_deref())
         .await?;
-    let mut state = read_output_log(&client, &output_log, config.index).await?;
-    let appender = Arc::new(client.appender(&output_log).await?);
+    let mut state = load_output_log(&client, &config, &beside).await?;
+    let mut appender = Arc::new(client.appender(&output_log).await?);
     let verdicts = Verdicts::start(&client, &config.logs).await?;
     let mut retries: HashMap<Bytes, Retry> = HashMap::new();
     let mut rebuilt_at: Option<Instant> = None;
@@ -223,7 +224,7 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
         let run = execute(
             &client,
             &config,
-            (&state, &appender),
+            (&state, &appender, &beside),
             worker,
             skip,
             (&verdicts, &retries, rebuilt_at),
@@ -235,7 +236,7 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
                 // input log alone (its snapshots since then hold it too).
                 warn!(replica = config.index, reason = %e, "rebuilding the state without a quarantined input this replica applied");
                 use_snapshot = false;
-                match read_output_log(&client, &output_log, config.index).await {
+                match load_output_log(&client, &config, &beside).await {
                     Ok(now) => state = now,
                     Err(e) => break Err(e),
                 }
@@ -248,7 +249,7 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
                     replica = config.index,
                     "rebuilding the state from the input log in a fresh worker"
                 );
-                match read_output_log(&client, &output_log, config.index).await {
+                match load_output_log(&client, &config, &beside).await {
                     Ok(now) => state = now,
                     Err(e) => break Err(e),
                 }
@@ -268,10 +269,26 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
                     break Err(e);
                 }
                 // The outputs and snapshots this worker's run appended count as done.
-                match read_output_log(&client, &output_log, config.index).await {
+                match load_output_log(&client, &config, &beside).await {
                     Ok(now) => state = now,
                     Err(e) => break Err(e),
                 }
+            }
+            Err(e) if e.downcast_ref::<OutputLogLost>().is_some() => {
+                warn!(replica = config.index, reason = %e, "rebuilding the output log: deleted, created again, every input re-run and its output appended");
+                // The run is over: its clones of the appender are gone.
+                let old = Arc::try_unwrap(appender).ok();
+                if let Err(e) =
+                    lost_outputs::recreate(&client, &config.logs, config.index, &beside, old).await
+                {
+                    break Err(e);
+                }
+                match client.appender(&output_log).await {
+                    Ok(a) => appender = Arc::new(a),
+                    Err(e) => break Err(e.into()),
+                }
+                state = OutputLogState::default();
+                use_snapshot = false;
             }
             Err(e) if e.downcast_ref::<SnapshotMismatch>().is_some() => {
                 warn!(
@@ -288,6 +305,27 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
         warn!(replica = config.index, error = %format!("{e:#}"), "replica stops");
     }
     result
+}
+
+/// Replica `config.index`'s output log as a replay finds it. If the replay fails because chunks
+/// of the log are lost for good (its chunkserver `beside` lost its disk), the log is made again,
+/// empty: every input will be re-run and its output appended anew.
+async fn load_output_log(
+    client: &Client,
+    config: &ReplicaConfig,
+    beside: &str,
+) -> anyhow::Result<OutputLogState> {
+    let path = config.logs.output(config.index);
+    let failed = match read_output_log(client, &path, config.index).await {
+        Ok(state) => return Ok(state),
+        Err(e) => e,
+    };
+    let Some(lost) = lost_outputs::lost_chunks(client, &path, beside).await? else {
+        return Err(failed);
+    };
+    warn!(replica = config.index, reason = %lost, "rebuilding the output log: deleted, created again, every input re-run and its output appended");
+    lost_outputs::recreate(client, &config.logs, config.index, beside, None).await?;
+    Ok(OutputLogState::default())
 }
 
 /// What the writer sent the worker, in order, for the reader to match with its answers.
@@ -311,7 +349,7 @@ enum Sent {
 async fn execute(
     client: &Client,
     config: &ReplicaConfig,
-    (state, appender): (&OutputLogState, &Arc<Appender>),
+    (state, appender, beside): (&OutputLogState, &Arc<Appender>, &str),
     worker: Worker,
     skip: Option<Skip>,
     (verdicts, retries, rebuilt_at): (&Verdicts, &HashMap<Bytes, Retry>, Option<Instant>),
@@ -615,6 +653,7 @@ async fn execute(
             }
         }
     };
+    let output_log = config.logs.output(index);
     tokio::select! {
         r = follow => r,
         r = write => r,
@@ -623,6 +662,7 @@ async fn execute(
         r = write_snapshots => r,
         r = faulty => r,
         applied = verdicts.applied_a_quarantined_input() => Err(anyhow::Error::new(Diverged(applied))),
+        lost = lost_outputs::watch(client, &output_log, beside) => Err(anyhow::Error::new(lost)),
         _ = shutdown => Ok(()),
     }
 }
