@@ -473,11 +473,7 @@ async fn execute(
     // older one still waiting (so at most two are held, and the newest is always written).
     let pending = Arc::new(PendingSnapshot::default());
     let write_snapshots = write_snapshots(appender.clone(), pending.clone());
-    let corrupt_rate = if crate::test_faults::answers_wrongly(index) {
-        1.0
-    } else {
-        config.test_corrupt_outputs
-    };
+    let corrupt_rate = config.test_corrupt_outputs;
     if corrupt_rate > 0.0 {
         warn!(
             replica = index,

@@ -1,22 +1,9 @@
-//! Test-only fault injection (cargo feature `test-faults`): a replica that answers wrongly
-//! (every request, by environment variable, or a share of them, by `replica
-//! --test-corrupt-outputs RATE`). Without the feature nothing here reads the environment and no
-//! reply is changed.
+//! Test-only fault injection (cargo feature `test-faults`): a replica that answers a share of
+//! its requests wrongly (`replica --test-corrupt-outputs RATE`), and the replica's index in its
+//! worker's environment (for test inputs that break some replicas only). Without the feature
+//! no reply is changed and the worker gets no such variable.
 
 use crate::records::WorkerReply;
-
-/// Environment variable naming the index of the replica that answers every request wrongly.
-pub const WRONG_REPLICA_ENV: &str = "CAIRN_EXEC_TEST_WRONG_REPLICA";
-
-/// Whether replica `index` is to answer wrongly: only with the feature `test-faults` and
-/// `CAIRN_EXEC_TEST_WRONG_REPLICA=index`.
-pub fn answers_wrongly(index: u32) -> bool {
-    cfg!(feature = "test-faults")
-        && std::env::var(WRONG_REPLICA_ENV)
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-            == Some(index)
-}
 
 /// Environment variable a replica sets for its worker, with the feature `test-faults` only: its
 /// index, so that a test input can break some replicas and not others (a nondeterministic

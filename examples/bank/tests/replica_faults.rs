@@ -1,6 +1,7 @@
-//! A business replica's process killed under load, on real processes: a Cairn cluster in this
+//! Faulty business replicas and front doors, on real processes: a Cairn cluster in this
 //! process, three `cairn-bank replica` processes (each with its worker), a `cairn-bank
-//! front-door`, and callers using the plain generated client.
+//! front-door`, and callers using the plain generated client. A replica's process killed under
+//! load, a replica corrupting its outputs, a front door killed under keyed retries.
 
 mod common;
 
@@ -10,9 +11,12 @@ use std::time::{Duration, Instant};
 
 use bank_client::pb::DepositRequest;
 use bank_client::pb::bank_client::BankClient;
+use bytes::Bytes;
+use cairn_exec::records::Kind;
 use cairn_exec::service_logs::ServiceLogs;
 use common::processes::{Process, cluster, front_door, open_accounts};
-use common::{BANK, digests_agree};
+use common::workload::mixed_calls;
+use common::{BANK, Got, digests_agree, inputs, outputs_of_all, sequential};
 use tonic::transport::Channel;
 
 const ACCOUNTS: u64 = 8;
@@ -21,15 +25,22 @@ const INITIAL: u64 = 1000;
 const VICTIM: u32 = 1;
 
 fn replica(master: &str, index: u32) -> Process {
-    Process::spawn(&[
+    replica_with(master, index, &[])
+}
+
+fn replica_with(master: &str, index: u32, extra: &[&str]) -> Process {
+    let index = index.to_string();
+    let mut args = vec![
         "replica",
         "--master",
         master,
         "--service",
         "bank",
         "--index",
-        &index.to_string(),
-    ])
+        &index,
+    ];
+    args.extend_from_slice(extra);
+    Process::spawn(&args)
 }
 
 /// Latencies of the calls made in one phase, and the money deposited.
@@ -232,4 +243,75 @@ async fn a_front_door_killed_mid_load_executes_nothing_twice_for_keyed_retries()
         "every keyed deposit applied exactly once"
     );
     drop(door);
+}
+
+// Proves: with one replica (f = 1) run with `--test-corrupt-outputs 1.0` (a bit of every output
+// flipped), 2,000 mixed calls from 4 callers all get the sequential answer of the input log
+// (the two correct replicas outvote it); no vote counts the wrong replica among the agreeing;
+// and `status` reports it dissenting on every request it answered, all of them in a row, so
+// faulty, the other two on none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_answering_wrongly_is_outvoted_and_reported() {
+    const CLIENTS: usize = 4;
+    const CALLS: usize = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, client) = cluster(dir.path()).await;
+    let master = cluster.master_addr.clone();
+    let _replicas = [
+        replica(&master, 0),
+        replica_with(&master, 1, &["--test-corrupt-outputs", "1.0"]),
+        replica(&master, 2),
+    ];
+    let (_door, addr) = front_door(BANK, &master, "127.0.0.1:0");
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            tokio::spawn(mixed_calls(
+                BankClient::new(channel.clone()),
+                0x2000 + c as u64,
+                |n| n < CALLS / CLIENTS,
+            ))
+        })
+        .collect();
+    let mut calls = Vec::new();
+    for t in tasks {
+        calls.extend(t.await.unwrap().0);
+    }
+    let log = inputs(&client).await;
+    assert_eq!(log.len(), CALLS);
+    let expected = sequential(&log).await;
+    for (id, outcome) in &calls {
+        let reply = &expected[id];
+        let want: Got = if reply.code == 0 {
+            Ok(reply.response.clone())
+        } else {
+            Err((reply.code, reply.message.clone()))
+        };
+        assert_eq!(outcome, &want);
+    }
+    let ids: Vec<Bytes> = log.iter().map(|i| i.request_id.clone()).collect();
+    outputs_of_all(&client, &ids).await;
+    let votes = common::records(&client, "/exec/bank/votes").await;
+    let mut voted = 0;
+    for kind in &votes {
+        if let Kind::Vote(v) = kind {
+            assert!(!v.agreeing.contains(&1), "{v:?}");
+            assert_eq!(v.agreeing.len(), 2);
+            voted += 1;
+        }
+    }
+    assert!(voted >= CALLS, "{voted} votes");
+    let logs = cairn_exec::service_logs::ServiceLogs::new("bank").unwrap();
+    let s = cairn_exec::status::status(&client, &logs).await.unwrap();
+    let dissents: Vec<u64> = s.replicas.iter().map(|r| r.dissents).collect();
+    println!("wrong replica 1: dissents per replica {dissents:?} over {CALLS} requests");
+    assert_eq!(dissents, vec![0, CALLS as u64, 0]);
+    assert_eq!(s.replicas[1].dissents_in_a_row, CALLS as u64);
+    assert_eq!(s.replicas[1].state, "faulty");
+    assert_eq!(s.replicas[0].state, "ok");
+    assert_eq!(s.dissents, CALLS as u64);
 }
