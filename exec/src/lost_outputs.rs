@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use cairn_client::{Appender, ChunkHandle, Client};
+use cairn_client::{Appender, ChunkHandle, ChunkserverInfo, Client, LogReplicas};
 use tracing::{debug, warn};
 
 use crate::service_logs::ServiceLogs;
@@ -59,21 +59,25 @@ impl std::error::Error for OutputLogLost {}
 
 /// The chunks of `path` that no chunkserver holds while `placed_on` is live, on one look.
 async fn look(client: &Client, path: &str, placed_on: &str) -> anyhow::Result<Vec<ChunkHandle>> {
-    let live = client
-        .list_chunkservers()
-        .await?
-        .iter()
-        .any(|c| c.address == placed_on && c.live);
-    if !live {
+    let chunkservers = client.list_chunkservers().await?;
+    if !is_live(&chunkservers, placed_on) {
         return Ok(Vec::new());
     }
-    let log = client.list_replicas(path).await?;
-    Ok(log
-        .chunks
+    Ok(unheld(&client.list_replicas(path).await?))
+}
+
+/// Whether `address` is among `chunkservers` and live.
+fn is_live(chunkservers: &[ChunkserverInfo], address: &str) -> bool {
+    chunkservers.iter().any(|c| c.address == address && c.live)
+}
+
+/// The chunks of `log` that no chunkserver reports holding, live or not.
+fn unheld(log: &LogReplicas) -> Vec<ChunkHandle> {
+    log.chunks
         .iter()
         .filter(|c| c.replicas.is_empty())
         .map(|c| c.handle)
-        .collect())
+        .collect()
 }
 
 /// The chunks of the output log `path`, placed on `placed_on`, that are lost for good (two
@@ -134,4 +138,68 @@ pub async fn recreate(
     }
     logs.create_output(client, index, Some(chunkserver)).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_client::{ChunkOffset, ChunkReplicas, ChunkState, ChunkVersion, ReplicaStatus};
+
+    use super::*;
+
+    fn chunk(handle: u64, replicas: Vec<ReplicaStatus>) -> ChunkReplicas {
+        ChunkReplicas {
+            index: 0,
+            handle: ChunkHandle(handle),
+            state: ChunkState::Sealed,
+            version: ChunkVersion(1),
+            length: ChunkOffset(4096),
+            replication: 1,
+            primary: None,
+            replicas,
+        }
+    }
+
+    fn replica(address: &str, live: bool) -> ReplicaStatus {
+        ReplicaStatus {
+            address: address.into(),
+            version: ChunkVersion(1),
+            length: ChunkOffset(4096),
+            sealed: true,
+            corrupt: false,
+            failed: false,
+            live,
+            good: live,
+            reported_corrupt: None,
+        }
+    }
+
+    fn chunkserver(address: &str, live: bool) -> ChunkserverInfo {
+        ChunkserverInfo {
+            address: address.into(),
+            live,
+            replicas: 0,
+        }
+    }
+
+    // Proves: a chunk no chunkserver reports is unheld, one whose only holder is down is not
+    // (it may come back with it), nor a corrupt one; and the placed chunkserver counts as live
+    // only if it is listed live.
+    #[test]
+    fn a_chunk_is_lost_only_when_nobody_reports_it_and_its_chunkserver_is_live() {
+        let log = LogReplicas {
+            path: "/exec/s/outputs/0".into(),
+            replication: 1,
+            chunk_bytes: 1 << 20,
+            chunks: vec![
+                chunk(1, vec![replica("a:1", true)]),
+                chunk(2, vec![]),
+                chunk(3, vec![replica("a:1", false)]),
+            ],
+        };
+        assert_eq!(unheld(&log), vec![ChunkHandle(2)]);
+        let servers = [chunkserver("a:1", true), chunkserver("b:1", false)];
+        assert!(is_live(&servers, "a:1"));
+        assert!(!is_live(&servers, "b:1"), "down");
+        assert!(!is_live(&servers, "c:1"), "never registered");
+    }
 }
