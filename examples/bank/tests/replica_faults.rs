@@ -14,7 +14,7 @@ use bank_client::pb::bank_client::BankClient;
 use bytes::Bytes;
 use cairn_exec::records::Kind;
 use cairn_exec::service_logs::ServiceLogs;
-use common::processes::{Process, cluster, front_door, open_accounts};
+use common::processes::{Process, cluster, front_door, front_door_with, open_accounts};
 use common::workload::mixed_calls;
 use common::{BANK, Got, digests_agree, inputs, outputs_of_all, sequential};
 use tonic::transport::Channel;
@@ -314,4 +314,121 @@ async fn a_replica_answering_wrongly_is_outvoted_and_reported() {
     assert_eq!(s.replicas[1].state, "faulty");
     assert_eq!(s.replicas[0].state, "ok");
     assert_eq!(s.dissents, CALLS as u64);
+}
+
+// Proves: with more than f replicas out at once — replica 1 paused (SIGSTOP) and replica 2
+// SIGKILLed, under a mixed load from 4 callers with a 300 ms deadline — no call gets a wrong
+// answer: calls made meanwhile end DEADLINE_EXCEEDED (PENDING, their request id in the
+// metadata) after 2 × the deadline; once replica 1 resumes every pending request is decided by
+// a VOTE equal to what a sequential execution of the input log gives, and calls are answered
+// again; after replica 2 restarts and catches up the three state digests are equal and every
+// definite reply equals the sequential execution.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_out_at_once_leave_calls_pending_never_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, client) = cluster(dir.path()).await;
+    let master = cluster.master_addr.clone();
+    let mut replicas: Vec<Process> = (0..3).map(|i| replica(&master, i)).collect();
+    let (_door, addr) = front_door_with(BANK, &master, "127.0.0.1:0", &["--deadline-ms", "300"]);
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..4u64)
+        .map(|c| {
+            let stop = stop.clone();
+            tokio::spawn(mixed_calls(
+                BankClient::new(channel.clone()),
+                0x4000 + c,
+                move |_| !stop.load(Ordering::Relaxed),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    replicas[1].signal(libc::SIGSTOP);
+    replicas[2].kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    replicas[1].signal(libc::SIGCONT);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    replicas[2] = replica(&master, 2);
+    replicas[2].wait_line(&["state rebuilt"]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let deadline_exceeded = tonic::Code::DeadlineExceeded as u32;
+    let mut calls: Vec<(Bytes, Got)> = Vec::new();
+    for caller in callers {
+        let made = caller.await.unwrap().0;
+        assert!(
+            made.last()
+                .is_some_and(|(_, g)| !matches!(g, Err((c, _)) if *c == deadline_exceeded)),
+            "a caller's last call is answered"
+        );
+        calls.extend(made);
+    }
+
+    let log = inputs(&client).await;
+    let expected = sequential(&log).await;
+    let mut pending: Vec<Bytes> = Vec::new();
+    for (id, outcome) in &calls {
+        if matches!(outcome, Err((code, _)) if *code == deadline_exceeded) {
+            pending.push(id.clone());
+            continue;
+        }
+        let reply = &expected[id];
+        let want: Got = if reply.code == 0 {
+            Ok(reply.response.clone())
+        } else {
+            Err((reply.code, reply.message.clone()))
+        };
+        assert_eq!(outcome, &want, "request {}", cairn_exec::records::hex(id));
+    }
+    println!(
+        "{} calls, {} pending while two replicas were out",
+        calls.len(),
+        pending.len()
+    );
+    assert!(!pending.is_empty(), "no call was left pending");
+    // Each pending request is decided later, as the sequential execution says.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let votes: std::collections::HashMap<Bytes, [u8; 32]> =
+            common::records(&client, "/exec/bank/votes")
+                .await
+                .into_iter()
+                .filter_map(|k| match k {
+                    Kind::Vote(v) => Some((
+                        v.request_id.clone(),
+                        cairn_exec::records::digest(v.code, &v.message, &v.response),
+                    )),
+                    _ => None,
+                })
+                .collect();
+        if pending.iter().all(|id| votes.contains_key(id)) {
+            for id in &pending {
+                assert_eq!(
+                    votes[id],
+                    expected[id].digest(),
+                    "the verdict of a pending call"
+                );
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "pending requests never decided");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let logs = ServiceLogs::new("bank").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !cairn_exec::status::status(&client, &logs)
+        .await
+        .unwrap()
+        .replicas
+        .iter()
+        .all(|r| r.lag == 0)
+    {
+        assert!(Instant::now() < deadline, "replica 2 never caught up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    digests_agree(&client, &channel).await;
 }

@@ -104,6 +104,13 @@ impl Process {
         }
     }
 
+    /// Sends `signal` (e.g. `libc::SIGSTOP`) to the process.
+    pub(crate) fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on the PID of a child this value owns and has not reaped.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "signal {signal} to {}", self.name);
+    }
+
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -189,18 +196,27 @@ pub(crate) async fn cluster(dir: &std::path::Path) -> (cairn_local::LocalCluster
 /// A `front-door` of `program`'s service `bank` on `listen`, and the address it serves on (its
 /// stdout line `front door ADDR`; its log lines on stderr say "front door ready").
 pub(crate) fn front_door(program: &str, master: &str, listen: &str) -> (Process, String) {
-    let door = Process::spawn_program(
-        program,
-        &[
-            "front-door",
-            "--master",
-            master,
-            "--service",
-            "bank",
-            "--listen",
-            listen,
-        ],
-    );
+    front_door_with(program, master, listen, &[])
+}
+
+/// [`front_door`] with `extra` arguments.
+pub(crate) fn front_door_with(
+    program: &str,
+    master: &str,
+    listen: &str,
+    extra: &[&str],
+) -> (Process, String) {
+    let mut args = vec![
+        "front-door",
+        "--master",
+        master,
+        "--service",
+        "bank",
+        "--listen",
+        listen,
+    ];
+    args.extend_from_slice(extra);
+    let door = Process::spawn_program(program, &args);
     let line = door.wait_line(&["front door 127.0.0.1:"]);
     let addr = line.trim().strip_prefix("front door ").unwrap().to_owned();
     (door, addr)
