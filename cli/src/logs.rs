@@ -150,6 +150,7 @@ fn stat_json(stat: &LogStat) -> serde_json::Value {
                 "version": c.version,
                 "replicas": c.replicas,
                 "primary": c.primary,
+                "lost_end": c.lost_end,
             })
         })
         .collect();
@@ -173,12 +174,17 @@ fn print_stat(stat: &LogStat) {
     );
     println!("index\thandle\tstate\tlength\tversion\tprimary\treplicas");
     for c in &stat.chunks {
+        let length = if c.lost_end > c.length {
+            format!("{} (lost to {})", c.length, c.lost_end)
+        } else {
+            c.length.to_string()
+        };
         println!(
             "{}\t{}\t{}\t{}\t{}\t{}\t{}",
             c.index,
             c.handle,
             c.state.as_str(),
-            c.length,
+            length,
             c.version,
             c.primary.as_deref().unwrap_or("-"),
             c.replicas.join(",")

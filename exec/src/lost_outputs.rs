@@ -6,17 +6,19 @@
 //! chunkserver, re-runs every input in a fresh worker and appends an output for each, which is
 //! compared with its vote like any other (a rebuilt output that disagrees is a dissent).
 //!
-//! A chunk is lost when no chunkserver reports holding it while the chunkserver the log is
-//! placed on is live — so it has reported what it holds, and the chunk is not among it — on two
-//! looks [`CONFIRM_AFTER`] apart (a chunk is listed a moment before its replica is created; the
-//! same chunk still without one two seconds later is not being created). A chunkserver that is
-//! only down is not live, and its chunks are not lost. Sealed or open makes no difference: an
-//! open chunk whose only replica is gone cannot be sealed (no replica answers the fence), and a
-//! read of it fails like one of a sealed chunk.
+//! A chunk is lost when the master recorded bytes of it as lost (an open chunk whose only
+//! replica vanished after it reported records is sealed that way; a replay reports the bytes
+//! skipped, and the master may give the chunk an empty replica again), or when no chunkserver
+//! reports holding it while the chunkserver the log is placed on is live — so it has reported
+//! what it holds, and the chunk is not among it (a sealed chunk wiped with its chunkserver: a
+//! replay of it fails). Either must hold on two looks [`CONFIRM_AFTER`] apart (a chunk is listed
+//! a moment before its replica is created; the same chunk still without one two seconds later
+//! is not being created). A chunkserver that is only down is not live, and its chunks are not
+//! lost.
 
 use std::time::Duration;
 
-use cairn_client::{Appender, ChunkHandle, ChunkserverInfo, Client, LogReplicas};
+use cairn_client::{Appender, ChunkHandle, ChunkserverInfo, Client, LogReplicas, LogStat};
 use tracing::{debug, warn};
 
 use crate::service_logs::ServiceLogs;
@@ -57,13 +59,28 @@ impl std::fmt::Display for OutputLogLost {
 
 impl std::error::Error for OutputLogLost {}
 
-/// The chunks of `path` that no chunkserver holds while `placed_on` is live, on one look.
+/// The chunks of `path` whose bytes the master recorded as lost, and, while `placed_on` is
+/// live, those no chunkserver holds; on one look.
 async fn look(client: &Client, path: &str, placed_on: &str) -> anyhow::Result<Vec<ChunkHandle>> {
+    let mut lost = recorded_lost(&client.stat_log(path).await?);
     let chunkservers = client.list_chunkservers().await?;
-    if !is_live(&chunkservers, placed_on) {
-        return Ok(Vec::new());
+    if is_live(&chunkservers, placed_on) {
+        for handle in unheld(&client.list_replicas(path).await?) {
+            if !lost.contains(&handle) {
+                lost.push(handle);
+            }
+        }
     }
-    Ok(unheld(&client.list_replicas(path).await?))
+    Ok(lost)
+}
+
+/// The chunks of `stat` with bytes recorded as lost (sealed, cut back below what they held).
+fn recorded_lost(stat: &LogStat) -> Vec<ChunkHandle> {
+    stat.chunks
+        .iter()
+        .filter(|c| c.lost_end > c.length)
+        .map(|c| c.handle)
+        .collect()
 }
 
 /// Whether `address` is among `chunkservers` and live.
@@ -142,7 +159,9 @@ pub async fn recreate(
 
 #[cfg(test)]
 mod tests {
-    use cairn_client::{ChunkOffset, ChunkReplicas, ChunkState, ChunkVersion, ReplicaStatus};
+    use cairn_client::{
+        ChunkOffset, ChunkReplicas, ChunkStat, ChunkState, ChunkVersion, ReplicaStatus,
+    };
 
     use super::*;
 
@@ -182,8 +201,8 @@ mod tests {
     }
 
     // Proves: a chunk no chunkserver reports is unheld, one whose only holder is down is not
-    // (it may come back with it), nor a corrupt one; and the placed chunkserver counts as live
-    // only if it is listed live.
+    // (it may come back with it); a chunk cut back below what it held counts as lost whoever
+    // holds it now; and the placed chunkserver counts as live only if it is listed live.
     #[test]
     fn a_chunk_is_lost_only_when_nobody_reports_it_and_its_chunkserver_is_live() {
         let log = LogReplicas {
@@ -197,6 +216,28 @@ mod tests {
             ],
         };
         assert_eq!(unheld(&log), vec![ChunkHandle(2)]);
+        let stat_chunk = |handle: u64, length: u64, lost_end: u64| ChunkStat {
+            index: 0,
+            handle: ChunkHandle(handle),
+            state: ChunkState::Sealed,
+            length: ChunkOffset(length),
+            version: ChunkVersion(2),
+            replicas: vec!["a:1".into()],
+            primary: None,
+            lost_end: ChunkOffset(lost_end),
+        };
+        let stat = LogStat {
+            path: "/exec/s/outputs/0".into(),
+            replication: 1,
+            min_replicas: 1,
+            chunk_bytes: 1 << 20,
+            chunks: vec![stat_chunk(1, 4096, 0), stat_chunk(4, 32, 9632)],
+        };
+        assert_eq!(
+            recorded_lost(&stat),
+            vec![ChunkHandle(4)],
+            "cut back below what it held"
+        );
         let servers = [chunkserver("a:1", true), chunkserver("b:1", false)];
         assert!(is_live(&servers, "a:1"));
         assert!(!is_live(&servers, "b:1"), "down");

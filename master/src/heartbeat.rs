@@ -60,6 +60,10 @@ pub(crate) struct Servers {
     /// not clear a mark (the chunkserver does not know of it); it ends when the chunkserver
     /// stops reporting the replica or a repair copy replaces it ([`Servers::clear_mark`]).
     marks: BTreeMap<(String, ChunkHandle), String>,
+    /// The longest length past the chunk header any chunkserver reported for each chunk since
+    /// the master started, kept after the replicas are gone: evidence that an open chunk whose
+    /// every replica vanished held records (see `MasterCore::seal_lost`).
+    held: BTreeMap<ChunkHandle, ChunkOffset>,
 }
 
 impl Servers {
@@ -82,6 +86,7 @@ impl Servers {
         let old = std::mem::take(&mut server.replicas);
         for r in replicas {
             server.replicas.insert(r.handle, (*r, None));
+            note_held(&mut self.held, r);
         }
         for (h, (report, set_at)) in old {
             let fresh = set_at.is_some_and(|t| now.saturating_duration_since(t) < recent);
@@ -184,12 +189,24 @@ impl Servers {
     /// chunkserver's next report.
     pub(crate) fn set_replica(&mut self, address: &str, now: Instant, report: ReplicaReport) {
         if let Some(server) = self.servers.get_mut(address) {
+            note_held(&mut self.held, &report);
             server.replicas.insert(report.handle, (report, Some(now)));
             self.locations
                 .entry(report.handle)
                 .or_default()
                 .insert(address.to_owned());
         }
+    }
+
+    /// The longest length any chunkserver reported for `handle` since the master started, if
+    /// one reported bytes past its header.
+    pub(crate) fn longest_reported(&self, handle: ChunkHandle) -> Option<ChunkOffset> {
+        self.held.get(&handle).copied()
+    }
+
+    /// Forgets what was reported of `handle` (the chunk is gone from the metadata).
+    pub(crate) fn forget_chunk(&mut self, handle: ChunkHandle) {
+        self.held.remove(&handle);
     }
 
     /// Forgets `address`'s replica of `handle` at once: the master has just asked for its
@@ -265,6 +282,14 @@ impl Servers {
     /// Whether any chunkserver reports `handle`.
     pub(crate) fn anyone_has(&self, handle: ChunkHandle) -> bool {
         self.locations.contains_key(&handle)
+    }
+}
+
+/// Keeps in `held` the longest length `report` shows past the chunk header.
+fn note_held(held: &mut BTreeMap<ChunkHandle, ChunkOffset>, report: &ReplicaReport) {
+    if report.length > ChunkOffset::FIRST_FRAME {
+        let longest = held.entry(report.handle).or_insert(report.length);
+        *longest = (*longest).max(report.length);
     }
 }
 

@@ -1,7 +1,8 @@
 //! Data directories belong to one process and one cluster: a second `cairn master`,
 //! `cairn chunkserver` or `cairn local` on a directory in use exits non-zero naming it and its
 //! holder and changes nothing; a chunkserver holding replicas but no cluster id joins no master
-//! unless told to with `--adopt-cluster-id`.
+//! unless told to with `--adopt-cluster-id`; a wiped data directory loses its open chunk's
+//! records loudly (replay reports them skipped), not silently.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -239,4 +240,87 @@ fn a_chunkserver_with_replicas_and_no_cluster_id_joins_only_when_told() {
         before.iter().all(|f| now.contains(f)),
         "the master knew them all: {before:?} {now:?}"
     );
+}
+
+/// Proves: the open chunk of a replication-1 log whose only replica is wiped (its chunkserver
+/// SIGKILLed, its data directory removed, restarted empty) after the master heard of its
+/// records is not dropped as if it had never held any: a replay reports its bytes skipped (the
+/// records went with the disk; nothing brings them back, but nothing hides it either), the
+/// chunk keeps its place sealed with those bytes recorded as lost, and appends go on in the next
+/// chunk.
+///
+/// How: 1 master + 1 chunkserver (fast failure detection); 200 records appended and
+/// acknowledged; wait until `stat` shows the open chunk's bytes (a heartbeat reported them);
+/// wipe; replay.
+#[test]
+fn a_wiped_open_chunk_is_reported_lost_not_dropped() {
+    let _serial = cairn_tests::serial();
+    let mut cluster = Cluster::start(1, ClusterOpts::fast_failure_detection());
+    cluster.create_log(
+        "/one",
+        LogOpts {
+            chunk_bytes: 1 << 20,
+            replication: 1,
+        },
+    );
+    let lines: Vec<Vec<u8>> = (0..200)
+        .map(|i| format!("before-{i:04}").into_bytes())
+        .collect();
+    cluster
+        .append("before", "/one", lines, Duration::from_secs(60))
+        .assert_all_acked();
+    let held = wait_until(
+        "a report of the open chunk's bytes",
+        Duration::from_secs(30),
+        || {
+            let stat = cluster.stat("/one");
+            let c = stat.chunks.first()?;
+            (!c.is_sealed() && c.length > 4096).then_some(c.length)
+        },
+    );
+
+    cluster.kill(Role::Chunkserver(0));
+    let dir = cluster.data_dir(Role::Chunkserver(0)).to_owned();
+    std::fs::remove_dir_all(&dir).expect("wipe");
+    cluster.restart_chunkserver(0);
+
+    let replay = cluster.replay("/one", false, Duration::from_secs(60));
+    let records = replay
+        .events
+        .iter()
+        .filter(|e| matches!(e, cairn_tests::Event::Record(_)))
+        .count();
+    let skipped: Vec<&String> = replay
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            cairn_tests::Event::Skipped { raw } => Some(raw),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(records, 0, "the records went with the wiped disk");
+    assert_eq!(skipped.len(), 1, "their bytes are reported: {skipped:?}");
+    let stat = cluster.stat("/one");
+    let lost = &stat.chunks[0];
+    assert!(lost.is_sealed() && lost.replicas.is_empty(), "{}", stat.raw);
+    assert_eq!(stat.raw["chunks"][0]["lost_end"], held, "{}", stat.raw);
+    assert_eq!(
+        stat.raw["chunks"][0]["length"], 32,
+        "cut back to its header"
+    );
+
+    let after: Vec<Vec<u8>> = (0..50)
+        .map(|i| format!("after-{i:04}").into_bytes())
+        .collect();
+    cluster
+        .append("after", "/one", after, Duration::from_secs(60))
+        .assert_all_acked();
+    let replay = cluster.replay("/one", false, Duration::from_secs(60));
+    let records = replay
+        .events
+        .iter()
+        .filter(|e| matches!(e, cairn_tests::Event::Record(_)))
+        .count();
+    assert_eq!(records, 50, "appends go on past the lost chunk");
+    assert!(cluster.stat("/one").chunks.len() >= 2);
 }

@@ -359,9 +359,10 @@ impl Reader {
                     chunk: index,
                     offset: end,
                     len,
-                    reason: "lost with every replica that held these bytes (the chunk was \
-                             salvaged from the replicas that survived; the bytes were never \
-                             acknowledged unless a second fault had cut those replicas too)"
+                    reason: "lost with every replica that held these bytes (the master cut \
+                             the chunk back to what surviving replicas held, or to its header \
+                             when none survived; acknowledged records are among them only if \
+                             every replica that held them was lost)"
                         .to_owned(),
                 });
             }

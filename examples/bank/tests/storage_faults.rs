@@ -236,8 +236,7 @@ async fn storage_faults_beneath_the_replicas_change_no_reply() {
 
     // (4) Wiped again while replica R is down: R finds it lost as it starts. First the
     // chunkserver is SIGKILLed and restarted, so that R's appends fail and its open chunk is
-    // sealed: a sealed chunk that no chunkserver holds is what R recognises as lost. (The open
-    // chunk after it, gone too, is dropped by the master as if it had never held a record.)
+    // sealed with records on it: a replay of the log then fails at that chunk once it is gone.
     let path = format!("/exec/bank/outputs/{R}");
     let deadline = Instant::now() + Duration::from_secs(60);
     while outputs_past_damage(&client, R).await.0.len() < 100 {

@@ -259,6 +259,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
         let mut g = self.lock();
         for h in handles {
             g.dying.remove(h);
+            g.servers.forget_chunk(*h);
         }
     }
 

@@ -94,6 +94,12 @@ impl<C: ChunkserverApi> MasterCore<C> {
         match crate::seal::plan(&outcomes, proven_empty) {
             SealPlan::Unavailable => Err(Error::FenceUnanswered { handle }),
             SealPlan::Abandon => {
+                let held = self.lock().servers.longest_reported(handle);
+                if let Some(held) = held.filter(|_| !proven_empty) {
+                    self.seal_lost(path, lock, handle, new_version, held)
+                        .await?;
+                    return self.allocate(path, lock, &[]).await;
+                }
                 self.abandon(path, lock, handle).await?;
                 warn!(
                     log = path,
@@ -162,6 +168,56 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 self.allocate(path, lock, &answered).await
             }
         }
+    }
+
+    /// The open chunk `handle` has no replica left (every fence found none), yet a chunkserver
+    /// reported `held` bytes of it: records, possibly acknowledged, that every replica lost
+    /// (all of them wiped, say). Rather than drop it as if it never held one, it is sealed
+    /// at `held` and at once cut back to its header (a seal, then a salvage, both logged), so
+    /// that it stays in the log with `[FIRST_FRAME, held)` recorded as lost and every reader
+    /// reports those bytes skipped. Called with the log's lock held, `version` logged.
+    async fn seal_lost(
+        &self,
+        path: &str,
+        lock: &LogLock,
+        handle: ChunkHandle,
+        version: ChunkVersion,
+        held: ChunkOffset,
+    ) -> Result<()> {
+        let sequence = {
+            let mut g = self.lock();
+            let log = g.check_log(path, lock)?;
+            let writer_marks = log.writer_marks.clone();
+            let still_ours = g
+                .meta
+                .open_chunk(path)
+                .is_some_and(|c| c.handle == handle && c.version == version);
+            if !still_ours {
+                return Err(Error::FenceUnanswered { handle });
+            }
+            g.record(Entry::Seal {
+                handle,
+                version,
+                length: held,
+                replicas: Vec::new(),
+                writer_marks,
+            });
+            g.record(Entry::Salvage {
+                handle,
+                version,
+                length: ChunkOffset::FIRST_FRAME,
+                replicas: Vec::new(),
+            })
+        };
+        self.commit(sequence).await?;
+        warn!(
+            log = path,
+            chunk = %handle,
+            %version,
+            lost_end = %held,
+            "every replica of the open chunk is gone, though one reported records: sealed with its bytes recorded as lost"
+        );
+        Ok(())
     }
 
     /// Fences `handle` with `new_version` on each of `targets` in parallel, each call bounded by
@@ -260,6 +316,68 @@ mod tests {
 
     use crate::core::fake::{Fake, repair_until_done, with_open_chunk};
     use crate::meta::{ChunkState, WriterMark};
+
+    // Proves: an open chunk whose every replica is wiped after one reported records (each
+    // chunkserver re-registers without it, so every fence finds none) is not dropped as if it
+    // never held one: it is sealed at its header with the reported length recorded as lost (so
+    // readers report those bytes skipped), it keeps its place in the log, and the next chunk
+    // takes index 1. One that no chunkserver ever reported past its header is still dropped.
+    #[tokio::test]
+    async fn an_open_chunk_wiped_everywhere_after_holding_records_is_sealed_as_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(Fake::default());
+        let (m, first) = with_open_chunk(dir.path(), &fake).await;
+        let held = ReplicaReport {
+            length: ChunkOffset(6000),
+            ..crate::core::fake::report(first.handle, first.version)
+        };
+        m.heartbeat("a:1", &[held]).await.unwrap();
+        fake.st().replicas.clear();
+        for a in ["a:1", "b:1", "c:1"] {
+            m.register(a, &[]).await.unwrap();
+        }
+        let next = m
+            .seal_chunk("/l", first.handle, first.version, "wiped")
+            .await
+            .unwrap();
+        assert_eq!(next.index, 1, "the lost chunk keeps index 0");
+        let info = m.stat_log("/l").unwrap();
+        let lost = &info.chunks[0];
+        assert_eq!(lost.handle, first.handle);
+        assert_eq!(lost.state, ChunkState::Sealed);
+        assert_eq!(
+            (lost.length, lost.lost_end),
+            (ChunkOffset::FIRST_FRAME, ChunkOffset(6000))
+        );
+        assert!(lost.replicas.is_empty());
+
+        // The next chunk, wiped before any report of its bytes: dropped, index 1 reused.
+        fake.st().replicas.clear();
+        for a in ["a:1", "b:1", "c:1"] {
+            m.register(a, &[]).await.unwrap();
+        }
+        let after = m
+            .seal_chunk("/l", next.handle, next.version, "wiped")
+            .await
+            .unwrap();
+        assert_eq!(
+            after.index, 1,
+            "a chunk that never held a record is dropped"
+        );
+        assert_ne!(after.handle, next.handle);
+        // A restarted master replays the seal and the salvage from its operation log.
+        drop(m);
+        let m = crate::core::fake::start(dir.path(), &fake);
+        let lost = m.stat_log("/l").unwrap().chunks[0].clone();
+        assert_eq!(
+            (lost.state, lost.length, lost.lost_end),
+            (
+                ChunkState::Sealed,
+                ChunkOffset::FIRST_FRAME,
+                ChunkOffset(6000)
+            )
+        );
+    }
 
     // Many clients sealing the same full chunk at once: one fence round, one seal at the
     // longest durable length (on the one replica that holds it; the repair loop brings the
