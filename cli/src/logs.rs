@@ -1,4 +1,4 @@
-//! `cairn create`, `cairn ls`, `cairn stat`: the log namespace.
+//! `cairn create`, `cairn ls`, `cairn stat`, `cairn rm`: the log namespace.
 
 use std::process::ExitCode;
 
@@ -60,6 +60,15 @@ pub(crate) struct StatArgs {
     master: MasterArg,
 }
 
+/// `cairn rm LOG`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct RmArgs {
+    /// The log's path.
+    log: String,
+    #[command(flatten)]
+    master: MasterArg,
+}
+
 /// Creates a log.
 pub(crate) fn create(args: &CreateArgs) -> anyhow::Result<ExitCode> {
     cluster::run(async {
@@ -90,6 +99,24 @@ pub(crate) fn create(args: &CreateArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default()
         );
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Deletes a log. Its records are gone for good: readers and appenders of it fail from now
+/// on, and the chunkservers delete its replicas at their next report.
+pub(crate) fn rm(args: &RmArgs) -> anyhow::Result<ExitCode> {
+    cluster::run(async {
+        let client = cluster::connect(&args.master).await?;
+        match client.delete_log(&args.log).await {
+            Ok(()) => {
+                println!("deleted {}", args.log);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(cairn_client::Error::LogNotFound { .. }) => {
+                anyhow::bail!("no log {}", args.log)
+            }
+            Err(e) => Err(e.into()),
+        }
     })
 }
 

@@ -66,6 +66,8 @@ enum Command {
     Ls(logs::LsArgs),
     /// Show a log's chunks.
     Stat(logs::StatArgs),
+    /// Delete a log: its metadata at once, its chunks' replicas on the chunkservers after.
+    Rm(logs::RmArgs),
     /// Check every replica of every chunk of a log; report corrupt ones to the master.
     Fsck(fsck::FsckArgs),
     /// Measure a running cluster (--log LOG …), or parts of Cairn on this machine (`store`).
@@ -73,6 +75,32 @@ enum Command {
     /// The execution layer: create a hosted service's logs, list services, show one's status.
     #[command(subcommand)]
     Exec(exec::ExecCommand),
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+impl Command {
+    /// Whether this command runs a server (master, chunkserver, a local cluster), as opposed
+    /// to a tool whose output may go into a pipe.
+    fn is_server(&self) -> bool {
+        matches!(
+            self,
+            Command::Chunkserver(_) | Command::Master(_) | Command::Local(_)
+        )
+    }
+}
+
+/// Gives SIGPIPE back its default action, so that a tool whose reader went away (`cairn fsck
+/// LOG | head`) ends quietly, as Unix tools do, instead of panicking in `println!` (Rust
+/// ignores SIGPIPE). Servers keep ignoring it: a closed log pipe must not kill a chunkserver.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: signal(2) with a valid signal and SIG_DFL, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// `cairn bench`: the cluster bench with its flags, or a subcommand.
@@ -106,6 +134,9 @@ fn main() -> ExitCode {
             };
         }
     };
+    if !cli.command.is_server() {
+        end_quietly_on_a_closed_pipe();
+    }
     let result = match &cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Chunkserver(args) => chunkserver::run(args),
@@ -117,6 +148,7 @@ fn main() -> ExitCode {
         Command::Tail(args) => replay::tail(args),
         Command::Ls(args) => logs::ls(args),
         Command::Stat(args) => logs::stat(args),
+        Command::Rm(args) => logs::rm(args),
         Command::Fsck(args) => fsck::run(args),
         Command::Bench(BenchArgs {
             command: Some(Bench::Store(args)),
@@ -127,6 +159,11 @@ fn main() -> ExitCode {
             cluster,
         }) => bench_cluster::run(cluster),
         Command::Exec(command) => exec::run(command),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "cairn", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
