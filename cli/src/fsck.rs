@@ -1,6 +1,6 @@
-//! `cairn fsck LOG`: the wiring of [`cairn_client::Client::fsck`] (which reads and checks
-//! every replica of each chunk of a log and reports corrupt ones to the master): its
-//! arguments, a progress bar, the table or JSON it prints and the exit status.
+//! `cairn fsck [LOG]`: the wiring of [`cairn_client::Client::fsck`] (which reads and checks
+//! every replica of each chunk of a log and reports corrupt ones to the master) over one log or
+//! every log: its arguments, a progress bar, the table or JSON it prints and the exit status.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -10,10 +10,10 @@ use serde_json::json;
 
 use crate::cluster::{self, MasterArg};
 
-/// `cairn fsck LOG`.
+/// `cairn fsck [LOG]`.
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = "\
-For every chunk of the log, reads every replica the master knows of (whatever its state) from \
+Without LOG, checks every log in the namespace, in path order. For every chunk of a log, reads every replica the master knows of (whatever its state) from \
 its chunkserver and checks: the chunk header (magic, checksum, handle, capacity); every frame's \
 checksum, with valid records or padding ending exactly at the replica's readable end; for \
 sealed chunks, that each replica is sealed at the chunk's version and sealed length and that \
@@ -30,18 +30,19 @@ Every corrupt replica the master does not know about yet is reported to it; the 
 copies the chunk from a good replica and deletes the corrupt one, as for any corrupt replica. \
 Run fsck again later to see the result.
 
-JSON (--json): one object with `path`, `replication`, `chunk_bytes`, `chunks` (each with \
+JSON (--json): for each log, one line holding one object with `path`, `replication`, `chunk_bytes`, `chunks` (each with \
 `index`, `handle`, `state`, `version`, `length`, `replication`, `primary`, `status`, \
 `verified` and `replicas`, each with \
 `address`, `status`, `detail`, `version`, `length`, `sealed`, `bytes_verified`, `crc32` and \
 `reported`) and `summary` (`chunks`, `replicas_checked`, `bytes_verified`, `healthy`, \
 `under_replicated`, `stale`, `corrupt`, `reported_corrupt`, `ok`).
 
-Exit status: 0 when every chunk has at least its replication factor of healthy replicas and no \
-replica is corrupt or stale; 1 otherwise, and when fsck cannot run (an error line says why).")]
+Exit status: 0 when every chunk of every log checked has at least its replication factor of \
+healthy replicas and no replica is corrupt or stale; 1 otherwise, and when fsck cannot run (an \
+error line says why).")]
 pub(crate) struct FsckArgs {
-    /// The log's path.
-    log: String,
+    /// The log's path; every log when omitted.
+    log: Option<String>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -53,32 +54,68 @@ pub(crate) struct FsckArgs {
 pub(crate) fn run(args: &FsckArgs) -> anyhow::Result<ExitCode> {
     cluster::run(async {
         let client = cluster::connect(&args.master).await?;
-        let log = client
-            .list_replicas(&args.log)
-            .await
-            .map_err(cluster::hint)?;
-        let progress = progress_bar(bytes_to_read(&log));
-        let report = client
-            .fsck(log, |n| {
-                if let Some(p) = &progress {
-                    p.inc(n);
-                }
-            })
-            .await;
+        let paths = match &args.log {
+            Some(log) => vec![log.clone()],
+            None => {
+                let mut logs: Vec<String> = client
+                    .list_logs("")
+                    .await?
+                    .into_iter()
+                    .map(|l| l.path)
+                    .collect();
+                logs.sort();
+                logs
+            }
+        };
+        let mut logs = Vec::with_capacity(paths.len());
+        for path in &paths {
+            logs.push(client.list_replicas(path).await.map_err(cluster::hint)?);
+        }
+        let progress = progress_bar(logs.iter().map(bytes_to_read).sum());
+        let mut ok = true;
+        for (i, log) in logs.into_iter().enumerate() {
+            let report = client
+                .fsck(log, |n| {
+                    if let Some(p) = &progress {
+                        p.inc(n);
+                    }
+                })
+                .await;
+            ok &= report.summary.ok();
+            if let Some(p) = &progress {
+                p.suspend(|| print_report(&report, args.json, i > 0));
+            } else {
+                print_report(&report, args.json, i > 0);
+            }
+        }
         if let Some(p) = progress {
             p.finish_and_clear();
         }
-        if args.json {
-            println!("{}", to_json(&report));
-        } else {
-            print_table(&report);
+        if args.log.is_none() && !args.json {
+            println!(
+                "{} log(s) checked: {}",
+                paths.len(),
+                if ok { "all healthy" } else { "NOT all healthy" }
+            );
         }
-        Ok(if report.summary.ok() {
+        Ok(if ok {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
         })
     })
+}
+
+/// Prints one log's report: a JSON line, or its table (after a blank line unless `first`).
+fn print_report(report: &FsckReport, json: bool, after_another: bool) {
+    if json {
+        println!("{}", to_json(report));
+    } else {
+        if after_another {
+            println!();
+        }
+        print_table(report);
+    }
 }
 
 fn progress_bar(total: u64) -> Option<indicatif::ProgressBar> {
