@@ -64,8 +64,25 @@ where
         .context("start the runtime")?;
     match rt.block_on(f) {
         Err(e) if is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
+        Err(e) if is_not_a_master(&e) => Err(anyhow::anyhow!(
+            "the address given with --master (or CAIRN_MASTER) is not a Cairn master: it does \
+             not serve the master's API (is it a chunkserver's or a front door's?)"
+        )),
         r => r,
     }
+}
+
+/// gRPC's status code `UNIMPLEMENTED`.
+const UNIMPLEMENTED: i32 = 12;
+
+/// Whether `e` is an `UNIMPLEMENTED` answer: the master's RPCs sent to something else.
+fn is_not_a_master(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<cairn_client::Error>(),
+            Some(cairn_client::Error::Rpc { code, .. }) if *code as i32 == UNIMPLEMENTED
+        )
+    })
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

@@ -16,7 +16,9 @@ pub enum Error {
     ZeroWriter,
     /// A chunk capacity outside the allowed bounds or not 8-byte aligned.
     #[error(
-        "chunk capacity {chunk_bytes} bytes is not a multiple of 8 within {min}..={max}",
+        "chunk capacity of {chunk_bytes} bytes is {problem}: a capacity is a multiple of 8 bytes \
+         from {min} bytes (4 KiB) to {max} bytes (1 GiB)",
+        problem = capacity_problem(*.chunk_bytes),
         min = crate::limits::CHUNK_BYTES_MIN,
         max = crate::limits::CHUNK_BYTES_MAX
     )]
@@ -30,6 +32,17 @@ pub enum Error {
         /// The padding length that was asked for.
         len: usize,
     },
+}
+
+/// What is wrong with a refused chunk capacity, in words.
+fn capacity_problem(chunk_bytes: u64) -> &'static str {
+    if chunk_bytes < crate::limits::CHUNK_BYTES_MIN {
+        "too small"
+    } else if chunk_bytes > crate::limits::CHUNK_BYTES_MAX {
+        "too large"
+    } else {
+        "not a multiple of 8"
+    }
 }
 
 /// Why a chunk-file header or a frame did not decode. "Need more bytes" is kept apart from "bad
@@ -54,3 +67,20 @@ pub enum DecodeError {
 
 /// `Result` with the record crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves: a refused capacity's message says what is wrong with it (2 GiB is too large, not
+    // misaligned) and the bounds in plain numbers, not Rust range syntax.
+    #[test]
+    fn a_bad_capacity_says_what_is_wrong() {
+        let text = |n| Error::BadCapacity { chunk_bytes: n }.to_string();
+        assert!(text(2 << 30).contains("is too large"), "{}", text(2 << 30));
+        assert!(text(1000).contains("is too small"));
+        assert!(text(4097).contains("is not a multiple of 8"));
+        assert!(!text(4097).contains("..="));
+        assert!(text(4097).ends_with("from 4096 bytes (4 KiB) to 1073741824 bytes (1 GiB)"));
+    }
+}

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use cairn_tests::{Cluster, ClusterOpts, LogOpts, Role, cairn_bin};
+use cairn_tests::{Cluster, ClusterOpts, Cmd, LogOpts, Role, cairn_bin};
 
 /// Runs `cairn ARGS…` in a shell with its stdout into a pipe whose reader closes it at once;
 /// returns cairn's stderr.
@@ -156,5 +156,50 @@ fn fsck_without_a_log_checks_the_whole_namespace() {
     assert_eq!(
         out.lines().last().unwrap(),
         format!("{logs} log(s) checked: NOT all healthy")
+    );
+}
+
+/// Proves: mistakes get one clear line each: `--master` pointed at a chunkserver says it is not
+/// a master (not "rpc failed (Unimplemented)"); a 2 GiB chunk size says it is too large (not
+/// "not a multiple of 8", nor Rust range syntax); a replication factor above the live
+/// chunkservers fails (not retried: `FAILED_PRECONDITION`) with both counts once the master has
+/// waited its dead-after period for registrations (1 s here).
+#[test]
+fn mistakes_get_one_clear_line_each() {
+    let _serial = cairn_tests::serial();
+    let cluster = Cluster::start(3, ClusterOpts::fast_failure_detection());
+    let one_line = |out: &cairn_tests::Output| {
+        assert!(!out.success(), "{out:?}");
+        let err = out.stderr_str();
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        err.trim().to_owned()
+    };
+    let chunkserver = cluster.chunkserver_addr(0);
+    for args in [
+        vec!["ls", "--master", chunkserver.as_str()],
+        vec!["replay", "/x", "--master", chunkserver.as_str()],
+    ] {
+        let err = one_line(&Cmd::new(cairn_bin()).args(&args).run());
+        assert!(err.contains("is not a Cairn master"), "{args:?}: {err}");
+    }
+    let big = one_line(
+        &cluster
+            .cairn(&["create", "/big", "--chunk-size", "2GiB"])
+            .run(),
+    );
+    assert!(
+        big.contains("is too large") && !big.contains("..="),
+        "{big}"
+    );
+    // Past the master's first dead-after period (it waits that long for registrations).
+    std::thread::sleep(Duration::from_millis(1500));
+    let wide = one_line(
+        &cluster
+            .cairn(&["create", "/wide", "--replication", "5"])
+            .run(),
+    );
+    assert!(
+        wide.contains("replication 5 exceeds the 3 live chunkserver(s)"),
+        "{wide}"
     );
 }
