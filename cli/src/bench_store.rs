@@ -34,14 +34,15 @@ pub(crate) struct StoreArgs {
     /// Records to append in total. Default 100000.
     #[arg(long, default_value_t = 100_000)]
     records: u64,
-    /// Payload bytes per record. Default 1024; at most a quarter of the chunk size.
-    #[arg(long, default_value_t = 1024)]
+    /// Payload bytes per record (a size: 1024, 1KiB, 64KiB). Default 1024; at most a quarter of
+    /// the chunk size.
+    #[arg(long, value_parser = crate::cluster::parse_bytes_usize, default_value = "1024")]
     size: usize,
     /// Concurrent appenders, each with one append in flight. Default 32.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
     /// Chunk capacity in bytes, header included. Default 64 MiB.
-    #[arg(long, default_value_t = CHUNK_BYTES_DEFAULT)]
+    #[arg(long, value_parser = crate::cluster::parse_bytes, default_value_t = CHUNK_BYTES_DEFAULT)]
     chunk_bytes: u64,
     /// Tokio worker threads for the appenders. Default 2.
     #[arg(long, default_value_t = 2)]

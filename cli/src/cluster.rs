@@ -14,27 +14,20 @@ pub(crate) struct MasterArg {
     pub(crate) master: String,
 }
 
-/// Parses a byte count: plain digits, or a number with a suffix (`K`/`KiB` = 1024, `M`/`MiB`,
-/// `G`/`GiB`; `KB`/`MB`/`GB` are powers of 1000).
+/// A byte count from the command line, for every size flag alike: a plain number of bytes, or
+/// a number with a unit, SI (`k`/`KB` 1,000, `MB`, `GB`) or IEC (`KiB` 1,024, `MiB`, `GiB`),
+/// case-insensitive, as the `bytesize` crate reads it (`64MiB`, `1.5 GiB`, `1GB`).
 pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, suffix) = s.split_at(split);
-    let n: u64 = digits
+    let size: bytesize::ByteSize = s
+        .trim()
         .parse()
-        .map_err(|_| format!("{s:?} is not a byte count (e.g. 65536, 256KiB, 64MiB)"))?;
-    let unit: u64 = match suffix.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        other => return Err(format!("unknown size suffix {other:?} in {s:?}")),
-    };
-    n.checked_mul(unit)
-        .ok_or_else(|| format!("{s:?} is too large"))
+        .map_err(|_| format!("{s:?} is not a size (e.g. 65536, 256KiB, 64MiB, 1GB)"))?;
+    Ok(size.as_u64())
+}
+
+/// [`parse_bytes`] for a size held in a `usize`.
+pub(crate) fn parse_bytes_usize(s: &str) -> Result<usize, String> {
+    usize::try_from(parse_bytes(s)?).map_err(|_| format!("{s:?} is too large"))
 }
 
 /// Logs of client commands go to stderr, errors only unless `RUST_LOG` says otherwise: a
@@ -109,18 +102,22 @@ pub(crate) fn hint(e: cairn_client::Error) -> anyhow::Error {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bytes;
+    use super::*;
 
+    // Proves: every size flag reads SI and IEC units the same way (k and KB are 1,000, KiB is
+    // 1,024), plain numbers as bytes, fractions of a unit, and refuses what is not a size.
     #[test]
-    fn byte_counts_with_and_without_suffixes() {
-        assert_eq!(parse_bytes("65536"), Ok(65536));
+    fn sizes_take_si_and_iec_units() {
+        assert_eq!(parse_bytes("65536"), Ok(65_536));
         assert_eq!(parse_bytes("256KiB"), Ok(256 << 10));
         assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_bytes("64M"), Ok(64 << 20));
-        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_bytes("10kb"), Ok(10_000));
-        assert!(parse_bytes("three").is_err());
-        assert!(parse_bytes("12XB").is_err());
+        assert_eq!(parse_bytes("64 mib"), Ok(64 << 20));
+        assert_eq!(parse_bytes("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_bytes("64k"), Ok(64_000));
+        assert_eq!(parse_bytes("1.5MiB"), Ok(3 << 19));
+        assert_eq!(parse_bytes_usize("1MiB"), Ok(1 << 20));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("12 parsecs").is_err());
         assert!(parse_bytes("").is_err());
     }
 }

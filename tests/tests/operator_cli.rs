@@ -203,3 +203,32 @@ fn mistakes_get_one_clear_line_each() {
         "{wide}"
     );
 }
+
+/// Proves: size flags share one set of units: `create --chunk-size 256KiB` makes 262,144-byte
+/// chunks, and `bench store --size 1KiB` (refused before: it took only a plain number) runs.
+#[test]
+fn sizes_take_units_on_every_flag() {
+    let _serial = cairn_tests::serial();
+    let cluster = Cluster::start(3, ClusterOpts::default());
+    cluster
+        .cairn(&["create", "/units", "--chunk-size", "256KiB"])
+        .run_ok();
+    assert_eq!(cluster.stat("/units").raw["chunk_bytes"], 262_144);
+    let dir = tempfile::tempdir().unwrap();
+    let bench = Cmd::new(cairn_bin())
+        .args(["bench", "store", "--dir"])
+        .args([dir.path()])
+        .args([
+            "--records",
+            "200",
+            "--size",
+            "1KiB",
+            "--chunk-bytes",
+            "1MiB",
+            "--json",
+        ])
+        .run_ok();
+    let report: serde_json::Value = serde_json::from_slice(&bench.stdout).expect("JSON");
+    assert_eq!(report["size"], 1024, "{report}");
+    assert_eq!(report["chunk_bytes"], 1 << 20, "{report}");
+}
