@@ -30,24 +30,15 @@ pub(crate) fn parse_bytes_usize(s: &str) -> Result<usize, String> {
     usize::try_from(parse_bytes(s)?).map_err(|_| format!("{s:?} is too large"))
 }
 
-/// Logs of client commands go to stderr, errors only unless `RUST_LOG` says otherwise: a
-/// failure is reported once, as the `error:` line.
-pub(crate) fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 /// Runs a client command: tracing, the runtime, then `f`. A closed stdout (`cairn replay LOG |
 /// head`) ends the command quietly, as it does for other Unix tools.
 pub(crate) fn run<F>(f: F) -> anyhow::Result<ExitCode>
 where
     F: std::future::Future<Output = anyhow::Result<ExitCode>>,
 {
-    init_tracing();
+    // Client commands log errors only unless `RUST_LOG` says otherwise: a failure is reported
+    // once, as the `error:` line.
+    crate::logging::init("error");
     // One thread: the command's own future and the appender's or reader's task then run
     // side by side on it, so waking one never costs an OS thread wake-up (and the servers
     // keep the other core).

@@ -36,7 +36,8 @@ pub(crate) fn run(args: &LocalArgs) -> anyhow::Result<ExitCode> {
         port: args.port,
         adopt_cluster_id: args.adopt_cluster_id,
     };
-    crate::serve::init_tracing();
+    crate::logging::init("info");
+    crate::logging::starting("local");
     let rt = crate::serve::runtime().context("start the runtime")?;
     rt.block_on(async {
         let cluster = cairn_local::LocalCluster::start(&config).await?;

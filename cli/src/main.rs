@@ -14,21 +14,29 @@ mod exec;
 mod fsck;
 mod inspect;
 mod local;
+mod logging;
 mod logs;
 mod master;
 mod replay;
 mod serve;
 
-/// What `cairn --version` prints: the version, and a warning if this binary has the test-only
-/// fault injection (cargo feature `test-faults`; the multi-process tests look for
-/// the words `(test-faults:` in it).
+/// What `cairn --version` prints: the version and the commit it was built from, and a warning
+/// if this binary has the test-only fault injection (cargo feature `test-faults`; the
+/// multi-process tests look for the words `(test-faults:` in it).
 const VERSION: &str = if cairn_chunkserver::TEST_FAULTS && cairn_master::TEST_FAULTS {
     concat!(
         env!("CARGO_PKG_VERSION"),
-        " (test-faults: hidden fault-injection flags; never for real data)"
+        " (commit ",
+        env!("CAIRN_COMMIT"),
+        ") (test-faults: hidden fault-injection flags; never for real data)"
     )
 } else {
-    env!("CARGO_PKG_VERSION")
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (commit ",
+        env!("CAIRN_COMMIT"),
+        ")"
+    )
 };
 
 /// The words in `cairn --version` of a binary built with the feature `test-faults`.
@@ -41,6 +49,15 @@ const TEST_FAULTS_MARK: &str = "(test-faults:";
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines on stderr are written: text, or json (one object per line).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = logging::LogFormat::Text,
+        env = "CAIRN_LOG_FORMAT"
+    )]
+    log_format: logging::LogFormat,
 }
 
 /// The subcommands.
@@ -134,6 +151,7 @@ fn main() -> ExitCode {
             };
         }
     };
+    logging::set_format(cli.log_format);
     if !cli.command.is_server() {
         end_quietly_on_a_closed_pipe();
     }

@@ -11,7 +11,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
     // Held until this process ends: no second process may use the directory meanwhile.
     let _lock = cairn_local::dir_lock::lock(&config.data_dir)?;
     let listen = config.listen.clone();
-    crate::serve::run_role(&listen, |listener, shutdown| {
+    crate::serve::run_role("master", &listen, |listener, shutdown| {
         cairn_master::serve(config, listener, shutdown)
     })
 }

@@ -1,18 +1,5 @@
-//! What every server subcommand (`chunkserver`, `master`, `local`) shares: the tracing
-//! subscriber, the shutdown signal, the runtime and [`run_role`].
-
-/// Installs the tracing subscriber: `RUST_LOG` filter (default `info`), to stderr. Safe to call
-/// more than once (later calls do nothing).
-pub(crate) fn init_tracing() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-}
+//! What every server subcommand (`chunkserver`, `master`, `local`) shares: the shutdown
+//! signal, the runtime and [`run_role`].
 
 /// A tokio runtime with two worker threads: with a master, three chunkservers and clients on
 /// two cores, more workers only add context switches (seen in profiles of `cairn local`).
@@ -23,17 +10,23 @@ pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Runs one server role in the foreground: installs tracing, starts the runtime, binds `listen`
-/// and runs `serve(listener, shutdown)` until Ctrl-C or SIGTERM. `cairn master` and
-/// `cairn chunkserver` differ only in the `serve` they pass.
-pub(crate) fn run_role<F, Fut, E>(listen: &str, serve: F) -> anyhow::Result<std::process::ExitCode>
+/// Runs server role `role` in the foreground: installs tracing (its first line names the
+/// version and commit), starts the runtime, binds `listen` and runs `serve(listener,
+/// shutdown)` until Ctrl-C or SIGTERM. `cairn master` and `cairn chunkserver` differ only in
+/// the `serve` they pass.
+pub(crate) fn run_role<F, Fut, E>(
+    role: &str,
+    listen: &str,
+    serve: F,
+) -> anyhow::Result<std::process::ExitCode>
 where
     F: FnOnce(tokio::net::TcpListener, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: Into<anyhow::Error>,
 {
     use anyhow::Context;
-    init_tracing();
+    crate::logging::init("info");
+    crate::logging::starting(role);
     let rt = runtime().context("start the runtime")?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)

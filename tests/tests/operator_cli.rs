@@ -232,3 +232,58 @@ fn sizes_take_units_on_every_flag() {
     assert_eq!(report["size"], 1024, "{report}");
     assert_eq!(report["chunk_bytes"], 1 << 20, "{report}");
 }
+
+/// Proves: `cairn --version` names the commit it was built from, and every role's first log
+/// line does too; with `--log-format json` a role's stderr is one JSON object per line.
+#[test]
+fn version_and_commit_everywhere_and_json_logs() {
+    let _serial = cairn_tests::serial();
+    let version = Cmd::new(cairn_bin()).args(["--version"]).run_ok();
+    let version = version.stdout_str();
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(cairn_tests::bin::workspace_root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let built_from = match &commit {
+        // The binary may be a little older than HEAD (built before the last commit): only its
+        // form is checked then, and the commit must be one of this repository's.
+        Some(head) if version.contains(head.as_str()) => head.clone(),
+        _ => {
+            let at = version.find("(commit ").expect("a commit in --version") + 8;
+            version[at..at + 12].to_owned()
+        }
+    };
+    assert!(
+        built_from == "unknown" || built_from.chars().all(|c| c.is_ascii_hexdigit()),
+        "{version}"
+    );
+    let cluster = Cluster::start(
+        3,
+        ClusterOpts {
+            master_args: vec!["--log-format".into(), "json".into()],
+            ..ClusterOpts::default()
+        },
+    );
+    let stderr = cluster.server_stderr(Role::Master);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("=====") && !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.len() > 2, "{stderr}");
+    let first = &lines[0]["fields"];
+    assert_eq!(first["message"], "starting", "{stderr}");
+    assert_eq!(first["role"], "master");
+    assert_eq!(first["commit"], built_from.as_str(), "{stderr}");
+    let text = cluster.server_stderr(Role::Chunkserver(0));
+    assert!(
+        text.contains(&format!(
+            "role=\"chunkserver\" version=\"{}\" commit=\"{built_from}\"",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+}
