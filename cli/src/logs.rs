@@ -120,18 +120,26 @@ pub(crate) fn rm(args: &RmArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Lists logs.
+/// Lists logs, each with its size: the sum of its chunks' lengths (one replica's worth, chunk
+/// headers included; a log's `StatLog` each).
 pub(crate) fn ls(args: &LsArgs) -> anyhow::Result<ExitCode> {
     cluster::run(async {
         let client = cluster::connect(&args.master).await?;
         let mut logs = client.list_logs(&args.prefix).await?;
         logs.sort_by(|a, b| a.path.cmp(&b.path));
         for l in logs {
+            let bytes = match client.stat_log(&l.path).await {
+                Ok(stat) => stat.chunks.iter().map(|c| u64::from(c.length)).sum(),
+                // Deleted since the listing.
+                Err(cairn_client::Error::LogNotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
             if args.json {
                 println!(
                     "{}",
                     json!({
                         "path": l.path,
+                        "bytes": bytes,
                         "replication": l.replication,
                         "min_replicas": l.min_replicas,
                         "chunk_bytes": l.chunk_bytes,
@@ -141,8 +149,13 @@ pub(crate) fn ls(args: &LsArgs) -> anyhow::Result<ExitCode> {
                 );
             } else {
                 println!(
-                    "{}\tchunks={}\treplication={}\tmin_replicas={}\tchunk_bytes={}",
-                    l.path, l.chunk_count, l.replication, l.min_replicas, l.chunk_bytes
+                    "{}\tsize={}\tchunks={}\treplication={}\tmin_replicas={}\tchunk_bytes={}",
+                    l.path,
+                    bytesize::ByteSize(bytes).display().iec(),
+                    l.chunk_count,
+                    l.replication,
+                    l.min_replicas,
+                    l.chunk_bytes
                 );
             }
         }

@@ -59,8 +59,9 @@ fn a_closed_output_pipe_ends_a_tool_quietly() {
     }
 }
 
-/// Proves: `cairn rm LOG` deletes the log (gone from `ls`, its replay fails naming it) and a
-/// second `rm` fails with one line saying there is no such log.
+/// Proves: `ls` shows a log's size (the sum of its chunks' lengths); `cairn rm LOG` deletes the
+/// log (gone from `ls`, its replay fails) and a second `rm` fails with one line saying there is
+/// no such log.
 #[test]
 fn rm_deletes_a_log_and_says_when_there_is_none() {
     let _serial = cairn_tests::serial();
@@ -69,6 +70,11 @@ fn rm_deletes_a_log_and_says_when_there_is_none() {
     cluster
         .append("a", "/doomed", vec![b"x".to_vec()], Duration::from_secs(30))
         .assert_all_acked();
+    let ls = cluster.cairn(&["ls", "/doomed", "--json"]).run_ok();
+    let listed: serde_json::Value = serde_json::from_str(ls.stdout_str().trim()).unwrap();
+    let bytes = cluster.stat("/doomed").chunks[0].length;
+    assert_eq!(listed["bytes"], bytes, "ls shows the log's size");
+    assert!(cluster.ls().stdout_str().contains("/doomed\tsize="));
     let rm = cluster.cairn(&["rm", "/doomed"]).run_ok();
     assert_eq!(rm.stdout_str().trim(), "deleted /doomed");
     assert!(!cluster.ls().stdout_str().contains("/doomed"));
