@@ -70,9 +70,13 @@ fn rm_deletes_a_log_and_says_when_there_is_none() {
     cluster
         .append("a", "/doomed", vec![b"x".to_vec()], Duration::from_secs(30))
         .assert_all_acked();
+    // An open chunk's length is what its replicas last reported: wait for the record's report.
+    let bytes = cairn_tests::wait_until("a report of the record", Duration::from_secs(30), || {
+        let length = cluster.stat("/doomed").chunks[0].length;
+        (length > 32).then_some(length)
+    });
     let ls = cluster.cairn(&["ls", "/doomed", "--json"]).run_ok();
     let listed: serde_json::Value = serde_json::from_str(ls.stdout_str().trim()).unwrap();
-    let bytes = cluster.stat("/doomed").chunks[0].length;
     assert_eq!(listed["bytes"], bytes, "ls shows the log's size");
     assert!(cluster.ls().stdout_str().contains("/doomed\tsize="));
     let rm = cluster.cairn(&["rm", "/doomed"]).run_ok();
