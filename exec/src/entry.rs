@@ -214,7 +214,7 @@ fn serve_direct<S: HostedService + Sync>(service: S, listen: &str) -> anyhow::Re
         tonic::transport::Server::builder()
             .add_service(service)
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                accepted_without_delay(listener),
                 cairn_local::shutdown_signal(),
             )
             .await
@@ -263,6 +263,15 @@ fn front_door<S: NamedService + 'static>(
     })
 }
 
+/// The connections `listener` accepts, with Nagle's algorithm off (`TCP_NODELAY`). A server
+/// builder's `tcp_nodelay` applies only to listeners it binds itself, not to an incoming stream
+/// handed to it: without this, small answers waited for the caller's delayed ACK (~40 ms).
+fn accepted_without_delay(
+    listener: tokio::net::TcpListener,
+) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// Serves `door` under `S`'s service name on `listener` until `shutdown`.
 pub(crate) async fn serve_front_door<S: NamedService + 'static>(
     door: std::sync::Arc<FrontDoor>,
@@ -272,10 +281,7 @@ pub(crate) async fn serve_front_door<S: NamedService + 'static>(
     use anyhow::Context as _;
     cairn_proto::net::server()
         .add_service(FrontDoorService::<S>::new(door))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(accepted_without_delay(listener), shutdown)
         .await
         .context("serve the front door")
 }
