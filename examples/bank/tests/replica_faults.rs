@@ -14,8 +14,10 @@ use bank_client::pb::bank_client::BankClient;
 use bytes::Bytes;
 use cairn_exec::records::Kind;
 use cairn_exec::service_logs::ServiceLogs;
-use common::processes::{Process, cluster, front_door, front_door_with, open_accounts};
-use common::workload::mixed_calls;
+use common::processes::{
+    Process, cluster, connect, front_door, front_door_with, open_accounts, replica,
+};
+use common::workload::{Callers, mixed_calls};
 use common::{BANK, Got, digests_agree, inputs, outputs_of_all, sequential};
 use tonic::transport::Channel;
 
@@ -23,25 +25,6 @@ const ACCOUNTS: u64 = 8;
 const INITIAL: u64 = 1000;
 /// The replica killed and restarted.
 const VICTIM: u32 = 1;
-
-fn replica(master: &str, index: u32) -> Process {
-    replica_with(master, index, &[])
-}
-
-fn replica_with(master: &str, index: u32, extra: &[&str]) -> Process {
-    let index = index.to_string();
-    let mut args = vec![
-        "replica",
-        "--master",
-        master,
-        "--service",
-        "bank",
-        "--index",
-        &index,
-    ];
-    args.extend_from_slice(extra);
-    Process::spawn(&args)
-}
 
 /// Latencies of the calls made in one phase, and the money deposited.
 #[derive(Default)]
@@ -66,13 +49,9 @@ async fn a_replica_killed_mid_load_is_not_missed_and_catches_up() {
     let dir = tempfile::tempdir().unwrap();
     let (cluster, client) = cluster(dir.path()).await;
     let master = cluster.master_addr.clone();
-    let mut replicas: Vec<Process> = (0..3).map(|i| replica(&master, i)).collect();
+    let mut replicas: Vec<Process> = (0..3).map(|i| replica(&master, i, &[])).collect();
     let (door, addr) = front_door(BANK, &master, "127.0.0.1:0");
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = connect(&addr).await;
     open_accounts(&channel, ACCOUNTS, INITIAL).await;
     // 0: before the kill, 1: replica down, 2: after its restart.
     let phase = Arc::new(AtomicU8::new(0));
@@ -109,7 +88,7 @@ async fn a_replica_killed_mid_load_is_not_missed_and_catches_up() {
     replicas[VICTIM as usize].kill();
     phase.store(1, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    replicas[VICTIM as usize] = replica(&master, VICTIM);
+    replicas[VICTIM as usize] = replica(&master, VICTIM, &[]);
     replicas[VICTIM as usize].wait_line(&["state rebuilt"]);
     phase.store(2, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -198,7 +177,7 @@ async fn a_front_door_killed_mid_load_executes_nothing_twice_for_keyed_retries()
     let dir = tempfile::tempdir().unwrap();
     let (cluster, client) = cluster(dir.path()).await;
     let master = cluster.master_addr.clone();
-    let _replicas: Vec<Process> = (0..3).map(|i| replica(&master, i)).collect();
+    let _replicas: Vec<Process> = (0..3).map(|i| replica(&master, i, &[])).collect();
     let (mut door, addr) = front_door(BANK, &master, "127.0.0.1:0");
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -258,16 +237,12 @@ async fn a_replica_answering_wrongly_is_outvoted_and_reported() {
     let (cluster, client) = cluster(dir.path()).await;
     let master = cluster.master_addr.clone();
     let _replicas = [
-        replica(&master, 0),
-        replica_with(&master, 1, &["--test-corrupt-outputs", "1.0"]),
-        replica(&master, 2),
+        replica(&master, 0, &[]),
+        replica(&master, 1, &["--test-corrupt-outputs", "1.0"]),
+        replica(&master, 2, &[]),
     ];
     let (_door, addr) = front_door(BANK, &master, "127.0.0.1:0");
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = connect(&addr).await;
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|c| {
             tokio::spawn(mixed_calls(
@@ -328,38 +303,22 @@ async fn two_replicas_out_at_once_leave_calls_pending_never_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let (cluster, client) = cluster(dir.path()).await;
     let master = cluster.master_addr.clone();
-    let mut replicas: Vec<Process> = (0..3).map(|i| replica(&master, i)).collect();
+    let mut replicas: Vec<Process> = (0..3).map(|i| replica(&master, i, &[])).collect();
     let (_door, addr) = front_door_with(BANK, &master, "127.0.0.1:0", &["--deadline-ms", "300"]);
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let callers: Vec<_> = (0..4u64)
-        .map(|c| {
-            let stop = stop.clone();
-            tokio::spawn(mixed_calls(
-                BankClient::new(channel.clone()),
-                0x4000 + c,
-                move |_| !stop.load(Ordering::Relaxed),
-            ))
-        })
-        .collect();
+    let channel = connect(&addr).await;
+    let callers = Callers::start(&channel, 4, 0x4000);
     tokio::time::sleep(Duration::from_secs(1)).await;
     replicas[1].signal(libc::SIGSTOP);
     replicas[2].kill();
     tokio::time::sleep(Duration::from_secs(3)).await;
     replicas[1].signal(libc::SIGCONT);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    replicas[2] = replica(&master, 2);
+    replicas[2] = replica(&master, 2, &[]);
     replicas[2].wait_line(&["state rebuilt"]);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
     let deadline_exceeded = tonic::Code::DeadlineExceeded as u32;
     let mut calls: Vec<(Bytes, Got)> = Vec::new();
-    for caller in callers {
-        let made = caller.await.unwrap().0;
+    for made in callers.stop().await {
         assert!(
             made.last()
                 .is_some_and(|(_, g)| !matches!(g, Err((c, _)) if *c == deadline_exceeded)),

@@ -17,7 +17,7 @@ use cairn_exec::service_logs::ServiceLogs;
 use cairn_exec::snapshot_records::{
     AssembledSnapshot, SnapshotParts, TakenSnapshot, snapshot_records,
 };
-use common::processes::{Process, cluster, field, front_door, open_accounts};
+use common::processes::{self, Process, cluster, field, front_door, open_accounts};
 use common::{BANK, digests_agree, outputs};
 use tonic::transport::Channel;
 
@@ -29,28 +29,18 @@ const VICTIM: u32 = 2;
 /// The bank hosted without snapshots.
 const PLAIN_BANK: &str = env!("CARGO_BIN_EXE_cairn-bank-plain");
 
-fn replica(master: &str, index: u32) -> Process {
-    replica_of(BANK, master, index)
-}
-
 /// Replica `index` of `program`'s service, a snapshot every [`EVERY`] inputs.
 fn replica_of(program: &str, master: &str, index: u32) -> Process {
-    let every = EVERY.to_string();
-    let index = index.to_string();
-    Process::spawn_program(
+    processes::replica_of(
         program,
-        &[
-            "replica",
-            "--master",
-            master,
-            "--service",
-            "bank",
-            "--index",
-            &index,
-            "--snapshot-every",
-            &every,
-        ],
+        master,
+        index,
+        &["--snapshot-every", &EVERY.to_string()],
     )
+}
+
+fn replica(master: &str, index: u32) -> Process {
+    replica_of(BANK, master, index)
 }
 
 /// `calls` deposits and transfers over 8 accounts from 4 concurrent callers.

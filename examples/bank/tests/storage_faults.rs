@@ -7,8 +7,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bank_client::pb::bank_client::BankClient;
@@ -20,26 +18,14 @@ use cairn_exec::service_logs::ServiceLogs;
 use cairn_tests::cluster::Role;
 use cairn_tests::damage::flip_byte;
 use cairn_tests::{Cluster, ClusterOpts};
-use common::processes::{Process, front_door};
-use common::workload::mixed_calls;
+use common::processes::{Process, connect, front_door, replica};
+use common::workload::Callers;
 use common::{BANK, Got, inputs, request_id, sequential};
 use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
 
 const CALLERS: u64 = 4;
-
-fn replica(master: &str, index: u32) -> Process {
-    Process::spawn(&[
-        "replica",
-        "--master",
-        master,
-        "--service",
-        "bank",
-        "--index",
-        &index.to_string(),
-    ])
-}
 
 /// Runs a blocking cluster operation from the test's runtime.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -159,25 +145,10 @@ async fn storage_faults_beneath_the_replicas_change_no_reply() {
     });
     let placed = blocking(|| placements(&cluster));
     let client = Client::connect(&master).await.unwrap();
-    let mut replicas: Vec<Process> = (0..3).map(|i| replica(&master, i)).collect();
+    let mut replicas: Vec<Process> = (0..3).map(|i| replica(&master, i, &[])).collect();
     let (door, addr) = front_door(BANK, &master, "127.0.0.1:0");
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let callers: Vec<_> = (0..CALLERS)
-        .map(|c| {
-            let stop = stop.clone();
-            tokio::spawn(mixed_calls(
-                BankClient::new(channel.clone()),
-                0x3000 + c,
-                move |_| !stop.load(Ordering::Relaxed),
-            ))
-        })
-        .collect();
+    let channel = connect(&addr).await;
+    let callers = Callers::start(&channel, CALLERS, 0x3000);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // (1) The input log's primary.
@@ -208,7 +179,7 @@ async fn storage_faults_beneath_the_replicas_change_no_reply() {
     );
     flip_byte(&file, at);
     replicas[R as usize].kill();
-    replicas[R as usize] = replica(&master, R);
+    replicas[R as usize] = replica(&master, R, &[]);
     replicas[R as usize].wait_line(&["state rebuilt"]);
     let (_, skipped) = outputs_past_damage(&client, R).await;
     println!(
@@ -267,7 +238,7 @@ async fn storage_faults_beneath_the_replicas_change_no_reply() {
     );
     replicas[R as usize].kill();
     wipe(&mut cluster);
-    replicas[R as usize] = replica(&master, R);
+    replicas[R as usize] = replica(&master, R, &[]);
     let line = replicas[R as usize].wait_line(&["rebuilding the output log"]);
     println!(
         "    replica {R}: {}",
@@ -275,12 +246,7 @@ async fn storage_faults_beneath_the_replicas_change_no_reply() {
     );
     replicas[R as usize].wait_line(&["state rebuilt"]);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-
-    let mut calls: Vec<(Bytes, Got)> = Vec::new();
-    for caller in callers {
-        calls.extend(caller.await.unwrap().0);
-    }
+    let calls: Vec<(Bytes, Got)> = callers.stop().await.into_iter().flatten().collect();
     let log = inputs(&client).await;
     let expected = sequential(&log).await;
     let (mut matched, mut indeterminate) = (0, 0);

@@ -238,3 +238,33 @@ pub(crate) async fn open_accounts(
         .expect("open an account");
     }
 }
+
+/// Replica `index` of the bank's service `bank`, with `extra` arguments.
+pub(crate) fn replica(master: &str, index: u32, extra: &[&str]) -> Process {
+    replica_of(BANK, master, index, extra)
+}
+
+/// Replica `index` of `program`'s service `bank`, with `extra` arguments.
+pub(crate) fn replica_of(program: &str, master: &str, index: u32, extra: &[&str]) -> Process {
+    let index = index.to_string();
+    let mut args = vec![
+        "replica",
+        "--master",
+        master,
+        "--service",
+        "bank",
+        "--index",
+        &index,
+    ];
+    args.extend_from_slice(extra);
+    Process::spawn_program(program, &args)
+}
+
+/// A channel connected to the front door at `addr`.
+pub(crate) async fn connect(addr: &str) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("a URL")
+        .connect()
+        .await
+        .expect("connect to the front door")
+}

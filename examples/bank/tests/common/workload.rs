@@ -2,6 +2,9 @@
 //! few accounts, from a seeded generator, each call's request id and outcome kept for checking
 //! against a sequential execution of the input log.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bank_client::pb::bank_client::BankClient;
 use bank_client::pb::{BalanceRequest, DepositRequest, OpenRequest, TransferRequest};
 use bytes::Bytes;
@@ -36,7 +39,7 @@ pub(crate) async fn mixed_calls(
     mut bank: BankClient<Channel>,
     seed: u64,
     keep_going: impl Fn(usize) -> bool,
-) -> (Vec<(Bytes, Got)>, u64) {
+) -> CallerLog {
     let mut rng = Rng(seed);
     let mut log = Vec::new();
     let mut money_in = 0;
@@ -85,4 +88,41 @@ pub(crate) async fn mixed_calls(
         log.push((id, outcome));
     }
     (log, money_in)
+}
+
+/// One caller's calls (request id and outcome, in order) and the money it put in.
+type CallerLog = (Vec<(Bytes, Got)>, u64);
+
+/// Callers making the mixed workload until told to stop.
+pub(crate) struct Callers {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<CallerLog>>,
+}
+
+impl Callers {
+    /// Starts `count` callers on `channel`, caller `c` seeded with `seed + c`.
+    pub(crate) fn start(channel: &Channel, count: u64, seed: u64) -> Callers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..count)
+            .map(|c| {
+                let stop = stop.clone();
+                tokio::spawn(mixed_calls(
+                    BankClient::new(channel.clone()),
+                    seed + c,
+                    move |_| !stop.load(Ordering::Relaxed),
+                ))
+            })
+            .collect();
+        Callers { stop, tasks }
+    }
+
+    /// Stops them once their call in flight ends; each caller's calls in order.
+    pub(crate) async fn stop(self) -> Vec<Vec<(Bytes, Got)>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for task in self.tasks {
+            all.push(task.await.expect("a caller panicked").0);
+        }
+        all
+    }
 }
