@@ -14,7 +14,7 @@ use bytes::Bytes;
 use cairn_client::Client;
 use cairn_exec::records::{CODE_CRASH, CODE_TIMEOUT, hex};
 use cairn_exec::service_logs::ServiceLogs;
-use common::{Got, LocalBank, got, inputs, outputs_of_all, request_id, sequential};
+use common::{Got, LocalBank, got, got_of, inputs, outputs_of_all, request_id, sequential};
 use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -123,11 +123,7 @@ async fn quarantine_scenario(account: &str, fault: u32) {
     let expected = sequential(&kept).await;
     for (id, outcome) in &calls {
         let reply = &expected[id];
-        let want: Got = if reply.code == 0 {
-            Ok(reply.response.clone())
-        } else {
-            Err((reply.code, reply.message.clone()))
-        };
+        let want = got_of(reply);
         assert_eq!(outcome, &want, "request {}", hex(id));
     }
     // Every replica's output for it is the fault, the quarantine lists it, and no replica

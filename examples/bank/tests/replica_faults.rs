@@ -18,7 +18,7 @@ use common::processes::{
     Process, cluster, connect, front_door, front_door_with, open_accounts, replica,
 };
 use common::workload::{Callers, mixed_calls};
-use common::{BANK, Got, digests_agree, inputs, outputs_of_all, sequential};
+use common::{BANK, Got, digests_agree, got_of, inputs, outputs_of_all, sequential};
 use tonic::transport::Channel;
 
 const ACCOUNTS: u64 = 8;
@@ -261,11 +261,7 @@ async fn a_replica_answering_wrongly_is_outvoted_and_reported() {
     let expected = sequential(&log).await;
     for (id, outcome) in &calls {
         let reply = &expected[id];
-        let want: Got = if reply.code == 0 {
-            Ok(reply.response.clone())
-        } else {
-            Err((reply.code, reply.message.clone()))
-        };
+        let want = got_of(reply);
         assert_eq!(outcome, &want);
     }
     let ids: Vec<Bytes> = log.iter().map(|i| i.request_id.clone()).collect();
@@ -336,11 +332,7 @@ async fn two_replicas_out_at_once_leave_calls_pending_never_wrong() {
             continue;
         }
         let reply = &expected[id];
-        let want: Got = if reply.code == 0 {
-            Ok(reply.response.clone())
-        } else {
-            Err((reply.code, reply.message.clone()))
-        };
+        let want = got_of(reply);
         assert_eq!(outcome, &want, "request {}", cairn_exec::records::hex(id));
     }
     println!(

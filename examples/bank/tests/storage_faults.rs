@@ -20,7 +20,7 @@ use cairn_tests::damage::flip_byte;
 use cairn_tests::{Cluster, ClusterOpts};
 use common::processes::{Process, connect, front_door, replica};
 use common::workload::Callers;
-use common::{BANK, Got, inputs, request_id, sequential};
+use common::{BANK, Got, got_of, inputs, request_id, sequential};
 use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -260,11 +260,7 @@ async fn storage_faults_beneath_the_replicas_change_no_reply() {
         let reply = expected
             .get(id)
             .unwrap_or_else(|| panic!("request {} answered but not in the input log", hex(id)));
-        let want: Got = if reply.code == 0 {
-            Ok(reply.response.clone())
-        } else {
-            Err((reply.code, reply.message.clone()))
-        };
+        let want = got_of(reply);
         assert_eq!(outcome, &want, "request {}", hex(id));
         matched += 1;
     }

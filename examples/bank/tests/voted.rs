@@ -14,7 +14,7 @@ use bytes::Bytes;
 use cairn_client::Client;
 use cairn_exec::records::Kind;
 use common::workload::mixed_calls;
-use common::{Got, LocalBank, got, inputs, outputs_of_all, request_id, sequential};
+use common::{Got, LocalBank, got, got_of, inputs, outputs_of_all, request_id, sequential};
 use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -78,11 +78,7 @@ async fn concurrent_clients_get_the_sequential_answers_of_the_input_log() {
     let mut matched = 0;
     for (id, outcome) in &calls {
         let reply = &expected[id];
-        let want: Got = if reply.code == 0 {
-            Ok(reply.response.clone())
-        } else {
-            Err((reply.code, reply.message.clone()))
-        };
+        let want = got_of(reply);
         assert_eq!(outcome, &want, "request {}", cairn_exec::records::hex(id));
         matched += 1;
     }

@@ -211,6 +211,15 @@ pub(crate) fn request_id(metadata: &tonic::metadata::MetadataMap) -> Bytes {
 /// What a caller got: the response message's bytes, or the status's code and message.
 pub(crate) type Got = Result<Bytes, (u32, String)>;
 
+/// What a caller gets for `reply`: its response bytes, or its status code and message.
+pub(crate) fn got_of(reply: &WorkerReply) -> Got {
+    if reply.code == 0 {
+        Ok(reply.response.clone())
+    } else {
+        Err((reply.code, reply.message.clone()))
+    }
+}
+
 /// A call's request id (from its metadata) and what it got.
 pub(crate) fn got<M: prost::Message>(r: Result<tonic::Response<M>, tonic::Status>) -> (Bytes, Got) {
     match r {
