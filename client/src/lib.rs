@@ -6,10 +6,10 @@
 //!
 //! # async fn example() -> cairn_client::Result<()> {
 //! let client = Client::connect("127.0.0.1:7000").await?;
-//! client.create_log("events", LogOptions::default()).await?;
+//! client.create_log("/events", LogOptions::default()).await?;
 //!
 //! // Appends are pipelined: each `append` queues a record and returns a future of its ack.
-//! let appender = client.appender("events").await?;
+//! let appender = client.appender("/events").await?;
 //! let acks: Vec<_> = (0..100)
 //!     .map(|i| appender.append(Bytes::from(format!("record {i}"))))
 //!     .collect();
@@ -19,7 +19,7 @@
 //! }
 //! appender.close().await?;
 //!
-//! let mut replay = client.replay("events", ReplayOptions::default()).await?;
+//! let mut replay = client.replay("/events", ReplayOptions::default()).await?;
 //! while let Some(event) = replay.next().await {
 //!     match event? {
 //!         ReplayEvent::Record { payload, .. } => println!("{}", String::from_utf8_lossy(&payload)),

@@ -129,7 +129,7 @@ impl Client {
     ///
     /// ```no_run
     /// # async fn f(client: cairn_client::Client) -> cairn_client::Result<()> {
-    /// let mut replay = client.replay("events", Default::default()).await?;
+    /// let mut replay = client.replay("/events", Default::default()).await?;
     /// while let Some(event) = replay.next().await {
     ///     if let cairn_client::ReplayEvent::Record { payload, .. } = event? {
     ///         println!("{}", String::from_utf8_lossy(&payload));
