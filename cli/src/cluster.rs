@@ -36,9 +36,9 @@ pub(crate) fn run<F>(f: F) -> anyhow::Result<ExitCode>
 where
     F: std::future::Future<Output = anyhow::Result<ExitCode>>,
 {
-    // Client commands log errors only unless `RUST_LOG` says otherwise: a failure is reported
-    // once, as the `error:` line.
-    crate::logging::init("error");
+    // Client commands log errors only unless `RUST_LOG` says otherwise (a failure is reported
+    // once, as the `error:` line), and an appender's warnings: why an append is waiting.
+    crate::logging::init("error,cairn_client::append=warn");
     // One thread: the command's own future and the appender's or reader's task then run
     // side by side on it, so waking one never costs an OS thread wake-up (and the servers
     // keep the other core).

@@ -297,3 +297,39 @@ fn version_and_commit_everywhere_and_json_logs() {
         "{text}"
     );
 }
+
+/// Proves: an append blocked on a missing chunkserver says why while it waits (a warning naming
+/// the master's reason), and completes once the chunkserver is back.
+///
+/// How: 1 master + 3 chunkservers, a replication-3 log; chunkserver 2 SIGKILLed; `cairn append`
+/// started; chunkserver 2 restarted 4 s later.
+#[test]
+fn an_append_waiting_for_chunkservers_says_so() {
+    let _serial = cairn_tests::serial();
+    let mut cluster = Cluster::start(3, ClusterOpts::fast_failure_detection());
+    cluster.create_log("/waits", LogOpts::chunk_bytes(1 << 20));
+    cluster
+        .append(
+            "first",
+            "/waits",
+            vec![b"first".to_vec()],
+            Duration::from_secs(30),
+        )
+        .assert_all_acked();
+    cluster.kill_chunkserver(2);
+    let lines: Vec<Vec<u8>> = (0..20).map(|i| format!("later-{i}").into_bytes()).collect();
+    let append = cluster.spawn_append("/waits", &lines, Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(4));
+    cluster.restart_chunkserver(2);
+    let out = append.wait();
+    assert!(out.success(), "{out:?}");
+    // The reason is the master's: the missing chunkserver by address until it counts as dead
+    // (1 s here), then the number of live chunkservers against the number needed.
+    let err = out.stderr_str();
+    let missing = cluster.chunkserver_addr(2);
+    assert!(
+        err.contains("waiting for the master to place the log's open chunk")
+            && (err.contains(&missing) || err.contains("live chunkservers")),
+        "{err}"
+    );
+}

@@ -620,7 +620,13 @@ async fn locate(
             }
             Err(status) if is_retryable(status.code()) && Instant::now() < deadline => {
                 attempt += 1;
-                debug!(log = %path, attempt, code = ?status.code(), "locating the open chunk failed; retrying");
+                // Said at the first failure and then at attempts 2, 4, 8, …: an append that
+                // waits (chunkservers missing, the master restarting) says why while it waits.
+                if attempt.is_power_of_two() {
+                    warn!(log = %path, attempt, reason = %status.message(), "waiting for the master to place the log's open chunk; retrying");
+                } else {
+                    debug!(log = %path, attempt, code = ?status.code(), "locating the open chunk failed; retrying");
+                }
             }
             Err(status) => return Err(client.master_error(status, &path)),
         }
