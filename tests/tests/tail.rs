@@ -125,3 +125,41 @@ fn tail_follows_appends_across_rolls() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// Proves: `cairn tail --from-end` prints only records appended after it started, not the
+/// open chunk's earlier ones (it printed them all: its probe of the chunk's readable end asked
+/// for 0 bytes, which the chunkserver reads as "its default", and the answer was refused).
+///
+/// How: 1 master + 3 chunkservers; 5 records; `tail --from-end --json` started; once it has
+/// certainly started, one more record; the tail's first line must be that record.
+#[test]
+fn tail_from_the_end_prints_only_new_records() {
+    let _serial = cairn_tests::serial();
+    let cluster = Cluster::start(3, ClusterOpts::default());
+    cluster.create_log("/end", LogOpts::chunk_bytes(1 << 20));
+    let old: Vec<Vec<u8>> = (0..5).map(|i| format!("old-{i}").into_bytes()).collect();
+    cluster
+        .append("old", "/end", old, Duration::from_secs(30))
+        .assert_all_acked();
+    let mut tail = cluster
+        .cairn(&["tail", "/end", "--from-end", "--json"])
+        .timeout(Duration::from_secs(60))
+        .spawn();
+    // Nothing to print yet: no line within 2 s (it would print the old records at once).
+    assert_eq!(tail.next_line(Duration::from_secs(2)), None);
+    cluster
+        .append(
+            "new",
+            "/end",
+            vec![b"new-0".to_vec()],
+            Duration::from_secs(30),
+        )
+        .assert_all_acked();
+    let line = tail
+        .next_line(Duration::from_secs(30))
+        .expect("the new record");
+    let event: serde_json::Value = serde_json::from_slice(&line).expect("a JSON line");
+    use base64::Engine as _;
+    let new = base64::engine::general_purpose::STANDARD.encode("new-0");
+    assert_eq!(event["payload"], new.as_str(), "first line {event}");
+}

@@ -302,7 +302,10 @@ impl Reader {
             };
             let mut end = None;
             for r in 0..src.replicas() {
-                if let Ok(f) = src.read(r, cursor.pos, 0, 0).await {
+                // One byte at most: only the readable end is wanted (a `max_bytes` of 0 asks
+                // the chunkserver for its default, which the check of the answer refused, so a
+                // tail from the end started at the chunk's first record).
+                if let Ok(f) = src.read(r, cursor.pos, 1, 0).await {
                     end = Some(f.readable_end);
                     break;
                 }
