@@ -275,12 +275,9 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
                 }
             }
             Err(e) if e.downcast_ref::<OutputLogLost>().is_some() => {
-                warn!(replica = config.index, reason = %e, "rebuilding the output log: deleted, created again, every input re-run and its output appended");
                 // The run is over: its clones of the appender are gone.
                 let old = Arc::try_unwrap(appender).ok();
-                if let Err(e) =
-                    lost_outputs::recreate(&client, &config.logs, config.index, &beside, old).await
-                {
+                if let Err(e) = remake_output_log(&client, &config, &beside, &e, old).await {
                     break Err(e);
                 }
                 match client.appender(&output_log).await {
@@ -323,9 +320,22 @@ async fn load_output_log(
     let Some(lost) = lost_outputs::lost_chunks(client, &path, beside).await? else {
         return Err(failed);
     };
-    warn!(replica = config.index, reason = %lost, "rebuilding the output log: deleted, created again, every input re-run and its output appended");
-    lost_outputs::recreate(client, &config.logs, config.index, beside, None).await?;
+    remake_output_log(client, config, beside, &lost, None).await?;
     Ok(OutputLogState::default())
+}
+
+/// Makes replica `config.index`'s output log again, empty, because of `lost` (closing `old`,
+/// the appender of the lost log, if there is one): every input will be re-run and its output
+/// appended anew.
+async fn remake_output_log(
+    client: &Client,
+    config: &ReplicaConfig,
+    beside: &str,
+    lost: &(dyn std::fmt::Display + Sync),
+    old: Option<Appender>,
+) -> anyhow::Result<()> {
+    warn!(replica = config.index, reason = %lost, "rebuilding the output log: deleted, created again, every input re-run and its output appended");
+    lost_outputs::recreate(client, &config.logs, config.index, beside, old).await
 }
 
 /// What the writer sent the worker, in order, for the reader to match with its answers.

@@ -60,9 +60,10 @@ pub(crate) struct Servers {
     /// not clear a mark (the chunkserver does not know of it); it ends when the chunkserver
     /// stops reporting the replica or a repair copy replaces it ([`Servers::clear_mark`]).
     marks: BTreeMap<(String, ChunkHandle), String>,
-    /// The longest length past the chunk header any chunkserver reported for each chunk since
-    /// the master started, kept after the replicas are gone: evidence that an open chunk whose
-    /// every replica vanished held records (see `MasterCore::seal_lost`).
+    /// The longest length past the chunk header any chunkserver reported for each open chunk
+    /// since the master started, kept after the replicas are gone: evidence that an open chunk
+    /// whose every replica vanished held records (see `MasterCore::seal_lost`). Forgotten when
+    /// the chunk is sealed or deleted.
     held: BTreeMap<ChunkHandle, ChunkOffset>,
 }
 
@@ -285,9 +286,10 @@ impl Servers {
     }
 }
 
-/// Keeps in `held` the longest length `report` shows past the chunk header.
+/// Keeps in `held` the longest length `report` of an open replica shows past the chunk header
+/// (sealing a chunk forgets its entry, so the map holds about one per open chunk).
 fn note_held(held: &mut BTreeMap<ChunkHandle, ChunkOffset>, report: &ReplicaReport) {
-    if report.length > ChunkOffset::FIRST_FRAME {
+    if !report.sealed && report.length > ChunkOffset::FIRST_FRAME {
         let longest = held.entry(report.handle).or_insert(report.length);
         *longest = (*longest).max(report.length);
     }

@@ -98,6 +98,10 @@ impl Inner {
             .apply(&entry)
             .expect("callers validate entries against the metadata before recording them");
         self.dying.extend(gone);
+        if let Entry::Seal { handle, .. } = &entry {
+            // Only an open chunk's reported length is needed (`MasterCore::seal_lost`).
+            self.servers.forget_chunk(*handle);
+        }
         self.queue.push(&entry)
     }
 
