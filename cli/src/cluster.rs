@@ -106,7 +106,11 @@ mod tests {
         assert_eq!(parse_bytes("1GB"), Ok(1_000_000_000));
         assert_eq!(parse_bytes("64k"), Ok(64_000));
         assert_eq!(parse_bytes("1.5MiB"), Ok(3 << 19));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("10kb"), Ok(10_000));
         assert_eq!(parse_bytes_usize("1MiB"), Ok(1 << 20));
+        assert!(parse_bytes("three").is_err());
+        assert!(parse_bytes("12XB").is_err());
         assert!(parse_bytes("lots").is_err());
         assert!(parse_bytes("12 parsecs").is_err());
         assert!(parse_bytes("").is_err());
