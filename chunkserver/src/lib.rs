@@ -74,6 +74,7 @@ mod heartbeat;
 pub mod limits;
 mod marks;
 mod master_link;
+mod metrics;
 mod node;
 mod peers;
 mod primary;

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_metrics::{Metrics, RpcLayer};
 use cairn_proto::GRPC_MESSAGE_BYTES_MAX;
 use cairn_proto::net::{Connector, Incoming, TcpConnector};
 use cairn_proto::v1::chunkserver_server::ChunkserverServer;
@@ -19,6 +20,7 @@ use crate::config::{Config, split_host_port};
 use crate::error::{Error, Result};
 use crate::heartbeat::Heartbeat;
 use crate::master_link::GrpcMaster;
+use crate::metrics::ChunkserverMetrics;
 use crate::node::Node;
 use crate::peers::GrpcPeers;
 use crate::service::ChunkserverService;
@@ -38,6 +40,9 @@ pub struct Seams {
     pub writers: Scheduling,
     /// Where blocking store work runs.
     pub blocking: Blocking,
+    /// The process's metrics registry, which the chunkserver registers in (labelled with its
+    /// advertised address); served by whoever runs the process (`--http`).
+    pub metrics: Metrics,
 }
 
 impl Seams {
@@ -49,15 +54,18 @@ impl Seams {
             disk: config.test_faults.disk(),
             writers: StoreOptions::default().writers,
             blocking: Blocking::Threads,
+            metrics: Metrics::default(),
         }
     }
 }
 
 /// Serves the chunkserver on `listener` until `shutdown` resolves: [`serve_with`] over the
-/// operating system's TCP, with the advertised address's port 0 replaced by the listener's.
+/// operating system's TCP, with the advertised address's port 0 replaced by the listener's,
+/// registering its metrics in `metrics`.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
+    metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let local = listener.local_addr().map_err(|source| Error::Io {
@@ -70,7 +78,10 @@ pub async fn serve(
         ..config
     };
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let seams = Seams::production(&config);
+    let seams = Seams {
+        metrics,
+        ..Seams::production(&config)
+    };
     serve_with(config, incoming, seams, shutdown).await
 }
 
@@ -99,6 +110,7 @@ pub async fn serve_with(
         disk,
         writers,
         blocking,
+        metrics,
     } = seams;
     let options = StoreOptions {
         writers,
@@ -139,7 +151,8 @@ pub async fn serve_with(
     };
     let scrubber = tokio::spawn(crate::scrub::run(store.clone(), scrub));
 
-    let service = ChunkserverServer::new(ChunkserverService::new(node.clone()))
+    let counts = ChunkserverMetrics::register(&metrics, &advertise, &store);
+    let service = ChunkserverServer::new(ChunkserverService::new(node.clone(), counts))
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
     let shutdown = async move {
@@ -149,6 +162,7 @@ pub async fn serve_with(
         let _ = stop_tx.send(true);
     };
     let served = cairn_proto::net::server()
+        .layer(RpcLayer::new(&metrics, "chunkserver", &advertise))
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

@@ -16,6 +16,7 @@ use tonic::{Code, Request, Response, Status};
 use tracing::instrument;
 
 use crate::error::Error;
+use crate::metrics::ChunkserverMetrics;
 use crate::node::{AppendStatus, Node, PrimaryRole};
 use crate::primary::Inherited;
 
@@ -65,12 +66,13 @@ impl From<Error> for Status {
 /// The `cairn.v1.Chunkserver` service over a [`Node`].
 pub(crate) struct ChunkserverService {
     node: Arc<Node>,
+    metrics: ChunkserverMetrics,
 }
 
 impl ChunkserverService {
-    /// Serves `node`.
-    pub(crate) fn new(node: Arc<Node>) -> ChunkserverService {
-        ChunkserverService { node }
+    /// Serves `node`, counting into `metrics`.
+    pub(crate) fn new(node: Arc<Node>, metrics: ChunkserverMetrics) -> ChunkserverService {
+        ChunkserverService { node, metrics }
     }
 }
 
@@ -123,6 +125,7 @@ impl Chunkserver for ChunkserverService {
         request: Request<AppendRequest>,
     ) -> Result<Response<AppendResponse>, Status> {
         let r = request.into_inner();
+        let (arrived, bytes) = (std::time::Instant::now(), r.frames.len());
         let out = self
             .node
             .append(
@@ -133,6 +136,8 @@ impl Chunkserver for ChunkserverService {
                 r.writer_epoch,
             )
             .await?;
+        self.metrics
+            .appended(out.offsets.len(), bytes, arrived.elapsed());
         let status = match out.status {
             AppendStatus::Ok => cairn_proto::v1::AppendStatus::Ok,
             AppendStatus::ChunkFull => cairn_proto::v1::AppendStatus::ChunkFull,
@@ -251,15 +256,17 @@ impl Chunkserver for ChunkserverService {
                 r.capacity,
                 &r.source,
             )
-            .await
-            .map_err(|e| match e {
-                // DATA_LOSS from Replicate means the source's bytes are bad (the master marks
-                // that source corrupt): this replica's own fault must not read as that.
-                Error::Failed { .. } | Error::Corrupt { .. } => {
-                    Status::internal(format!("this chunkserver's replica: {e}"))
-                }
-                e => Status::from(e),
-            })?;
+            .await;
+        self.metrics
+            .copied(done.as_ref().ok().map(|d| d.copied_bytes));
+        let done = done.map_err(|e| match e {
+            // DATA_LOSS from Replicate means the source's bytes are bad (the master marks
+            // that source corrupt): this replica's own fault must not read as that.
+            Error::Failed { .. } | Error::Corrupt { .. } => {
+                Status::internal(format!("this chunkserver's replica: {e}"))
+            }
+            e => Status::from(e),
+        })?;
         Ok(Response::new(ReplicateResponse {
             copied_bytes: done.copied_bytes,
             crc32: done.crc32,

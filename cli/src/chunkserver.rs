@@ -5,13 +5,18 @@ use std::process::ExitCode;
 
 use cairn_chunkserver::{Args, Config};
 
+use crate::serve::RoleArgs;
+
 /// Runs a chunkserver with `args`.
-pub(crate) fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let config = Config::try_from(args.clone())?;
+pub(crate) fn run(args: &RoleArgs<Args>) -> anyhow::Result<ExitCode> {
+    let config = Config::try_from(args.role.clone())?;
     // Held until this process ends: no second process may use the directory meanwhile.
     let _lock = cairn_local::dir_lock::lock(&config.data_dir)?;
     let listen = config.listen.clone();
-    crate::serve::run_role("chunkserver", &listen, |listener, shutdown| {
-        cairn_chunkserver::serve(config, listener, shutdown)
-    })
+    crate::serve::run_role(
+        "chunkserver",
+        &listen,
+        &args.http,
+        |listener, metrics, shutdown| cairn_chunkserver::serve(config, listener, metrics, shutdown),
+    )
 }

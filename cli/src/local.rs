@@ -26,6 +26,8 @@ pub(crate) struct LocalArgs {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     adopt_cluster_id: bool,
+    #[command(flatten)]
+    http: crate::serve::HttpArgs,
 }
 
 /// Runs the cluster until Ctrl-C or SIGTERM.
@@ -40,7 +42,9 @@ pub(crate) fn run(args: &LocalArgs) -> anyhow::Result<ExitCode> {
     crate::logging::starting("local");
     let rt = crate::serve::runtime().context("start the runtime")?;
     rt.block_on(async {
-        let cluster = cairn_local::LocalCluster::start(&config).await?;
+        let metrics = cairn_metrics::Metrics::new();
+        let http = args.http.start(&metrics).await?;
+        let cluster = cairn_local::LocalCluster::start_with_metrics(&config, metrics).await?;
         println!("{}", cluster.master_addr);
         eprintln!(
             "cairn local: master {}, chunkservers {}, data in {}; Ctrl-C stops",
@@ -48,7 +52,11 @@ pub(crate) fn run(args: &LocalArgs) -> anyhow::Result<ExitCode> {
             cluster.chunkserver_addrs.join(" "),
             args.data.display()
         );
-        cluster.run_until(cairn_local::shutdown_signal()).await?;
+        let stopped = cluster.run_until(cairn_local::shutdown_signal()).await;
+        if let Some(http) = http {
+            http.abort();
+        }
+        stopped?;
         Ok(ExitCode::SUCCESS)
     })
 }

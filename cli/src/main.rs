@@ -19,6 +19,7 @@ mod logs;
 mod master;
 mod replay;
 mod serve;
+mod status;
 
 /// What `cairn --version` prints: the version and the commit it was built from, and a warning
 /// if this binary has the test-only fault injection (cargo feature `test-faults`; the
@@ -66,9 +67,9 @@ enum Command {
     /// Verify a chunk file offline (a bad final range counts as a torn tail) and print it.
     Inspect(inspect::InspectArgs),
     /// Run a chunkserver: store replicas under --data and serve them.
-    Chunkserver(cairn_chunkserver::Args),
+    Chunkserver(serve::RoleArgs<cairn_chunkserver::Args>),
     /// Run the master: logs, chunk metadata and placement; its operation log lives under --data.
-    Master(cairn_master::Args),
+    Master(serve::RoleArgs<cairn_master::Args>),
     /// Run a master and chunkservers in this process on 127.0.0.1 until Ctrl-C.
     Local(local::LocalArgs),
     /// Create a log.
@@ -87,6 +88,8 @@ enum Command {
     Rm(logs::RmArgs),
     /// Check every replica of every chunk of a log; report corrupt ones to the master.
     Fsck(fsck::FsckArgs),
+    /// Show the cluster: chunkservers, logs, under-replicated and corrupt chunks, repairs.
+    Status(status::StatusArgs),
     /// Measure a running cluster (--log LOG …), or parts of Cairn on this machine (`store`).
     Bench(BenchArgs),
     /// The execution layer: create a hosted service's logs, list services, show one's status.
@@ -168,6 +171,7 @@ fn main() -> ExitCode {
         Command::Stat(args) => logs::stat(args),
         Command::Rm(args) => logs::rm(args),
         Command::Fsck(args) => fsck::run(args),
+        Command::Status(args) => status::run(args),
         Command::Bench(BenchArgs {
             command: Some(Bench::Store(args)),
             ..

@@ -89,6 +89,7 @@ pub mod error;
 pub mod fsck;
 pub mod limits;
 pub mod read;
+pub mod status;
 
 pub use append::{AppendAck, Appender};
 pub use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion, RecordId, WriterId};
@@ -99,3 +100,4 @@ pub use client::{ChunkStat, ChunkState, Client, LogInfo, LogOptions, LogStat};
 pub use error::{Error, Result};
 pub use fsck::FsckReport;
 pub use read::{Replay, ReplayEvent, ReplayOptions, ReplayStats, Tail, TailFrom};
+pub use status::ClusterStatus;

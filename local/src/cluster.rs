@@ -41,6 +41,15 @@ impl LocalCluster {
     /// a `cairn master`/`chunkserver`, on one of them changes nothing), binds every port and
     /// starts the master and the chunkservers.
     pub async fn start(config: &LocalConfig) -> anyhow::Result<LocalCluster> {
+        LocalCluster::start_with_metrics(config, cairn_metrics::Metrics::default()).await
+    }
+
+    /// [`LocalCluster::start`], every role registering its metrics in `metrics` (one registry
+    /// for the process: chunkservers' metrics are labelled by address).
+    pub async fn start_with_metrics(
+        config: &LocalConfig,
+        metrics: cairn_metrics::Metrics,
+    ) -> anyhow::Result<LocalCluster> {
         anyhow::ensure!(
             (1..=16).contains(&config.chunkservers),
             "--chunkservers must be within 1..=16"
@@ -73,8 +82,9 @@ impl LocalCluster {
         let mut servers = JoinSet::new();
         servers.spawn({
             let stopped = stopped();
+            let metrics = metrics.clone();
             async move {
-                cairn_master::serve(master_config, master_listener, stopped)
+                cairn_master::serve(master_config, master_listener, metrics, stopped)
                     .await
                     .context("master")
             }
@@ -94,8 +104,9 @@ impl LocalCluster {
                 .await
                 .with_context(|| format!("listen on {addr}"))?;
             let stopped = stopped();
+            let metrics = metrics.clone();
             servers.spawn(async move {
-                cairn_chunkserver::serve(cs_config, listener, stopped)
+                cairn_chunkserver::serve(cs_config, listener, metrics, stopped)
                     .await
                     .with_context(|| format!("chunkserver {i}"))
             });

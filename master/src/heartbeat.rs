@@ -50,6 +50,20 @@ struct Server {
     replicas: BTreeMap<ChunkHandle, (ReplicaReport, Option<Instant>)>,
 }
 
+/// One chunkserver in the cluster's status ([`Servers::overview`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ServerOverview {
+    pub(crate) address: String,
+    /// Heard from within the dead-after period.
+    pub(crate) live: bool,
+    /// Since its last registration or heartbeat.
+    pub(crate) silent: Duration,
+    /// Free bytes it last reported, if it said.
+    pub(crate) free_bytes: Option<u64>,
+    /// Replicas it holds, as the master knows them.
+    pub(crate) replicas: usize,
+}
+
 /// Registered chunkservers and the replicas they hold.
 #[derive(Debug, Default)]
 pub(crate) struct Servers {
@@ -122,6 +136,24 @@ impl Servers {
             .map(|(a, s)| {
                 let live = now.saturating_duration_since(s.last_seen) < dead_after;
                 (a.clone(), live, s.replicas.len())
+            })
+            .collect()
+    }
+
+    /// Every chunkserver registered since the master started, in address order, as the status
+    /// shows it.
+    pub(crate) fn overview(&self, now: Instant, dead_after: Duration) -> Vec<ServerOverview> {
+        self.servers
+            .iter()
+            .map(|(a, s)| {
+                let silent = now.saturating_duration_since(s.last_seen);
+                ServerOverview {
+                    address: a.clone(),
+                    live: silent < dead_after,
+                    silent,
+                    free_bytes: s.free_bytes,
+                    replicas: s.replicas.len(),
+                }
             })
             .collect()
     }

@@ -71,6 +71,7 @@ mod fsck;
 mod heartbeat;
 pub mod limits;
 mod meta;
+mod metrics;
 mod namespace;
 mod oplog;
 mod placement;
@@ -79,6 +80,7 @@ mod repair;
 mod salvage;
 mod seal;
 mod service;
+mod status_page;
 mod versions;
 
 pub use config::{Args, Config};
@@ -96,11 +98,15 @@ pub const TEST_FAULTS: bool = cfg!(feature = "test-faults");
 pub async fn serve(
     config: Config,
     listener: tokio::net::TcpListener,
+    metrics: cairn_metrics::Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let address = listener.local_addr().map_err(Error::io("listener"))?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let seams = Seams::production(&config);
+    let seams = Seams {
+        metrics,
+        ..Seams::production(&config)
+    };
     serve_with(config, &address.to_string(), incoming, seams, shutdown).await
 }
 
@@ -119,6 +125,9 @@ pub struct Seams {
     /// for every master process: a crash that loses the log's unsynced tail repeats the last
     /// sequence, and the same seed would then hand out handles already handed out.
     pub seed: Option<u64>,
+    /// The process's metrics registry: the master registers its metrics and its status page
+    /// (`/`) there; served by whoever runs the process (`--http`).
+    pub metrics: cairn_metrics::Metrics,
 }
 
 impl Seams {
@@ -135,6 +144,7 @@ impl Seams {
             disk,
             blocking: Blocking::Threads,
             seed: None,
+            metrics: cairn_metrics::Metrics::default(),
         }
     }
 }
@@ -154,6 +164,7 @@ pub async fn serve_with(
         disk,
         blocking,
         seed,
+        metrics,
     } = seams;
     if config.test_power_cut {
         tracing::warn!(
@@ -195,8 +206,11 @@ pub async fn serve_with(
         blocking,
     ));
     tracing::info!(%address, logs, chunks, cluster = %format!("{cluster_id:016x}"), "master started");
+    metrics::register(&metrics, &core);
+    status_page::register(&metrics, &core, cluster_id);
+    let rpc_counts = cairn_metrics::RpcLayer::new(&metrics, "master", address);
     let repairs = tokio::spawn(core.clone().run_repairs());
-    let result = service::run(core.clone(), cluster_id, incoming, shutdown).await;
+    let result = service::run(core.clone(), cluster_id, incoming, rpc_counts, shutdown).await;
     repairs.abort();
     core.close().await;
     tracing::info!(%address, "master stopped");

@@ -29,9 +29,9 @@
 //! This module is the pure part (what to copy, seal or fence, and the memory of failed copies);
 //! the passes and copies that act on it are `MasterCore`'s, in `core/repair.rs`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
@@ -457,9 +457,36 @@ pub(crate) struct RepairStats {
     pub(crate) empty_recreated: AtomicU64,
     /// Recently failed copies (taken after the metadata lock, never held across an `.await`).
     failed: Mutex<FailedCopies>,
+    /// `bytes_copied` as the last [`COPY_RATE_SAMPLES`] repair passes saw it, oldest first: the
+    /// recent copy rate the status shows, and its ETA.
+    samples: Mutex<VecDeque<(Instant, u64)>>,
 }
 
+/// Repair passes (one per heartbeat period) over which the copy rate is measured.
+const COPY_RATE_SAMPLES: usize = 30;
+
 impl RepairStats {
+    /// Notes `bytes_copied` at `now` (each repair pass).
+    pub(crate) fn sample(&self, now: Instant) {
+        let copied = self.bytes_copied.load(Ordering::Relaxed);
+        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        if samples.len() == COPY_RATE_SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back((now, copied));
+    }
+
+    /// Bytes copied per second over the sampled passes; 0 before two samples.
+    pub(crate) fn copy_rate(&self) -> f64 {
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        match (samples.front(), samples.back()) {
+            (Some((t0, b0)), Some((t1, b1))) if t1 > t0 => {
+                (b1 - b0) as f64 / t1.duration_since(*t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+
     pub(crate) fn failed(&self) -> std::sync::MutexGuard<'_, FailedCopies> {
         self.failed.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -18,6 +18,7 @@ use tracing::{debug, instrument, warn};
 use crate::chunkserver_api::{
     ChunkserverApi, CopyError, CreateReplica, Fenced, Replicate, RpcError,
 };
+use crate::core::status::{ChunkProblem, ClusterStatus};
 use crate::core::{ChunkInfo, Location, LogInfo, MasterCore};
 use crate::error::Error;
 use crate::fsck::{CorruptMark, LogReplicas};
@@ -62,12 +63,14 @@ pub(crate) async fn run(
     core: Arc<MasterCore<GrpcChunkservers>>,
     cluster_id: u64,
     incoming: impl cairn_proto::net::Incoming,
+    rpc_counts: cairn_metrics::RpcLayer,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let service = MasterServer::from_arc(Arc::new(MasterService { core, cluster_id }))
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
     cairn_proto::net::server()
+        .layer(rpc_counts)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
@@ -126,6 +129,16 @@ impl Master for MasterService {
             })
             .collect();
         Ok(Response::new(pb::ListChunkserversResponse { chunkservers }))
+    }
+
+    async fn cluster_status(
+        &self,
+        _: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        Ok(Response::new(status_to_proto(
+            &self.core.status(),
+            self.cluster_id,
+        )))
     }
 
     async fn list_logs(
@@ -527,5 +540,59 @@ impl ChunkserverApi for GrpcChunkservers {
             .await
             .map_err(rpc_error)?;
         Ok(())
+    }
+}
+
+/// The status as `ClusterStatus` answers it.
+pub(crate) fn status_to_proto(s: &ClusterStatus, cluster_id: u64) -> pb::ClusterStatusResponse {
+    let problem = |p: &ChunkProblem| pb::ChunkProblem {
+        log: p.log.clone(),
+        chunk: p.handle.0,
+        index: p.index,
+        good: p.good as u32,
+        replication: p.replication,
+        length: p.length.into(),
+        corrupt_on: p.corrupt_on.clone(),
+    };
+    let r = &s.repairs;
+    pb::ClusterStatusResponse {
+        cluster_id,
+        uptime_ms: s.uptime.as_millis() as u64,
+        chunkservers: s
+            .chunkservers
+            .iter()
+            .map(|c| pb::ChunkserverStatus {
+                address: c.address.clone(),
+                live: c.live,
+                last_heartbeat_ms: c.silent.as_millis() as u64,
+                free_bytes: c.free_bytes.unwrap_or(0),
+                replicas: c.replicas as u32,
+            })
+            .collect(),
+        logs: s.logs as u64,
+        open_chunks: s.open_chunks as u64,
+        sealed_chunks: s.sealed_chunks as u64,
+        under_replicated: s.under_replicated.iter().map(problem).collect(),
+        under_replicated_total: s.under_replicated_total as u64,
+        corrupt: s.corrupt.iter().map(problem).collect(),
+        corrupt_total: s.corrupt_total as u64,
+        repairs: Some(pb::RepairStatus {
+            running: r
+                .running
+                .iter()
+                .map(|(h, t)| pb::RepairCopy {
+                    chunk: h.0,
+                    target: t.clone(),
+                })
+                .collect(),
+            queued: r.queued,
+            copies_done: r.copies_done,
+            copies_failed: r.copies_failed,
+            bytes_copied: r.bytes_copied,
+            bytes_per_sec: r.bytes_per_sec,
+            bytes_remaining: r.bytes_remaining,
+            eta_ms: r.eta.map_or(0, |d| d.as_millis() as u64),
+        }),
+        exec_services: s.exec_services.clone(),
     }
 }

@@ -38,6 +38,7 @@ fn start_master(net: &MemoryNet, dir: &std::path::Path) -> Role {
         disk: cairn_files::shared(cairn_files::FaultyDisk::new()),
         blocking: cairn_files::Blocking::Inline,
         seed: Some(42),
+        metrics: Default::default(),
     };
     let task = tokio::spawn(async move {
         cairn_master::serve_with(config, MASTER, incoming, seams, async move {
@@ -65,6 +66,7 @@ fn start_chunkserver(net: &MemoryNet, i: usize, dir: &std::path::Path) -> Role {
         disk: ServerDisk::Memory(FaultyDisk::new()),
         writers: Scheduling::Inline,
         blocking: cairn_files::Blocking::Inline,
+        metrics: Default::default(),
     };
     let task = tokio::spawn(async move {
         cairn_chunkserver::serve_with(config, incoming, seams, async move {

@@ -165,6 +165,7 @@ pub fn run(config: SimConfig) -> Outcome {
                 disk: cairn_files::shared(disk),
                 blocking: Blocking::Inline,
                 seed: Some(seed),
+                metrics: Default::default(),
             };
             let conns = incoming(7000).await?;
             cairn_master::serve_with(c, MASTER, conns, seams, std::future::pending()).await?;
@@ -200,6 +201,7 @@ pub fn run(config: SimConfig) -> Outcome {
                     disk: ServerDisk::Memory(disk),
                     writers: Scheduling::Inline,
                     blocking: Blocking::Inline,
+                    metrics: Default::default(),
                 };
                 let conns = incoming(CHUNKSERVER_PORT).await?;
                 cairn_chunkserver::serve_with(c, conns, seams, std::future::pending()).await?;

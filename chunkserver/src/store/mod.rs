@@ -285,6 +285,12 @@ impl<D: Disk> Store<D> {
         self.stats.snapshot()
     }
 
+    /// Times every later group commit's fdatasync and counts its batches into `timings` (the
+    /// first call wins).
+    pub(crate) fn set_writer_metrics(&self, timings: crate::metrics::WriterMetrics) {
+        let _ = self.stats.timings.set(timings);
+    }
+
     /// Counters of the scrubber's work (and of corrupt replicas found by reads) since open.
     pub fn scrub_stats(&self) -> ScrubStats {
         self.scrub.snapshot()

@@ -54,6 +54,8 @@ pub(crate) struct Stats {
     pub(crate) meta_fsyncs: AtomicU64,
     /// Replicas whose writer runs (open, healthy), each holding two descriptors.
     pub(crate) open_replicas: AtomicU64,
+    /// Group commit timings, once the chunkserver's metrics are registered.
+    pub(crate) timings: std::sync::OnceLock<crate::metrics::WriterMetrics>,
 }
 
 impl Stats {
@@ -705,13 +707,20 @@ impl<F: DiskFile> Writer<F> {
             }
             return self.fail(e, "write");
         }
+        let synced = std::time::Instant::now();
         if let Err(e) = self.file.sync_data() {
             return self.fail(e, "fdatasync");
+        }
+        let n = self.replies.len() as u64;
+        if let Some(timings) = self.rep.stats.timings.get() {
+            timings
+                .fsync_seconds
+                .observe(synced.elapsed().as_secs_f64());
+            timings.group_batches.observe(n as f64);
         }
         self.end = new_end;
         self.group.clear();
         self.rep.durable.store(new_end, Ordering::Release);
-        let n = self.replies.len() as u64;
         self.rep.stats.data_fsyncs.fetch_add(1, Ordering::Relaxed);
         self.rep.stats.groups.fetch_add(1, Ordering::Relaxed);
         self.rep.stats.appends.fetch_add(n, Ordering::Relaxed);

@@ -171,6 +171,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                 (sequence, loc, marks)
             };
             self.commit(sequence).await?;
+            self.counts().allocated();
             match self.create_replicas(&loc, marks).await {
                 Ok(()) => {
                     let mut g = self.lock();

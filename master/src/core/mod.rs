@@ -43,6 +43,7 @@ mod repair;
 mod reports;
 mod salvage;
 mod seal;
+pub(crate) mod status;
 mod writers;
 
 pub(crate) use allocate::Location;
@@ -139,6 +140,8 @@ pub(crate) struct MasterCore<C> {
     committer: Committer,
     crash_points: CrashPoints,
     repair_stats: RepairStats,
+    /// Seals and allocations, for the metrics.
+    counts: crate::metrics::MasterCounts,
     /// When this process started: servers that never registered since count as dead only
     /// after the dead-after time has passed.
     started: Instant,
@@ -198,6 +201,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
             inner,
             committer,
             repair_stats: RepairStats::default(),
+            counts: Default::default(),
             started: Instant::now(),
         }
     }
@@ -221,6 +225,11 @@ impl<C: ChunkserverApi> MasterCore<C> {
     /// The chunkserver RPCs.
     pub(crate) fn api(&self) -> &C {
         &self.api
+    }
+
+    /// Seals and allocations counted for the metrics.
+    pub(crate) fn counts(&self) -> &crate::metrics::MasterCounts {
+        &self.counts
     }
 
     /// Counters of the repair loop.

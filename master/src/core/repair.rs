@@ -35,6 +35,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
         loop {
             tick.tick().await;
             let scan = self.clone().repair_pass();
+            self.repair_stats().sample(Instant::now());
             if scan != last_scan {
                 let stats = self.repair_stats();
                 info!(

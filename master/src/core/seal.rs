@@ -149,6 +149,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
                     })
                 };
                 self.commit(sequence).await?;
+                self.counts().sealed(reason);
                 info!(
                     log = path,
                     chunk = %handle,
@@ -210,6 +211,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
             })
         };
         self.commit(sequence).await?;
+        self.counts().sealed(crate::metrics::REPLICAS_LOST);
         warn!(
             log = path,
             chunk = %handle,
