@@ -108,6 +108,12 @@ impl Master for FakeMasterService {
     ) -> Result<Response<cairn_proto::v1::ListChunkserversResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn cluster_status(
+        &self,
+        _: Request<cairn_proto::v1::ClusterStatusRequest>,
+    ) -> Result<Response<cairn_proto::v1::ClusterStatusResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn list_replicas(
         &self,
         _: Request<cairn_proto::v1::ListReplicasRequest>,
@@ -162,7 +168,7 @@ impl Cs {
             ..Config::new(dir)
         };
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(config, listener, async move {
+        let task = tokio::spawn(serve(config, listener, Default::default(), async move {
             let _ = rx.await;
         }));
         Cs {

@@ -221,6 +221,12 @@ impl master_server::Master for Fake {
     ) -> Result<Response<v1::ListChunkserversResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn cluster_status(
+        &self,
+        _: Request<v1::ClusterStatusRequest>,
+    ) -> Result<Response<v1::ClusterStatusResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn list_replicas(
         &self,
         _: Request<v1::ListReplicasRequest>,

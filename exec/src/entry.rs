@@ -48,6 +48,8 @@ enum Role {
         listen: String,
         #[command(flatten)]
         deadlines: DeadlineArgs,
+        #[command(flatten)]
+        http: HttpArg,
     },
     /// A whole service on this machine: a master on PORT, 3 chunkservers on PORT+1..PORT+3,
     /// the service's logs, 3 replicas (each with its worker process) and a front door on
@@ -68,6 +70,8 @@ enum Role {
         snapshot_every: u64,
         #[command(flatten)]
         deadlines: DeadlineArgs,
+        #[command(flatten)]
+        http: HttpArg,
     },
     /// Run business replica INDEX: execute the service's inputs in log order in a worker
     /// process and append each outcome to its own output log.
@@ -99,7 +103,40 @@ enum Role {
         /// (0.0-1.0) of the outputs.
         #[arg(long, hide = true, default_value_t = 0.0)]
         test_corrupt_outputs: f64,
+        #[command(flatten)]
+        http: HttpArg,
     },
+}
+
+/// `--http`: where a role serves its metrics.
+#[derive(clap::Args, Debug, Clone, Default)]
+struct HttpArg {
+    /// Serve Prometheus metrics on HOST:PORT at /metrics (under `local`, every role's on one
+    /// endpoint, and the master's status page at /). Off by default.
+    #[arg(long, env = "CAIRN_HTTP", value_name = "HOST:PORT")]
+    http: Option<String>,
+}
+
+impl HttpArg {
+    /// Binds `--http`, if given, and serves `metrics` there on a task of the current runtime.
+    async fn start(&self, metrics: &cairn_metrics::Metrics) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        let Some(addr) = &self.http else {
+            return Ok(());
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listen on {addr} (--http)"))?;
+        let bound = listener.local_addr()?;
+        tracing::info!(http = %bound, "serving metrics at /metrics");
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = cairn_metrics::serve(listener, metrics, std::future::pending()).await {
+                tracing::warn!(error = %e, "the HTTP listener stopped");
+            }
+        });
+        Ok(())
+    }
 }
 
 /// The front door's deadline flags.
@@ -165,9 +202,10 @@ where
             service,
             listen,
             deadlines,
+            http,
         } => deadlines
             .deadlines()
-            .and_then(|d| front_door::<S>(&master, &service, &listen, d)),
+            .and_then(|d| front_door::<S>(&master, &service, &listen, d, &http)),
         Role::Replica {
             master,
             service,
@@ -176,12 +214,14 @@ where
             snapshot_every,
             faulty_after,
             test_corrupt_outputs,
+            http,
         } => replica(
             &master,
             &service,
             index,
             chunkserver,
             (snapshot_every, faulty_after, test_corrupt_outputs),
+            &http,
         ),
         Role::Local {
             data,
@@ -189,9 +229,10 @@ where
             service,
             snapshot_every,
             deadlines,
+            http,
         } => deadlines
             .deadlines()
-            .and_then(|d| local::<S>(data, port, service, snapshot_every, d)),
+            .and_then(|d| local::<S>(data, port, service, snapshot_every, d, &http)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -247,6 +288,7 @@ fn front_door<S: NamedService + 'static>(
     service: &str,
     listen: &str,
     deadlines: crate::deadline::Deadlines,
+    http: &HttpArg,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
     init_tracing();
@@ -257,7 +299,10 @@ fn front_door<S: NamedService + 'static>(
             .await
             .with_context(|| format!("listen on {listen}"))?;
         let addr = listener.local_addr()?;
+        let metrics = cairn_metrics::Metrics::new();
+        http.start(&metrics).await?;
         let door = FrontDoor::start(&client, logs, deadlines).await?;
+        door.register_metrics(&metrics);
         println!("front door {addr}");
         serve_front_door::<S>(door, listener, cairn_local::shutdown_signal()).await
     })
@@ -293,6 +338,7 @@ fn replica(
     index: u32,
     chunkserver: Option<String>,
     (snapshot_every, faulty_after, test_corrupt_outputs): (u64, u64, f64),
+    http: &HttpArg,
 ) -> anyhow::Result<()> {
     init_tracing();
     if test_corrupt_outputs != 0.0
@@ -302,6 +348,7 @@ fn replica(
             "--test-corrupt-outputs takes 0.0-1.0, and only in a build with the feature test-faults"
         );
     }
+    let metrics = cairn_metrics::Metrics::new();
     let config = ReplicaConfig {
         master: master.to_owned(),
         logs: ServiceLogs::new(service)?,
@@ -312,8 +359,12 @@ fn replica(
         snapshot_every,
         faulty_after,
         test_corrupt_outputs,
+        metrics: crate::metrics::ReplicaMetrics::register(&metrics, service, index),
     };
-    runtime()?.block_on(crate::replica::run(config, cairn_local::shutdown_signal()))
+    runtime()?.block_on(async {
+        http.start(&metrics).await?;
+        crate::replica::run(config, cairn_local::shutdown_signal()).await
+    })
 }
 
 /// Replicas `local` runs.
@@ -328,6 +379,7 @@ fn local<S: NamedService + 'static>(
     service: Option<String>,
     snapshot_every: u64,
     deadlines: crate::deadline::Deadlines,
+    http: &HttpArg,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
     init_tracing();
@@ -346,7 +398,10 @@ fn local<S: NamedService + 'static>(
         adopt_cluster_id: false,
     };
     runtime()?.block_on(async {
-        let cluster = cairn_local::LocalCluster::start(&config).await?;
+        let metrics = cairn_metrics::Metrics::new();
+        http.start(&metrics).await?;
+        let cluster =
+            cairn_local::LocalCluster::start_with_metrics(&config, metrics.clone()).await?;
         let client = cairn_client::Client::connect(&cluster.master_addr).await?;
         // The chunkservers register within a heartbeat or two.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -379,6 +434,11 @@ fn local<S: NamedService + 'static>(
                 snapshot_every,
                 faulty_after: crate::replica::FAULTY_AFTER_DEFAULT,
                 test_corrupt_outputs: 0.0,
+                metrics: crate::metrics::ReplicaMetrics::register(
+                    &metrics,
+                    logs.service(),
+                    index,
+                ),
             };
             let stopped = stopped.clone();
             tasks.spawn(async move {
@@ -407,6 +467,7 @@ fn local<S: NamedService + 'static>(
             .await
             .with_context(|| format!("listen on {listen}"))?;
         let door = FrontDoor::start(&client, logs.clone(), deadlines).await?;
+        door.register_metrics(&metrics);
         println!("front door {}", listener.local_addr()?);
         eprintln!(
             "{} local: master {}, chunkservers {}, {LOCAL_REPLICAS} replicas, front door {listen}; Ctrl-C stops",

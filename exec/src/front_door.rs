@@ -127,6 +127,8 @@ pub struct FrontDoor {
     state: Mutex<State>,
     /// Counters.
     pub stats: FrontDoorStats,
+    /// Voted calls' latency, once [`FrontDoor::register_metrics`] ran.
+    call_seconds: std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl std::fmt::Debug for FrontDoor {
@@ -164,6 +166,7 @@ impl FrontDoor {
             deadlines,
             state: Mutex::new(State::default()),
             stats: FrontDoorStats::default(),
+            call_seconds: std::sync::OnceLock::new(),
         });
         door.rebuild(client).await?;
         for i in 0..replicas {
@@ -322,6 +325,13 @@ impl FrontDoor {
                 .keys
                 .insert(key.clone(), KeyState::Done(Arc::new(verdict)));
         }
+    }
+
+    /// Registers this front door's metrics in `metrics` (its counters at each scrape, and its
+    /// voted calls' latency from now on).
+    pub fn register_metrics(self: &Arc<Self>, metrics: &cairn_metrics::Metrics) {
+        let latency = crate::metrics::register_front_door(metrics, self.logs.service(), self);
+        let _ = self.call_seconds.set(latency);
     }
 
     /// The request that quarantined `fingerprint`, if it is quarantined.
@@ -697,6 +707,7 @@ impl<S> tower::Service<http::Request<Body>> for FrontDoorService<S> {
                 .get(GRPC_TIMEOUT_HEADER)
                 .and_then(|v| v.to_str().ok()),
         );
+        let arrived = std::time::Instant::now();
         Box::pin(async move {
             let handler = tower::service_fn(move |call: tonic::Request<Bytes>| {
                 let door = door.clone();
@@ -706,6 +717,9 @@ impl<S> tower::Service<http::Request<Body>> for FrontDoorService<S> {
                     let (request_id, verdict) =
                         door.call(method, call.into_inner(), key, deadline).await?;
                     door.stats.answered.fetch_add(1, Ordering::Relaxed);
+                    if let Some(latency) = door.call_seconds.get() {
+                        latency.observe(arrived.elapsed().as_secs_f64());
+                    }
                     answer(&request_id, &verdict)
                 }
             });

@@ -80,6 +80,7 @@ pub mod entry;
 pub mod front_door;
 pub mod grouped;
 pub mod lost_outputs;
+pub mod metrics;
 pub mod pipe;
 pub mod quarantine;
 pub mod records;

@@ -67,6 +67,8 @@ pub struct ReplicaConfig {
     pub faulty_after: u64,
     /// Test only (feature `test-faults`): the share of its outputs this replica corrupts.
     pub test_corrupt_outputs: f64,
+    /// Where it counts its executions and worker starts.
+    pub metrics: crate::metrics::ReplicaMetrics,
 }
 
 /// The snapshot the input log is to agree with: it covers the first `inputs` inputs, the last
@@ -185,6 +187,7 @@ pub async fn run(config: ReplicaConfig, shutdown: impl Future<Output = ()>) -> a
             &crate::test_faults::worker_env(config.index),
         )
         .context("start the worker")?;
+        config.metrics.worker_started();
         let skip = if use_snapshot {
             match restore_newest(&mut worker, &state).await {
                 Ok(0) => None,
@@ -493,6 +496,7 @@ async fn execute(
     }
     let rerun_expected = (done.len() as u64).saturating_sub(covered);
     let appender = appender.clone();
+    let metrics = config.metrics.clone();
     let read = async move {
         let mut executed: u64 = covered;
         let mut rerun: u64 = 0;
@@ -518,7 +522,10 @@ async fn execute(
                     last_answer = Instant::now();
                     let duration = last_answer.saturating_duration_since(started);
                     let mut reply = match answer {
-                        Ok(Ok(reply)) => reply,
+                        Ok(Ok(reply)) => {
+                            metrics.executed(reply.code, duration);
+                            reply
+                        }
                         Ok(Err(e)) => {
                             let ended = process.ended(Duration::from_millis(500)).await;
                             return Err(WorkerFault {
@@ -810,6 +817,9 @@ async fn on_fault(
         detail,
         duration,
     } = fault;
+    if code != 0 {
+        config.metrics.executed(code, duration);
+    }
     warn!(replica = index, request = %hex(&request_id), outcome = %code_name(code), %detail, "the worker failed on an input; a fresh worker follows");
     if code != 0 && !state.done.contains(&request_id) {
         let output = Output {

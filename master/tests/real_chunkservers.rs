@@ -31,7 +31,7 @@ fn start_master(listener: TcpListener, dir: &std::path::Path) -> Stopper {
     config.heartbeat = Duration::from_millis(100);
     config.dead_after = Duration::from_millis(2000);
     let task = tokio::spawn(async move {
-        cairn_master::serve(config, listener, async move {
+        cairn_master::serve(config, listener, Default::default(), async move {
             let _ = stopped.await;
         })
         .await
@@ -50,7 +50,7 @@ async fn start_chunkserver(master: &str, dir: &std::path::Path) -> (String, Stop
     config.heartbeat_ms = 100;
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        cairn_chunkserver::serve(config, listener, async move {
+        cairn_chunkserver::serve(config, listener, Default::default(), async move {
             let _ = stopped.await;
         })
         .await

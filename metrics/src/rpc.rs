@@ -1,9 +1,10 @@
 //! [`RpcLayer`]: a tower layer on a gRPC server that counts its answers by method and status
 //! code (`cairn_rpc_responses_total`).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -33,7 +34,43 @@ struct RpcFamilies {
 /// [`RpcLayer::disabled`], it counts nothing and costs one branch per call.
 #[derive(Clone)]
 pub struct RpcLayer {
-    counts: Option<(Arc<RpcFamilies>, &'static str, Arc<str>)>,
+    counts: Option<Arc<ServerCounts>>,
+}
+
+/// One server's counters, cached by method and code so that counting an answer takes a read
+/// lock and no allocation once the pair was seen.
+struct ServerCounts {
+    families: Arc<RpcFamilies>,
+    role: &'static str,
+    address: String,
+    by_method: RwLock<HashMap<String, HashMap<&'static str, Counter>>>,
+}
+
+impl ServerCounts {
+    fn count(&self, method: &str, code: &'static str) {
+        let cache = self
+            .by_method
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(counter) = cache.get(method).and_then(|codes| codes.get(code)) {
+            counter.inc();
+            return;
+        }
+        drop(cache);
+        let counter = self.families.responses.get_or_create_owned(&RpcLabels {
+            role: self.role,
+            address: self.address.clone(),
+            method: method.to_owned(),
+            code,
+        });
+        counter.inc();
+        self.by_method
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(method.to_owned())
+            .or_default()
+            .insert(code, counter);
+    }
 }
 
 impl RpcLayer {
@@ -49,7 +86,12 @@ impl RpcLayer {
             RpcFamilies { responses }
         });
         RpcLayer {
-            counts: Some((families, role, Arc::from(address))),
+            counts: Some(Arc::new(ServerCounts {
+                families,
+                role,
+                address: address.to_owned(),
+                by_method: RwLock::default(),
+            })),
         }
     }
 
@@ -74,7 +116,7 @@ impl<S> Layer<S> for RpcLayer {
 #[derive(Clone)]
 pub struct RpcService<S> {
     inner: S,
-    counts: Option<(Arc<RpcFamilies>, &'static str, Arc<str>)>,
+    counts: Option<Arc<ServerCounts>>,
 }
 
 impl<S, B, RB> Service<http::Request<B>> for RpcService<S>
@@ -91,10 +133,11 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let Some((families, role, address)) = self.counts.clone() else {
+        let Some(counts) = self.counts.clone() else {
             return Box::pin(self.inner.call(request));
         };
-        let method = request.uri().path().to_owned();
+        // The path's bytes are shared with the request (no copy).
+        let uri = request.uri().clone();
         let answer = self.inner.call(request);
         Box::pin(async move {
             let response = answer.await?;
@@ -104,15 +147,7 @@ where
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<i32>().ok())
                 .map_or("OK", code_name);
-            families
-                .responses
-                .get_or_create(&RpcLabels {
-                    role,
-                    address: address.to_string(),
-                    method,
-                    code,
-                })
-                .inc();
+            counts.count(uri.path(), code);
             Ok(response)
         })
     }

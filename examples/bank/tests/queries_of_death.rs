@@ -14,7 +14,9 @@ use bytes::Bytes;
 use cairn_client::Client;
 use cairn_exec::records::{CODE_CRASH, CODE_TIMEOUT, hex};
 use cairn_exec::service_logs::ServiceLogs;
-use common::{Got, LocalBank, got, got_of, inputs, outputs_of_all, request_id, sequential};
+use common::{
+    Got, LocalBank, got, got_of, inputs, outputs_of_all, request_id, sample, scrape, sequential,
+};
 use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -64,7 +66,7 @@ async fn open_failing(
 async fn quarantine_scenario(account: &str, fault: u32) {
     const CALLERS: usize = 4;
     const CALLS: usize = 250;
-    let bank = LocalBank::start();
+    let bank = LocalBank::start_with_http();
     let channel = bank.channel().await;
     let mut client_bank = BankClient::new(channel.clone());
     for a in 0..ACCOUNTS {
@@ -143,6 +145,59 @@ async fn quarantine_scenario(account: &str, fault: u32) {
         assert_eq!(r.worker_recoveries, 1, "{r:?}");
     }
     assert_eq!(s.quarantined, 1);
+    // The same, as the metrics (`--http`) count it: every replica's worker ran into the fault
+    // once and was started again, the front door quarantined 1 input and refused its repeat,
+    // and answered every other call (each one timed).
+    let metrics = scrape(bank.http.as_deref().expect("started with --http"));
+    let outcome = if fault == CODE_CRASH {
+        "crash"
+    } else {
+        "timeout"
+    };
+    for replica in 0..3 {
+        let labels = format!("service=\"bank\",replica=\"{replica}\"");
+        assert_eq!(
+            sample(
+                &metrics,
+                &format!("cairn_exec_replica_executions_total{{{labels},outcome=\"{outcome}\"}}")
+            ),
+            1.0,
+            "{metrics}"
+        );
+        let ok = sample(
+            &metrics,
+            &format!("cairn_exec_replica_executions_total{{{labels},outcome=\"ok\"}}"),
+        );
+        assert!(ok >= (ACCOUNTS + CALLERS * CALLS) as f64 * 0.5, "{metrics}");
+        assert_eq!(
+            sample(
+                &metrics,
+                &format!("cairn_exec_replica_worker_starts_total{{{labels}}}")
+            ),
+            2.0,
+            "{metrics}"
+        );
+    }
+    let door = |series: &str| sample(&metrics, &format!("cairn_exec_{series}"));
+    assert_eq!(
+        door("quarantined_total{service=\"bank\"}"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        door("calls_total{service=\"bank\",outcome=\"refused\"}"),
+        1.0,
+        "{metrics}"
+    );
+    let answered = door("calls_total{service=\"bank\",outcome=\"answered\"}");
+    assert!(answered >= (ACCOUNTS + CALLERS * CALLS) as f64, "{metrics}");
+    assert_eq!(
+        door("call_seconds_count{service=\"bank\"}"),
+        answered,
+        "{metrics}"
+    );
+    // One endpoint for the whole process: the storage roles' metrics are there too.
+    assert!(sample(&metrics, "cairn_master_logs") >= 5.0, "{metrics}");
     let events = cairn_exec::timeline::timeline(&client, &logs, &first)
         .await
         .unwrap();

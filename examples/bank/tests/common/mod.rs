@@ -28,6 +28,8 @@ pub(crate) struct LocalBank {
     pub(crate) master: String,
     /// The front door's address.
     pub(crate) front_door: String,
+    /// Where every role's metrics are served (`--http`), if asked for.
+    pub(crate) http: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -45,17 +47,34 @@ impl LocalBank {
         LocalBank::start_with(env, &[])
     }
 
+    /// [`LocalBank::start`] serving every role's metrics (`--http`) on the port after its
+    /// front door's block ([`LocalBank::http`]).
+    pub(crate) fn start_with_http() -> LocalBank {
+        LocalBank::start_inner(&[], &[], true)
+    }
+
     /// [`LocalBank::start`] with these environment variables and extra `local` arguments.
     pub(crate) fn start_with(env: &[(&str, &str)], args: &[&str]) -> LocalBank {
+        LocalBank::start_inner(env, args, false)
+    }
+
+    fn start_inner(env: &[(&str, &str)], args: &[&str], http: bool) -> LocalBank {
         let dir = tempfile::tempdir().expect("a temporary directory");
         for _ in 0..8 {
             let slot = NEXT_BASE.fetch_add(1, Ordering::Relaxed);
             let base = 20_000 + (std::process::id() as u16 % 200) * 100 + (slot % 50) * 16;
             let data = dir.path().join(format!("data{slot}"));
+            // The block is base..base+16: the master, 3 chunkservers, the front door at +10.
+            let http = http.then(|| format!("127.0.0.1:{}", base + 15));
+            let http_args = match &http {
+                Some(addr) => vec!["--http", addr.as_str()],
+                None => Vec::new(),
+            };
             let mut child = Command::new(BANK)
                 .args(["local", "--data"])
                 .arg(&data)
                 .args(["--port", &base.to_string()])
+                .args(&http_args)
                 .args(args)
                 .envs(env.iter().copied())
                 .stdout(Stdio::piped())
@@ -79,6 +98,7 @@ impl LocalBank {
                         child,
                         master: format!("127.0.0.1:{base}"),
                         front_door,
+                        http,
                         _dir: dir,
                     };
                 }
@@ -105,6 +125,32 @@ impl LocalBank {
     pub(crate) fn url(&self) -> String {
         format!("http://{}", self.front_door)
     }
+}
+
+/// `GET /metrics` on `addr`: the body.
+pub(crate) fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to --http");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+/// The value of series `series` (name and labels exactly as written) in a scrape, 0 if absent.
+pub(crate) fn sample(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 impl Drop for LocalBank {
