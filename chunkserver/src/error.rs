@@ -320,22 +320,24 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// The gRPC server failed.
-    #[error("gRPC server: {source}")]
+    /// The gRPC server failed (what tonic said is the error's source).
+    #[error("gRPC server failed")]
     Transport {
         /// What tonic said.
         #[from]
         source: tonic::transport::Error,
     },
-    /// An I/O error outside the append path (create, open, recovery, seal).
-    #[error("{op} {path}: {source}")]
+    /// An I/O error outside the append path (create, open, recovery, seal). The OS error is
+    /// part of the message (a gRPC status carries it) and not a separate source, so a chain of
+    /// causes prints it once.
+    #[error("{op} {path}: {error}")]
     Io {
         /// What was being done.
         op: &'static str,
         /// The file or directory.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -355,7 +357,11 @@ impl Error {
                 };
                 Error::exhausted(resource, format!("{op} {}: {source}", path.display()))
             } else {
-                Error::Io { op, path, source }
+                Error::Io {
+                    op,
+                    path,
+                    error: source,
+                }
             }
         }
     }

@@ -68,10 +68,10 @@ pub async fn serve(
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let local = listener.local_addr().map_err(|source| Error::Io {
+    let local = listener.local_addr().map_err(|error| Error::Io {
         op: "local address of",
         path: config.listen.clone().into(),
-        source,
+        error,
     })?;
     let config = Config {
         advertise: advertised(&config.advertise, local.port()),

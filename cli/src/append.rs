@@ -32,10 +32,12 @@ pub(crate) struct AppendArgs {
     #[arg(long)]
     file: Option<PathBuf>,
     /// Print one JSON line per acknowledged record, as soon as it is acknowledged:
-    /// {"line":N,"chunk":I,"offset":O,"writer":W,"sequence":S}.
+    /// {"line":N,"chunk":I,"offset":O,"writer":"W","sequence":S}, W the writer id as 16 hex
+    /// digits (as every cairn command shows writer ids).
     #[arg(long)]
     json: bool,
-    /// Append as this writer id (decimal, or hex with 0x), resuming it: the master hands out a
+    /// Append as this writer id, in hex as cairn prints it (16 digits; a 0x prefix and fewer
+    /// digits are accepted), resuming it: the master hands out a
     /// new epoch, so an older process still appending as this writer is fenced, and records
     /// re-sent under the same (writer, sequence) are stored once. Without it, a random writer.
     #[arg(long, value_parser = parse_writer)]
@@ -52,13 +54,15 @@ pub(crate) struct AppendArgs {
     master: MasterArg,
 }
 
-/// A non-zero writer id, decimal or `0x` hex.
+/// A non-zero writer id in hex, as cairn prints them (`00000000000000ff`; `0xff` and `ff` too).
 fn parse_writer(s: &str) -> Result<WriterId, String> {
-    let id = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => s.parse(),
-    }
-    .map_err(|e| format!("{s:?} is not a writer id: {e}"))?;
+    let hex = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
+    let id = u64::from_str_radix(hex, 16).map_err(|e| {
+        format!("{s:?} is not a writer id (up to 16 hex digits, as cairn prints them): {e}")
+    })?;
     if id == 0 {
         return Err("writer id 0 is reserved".into());
     }
@@ -84,8 +88,8 @@ pub(crate) fn run(args: &AppendArgs) -> anyhow::Result<ExitCode> {
                 .map_err(cluster::hint)?,
             None => client.appender(&args.log).await.map_err(cluster::hint)?,
         };
-        // Shown in decimal, the form --writer takes and the JSON lines carry.
-        let writer = u64::from(appender.writer_id());
+        // Shown in hex, as every command shows writer ids and as --writer takes them.
+        let writer = appender.writer_id();
         let started = Instant::now();
 
         let (tx, mut lines) = mpsc::channel::<std::io::Result<Vec<u8>>>(LINE_QUEUE_MAX);
@@ -207,24 +211,26 @@ async fn read_lines(
     }
 }
 
-/// `{"line":N,"chunk":I,"offset":O,"writer":W,"sequence":S}`, in this key order; chunk and
-/// offset are null when the primary answered "already stored" without the place.
+/// `{"line":N,"chunk":I,"offset":O,"writer":"W","sequence":S}`, in this key order (W: 16 hex
+/// digits); chunk and offset are null when the primary answered "already stored" without the
+/// place.
 fn ack_json(line: u64, ack: &AppendAck) -> String {
     let opt = |v: Option<u64>| v.map_or_else(|| "null".to_owned(), |v| v.to_string());
     format!(
-        "{{\"line\":{line},\"chunk\":{},\"offset\":{},\"writer\":{},\"sequence\":{}}}",
+        "{{\"line\":{line},\"chunk\":{},\"offset\":{},\"writer\":\"{}\",\"sequence\":{}}}",
         opt(ack.chunk.map(u64::from)),
         opt(ack.offset.map(u64::from)),
-        u64::from(ack.id.writer),
+        ack.id.writer,
         ack.id.sequence
     )
 }
 
-/// `{"line":N,"chunk":null,"offset":null,"writer":W,"sequence":S,"unverified":true}`: a record
-/// whose (writer, sequence) was already stored, too long ago to be compared with this line.
-fn unverified_json(line: u64, writer: u64, sequence: u64) -> String {
+/// `{"line":N,"chunk":null,"offset":null,"writer":"W","sequence":S,"unverified":true}`: a
+/// record whose (writer, sequence) was already stored, too long ago to be compared with this
+/// line.
+fn unverified_json(line: u64, writer: WriterId, sequence: u64) -> String {
     format!(
-        "{{\"line\":{line},\"chunk\":null,\"offset\":null,\"writer\":{writer},\"sequence\":{sequence},\"unverified\":true}}"
+        "{{\"line\":{line},\"chunk\":null,\"offset\":null,\"writer\":\"{writer}\",\"sequence\":{sequence},\"unverified\":true}}"
     )
 }
 
@@ -233,13 +239,20 @@ mod tests {
     use super::*;
     use cairn_client::RecordId;
 
-    // Proves: --writer takes decimal or 0x hex ids and refuses 0 and garbage.
+    // Proves: --writer takes ids in hex as cairn prints them (with or without 0x, leading zeros
+    // optional) and refuses 0, garbage and more than 64 bits.
     #[test]
     fn writer_ids_parse() {
-        assert_eq!(parse_writer("42"), Ok(WriterId(42)));
+        assert_eq!(parse_writer("00000000000000ff"), Ok(WriterId(255)));
         assert_eq!(parse_writer("0xff"), Ok(WriterId(255)));
+        assert_eq!(parse_writer("42"), Ok(WriterId(0x42)));
+        assert_eq!(
+            parse_writer(&WriterId(u64::MAX).to_string()),
+            Ok(WriterId(u64::MAX))
+        );
         assert!(parse_writer("0").is_err());
         assert!(parse_writer("x").is_err());
+        assert!(parse_writer("1ffffffffffffffff").is_err());
     }
 
     #[test]
@@ -255,13 +268,10 @@ mod tests {
         let line = ack_json(7, &ack);
         assert_eq!(
             line,
-            format!(
-                "{{\"line\":7,\"chunk\":2,\"offset\":96,\"writer\":{},\"sequence\":3}}",
-                u64::MAX
-            )
+            "{\"line\":7,\"chunk\":2,\"offset\":96,\"writer\":\"ffffffffffffffff\",\"sequence\":3}"
         );
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(v["writer"].as_u64(), Some(u64::MAX));
+        assert_eq!(v["writer"].as_str(), Some("ffffffffffffffff"));
         let dup = AppendAck {
             chunk: None,
             offset: None,

@@ -16,8 +16,8 @@ use crate::cluster::{self, MasterArg};
 pub(crate) struct ReplayArgs {
     /// The log's path.
     log: String,
-    /// One JSON object per event: `type` = `record` (chunk, offset, writer, sequence, payload
-    /// in base64) or `skipped` (chunk, offset, len, reason).
+    /// One JSON object per event: `type` = `record` (chunk, offset, writer as 16 hex digits,
+    /// sequence, payload in base64) or `skipped` (chunk, offset, len, reason).
     #[arg(long)]
     json: bool,
     /// Keep every copy of a record appended more than once (dropped by default).
@@ -112,7 +112,7 @@ fn print_event(out: &mut impl Write, event: &ReplayEvent, json: bool) -> std::io
                     "type": "record",
                     "chunk": chunk,
                     "offset": offset,
-                    "writer": id.writer,
+                    "writer": id.writer.to_string(),
                     "sequence": id.sequence,
                     "payload": base64::engine::general_purpose::STANDARD.encode(payload),
                 });

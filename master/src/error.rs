@@ -52,7 +52,7 @@ pub enum Error {
         replication: u32,
     },
     /// A chunk capacity outside the allowed range.
-    #[error("{source}")]
+    #[error(transparent)]
     BadChunkBytes {
         /// The record crate's verdict.
         source: cairn_record::Error,
@@ -202,13 +202,14 @@ pub enum Error {
         /// The first write or fsync error.
         reason: String,
     },
-    /// A file of the master's data directory could not be read or written.
-    #[error("{path}: {source}")]
+    /// A file of the master's data directory could not be read or written. The OS error is
+    /// part of the message and not a separate source, so a chain of causes prints it once.
+    #[error("{path}: {error}")]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The operation log holds bad bytes that are not a torn tail: the master refuses to start
     /// rather than drop acknowledged changes.
@@ -235,8 +236,8 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// The gRPC server failed.
-    #[error("gRPC server: {source}")]
+    /// The gRPC server failed (what tonic said is the error's source).
+    #[error("gRPC server failed")]
     Transport {
         /// The transport error.
         source: tonic::transport::Error,
@@ -250,6 +251,6 @@ impl Error {
     /// An [`Error::Io`] for `path`.
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io { path, source }
+        move |error| Error::Io { path, error }
     }
 }

@@ -76,7 +76,7 @@ fn append_req(
 
 /// Payloads of `writer`'s records in a replay, in log order.
 fn payloads_of(replay: &cairn_tests::Replay, writer: u64) -> Vec<Vec<u8>> {
-    let id = WriterId(writer.to_string());
+    let id = WriterId(format!("{writer:016x}"));
     replay
         .records()
         .filter(|r| r.writer == id)
@@ -238,7 +238,7 @@ fn a_resumed_writer_stores_each_record_once_and_fences_the_old_incarnation() {
             log,
             "--json",
             "--writer",
-            &writer.to_string(),
+            &format!("{writer:016x}"),
             "--first-sequence",
             "1",
         ])
