@@ -228,6 +228,11 @@ impl Client {
 
     /// [`Client::connect`] making every channel (to the master and to chunkservers) through
     /// `connector`: a test's or a simulator's network instead of the OS's TCP.
+    ///
+    /// An advanced seam, and the one place the client's API shows the gRPC stack it is built
+    /// on: a [`Connector`] (from the `cairn-proto` crate) makes tonic channels from tonic
+    /// endpoints, so implementing one ties the caller to the tonic version this crate uses.
+    /// Applications use [`Client::connect`].
     pub async fn with_connector(master: &str, connector: Arc<dyn Connector>) -> Result<Client> {
         let master_endpoint = endpoint(master)?;
         let channel = connector

@@ -71,7 +71,7 @@
 //! - [`append`]: [`Appender`] — batching, the in-flight window, seals and retries.
 //! - [`read`]: [`Replay`] and [`Tail`] — range reads, scanning, repair, duplicate dropping.
 //! - [`limits`]: every bound of the client, checked at compile time.
-//! - [`error`]: [`Error`] and [`Result`].
+//! - [`error`]: [`Error`], its gRPC status [`Code`], and [`Result`].
 //!
 //! # Guarantees
 //! - An [`AppendAck`] means every replica of the chunk holds the record durably.
@@ -96,6 +96,6 @@ pub use check::{
     ChunkReplicas, ChunkserverInfo, CorruptReport, LogReplicas, ReplicaBytes, ReplicaStatus,
 };
 pub use client::{ChunkStat, ChunkState, Client, LogInfo, LogOptions, LogStat};
-pub use error::{Error, Result};
+pub use error::{Code, Error, Result};
 pub use fsck::FsckReport;
 pub use read::{Replay, ReplayEvent, ReplayOptions, ReplayStats, Tail, TailFrom};

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::client::{ChunkStat, ChunkState, Client, request};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::limits::{READ_RETRY_WINDOW, READ_TIMEOUT, TAIL_POLL_INTERVAL, TAIL_WAIT_MS, backoff};
 use range::{Fetched, RangeItem, Source, read_range};
 
@@ -392,7 +392,7 @@ impl Reader {
             Ok(read) => read,
             Err(
                 e @ Error::Rpc {
-                    code: tonic::Code::NotFound,
+                    code: Code::NotFound,
                     ..
                 },
             ) if cursor.end.is_none() && self.failures >= NOT_FOUND_READS_BEFORE_SEAL => {
