@@ -83,6 +83,7 @@ pub struct ReplicaBytes {
 
 /// What the master did with a corrupt-replica report.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CorruptReport {
     /// The replica is marked corrupt; the master will replace it.
     Marked,

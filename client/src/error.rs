@@ -5,8 +5,10 @@ use std::error::Error as _;
 use cairn_record::WriterId;
 
 /// Why a client call failed. Callers branch on the variant; [`Error::Rpc`] keeps the gRPC
-/// status [`Code`] of anything else.
+/// status [`Code`] of anything else. More variants may be added: a `match` needs a wildcard
+/// arm. The crate's guide, "Errors and retries", says what each one means for a record.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The log does not exist (create it first).
     #[error("log {path:?} not found")]

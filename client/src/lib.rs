@@ -26,6 +26,8 @@
 //!         ReplayEvent::Skipped { chunk, offset, len, reason } => {
 //!             eprintln!("skipped {len} bytes at chunk {chunk} offset {offset}: {reason}")
 //!         }
+//!         // `ReplayEvent` may gain kinds of events; say so rather than drop one unseen.
+//!         other => eprintln!("an event this program does not know: {other:?}"),
 //!     }
 //! }
 //! println!("{:?}", replay.stats());
