@@ -58,7 +58,8 @@ pub enum Error {
     },
     /// A record was refused because a different record is stored under its (writer,
     /// sequence): two processes append as one writer id, or a resend changed its payload.
-    /// Nothing of that batch was stored; the appender is closed.
+    /// The refusal stored nothing, but records the appender sent before may be stored; the
+    /// appender is closed, and every record it had not had acknowledged fails with this.
     #[error("writer conflict: {message}")]
     WriterConflict {
         /// The primary's explanation, naming the writer and sequence.
@@ -81,14 +82,16 @@ pub enum Error {
         sequence: u64,
     },
     /// This appender is an older incarnation of a resumed writer: a newer one
-    /// ([`crate::Client::resume_appender`]) took the writer id over. Its records are refused;
-    /// the appender is closed.
+    /// ([`crate::Client::resume_appender`]) took the writer id over. Its records are refused
+    /// from then on (those it sent before may be stored); the appender is closed.
     #[error("writer fenced: {message}")]
     WriterFenced {
         /// The primary's explanation, naming the writer and both epochs.
         message: String,
     },
-    /// The appender stopped (an earlier failure, or its task ended).
+    /// The appender stopped: an earlier failure (named in the message) closed it before this
+    /// record reached it, so the record was never sent; or its task ended with the record
+    /// possibly in flight ("the appender's task ended").
     #[error("appender closed: {message}")]
     AppenderClosed {
         /// Why it stopped.
