@@ -63,12 +63,12 @@
 //!
 //! # Errors and retries
 //!
-//! Every call fails with an [`Error`]. Calls to the master — [`Client::create_log`],
-//! [`Client::delete_log`], [`Client::list_logs`], [`Client::stat_log`], the [`check`] calls,
-//! and the first step of [`Client::appender`], [`Client::resume_appender`],
-//! [`Client::replay`] and [`Client::tail`] — are made once, each with a deadline of
-//! [`MASTER_CALL_TIMEOUT`](limits::MASTER_CALL_TIMEOUT); whether to retry is the caller's
-//! choice. Appends and reads retry by themselves:
+//! Every call that can fail fails with an [`Error`]. Calls to the master —
+//! [`Client::create_log`], [`Client::delete_log`], [`Client::list_logs`],
+//! [`Client::stat_log`], the [`check`] calls, and the first step of [`Client::appender`],
+//! [`Client::resume_appender`], [`Client::replay`] and [`Client::tail`] — are not retried
+//! (each RPC has a deadline of [`MASTER_CALL_TIMEOUT`](limits::MASTER_CALL_TIMEOUT)); whether
+//! to retry is the caller's choice. Appends and reads retry by themselves:
 //!
 //! - **An appender resends by itself.** When an `Append` to a chunk's primary fails in a way
 //!   that may pass (gRPC `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `CANCELLED`, `UNKNOWN`, `ABORTED`,
@@ -192,9 +192,14 @@
 //! // Sequences start at 1 and no record here is too large: record i has sequence i + 1.
 //! let mut first_failed = None;
 //! for (i, ack) in acks.into_iter().enumerate() {
-//!     if let Err(e) = ack.await {
-//!         eprintln!("record {i}: {e}");
-//!         first_failed.get_or_insert(i);
+//!     match ack.await {
+//!         Ok(_) => {}
+//!         // Another process appends under this writer id: resuming it would not help.
+//!         Err(e @ (Error::WriterFenced { .. } | Error::WriterConflict { .. })) => return Err(e),
+//!         Err(e) => {
+//!             eprintln!("record {i}: {e}");
+//!             first_failed.get_or_insert(i);
+//!         }
 //!     }
 //! }
 //! if let Some(i) = first_failed {
