@@ -55,12 +55,10 @@ pub(crate) fn run(args: &ClusterArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.records >= 1, "--records must be at least 1");
     cluster::run(async move {
         let client = cluster::connect(&args.master).await?;
-        let options = LogOptions {
-            replication: args.replication.unwrap_or(0),
-            min_replicas: 0,
-            chunk_bytes: args.chunk_size,
-            place_on: None,
-        };
+        let options = LogOptions::default()
+            .with_replication(args.replication.unwrap_or(0))
+            .with_min_replicas(0)
+            .with_chunk_bytes(args.chunk_size);
         match client.create_log(&log, options).await {
             Ok(_) | Err(Error::LogExists { .. }) => {}
             Err(e) => return Err(e.into()),

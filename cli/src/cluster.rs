@@ -56,15 +56,15 @@ where
     }
 }
 
-/// gRPC's status code `UNIMPLEMENTED`.
-const UNIMPLEMENTED: i32 = 12;
-
 /// Whether `e` is an `UNIMPLEMENTED` answer: the master's RPCs sent to something else.
 fn is_not_a_master(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         matches!(
             c.downcast_ref::<cairn_client::Error>(),
-            Some(cairn_client::Error::Rpc { code, .. }) if *code as i32 == UNIMPLEMENTED
+            Some(cairn_client::Error::Rpc {
+                code: cairn_client::Code::Unimplemented,
+                ..
+            })
         )
     })
 }

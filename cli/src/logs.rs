@@ -73,14 +73,15 @@ pub(crate) struct RmArgs {
 pub(crate) fn create(args: &CreateArgs) -> anyhow::Result<ExitCode> {
     cluster::run(async {
         let client = cluster::connect(&args.master).await?;
-        let options = LogOptions {
+        let mut options = LogOptions::default()
             // 0 asks the master for its default.
-            replication: args.replication.unwrap_or(0),
+            .with_replication(args.replication.unwrap_or(0))
             // 0: the replication factor.
-            min_replicas: args.min_replicas.unwrap_or(0),
-            chunk_bytes: args.chunk_size,
-            place_on: args.place_on.clone(),
-        };
+            .with_min_replicas(args.min_replicas.unwrap_or(0))
+            .with_chunk_bytes(args.chunk_size);
+        if let Some(chunkserver) = &args.place_on {
+            options = options.with_place_on(chunkserver.clone());
+        }
         if args.replication == Some(0) {
             anyhow::bail!("--replication must be at least 1");
         }

@@ -6,7 +6,7 @@ use cairn_proto::v1;
 use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion};
 
 use crate::client::{ChunkState, Client, request};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::limits::{MASTER_CALL_TIMEOUT, READ_TIMEOUT};
 
 /// One replica as the master sees it (its chunkserver's last report plus the master's marks).
@@ -83,6 +83,7 @@ pub struct ReplicaBytes {
 
 /// What the master did with a corrupt-replica report.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CorruptReport {
     /// The replica is marked corrupt; the master will replace it.
     Marked,
@@ -197,7 +198,7 @@ impl Client {
             .await
             .map_err(|s| match s.code() {
                 tonic::Code::NotFound => Error::Rpc {
-                    code: s.code(),
+                    code: Code::NotFound,
                     message: s.message().to_owned(),
                 },
                 _ => self.master_error(s, ""),
@@ -212,7 +213,7 @@ impl Client {
 
     /// Up to `max_bytes` of `address`'s replica of `handle` from `offset`, as stored: no
     /// verification, no retry, no other replica. A chunkserver that knows its replica is
-    /// damaged answers [`Error::Rpc`] with [`tonic::Code::DataLoss`].
+    /// damaged answers [`Error::Rpc`] with [`Code::DataLoss`].
     pub async fn read_replica(
         &self,
         address: &str,
@@ -248,7 +249,7 @@ impl Error {
         matches!(
             self,
             Error::Rpc {
-                code: tonic::Code::DataLoss,
+                code: Code::DataLoss,
                 ..
             }
         )

@@ -13,8 +13,17 @@ use tonic::transport::Endpoint;
 use crate::error::{Error, Result};
 use crate::limits::{CONNECT_TIMEOUT, MASTER_CALL_TIMEOUT, STAT_LOG_PAGE_CHUNKS};
 
-/// Options of a new log.
+/// Options of a new log: [`LogOptions::default`] and the `with_…` methods (more options may be
+/// added, so the struct cannot be written out field by field outside this crate).
+///
+/// ```
+/// let options = cairn_client::LogOptions::default()
+///     .with_replication(3)
+///     .with_chunk_bytes(1 << 20);
+/// assert_eq!(options.chunk_bytes, 1 << 20);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LogOptions {
     /// Replicas per chunk. Default 3; 0 asks for the master's default.
     pub replication: u32,
@@ -43,6 +52,38 @@ impl Default for LogOptions {
     }
 }
 
+impl LogOptions {
+    /// With [`LogOptions::replication`] replicas per chunk (0: the master's default).
+    #[must_use]
+    pub fn with_replication(mut self, replication: u32) -> LogOptions {
+        self.replication = replication;
+        self
+    }
+
+    /// With a new chunk opening on at least [`LogOptions::min_replicas`] chunkservers (0: the
+    /// replication factor).
+    #[must_use]
+    pub fn with_min_replicas(mut self, min_replicas: u32) -> LogOptions {
+        self.min_replicas = min_replicas;
+        self
+    }
+
+    /// With chunks of [`LogOptions::chunk_bytes`] bytes, header included.
+    #[must_use]
+    pub fn with_chunk_bytes(mut self, chunk_bytes: u64) -> LogOptions {
+        self.chunk_bytes = chunk_bytes;
+        self
+    }
+
+    /// With every chunk placed on the chunkserver advertised as `chunkserver`
+    /// ([`LogOptions::place_on`]).
+    #[must_use]
+    pub fn with_place_on(mut self, chunkserver: impl Into<String>) -> LogOptions {
+        self.place_on = Some(chunkserver.into());
+        self
+    }
+}
+
 /// A log as `list_logs` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogInfo {
@@ -62,6 +103,7 @@ pub struct LogInfo {
 
 /// Whether a chunk still takes appends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ChunkState {
     /// Taking appends through its fixed primary.
     Open,
@@ -228,6 +270,11 @@ impl Client {
 
     /// [`Client::connect`] making every channel (to the master and to chunkservers) through
     /// `connector`: a test's or a simulator's network instead of the OS's TCP.
+    ///
+    /// An advanced seam, and the one place the client's API shows the gRPC stack it is built
+    /// on: a [`Connector`] (from the `cairn-proto` crate) makes tonic channels from tonic
+    /// endpoints, so implementing one ties the caller to the tonic version this crate uses.
+    /// Applications use [`Client::connect`].
     pub async fn with_connector(master: &str, connector: Arc<dyn Connector>) -> Result<Client> {
         let master_endpoint = endpoint(master)?;
         let channel = connector

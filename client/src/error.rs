@@ -5,8 +5,10 @@ use std::error::Error as _;
 use cairn_record::WriterId;
 
 /// Why a client call failed. Callers branch on the variant; [`Error::Rpc`] keeps the gRPC
-/// [`tonic::Code`] of anything else.
+/// status [`Code`] of anything else. More variants may be added: a `match` needs a wildcard
+/// arm. The crate's guide, "Errors and retries", says what each one means for a record.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The log does not exist (create it first).
     #[error("log {path:?} not found")]
@@ -56,7 +58,8 @@ pub enum Error {
     },
     /// A record was refused because a different record is stored under its (writer,
     /// sequence): two processes append as one writer id, or a resend changed its payload.
-    /// Nothing of that batch was stored; the appender is closed.
+    /// The refusal stored nothing, but records the appender sent before may be stored; the
+    /// appender is closed, and every record it had not had acknowledged fails with this.
     #[error("writer conflict: {message}")]
     WriterConflict {
         /// The primary's explanation, naming the writer and sequence.
@@ -79,27 +82,150 @@ pub enum Error {
         sequence: u64,
     },
     /// This appender is an older incarnation of a resumed writer: a newer one
-    /// ([`crate::Client::resume_appender`]) took the writer id over. Its records are refused;
-    /// the appender is closed.
+    /// ([`crate::Client::resume_appender`]) took the writer id over. Its records are refused
+    /// from then on (those it sent before may be stored); the appender is closed.
     #[error("writer fenced: {message}")]
     WriterFenced {
         /// The primary's explanation, naming the writer and both epochs.
         message: String,
     },
-    /// The appender stopped (an earlier failure, or its task ended).
+    /// The appender stopped: an earlier failure (named in the message) closed it before this
+    /// record reached it, so the record was never sent; or its task ended with the record
+    /// possibly in flight ("the appender's task ended").
     #[error("appender closed: {message}")]
     AppenderClosed {
         /// Why it stopped.
         message: String,
     },
     /// Any other gRPC failure.
-    #[error("rpc failed ({code:?}): {message}")]
+    #[error("rpc failed ({code}): {message}")]
     Rpc {
         /// The gRPC status code.
-        code: tonic::Code,
+        code: Code,
         /// The status message.
         message: String,
     },
+}
+
+/// A gRPC status code, as [`Error::Rpc`] carries it: the client's own type, so that the
+/// gRPC library the client is built on is not part of its API. The variants are gRPC's
+/// canonical codes (their numbers are [`Code::number`]); more may be added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Code {
+    /// `OK` (0): not an error; no client error carries it.
+    Ok,
+    /// `CANCELLED` (1): the call was cancelled.
+    Cancelled,
+    /// `UNKNOWN` (2): an error with no better code.
+    Unknown,
+    /// `INVALID_ARGUMENT` (3): the request is wrong whatever the server's state.
+    InvalidArgument,
+    /// `DEADLINE_EXCEEDED` (4): no answer within the call's deadline (it may still have taken
+    /// effect).
+    DeadlineExceeded,
+    /// `NOT_FOUND` (5): something named by the request does not exist.
+    NotFound,
+    /// `ALREADY_EXISTS` (6): what the request would create exists.
+    AlreadyExists,
+    /// `PERMISSION_DENIED` (7): the caller may not do this.
+    PermissionDenied,
+    /// `RESOURCE_EXHAUSTED` (8): a quota or a resource (such as disk space) ran out.
+    ResourceExhausted,
+    /// `FAILED_PRECONDITION` (9): the server is not in the state the request needs.
+    FailedPrecondition,
+    /// `ABORTED` (10): the operation was aborted (a conflict).
+    Aborted,
+    /// `OUT_OF_RANGE` (11): past the valid range.
+    OutOfRange,
+    /// `UNIMPLEMENTED` (12): the server does not serve this call (not a Cairn server of the
+    /// expected role, or an older one).
+    Unimplemented,
+    /// `INTERNAL` (13): the server broke an invariant of its own.
+    Internal,
+    /// `UNAVAILABLE` (14): the server could not be reached or cannot serve now.
+    Unavailable,
+    /// `DATA_LOSS` (15): stored data is damaged.
+    DataLoss,
+    /// `UNAUTHENTICATED` (16): the caller has no valid credentials.
+    Unauthenticated,
+}
+
+impl Code {
+    /// The code's gRPC name, e.g. `NOT_FOUND` (what [`Display`](std::fmt::Display) prints).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Ok => "OK",
+            Code::Cancelled => "CANCELLED",
+            Code::Unknown => "UNKNOWN",
+            Code::InvalidArgument => "INVALID_ARGUMENT",
+            Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Code::NotFound => "NOT_FOUND",
+            Code::AlreadyExists => "ALREADY_EXISTS",
+            Code::PermissionDenied => "PERMISSION_DENIED",
+            Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Code::FailedPrecondition => "FAILED_PRECONDITION",
+            Code::Aborted => "ABORTED",
+            Code::OutOfRange => "OUT_OF_RANGE",
+            Code::Unimplemented => "UNIMPLEMENTED",
+            Code::Internal => "INTERNAL",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::DataLoss => "DATA_LOSS",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+        }
+    }
+
+    /// The code's number on the wire (0 for `OK` to 16 for `UNAUTHENTICATED`).
+    pub fn number(self) -> i32 {
+        match self {
+            Code::Ok => 0,
+            Code::Cancelled => 1,
+            Code::Unknown => 2,
+            Code::InvalidArgument => 3,
+            Code::DeadlineExceeded => 4,
+            Code::NotFound => 5,
+            Code::AlreadyExists => 6,
+            Code::PermissionDenied => 7,
+            Code::ResourceExhausted => 8,
+            Code::FailedPrecondition => 9,
+            Code::Aborted => 10,
+            Code::OutOfRange => 11,
+            Code::Unimplemented => 12,
+            Code::Internal => 13,
+            Code::Unavailable => 14,
+            Code::DataLoss => 15,
+            Code::Unauthenticated => 16,
+        }
+    }
+
+    /// The code of a tonic status. Crate-internal, so that tonic stays out of the public API.
+    pub(crate) fn from_tonic(code: tonic::Code) -> Code {
+        match code {
+            tonic::Code::Ok => Code::Ok,
+            tonic::Code::Cancelled => Code::Cancelled,
+            tonic::Code::Unknown => Code::Unknown,
+            tonic::Code::InvalidArgument => Code::InvalidArgument,
+            tonic::Code::DeadlineExceeded => Code::DeadlineExceeded,
+            tonic::Code::NotFound => Code::NotFound,
+            tonic::Code::AlreadyExists => Code::AlreadyExists,
+            tonic::Code::PermissionDenied => Code::PermissionDenied,
+            tonic::Code::ResourceExhausted => Code::ResourceExhausted,
+            tonic::Code::FailedPrecondition => Code::FailedPrecondition,
+            tonic::Code::Aborted => Code::Aborted,
+            tonic::Code::OutOfRange => Code::OutOfRange,
+            tonic::Code::Unimplemented => Code::Unimplemented,
+            tonic::Code::Internal => Code::Internal,
+            tonic::Code::Unavailable => Code::Unavailable,
+            tonic::Code::DataLoss => Code::DataLoss,
+            tonic::Code::Unauthenticated => Code::Unauthenticated,
+        }
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// `Result` with the client's [`Error`].
@@ -148,7 +274,7 @@ impl Error {
                 message: status.message().to_owned(),
             },
             code => Error::Rpc {
-                code,
+                code: Code::from_tonic(code),
                 message: status.message().to_owned(),
             },
         }
@@ -170,7 +296,7 @@ impl Error {
                 message: format!("chunkserver {addr}: {}", transport_message(&status)),
             },
             code => Error::Rpc {
-                code,
+                code: Code::from_tonic(code),
                 message: format!("{addr}: {}", status.message()),
             },
         }
@@ -192,4 +318,52 @@ pub(crate) fn transport_message(status: &tonic::Status) -> String {
         message = format!("{message} ({last})");
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves: every tonic code maps to the client's code of the same gRPC number and name, so
+    // an `Error::Rpc` says what the server said (and the mapping is one to one).
+    #[test]
+    fn codes_mirror_grpc() {
+        let all = [
+            tonic::Code::Ok,
+            tonic::Code::Cancelled,
+            tonic::Code::Unknown,
+            tonic::Code::InvalidArgument,
+            tonic::Code::DeadlineExceeded,
+            tonic::Code::NotFound,
+            tonic::Code::AlreadyExists,
+            tonic::Code::PermissionDenied,
+            tonic::Code::ResourceExhausted,
+            tonic::Code::FailedPrecondition,
+            tonic::Code::Aborted,
+            tonic::Code::OutOfRange,
+            tonic::Code::Unimplemented,
+            tonic::Code::Internal,
+            tonic::Code::Unavailable,
+            tonic::Code::DataLoss,
+            tonic::Code::Unauthenticated,
+        ];
+        for (n, tonic_code) in all.into_iter().enumerate() {
+            let code = Code::from_tonic(tonic_code);
+            assert_eq!(code.number(), tonic_code as i32, "{tonic_code:?}");
+            assert_eq!(code.number(), n as i32, "{tonic_code:?}");
+            // tonic's Debug is the CamelCase of the gRPC name.
+            let camel: String = code
+                .as_str()
+                .split('_')
+                .map(|w| w[..1].to_owned() + &w[1..].to_lowercase())
+                .collect();
+            assert_eq!(camel, format!("{tonic_code:?}"));
+        }
+        let e = Error::from_chunkserver(tonic::Status::data_loss("chunk 5c corrupt"), "cs:1");
+        assert_eq!(
+            e.to_string(),
+            "rpc failed (DATA_LOSS): cs:1: chunk 5c corrupt"
+        );
+        assert!(e.is_data_loss());
+    }
 }

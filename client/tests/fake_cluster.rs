@@ -458,12 +458,9 @@ async fn a_client_runs_entirely_over_its_connector() {
     let client = Client::with_connector("fake.cairn:7000", Arc::new(net.clone()))
         .await
         .unwrap();
-    let options = LogOptions {
-        replication: 1,
-        min_replicas: 0,
-        chunk_bytes: 4096,
-        place_on: None,
-    };
+    let options = LogOptions::default()
+        .with_replication(1)
+        .with_chunk_bytes(4096);
     client.create_log("m", options).await.unwrap();
     let expected = append_all(&client, "m", 2, 100).await;
     check_replay(&client, "m", &expected).await;
@@ -544,6 +541,7 @@ async fn check_replay(
                 .or_default()
                 .push((id.sequence, payload)),
             ReplayEvent::Skipped { .. } => panic!("nothing is corrupt here"),
+            other => panic!("an event this test does not know: {other:?}"),
         }
     }
     for (writer, payloads) in expected {
@@ -565,12 +563,9 @@ async fn check_replay(
 async fn appends_survive_rolls_reordering_and_lost_acks() {
     let (addr, state) = start(7, true).await;
     let client = Client::connect(&addr).await.unwrap();
-    let options = LogOptions {
-        replication: 1,
-        min_replicas: 0,
-        chunk_bytes: 4096,
-        place_on: None,
-    };
+    let options = LogOptions::default()
+        .with_replication(1)
+        .with_chunk_bytes(4096);
     client.create_log("l", options).await.unwrap();
     let expected = append_all(&client, "l", 3, 400).await;
     let stats = check_replay(&client, "l", &expected).await;
@@ -588,23 +583,15 @@ async fn appends_survive_rolls_reordering_and_lost_acks() {
 async fn replay_drops_resent_copies() {
     let (addr, _state) = start(5, false).await;
     let client = Client::connect(&addr).await.unwrap();
-    let options = LogOptions {
-        replication: 1,
-        min_replicas: 0,
-        chunk_bytes: 64 << 10,
-        place_on: None,
-    };
+    let options = LogOptions::default()
+        .with_replication(1)
+        .with_chunk_bytes(64 << 10);
     client.create_log("d", options).await.unwrap();
     let expected = append_all(&client, "d", 2, 300).await;
     let stats = check_replay(&client, "d", &expected).await;
     assert!(stats.duplicates_dropped > 0, "{stats:?}");
     let mut all = client
-        .replay(
-            "d",
-            ReplayOptions {
-                keep_duplicates: true,
-            },
-        )
+        .replay("d", ReplayOptions::default().with_keep_duplicates(true))
         .await
         .unwrap();
     while all.next().await.is_some() {}
@@ -619,12 +606,9 @@ async fn replay_drops_resent_copies() {
 async fn tail_follows_new_records_across_rolls() {
     let (addr, _state) = start(0, true).await;
     let client = Client::connect(&addr).await.unwrap();
-    let options = LogOptions {
-        replication: 1,
-        min_replicas: 0,
-        chunk_bytes: 4096,
-        place_on: None,
-    };
+    let options = LogOptions::default()
+        .with_replication(1)
+        .with_chunk_bytes(4096);
     client.create_log("t", options).await.unwrap();
     let mut tail = client
         .tail("t", TailFrom::Start, ReplayOptions::default())
@@ -664,12 +648,9 @@ async fn clear_errors() {
         client.replay("missing", ReplayOptions::default()).await,
         Err(Error::LogNotFound { .. })
     ));
-    let options = LogOptions {
-        replication: 1,
-        min_replicas: 0,
-        chunk_bytes: 4096,
-        place_on: None,
-    };
+    let options = LogOptions::default()
+        .with_replication(1)
+        .with_chunk_bytes(4096);
     client.create_log("e", options.clone()).await.unwrap();
     assert!(matches!(
         client.create_log("e", options).await,
@@ -701,12 +682,9 @@ async fn clear_errors() {
 async fn append_all_sends_its_records_in_one_batch() {
     let (addr, state) = start(0, true).await;
     let client = Client::connect(&addr).await.unwrap();
-    let options = LogOptions {
-        replication: 1,
-        min_replicas: 0,
-        chunk_bytes: 1 << 20,
-        place_on: None,
-    };
+    let options = LogOptions::default()
+        .with_replication(1)
+        .with_chunk_bytes(1 << 20);
     client.create_log("g", options).await.unwrap();
     let appender = client.appender("g").await.unwrap();
     let too_large = Bytes::from(vec![0; appender.payload_bytes_max() + 1]);

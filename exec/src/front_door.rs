@@ -217,6 +217,14 @@ impl FrontDoor {
                     Ok(ReplayEvent::Skipped { .. }) => {
                         warn!(replica = i, "output log bytes skipped")
                     }
+                    // A kind of event newer than this code: it carries no output.
+                    Ok(other) => {
+                        warn!(
+                            replica = i,
+                            event = ?other,
+                            "an unknown replay event on the output log; ignored"
+                        )
+                    }
                     Err(e) => {
                         warn!(replica = i, error = %e, "following the output log failed; again in 1 s");
                         break;

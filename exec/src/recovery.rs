@@ -44,6 +44,15 @@ pub async fn read_output_log(
                 warn!(log = path, "output log bytes skipped");
                 continue;
             }
+            // A kind of event newer than this code: it carries no output.
+            other => {
+                warn!(
+                    log = path,
+                    event = ?other,
+                    "an unknown replay event on the output log; ignored"
+                );
+                continue;
+            }
         };
         match ExecRecord::from_payload(&payload) {
             Some(Kind::Output(output)) => {

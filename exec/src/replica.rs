@@ -409,6 +409,11 @@ async fn execute(
                     warn!(chunk, %offset, len, %reason, "input log bytes skipped");
                     continue;
                 }
+                // A kind of event newer than this code: it carries no input.
+                other => {
+                    warn!(event = ?other, "an unknown replay event on the input log; ignored");
+                    continue;
+                }
             };
             let Some(Kind::Input(input)) = ExecRecord::from_payload(&payload) else {
                 warn!("a record of the input log is not an INPUT; ignored");

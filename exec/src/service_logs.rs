@@ -83,10 +83,7 @@ impl ServiceLogs {
             "--replicas must be odd (2f+1), not {replicas}"
         );
         for path in [self.inputs(), self.votes()] {
-            let options = LogOptions {
-                replication: SHARED_LOG_REPLICATION,
-                ..LogOptions::default()
-            };
+            let options = LogOptions::default().with_replication(SHARED_LOG_REPLICATION);
             match client.create_log(&path, options).await {
                 Ok(_) | Err(cairn_client::Error::LogExists { .. }) => {}
                 Err(e) => return Err(e).with_context(|| format!("create {path}")),
@@ -127,11 +124,9 @@ impl ServiceLogs {
             Some(a) => a.to_owned(),
             None => beside(client, index).await?,
         };
-        let options = LogOptions {
-            replication: 1,
-            place_on: Some(at.clone()),
-            ..LogOptions::default()
-        };
+        let options = LogOptions::default()
+            .with_replication(1)
+            .with_place_on(at.clone());
         match client.create_log(&path, options).await {
             Ok(_) | Err(cairn_client::Error::LogExists { .. }) => Ok(at),
             Err(e) => Err(e).with_context(|| format!("create {path} on {at}")),

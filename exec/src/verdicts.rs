@@ -184,6 +184,10 @@ impl Verdicts {
                         }
                     }
                     Ok(ReplayEvent::Skipped { .. }) => warn!("vote log bytes skipped"),
+                    // A kind of event newer than this code: it carries no vote.
+                    Ok(other) => {
+                        warn!(event = ?other, "an unknown replay event on the vote log; ignored")
+                    }
                     Err(e) => {
                         warn!(error = %e, "following the vote log failed; waits scan it instead");
                         return;

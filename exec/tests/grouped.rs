@@ -28,12 +28,9 @@ async fn cluster(dir: &std::path::Path) -> LocalCluster {
 
 /// Creates `log` (RF 1) once the chunkserver has registered.
 async fn create(client: &Client, log: &str) {
-    let options = LogOptions {
-        replication: 1,
-        min_replicas: 0,
-        chunk_bytes: 1 << 20,
-        place_on: None,
-    };
+    let options = LogOptions::default()
+        .with_replication(1)
+        .with_chunk_bytes(1 << 20);
     for _ in 0..150 {
         if client.create_log(log, options.clone()).await.is_ok() {
             return;
@@ -50,6 +47,7 @@ async fn replay(client: &Client, log: &str) -> Vec<Bytes> {
         match event.unwrap() {
             ReplayEvent::Record { payload, .. } => got.push(payload),
             ReplayEvent::Skipped { .. } => panic!("nothing is damaged here"),
+            other => panic!("an event this test does not know: {other:?}"),
         }
     }
     got

@@ -80,12 +80,9 @@ fn start_chunkserver(net: &MemoryNet, i: usize, dir: &std::path::Path) -> Role {
 
 /// Creates `log`, retrying while the chunkservers are still registering.
 async fn create_log(client: &Client, log: &str) {
-    let options = LogOptions {
-        replication: 3,
-        min_replicas: 0,
-        chunk_bytes: 16 << 10,
-        place_on: None,
-    };
+    let options = LogOptions::default()
+        .with_replication(3)
+        .with_chunk_bytes(16 << 10);
     create_log_with(client, log, options).await;
 }
 
@@ -155,6 +152,7 @@ async fn a_cluster_runs_in_one_process_on_an_in_memory_network() {
                 got.entry(id.writer).or_default().push(payload)
             }
             ReplayEvent::Skipped { .. } => panic!("nothing was damaged"),
+            other => panic!("an event this test does not know: {other:?}"),
         }
     }
     for (writer, payloads) in &expected {
@@ -193,12 +191,10 @@ async fn a_placed_log_keeps_every_chunk_on_its_chunkserver() {
         .await
         .expect("the client connects to the master");
     let beside = "cs1.memory:7002";
-    let placed = LogOptions {
-        replication: 1,
-        min_replicas: 0,
-        chunk_bytes: 16 << 10,
-        place_on: Some(beside.to_owned()),
-    };
+    let placed = LogOptions::default()
+        .with_replication(1)
+        .with_chunk_bytes(16 << 10)
+        .with_place_on(beside);
     create_log_with(&client, "/placed", placed.clone()).await;
     let appender = client.appender("/placed").await.expect("an appender");
     let acks: Vec<_> = (0..200)
@@ -233,10 +229,7 @@ async fn a_placed_log_keeps_every_chunk_on_its_chunkserver() {
     assert_eq!(listed[0].place_on.as_deref(), Some(beside));
     assert_eq!(listed[0].replication, 1);
 
-    let nowhere = LogOptions {
-        place_on: Some("cs9.memory:7010".to_owned()),
-        ..placed
-    };
+    let nowhere = placed.with_place_on("cs9.memory:7010");
     match client.create_log("/nowhere", nowhere).await {
         Err(cairn_client::Error::Unavailable { message }) => {
             assert!(message.contains("cs9.memory:7010"), "{message}")

@@ -206,6 +206,12 @@ async fn replay_once(shared: &Shared, client: &Client) -> Result<Vec<Key>, Strin
                 tracing::warn!(%chunk, %offset, len, %reason, "replay skipped a range");
                 shared.history().skipped += 1;
             }
+            // The checker must be taught any new kind of event before it can judge a run.
+            other => {
+                return Err(format!(
+                    "a replay event the checker does not know: {other:?}"
+                ));
+            }
         }
     }
     Ok(keys)
@@ -217,12 +223,10 @@ pub(crate) async fn writer_host(shared: Shared) -> Result<(), String> {
     let config = shared.config;
     let client = connect().await?;
     client.seed_writer_ids(config.seed ^ 0x5151_5151);
-    let options = LogOptions {
-        replication: 3,
-        min_replicas: 0,
-        chunk_bytes: 16 << 10,
-        place_on: None,
-    };
+    let options = LogOptions::default()
+        .with_replication(3)
+        .with_min_replicas(0)
+        .with_chunk_bytes(16 << 10);
     retry("create the log", || async {
         match client.create_log(LOG, options.clone()).await {
             Err(cairn_client::Error::LogExists { .. }) => Ok(()),
@@ -410,6 +414,7 @@ async fn tail_run(shared: Shared, client: Client) {
                     }
                 }
                 Ok(ReplayEvent::Skipped { .. }) => shared.history().skipped += 1,
+                Ok(other) => panic!("a tail event the checker does not know: {other:?}"),
                 Err(_) => break,
             }
         }

@@ -95,7 +95,7 @@ pub fn workspace_root() -> &'static Path {
 }
 
 /// The directory the test executable was built into (`<target>/<profile dir>`) and its name.
-fn test_profile_dir() -> (PathBuf, String) {
+pub(crate) fn test_profile_dir() -> (PathBuf, String) {
     let exe = std::env::current_exe().expect("the test executable's path");
     // Test executables live in `<target>/<profile dir>/deps/`; binaries in `<target>/<profile dir>/`.
     let profile_dir = exe
@@ -124,12 +124,40 @@ fn has_test_faults(bin: &Path) -> bool {
 /// Runs `cargo build -p cairn-cli --bin cairn --features test-faults` with the test executable's
 /// profile and returns the binary's path.
 fn build() -> PathBuf {
+    let started = Instant::now();
+    cargo_build(&[
+        "-p",
+        "cairn-cli",
+        "--bin",
+        BIN_NAME,
+        "--features",
+        TEST_FEATURE,
+    ]);
+    let (profile_dir, _) = test_profile_dir();
+    let bin = profile_dir.join(BIN_NAME);
+    assert!(
+        bin.is_file(),
+        "cairn-tests: the build succeeded but {} does not exist",
+        bin.display()
+    );
+    eprintln!(
+        "cairn-tests: using {} (build step took {:.1} s)",
+        bin.display(),
+        started.elapsed().as_secs_f64()
+    );
+    bin
+}
+
+/// Runs `cargo build ARGS…` in the workspace with the test executable's profile, into its
+/// target directory (so the artifacts land in [`test_profile_dir`]).
+///
+/// # Panics
+/// If cargo cannot be run or the build fails.
+pub(crate) fn cargo_build(args: &[&str]) {
     let (profile_dir, profile_dir_name) = test_profile_dir();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
-    cmd.current_dir(workspace_root())
-        .args(["build", "-p", "cairn-cli", "--bin", BIN_NAME])
-        .args(["--features", TEST_FEATURE]);
+    cmd.current_dir(workspace_root()).arg("build").args(args);
     // Cargo names the directory after the profile, except `dev` (and `test`) → `debug`.
     match profile_dir_name.as_str() {
         "debug" => {}
@@ -155,9 +183,8 @@ fn build() -> PathBuf {
     if let Some(triple) = &triple {
         cmd.args(["--target", triple]);
     }
-    let started = Instant::now();
     eprintln!(
-        "cairn-tests: building the cairn binary: {:?} (profile dir {})",
+        "cairn-tests: building: {:?} (profile dir {})",
         cmd,
         profile_dir.display()
     );
@@ -166,27 +193,15 @@ fn build() -> PathBuf {
         .unwrap_or_else(|e| panic!("cairn-tests: could not run {cargo:?}: {e}"));
     assert!(
         status.success(),
-        "cairn-tests: `cargo build -p cairn-cli --bin cairn --features {TEST_FEATURE}` failed \
-         ({status}); \
-         set ${CAIRN_BIN_ENV} to use a prebuilt binary"
+        "cairn-tests: `cargo build {}` failed ({status}); for the cairn binary, set \
+         ${CAIRN_BIN_ENV} to use a prebuilt one",
+        args.join(" ")
     );
-    let bin = profile_dir.join(BIN_NAME);
-    assert!(
-        bin.is_file(),
-        "cairn-tests: the build succeeded but {} does not exist",
-        bin.display()
-    );
-    eprintln!(
-        "cairn-tests: using {} (build step took {:.1} s)",
-        bin.display(),
-        started.elapsed().as_secs_f64()
-    );
-    bin
 }
 
 /// Whether `bin` exists and is newer than every workspace source file that can go into it (see
 /// the module docs). Any doubt (an unreadable entry, too many entries) answers `false`.
-fn is_fresh(bin: &Path) -> bool {
+pub(crate) fn is_fresh(bin: &Path) -> bool {
     let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
         return false;
     };

@@ -16,6 +16,8 @@
 //!   replay, readers run during faults and replica scans, with one class per invariant
 //!   ([`Report`]); [`check_runs`] for `append --json` runs, which it turns into a history.
 //! - [`damage`]: bit rot in files on disk (`flip_byte`), under a possibly running server.
+//! - [`examples`]: [`client_example`]: the client library's example programs, built if
+//!   needed, for the test that runs them.
 //! - [`workload`]: unique, self-describing record lines of chosen sizes from a seed.
 //! - [`garbage`]: raw-TCP garbage for gRPC ports.
 //! - [`small_chunks`]: the 4-chunkserver, 64 KiB-chunk cluster of the disk-fault tests and
@@ -52,6 +54,7 @@ pub mod check;
 pub mod cluster;
 pub mod contract;
 pub mod damage;
+pub mod examples;
 pub mod garbage;
 pub mod history;
 pub mod payload;
@@ -66,6 +69,7 @@ pub use bin::cairn_bin;
 pub use check::{AppendRun, Report, check_runs, runs::check_runs_skipping};
 pub use cluster::{Cluster, ClusterOpts, LogOpts, Role, wait_until};
 pub use contract::{Ack, ChunkStat, Event, LogStat, Record, Replay, WriterId};
+pub use examples::client_example;
 pub use history::History;
 pub use payload::Payload;
 pub use proc::{Cmd, Output, Running};

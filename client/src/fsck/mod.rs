@@ -26,6 +26,7 @@ use verdict::{ChunkFacts, classify};
 
 /// What reading one replica found.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReadResult {
     /// Every byte up to the replica's readable end was read (or reading stopped at the first
     /// problem, which `bad` names).
@@ -72,6 +73,7 @@ pub struct Observation {
 
 /// A replica's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReplicaHealth {
     /// Read whole, every check passed.
     Healthy,
@@ -109,6 +111,7 @@ pub struct ReplicaVerdict {
 
 /// A chunk's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ChunkHealth {
     /// At least the replication factor of healthy replicas, none corrupt or stale.
     Healthy,
@@ -145,6 +148,7 @@ pub struct ChunkVerdict {
 
 /// What reporting a corrupt replica to the master gave.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Reported {
     /// The master marked it corrupt; its repair loop replaces it.
     Marked,
@@ -177,8 +181,9 @@ pub struct ChunkReport {
     pub reported: Vec<Option<Reported>>,
 }
 
-/// Counts over the whole log.
+/// Counts over the whole log (more counts may be added).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Summary {
     /// Chunks checked.
     pub chunks: usize,

@@ -17,12 +17,14 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::client::{ChunkStat, ChunkState, Client, request};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::limits::{READ_RETRY_WINDOW, READ_TIMEOUT, TAIL_POLL_INTERVAL, TAIL_WAIT_MS, backoff};
 use range::{Fetched, RangeItem, Source, read_range};
 
-/// Options of [`Client::replay`] and [`Client::tail`].
+/// Options of [`Client::replay`] and [`Client::tail`]: [`ReplayOptions::default`] and the
+/// `with_…` methods (more options may be added).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReplayOptions {
     /// Keep every copy of a record appended more than once (by default only the first copy of
     /// each `(writer, sequence)` is returned: a record is dropped when its writer already had
@@ -30,8 +32,18 @@ pub struct ReplayOptions {
     pub keep_duplicates: bool,
 }
 
+impl ReplayOptions {
+    /// With [`ReplayOptions::keep_duplicates`] set to `keep`.
+    #[must_use]
+    pub fn with_keep_duplicates(mut self, keep: bool) -> ReplayOptions {
+        self.keep_duplicates = keep;
+        self
+    }
+}
+
 /// Where [`Client::tail`] starts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TailFrom {
     /// From the log's first record (a replay, then new records).
     #[default]
@@ -40,8 +52,10 @@ pub enum TailFrom {
     End,
 }
 
-/// One step of a replay or tail.
+/// One step of a replay or tail. More kinds of events may be added: a `match` needs a
+/// wildcard arm.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReplayEvent {
     /// A record.
     Record {
@@ -67,8 +81,9 @@ pub enum ReplayEvent {
     },
 }
 
-/// Counts of a replay or tail so far.
+/// Counts of a replay or tail so far (more counts may be added).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReplayStats {
     /// Records returned.
     pub records: u64,
@@ -392,7 +407,7 @@ impl Reader {
             Ok(read) => read,
             Err(
                 e @ Error::Rpc {
-                    code: tonic::Code::NotFound,
+                    code: Code::NotFound,
                     ..
                 },
             ) if cursor.end.is_none() && self.failures >= NOT_FOUND_READS_BEFORE_SEAL => {

@@ -71,6 +71,7 @@ async fn outputs_past_damage(client: &Client, index: u32) -> (HashMap<Bytes, Vec
                 }
             }
             ReplayEvent::Skipped { .. } => skipped += 1,
+            other => panic!("replay {path}: an event this test does not know: {other:?}"),
         }
     }
     (outputs, skipped)

@@ -178,12 +178,9 @@ impl Chaos {
             client
                 .create_log(
                     &log,
-                    LogOptions {
-                        replication: 3,
-                        min_replicas: 0,
-                        chunk_bytes: CHUNK_BYTES,
-                        place_on: None,
-                    },
+                    LogOptions::default()
+                        .with_replication(3)
+                        .with_chunk_bytes(CHUNK_BYTES),
                 )
                 .await
                 .expect("create the log");
@@ -1024,6 +1021,8 @@ fn contract_event(event: ReplayEvent) -> Event {
         } => Event::Skipped {
             raw: format!("chunk {chunk} offset {offset} len {len}: {reason}"),
         },
+        // The checker must be taught any new kind of event before it can judge a run.
+        other => panic!("a replay event the checker does not know: {other:?}"),
     }
 }
 

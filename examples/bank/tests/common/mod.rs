@@ -184,6 +184,7 @@ pub(crate) async fn records(client: &Client, path: &str) -> Vec<Kind> {
                 out.push(ExecRecord::from_payload(&payload).expect("an execution-layer record"))
             }
             ReplayEvent::Skipped { .. } => panic!("nothing was damaged"),
+            other => panic!("a replay event this test does not know: {other:?}"),
         }
     }
     out
