@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use cairn_metrics::{Metrics, RpcLayer};
 use cairn_proto::GRPC_MESSAGE_BYTES_MAX;
+use cairn_proto::net::tls::{RoleGuard, TlsFiles};
 use cairn_proto::net::{Connector, Incoming, TcpConnector};
 use cairn_proto::v1::chunkserver_server::ChunkserverServer;
 use tokio::net::TcpListener;
@@ -43,6 +44,10 @@ pub struct Seams {
     /// The process's metrics registry, which the chunkserver registers in (labelled with its
     /// advertised address); served by whoever runs the process (`--http`).
     pub metrics: Metrics,
+    /// TLS of its server (callers must present a certificate of the cluster's CA, and only
+    /// cluster roles may call the internal RPCs); `None`: plaintext. Its outgoing channels'
+    /// TLS is the process's (`cairn_proto::net::tls::use_tls`).
+    pub tls: Option<Arc<TlsFiles>>,
 }
 
 impl Seams {
@@ -55,17 +60,18 @@ impl Seams {
             writers: StoreOptions::default().writers,
             blocking: Blocking::Threads,
             metrics: Metrics::default(),
+            tls: None,
         }
     }
 }
 
 /// Serves the chunkserver on `listener` until `shutdown` resolves: [`serve_with`] over the
-/// operating system's TCP, with the advertised address's port 0 replaced by the listener's,
-/// registering its metrics in `metrics`.
+/// operating system's TCP, with the advertised address's port 0 replaced by the listener's
+/// (`seams`: usually [`Seams::production`], with the process's metrics and TLS).
 pub async fn serve(
     config: Config,
     listener: TcpListener,
-    metrics: Metrics,
+    seams: Seams,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let local = listener.local_addr().map_err(|error| Error::Io {
@@ -78,10 +84,6 @@ pub async fn serve(
         ..config
     };
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let seams = Seams {
-        metrics,
-        ..Seams::production(&config)
-    };
     serve_with(config, incoming, seams, shutdown).await
 }
 
@@ -111,6 +113,7 @@ pub async fn serve_with(
         writers,
         blocking,
         metrics,
+        tls,
     } = seams;
     let options = StoreOptions {
         writers,
@@ -161,8 +164,13 @@ pub async fn serve_with(
         // Long polls return now, so the graceful shutdown does not wait for them.
         let _ = stop_tx.send(true);
     };
-    let served = cairn_proto::net::server()
+    let mut server = cairn_proto::net::server();
+    if let Some(tls) = &tls {
+        server = server.tls_config(tls.server_config())?;
+    }
+    let served = server
         .layer(RpcLayer::new(&metrics, "chunkserver", &advertise))
+        .layer(RoleGuard::new(tls.is_some()))
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

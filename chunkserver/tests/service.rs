@@ -168,7 +168,8 @@ impl Cs {
             ..Config::new(dir)
         };
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(config, listener, Default::default(), async move {
+        let seams = cairn_chunkserver::Seams::production(&config);
+        let task = tokio::spawn(serve(config, listener, seams, async move {
             let _ = rx.await;
         }));
         Cs {

@@ -14,9 +14,16 @@ pub(crate) fn run(args: &RoleArgs<Args>) -> anyhow::Result<ExitCode> {
     let _lock = cairn_local::dir_lock::lock(&config.data_dir)?;
     let listen = config.listen.clone();
     crate::serve::run_role(
-        "chunkserver",
+        cairn_proto::net::tls::Role::Chunkserver,
         &listen,
-        &args.http,
-        |listener, metrics, shutdown| cairn_chunkserver::serve(config, listener, metrics, shutdown),
+        args,
+        |listener, (metrics, tls), shutdown| {
+            let seams = cairn_chunkserver::Seams {
+                metrics,
+                tls,
+                ..cairn_chunkserver::Seams::production(&config)
+            };
+            cairn_chunkserver::serve(config, listener, seams, shutdown)
+        },
     )
 }

@@ -9,9 +9,13 @@ use cairn_client::Client;
 /// The master to talk to.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct MasterArg {
-    /// The master's address, HOST:PORT.
+    /// The master's address, HOST:PORT (or https://HOST:PORT, which needs --tls-dir).
     #[arg(long, env = "CAIRN_MASTER", default_value = "127.0.0.1:7000")]
     pub(crate) master: String,
+    /// The cluster's TLS files (`cairn certs init DIR`): connect with TLS, presenting the
+    /// client certificate (client.pem, client.key) and trusting only the cluster's CA (ca.pem).
+    #[arg(long, env = "CAIRN_TLS_DIR", value_name = "DIR")]
+    pub(crate) tls_dir: Option<std::path::PathBuf>,
 }
 
 /// A byte count from the command line, for every size flag alike: a plain number of bytes, or
@@ -48,6 +52,12 @@ where
         .context("start the runtime")?;
     match rt.block_on(f) {
         Err(e) if is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
+        Err(e) if is_transport_failure(&e) && cairn_proto::net::tls::client_tls().is_none() => {
+            Err(anyhow::anyhow!(
+                "{e:#} (the connection failed below gRPC: if the cluster uses TLS, give \
+                 --tls-dir DIR or CAIRN_TLS_DIR)"
+            ))
+        }
         Err(e) if is_not_a_master(&e) => Err(anyhow::anyhow!(
             "the address given with --master (or CAIRN_MASTER) is not a Cairn master: it does \
              not serve the master's API (is it a chunkserver's or a front door's?)"
@@ -69,6 +79,18 @@ fn is_not_a_master(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Whether `e` is a failure of the connection itself (tonic's "transport error"), as when a
+/// plaintext client meets a TLS server.
+fn is_transport_failure(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<cairn_client::Error>(),
+            Some(cairn_client::Error::Rpc { message, .. })
+                if ["transport error", "h2 protocol error"].iter().any(|m| message.contains(m))
+        )
+    })
+}
+
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
@@ -78,6 +100,11 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 /// Connects to the master (an error names the address).
 pub(crate) async fn connect(master: &MasterArg) -> anyhow::Result<Client> {
+    if let Some(dir) = &master.tls_dir {
+        let files =
+            cairn_proto::net::tls::TlsFiles::load(dir, cairn_proto::net::tls::Role::Client)?;
+        cairn_proto::net::tls::use_tls(files);
+    }
     Ok(Client::connect(&master.master).await?)
 }
 

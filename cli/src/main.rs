@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod append;
 mod bench_cluster;
 mod bench_store;
+mod certs;
 mod chunkserver;
 mod cluster;
 mod exec;
@@ -90,6 +91,8 @@ enum Command {
     Fsck(fsck::FsckArgs),
     /// Show the cluster: chunkservers, logs, under-replicated and corrupt chunks, repairs.
     Status(status::StatusArgs),
+    /// Make the cluster's TLS files: a CA and a certificate per role (`certs init DIR`).
+    Certs(certs::CertsArgs),
     /// Measure a running cluster (--log LOG …), or parts of Cairn on this machine (`store`).
     Bench(BenchArgs),
     /// The execution layer: create a hosted service's logs, list services, show one's status.
@@ -172,6 +175,7 @@ fn main() -> ExitCode {
         Command::Rm(args) => logs::rm(args),
         Command::Fsck(args) => fsck::run(args),
         Command::Status(args) => status::run(args),
+        Command::Certs(args) => certs::run(args),
         Command::Bench(BenchArgs {
             command: Some(Bench::Store(args)),
             ..

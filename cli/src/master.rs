@@ -14,9 +14,16 @@ pub(crate) fn run(args: &RoleArgs<Args>) -> anyhow::Result<ExitCode> {
     let _lock = cairn_local::dir_lock::lock(&config.data_dir)?;
     let listen = config.listen.clone();
     crate::serve::run_role(
-        "master",
+        cairn_proto::net::tls::Role::Master,
         &listen,
-        &args.http,
-        |listener, metrics, shutdown| cairn_master::serve(config, listener, metrics, shutdown),
+        args,
+        |listener, (metrics, tls), shutdown| {
+            let seams = cairn_master::Seams {
+                metrics,
+                tls,
+                ..cairn_master::Seams::production(&config)
+            };
+            cairn_master::serve(config, listener, seams, shutdown)
+        },
     )
 }

@@ -17,6 +17,45 @@ pub(crate) struct RoleArgs<A: clap::Args> {
     pub(crate) role: A,
     #[command(flatten)]
     pub(crate) http: HttpArgs,
+    #[command(flatten)]
+    pub(crate) tls: TlsArgs,
+}
+
+/// `--tls-dir` and `--insecure` of a server.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub(crate) struct TlsArgs {
+    /// The cluster's TLS files (`cairn certs init DIR` makes them): the CA (ca.pem) and this
+    /// role's certificate and key. With it every connection to and from this server is TLS,
+    /// callers must present a certificate of the cluster's CA, and only the master and
+    /// chunkservers may call the internal RPCs. Without it the server is plaintext, which it
+    /// refuses unless it listens on a loopback address or --insecure is given.
+    #[arg(long, env = "CAIRN_TLS_DIR", value_name = "DIR")]
+    pub(crate) tls_dir: Option<std::path::PathBuf>,
+    /// Serve plaintext on a non-loopback address (anything that reaches the port may call
+    /// every RPC, including the internal ones). For networks you trust entirely.
+    #[arg(long, env = "CAIRN_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub(crate) insecure: bool,
+}
+
+impl TlsArgs {
+    /// The server's TLS for `listen` as `role`, also made the TLS of this process's outgoing
+    /// channels (a role calls the others with its own certificate).
+    pub(crate) fn server(
+        &self,
+        listen: &str,
+        role: cairn_proto::net::tls::Role,
+    ) -> anyhow::Result<Option<std::sync::Arc<cairn_proto::net::tls::TlsFiles>>> {
+        let tls = cairn_proto::net::tls::server_tls(
+            listen,
+            self.tls_dir.as_deref(),
+            role,
+            self.insecure,
+        )?;
+        if let Some(files) = &tls {
+            cairn_proto::net::tls::use_tls((**files).clone());
+        }
+        Ok(tls)
+    }
 }
 
 /// `--http`: where a server serves its metrics (and the master its status page).
@@ -52,20 +91,28 @@ impl HttpArgs {
     }
 }
 
+/// What [`run_role`] hands a role's `serve`: the process's metrics registry and the server's
+/// TLS.
+pub(crate) type RoleParts = (
+    cairn_metrics::Metrics,
+    Option<std::sync::Arc<cairn_proto::net::tls::TlsFiles>>,
+);
+
 /// Runs server role `role` in the foreground: installs tracing (its first line names the
-/// version and commit), starts the runtime, binds `listen` (and `--http`) and runs
-/// `serve(listener, metrics, shutdown)` until Ctrl-C or SIGTERM. `cairn master` and `cairn
-/// chunkserver` differ only in the `serve` they pass.
-pub(crate) fn run_role<F, Fut, E>(
-    role: &str,
+/// version and commit), loads its TLS (`--tls-dir`; plaintext only on loopback or with
+/// `--insecure`), starts the runtime, binds `listen` (and `--http`) and runs `serve(listener,
+/// (metrics, tls), shutdown)` until Ctrl-C or SIGTERM. `cairn master` and `cairn chunkserver`
+/// differ only in the `serve` they pass.
+pub(crate) fn run_role<A: clap::Args, F, Fut, E>(
+    role: cairn_proto::net::tls::Role,
     listen: &str,
-    http: &HttpArgs,
+    args: &RoleArgs<A>,
     serve: F,
 ) -> anyhow::Result<std::process::ExitCode>
 where
     F: FnOnce(
         tokio::net::TcpListener,
-        cairn_metrics::Metrics,
+        RoleParts,
         std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
     ) -> Fut,
     Fut: Future<Output = Result<(), E>>,
@@ -73,15 +120,21 @@ where
 {
     use anyhow::Context;
     crate::logging::init("info");
-    crate::logging::starting(role);
+    crate::logging::starting(role.file_stem());
+    let tls = args.tls.server(listen, role)?;
     let rt = runtime().context("start the runtime")?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listen on {listen}"))?;
         let metrics = cairn_metrics::Metrics::new();
-        let http = http.start(&metrics).await?;
-        let served = serve(listener, metrics, Box::pin(cairn_local::shutdown_signal())).await;
+        let http = args.http.start(&metrics).await?;
+        let served = serve(
+            listener,
+            (metrics, tls),
+            Box::pin(cairn_local::shutdown_signal()),
+        )
+        .await;
         if let Some(http) = http {
             http.abort();
         }

@@ -194,6 +194,19 @@ where
     F: Fn() -> Hosted<S> + Send + Sync + Clone + 'static,
 {
     let cli = Cli::parse();
+    // A cluster on TLS: this process's channels to it present the cluster's client certificate.
+    if let Some(dir) = std::env::var_os("CAIRN_TLS_DIR") {
+        match cairn_proto::net::tls::TlsFiles::load(
+            std::path::Path::new(&dir),
+            cairn_proto::net::tls::Role::Client,
+        ) {
+            Ok(files) => cairn_proto::net::tls::use_tls(files),
+            Err(e) => {
+                eprintln!("error: CAIRN_TLS_DIR: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let result = match cli.role {
         Role::Worker => crate::worker::run(factory).map_err(anyhow::Error::from),
         Role::ServeDirect { listen } => serve_direct(factory().service, &listen),

@@ -84,7 +84,11 @@ impl LocalCluster {
             let stopped = stopped();
             let metrics = metrics.clone();
             async move {
-                cairn_master::serve(master_config, master_listener, metrics, stopped)
+                let seams = cairn_master::Seams {
+                    metrics,
+                    ..cairn_master::Seams::production(&master_config)
+                };
+                cairn_master::serve(master_config, master_listener, seams, stopped)
                     .await
                     .context("master")
             }
@@ -106,7 +110,11 @@ impl LocalCluster {
             let stopped = stopped();
             let metrics = metrics.clone();
             servers.spawn(async move {
-                cairn_chunkserver::serve(cs_config, listener, metrics, stopped)
+                let seams = cairn_chunkserver::Seams {
+                    metrics,
+                    ..cairn_chunkserver::Seams::production(&cs_config)
+                };
+                cairn_chunkserver::serve(cs_config, listener, seams, stopped)
                     .await
                     .with_context(|| format!("chunkserver {i}"))
             });

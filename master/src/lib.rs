@@ -98,15 +98,11 @@ pub const TEST_FAULTS: bool = cfg!(feature = "test-faults");
 pub async fn serve(
     config: Config,
     listener: tokio::net::TcpListener,
-    metrics: cairn_metrics::Metrics,
+    seams: Seams,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let address = listener.local_addr().map_err(Error::io("listener"))?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let seams = Seams {
-        metrics,
-        ..Seams::production(&config)
-    };
     serve_with(config, &address.to_string(), incoming, seams, shutdown).await
 }
 
@@ -128,6 +124,10 @@ pub struct Seams {
     /// The process's metrics registry: the master registers its metrics and its status page
     /// (`/`) there; served by whoever runs the process (`--http`).
     pub metrics: cairn_metrics::Metrics,
+    /// TLS of its server (callers must present a certificate of the cluster's CA, and only
+    /// cluster roles may call the internal RPCs); `None`: plaintext. Its outgoing channels'
+    /// TLS is the process's (`cairn_proto::net::tls::use_tls`).
+    pub tls: Option<Arc<cairn_proto::net::tls::TlsFiles>>,
 }
 
 impl Seams {
@@ -145,6 +145,7 @@ impl Seams {
             blocking: Blocking::Threads,
             seed: None,
             metrics: cairn_metrics::Metrics::default(),
+            tls: None,
         }
     }
 }
@@ -165,6 +166,7 @@ pub async fn serve_with(
         blocking,
         seed,
         metrics,
+        tls,
     } = seams;
     if config.test_power_cut {
         tracing::warn!(
@@ -210,7 +212,14 @@ pub async fn serve_with(
     status_page::register(&metrics, &core, cluster_id);
     let rpc_counts = cairn_metrics::RpcLayer::new(&metrics, "master", address);
     let repairs = tokio::spawn(core.clone().run_repairs());
-    let result = service::run(core.clone(), cluster_id, incoming, rpc_counts, shutdown).await;
+    let result = service::run(
+        core.clone(),
+        cluster_id,
+        incoming,
+        (rpc_counts, tls),
+        shutdown,
+    )
+    .await;
     repairs.abort();
     core.close().await;
     tracing::info!(%address, "master stopped");

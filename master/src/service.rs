@@ -63,14 +63,24 @@ pub(crate) async fn run(
     core: Arc<MasterCore<GrpcChunkservers>>,
     cluster_id: u64,
     incoming: impl cairn_proto::net::Incoming,
-    rpc_counts: cairn_metrics::RpcLayer,
+    (rpc_counts, tls): (
+        cairn_metrics::RpcLayer,
+        Option<Arc<cairn_proto::net::tls::TlsFiles>>,
+    ),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let service = MasterServer::from_arc(Arc::new(MasterService { core, cluster_id }))
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
-    cairn_proto::net::server()
+    let mut server = cairn_proto::net::server();
+    if let Some(tls) = &tls {
+        server = server
+            .tls_config(tls.server_config())
+            .map_err(|source| Error::Transport { source })?;
+    }
+    server
         .layer(rpc_counts)
+        .layer(cairn_proto::net::tls::RoleGuard::new(tls.is_some()))
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -223,7 +223,7 @@ async fn start_master(dir: &std::path::Path) -> RunningMaster {
     let task = tokio::spawn(cairn_master::serve(
         cairn_master::Config::new(dir),
         listener,
-        Default::default(),
+        cairn_master::Seams::production(&cairn_master::Config::new(dir)),
         async move {
             let _ = stopped.await;
         },

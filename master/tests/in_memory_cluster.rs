@@ -39,6 +39,7 @@ fn start_master(net: &MemoryNet, dir: &std::path::Path) -> Role {
         blocking: cairn_files::Blocking::Inline,
         seed: Some(42),
         metrics: Default::default(),
+        tls: None,
     };
     let task = tokio::spawn(async move {
         cairn_master::serve_with(config, MASTER, incoming, seams, async move {
@@ -67,6 +68,7 @@ fn start_chunkserver(net: &MemoryNet, i: usize, dir: &std::path::Path) -> Role {
         writers: Scheduling::Inline,
         blocking: cairn_files::Blocking::Inline,
         metrics: Default::default(),
+        tls: None,
     };
     let task = tokio::spawn(async move {
         cairn_chunkserver::serve_with(config, incoming, seams, async move {

@@ -30,8 +30,9 @@ fn start_master(listener: TcpListener, dir: &std::path::Path) -> Stopper {
     let mut config = cairn_master::Config::new(dir);
     config.heartbeat = Duration::from_millis(100);
     config.dead_after = Duration::from_millis(2000);
+    let seams = cairn_master::Seams::production(&config);
     let task = tokio::spawn(async move {
-        cairn_master::serve(config, listener, Default::default(), async move {
+        cairn_master::serve(config, listener, seams, async move {
             let _ = stopped.await;
         })
         .await
@@ -49,8 +50,9 @@ async fn start_chunkserver(master: &str, dir: &std::path::Path) -> (String, Stop
     config.master = master.to_owned();
     config.heartbeat_ms = 100;
     let (stop, stopped) = oneshot::channel::<()>();
+    let seams = cairn_chunkserver::Seams::production(&config);
     let task = tokio::spawn(async move {
-        cairn_chunkserver::serve(config, listener, Default::default(), async move {
+        cairn_chunkserver::serve(config, listener, seams, async move {
             let _ = stopped.await;
         })
         .await

@@ -19,6 +19,7 @@ use crate::GRPC_MESSAGE_BYTES_MAX;
 mod link;
 #[cfg(feature = "memory-net")]
 pub mod memory;
+pub mod tls;
 
 pub use link::{Link, LinkFuture};
 
@@ -64,16 +65,37 @@ impl std::error::Error for BadAddress {}
 /// The endpoint of `addr` (`HOST:PORT`, or a URI) with Cairn's settings: `TCP_NODELAY`, the
 /// HTTP/2 windows above, keep-alive pings, and `connect_timeout`. Per-call deadlines are the
 /// caller's (on each request, or [`Endpoint::timeout`]).
+///
+/// With this process's TLS set ([`tls::use_tls`]) the endpoint is `https` with it; a plain
+/// `http://` address is then refused, and without it an `https://` one is (never a silent
+/// plaintext connection where TLS was asked for).
 pub fn endpoint(addr: &str, connect_timeout: Duration) -> Result<Endpoint, BadAddress> {
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    let endpoint = Endpoint::from_shared(uri).map_err(|e| BadAddress {
+    let bad = |message: String| BadAddress {
         addr: addr.to_owned(),
-        message: e.to_string(),
-    })?;
+        message,
+    };
+    let tls = tls::client_tls();
+    let uri = match (addr.split_once("://"), tls) {
+        (Some(("https", _)), None) => {
+            return Err(bad(
+                "an https:// address needs TLS configured (--tls-dir or CAIRN_TLS_DIR)".into(),
+            ));
+        }
+        (Some(("http", _)), Some(_)) => {
+            return Err(bad(
+                "TLS is configured (--tls-dir): give HOST:PORT or an https:// address".into(),
+            ));
+        }
+        (Some(_), _) => addr.to_owned(),
+        (None, Some(_)) => format!("https://{addr}"),
+        (None, None) => format!("http://{addr}"),
+    };
+    let mut endpoint = Endpoint::from_shared(uri).map_err(|e| bad(e.to_string()))?;
+    if let Some(files) = tls {
+        endpoint = endpoint
+            .tls_config(files.client_config())
+            .map_err(|e| bad(format!("TLS: {e}")))?;
+    }
     Ok(endpoint
         .tcp_nodelay(true)
         .connect_timeout(connect_timeout)

@@ -166,6 +166,7 @@ pub fn run(config: SimConfig) -> Outcome {
                 blocking: Blocking::Inline,
                 seed: Some(seed),
                 metrics: Default::default(),
+                tls: None,
             };
             let conns = incoming(7000).await?;
             cairn_master::serve_with(c, MASTER, conns, seams, std::future::pending()).await?;
@@ -202,6 +203,7 @@ pub fn run(config: SimConfig) -> Outcome {
                     writers: Scheduling::Inline,
                     blocking: Blocking::Inline,
                     metrics: Default::default(),
+                    tls: None,
                 };
                 let conns = incoming(CHUNKSERVER_PORT).await?;
                 cairn_chunkserver::serve_with(c, conns, seams, std::future::pending()).await?;

@@ -62,6 +62,9 @@ pub struct ClusterOpts {
     pub rust_log: String,
     /// Put a [`Proxy`] in front of every server (see the module docs).
     pub proxied: bool,
+    /// The cluster's TLS files (`cairn certs init DIR`): every server gets `--tls-dir DIR` and
+    /// every client command `CAIRN_TLS_DIR=DIR`. `None`: plaintext (on loopback).
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl Default for ClusterOpts {
@@ -73,6 +76,7 @@ impl Default for ClusterOpts {
             chunkserver_env: Vec::new(),
             rust_log: "info".to_owned(),
             proxied: false,
+            tls_dir: None,
         }
     }
 }
@@ -289,9 +293,13 @@ impl Cluster {
     /// A client command: `cairn ARGS… --master ADDR`, with the default deadline and the test's
     /// environment (so its stderr is what a user would see).
     pub fn cairn<S: AsRef<str>>(&self, args: &[S]) -> Cmd {
-        Cmd::new(&self.bin)
+        let cmd = Cmd::new(&self.bin)
             .args(args.iter().map(|a| a.as_ref().to_owned()))
-            .args(["--master".to_owned(), self.master_addr()])
+            .args(["--master".to_owned(), self.master_addr()]);
+        match &self.opts.tls_dir {
+            Some(dir) => cmd.env("CAIRN_TLS_DIR", dir),
+            None => cmd,
+        }
     }
 
     // ---- process control ----
@@ -594,6 +602,9 @@ impl Cluster {
             Role::Master => self.opts.master_args.iter().cloned(),
             Role::Chunkserver(_) => self.opts.chunkserver_args.iter().cloned(),
         });
+        if let Some(dir) = &self.opts.tls_dir {
+            args.extend(["--tls-dir".to_owned(), dir.to_string_lossy().into_owned()]);
+        }
         args.extend(server.extra_args.iter().cloned());
         args
     }
