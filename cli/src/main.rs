@@ -116,14 +116,32 @@ impl Command {
     }
 }
 
-/// Gives SIGPIPE back its default action, so that a tool whose reader went away (`cairn fsck
-/// LOG | head`) ends quietly, as Unix tools do, instead of panicking in `println!` (Rust
-/// ignores SIGPIPE). Servers keep ignoring it: a closed log pipe must not kill a chunkserver.
+/// Makes a tool whose reader went away (`cairn fsck LOG | head`) end quietly, as Unix tools do,
+/// instead of panicking in `println!`: a panic from printing to a closed stdout ends the
+/// process by SIGPIPE, as if the signal had not been ignored. Only stdout: SIGPIPE itself
+/// stays ignored (Rust's default), so a network peer that closes a connection while a tool
+/// writes to it is an error the tool reports, not a silent death (giving SIGPIPE its default
+/// action, as a first version of this did, killed `cairn ls` without a word when a TLS server
+/// refused its certificate). Servers keep the default hook.
 fn end_quietly_on_a_closed_pipe() {
-    // SAFETY: signal(2) with a valid signal and SIG_DFL, before any other thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            // SAFETY: signal(2) with a valid signal and SIG_DFL, then raise(3): the process
+            // ends here, by SIGPIPE.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                libc::raise(libc::SIGPIPE);
+            }
+        }
+        report(info);
+    }));
 }
 
 /// `cairn bench`: the cluster bench with its flags, or a subcommand.
