@@ -73,21 +73,12 @@ impl HttpArgs {
         &self,
         metrics: &cairn_metrics::Metrics,
     ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
-        use anyhow::Context;
-        let Some(addr) = &self.http else {
-            return Ok(None);
-        };
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listen on {addr} (--http)"))?;
-        let bound = listener.local_addr().map(|a| a.to_string());
-        tracing::info!(http = %bound.as_deref().unwrap_or(addr), "serving metrics at /metrics");
-        let metrics = metrics.clone();
-        Ok(Some(tokio::spawn(async move {
-            if let Err(e) = cairn_metrics::serve(listener, metrics, std::future::pending()).await {
-                tracing::warn!(error = %e, "the HTTP listener stopped");
-            }
-        })))
+        match &self.http {
+            Some(addr) => Ok(Some(
+                cairn_metrics::serve_on(addr, metrics.clone()).await?.1,
+            )),
+            None => Ok(None),
+        }
     }
 }
 

@@ -120,21 +120,9 @@ struct HttpArg {
 impl HttpArg {
     /// Binds `--http`, if given, and serves `metrics` there on a task of the current runtime.
     async fn start(&self, metrics: &cairn_metrics::Metrics) -> anyhow::Result<()> {
-        use anyhow::Context as _;
-        let Some(addr) = &self.http else {
-            return Ok(());
-        };
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listen on {addr} (--http)"))?;
-        let bound = listener.local_addr()?;
-        tracing::info!(http = %bound, "serving metrics at /metrics");
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            if let Err(e) = cairn_metrics::serve(listener, metrics, std::future::pending()).await {
-                tracing::warn!(error = %e, "the HTTP listener stopped");
-            }
-        });
+        if let Some(addr) = &self.http {
+            cairn_metrics::serve_on(addr, metrics.clone()).await?;
+        }
         Ok(())
     }
 }

@@ -14,6 +14,26 @@ use crate::Metrics;
 /// The content type of `/metrics`: the OpenMetrics text format, which Prometheus scrapes.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// Binds `addr` (a role's `--http`) and serves `metrics` there on a task of the current
+/// runtime until the task is aborted; logs the bound address (`serving metrics at /metrics`,
+/// field `http`). The error names the address and the flag.
+pub async fn serve_on(
+    addr: &str,
+    metrics: Metrics,
+) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("listen on {addr} (--http): {e}")))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(http = %bound, "serving metrics at /metrics");
+    let task = tokio::spawn(async move {
+        if let Err(e) = serve(listener, metrics, std::future::pending()).await {
+            tracing::warn!(error = %e, "the HTTP listener stopped");
+        }
+    });
+    Ok((bound, task))
+}
+
 /// Serves `metrics` over HTTP on `listener` until `shutdown` resolves: `GET /metrics` in the
 /// OpenMetrics text format, `GET /` the status page a role set (else a link to `/metrics`).
 pub async fn serve(

@@ -19,7 +19,7 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-pub use http::serve;
+pub use http::{serve, serve_on};
 use prometheus_client::registry::Registry;
 pub use rpc::{RpcLayer, RpcService};
 

@@ -204,11 +204,16 @@ fn every_role_serves_metrics_and_the_master_its_status() {
     assert_eq!(status["health"], "degraded", "{status}");
     let listed = status["under_replicated"].as_array().unwrap();
     assert!(!listed.is_empty(), "{status}");
+    // Every sealed chunk lost its replica on chunkserver 2 (RF 3 on 3 chunkservers). The
+    // harness's probe log may be listed too: its open chunk is sealed with 2 replicas when
+    // chunkserver 2 was its primary.
     assert!(
         listed
             .iter()
-            .all(|c| c["log"] == "/watched" && c["good"] == 2 && c["replication"] == 3)
+            .all(|c| c["good"] == 2 && c["replication"] == 3),
+        "{status}"
     );
+    assert!(listed.iter().any(|c| c["log"] == "/watched"), "{status}");
     let (_, page) = get(&master_http, "/");
     assert!(page.contains("Chunkservers (2 live of 3)"), "{page}");
     assert!(page.contains("class=\"dead\">dead"), "{page}");
