@@ -76,6 +76,8 @@ for run in $(seq "$RUNS"); do
       --concurrency "$C" --no-replay --json)
     [ ${#http[@]} -gt 0 ] && wait "$scraper"
     stop_all
+    # The data goes; the logs and scrapes stay.
+    rm -rf "$dir/master" "$dir"/cs?
     printf '| %s | %s | %s | %.0f | %s | %s |\n' "$bin" "$run" "${http[0]:-no}" \
       "$(field records_per_sec <<<"$result")" "$(field p50_us <<<"$result")" \
       "$(field p99_us <<<"$result")"

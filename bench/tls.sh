@@ -62,6 +62,8 @@ for cell in $CELLS; do
       result=$(env "${env[@]}" "$BIN" bench --master "$MASTER" --log /bench --records "$records" \
         --size "$size" --concurrency "$c" --no-replay --json)
       stop_all
+      # The data (hundreds of MB a run at 64 KiB) goes; the logs stay.
+      rm -rf "$dir/master" "$dir"/cs?
       echo "$size $c $run $mode $result" >>"$OUT/results"
       printf '| %s | %s | %s | %s | %.0f | %.1f | %s | %s |\n' "$size" "$c" "$run" "$mode" \
         "$(field records_per_sec <<<"$result")" \
