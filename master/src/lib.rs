@@ -216,7 +216,8 @@ pub async fn serve_with(
         core.clone(),
         cluster_id,
         incoming,
-        (rpc_counts, tls),
+        rpc_counts,
+        tls,
         shutdown,
     )
     .await;

@@ -63,10 +63,8 @@ pub(crate) async fn run(
     core: Arc<MasterCore<GrpcChunkservers>>,
     cluster_id: u64,
     incoming: impl cairn_proto::net::Incoming,
-    (rpc_counts, tls): (
-        cairn_metrics::RpcLayer,
-        Option<Arc<cairn_proto::net::tls::TlsFiles>>,
-    ),
+    rpc_counts: cairn_metrics::RpcLayer,
+    tls: Option<Arc<cairn_proto::net::tls::TlsFiles>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let service = MasterServer::from_arc(Arc::new(MasterService { core, cluster_id }))

@@ -12,12 +12,12 @@
 //! endpoints that present this process's certificate and trust only the cluster's CA; before,
 //! it makes plain ones and refuses an `https://` address (never a silent plaintext connection).
 
-use std::future::Future;
+use std::future::Ready;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
+use futures_util::future::Either;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use tower::{Layer, Service};
 
@@ -200,17 +200,14 @@ pub struct Guarded<S> {
     enforce: bool,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 impl<S, B> Service<http::Request<B>> for Guarded<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
+    /// The refusal, ready at once, or the call itself: no allocation per call.
+    type Future = Either<Ready<Result<S::Response, S::Error>>, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -236,10 +233,10 @@ where
                     "{path} is an internal RPC: only the cluster's master and chunkservers may \
                      call it, and the caller presented {who}"
                 ));
-                return Box::pin(std::future::ready(Ok(status.into_http())));
+                return Either::Left(std::future::ready(Ok(status.into_http())));
             }
         }
-        Box::pin(self.inner.call(request))
+        Either::Right(self.inner.call(request))
     }
 }
 
