@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cairn_metrics::{Metrics, RpcLayer};
 use cairn_proto::GRPC_MESSAGE_BYTES_MAX;
-use cairn_proto::net::tls::{RoleGuard, TlsFiles};
+use cairn_proto::net::tls::{ServerTls, guard_of};
 use cairn_proto::net::{Connector, Incoming, TcpConnector};
 use cairn_proto::v1::chunkserver_server::ChunkserverServer;
 use tokio::net::TcpListener;
@@ -44,10 +44,11 @@ pub struct Seams {
     /// The process's metrics registry, which the chunkserver registers in (labelled with its
     /// advertised address); served by whoever runs the process (`--http`).
     pub metrics: Metrics,
-    /// TLS of its server (callers must present a certificate of the cluster's CA, and only
-    /// cluster roles may call the internal RPCs); `None`: plaintext. Its outgoing channels'
+    /// TLS of its server (callers present a certificate of the cluster's CA or a token, and
+    /// each call is checked against the caller's grant: `cairn_proto::net::auth`); `None`:
+    /// plaintext. Its outgoing channels'
     /// TLS is the process's (`cairn_proto::net::tls::use_tls`).
-    pub tls: Option<Arc<TlsFiles>>,
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 impl Seams {
@@ -166,11 +167,11 @@ pub async fn serve_with(
     };
     let mut server = cairn_proto::net::server();
     if let Some(tls) = &tls {
-        server = server.tls_config(tls.server_config())?;
+        server = server.tls_config(tls.config())?;
     }
     let served = server
         .layer(RpcLayer::new(&metrics, "chunkserver", &advertise))
-        .layer(RoleGuard::new(tls.is_some()))
+        .layer(guard_of(tls.as_deref()))
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

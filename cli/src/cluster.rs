@@ -16,6 +16,15 @@ pub(crate) struct MasterArg {
     /// client certificate (client.pem, client.key) and trusting only the cluster's CA (ca.pem).
     #[arg(long, env = "CAIRN_TLS_DIR", value_name = "DIR")]
     pub(crate) tls_dir: Option<std::path::PathBuf>,
+    /// A token (`cairn certs token`) to present instead of a client certificate; sent only
+    /// over TLS, so it needs --tls-dir (a directory with the cluster's ca.pem is enough).
+    #[arg(
+        long,
+        env = "CAIRN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) token: Option<String>,
 }
 
 /// A byte count from the command line, for every size flag alike: a plain number of bytes, or
@@ -100,9 +109,11 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 /// Connects to the master (an error names the address).
 pub(crate) async fn connect(master: &MasterArg) -> anyhow::Result<Client> {
+    if let Some(token) = &master.token {
+        cairn_proto::net::auth::use_token(token)?;
+    }
     if let Some(dir) = &master.tls_dir {
-        let files =
-            cairn_proto::net::tls::TlsFiles::load(dir, cairn_proto::net::tls::Role::Client)?;
+        let files = cairn_proto::net::tls::TlsFiles::load_client(dir, master.token.is_some())?;
         cairn_proto::net::tls::use_tls(files);
     }
     Ok(Client::connect(&master.master).await?)

@@ -44,7 +44,7 @@ impl TlsArgs {
         &self,
         listen: &str,
         role: cairn_proto::net::tls::Role,
-    ) -> anyhow::Result<Option<std::sync::Arc<cairn_proto::net::tls::TlsFiles>>> {
+    ) -> anyhow::Result<Option<std::sync::Arc<cairn_proto::net::tls::ServerTls>>> {
         let tls = cairn_proto::net::tls::server_tls(
             listen,
             self.tls_dir.as_deref(),
@@ -52,7 +52,7 @@ impl TlsArgs {
             self.insecure,
         )?;
         if let Some(files) = &tls {
-            cairn_proto::net::tls::use_tls((**files).clone());
+            cairn_proto::net::tls::use_tls(files.files.clone());
         }
         Ok(tls)
     }
@@ -86,7 +86,7 @@ impl HttpArgs {
 /// TLS.
 pub(crate) type RoleParts = (
     cairn_metrics::Metrics,
-    Option<std::sync::Arc<cairn_proto::net::tls::TlsFiles>>,
+    Option<std::sync::Arc<cairn_proto::net::tls::ServerTls>>,
 );
 
 /// Runs server role `role` in the foreground: installs tracing (its first line names the

@@ -216,6 +216,23 @@
 //! # }
 //! ```
 //!
+//! # A cluster on TLS
+//!
+//! A process talks to a cluster that runs with `--tls-dir` by setting its identity once, before
+//! [`Client::connect`]: the cluster's client certificate, or a token (`cairn certs token`) with
+//! the cluster's CA alone. Every later channel is then TLS, and a token rides on every call (the
+//! grants are in the README, "Security"):
+//!
+//! ```no_run
+//! # fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use cairn_client::security;
+//! let dir = std::path::Path::new("/etc/cairn/tls");
+//! security::use_token("cairn_…")?; // or skip it to present dir/client.pem
+//! security::use_tls(security::TlsFiles::load_client(dir, true)?);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Layout
 //! - [`client`]: [`Client`] (channels to the master and a cache of chunkserver channels) and
 //!   the namespace calls: [`Client::create_log`], [`Client::delete_log`],
@@ -258,3 +275,10 @@ pub use error::{Code, Error, Result};
 pub use fsck::FsckReport;
 pub use read::{Replay, ReplayEvent, ReplayOptions, ReplayStats, Tail, TailFrom};
 pub use status::ClusterStatus;
+
+/// How this process identifies itself to a cluster on TLS (see "A cluster on TLS" above): set
+/// once, before connecting; every later channel of the process uses it.
+pub mod security {
+    pub use cairn_proto::net::auth::use_token;
+    pub use cairn_proto::net::tls::{TlsError, TlsFiles, use_tls};
+}

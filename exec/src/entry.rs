@@ -182,11 +182,19 @@ where
     F: Fn() -> Hosted<S> + Send + Sync + Clone + 'static,
 {
     let cli = Cli::parse();
-    // A cluster on TLS: this process's channels to it present the cluster's client certificate.
+    // A cluster on TLS: this process's channels to it present the cluster's client certificate,
+    // or a token (CAIRN_TOKEN) over TLS.
+    let token = std::env::var("CAIRN_TOKEN").ok().filter(|t| !t.is_empty());
+    if let Some(token) = &token
+        && let Err(e) = cairn_proto::net::auth::use_token(token)
+    {
+        eprintln!("error: CAIRN_TOKEN: {e}");
+        return ExitCode::FAILURE;
+    }
     if let Some(dir) = std::env::var_os("CAIRN_TLS_DIR") {
-        match cairn_proto::net::tls::TlsFiles::load(
+        match cairn_proto::net::tls::TlsFiles::load_client(
             std::path::Path::new(&dir),
-            cairn_proto::net::tls::Role::Client,
+            token.is_some(),
         ) {
             Ok(files) => cairn_proto::net::tls::use_tls(files),
             Err(e) => {

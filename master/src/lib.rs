@@ -124,10 +124,11 @@ pub struct Seams {
     /// The process's metrics registry: the master registers its metrics and its status page
     /// (`/`) there; served by whoever runs the process (`--http`).
     pub metrics: cairn_metrics::Metrics,
-    /// TLS of its server (callers must present a certificate of the cluster's CA, and only
-    /// cluster roles may call the internal RPCs); `None`: plaintext. Its outgoing channels'
+    /// TLS of its server (callers present a certificate of the cluster's CA or a token, and
+    /// each call is checked against the caller's grant: `cairn_proto::net::auth`); `None`:
+    /// plaintext. Its outgoing channels'
     /// TLS is the process's (`cairn_proto::net::tls::use_tls`).
-    pub tls: Option<Arc<cairn_proto::net::tls::TlsFiles>>,
+    pub tls: Option<Arc<cairn_proto::net::tls::ServerTls>>,
 }
 
 impl Seams {

@@ -64,7 +64,7 @@ pub(crate) async fn run(
     cluster_id: u64,
     incoming: impl cairn_proto::net::Incoming,
     rpc_counts: cairn_metrics::RpcLayer,
-    tls: Option<Arc<cairn_proto::net::tls::TlsFiles>>,
+    tls: Option<Arc<cairn_proto::net::tls::ServerTls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let service = MasterServer::from_arc(Arc::new(MasterService { core, cluster_id }))
@@ -73,12 +73,12 @@ pub(crate) async fn run(
     let mut server = cairn_proto::net::server();
     if let Some(tls) = &tls {
         server = server
-            .tls_config(tls.server_config())
+            .tls_config(tls.config())
             .map_err(|source| Error::Transport { source })?;
     }
     server
         .layer(rpc_counts)
-        .layer(cairn_proto::net::tls::RoleGuard::new(tls.is_some()))
+        .layer(cairn_proto::net::tls::guard_of(tls.as_deref()))
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -16,6 +16,7 @@ use tonic::transport::{Channel, Endpoint, Server};
 
 use crate::GRPC_MESSAGE_BYTES_MAX;
 
+pub mod auth;
 mod link;
 #[cfg(feature = "memory-net")]
 pub mod memory;
@@ -68,7 +69,8 @@ impl std::error::Error for BadAddress {}
 ///
 /// With this process's TLS set ([`tls::use_tls`]) the endpoint is `https` with it; a plain
 /// `http://` address is then refused, and without it an `https://` one is (never a silent
-/// plaintext connection where TLS was asked for).
+/// plaintext connection where TLS was asked for), as is every address while a token is set
+/// ([`auth::use_token`]: a token never travels in the clear).
 pub fn endpoint(addr: &str, connect_timeout: Duration) -> Result<Endpoint, BadAddress> {
     let bad = |message: String| BadAddress {
         addr: addr.to_owned(),
@@ -84,6 +86,13 @@ pub fn endpoint(addr: &str, connect_timeout: Duration) -> Result<Endpoint, BadAd
         (Some(("http", _)), Some(_)) => {
             return Err(bad(
                 "TLS is configured (--tls-dir): give HOST:PORT or an https:// address".into(),
+            ));
+        }
+        (_, None) if auth::client_token().is_some() => {
+            return Err(bad(
+                "a token is only sent over TLS: give --tls-dir DIR (or CAIRN_TLS_DIR; with a \
+                 token the cluster's ca.pem is enough)"
+                    .into(),
             ));
         }
         (Some(_), _) => addr.to_owned(),

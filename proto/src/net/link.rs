@@ -8,6 +8,8 @@
 //! could not be made — replaces the channel, so the next call dials anew. A status the peer sent
 //! (any code, `UNAVAILABLE` included) proves the connection works and replaces nothing. Calls
 //! already in flight on the old channel run to their end on it.
+//!
+//! Every call also carries this process's token, if it has one ([`super::auth::use_token`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -123,7 +125,12 @@ impl Service<http::Request<Body>> for Link {
         self.current.channel.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        if let Some(token) = super::auth::client_token() {
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, token.clone());
+        }
         let shared = self.shared.clone();
         let generation = self.current.generation;
         let call = self.current.channel.call(request);

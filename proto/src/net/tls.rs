@@ -3,23 +3,22 @@
 //! A cluster has one certificate authority (`cairn certs init DIR`: `ca.pem`) and a certificate
 //! per role, each naming its role in its subject's common name: `cairn-master`,
 //! `cairn-chunkserver` (both *cluster roles*), `cairn-client`. Every server asks its callers
-//! for a certificate signed by that CA (mutual TLS), and [`RoleGuard`] refuses the internal
-//! RPCs ([`INTERNAL_METHODS`]) with `PERMISSION_DENIED` unless the caller's certificate names a
-//! cluster role. A process's TLS files are [`TlsFiles`]: `ca.pem`, `ROLE.pem`, `ROLE.key` in
-//! one directory (`--tls-dir`).
+//! for a certificate signed by that CA (mutual TLS; a caller without one may present a token
+//! instead), and its [`AccessGuard`](super::auth::AccessGuard) checks what each caller may call
+//! (module [`super::auth`]). A process's TLS files are [`TlsFiles`]: `ca.pem`, `ROLE.pem`,
+//! `ROLE.key` in one directory (`--tls-dir`); a server's are its [`ServerTls`], with the
+//! directory's `tokens`.
 //!
 //! Outgoing channels: once [`use_tls`] has been called, [`super::endpoint`] makes `https`
 //! endpoints that present this process's certificate and trust only the cluster's CA; before,
 //! it makes plain ones and refuses an `https://` address (never a silent plaintext connection).
 
-use std::future::Ready;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 
-use futures_util::future::Either;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
-use tower::{Layer, Service};
+
+use super::auth::{AccessGuard, Tokens};
 
 /// A role a certificate names (its subject's common name).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,20 +63,6 @@ impl Role {
     }
 }
 
-/// The RPCs only a cluster role may call: the chunkserver's replication and the master's
-/// decisions (`Fence`, `Seal`, `Forward`, `Replicate`, `CreateReplica`, `DeleteReplica`), and
-/// the chunkservers' membership (`RegisterChunkserver`, `Heartbeat`).
-pub const INTERNAL_METHODS: [&str; 8] = [
-    "/cairn.v1.Chunkserver/Fence",
-    "/cairn.v1.Chunkserver/Seal",
-    "/cairn.v1.Chunkserver/Forward",
-    "/cairn.v1.Chunkserver/Replicate",
-    "/cairn.v1.Chunkserver/CreateReplica",
-    "/cairn.v1.Chunkserver/DeleteReplica",
-    "/cairn.v1.Master/RegisterChunkserver",
-    "/cairn.v1.Master/Heartbeat",
-];
-
 /// A process's TLS material: the cluster's CA and its own certificate and key, as PEM.
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
@@ -86,8 +71,9 @@ pub struct TlsFiles {
     /// The role whose certificate this is.
     pub role: Role,
     ca: Vec<u8>,
-    cert: Vec<u8>,
-    key: Vec<u8>,
+    /// The certificate and key, as PEM; `None` for a client that presents a token instead
+    /// ([`TlsFiles::load_client`]).
+    identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// TLS files that could not be read.
@@ -120,25 +106,97 @@ impl TlsFiles {
             dir: dir.to_owned(),
             role,
             ca: read("ca.pem".into())?,
-            cert: read(format!("{stem}.pem"))?,
-            key: read(format!("{stem}.key"))?,
+            identity: Some((read(format!("{stem}.pem"))?, read(format!("{stem}.key"))?)),
         })
     }
 
-    /// A server's TLS: its certificate, and every caller must present one the cluster's CA
-    /// signed.
-    pub fn server_config(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(Identity::from_pem(&self.cert, &self.key))
-            .client_ca_root(Certificate::from_pem(&self.ca))
+    /// A client's files: `DIR/ca.pem` and the client certificate, or, for a client that
+    /// presents a token (`with_token`) and has no `client.pem`, the CA alone (it checks the
+    /// servers' certificates and presents none).
+    pub fn load_client(dir: &Path, with_token: bool) -> Result<TlsFiles, TlsError> {
+        let cert = dir.join(format!("{}.pem", Role::Client.file_stem()));
+        if !with_token && !cert.exists() && dir.join("ca.pem").exists() {
+            return Err(TlsError(format!(
+                "{} has the cluster's ca.pem but no client certificate (client.pem): present \
+                 a token instead (--token or CAIRN_TOKEN), or copy client.pem and client.key \
+                 there",
+                dir.display()
+            )));
+        }
+        if !with_token || cert.exists() {
+            return TlsFiles::load(dir, Role::Client);
+        }
+        let ca = dir.join("ca.pem");
+        let ca = std::fs::read(&ca).map_err(|e| {
+            TlsError(format!(
+                "read {} ({e}): a client with a token needs the cluster's CA certificate",
+                ca.display()
+            ))
+        })?;
+        Ok(TlsFiles {
+            dir: dir.to_owned(),
+            role: Role::Client,
+            ca,
+            identity: None,
+        })
     }
 
-    /// A channel's TLS: this process's certificate, and only the cluster's CA trusted.
+    /// A channel's TLS: this process's certificate (if it has one), and only the cluster's CA
+    /// trusted.
     pub fn client_config(&self) -> ClientTlsConfig {
-        ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca))
-            .identity(Identity::from_pem(&self.cert, &self.key))
+        let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca));
+        match &self.identity {
+            Some((cert, key)) => config.identity(Identity::from_pem(cert, key)),
+            None => config,
+        }
     }
+}
+
+/// A server's TLS: its files and the tokens it accepts from callers without a certificate.
+#[derive(Debug)]
+pub struct ServerTls {
+    /// The CA, and this server's certificate and key.
+    pub files: TlsFiles,
+    /// `DIR/tokens`, re-read when it changes.
+    pub tokens: Arc<Tokens>,
+    identity: Identity,
+}
+
+impl ServerTls {
+    /// Reads `DIR/ca.pem`, `DIR/ROLE.pem`, `DIR/ROLE.key` and `DIR/tokens` (if any).
+    pub fn load(dir: &Path, role: Role) -> Result<ServerTls, TlsError> {
+        let files = TlsFiles::load(dir, role)?;
+        let (cert, key) = files
+            .identity
+            .as_ref()
+            .expect("TlsFiles::load reads a certificate and key");
+        let identity = Identity::from_pem(cert, key);
+        Ok(ServerTls {
+            tokens: Arc::new(Tokens::load(dir)?),
+            files,
+            identity,
+        })
+    }
+
+    /// The server's TLS: its certificate; a caller's certificate, if it presents one, must be
+    /// signed by the cluster's CA (a caller without one may still present a token, which the
+    /// [`AccessGuard`] checks).
+    pub fn config(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(self.identity.clone())
+            .client_ca_root(Certificate::from_pem(&self.files.ca))
+            .client_auth_optional(true)
+    }
+
+    /// The guard that checks every call's caller against this server's CA and tokens.
+    pub fn guard(&self) -> AccessGuard {
+        AccessGuard::checking(self.tokens.clone())
+    }
+}
+
+/// The access guard of a server with `tls`, or the open one of a plaintext server.
+pub fn guard_of(tls: Option<&ServerTls>) -> AccessGuard {
+    tls.map_or_else(AccessGuard::open, ServerTls::guard)
 }
 
 static CLIENT_TLS: OnceLock<TlsFiles> = OnceLock::new();
@@ -166,80 +224,6 @@ pub fn role_of_der(der: &[u8]) -> Option<Role> {
     Role::from_common_name(cn)
 }
 
-/// Refuses the [`INTERNAL_METHODS`] with `PERMISSION_DENIED` unless the caller presented a
-/// certificate naming a cluster role; every other call passes. A server without TLS has no
-/// guard (see README, "Security": only on loopback, or with `--insecure`).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RoleGuard {
-    enforce: bool,
-}
-
-impl RoleGuard {
-    /// The guard of a server with TLS (`tls`: it checks callers' certificates) or without (it
-    /// lets every call pass: there is no certificate to check).
-    pub fn new(tls: bool) -> RoleGuard {
-        RoleGuard { enforce: tls }
-    }
-}
-
-impl<S> Layer<S> for RoleGuard {
-    type Service = Guarded<S>;
-
-    fn layer(&self, inner: S) -> Guarded<S> {
-        Guarded {
-            inner,
-            enforce: self.enforce,
-        }
-    }
-}
-
-/// The service [`RoleGuard`] wraps.
-#[derive(Clone, Debug)]
-pub struct Guarded<S> {
-    inner: S,
-    enforce: bool,
-}
-
-impl<S, B> Service<http::Request<B>> for Guarded<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    /// The refusal, ready at once, or the call itself: no allocation per call.
-    type Future = Either<Ready<Result<S::Response, S::Error>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let path = request.uri().path();
-        if self.enforce && INTERNAL_METHODS.contains(&path) {
-            let role =
-                request
-                    .extensions()
-                    .get::<tonic::transport::server::TlsConnectInfo<
-                        tonic::transport::server::TcpConnectInfo,
-                    >>()
-                    .and_then(|info| info.peer_certs())
-                    .and_then(|chain| role_of(&chain));
-            if !role.is_some_and(Role::is_cluster_role) {
-                let who = match role {
-                    Some(r) => format!("a {} certificate", r.common_name()),
-                    None => "no cluster certificate".to_owned(),
-                };
-                let status = tonic::Status::permission_denied(format!(
-                    "{path} is an internal RPC: only the cluster's master and chunkservers may \
-                     call it, and the caller presented {who}"
-                ));
-                return Either::Left(std::future::ready(Ok(status.into_http())));
-            }
-        }
-        Either::Right(self.inner.call(request))
-    }
-}
-
 /// Whether every address of `listen` (`HOST:PORT`) is a loopback one: a server may run without
 /// TLS there (nothing else on the network can reach it).
 pub fn is_loopback(listen: &str) -> bool {
@@ -261,9 +245,9 @@ pub fn server_tls(
     tls_dir: Option<&Path>,
     role: Role,
     insecure: bool,
-) -> Result<Option<Arc<TlsFiles>>, TlsError> {
+) -> Result<Option<Arc<ServerTls>>, TlsError> {
     match tls_dir {
-        Some(dir) => Ok(Some(Arc::new(TlsFiles::load(dir, role)?))),
+        Some(dir) => Ok(Some(Arc::new(ServerTls::load(dir, role)?))),
         None if is_loopback(listen) || insecure => Ok(None),
         None => Err(TlsError(format!(
             "{listen} is not a loopback address and no --tls-dir was given: anything on the \
