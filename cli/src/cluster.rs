@@ -63,7 +63,7 @@ where
         Err(e) if is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
         Err(e) if is_transport_failure(&e) && cairn_proto::net::tls::client_tls().is_none() => {
             Err(anyhow::anyhow!(
-                "{e:#} (the connection failed below gRPC: if the cluster uses TLS, give \
+                "{e:#} (is a master running at that address? If the cluster uses TLS, give \
                  --tls-dir DIR or CAIRN_TLS_DIR)"
             ))
         }
@@ -88,14 +88,13 @@ fn is_not_a_master(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Whether `e` is a failure of the connection itself (tonic's "transport error"), as when a
-/// plaintext client meets a TLS server.
+/// Whether `e` is a failure of the connection to the master itself, as when a plaintext
+/// client meets a TLS server (which closes the connection).
 fn is_transport_failure(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         matches!(
             c.downcast_ref::<cairn_client::Error>(),
-            Some(cairn_client::Error::Rpc { message, .. })
-                if ["transport error", "h2 protocol error"].iter().any(|m| message.contains(m))
+            Some(cairn_client::Error::MasterUnreachable { .. })
         )
     })
 }

@@ -97,6 +97,14 @@ pub enum Error {
         /// Why it stopped.
         message: String,
     },
+    /// A cluster on TLS refused the call for who made it: no certificate and no token, an
+    /// unknown or revoked token, or a grant too small for the call (README, "Security"). Nothing
+    /// was done; retrying with the same identity cannot help.
+    #[error("access denied: {message}")]
+    AccessDenied {
+        /// The server's explanation: what the call needs and what the caller presented.
+        message: String,
+    },
     /// Any other gRPC failure.
     #[error("rpc failed ({code}): {message}")]
     Rpc {
@@ -237,6 +245,15 @@ pub(crate) fn is_transport(status: &tonic::Status) -> bool {
     status.source().is_some()
 }
 
+/// Whether a status is a server's refusal of the caller's identity (its access guard marks
+/// them, so a chunkserver's `PERMISSION_DENIED` for a fenced writer is not taken for one).
+fn is_access_refusal(status: &tonic::Status) -> bool {
+    status
+        .metadata()
+        .get(cairn_proto::net::auth::REFUSAL_METADATA)
+        .is_some()
+}
+
 /// Whether a failed RPC may succeed when retried (possibly elsewhere).
 pub(crate) fn is_retryable(code: tonic::Code) -> bool {
     use tonic::Code::*;
@@ -256,6 +273,19 @@ pub(crate) fn is_retryable(code: tonic::Code) -> bool {
 impl Error {
     /// Maps a status from a master call about log `path`.
     pub(crate) fn from_master(status: tonic::Status, path: &str, addr: &str) -> Error {
+        if is_access_refusal(&status) {
+            return Error::AccessDenied {
+                message: status.message().to_owned(),
+            };
+        }
+        if is_transport(&status) {
+            // Whatever code the transport's failure came with (UNKNOWN for a connection the
+            // server closed, as a TLS server does to a plaintext client).
+            return Error::MasterUnreachable {
+                addr: addr.to_owned(),
+                message: transport_message(&status),
+            };
+        }
         match status.code() {
             tonic::Code::NotFound => Error::LogNotFound {
                 path: path.to_owned(),
@@ -265,10 +295,6 @@ impl Error {
             },
             tonic::Code::InvalidArgument => Error::InvalidArgument {
                 message: status.message().to_owned(),
-            },
-            tonic::Code::Unavailable if is_transport(&status) => Error::MasterUnreachable {
-                addr: addr.to_owned(),
-                message: transport_message(&status),
             },
             tonic::Code::Unavailable => Error::Unavailable {
                 message: status.message().to_owned(),
@@ -282,6 +308,11 @@ impl Error {
 
     /// Maps a status from a chunkserver call.
     pub(crate) fn from_chunkserver(status: tonic::Status, addr: &str) -> Error {
+        if is_access_refusal(&status) {
+            return Error::AccessDenied {
+                message: format!("{addr}: {}", status.message()),
+            };
+        }
         match status.code() {
             tonic::Code::InvalidArgument => Error::InvalidArgument {
                 message: format!("{addr}: {}", status.message()),
@@ -365,5 +396,28 @@ mod tests {
             "rpc failed (DATA_LOSS): cs:1: chunk 5c corrupt"
         );
         assert!(e.is_data_loss());
+    }
+
+    // Proves: a refusal marked by a server's access guard is AccessDenied whatever its code (a
+    // chunkserver's unmarked PERMISSION_DENIED stays a fenced writer), and a master call that
+    // failed in the transport is MasterUnreachable whatever code the transport gave it.
+    #[test]
+    fn refusals_and_transport_failures_are_typed() {
+        let mut refused = tonic::Status::permission_denied("needs the append grant");
+        refused.metadata_mut().insert(
+            cairn_proto::net::auth::REFUSAL_METADATA,
+            tonic::metadata::MetadataValue::from_static("access"),
+        );
+        let e = Error::from_chunkserver(refused.clone(), "cs:1");
+        assert!(matches!(e, Error::AccessDenied { .. }), "{e}");
+        let e = Error::from_master(refused, "/l", "m:1");
+        assert!(matches!(e, Error::AccessDenied { .. }), "{e}");
+        let fenced =
+            Error::from_chunkserver(tonic::Status::permission_denied("epoch 1 < 2"), "cs:1");
+        assert!(matches!(fenced, Error::WriterFenced { .. }), "{fenced}");
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::other("broken pipe")));
+        assert_eq!(broken.code(), tonic::Code::Unknown);
+        let e = Error::from_master(broken, "/l", "m:1");
+        assert!(matches!(e, Error::MasterUnreachable { .. }), "{e}");
     }
 }

@@ -124,6 +124,9 @@
 //!   happened; retrying the same request cannot help. From an appender: a primary refused a
 //!   batch as malformed (a bug, not a state of the cluster); it is closed and the records are
 //!   indeterminate.
+//! - [`Error::AccessDenied`]: a cluster on TLS refused the caller's identity (no certificate
+//!   or token, a revoked token, or a grant too small for the call: see "A cluster on TLS");
+//!   nothing was done. From an appender: closed, nothing of the refused batch stored.
 //! - [`Error::Unavailable`]: the cluster could not serve the request: an appender's or a
 //!   replay's retries ran out, or the master answered `UNAVAILABLE` (for instance no
 //!   chunkservers to place a chunk on, or the chunkserver of [`LogOptions::place_on`] down).

@@ -128,6 +128,10 @@ pub fn required_grant(path: &str) -> Grant {
         .map_or(Grant::Cluster, |(_, g)| *g)
 }
 
+/// The gRPC metadata key the guard sets on its refusals (value `access`), so a client tells
+/// them from a service's own `PERMISSION_DENIED` (a fenced writer's).
+pub const REFUSAL_METADATA: &str = "cairn-refused";
+
 /// The name of the file of token hashes in a TLS directory.
 pub const TOKENS_FILE: &str = "tokens";
 
@@ -427,7 +431,11 @@ where
                 }
                 Ok(_) => None,
             };
-            if let Some(status) = refusal {
+            if let Some(mut status) = refusal {
+                status.metadata_mut().insert(
+                    REFUSAL_METADATA,
+                    tonic::metadata::MetadataValue::from_static("access"),
+                );
                 return Either::Left(std::future::ready(Ok(status.into_http())));
             }
         }
@@ -534,7 +542,10 @@ mod tests {
             }
             let response = guard.call(request.body(()).unwrap()).await.unwrap();
             match tonic::Status::from_header_map(response.headers()) {
-                Some(s) => (s.code(), s.message().to_owned()),
+                Some(s) => {
+                    assert!(s.metadata().get(REFUSAL_METADATA).is_some(), "{s:?}");
+                    (s.code(), s.message().to_owned())
+                }
                 None => (tonic::Code::Ok, String::new()),
             }
         }
