@@ -76,6 +76,7 @@ mod namespace;
 mod oplog;
 mod placement;
 mod policy;
+mod raft;
 mod repair;
 mod salvage;
 mod seal;
