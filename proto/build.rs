@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/cairn/v1/master.proto",
         "proto/cairn/v1/chunkserver.proto",
+        "proto/cairn/v1/master_peer.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

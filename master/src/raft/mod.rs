@@ -5,6 +5,10 @@
 //!   generator for election timeouts, so a simulation replays bit for bit).
 //! - `log_store`: the Raft log and vote in files of the master's data directory, through its
 //!   [`cairn_files::Disk`], fsynced before openraft is told they are durable.
+//! - `state_machine`: the metadata the committed entries made, the same on every master, and
+//!   its snapshots (`raft-snapshot`).
+//! - `network`: Raft between masters over gRPC (`cairn.v1.MasterPeer`), on the process's
+//!   connector.
 //!
 //! A log entry's application data is a [`Proposal`]: the operation-log entries one group commit
 //! of the leader collected, in order.
@@ -15,8 +19,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::meta::Entry;
 
+#[cfg(test)]
+mod group_tests;
 pub(crate) mod log_store;
+pub(crate) mod network;
 pub(crate) mod runtime;
+pub(crate) mod state_machine;
 
 /// The operation-log entries of one group commit, replicated as one Raft log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

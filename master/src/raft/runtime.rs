@@ -132,7 +132,9 @@ mod tests {
         let draw = || {
             std::thread::spawn(|| {
                 let mut rng = SeededRuntime::thread_rng();
-                (0..4).map(|_| rng.gen_range(150..300u64)).collect::<Vec<_>>()
+                (0..4)
+                    .map(|_| rng.gen_range(150..300u64))
+                    .collect::<Vec<_>>()
             })
             .join()
             .unwrap()

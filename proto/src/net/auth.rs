@@ -81,7 +81,7 @@ impl std::fmt::Display for Grant {
 
 /// Every RPC of `cairn.v1` and the grant it needs. A method missing here needs
 /// [`Grant::Cluster`] (refused to everyone but the cluster's roles: deny by default).
-const METHOD_GRANTS: [(&str, Grant); 22] = [
+const METHOD_GRANTS: [(&str, Grant); 25] = [
     ("/cairn.v1.Master/ListLogs", Grant::Read),
     ("/cairn.v1.Master/StatLog", Grant::Read),
     ("/cairn.v1.Master/ListReplicas", Grant::Read),
@@ -104,12 +104,15 @@ const METHOD_GRANTS: [(&str, Grant); 22] = [
     ("/cairn.v1.Chunkserver/DeleteReplica", Grant::Cluster),
     ("/cairn.v1.Master/RegisterChunkserver", Grant::Cluster),
     ("/cairn.v1.Master/Heartbeat", Grant::Cluster),
+    ("/cairn.v1.MasterPeer/AppendEntries", Grant::Cluster),
+    ("/cairn.v1.MasterPeer/Vote", Grant::Cluster),
+    ("/cairn.v1.MasterPeer/InstallSnapshot", Grant::Cluster),
 ];
 
 /// The RPCs only a cluster role may call: the chunkserver's replication and the master's
-/// decisions (`Fence`, `Seal`, `Forward`, `Replicate`, `CreateReplica`, `DeleteReplica`), and
-/// the chunkservers' membership (`RegisterChunkserver`, `Heartbeat`).
-pub const INTERNAL_METHODS: [&str; 8] = [
+/// decisions (`Fence`, `Seal`, `Forward`, `Replicate`, `CreateReplica`, `DeleteReplica`), the
+/// chunkservers' membership (`RegisterChunkserver`, `Heartbeat`), and the masters' Raft.
+pub const INTERNAL_METHODS: [&str; 11] = [
     "/cairn.v1.Chunkserver/Fence",
     "/cairn.v1.Chunkserver/Seal",
     "/cairn.v1.Chunkserver/Forward",
@@ -118,6 +121,9 @@ pub const INTERNAL_METHODS: [&str; 8] = [
     "/cairn.v1.Chunkserver/DeleteReplica",
     "/cairn.v1.Master/RegisterChunkserver",
     "/cairn.v1.Master/Heartbeat",
+    "/cairn.v1.MasterPeer/AppendEntries",
+    "/cairn.v1.MasterPeer/Vote",
+    "/cairn.v1.MasterPeer/InstallSnapshot",
 ];
 
 /// The grant a call of `path` (`/package.Service/Method`) needs.
@@ -457,6 +463,10 @@ mod tests {
             (
                 "Chunkserver",
                 include_str!("../../proto/cairn/v1/chunkserver.proto"),
+            ),
+            (
+                "MasterPeer",
+                include_str!("../../proto/cairn/v1/master_peer.proto"),
             ),
         ];
         let mut count = 0;
