@@ -28,7 +28,8 @@ pub struct Args {
     /// the cluster). Default: the listen address.
     #[arg(long, env = "CAIRN_CHUNKSERVER_ADVERTISE")]
     pub advertise: Option<String>,
-    /// The master's address, HOST:PORT.
+    /// The master's address, HOST:PORT, or the masters' of a group, comma separated (calls go
+    /// to the next one when one fails).
     #[arg(long, env = "CAIRN_MASTER", default_value = "127.0.0.1:7000")]
     pub master: String,
     /// Directory holding the replicas (created if missing).
@@ -75,7 +76,7 @@ pub struct Config {
     /// The name the master and clients use, HOST:PORT. A port of 0 is replaced by the
     /// listener's port when serving (handy with `127.0.0.1:0` in tests).
     pub advertise: String,
-    /// The master's address, HOST:PORT.
+    /// The master's address, HOST:PORT, or several, comma separated.
     pub master: String,
     /// Data directory; replicas live in `DATA/chunks/`.
     pub data_dir: PathBuf,
@@ -138,7 +139,9 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         check_host_port("--listen", &self.listen)?;
         check_host_port("--advertise", &self.advertise)?;
-        check_host_port("--master", &self.master)?;
+        for master in self.master.split(',') {
+            check_host_port("--master", master.trim())?;
+        }
         let (host, _) = split_host_port(&self.advertise).expect("checked above");
         if matches!(host, "0.0.0.0" | "::" | "[::]") {
             return Err(bad(format!(
@@ -288,6 +291,21 @@ mod tests {
         assert!(
             Config::try_from(Args {
                 master: "nohost".into(),
+                ..args()
+            })
+            .is_err()
+        );
+        // A group's masters: a list, every entry HOST:PORT.
+        assert!(
+            Config::try_from(Args {
+                master: "m1:7000,m2:7000, m3:7000".into(),
+                ..args()
+            })
+            .is_ok()
+        );
+        assert!(
+            Config::try_from(Args {
+                master: "m1:7000,nohost".into(),
                 ..args()
             })
             .is_err()

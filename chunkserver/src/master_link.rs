@@ -16,7 +16,7 @@ use cairn_record::ChunkHandle;
 use tonic::Status;
 
 use crate::error::{Error, Result};
-use crate::peers::link;
+use crate::peers::link_among;
 use crate::store::ReplicaState;
 
 /// A boxed future of a call to the master, borrowing the caller.
@@ -73,13 +73,14 @@ pub(crate) struct GrpcMaster {
 }
 
 impl GrpcMaster {
-    /// A client of the master at `master` (`HOST:PORT`), connected by `connector` on first use.
+    /// A client of the master at `master` (`HOST:PORT`, or a comma-separated list of a
+    /// group's masters, tried in turn), connected by `connector` on first use.
     pub(crate) fn new(
         connector: Arc<dyn Connector>,
         master: &str,
         timeout: Duration,
     ) -> Result<GrpcMaster> {
-        let client = MasterClient::new(link(connector, master, timeout)?)
+        let client = MasterClient::new(link_among(connector, master, timeout)?)
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
         Ok(GrpcMaster {

@@ -103,6 +103,24 @@ impl GrpcPeers {
     }
 }
 
+/// A [`Link`] to any of the comma-separated addresses `list`, starting with the first, whose
+/// calls time out after `timeout`.
+pub(crate) fn link_among(
+    connector: Arc<dyn Connector>,
+    list: &str,
+    timeout: Duration,
+) -> Result<Link> {
+    let endpoints: Vec<_> = cairn_proto::net::endpoints(list, timeout)
+        .map_err(|e| Error::InvalidRequest {
+            reason: e.to_string(),
+        })?
+        .into_iter()
+        .map(|e| e.timeout(timeout))
+        .collect();
+    let first = connector.lazy(endpoints[0].clone());
+    Ok(Link::among(connector, endpoints, 0, first))
+}
+
 /// A [`Link`] to `addr` whose calls time out after `timeout`.
 pub(crate) fn link(connector: Arc<dyn Connector>, addr: &str, timeout: Duration) -> Result<Link> {
     let endpoint = endpoint(addr, timeout).map_err(|e| Error::InvalidRequest {

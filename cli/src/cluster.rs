@@ -9,7 +9,9 @@ use cairn_client::Client;
 /// The master to talk to.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct MasterArg {
-    /// The master's address, HOST:PORT (or https://HOST:PORT, which needs --tls-dir).
+    /// The master's address, HOST:PORT (or https://HOST:PORT, which needs --tls-dir), or
+    /// several, comma separated: calls go to the first that answers, and to the next after a
+    /// call fails in its connection.
     #[arg(long, env = "CAIRN_MASTER", default_value = "127.0.0.1:7000")]
     pub(crate) master: String,
     /// The cluster's TLS files (`cairn certs init DIR`): connect with TLS, presenting the

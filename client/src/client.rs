@@ -261,8 +261,10 @@ pub(crate) fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
 }
 
 impl Client {
-    /// Connects to the master at `master` (`HOST:PORT` or a URI). Fails with
-    /// [`Error::MasterUnreachable`] if it cannot be reached now; later calls reconnect by
+    /// Connects to the master at `master` (`HOST:PORT` or a URI), or to the first of a
+    /// comma-separated list of masters that answers (`m1:7000,m2:7000,m3:7000`: a call that
+    /// fails in the connection moves the client to the next one). Fails with
+    /// [`Error::MasterUnreachable`] if none can be reached now; later calls reconnect by
     /// themselves.
     pub async fn connect(master: &str) -> Result<Client> {
         Client::with_connector(master, TcpConnector::shared()).await
@@ -276,15 +278,28 @@ impl Client {
     /// endpoints, so implementing one ties the caller to the tonic version this crate uses.
     /// Applications use [`Client::connect`].
     pub async fn with_connector(master: &str, connector: Arc<dyn Connector>) -> Result<Client> {
-        let master_endpoint = endpoint(master)?;
-        let channel = connector
-            .connect(master_endpoint.clone())
-            .await
-            .map_err(|e| Error::MasterUnreachable {
-                addr: master.to_owned(),
-                message: error_chain(&e),
-            })?;
-        let link = Link::with_channel(connector.clone(), master_endpoint, channel);
+        let endpoints = cairn_proto::net::endpoints(master, CONNECT_TIMEOUT).map_err(|e| {
+            Error::InvalidArgument {
+                message: e.to_string(),
+            }
+        })?;
+        let mut failures = Vec::new();
+        let mut connected = None;
+        for (i, ep) in endpoints.iter().enumerate() {
+            match connector.connect(ep.clone()).await {
+                Ok(channel) => {
+                    connected = Some((i, channel));
+                    break;
+                }
+                Err(e) if endpoints.len() == 1 => failures.push(error_chain(&e)),
+                Err(e) => failures.push(format!("{}: {}", ep.uri(), error_chain(&e))),
+            }
+        }
+        let (first, channel) = connected.ok_or_else(|| Error::MasterUnreachable {
+            addr: master.to_owned(),
+            message: failures.join("; "),
+        })?;
+        let link = Link::among(connector.clone(), endpoints, first, channel);
         let master_client = MasterClient::new(link)
             .max_decoding_message_size(cairn_proto::GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(cairn_proto::GRPC_MESSAGE_BYTES_MAX);

@@ -115,6 +115,22 @@ pub fn endpoint(addr: &str, connect_timeout: Duration) -> Result<Endpoint, BadAd
         .keep_alive_while_idle(true))
 }
 
+/// The endpoints of a comma-separated list of addresses (the masters of a group: `m1:7000,
+/// m2:7000,m3:7000`), each as [`endpoint`] makes it. An empty list or entry is refused.
+pub fn endpoints(list: &str, connect_timeout: Duration) -> Result<Vec<Endpoint>, BadAddress> {
+    let addrs: Vec<&str> = list.split(',').map(str::trim).collect();
+    if addrs.iter().any(|a| a.is_empty()) {
+        return Err(BadAddress {
+            addr: list.to_owned(),
+            message: "an empty address in the list (give HOST:PORT[,HOST:PORT…])".into(),
+        });
+    }
+    addrs
+        .into_iter()
+        .map(|a| endpoint(a, connect_timeout))
+        .collect()
+}
+
 /// A server builder with the same settings as [`endpoint`]; the caller adds its service and
 /// serves it on the connections it accepts (`serve_with_incoming_shutdown`).
 pub fn server() -> Server {
@@ -204,6 +220,11 @@ mod tests {
             endpoint("http://h:1", t).unwrap().uri().to_string(),
             "http://h:1/"
         );
+        let list = endpoints("a:1, b:2,c:3", t).unwrap();
+        let uris: Vec<String> = list.iter().map(|e| e.uri().to_string()).collect();
+        assert_eq!(uris, ["http://a:1/", "http://b:2/", "http://c:3/"]);
+        assert!(endpoints("a:1,,b:2", t).is_err());
+        assert!(endpoints("", t).is_err());
         let e = endpoint("not an address", t).unwrap_err();
         assert_eq!(e.addr, "not an address");
         assert!(e.to_string().contains("not an address"));

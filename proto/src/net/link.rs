@@ -9,6 +9,10 @@
 //! (any code, `UNAVAILABLE` included) proves the connection works and replaces nothing. Calls
 //! already in flight on the old channel run to their end on it.
 //!
+//! A link may have several endpoints (the masters of a group, any of which serves every
+//! call): each replacement dials the next one in turn, so a call that failed on a dead master
+//! is followed by calls to the next.
+//!
 //! Every call also carries this process's token, if it has one ([`super::auth::use_token`]).
 
 use std::future::Future;
@@ -42,7 +46,9 @@ struct Current {
 
 struct Shared {
     connector: Arc<dyn Connector>,
-    endpoint: Endpoint,
+    /// Generation `g` dials `endpoints[(first + g) % len]`.
+    endpoints: Vec<Endpoint>,
+    first: usize,
     latest: Mutex<Current>,
     replacements: AtomicU64,
 }
@@ -61,6 +67,18 @@ impl Link {
         endpoint: Endpoint,
         channel: Channel,
     ) -> Link {
+        Link::among(connector, vec![endpoint], 0, channel)
+    }
+
+    /// A link to any of `endpoints` (not empty), whose first channel is `channel`, made to
+    /// `endpoints[first]`; each replacement dials the next endpoint, lazily.
+    pub fn among(
+        connector: Arc<dyn Connector>,
+        endpoints: Vec<Endpoint>,
+        first: usize,
+        channel: Channel,
+    ) -> Link {
+        assert!(!endpoints.is_empty(), "a link needs an endpoint");
         let current = Current {
             channel,
             generation: 0,
@@ -68,12 +86,18 @@ impl Link {
         Link {
             shared: Arc::new(Shared {
                 connector,
-                endpoint,
+                first: first % endpoints.len(),
+                endpoints,
                 latest: Mutex::new(current.clone()),
                 replacements: AtomicU64::new(0),
             }),
             current,
         }
+    }
+
+    /// The endpoint the link calls now.
+    pub fn endpoint(&self) -> &Endpoint {
+        self.shared.endpoint(self.shared.latest().generation)
     }
 
     /// How many times the channel was replaced after a failed call.
@@ -83,6 +107,11 @@ impl Link {
 }
 
 impl Shared {
+    fn endpoint(&self, generation: u64) -> &Endpoint {
+        let n = self.endpoints.len() as u64;
+        &self.endpoints[((self.first as u64 + generation) % n) as usize]
+    }
+
     fn latest(&self) -> Current {
         self.latest
             .lock()
@@ -98,12 +127,13 @@ impl Shared {
             .lock()
             .expect("link lock is never held across a panic");
         if latest.generation == generation {
+            let next = self.endpoint(generation + 1);
             *latest = Current {
-                channel: self.connector.lazy(self.endpoint.clone()),
+                channel: self.connector.lazy(next.clone()),
                 generation: generation + 1,
             };
             self.replacements.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(uri = %self.endpoint.uri(), generation, "a call failed in the channel: dialling anew");
+            tracing::debug!(failed = %self.endpoint(generation).uri(), next = %next.uri(), generation, "a call failed in the channel: dialling anew");
         }
     }
 }
@@ -147,7 +177,7 @@ impl Service<http::Request<Body>> for Link {
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Link")
-            .field("uri", self.shared.endpoint.uri())
+            .field("uri", self.shared.endpoint(self.current.generation).uri())
             .field("generation", &self.current.generation)
             .finish()
     }
@@ -223,33 +253,71 @@ mod tests {
         held.abort();
     }
 
+    // Proves: a link among several endpoints moves to the next one after a call failed in the
+    // channel (here: a dead address), and stays there while calls succeed.
+    #[tokio::test]
+    async fn a_link_among_endpoints_moves_on_from_a_dead_one() {
+        let live = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap();
+        let incoming = tonic::transport::server::TcpIncoming::from(live);
+        let server = tokio::spawn(
+            crate::net::server()
+                .add_service(refusing_master())
+                .serve_with_incoming(incoming),
+        );
+        let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead_addr = dead.local_addr().unwrap();
+        drop(dead); // nothing listens there now: connections are refused
+        let ep = |a: std::net::SocketAddr| {
+            endpoint(&a.to_string(), Duration::from_secs(1))
+                .unwrap()
+                .timeout(Duration::from_secs(5))
+        };
+        let connector: Arc<dyn Connector> = Arc::new(TcpConnector);
+        let first = connector.lazy(ep(dead_addr));
+        let link = Link::among(connector, vec![ep(dead_addr), ep(live_addr)], 0, first);
+        let status = list_logs(&link).await;
+        assert_ne!(status.message(), "not today", "the dead one cannot answer");
+        assert_eq!(link.endpoint().uri(), ep(live_addr).uri());
+        for _ in 0..3 {
+            assert_eq!(list_logs(&link).await.message(), "not today");
+        }
+        assert_eq!(link.replacements(), 1);
+        server.abort();
+    }
+
+    /// A master service that answers every call `UNAVAILABLE "not today"`.
+    fn refusing_master() -> Refuses {
+        Refuses
+    }
+
+    #[derive(Clone)]
+    struct Refuses;
+    impl Service<http::Request<Body>> for Refuses {
+        type Response = http::Response<Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: http::Request<Body>) -> Self::Future {
+            std::future::ready(Ok(tonic::Status::unavailable("not today").into_http()))
+        }
+    }
+    impl tonic::server::NamedService for Refuses {
+        const NAME: &'static str = "cairn.v1.Master";
+    }
+
     // Proves: a status the peer sent, UNAVAILABLE included, keeps the channel: the connection
     // works, so nothing is dialled again.
     #[tokio::test]
     async fn a_status_from_the_peer_keeps_the_channel() {
-        #[derive(Clone)]
-        struct Refuses;
-        impl Service<http::Request<Body>> for Refuses {
-            type Response = http::Response<Body>;
-            type Error = std::convert::Infallible;
-            type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
-            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-                Poll::Ready(Ok(()))
-            }
-            fn call(&mut self, _: http::Request<Body>) -> Self::Future {
-                std::future::ready(Ok(tonic::Status::unavailable("not today").into_http()))
-            }
-        }
-        impl tonic::server::NamedService for Refuses {
-            const NAME: &'static str = "cairn.v1.Master";
-        }
-
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let server = tokio::spawn(
             crate::net::server()
-                .add_service(Refuses)
+                .add_service(refusing_master())
                 .serve_with_incoming(incoming),
         );
         let connector = Arc::new(Counting::default());
