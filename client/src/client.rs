@@ -234,6 +234,8 @@ struct Inner {
     chunkservers: Mutex<HashMap<String, ChunkserverClient<Link>>>,
     /// Where new appenders' writer ids come from: the OS's randomness, or a seed.
     writer_ids: Mutex<Option<SplitMix64>>,
+    /// The sealed chunks of the logs the master last listed, for replays while it is away.
+    sealed: crate::sealed_cache::SealedCache,
 }
 
 impl std::fmt::Debug for Inner {
@@ -310,6 +312,7 @@ impl Client {
                 writer_ids: Mutex::new(None),
                 master: master_client,
                 chunkservers: Mutex::new(HashMap::new()),
+                sealed: Default::default(),
             }),
         })
     }
@@ -426,6 +429,22 @@ impl Client {
     /// Asks the master page by page (at most [`STAT_LOG_PAGE_CHUNKS`] chunks each), so a log of
     /// any length can be listed; a master that predates paging answers the whole log at once.
     pub async fn stat_log(&self, path: &str) -> Result<LogStat> {
+        let log = self.stat_log_uncached(path).await;
+        match &log {
+            Ok(log) => self.inner.sealed.remember(log),
+            Err(Error::LogNotFound { .. }) => self.inner.sealed.forget(path),
+            Err(_) => {}
+        }
+        log
+    }
+
+    /// The sealed chunks of `path` as the master last listed them to this client (with the
+    /// log's options), for a replay while the master cannot be reached.
+    pub(crate) fn cached_sealed(&self, path: &str) -> Option<LogStat> {
+        self.inner.sealed.get(path)
+    }
+
+    async fn stat_log_uncached(&self, path: &str) -> Result<LogStat> {
         let first = self.stat_log_page(path, 0, STAT_LOG_PAGE_CHUNKS).await?;
         let mut total = first.total_chunks;
         let mut log = first.log;

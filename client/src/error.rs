@@ -245,6 +245,21 @@ pub(crate) fn is_transport(status: &tonic::Status) -> bool {
     status.source().is_some()
 }
 
+impl Error {
+    /// Whether this says the master could not be reached or answer now (it may later): a
+    /// replay then reads the sealed chunks it last listed (`sealed_cache`).
+    pub(crate) fn is_master_away(&self) -> bool {
+        match self {
+            Error::MasterUnreachable { .. } | Error::Unavailable { .. } => true,
+            Error::Rpc { code, .. } => matches!(
+                code,
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// Whether a status is a server's refusal of the caller's identity (its access guard marks
 /// them, so a chunkserver's `PERMISSION_DENIED` for a fenced writer is not taken for one).
 fn is_access_refusal(status: &tonic::Status) -> bool {

@@ -57,6 +57,10 @@
 //!   "Errors and retries" below.
 //! - Replay reads a bad frame again from another replica and yields
 //!   [`ReplayEvent::Skipped`] only when no replica has it whole.
+//! - A replay of a log this client listed before (any earlier `stat_log`, replay or tail of
+//!   it) starts even while the master cannot be reached: it reads the sealed chunks it knows,
+//!   then waits for the master to list the rest (and fails after
+//!   [`READ_RETRY_WINDOW`](limits::READ_RETRY_WINDOW) if it never answers).
 //!
 //! The failure model and how it is tested are in the repository's README and
 //! `tests/tests/chaos.rs`.
@@ -266,6 +270,7 @@ pub mod error;
 pub mod fsck;
 pub mod limits;
 pub mod read;
+mod sealed_cache;
 pub mod status;
 
 pub use append::{AppendAck, Appender};

@@ -61,6 +61,10 @@ pub const APPEND_RETRY_WINDOW: Duration = Duration::from_secs(30);
 /// …or after this many failed attempts (seal and resend) in a row without progress.
 pub const APPEND_ATTEMPTS_MAX: u32 = 20;
 
+/// Sealed chunks a client remembers in all, across logs, so a replay can read them while the
+/// master cannot be reached (`sealed_cache`); about 200 bytes each.
+pub const SEALED_CACHE_CHUNKS_MAX: usize = 1 << 18;
+
 /// A reader gives up on an unreachable chunk or master after this long without progress.
 pub const READ_RETRY_WINDOW: Duration = Duration::from_secs(30);
 

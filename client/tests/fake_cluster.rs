@@ -673,16 +673,25 @@ async fn clear_errors() {
     appender.close().await.unwrap();
     let dead = Client::connect("127.0.0.1:1").await.unwrap_err();
     assert!(matches!(dead, Error::MasterUnreachable { .. }), "{dead}");
-    let all_dead = Client::connect("127.0.0.1:1,127.0.0.1:2").await.unwrap_err();
+    let all_dead = Client::connect("127.0.0.1:1,127.0.0.1:2")
+        .await
+        .unwrap_err();
     let message = all_dead.to_string();
     assert!(
         message.contains("127.0.0.1:1") && message.contains("127.0.0.1:2"),
         "{message}"
     );
     // A list of masters: the first that answers serves the client.
-    let listed = Client::connect(&format!("127.0.0.1:1, {addr}")).await.unwrap();
+    let listed = Client::connect(&format!("127.0.0.1:1, {addr}"))
+        .await
+        .unwrap();
     let appender = listed.appender("e").await.unwrap();
-    assert!(appender.append(Bytes::from_static(b"via the list")).await.is_ok());
+    assert!(
+        appender
+            .append(Bytes::from_static(b"via the list"))
+            .await
+            .is_ok()
+    );
     appender.close().await.unwrap();
     assert!(matches!(
         Client::connect("127.0.0.1:1,,x:2").await,

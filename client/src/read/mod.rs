@@ -14,7 +14,7 @@ use bytes::Bytes;
 use cairn_proto::v1;
 use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion, RecordId, WriterId};
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::client::{ChunkStat, ChunkState, Client, request};
 use crate::error::{Code, Error, Result};
@@ -271,6 +271,9 @@ struct Reader {
     /// The log's replication factor: a sealed chunk listed with fewer good replicas may have
     /// others (not reporting yet, cut off) that hold bytes its listed ones have bad.
     replication: u32,
+    /// The chunks being read came from the client's cache of sealed chunks (the master could
+    /// not be reached at the start): the log's later chunks are still to be asked for.
+    listed_from_cache: bool,
 }
 
 impl Reader {
@@ -280,7 +283,20 @@ impl Reader {
         options: ReplayOptions,
         tail: Option<TailFrom>,
     ) -> Result<Reader> {
-        let stat = client.stat_log(path).await?;
+        let (stat, listed_from_cache) = match client.stat_log(path).await {
+            Ok(stat) => (stat, false),
+            // A tail from the end needs the log's true end, which only the master knows.
+            Err(e) if e.is_master_away() && tail != Some(TailFrom::End) => {
+                match client.cached_sealed(path) {
+                    Some(stat) => {
+                        warn!(log = %path, chunks = stat.chunks.len(), error = %e, "the master cannot be reached: reading the sealed chunks it listed before");
+                        (stat, true)
+                    }
+                    None => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         let replication = stat.replication;
         let mut pending: VecDeque<ChunkStat> = stat.chunks.into();
         let mut skip_to_end = false;
@@ -307,6 +323,7 @@ impl Reader {
             failures: 0,
             done: false,
             replication,
+            listed_from_cache,
         };
         if skip_to_end && let Some(c) = reader.pending.pop_front() {
             let mut cursor = Cursor::new(&c);
@@ -353,6 +370,9 @@ impl Reader {
                 self.next_index = c.index + 1;
                 self.current = Some(Cursor::new(&c));
                 return Ok(());
+            }
+            if self.listed_from_cache && self.tail.is_none() {
+                return self.list_after_cached().await;
             }
             if self.tail.is_none() {
                 self.done = true;
@@ -652,6 +672,42 @@ impl Reader {
             }
         }
         Ok(())
+    }
+
+    /// A replay that read every chunk of the cache asks the master for the chunks after them;
+    /// while it cannot be reached, it retries with backoff, and gives up after
+    /// [`READ_RETRY_WINDOW`] with an error (never ends as if the log ended there).
+    async fn list_after_cached(&mut self) -> Result<()> {
+        match self.client.stat_log(&self.path).await {
+            Ok(stat) => {
+                self.listed_from_cache = false;
+                self.replication = stat.replication;
+                self.pending = stat
+                    .chunks
+                    .into_iter()
+                    .filter(|c| c.index >= self.next_index)
+                    .collect();
+                self.failures = 0;
+                self.failing_since = None;
+                Ok(())
+            }
+            Err(e @ Error::LogNotFound { .. }) => Err(e),
+            Err(e) => {
+                self.failures += 1;
+                let since = *self.failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= READ_RETRY_WINDOW {
+                    return Err(Error::Unavailable {
+                        message: format!(
+                            "read the {} sealed chunks of {} the master listed before it became                              unreachable; whether more follow is unknown until it answers: {e}",
+                            self.next_index, self.path
+                        ),
+                    });
+                }
+                debug!(log = %self.path, error = %e, attempt = self.failures, "the master cannot list the chunks after the cached ones; retrying");
+                tokio::time::sleep(backoff(self.failures)).await;
+                Ok(())
+            }
+        }
     }
 
     /// Tail: asks the master for chunks from `next_index` on; sleeps a little when none.
