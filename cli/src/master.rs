@@ -1,5 +1,5 @@
 //! `cairn master`: locks the data directory (`cairn_local::dir_lock`), binds the listen address and runs
-//! [`cairn_master::serve`] until Ctrl-C or SIGTERM (then writes a final checkpoint).
+//! [`cairn_master::serve`] until Ctrl-C or SIGTERM (then proposes what is queued and stops).
 
 use std::process::ExitCode;
 

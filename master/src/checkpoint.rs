@@ -90,7 +90,9 @@ pub(crate) fn read(disk: &DynDisk, dir: &Path) -> Result<Option<(Metadata, u64)>
     }
 }
 
-/// Writes `bytes` as the checkpoint of `dir` on `disk`, durably (`cairn_files::replace`).
+/// Writes `bytes` as the checkpoint of `dir` on `disk`, durably (`cairn_files::replace`), as
+/// the file-based operation log did.
+#[cfg(test)]
 pub(crate) fn write(disk: &DynDisk, dir: &Path, bytes: &[u8]) -> Result<()> {
     cairn_files::replace(disk, dir, FILE, bytes).map_err(Error::io(&dir.join(FILE)))?;
     Ok(())

@@ -17,7 +17,7 @@ pub struct Args {
     /// Address to listen on, HOST:PORT. Default 127.0.0.1:7000.
     #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:7000")]
     pub listen: String,
-    /// Directory for the operation log and checkpoint (created if missing). Required.
+    /// Directory for the master's Raft log and snapshot (created if missing). Required.
     #[arg(long, env = "CAIRN_DATA")]
     pub data: PathBuf,
     /// Heartbeat period chunkservers are asked to keep, in milliseconds. Default 1000, minimum 50.
@@ -45,7 +45,7 @@ pub struct Args {
     /// capacity plus this gets no new chunks and no re-replicated ones. Default 1 GiB.
     #[arg(long, env = "CAIRN_MIN_FREE_BYTES", default_value_t = MIN_FREE_BYTES_DEFAULT)]
     pub min_free_bytes: u64,
-    /// TEST MODE, never for real data: keep every write to the operation log, checkpoint and
+    /// TEST MODE, never for real data: keep every write to the Raft files, snapshot and
     /// cluster id in process memory until its fsync, so that killing the process (SIGKILL)
     /// loses what a power cut may lose. Hidden from --help; built only with the `test-faults`
     /// feature. The variable takes 1/0, true/false, yes/no or on/off.
@@ -76,7 +76,8 @@ pub struct Args {
 pub struct Config {
     /// Address to listen on (HOST:PORT), as given; the binary binds it.
     pub listen: String,
-    /// Directory holding `oplog` and `checkpoint.json`.
+    /// Directory holding the Raft files (`raft-log`, `raft-vote`, `raft-meta`,
+    /// `raft-snapshot`) and the cluster id.
     pub data_dir: PathBuf,
     /// Heartbeat period chunkservers are asked to keep. Default 1 s, at least 50 ms.
     pub heartbeat: Duration,
@@ -89,7 +90,7 @@ pub struct Config {
     pub rpc_timeout: Duration,
     /// Replicas per chunk when a log is created without a factor. Default 3, 1..=7.
     pub default_replication: u32,
-    /// Operation-log entries between checkpoints. Default 10,000, at least 1.
+    /// Raft log entries between snapshots of the metadata. Default 10,000, at least 1.
     pub checkpoint_every_entries: u64,
     /// Free bytes a chunkserver must report beyond a chunk's capacity to be given a new
     /// replica (the high-watermark margin). Default 1 GiB; 0 leaves just the capacity.

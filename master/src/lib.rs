@@ -1,5 +1,5 @@
 //! Cairn's master: the namespace of logs, chunk metadata and placement, the one seal path, and
-//! the operation log and checkpoint that make every metadata change durable before it is
+//! the operation log, replicated by Raft, that makes every metadata change durable before it is
 //! acknowledged.
 //!
 //! The master is a library with one entry point, [`serve`], so the `cairn` binary, `cairn local`
@@ -12,10 +12,13 @@
 //! - `namespace`: log path rules.
 //! - `meta`: logs, chunks and the operation-log entries that change them (`Metadata::apply`).
 //! - `versions`: the version a chunk starts at and the next one a seal or salvage takes.
-//! - `oplog`: the operation log (record frames of JSON entries), group commit, recovery.
-//! - `checkpoint`: JSON snapshots written tmp → fsync → rename → fsync dir.
+//! - `oplog`: the operation log: the leader's queue of entries, the committer that proposes
+//!   them to Raft (group commit), and the reading of an older file-based log to move it in.
+//! - `raft`: the Raft group of masters (openraft): log store, state machine and snapshots,
+//!   peer network, the node's start-up.
+//! - `checkpoint`: the JSON encoding of the metadata (in snapshots; the older checkpoint file).
 //! - `cluster_id`: the cluster id created with the data directory, checked at registration.
-//!   These three write only through the [`Seams::disk`] (`cairn_files::Disk`).
+//!   These write only through the [`Seams::disk`] (`cairn_files::Disk`).
 //! - [`crash_point`]: the named crash points of `--test-crash-at` (a test-only flag).
 //! - `heartbeat`: chunkserver liveness and reported replica locations (not persisted).
 //! - `policy`: which replicas are good, readable, garbage or a usable prefix (pure rules).
@@ -38,9 +41,10 @@
 //! - `service`: the gRPC boundary, the chunkserver client and `From<Error> for Status`.
 //!
 //! # Invariants
-//! - Every metadata change is an operation-log entry, applied to memory in log order and fsynced
-//!   before the RPC that caused it is answered. Restart = checkpoint + the entries after it; a
-//!   torn tail is cut, corruption anywhere else stops the start-up.
+//! - Every metadata change is an operation-log entry, applied to memory in log order and
+//!   committed through Raft (fsynced by a majority of the masters) before the RPC that caused it
+//!   is answered. Restart = snapshot + the Raft entries after it; a torn tail is cut, corruption
+//!   anywhere else stops the start-up.
 //! - Versions only grow and handles are never handed out twice: a seal's new version and a new
 //!   chunk are logged before any chunkserver hears of them.
 //! - A chunk's sealed length is the longest durable length among the replicas that were fenced
@@ -92,10 +96,11 @@ pub use error::{Error, Result};
 /// hidden `--test-…` flags; never in a release build).
 pub const TEST_FAULTS: bool = cfg!(feature = "test-faults");
 
-/// Runs a master on `listener` until `shutdown` completes, then writes a final checkpoint.
+/// Runs a master on `listener` until `shutdown` completes, then proposes what is queued and
+/// stops.
 ///
-/// Start-up loads `config.data_dir` (checkpoint plus operation log) and fails with a clear
-/// error if either is damaged beyond a torn tail.
+/// Start-up loads `config.data_dir` (Raft snapshot and log; an older operation log is moved
+/// in) and fails with a clear error if either is damaged beyond a torn tail.
 pub async fn serve(
     config: Config,
     listener: tokio::net::TcpListener,
@@ -112,13 +117,14 @@ pub async fn serve(
 pub struct Seams {
     /// Makes every channel to chunkservers.
     pub connector: Arc<dyn Connector>,
-    /// What the operation log, checkpoints and the cluster id are written through: the real
+    /// What the Raft files, snapshots and the cluster id are written through: the real
     /// file system, the power-cut test disk, or an in-memory `cairn_files::FaultyDisk`.
     pub disk: SharedDisk,
-    /// Where blocking file work (the operation log, checkpoints, start-up) runs.
+    /// Where blocking file work (the Raft log, snapshots, start-up) runs.
     pub blocking: Blocking,
-    /// Seeds the master's randomness (a new cluster id, chunk handles, placement ties; mixed with
-    /// the operation log's last sequence); `None` draws it from the OS. A given seed must differ
+    /// Seeds the master's randomness (a new cluster id, chunk handles, placement ties, Raft
+    /// election timeouts; mixed with the operation log's last sequence); `None` draws it from
+    /// the OS. A given seed must differ
     /// for every master process: a crash that loses the log's unsynced tail repeats the last
     /// sequence, and the same seed would then hand out handles already handed out.
     pub seed: Option<u64>,
@@ -179,8 +185,17 @@ pub async fn serve_with(
     if let Some(at) = config.test_crash_at {
         tracing::warn!(point = %at.point, pass = at.time, "TEST MODE: the master aborts at a crash point (--test-crash-at)");
     }
-    let (dir, open_disk) = (config.data_dir.clone(), disk.clone());
-    let (meta, last_sequence, file) = blocking.run(move || oplog::open(&*open_disk, &dir)).await?;
+    let node = raft::node::start(
+        &config,
+        address,
+        disk.clone(),
+        blocking,
+        connector.clone(),
+        seed,
+    )
+    .await?;
+    let applied = node.state.applied();
+    let (meta, last_sequence) = (applied.meta, applied.sequence);
     let (id_dir, id_disk) = (config.data_dir.clone(), disk.clone());
     let cluster_id = blocking
         .run(move || cluster_id::load_or_create(&*id_disk, &id_dir, seed))
@@ -204,10 +219,8 @@ pub async fn serve_with(
         api,
         meta,
         last_sequence,
-        disk,
-        file,
+        node.raft.clone(),
         seed,
-        blocking,
     ));
     tracing::info!(%address, logs, chunks, cluster = %format!("{cluster_id:016x}"), "master started");
     metrics::register(&metrics, &core);
@@ -216,6 +229,7 @@ pub async fn serve_with(
     let repairs = tokio::spawn(core.clone().run_repairs());
     let result = service::run(
         core.clone(),
+        node.raft.clone(),
         cluster_id,
         incoming,
         rpc_counts,

@@ -12,7 +12,12 @@ pub const REPLICATION_MAX: u32 = 7;
 /// Replicas per chunk when neither the request nor `--default-replication` names a number.
 pub const REPLICATION_DEFAULT: u32 = 3;
 
-/// Operation-log entries between two checkpoints.
+/// Bytes of operation-log entries (as JSON) in one Raft entry at most: a group commit of more is
+/// proposed in several. Any entry fits ([`OPLOG_ENTRY_BYTES_MAX`]), and a proposal stays far
+/// below a gRPC message between masters.
+pub const PROPOSAL_BYTES_MAX: usize = 4 << 20;
+
+/// Raft log entries between two snapshots of the master's metadata.
 pub const CHECKPOINT_EVERY_ENTRIES: u64 = 10_000;
 
 /// Shortest heartbeat period a chunkserver may be asked for, in milliseconds (the
@@ -54,6 +59,8 @@ const _: () =
 // A CreateReplica carries the marks and the epochs of writers without a mark.
 const _: () = assert!(WRITER_MARKS_MAX + WRITER_EPOCHS_MAX <= 2 * cairn_proto::WRITER_MARKS_MAX);
 const _: () = assert!(OPLOG_ENTRY_BYTES_MAX <= cairn_record::limits::RECORD_PAYLOAD_BYTES_MAX);
+const _: () = assert!(OPLOG_ENTRY_BYTES_MAX <= PROPOSAL_BYTES_MAX);
+const _: () = assert!(PROPOSAL_BYTES_MAX * 2 <= cairn_proto::GRPC_MESSAGE_BYTES_MAX);
 
 /// Most chunks in one `StatLog` page (a request's `max_chunks` is capped to it; 0 asks for it).
 pub const STAT_LOG_PAGE_CHUNKS_MAX: usize = 16_384;

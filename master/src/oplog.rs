@@ -1,27 +1,31 @@
-//! The operation log: every metadata change as a `cairn-record` data frame (writer 1, sequence =
-//! the entry's number, payload = one JSON [`Entry`]), fsynced before the change is acknowledged.
+//! The operation log: every metadata change as an [`Entry`], numbered in the order the master
+//! applied it, replicated through the master group's Raft log ([`crate::raft`]) before the
+//! change is acknowledged.
 //!
-//! A file is raw frames from offset 0 (no chunk header): first a `begin` entry whose sequence is
-//! the last sequence *before* this file (the one the checkpoint covers), then entries numbered
-//! on from it. Writes are group-committed by one task: whatever queued during an `fdatasync`
-//! shares the next one. See FORMAT.md, "Master operation log, version 3".
+//! The leader's `MasterCore` applies each entry to its metadata and queues it here
+//! ([`OplogQueue`]); the [`Committer`] proposes whatever queued meanwhile as one Raft entry (a
+//! `Proposal`: group commit) and waits until it is committed, i.e. durable on a majority of
+//! the masters, and applied to the state machine.
 //!
-//! Every file operation goes through the master's [`SharedDisk`] (the real file system, the
-//! power-cut test disk, or an in-memory disk in tests and simulations).
+//! Before Raft, the log was a file of its own (`oplog`, with `checkpoint.json`; FORMAT.md,
+//! "Master operation log, version 3"). [`load_legacy`] reads such a directory once, when a
+//! master of this version first starts on it: its metadata becomes the group's starting state.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use cairn_files::{Blocking, DiskFile, DynDisk, SharedDisk};
+use cairn_files::DynDisk;
 
-use cairn_record::{RecordId, Recovery, ScanItem, Scanner, WriterId};
+use cairn_record::{Recovery, ScanItem, Scanner, WriterId};
+use openraft::Raft;
 use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
 use crate::checkpoint;
 use crate::error::{Error, Result};
-use crate::limits::OPLOG_ENTRY_BYTES_MAX;
+use crate::limits::PROPOSAL_BYTES_MAX;
 use crate::meta::{Entry, Metadata};
+use crate::raft::{Proposal, TypeConfig};
 
 /// File name of the operation log in the data directory.
 pub(crate) const FILE: &str = "oplog";
@@ -38,14 +42,15 @@ pub(crate) const FORMAT: u32 = 3;
 /// The oldest operation-log format this code reads.
 pub(crate) const FORMAT_READ_MIN: u32 = 1;
 
-/// Appends the frame of entry number `sequence` to `out`.
+/// Appends the frame of entry number `sequence` to `out` (as the file-based log was written).
+#[cfg(test)]
 pub(crate) fn encode(out: &mut Vec<u8>, sequence: u64, entry: &Entry) {
     let payload = serde_json::to_vec(entry).expect("entries always serialise to JSON");
-    let id = RecordId {
+    let id = cairn_record::RecordId {
         writer: WRITER_ID,
         sequence,
     };
-    cairn_record::encode_record(out, id, &payload, OPLOG_ENTRY_BYTES_MAX)
+    cairn_record::encode_record(out, id, &payload, crate::limits::OPLOG_ENTRY_BYTES_MAX)
         .expect("operation-log entries stay far below the record limit");
 }
 
@@ -133,12 +138,106 @@ pub(crate) fn parse(buf: &[u8], path: &Path) -> Result<Parsed> {
     })
 }
 
+/// Whether `dir`'s `checkpoint.json` is [`MOVED_MARKER`]: the metadata lives in the Raft files.
+pub(crate) fn is_moved(disk: &DynDisk, dir: &Path) -> Result<bool> {
+    let path = dir.join(checkpoint::FILE);
+    match cairn_files::read_file(disk, &path) {
+        Ok(bytes) => Ok(bytes == MOVED_MARKER.as_bytes()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(&path)(e)),
+    }
+}
+
+/// Reads a data directory of the file-based operation log (`checkpoint.json` and `oplog`)
+/// without changing it: the checkpoint plus the entries after it, a torn tail dropped. `None`
+/// when the directory has neither file, or its metadata was moved into Raft ([`is_moved`]).
+pub(crate) fn load_legacy(disk: &DynDisk, dir: &Path) -> Result<Option<(Metadata, u64)>> {
+    if is_moved(disk, dir)? {
+        return Ok(None);
+    }
+    let checkpoint = checkpoint::read(disk, dir)?;
+    let path = dir.join(FILE);
+    let buf = match cairn_files::read_file(disk, &path) {
+        Ok(buf) => Some(buf),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(&path)(e)),
+    };
+    if checkpoint.is_none() && buf.is_none() {
+        return Ok(None);
+    }
+    let (mut meta, covered) = checkpoint.unwrap_or_default();
+    let mut last = covered;
+    if let Some(buf) = buf {
+        let parsed = parse(&buf, &path)?;
+        if let Some(valid_len) = parsed.torn_at {
+            warn!(file = %path.display(), valid_len, file_len = buf.len(), "a torn tail of the old operation log (an unacknowledged entry) is left out");
+        }
+        let after = parsed.after.unwrap_or(covered);
+        if after > covered {
+            return Err(Error::OplogCorrupt {
+                path,
+                offset: 0,
+                reason: format!(
+                    "the log starts after entry {after} but the checkpoint covers only \
+                     entries through {covered}: entries are missing"
+                ),
+            });
+        }
+        for (sequence, entry) in parsed.entries {
+            if sequence <= covered {
+                continue;
+            }
+            meta.apply(&entry).map_err(|reason| Error::OplogCorrupt {
+                path: path.clone(),
+                offset: 0,
+                reason: format!("entry {sequence} does not apply: {reason}"),
+            })?;
+            last = sequence;
+        }
+    }
+    Ok(Some((meta, last)))
+}
+
+/// What `checkpoint.json` holds once the metadata lives in the Raft files: a checkpoint of a
+/// format no earlier master reads, so one started on this directory (a downgrade) refuses to
+/// start instead of serving empty metadata (and telling the chunkservers to delete every
+/// replica it does not know).
+pub(crate) const MOVED_MARKER: &str =
+    "{\"format\":4,\"sequence\":0,\"logs\":[],\"chunks\":[],\"moved_to\":\"raft-snapshot\"}";
+
+/// Removes the file-based operation log (once the group's snapshot holds its state) and leaves
+/// [`MOVED_MARKER`] as `checkpoint.json`; does nothing on a directory already marked.
+pub(crate) fn retire_legacy(disk: &DynDisk, dir: &Path) -> Result<()> {
+    let marker = dir.join(checkpoint::FILE);
+    if is_moved(disk, dir)? {
+        return Ok(());
+    }
+    let had_log = match disk.remove_file(&dir.join(FILE)) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(Error::io(dir.join(FILE))(e)),
+    };
+    for name in [TMP, checkpoint::TMP] {
+        match disk.remove_file(&dir.join(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(dir.join(name))(e)),
+        }
+    }
+    cairn_files::replace(disk, dir, checkpoint::FILE, MOVED_MARKER.as_bytes())
+        .map_err(Error::io(&marker))?;
+    if had_log {
+        info!(dir = %dir.display(), "the old operation log was moved into the Raft snapshot and removed");
+    }
+    Ok(())
+}
+
 /// Entries waiting for the committer, numbered as they were queued.
 #[derive(Debug)]
 pub(crate) struct OplogQueue {
     next_sequence: u64,
-    buf: Vec<u8>,
-    since_checkpoint: u64,
+    /// Each with its size as JSON.
+    entries: std::collections::VecDeque<(Entry, usize)>,
 }
 
 impl OplogQueue {
@@ -146,17 +245,18 @@ impl OplogQueue {
     pub(crate) fn new(last_sequence: u64) -> OplogQueue {
         OplogQueue {
             next_sequence: last_sequence + 1,
-            buf: Vec::new(),
-            since_checkpoint: 0,
+            entries: Default::default(),
         }
     }
 
     /// Queues `entry` and returns its sequence.
     pub(crate) fn push(&mut self, entry: &Entry) -> u64 {
         let sequence = self.next_sequence;
-        encode(&mut self.buf, sequence, entry);
+        let size = serde_json::to_vec(entry)
+            .expect("entries always serialise to JSON")
+            .len();
+        self.entries.push_back((entry.clone(), size));
         self.next_sequence += 1;
-        self.since_checkpoint += 1;
         sequence
     }
 
@@ -165,149 +265,70 @@ impl OplogQueue {
         self.next_sequence - 1
     }
 
-    /// Takes the queued bytes, and a checkpoint of `meta` when `force` or `every` entries were
-    /// queued since the last one. Call with the lock that orders `push` and metadata changes
-    /// held, so the checkpoint reflects exactly the entries through `last_sequence`.
-    pub(crate) fn take(&mut self, meta: &Metadata, every: u64, force: bool) -> Batch {
-        let checkpoint = (force || self.since_checkpoint >= every).then(|| {
-            self.since_checkpoint = 0;
-            checkpoint::encode(meta, self.last_sequence())
-        });
+    /// Takes the oldest queued entries, [`PROPOSAL_BYTES_MAX`] of them at most (one Raft
+    /// entry must fit a message between masters) and at least one; `more` says whether some
+    /// are left. Call with the lock that orders `push` and metadata changes held, so the batch
+    /// holds exactly the entries through its `last_sequence`, in order.
+    pub(crate) fn take(&mut self) -> Batch {
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        while let Some((_, size)) = self.entries.front() {
+            if !entries.is_empty() && bytes + size > PROPOSAL_BYTES_MAX {
+                break;
+            }
+            bytes += size;
+            let (entry, _) = self.entries.pop_front().expect("looked at above");
+            entries.push(entry);
+        }
+        let left = self.entries.len() as u64;
         Batch {
-            bytes: std::mem::take(&mut self.buf),
-            last_sequence: self.last_sequence(),
-            checkpoint,
+            entries,
+            last_sequence: self.last_sequence() - left,
+            more: left > 0,
         }
     }
 }
 
-/// What the committer writes in one round.
+/// What the committer proposes in one round.
 #[derive(Debug)]
 pub(crate) struct Batch {
-    bytes: Vec<u8>,
+    entries: Vec<Entry>,
     last_sequence: u64,
-    checkpoint: Option<Vec<u8>>,
+    /// Entries are left in the queue for the next round.
+    more: bool,
 }
 
-/// How far the operation log is durable, and whether it broke.
+/// How far the operation log is committed, and whether it broke.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Durable {
     sequence: u64,
     failed: Option<String>,
 }
 
-/// The open operation-log file the committer appends to.
-pub(crate) type LogFile = Box<dyn DiskFile>;
-
-/// Loads the data directory on `disk`: the checkpoint plus the operation-log entries after it,
-/// a torn tail cut. Then writes a fresh checkpoint and an empty operation log after it, so the
-/// next entries never land behind a torn tail. Returns the metadata, the last sequence and the
-/// open log file.
-pub(crate) fn open(disk: &DynDisk, dir: &Path) -> Result<(Metadata, u64, LogFile)> {
-    disk.create_dir_all(dir).map_err(Error::io(dir))?;
-    for leftover in [TMP, checkpoint::TMP] {
-        match disk.remove_file(&dir.join(leftover)) {
-            Ok(()) => warn!(
-                file = leftover,
-                "removed a leftover of an interrupted checkpoint"
-            ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(dir.join(leftover))(e)),
-        }
-    }
-    let (mut meta, covered) = checkpoint::read(disk, dir)?.unwrap_or_default();
-    let path = dir.join(FILE);
-    let mut last = covered;
-    let mut replayed = 0u64;
-    match cairn_files::read_file(disk, &path) {
-        Ok(buf) => {
-            let parsed = parse(&buf, &path)?;
-            if let Some(valid_len) = parsed.torn_at {
-                warn!(
-                    file = %path.display(),
-                    valid_len,
-                    file_len = buf.len(),
-                    "cut a torn tail of the operation log (an unacknowledged entry)"
-                );
-            }
-            let after = parsed.after.unwrap_or(covered);
-            if after > covered {
-                return Err(Error::OplogCorrupt {
-                    path,
-                    offset: 0,
-                    reason: format!(
-                        "the log starts after entry {after} but the checkpoint covers only \
-                         entries through {covered}: entries are missing"
-                    ),
-                });
-            }
-            for (sequence, entry) in parsed.entries {
-                if sequence <= covered {
-                    continue;
-                }
-                meta.apply(&entry).map_err(|reason| Error::OplogCorrupt {
-                    path: path.clone(),
-                    offset: 0,
-                    reason: format!("entry {sequence} does not apply: {reason}"),
-                })?;
-                last = sequence;
-                replayed += 1;
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(&path)(e)),
-    }
-    checkpoint::write(disk, dir, &checkpoint::encode(&meta, last))?;
-    let file = fresh(disk, dir, last)?;
-    info!(
-        dir = %dir.display(),
-        logs = meta.logs.len(),
-        chunks = meta.chunks.len(),
-        checkpoint_sequence = covered,
-        replayed,
-        last_sequence = last,
-        "recovered master metadata"
-    );
-    Ok((meta, last, file))
-}
-
-/// Starts an empty operation log continuing after `after`: `oplog.tmp` with the begin frame,
-/// fsync, rename over `oplog`, fsync the directory. Returns the file, open for appending.
-pub(crate) fn fresh(disk: &DynDisk, dir: &Path, after: u64) -> Result<LogFile> {
-    let mut buf = Vec::new();
-    encode(&mut buf, after, &Entry::Begin { format: FORMAT });
-    cairn_files::replace(disk, dir, FILE, &buf).map_err(Error::io(&dir.join(FILE)))
-}
-
-/// Appends `bytes` at the end of the log file `f` and makes them durable.
-fn append(f: &LogFile, bytes: &[u8]) -> std::io::Result<()> {
-    if !bytes.is_empty() {
-        f.write_all_at(bytes, f.size()?)?;
-        f.sync_data()?;
-    }
-    Ok(())
-}
-
 /// The handle on the committer task.
-#[derive(Debug)]
 pub(crate) struct Committer {
+    raft: Raft<TypeConfig>,
     kick: Arc<Notify>,
     durable: watch::Receiver<Durable>,
     stop: watch::Sender<bool>,
     task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committer")
+            .field("durable", &*self.durable.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Committer {
-    /// Starts the committer on `file` (which holds everything through `last_sequence`) in `dir`
-    /// on `disk`. `take` is called with the metadata lock to collect each round's batch; its
-    /// argument asks for a checkpoint regardless of the entry count (clean shutdown).
+    /// Starts the committer proposing to `raft`, whose state machine holds everything through
+    /// `last_sequence`. `take` is called with the metadata lock to collect each round's batch.
     pub(crate) fn spawn(
-        disk: SharedDisk,
-        dir: PathBuf,
-        file: LogFile,
+        raft: Raft<TypeConfig>,
         last_sequence: u64,
-        blocking: Blocking,
-        take: impl FnMut(bool) -> Batch + Send + 'static,
+        take: impl FnMut() -> Batch + Send + 'static,
     ) -> Committer {
         let kick = Arc::new(Notify::new());
         let (durable_tx, durable) = watch::channel(Durable {
@@ -315,17 +336,9 @@ impl Committer {
             failed: None,
         });
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(
-            disk,
-            dir,
-            file,
-            blocking,
-            take,
-            kick.clone(),
-            durable_tx,
-            stop_rx,
-        ));
+        let task = tokio::spawn(run(raft.clone(), take, kick.clone(), durable_tx, stop_rx));
         Committer {
+            raft,
             kick,
             durable,
             stop,
@@ -333,7 +346,7 @@ impl Committer {
         }
     }
 
-    /// Waits until entry `sequence` is durable.
+    /// Waits until entry `sequence` is committed.
     pub(crate) async fn wait(&self, sequence: u64) -> Result<()> {
         self.kick.notify_one();
         let mut rx = self.durable.clone();
@@ -350,34 +363,33 @@ impl Committer {
         }
     }
 
-    /// The first write error, if the log broke.
+    /// Why the log broke, if it did.
     pub(crate) fn failure(&self) -> Option<String> {
         self.durable.borrow().failed.clone()
     }
 
-    /// Writes what is queued, a final checkpoint, and stops the task.
+    /// Proposes what is queued, stops the task, and stops Raft (a group of one has nothing
+    /// left to do once its master stops).
     pub(crate) async fn close(&self) {
         let _ = self.stop.send(true);
-        if let Some(task) = self.task.lock().await.take()
-            && let Err(e) = task.await
-        {
-            error!(error = %e, "operation-log committer panicked");
+        if let Some(task) = self.task.lock().await.take() {
+            if let Err(e) = task.await {
+                error!(error = %e, "operation-log committer panicked");
+            }
+            if let Err(e) = self.raft.shutdown().await {
+                warn!(error = %e, "Raft did not stop cleanly");
+            }
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn run(
-    disk: SharedDisk,
-    dir: PathBuf,
-    file: LogFile,
-    blocking: Blocking,
-    mut take: impl FnMut(bool) -> Batch + Send + 'static,
+    raft: Raft<TypeConfig>,
+    mut take: impl FnMut() -> Batch + Send + 'static,
     kick: Arc<Notify>,
     durable: watch::Sender<Durable>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut file = Some(file);
     loop {
         let stopping = *stop.borrow() || {
             tokio::select! {
@@ -385,44 +397,24 @@ async fn run(
                 _ = stop.changed() => true,
             }
         };
-        let batch = take(stopping);
-        let f = file
-            .take()
-            .expect("the committer owns the file between rounds");
-        let bytes = batch.bytes;
-        let written = blocking.run(move || append(&f, &bytes).map(|()| f)).await;
-        match written {
-            Ok(f) => file = Some(f),
-            Err(e) => {
-                error!(error = %e, dir = %dir.display(), "operation log write failed; the master accepts no more changes");
+        let batch = take();
+        if batch.more {
+            kick.notify_one();
+        }
+        if !batch.entries.is_empty() {
+            let proposal = Proposal {
+                entries: batch.entries,
+            };
+            if let Err(e) = raft.client_write(proposal).await {
+                // Not the leader any more, or Raft stopped: what this master applied ahead of
+                // the group may never be committed, so it takes no more changes.
+                error!(error = %e, "an operation-log proposal failed; the master accepts no more changes");
                 durable.send_modify(|d| d.failed = Some(e.to_string()));
                 return;
             }
+            durable.send_modify(|d| d.sequence = batch.last_sequence);
         }
-        durable.send_modify(|d| d.sequence = batch.last_sequence);
-        if let Some(json) = batch.checkpoint {
-            let (disk2, dir2) = (disk.clone(), dir.clone());
-            let last = batch.last_sequence;
-            let rotated = blocking
-                .run(move || {
-                    checkpoint::write(&*disk2, &dir2, &json)?;
-                    fresh(&*disk2, &dir2, last)
-                })
-                .await;
-            match rotated {
-                Ok(f) => {
-                    info!(
-                        sequence = last,
-                        "checkpoint written, operation log restarted"
-                    );
-                    file = Some(f);
-                }
-                // The old log still holds every entry through `last`, so carrying on with it
-                // is safe; the next checkpoint tries again.
-                Err(e) => warn!(error = %e, "checkpoint failed; keeping the current operation log"),
-            }
-        }
-        if stopping {
+        if stopping && !batch.more {
             return;
         }
     }
@@ -497,18 +489,24 @@ mod tests {
         std::fs::write(dir.join(FILE), bytes).unwrap();
     }
 
-    fn fs_disk() -> SharedDisk {
+    fn fs_disk() -> cairn_files::SharedDisk {
         cairn_files::shared(cairn_files::FsDisk)
     }
 
-    // Restart = checkpoint + the entries after it: entries the checkpoint covers are skipped,
-    // later ones applied, a torn tail dropped; the directory is left with a fresh checkpoint.
+    // Proves: an old directory reads as checkpoint + the entries after it: entries the
+    // checkpoint covers are skipped, later ones applied, a torn tail dropped; reading changes
+    // nothing, and retiring removes both files. An empty directory has no legacy state.
     #[test]
-    fn open_replays_checkpoint_plus_tail() {
+    fn legacy_directories_read_checkpoint_plus_tail() {
         let dir = tempfile::tempdir().unwrap();
+        assert!(load_legacy(&*fs_disk(), dir.path()).unwrap().is_none());
         let mut covered = Metadata::default();
         covered.apply(&create("/a")).unwrap();
-        checkpoint::write(&*fs_disk(), dir.path(), &checkpoint::encode(&covered, 1)).unwrap();
+        std::fs::write(
+            dir.path().join(checkpoint::FILE),
+            checkpoint::encode(&covered, 1),
+        )
+        .unwrap();
         let handle = ChunkHandle(7);
         let mut log = file(
             0,
@@ -531,17 +529,24 @@ mod tests {
         encode(&mut log, 4, &create("/torn"));
         log.truncate(torn_from + 20);
         write_oplog(dir.path(), &log);
-        let (meta, last, _f) = open(&*fs_disk(), dir.path()).unwrap();
+        let (meta, last) = load_legacy(&*fs_disk(), dir.path()).unwrap().unwrap();
         assert_eq!(last, 3);
         assert_eq!(meta.chunks[&handle].version, ChunkVersion(2));
         assert_eq!(meta.chunks[&handle].state, ChunkState::Open);
         assert!(!meta.logs.contains_key("/torn"));
-        // The fresh files alone give the same state.
-        let (again, last_again, _f) = open(&*fs_disk(), dir.path()).unwrap();
-        assert_eq!((again, last_again), (meta, 3));
-        let bytes = std::fs::read(dir.path().join(FILE)).unwrap();
-        let parsed = parse(&bytes, Path::new("x")).unwrap();
-        assert_eq!((parsed.after, parsed.entries.len()), (Some(3), 0));
+        assert_eq!(
+            std::fs::read(dir.path().join(FILE)).unwrap(),
+            log,
+            "read only"
+        );
+        retire_legacy(&*fs_disk(), dir.path()).unwrap();
+        assert!(!dir.path().join(FILE).exists());
+        // What is left is a checkpoint no earlier master reads (it refuses to start).
+        let marker = std::fs::read(dir.path().join(checkpoint::FILE)).unwrap();
+        assert_eq!(marker, MOVED_MARKER.as_bytes());
+        let e = checkpoint::decode(&marker, Path::new("c")).unwrap_err();
+        assert!(e.to_string().contains("unknown format 4"), "{e}");
+        retire_legacy(&*fs_disk(), dir.path()).unwrap();
     }
 
     // A log that starts after the checkpoint's sequence means entries are missing: refuse.
@@ -550,188 +555,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_oplog(dir.path(), &file(5, &[create("/a")]));
         assert!(matches!(
-            open(&*fs_disk(), dir.path()),
+            load_legacy(&*fs_disk(), dir.path()),
             Err(Error::OplogCorrupt { .. })
         ));
-    }
-
-    // The committer makes queued entries durable, group-commits, and checkpoints on close.
-    #[tokio::test]
-    async fn committer_writes_and_checkpoints() {
-        let dir = tempfile::tempdir().unwrap();
-        let (meta, last, f) = open(&*fs_disk(), dir.path()).unwrap();
-        let state = Arc::new(std::sync::Mutex::new((meta, OplogQueue::new(last))));
-        let s2 = state.clone();
-        let committer = Committer::spawn(
-            fs_disk(),
-            dir.path().to_owned(),
-            f,
-            last,
-            Blocking::Threads,
-            move |force| {
-                let mut g = s2.lock().unwrap();
-                let (meta, queue) = &mut *g;
-                queue.take(meta, 3, force)
-            },
-        );
-        let mut seqs = Vec::new();
-        for i in 0..5 {
-            let e = create(&format!("/l{i}"));
-            let mut g = state.lock().unwrap();
-            g.0.apply(&e).unwrap();
-            seqs.push(g.1.push(&e));
-        }
-        for s in &seqs {
-            committer.wait(*s).await.unwrap();
-        }
-        committer.close().await;
-        let (meta, last, _f) = open(&*fs_disk(), dir.path()).unwrap();
-        assert_eq!(last, 5);
-        assert_eq!(meta.logs.len(), 5);
-    }
-
-    /// The data directory of the tests on an in-memory disk.
-    const MEM_DIR: &str = "/master";
-
-    /// A fresh in-memory disk, and the same disk as the master's seam.
-    fn mem_disk() -> (cairn_files::FaultyDisk, SharedDisk) {
-        let disk = cairn_files::FaultyDisk::new();
-        (disk.clone(), cairn_files::shared(disk))
-    }
-
-    /// Appends entry `sequence` to the log file `f`, synced or not.
-    fn append_entry(f: &LogFile, sequence: u64, entry: &Entry, sync: bool) -> usize {
-        let mut buf = Vec::new();
-        encode(&mut buf, sequence, entry);
-        f.write_all_at(&buf, f.size().unwrap()).unwrap();
-        if sync {
-            f.sync_data().unwrap();
-        }
-        buf.len()
-    }
-
-    // Proves: an operation-log entry written but never synced is gone after a power cut, both
-    // when written straight to the file and when the committer's fsync is where the power
-    // fails (its waiter is told the entry failed); the master starts again with every synced
-    // entry.
-    #[tokio::test]
-    async fn an_unsynced_entry_is_gone_after_a_crash_and_the_master_starts() {
-        let (faulty, disk) = mem_disk();
-        let dir = Path::new(MEM_DIR);
-        let (_, last, f) = open(&*disk, dir).unwrap();
-        assert_eq!(last, 0);
-        append_entry(&f, 1, &create("/synced"), true);
-        append_entry(&f, 2, &create("/unsynced"), false);
-        let log = faulty.contents(&dir.join(FILE)).unwrap();
-        assert_eq!(
-            parse(&log, dir).unwrap().entries.len(),
-            2,
-            "both were written"
-        );
-        faulty.crash(0);
-        let (meta, last, f) = open(&*disk, dir).unwrap();
-        assert_eq!(last, 1);
-        assert!(meta.logs.contains_key("/synced"));
-        assert!(!meta.logs.contains_key("/unsynced"));
-
-        // The committer: the power fails at its fsync of entry 2.
-        let state = Arc::new(std::sync::Mutex::new((meta, OplogQueue::new(last))));
-        let s2 = state.clone();
-        let committer = Committer::spawn(
-            disk.clone(),
-            dir.into(),
-            f,
-            last,
-            Blocking::Threads,
-            move |force| {
-                let mut g = s2.lock().unwrap();
-                let (meta, queue) = &mut *g;
-                queue.take(meta, 1_000, force)
-            },
-        );
-        let lost = {
-            let mut g = state.lock().unwrap();
-            g.0.apply(&create("/lost")).unwrap();
-            g.1.push(&create("/lost"))
-        };
-        faulty.crash_at_sync(1);
-        assert!(committer.wait(lost).await.is_err());
-        assert!(committer.failure().is_some());
-        committer.close().await;
-        faulty.crash(0);
-        let (meta, last, _f) = open(&*disk, dir).unwrap();
-        assert_eq!(last, 1);
-        assert!(meta.logs.contains_key("/synced"));
-        assert!(!meta.logs.contains_key("/lost"));
-    }
-
-    // Proves: a power cut that keeps any prefix of the last, unsynced entry (a torn write) is
-    // read back as a log ending at the entry before it: the torn entry is dropped, never
-    // misread, and the master starts; kept whole, the entry is there. Every cut is tried.
-    #[test]
-    fn a_torn_last_entry_is_dropped_never_misread() {
-        let dir = Path::new(MEM_DIR);
-        let mut entry = Vec::new();
-        encode(&mut entry, 2, &create("/torn"));
-        assert!(entry.len() > 40, "an entry is dozens of bytes");
-        for keep in 0..=entry.len() {
-            let (faulty, disk) = mem_disk();
-            let (_, _, f) = open(&*disk, dir).unwrap();
-            append_entry(&f, 1, &create("/a"), true);
-            assert_eq!(append_entry(&f, 2, &create("/torn"), false), entry.len());
-            faulty.crash(keep);
-            let (meta, last, _f) = open(&*disk, dir).unwrap();
-            assert!(meta.logs.contains_key("/a"), "keep {keep}");
-            if keep < entry.len() {
-                assert_eq!((last, meta.logs.len()), (1, 1), "keep {keep}");
-            } else {
-                assert_eq!(last, 2);
-                assert!(meta.logs.contains_key("/torn"));
-            }
-            // A restart after the cut starts a clean log: a second one reads the same.
-            let (again, last_again, _f) = open(&*disk, dir).unwrap();
-            assert_eq!((again, last_again), (meta, last), "keep {keep}");
-        }
-    }
-
-    // Proves: a power cut before any step of a checkpoint's rotation (the checkpoint replaced,
-    // then the operation log replaced by a fresh one), with or without the unsynced bytes,
-    // leaves the old or the new checkpoint, never a mix or none, and the master starts with
-    // the same metadata; every one of the ten steps was interrupted once.
-    #[test]
-    fn a_checkpoint_rotation_interrupted_at_each_step_leaves_the_old_or_the_new() {
-        let dir = Path::new(MEM_DIR);
-        let ckpt = dir.join(checkpoint::FILE);
-        let mut interrupted = 0;
-        for call in 1.. {
-            let mut finished = false;
-            for keep in [0, usize::MAX] {
-                let (faulty, disk) = mem_disk();
-                let (mut meta, _, f) = open(&*disk, dir).unwrap();
-                for (i, path) in ["/a", "/b"].iter().enumerate() {
-                    meta.apply(&create(path)).unwrap();
-                    append_entry(&f, i as u64 + 1, &create(path), true);
-                }
-                let old = cairn_files::read_file(&*disk, &ckpt).unwrap();
-                let new = checkpoint::encode(&meta, 2);
-                faulty.power_off_at_call(call);
-                finished = checkpoint::write(&*disk, dir, &new)
-                    .and_then(|()| fresh(&*disk, dir, 2))
-                    .is_ok();
-                faulty.crash(keep);
-                let after = cairn_files::read_file(&*disk, &ckpt).unwrap();
-                assert!(after == old || after == new, "call {call} keep {keep}");
-                if finished {
-                    assert_eq!(after, new);
-                }
-                let (back, last, _f) = open(&*disk, dir).unwrap();
-                assert_eq!((back, last), (meta, 2), "call {call} keep {keep}");
-            }
-            if finished {
-                break;
-            }
-            interrupted += 1;
-        }
-        assert_eq!(interrupted, 10);
     }
 }

@@ -58,9 +58,11 @@ impl From<Error> for Status {
     }
 }
 
-/// Runs the gRPC server on the connections `incoming` yields until `shutdown` completes.
+/// Runs the gRPC server on the connections `incoming` yields until `shutdown` completes: the
+/// master's API over `core`, and Raft between masters (`cairn.v1.MasterPeer`) over `raft`.
 pub(crate) async fn run(
     core: Arc<MasterCore<GrpcChunkservers>>,
+    raft: openraft::Raft<crate::raft::TypeConfig>,
     cluster_id: u64,
     incoming: impl cairn_proto::net::Incoming,
     rpc_counts: cairn_metrics::RpcLayer,
@@ -80,6 +82,13 @@ pub(crate) async fn run(
         .layer(rpc_counts)
         .layer(cairn_proto::net::tls::guard_of(tls.as_deref()))
         .add_service(service)
+        .add_service(
+            cairn_proto::v1::master_peer_server::MasterPeerServer::new(
+                crate::raft::network::PeerService::new(raft),
+            )
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX),
+        )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|source| Error::Transport { source })

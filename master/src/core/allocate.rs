@@ -328,7 +328,7 @@ mod tests {
     async fn failed_allocation_reports_the_create_replica_cause() {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(Fake::default());
-        let m = start(dir.path(), &fake);
+        let m = start(dir.path(), &fake).await;
         register(&m, &["a:1", "b:1", "c:1"]).await;
         fake.st().broken.insert("c:1".into());
         m.create_log("/l", 3, 8192).await.unwrap();
@@ -348,7 +348,7 @@ mod tests {
     async fn failed_create_is_abandoned_and_orphans_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(Fake::default());
-        let m = start(dir.path(), &fake);
+        let m = start(dir.path(), &fake).await;
         register(&m, &["a:1", "b:1", "c:1", "d:1"]).await;
         fake.st().broken.insert("d:1".into());
         m.create_log("/l", 3, 8192).await.unwrap();
@@ -382,7 +382,7 @@ mod tests {
     async fn too_few_chunkservers() {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(Fake::default());
-        let m = start(dir.path(), &fake);
+        let m = start(dir.path(), &fake).await;
         register(&m, &["a:1", "b:1"]).await;
         let err = m.create_log("/l", 0, 0).await.unwrap_err();
         assert_eq!(err.to_string(), "need 3 live chunkservers, have 2");
@@ -405,7 +405,7 @@ mod tests {
     async fn full_chunkservers_get_no_new_chunks() {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(Fake::default());
-        let m = start(dir.path(), &fake);
+        let m = start(dir.path(), &fake).await;
         register(&m, &["a:1", "b:1", "c:1", "d:1"]).await;
         let chunk = 1u64 << 20;
         let need = chunk + m.config.min_free_bytes;
@@ -442,14 +442,14 @@ mod tests {
     async fn allocation_without_replicas_is_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(Fake::default());
-        let m = start(dir.path(), &fake);
+        let m = start(dir.path(), &fake).await;
         register(&m, &["a:1", "b:1", "c:1"]).await;
         m.create_log("/l", 3, 8192).await.unwrap();
         let lost = m.open_chunk("/l").await.unwrap();
         m.close().await;
         drop(m);
         fake.st().replicas.clear();
-        let m = start(dir.path(), &fake);
+        let m = start(dir.path(), &fake).await;
         register(&m, &["a:1", "b:1", "c:1"]).await;
         let fresh = m.open_chunk("/l").await.unwrap();
         assert_ne!(fresh.handle, lost.handle);
@@ -468,7 +468,7 @@ mod tests {
         for (length, replaced) in [(32, true), (4096, false)] {
             let dir = tempfile::tempdir().unwrap();
             let fake = Arc::new(Fake::default());
-            let m = start(dir.path(), &fake);
+            let m = start(dir.path(), &fake).await;
             register(&m, &["a:1", "b:1", "c:1"]).await;
             m.create_log("/l", 3, 8192).await.unwrap();
             let stuck = m.open_chunk("/l").await.unwrap();
@@ -481,7 +481,7 @@ mod tests {
                 st.replicas.insert((lone.clone(), stuck.handle));
                 st.failed.insert(lone.clone());
             }
-            let m = start(dir.path(), &fake);
+            let m = start(dir.path(), &fake).await;
             register(&m, &["a:1", "b:1", "c:1"]).await;
             let failed = ReplicaReport {
                 length: ChunkOffset(length),

@@ -146,19 +146,28 @@ impl ChunkserverApi for Arc<Fake> {
     }
 }
 
-/// A master over the data directory `dir` (recovered from it if it holds one) and `fake`.
-pub(super) fn start(dir: &Path, fake: &Arc<Fake>) -> Arc<MasterCore<Arc<Fake>>> {
-    let disk = cairn_files::shared(cairn_files::FsDisk);
-    let (meta, last, file) = crate::oplog::open(&*disk, dir).unwrap();
-    Arc::new(MasterCore::new(
-        Config::new(dir),
-        fake.clone(),
-        meta,
-        last,
-        disk,
-        file,
-        7,
+/// A master over the data directory `dir` (recovered from it if it holds one) and `fake`, its
+/// Raft node started as `cairn master` starts it (a group of one).
+pub(super) async fn start(dir: &Path, fake: &Arc<Fake>) -> Arc<MasterCore<Arc<Fake>>> {
+    let config = Config::new(dir);
+    let node = crate::raft::node::start(
+        &config,
+        "fake-master:7000",
+        cairn_files::shared(cairn_files::FsDisk),
         cairn_files::Blocking::Threads,
+        cairn_proto::net::TcpConnector::shared(),
+        None,
+    )
+    .await
+    .unwrap();
+    let applied = node.state.applied();
+    Arc::new(MasterCore::new(
+        config,
+        fake.clone(),
+        applied.meta,
+        applied.sequence,
+        node.raft,
+        7,
     ))
 }
 
@@ -168,7 +177,7 @@ pub(super) async fn with_open_chunk(
     dir: &Path,
     fake: &Arc<Fake>,
 ) -> (Arc<MasterCore<Arc<Fake>>>, super::allocate::Location) {
-    let m = start(dir, fake);
+    let m = start(dir, fake).await;
     register(&m, &["a:1", "b:1", "c:1"]).await;
     m.create_log("/l", 3, 8192).await.unwrap();
     let first = m.open_chunk("/l").await.unwrap();

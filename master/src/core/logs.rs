@@ -333,7 +333,7 @@ mod tests {
     async fn log_options_checked_against_the_cluster_and_min_replicas_open_on_fewer() {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(Fake::default());
-        let m = start(dir.path(), &fake);
+        let m = start(dir.path(), &fake).await;
         register(&m, &["a:1", "b:1", "c:1"]).await;
         tokio::time::advance(m.config.dead_after).await;
         for a in ["a:1", "b:1"] {
@@ -367,7 +367,7 @@ mod tests {
     async fn namespace_errors_and_listing() {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(Fake::default());
-        let m = start(dir.path(), &fake);
+        let m = start(dir.path(), &fake).await;
         // Logs of the default factor need that many chunkservers.
         register(&m, &["a:1", "b:1", "c:1"]).await;
         assert!(matches!(
@@ -412,8 +412,17 @@ mod tests {
     async fn stat_log_pages_cover_a_log_of_any_length() {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(Fake::default());
-        let disk = cairn_files::shared(cairn_files::FsDisk);
-        let (_, last, file) = crate::oplog::open(&*disk, dir.path()).unwrap();
+        let node = crate::raft::node::start(
+            &Config::new(dir.path()),
+            "fake-master:7000",
+            cairn_files::shared(cairn_files::FsDisk),
+            cairn_files::Blocking::Threads,
+            cairn_proto::net::TcpConnector::shared(),
+            None,
+        )
+        .await
+        .unwrap();
+        let last = node.state.applied().sequence;
         let mut meta = Metadata::default();
         meta.apply(&Entry::CreateLog {
             path: "/big".into(),
@@ -444,16 +453,7 @@ mod tests {
             })
             .unwrap();
         }
-        let m = MasterCore::new(
-            Config::new(dir.path()),
-            fake,
-            meta,
-            last,
-            disk,
-            file,
-            7,
-            cairn_files::Blocking::Threads,
-        );
+        let m = MasterCore::new(Config::new(dir.path()), fake, meta, last, node.raft, 7);
         assert!(matches!(
             m.stat_log_page("/big", 0, None),
             Err(Error::StatTooLarge { .. })

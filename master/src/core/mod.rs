@@ -31,7 +31,7 @@ use crate::crash_point::{CrashPoint, CrashPoints};
 use crate::error::{Error, Result};
 use crate::heartbeat::Servers;
 use crate::meta::{Entry, LogMeta, Metadata};
-use crate::oplog::{Committer, LogFile, OplogQueue};
+use crate::oplog::{Committer, OplogQueue};
 use crate::repair::{Backoff, RepairStats};
 
 mod allocate;
@@ -148,18 +148,15 @@ pub(crate) struct MasterCore<C> {
 }
 
 impl<C: ChunkserverApi> MasterCore<C> {
-    /// A master over recovered metadata whose operation log is `file` on `disk`, through
-    /// `last_sequence`.
-    #[allow(clippy::too_many_arguments)]
+    /// The leader's master over the group's committed metadata, `last_sequence` entries of it,
+    /// proposing its changes to `raft`.
     pub(crate) fn new(
         config: Config,
         api: C,
         meta: Metadata,
         last_sequence: u64,
-        disk: cairn_files::SharedDisk,
-        file: LogFile,
+        raft: openraft::Raft<crate::raft::TypeConfig>,
         seed: u64,
-        blocking: cairn_files::Blocking,
     ) -> MasterCore<C> {
         let log_locks = meta
             .logs
@@ -181,19 +178,10 @@ impl<C: ChunkserverApi> MasterCore<C> {
             rng: SplitMix64::new(seed ^ last_sequence.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
         }));
         let for_committer = inner.clone();
-        let every = config.checkpoint_every_entries;
-        let committer = Committer::spawn(
-            disk,
-            config.data_dir.clone(),
-            file,
-            last_sequence,
-            blocking,
-            move |force| {
-                let mut g = for_committer.lock().unwrap_or_else(|p| p.into_inner());
-                let Inner { meta, queue, .. } = &mut *g;
-                queue.take(meta, every, force)
-            },
-        );
+        let committer = Committer::spawn(raft, last_sequence, move || {
+            let mut g = for_committer.lock().unwrap_or_else(|p| p.into_inner());
+            g.queue.take()
+        });
         MasterCore {
             crash_points: CrashPoints::new(config.test_crash_at),
             config,
@@ -242,7 +230,7 @@ impl<C: ChunkserverApi> MasterCore<C> {
         std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now())
     }
 
-    /// Writes everything queued and a final checkpoint.
+    /// Proposes everything queued, then stops proposing.
     pub(crate) async fn close(&self) {
         self.committer.close().await;
     }

@@ -171,7 +171,7 @@ mod tests {
         m.close().await;
         drop(m);
 
-        let m = start(dir.path(), &fake);
+        let m = start(dir.path(), &fake).await;
         let after = m.stat_log("/l").unwrap();
         assert_eq!(after.chunks.len(), 2);
         for (b, a) in before.chunks.iter().zip(&after.chunks) {
@@ -205,7 +205,7 @@ mod tests {
         );
         m.close().await;
         drop(m);
-        let m = start(dir.path(), &fake);
+        let m = start(dir.path(), &fake).await;
         assert_eq!(m.stat_log("/l").unwrap().chunks[1].version, ChunkVersion(1));
         m.close().await;
     }
@@ -217,7 +217,7 @@ mod tests {
     async fn an_excess_good_replica_is_deleted_and_unlisted() {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(Fake::default());
-        let m = start(dir.path(), &fake);
+        let m = start(dir.path(), &fake).await;
         register(&m, &["a:1", "b:1", "c:1", "d:1"]).await;
         m.create_log("/l", 3, 8192).await.unwrap();
         let first = m.open_chunk("/l").await.unwrap();

@@ -369,7 +369,7 @@ mod tests {
         assert_ne!(after.handle, next.handle);
         // A restarted master replays the seal and the salvage from its operation log.
         drop(m);
-        let m = crate::core::fake::start(dir.path(), &fake);
+        let m = crate::core::fake::start(dir.path(), &fake).await;
         let lost = m.stat_log("/l").unwrap().chunks[0].clone();
         assert_eq!(
             (lost.state, lost.length, lost.lost_end),

@@ -82,7 +82,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(Fake::default());
         {
-            let m = start(dir.path(), &fake);
+            let m = start(dir.path(), &fake).await;
             register(&m, &["a:1", "b:1", "c:1"]).await;
             m.create_log("/l", 3, 8192).await.unwrap();
             assert!(m.resume_writer("/l", WriterId(0)).await.is_err());
@@ -106,7 +106,7 @@ mod tests {
             assert_eq!(m.resume_writer("/l", WriterId(8)).await.unwrap(), 1);
             m.close().await;
         }
-        let m = start(dir.path(), &fake);
+        let m = start(dir.path(), &fake).await;
         let epochs = m.lock().meta.logs["/l"].writer_epochs.clone();
         assert_eq!(epochs, BTreeMap::from([(WriterId(7), 2), (WriterId(8), 1)]));
         m.close().await;

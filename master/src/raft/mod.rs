@@ -1,5 +1,6 @@
 //! The master's operation log replicated by Raft (openraft 0.9): the pieces a Raft group of
-//! masters is built from.
+//! masters is built from. A master runs a group of one today; the leader's `MasterCore`
+//! proposes its entries through `oplog::Committer`.
 //!
 //! - `runtime`: the async runtime openraft runs on (tokio's, with a seeded random-number
 //!   generator for election timeouts, so a simulation replays bit for bit).
@@ -9,11 +10,11 @@
 //!   its snapshots (`raft-snapshot`).
 //! - `network`: Raft between masters over gRPC (`cairn.v1.MasterPeer`), on the process's
 //!   connector.
+//! - `node`: a master's node started on its data directory (and an old operation log moved
+//!   into it), returned once it leads.
 //!
 //! A log entry's application data is a [`Proposal`]: the operation-log entries one group commit
 //! of the leader collected, in order.
-
-#![allow(dead_code)] // Wired into the master in the steps after this one (issue 13).
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +24,7 @@ use crate::meta::Entry;
 mod group_tests;
 pub(crate) mod log_store;
 pub(crate) mod network;
+pub(crate) mod node;
 pub(crate) mod runtime;
 pub(crate) mod state_machine;
 

@@ -17,7 +17,8 @@ use cairn_proto::v1::RaftMessage;
 use cairn_proto::v1::master_peer_client::MasterPeerClient;
 use cairn_proto::v1::master_peer_server::MasterPeer;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -32,6 +33,10 @@ use tonic::{Request, Response, Status};
 use super::TypeConfig;
 
 type NodeId = u64;
+
+/// The largest `AppendEntries` message sent (JSON bytes): half of a gRPC message, so one
+/// proposal ([`PROPOSAL_BYTES_MAX`](crate::limits::PROPOSAL_BYTES_MAX)) always fits.
+pub(crate) const APPEND_ENTRIES_BYTES_MAX: usize = cairn_proto::GRPC_MESSAGE_BYTES_MAX / 2;
 
 /// How long a peer gets to accept a connection.
 pub(crate) const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -126,11 +131,18 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, CallError<RaftError<NodeId>>> {
-        self.call(
-            message(&rpc, Bytes::new()),
-            &option,
-            |mut c, r| async move { c.append_entries(r).await },
-        )
+        let message = message(&rpc, Bytes::new());
+        if message.json.len() > APPEND_ENTRIES_BYTES_MAX && rpc.entries.len() > 1 {
+            // openraft sends up to `max_payload_entries` entries at once, whatever their size:
+            // ask it for fewer, so the message stays within what a master accepts.
+            let fewer = (rpc.entries.len() / 2) as u64;
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fewer),
+            ));
+        }
+        self.call(message, &option, |mut c, r| async move {
+            c.append_entries(r).await
+        })
         .await
     }
 

@@ -4,25 +4,23 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use openraft::{AsyncRuntime, OptionalSend, TokioInstant, TokioRuntime};
 use rand08::SeedableRng;
 use rand08::rngs::SmallRng;
 
-/// The seed of every thread's election-timeout generator; 0 until [`seed_elections`] is called,
-/// when each thread seeds from the OS instead.
-static SEED: AtomicU64 = AtomicU64::new(0);
-
 thread_local! {
+    /// This thread's election-timeout generator: seeded by [`seed_elections`], or from the OS
+    /// on a thread's first draw.
     static RNG: RefCell<Option<SmallRng>> = const { RefCell::new(None) };
 }
 
-/// Seeds the election timeouts of the masters in this process (a simulation calls it with its
-/// seed before starting them). A thread seeds its generator on its first draw.
+/// Seeds the election timeouts drawn on this thread from now on. A simulation runs every role
+/// on one thread, so the master it starts with a seed calls this and every later draw of the
+/// run follows from the seed, whatever ran on the thread before.
 pub(crate) fn seed_elections(seed: u64) {
-    SEED.store(seed | 1, Ordering::Relaxed);
+    RNG.with(|cell| *cell.borrow_mut() = Some(SmallRng::seed_from_u64(seed)));
 }
 
 /// [`TokioRuntime`] with a seeded [`ElectionRng`].
@@ -40,10 +38,7 @@ impl rand08::RngCore for ElectionRng {
     fn next_u64(&mut self) -> u64 {
         RNG.with(|cell| {
             let mut rng = cell.borrow_mut();
-            let rng = rng.get_or_insert_with(|| match SEED.load(Ordering::Relaxed) {
-                0 => SmallRng::from_entropy(),
-                seed => SmallRng::seed_from_u64(seed),
-            });
+            let rng = rng.get_or_insert_with(SmallRng::from_entropy);
             rng.next_u64()
         })
     }
@@ -125,20 +120,20 @@ mod tests {
     use super::*;
     use rand08::Rng;
 
-    // Proves: once seeded, a fresh thread draws the same election timeouts every run.
+    // Proves: after seeding, a thread draws the same election timeouts every time, whatever
+    // it drew before.
     #[test]
     fn seeded_draws_repeat() {
-        seed_elections(42);
         let draw = || {
-            std::thread::spawn(|| {
-                let mut rng = SeededRuntime::thread_rng();
-                (0..4)
-                    .map(|_| rng.gen_range(150..300u64))
-                    .collect::<Vec<_>>()
-            })
-            .join()
-            .unwrap()
+            let mut rng = SeededRuntime::thread_rng();
+            (0..4)
+                .map(|_| rng.gen_range(150..300u64))
+                .collect::<Vec<_>>()
         };
-        assert_eq!(draw(), draw());
+        seed_elections(42);
+        let first = draw();
+        draw();
+        seed_elections(42);
+        assert_eq!(draw(), first);
     }
 }

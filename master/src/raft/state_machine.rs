@@ -134,8 +134,23 @@ impl StateMachine {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Applied::default(),
             Err(e) => return Err(e),
         };
+        Ok(StateMachine::with_state(disk, dir, blocking, applied))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Applied> {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A state machine of the data directory `dir` starting from `applied` (the metadata of an
+    /// old operation log being moved into the group: no snapshot holds it yet).
+    pub(crate) fn with_state(
+        disk: SharedDisk,
+        dir: &Path,
+        blocking: Blocking,
+        applied: Applied,
+    ) -> StateMachine {
         let (applied_tx, _) = watch::channel(applied.last_applied);
-        Ok(StateMachine {
+        StateMachine {
             shared: Arc::new(Shared {
                 disk,
                 dir: dir.to_owned(),
@@ -144,11 +159,7 @@ impl StateMachine {
                 applied: applied_tx,
                 built: Default::default(),
             }),
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Applied> {
-        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+        }
     }
 
     /// A copy of the state now.
@@ -157,6 +168,7 @@ impl StateMachine {
     }
 
     /// Waits until the entry at `index` (or a later one) is applied.
+    #[cfg(test)]
     pub(crate) async fn wait_applied(&self, index: u64) {
         let mut rx = self.shared.applied.subscribe();
         // The sender lives as long as `self`, so waiting cannot fail.
