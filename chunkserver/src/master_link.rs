@@ -70,6 +70,8 @@ pub(crate) trait MasterApi: Send + Sync + 'static {
 pub(crate) struct GrpcMaster {
     master: String,
     client: MasterClient<Link>,
+    /// How many masters `master` names.
+    masters: usize,
 }
 
 impl GrpcMaster {
@@ -86,11 +88,30 @@ impl GrpcMaster {
         Ok(GrpcMaster {
             master: master.to_owned(),
             client,
+            masters: master.split(',').count(),
         })
     }
 
     fn client(&self) -> MasterClient<Link> {
         self.client.clone()
+    }
+
+    /// Calls with `call`, and at once again on the next master (the link moves on by itself)
+    /// while the one reached answers that it does not lead its group or refuses the
+    /// connection, once per master at most: a heartbeat reaches the leader of a group without
+    /// waiting for its backoff.
+    async fn to_leader<T, F, Fut>(&self, mut call: F) -> std::result::Result<T, Status>
+    where
+        F: FnMut(MasterClient<Link>) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, Status>>,
+    {
+        let mut tries = 0;
+        loop {
+            match call(self.client()).await {
+                Err(s) if tries + 1 < self.masters && moves_on(&s) => tries += 1,
+                result => return result,
+            }
+        }
     }
 
     /// The error for `s`.
@@ -117,7 +138,12 @@ impl MasterApi for GrpcMaster {
                 free_bytes,
                 cluster_id,
             };
-            let resp = self.client().register_chunkserver(req).await;
+            let resp = self
+                .to_leader(|mut c| {
+                    let req = req.clone();
+                    async move { c.register_chunkserver(req).await }
+                })
+                .await;
             let resp = resp.map_err(|s| self.error(s))?.into_inner();
             Ok(Registered {
                 delete: resp.delete.into_iter().map(ChunkHandle).collect(),
@@ -139,7 +165,12 @@ impl MasterApi for GrpcMaster {
                 replicas: replicas.iter().map(report).collect(),
                 free_bytes,
             };
-            let resp = self.client().heartbeat(req).await;
+            let resp = self
+                .to_leader(|mut c| {
+                    let req = req.clone();
+                    async move { c.heartbeat(req).await }
+                })
+                .await;
             let resp = resp.map_err(|s| self.error(s))?.into_inner();
             Ok(HeartbeatReply {
                 delete: resp.delete.into_iter().map(ChunkHandle).collect(),
@@ -159,4 +190,26 @@ fn report((s, primary): &(ReplicaState, bool)) -> ReplicaReport {
         corrupt: !s.corrupt.is_empty(),
         primary: *primary,
     }
+}
+
+/// Whether a master call failed without reaching a master that could serve it: the master
+/// does not lead its group, or its connection was refused.
+fn moves_on(status: &Status) -> bool {
+    if status
+        .metadata()
+        .get(cairn_proto::net::NOT_LEADER_METADATA)
+        .is_some()
+    {
+        return true;
+    }
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }

@@ -114,8 +114,14 @@ impl Client {
     /// Every chunkserver registered since the master started, in address order, live or not.
     pub async fn list_chunkservers(&self) -> Result<Vec<ChunkserverInfo>> {
         let r = self
-            .master()
-            .list_chunkservers(request(v1::ListChunkserversRequest {}, MASTER_CALL_TIMEOUT))
+            .on_master(|mut master| {
+                let req = v1::ListChunkserversRequest {};
+                async move {
+                    master
+                        .list_chunkservers(request(req, MASTER_CALL_TIMEOUT))
+                        .await
+                }
+            })
             .await
             .map_err(|s| self.master_error(s, ""))?
             .into_inner();
@@ -136,8 +142,14 @@ impl Client {
             path: path.to_owned(),
         };
         let r = self
-            .master()
-            .list_replicas(request(req, MASTER_CALL_TIMEOUT))
+            .on_master(|mut master| {
+                let req = req.clone();
+                async move {
+                    master
+                        .list_replicas(request(req, MASTER_CALL_TIMEOUT))
+                        .await
+                }
+            })
             .await
             .map_err(|s| self.master_error(s, path))?
             .into_inner();
@@ -193,8 +205,14 @@ impl Client {
             detail: detail.to_owned(),
         };
         let r = self
-            .master()
-            .report_corrupt(request(req, MASTER_CALL_TIMEOUT))
+            .on_master(|mut master| {
+                let req = req.clone();
+                async move {
+                    master
+                        .report_corrupt(request(req, MASTER_CALL_TIMEOUT))
+                        .await
+                }
+            })
             .await
             .map_err(|s| match s.code() {
                 tonic::Code::NotFound => Error::Rpc {

@@ -11,7 +11,9 @@ use cairn_record::{ChunkHandle, ChunkOffset, ChunkVersion, SplitMix64, WriterId}
 use tonic::transport::Endpoint;
 
 use crate::error::{Error, Result};
-use crate::limits::{CONNECT_TIMEOUT, MASTER_CALL_TIMEOUT, STAT_LOG_PAGE_CHUNKS};
+use crate::limits::{
+    CONNECT_TIMEOUT, LEADER_SEARCH, LEADER_SEARCH_PAUSE, MASTER_CALL_TIMEOUT, STAT_LOG_PAGE_CHUNKS,
+};
 
 /// Options of a new log: [`LogOptions::default`] and the `with_…` methods (more options may be
 /// added, so the struct cannot be written out field by field outside this crate).
@@ -236,6 +238,8 @@ struct Inner {
     writer_ids: Mutex<Option<SplitMix64>>,
     /// The sealed chunks of the logs the master last listed, for replays while it is away.
     sealed: crate::sealed_cache::SealedCache,
+    /// How many masters the client was given.
+    masters: u32,
 }
 
 impl std::fmt::Debug for Inner {
@@ -253,6 +257,21 @@ fn endpoint(addr: &str) -> Result<Endpoint> {
     cairn_proto::net::endpoint(addr, CONNECT_TIMEOUT).map_err(|e| Error::InvalidArgument {
         message: e.to_string(),
     })
+}
+
+/// Whether the call failed because its connection was refused (nothing listens there): it
+/// never reached a server.
+fn connection_refused(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// A request with a deadline.
@@ -301,6 +320,7 @@ impl Client {
             addr: master.to_owned(),
             message: failures.join("; "),
         })?;
+        let masters = endpoints.len() as u32;
         let link = Link::among(connector.clone(), endpoints, first, channel);
         let master_client = MasterClient::new(link)
             .max_decoding_message_size(cairn_proto::GRPC_MESSAGE_BYTES_MAX)
@@ -313,6 +333,7 @@ impl Client {
                 master: master_client,
                 chunkservers: Mutex::new(HashMap::new()),
                 sealed: Default::default(),
+                masters,
             }),
         })
     }
@@ -373,6 +394,42 @@ impl Client {
         Ok(c)
     }
 
+    /// Calls the master with `call`, and again while the master reached answers that it does
+    /// not lead its group, or (given several) refuses the connection: either way it did
+    /// nothing, and the link has moved on to the next master. A group of masters serves every
+    /// call through its leader. Gives up with the last answer after [`LEADER_SEARCH`] (an
+    /// election takes about a second).
+    pub(crate) async fn on_master<T, F, Fut>(
+        &self,
+        mut call: F,
+    ) -> std::result::Result<tonic::Response<T>, tonic::Status>
+    where
+        F: FnMut(MasterClient<Link>) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let started = tokio::time::Instant::now();
+        let mut refusals = 0u32;
+        loop {
+            match call(self.master()).await {
+                Err(status)
+                    if (status
+                        .metadata()
+                        .get(cairn_proto::net::NOT_LEADER_METADATA)
+                        .is_some()
+                        || (self.inner.masters > 1 && connection_refused(&status)))
+                        && started.elapsed() < LEADER_SEARCH =>
+                {
+                    refusals += 1;
+                    // Every master asked once: an election is under way; wait a little.
+                    if refusals.is_multiple_of(self.inner.masters) {
+                        tokio::time::sleep(LEADER_SEARCH_PAUSE).await;
+                    }
+                }
+                result => return result,
+            }
+        }
+    }
+
     pub(crate) fn master_error(&self, status: tonic::Status, path: &str) -> Error {
         Error::from_master(status, path, &self.inner.master_addr)
     }
@@ -390,8 +447,10 @@ impl Client {
             place_on: options.place_on.unwrap_or_default(),
         };
         let info = self
-            .master()
-            .create_log(request(req, MASTER_CALL_TIMEOUT))
+            .on_master(|mut master| {
+                let req = req.clone();
+                async move { master.create_log(request(req, MASTER_CALL_TIMEOUT)).await }
+            })
             .await
             .map_err(|s| self.master_error(s, path))?
             .into_inner();
@@ -403,10 +462,12 @@ impl Client {
         let req = v1::DeleteLogRequest {
             path: path.to_owned(),
         };
-        self.master()
-            .delete_log(request(req, MASTER_CALL_TIMEOUT))
-            .await
-            .map_err(|s| self.master_error(s, path))?;
+        self.on_master(|mut master| {
+            let req = req.clone();
+            async move { master.delete_log(request(req, MASTER_CALL_TIMEOUT)).await }
+        })
+        .await
+        .map_err(|s| self.master_error(s, path))?;
         Ok(())
     }
 
@@ -416,8 +477,10 @@ impl Client {
             prefix: prefix.to_owned(),
         };
         let resp = self
-            .master()
-            .list_logs(request(req, MASTER_CALL_TIMEOUT))
+            .on_master(|mut master| {
+                let req = req.clone();
+                async move { master.list_logs(request(req, MASTER_CALL_TIMEOUT)).await }
+            })
             .await
             .map_err(|s| self.master_error(s, prefix))?
             .into_inner();
@@ -481,8 +544,10 @@ impl Client {
             max_chunks: Some(max),
         };
         let info = self
-            .master()
-            .stat_log(request(req, MASTER_CALL_TIMEOUT))
+            .on_master(|mut master| {
+                let req = req.clone();
+                async move { master.stat_log(request(req, MASTER_CALL_TIMEOUT)).await }
+            })
             .await
             .map_err(|s| self.master_error(s, path))?
             .into_inner();
@@ -506,8 +571,10 @@ impl Client {
             path: path.to_owned(),
         };
         let loc = self
-            .master()
-            .open_chunk(request(req, MASTER_CALL_TIMEOUT))
+            .on_master(|mut master| {
+                let req = req.clone();
+                async move { master.open_chunk(request(req, MASTER_CALL_TIMEOUT)).await }
+            })
             .await?
             .into_inner();
         Ok(loc.into())
@@ -542,8 +609,10 @@ impl Client {
             detail,
         };
         let loc = self
-            .master()
-            .seal_chunk(request(req, MASTER_CALL_TIMEOUT))
+            .on_master(|mut master| {
+                let req = req.clone();
+                async move { master.seal_chunk(request(req, MASTER_CALL_TIMEOUT)).await }
+            })
             .await?
             .into_inner();
         Ok(loc.into())

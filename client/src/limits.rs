@@ -61,6 +61,13 @@ pub const APPEND_RETRY_WINDOW: Duration = Duration::from_secs(30);
 /// …or after this many failed attempts (seal and resend) in a row without progress.
 pub const APPEND_ATTEMPTS_MAX: u32 = 20;
 
+/// How long a master call goes on looking for the leader of a group of masters (each master
+/// that does not lead answers so at once; an election takes about a second).
+pub const LEADER_SEARCH: Duration = Duration::from_secs(5);
+
+/// The pause after every master of a group answered that it does not lead.
+pub const LEADER_SEARCH_PAUSE: Duration = Duration::from_millis(100);
+
 /// Sealed chunks a client remembers in all, across logs, so a replay can read them while the
 /// master cannot be reached (`sealed_cache`); about 200 bytes each.
 pub const SEALED_CACHE_CHUNKS_MAX: usize = 1 << 18;

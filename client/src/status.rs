@@ -18,8 +18,14 @@ impl Client {
     /// The cluster's status now.
     pub async fn cluster_status(&self) -> Result<ClusterStatus> {
         Ok(self
-            .master()
-            .cluster_status(request(v1::ClusterStatusRequest {}, MASTER_CALL_TIMEOUT))
+            .on_master(|mut master| {
+                let req = v1::ClusterStatusRequest {};
+                async move {
+                    master
+                        .cluster_status(request(req, MASTER_CALL_TIMEOUT))
+                        .await
+                }
+            })
             .await
             .map_err(|s| self.master_error(s, ""))?
             .into_inner())

@@ -31,6 +31,13 @@ struct Snapshot {
     sequence: u64,
     logs: Vec<LogMeta>,
     chunks: Vec<ChunkMeta>,
+    /// The cluster's id, in Raft snapshots (absent in checkpoint files: 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    cluster_id: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The JSON bytes of a checkpoint of `meta` covering entries through `sequence`.
@@ -42,6 +49,7 @@ pub(crate) fn encode(meta: &Metadata, sequence: u64) -> Vec<u8> {
         sequence,
         logs: meta.logs.values().cloned().collect(),
         chunks,
+        cluster_id: meta.cluster_id,
     };
     serde_json::to_vec(&snapshot).expect("metadata always serialises to JSON")
 }
@@ -77,7 +85,14 @@ pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<(Metadata, u64)> {
             return Err(invalid("a chunk appears twice".to_owned()));
         }
     }
-    Ok((Metadata { logs, chunks }, snapshot.sequence))
+    Ok((
+        Metadata {
+            logs,
+            chunks,
+            cluster_id: snapshot.cluster_id,
+        },
+        snapshot.sequence,
+    ))
 }
 
 /// Reads the checkpoint in `dir` on `disk`, if there is one.

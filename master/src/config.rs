@@ -1,5 +1,6 @@
 //! The master's flags (`cairn master …`) and the validated [`Config`] they become.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,6 +21,14 @@ pub struct Args {
     /// Directory for the master's Raft log and snapshot (created if missing). Required.
     #[arg(long, env = "CAIRN_DATA")]
     pub data: PathBuf,
+    /// This master's id in its group of masters (with --peers). Default 1.
+    #[arg(long, env = "CAIRN_MASTER_ID", default_value_t = 1)]
+    pub id: u64,
+    /// The masters of the group, this one included: ID=HOST:PORT,… (e.g.
+    /// 1=m1:7000,2=m2:7000,3=m3:7000). The lowest id forms the group at its first start.
+    /// Without it, this master is a group of one.
+    #[arg(long, env = "CAIRN_MASTER_PEERS", value_name = "ID=HOST:PORT,…", value_parser = parse_peers)]
+    pub peers: Option<BTreeMap<u64, String>>,
     /// Heartbeat period chunkservers are asked to keep, in milliseconds. Default 1000, minimum 50.
     #[arg(long, env = "CAIRN_HEARTBEAT_MS", default_value_t = 1000)]
     pub heartbeat_ms: u64,
@@ -71,6 +80,26 @@ pub struct Args {
     pub test_crash_at: Option<CrashAt>,
 }
 
+/// Reads `--peers`: `ID=HOST:PORT` pairs, comma separated, ids unique and non-zero.
+fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut peers = BTreeMap::new();
+    for pair in s.split(',').map(str::trim) {
+        let (id, addr) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id != 0)
+            .ok_or_else(|| format!("{pair:?}: the id is not a number above 0"))?;
+        if peers.insert(id, addr.trim().to_owned()).is_some() {
+            return Err(format!("id {id} appears twice"));
+        }
+    }
+    Ok(peers)
+}
+
 /// The master's validated settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -79,6 +108,10 @@ pub struct Config {
     /// Directory holding the Raft files (`raft-log`, `raft-vote`, `raft-meta`,
     /// `raft-snapshot`) and the cluster id.
     pub data_dir: PathBuf,
+    /// This master's id in its group. Default 1.
+    pub id: u64,
+    /// The masters of the group (id → address), this one included; empty: a group of one.
+    pub peers: BTreeMap<u64, String>,
     /// Heartbeat period chunkservers are asked to keep. Default 1 s, at least 50 ms.
     pub heartbeat: Duration,
     /// Silence after which a chunkserver is dead. Default 10 s, longer than `heartbeat`.
@@ -110,6 +143,8 @@ impl Config {
         Config {
             listen: "127.0.0.1:7000".to_owned(),
             data_dir: data_dir.into(),
+            id: 1,
+            peers: BTreeMap::new(),
             heartbeat: Duration::from_millis(1000),
             dead_after: Duration::from_millis(10_000),
             salvage_after: Duration::from_millis(SALVAGE_AFTER_MS_DEFAULT),
@@ -169,6 +204,26 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return bad("data directory is empty".to_owned());
         }
+        if self.id == 0 {
+            return bad("--id must be above 0".to_owned());
+        }
+        if !self.peers.is_empty() && !self.peers.contains_key(&self.id) {
+            return bad(format!(
+                "--peers does not name this master's id {} (it lists {:?})",
+                self.id,
+                self.peers.keys().collect::<Vec<_>>()
+            ));
+        }
+        for (id, addr) in &self.peers {
+            let ok = addr
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                return bad(format!(
+                    "--peers: master {id}'s address {addr:?} is not HOST:PORT"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -180,6 +235,8 @@ impl TryFrom<Args> for Config {
         let config = Config {
             listen: args.listen,
             data_dir: args.data,
+            id: args.id,
+            peers: args.peers.unwrap_or_default(),
             heartbeat: Duration::from_millis(args.heartbeat_ms),
             dead_after: Duration::from_millis(args.dead_after_ms),
             salvage_after: Duration::from_millis(args.salvage_after_ms),

@@ -77,6 +77,7 @@ pub mod limits;
 mod meta;
 mod metrics;
 mod namespace;
+mod office;
 mod oplog;
 mod placement;
 mod policy;
@@ -195,50 +196,69 @@ pub async fn serve_with(
     )
     .await?;
     let applied = node.state.applied();
-    let (meta, last_sequence) = (applied.meta, applied.sequence);
     let (id_dir, id_disk) = (config.data_dir.clone(), disk.clone());
     let cluster_id = blocking
         .run(move || cluster_id::load_or_create(&*id_disk, &id_dir, seed))
         .await?;
-    let logs = meta.logs.len();
-    let chunks = meta.chunks.len();
-    let api = service::GrpcChunkservers::new(connector, config.rpc_timeout);
+    let office = office::Office::new();
     // A given seed is mixed with how far the operation log has come, so that a restarted master
-    // given the same seed does not draw the same chunk handles again: a handle it allocated and
-    // dropped before the restart is in no metadata and, until the chunkservers report, in no
-    // report either, and could otherwise be issued twice. That is not enough when the crash lost
-    // the unsynced tail of the log (the position then repeats), so a given seed must differ for
-    // every process: the simulator gives each master incarnation its own. Without one, every
-    // process draws a random seed.
-    let seed = match seed {
-        Some(s) => s ^ last_sequence.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-        None => core::MasterCore::<service::GrpcChunkservers>::random_seed(),
+    // (or a new term's core) given the same seed does not draw the same chunk handles again: a
+    // handle it allocated and dropped before the restart is in no metadata and, until the
+    // chunkservers report, in no report either, and could otherwise be issued twice. That is
+    // not enough when the crash lost the unsynced tail of the log (the position then repeats),
+    // so a given seed must differ for every process: the simulator gives each master
+    // incarnation its own. Without one, every core draws a random seed.
+    let core_raft = node.raft.clone();
+    let make_core = move |config: &Config, applied: raft::state_machine::Applied| {
+        let seed = match seed {
+            Some(s) => s ^ applied.sequence.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            None => core::MasterCore::<service::GrpcChunkservers>::random_seed(),
+        };
+        let api = service::GrpcChunkservers::new(connector.clone(), config.rpc_timeout);
+        Arc::new(core::MasterCore::new(
+            config.clone(),
+            api,
+            applied.meta,
+            applied.sequence,
+            core_raft.clone(),
+            seed,
+        ))
     };
-    let core = Arc::new(core::MasterCore::new(
-        config,
-        api,
-        meta,
-        last_sequence,
-        node.raft.clone(),
-        seed,
-    ));
-    tracing::info!(%address, logs, chunks, cluster = %format!("{cluster_id:016x}"), "master started");
-    metrics::register(&metrics, &core);
-    status_page::register(&metrics, &core, cluster_id);
+    // A group of one leads as soon as it started: serve with its core in office at once.
+    let mut cluster = cluster_id;
+    if config.peers.len() <= 1 {
+        let core = make_core(&config, applied.clone());
+        cluster = core.settle_cluster_id(cluster_id).await?;
+        office.install(core);
+    }
+    tracing::info!(%address, logs = applied.meta.logs.len(), chunks = applied.meta.chunks.len(), cluster = %format!("{cluster:016x}"), "master started");
+    metrics::register(&metrics, &office);
+    status_page::register(&metrics, &office);
     let rpc_counts = cairn_metrics::RpcLayer::new(&metrics, "master", address);
-    let repairs = tokio::spawn(core.clone().run_repairs());
-    let result = service::run(
-        core.clone(),
+    let leading = tokio::spawn(office::lead(
+        office.clone(),
         node.raft.clone(),
+        node.state.clone(),
+        config,
         cluster_id,
+        make_core,
+    ));
+    let result = service::run(
+        office.clone(),
+        node.raft.clone(),
         incoming,
         rpc_counts,
         tls,
         shutdown,
     )
     .await;
-    repairs.abort();
-    core.close().await;
+    leading.abort();
+    if let Some(core) = office.vacate() {
+        core.close().await;
+    }
+    if let Err(e) = node.raft.shutdown().await {
+        tracing::warn!(error = %e, "Raft did not stop cleanly");
+    }
     tracing::info!(%address, "master stopped");
     result
 }

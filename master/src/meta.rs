@@ -152,6 +152,12 @@ pub(crate) enum Entry {
         writer: WriterId,
         epoch: u64,
     },
+    /// The cluster's id, proposed once by the group's first leader (the id of its data
+    /// directory's `cluster-id` file): every master of the group then answers chunkservers with
+    /// it. Never changed once set.
+    ClusterId {
+        id: u64,
+    },
     /// An open chunk that provably holds no data (no replica was ever created, or every
     /// replica said it has none) is dropped from its log.
     Abandon {
@@ -160,11 +166,13 @@ pub(crate) enum Entry {
     },
 }
 
-/// Logs and chunks.
+/// Logs and chunks, and the cluster's id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Metadata {
     pub(crate) logs: BTreeMap<String, LogMeta>,
     pub(crate) chunks: BTreeMap<ChunkHandle, ChunkMeta>,
+    /// The cluster's id (`Entry::ClusterId`); 0 until the group's first leader sets it.
+    pub(crate) cluster_id: u64,
 }
 
 impl Metadata {
@@ -341,6 +349,16 @@ impl Metadata {
                     ));
                 }
                 log.writer_epochs.insert(*writer, *epoch);
+                Ok(Vec::new())
+            }
+            Entry::ClusterId { id } => {
+                if *id == 0 || (self.cluster_id != 0 && self.cluster_id != *id) {
+                    return Err(format!(
+                        "cluster id {id:016x} over {:016x}",
+                        self.cluster_id
+                    ));
+                }
+                self.cluster_id = *id;
                 Ok(Vec::new())
             }
             Entry::Abandon { handle } => {

@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 
 use crate::chunkserver_api::ChunkserverApi;
 use crate::core::MasterCore;
+use crate::office::Office;
 
 /// Why a chunk was sealed, as a metric label: the reason a client gave (`SealChunk`), or the
 /// master's own.
@@ -245,17 +246,25 @@ struct Mirrored {
     bytes: AtomicU64,
 }
 
-/// Registers the master `core` in `metrics`: its families, refreshed from its counts and status
-/// at each scrape while it runs.
-pub(crate) fn register<C: ChunkserverApi + 'static>(metrics: &Metrics, core: &Arc<MasterCore<C>>) {
+/// Registers the master in `metrics`: its families, refreshed at each scrape from the counts
+/// and status of the core in `office` while the master runs (unchanged while the office is
+/// empty). A new core's counts start at zero, so the counters go on from what the old one had
+/// counted.
+pub(crate) fn register<C: ChunkserverApi + 'static>(metrics: &Metrics, office: &Arc<Office<C>>) {
     let f = metrics.families(Families::register);
-    let core: Weak<MasterCore<C>> = Arc::downgrade(core);
-    let seen = Mirrored::default();
+    let office: Weak<Office<C>> = Arc::downgrade(office);
+    let seen = std::sync::Mutex::new((0u64, Mirrored::default()));
     metrics.on_scrape(move || {
-        let Some(core) = core.upgrade() else {
+        let Some(office) = office.upgrade() else {
             return false;
         };
-        refresh(&core, &f, &seen);
+        if let Some((core, term)) = office.core_and_term() {
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.0 != term {
+                *seen = (term, Mirrored::default());
+            }
+            refresh(&core, &f, &seen.1);
+        }
         true
     });
 }

@@ -307,6 +307,8 @@ pub(crate) struct Durable {
 
 /// The handle on the committer task.
 pub(crate) struct Committer {
+    /// The node it proposes to (tests stop it with the core: `MasterCore::stop`).
+    #[cfg(test)]
     raft: Raft<TypeConfig>,
     kick: Arc<Notify>,
     durable: watch::Receiver<Durable>,
@@ -338,6 +340,7 @@ impl Committer {
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(run(raft.clone(), take, kick.clone(), durable_tx, stop_rx));
         Committer {
+            #[cfg(test)]
             raft,
             kick,
             durable,
@@ -368,18 +371,21 @@ impl Committer {
         self.durable.borrow().failed.clone()
     }
 
-    /// Proposes what is queued, stops the task, and stops Raft (a group of one has nothing
-    /// left to do once its master stops).
+    /// Proposes what is queued and stops the task (Raft runs on: it is the node's, not this
+    /// term's).
     pub(crate) async fn close(&self) {
         let _ = self.stop.send(true);
-        if let Some(task) = self.task.lock().await.take() {
-            if let Err(e) = task.await {
-                error!(error = %e, "operation-log committer panicked");
-            }
-            if let Err(e) = self.raft.shutdown().await {
-                warn!(error = %e, "Raft did not stop cleanly");
-            }
+        if let Some(task) = self.task.lock().await.take()
+            && let Err(e) = task.await
+        {
+            error!(error = %e, "operation-log committer panicked");
         }
+    }
+
+    /// The Raft node it proposes to.
+    #[cfg(test)]
+    pub(crate) fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
     }
 }
 

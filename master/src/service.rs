@@ -24,6 +24,7 @@ use crate::error::Error;
 use crate::fsck::{CorruptMark, LogReplicas};
 use crate::heartbeat::ReplicaReport;
 use crate::meta::{ChunkState, WriterMark};
+use crate::office::Office;
 
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
@@ -61,15 +62,14 @@ impl From<Error> for Status {
 /// Runs the gRPC server on the connections `incoming` yields until `shutdown` completes: the
 /// master's API over `core`, and Raft between masters (`cairn.v1.MasterPeer`) over `raft`.
 pub(crate) async fn run(
-    core: Arc<MasterCore<GrpcChunkservers>>,
+    office: Arc<Office<GrpcChunkservers>>,
     raft: openraft::Raft<crate::raft::TypeConfig>,
-    cluster_id: u64,
     incoming: impl cairn_proto::net::Incoming,
     rpc_counts: cairn_metrics::RpcLayer,
     tls: Option<Arc<cairn_proto::net::tls::ServerTls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let service = MasterServer::from_arc(Arc::new(MasterService { core, cluster_id }))
+    let service = MasterServer::from_arc(Arc::new(MasterService { office }))
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
     let mut server = cairn_proto::net::server();
@@ -94,11 +94,26 @@ pub(crate) async fn run(
         .map_err(|source| Error::Transport { source })
 }
 
-/// `cairn.v1.Master` over the master's core.
+/// `cairn.v1.Master` over the core in office.
 pub(crate) struct MasterService {
-    core: Arc<MasterCore<GrpcChunkservers>>,
-    /// This cluster's id (`cluster_id.rs`).
-    cluster_id: u64,
+    office: Arc<Office<GrpcChunkservers>>,
+}
+
+impl MasterService {
+    /// The core in office, or `UNAVAILABLE` while this master does not lead its group.
+    fn core(&self) -> Result<Arc<MasterCore<GrpcChunkservers>>, Status> {
+        self.office.core().ok_or_else(|| {
+            let mut status = Status::unavailable(
+                "this master does not lead its group now (an election is under way, or another \
+                 master leads): try again, or another master",
+            );
+            status.metadata_mut().insert(
+                cairn_proto::net::NOT_LEADER_METADATA,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+            status
+        })
+    }
 }
 
 #[tonic::async_trait]
@@ -110,7 +125,7 @@ impl Master for MasterService {
     ) -> Result<Response<pb::LogInfo>, Status> {
         let r = req.into_inner();
         let info = self
-            .core
+            .core()?
             .create_log_with(
                 &r.path,
                 r.replication,
@@ -127,7 +142,7 @@ impl Master for MasterService {
         &self,
         req: Request<pb::DeleteLogRequest>,
     ) -> Result<Response<pb::DeleteLogResponse>, Status> {
-        self.core.delete_log(&req.get_ref().path).await?;
+        self.core()?.delete_log(&req.get_ref().path).await?;
         Ok(Response::new(pb::DeleteLogResponse {}))
     }
 
@@ -136,7 +151,7 @@ impl Master for MasterService {
         _: Request<pb::ListChunkserversRequest>,
     ) -> Result<Response<pb::ListChunkserversResponse>, Status> {
         let chunkservers = self
-            .core
+            .core()?
             .list_chunkservers()
             .into_iter()
             .map(|(address, live, replicas)| pb::ChunkserverInfo {
@@ -152,9 +167,10 @@ impl Master for MasterService {
         &self,
         _: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let core = self.core()?;
         Ok(Response::new(status_to_proto(
-            &self.core.status(),
-            self.cluster_id,
+            &core.status(),
+            core.cluster_id(),
         )))
     }
 
@@ -162,7 +178,7 @@ impl Master for MasterService {
         &self,
         req: Request<pb::ListLogsRequest>,
     ) -> Result<Response<pb::ListLogsResponse>, Status> {
-        let logs = self.core.list_logs(&req.get_ref().prefix);
+        let logs = self.core()?.list_logs(&req.get_ref().prefix);
         Ok(Response::new(pb::ListLogsResponse {
             logs: logs.into_iter().map(log_info).collect(),
         }))
@@ -174,7 +190,7 @@ impl Master for MasterService {
     ) -> Result<Response<pb::LogInfo>, Status> {
         let r = req.get_ref();
         let info = self
-            .core
+            .core()?
             .stat_log_page(&r.path, r.first_index, r.max_chunks)?;
         Ok(Response::new(log_info(info)))
     }
@@ -184,7 +200,7 @@ impl Master for MasterService {
         &self,
         req: Request<pb::OpenChunkRequest>,
     ) -> Result<Response<pb::ChunkLocation>, Status> {
-        let loc = self.core.open_chunk(&req.get_ref().path).await?;
+        let loc = self.core()?.open_chunk(&req.get_ref().path).await?;
         Ok(Response::new(location(loc)))
     }
 
@@ -204,7 +220,7 @@ impl Master for MasterService {
             format!("{reason}: {}", r.detail)
         };
         let loc = self
-            .core
+            .core()?
             .seal_chunk(
                 &r.path,
                 ChunkHandle(r.handle),
@@ -221,22 +237,24 @@ impl Master for MasterService {
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let r = req.into_inner();
-        if r.cluster_id != 0 && r.cluster_id != self.cluster_id {
-            warn!(chunkserver = %r.address, theirs = %format!("{:016x}", r.cluster_id), ours = %format!("{:016x}", self.cluster_id), "refused a chunkserver of another cluster");
+        let core = self.core()?;
+        let ours = core.cluster_id();
+        if r.cluster_id != 0 && r.cluster_id != ours {
+            warn!(chunkserver = %r.address, theirs = %format!("{:016x}", r.cluster_id), ours = %format!("{ours:016x}"), "refused a chunkserver of another cluster");
             return Err(Status::failed_precondition(format!(
-                "chunkserver {} belongs to cluster {:016x}, this master's cluster is {:016x} \
+                "chunkserver {} belongs to cluster {:016x}, this master's cluster is {ours:016x} \
                  (a master started on an empty or wrong data directory?); it is not registered \
                  and none of its replicas is touched",
-                r.address, r.cluster_id, self.cluster_id
+                r.address, r.cluster_id
             )));
         }
         let reports: Vec<ReplicaReport> = r.replicas.iter().map(report).collect();
-        let delete = self.core.register(&r.address, &reports).await?;
-        self.core.note_free_bytes(&r.address, r.free_bytes);
+        let delete = core.register(&r.address, &reports).await?;
+        core.note_free_bytes(&r.address, r.free_bytes);
         Ok(Response::new(pb::RegisterResponse {
             delete: delete.into_iter().map(|h| h.0).collect(),
-            heartbeat_ms: self.core.heartbeat_ms(),
-            cluster_id: self.cluster_id,
+            heartbeat_ms: core.heartbeat_ms(),
+            cluster_id: ours,
         }))
     }
 
@@ -247,8 +265,9 @@ impl Master for MasterService {
         let r = req.into_inner();
         debug!(chunkserver = %r.address, replicas = r.replicas.len(), "heartbeat");
         let reports: Vec<ReplicaReport> = r.replicas.iter().map(report).collect();
-        let (delete, reregister) = self.core.heartbeat(&r.address, &reports).await?;
-        self.core.note_free_bytes(&r.address, r.free_bytes);
+        let core = self.core()?;
+        let (delete, reregister) = core.heartbeat(&r.address, &reports).await?;
+        core.note_free_bytes(&r.address, r.free_bytes);
         Ok(Response::new(pb::HeartbeatResponse {
             delete: delete.into_iter().map(|h| h.0).collect(),
             reregister,
@@ -259,7 +278,7 @@ impl Master for MasterService {
         &self,
         req: Request<pb::ListReplicasRequest>,
     ) -> Result<Response<pb::ListReplicasResponse>, Status> {
-        let replicas = self.core.list_replicas(&req.get_ref().path)?;
+        let replicas = self.core()?.list_replicas(&req.get_ref().path)?;
         Ok(Response::new(log_replicas(replicas)))
     }
 
@@ -269,7 +288,10 @@ impl Master for MasterService {
         req: Request<pb::ResumeWriterRequest>,
     ) -> Result<Response<pb::ResumeWriterResponse>, Status> {
         let r = req.into_inner();
-        let epoch = self.core.resume_writer(&r.path, WriterId(r.writer)).await?;
+        let epoch = self
+            .core()?
+            .resume_writer(&r.path, WriterId(r.writer))
+            .await?;
         Ok(Response::new(pb::ResumeWriterResponse { epoch }))
     }
 
@@ -280,7 +302,7 @@ impl Master for MasterService {
     ) -> Result<Response<pb::ReportCorruptResponse>, Status> {
         let r = req.into_inner();
         let mark = self
-            .core
+            .core()?
             .report_corrupt(ChunkHandle(r.handle), &r.address, &r.detail)?;
         Ok(Response::new(match mark {
             CorruptMark::Marked => pb::ReportCorruptResponse {

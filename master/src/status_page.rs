@@ -7,18 +7,17 @@ use std::sync::{Arc, Weak};
 use cairn_metrics::Metrics;
 
 use crate::chunkserver_api::ChunkserverApi;
-use crate::core::MasterCore;
 use crate::core::status::{ChunkProblem, ClusterStatus};
+use crate::office::Office;
 
-/// Serves `core`'s status page through `metrics` while the master runs.
-pub(crate) fn register<C: ChunkserverApi + 'static>(
-    metrics: &Metrics,
-    core: &Arc<MasterCore<C>>,
-    cluster_id: u64,
-) {
-    let core: Weak<MasterCore<C>> = Arc::downgrade(core);
-    metrics.set_status_page(move || match core.upgrade() {
-        Some(core) => render(&core.status(), cluster_id),
+/// Serves the status page of the core in `office` through `metrics` while the master runs.
+pub(crate) fn register<C: ChunkserverApi + 'static>(metrics: &Metrics, office: &Arc<Office<C>>) {
+    let office: Weak<Office<C>> = Arc::downgrade(office);
+    metrics.set_status_page(move || match office.upgrade().map(|o| o.core()) {
+        Some(Some(core)) => render(&core.status(), core.cluster_id()),
+        Some(None) => "<!doctype html><title>Cairn master</title><meta http-equiv=\"refresh\" \
+                       content=\"2\"><p>This master does not lead its group now.</p>"
+            .to_owned(),
         None => {
             "<!doctype html><title>Cairn master</title><p>The master has stopped.</p>".to_owned()
         }

@@ -151,8 +151,14 @@ impl Client {
             writer: writer.into(),
         };
         let epoch = self
-            .master()
-            .resume_writer(request(req, MASTER_CALL_TIMEOUT))
+            .on_master(|mut master| {
+                let req = req.clone();
+                async move {
+                    master
+                        .resume_writer(request(req, MASTER_CALL_TIMEOUT))
+                        .await
+                }
+            })
             .await
             .map_err(|status| self.master_error(status, path))?
             .into_inner()

@@ -338,7 +338,7 @@ mod tests {
                 if address == "c:1" && reason == "broken"),
             "{e}"
         );
-        m.close().await;
+        m.stop().await;
     }
 
     // A chunkserver whose CreateReplica fails: the half-made chunk is dropped (logged), and the
@@ -372,7 +372,7 @@ mod tests {
         }
         let (_, reregister) = m.heartbeat("zz:1", &[]).await.unwrap();
         assert!(reregister, "an unknown chunkserver must register");
-        m.close().await;
+        m.stop().await;
     }
 
     // Too few live chunkservers: UNAVAILABLE with both counts while chunkservers may still be
@@ -396,7 +396,7 @@ mod tests {
             err.starts_with("could not create chunk ") && err.ends_with(" on b:1: broken"),
             "{err}"
         );
-        m.close().await;
+        m.stop().await;
     }
 
     // A chunkserver that reported less free space than a chunk plus the margin gets no new
@@ -432,7 +432,7 @@ mod tests {
                 "need 3 live chunkservers with at least {need} free bytes, have 2 (2 more are too full)"
             )
         );
-        m.close().await;
+        m.stop().await;
     }
 
     // An open chunk whose replicas were never created (the master crashed after logging the
@@ -446,7 +446,7 @@ mod tests {
         register(&m, &["a:1", "b:1", "c:1"]).await;
         m.create_log("/l", 3, 8192).await.unwrap();
         let lost = m.open_chunk("/l").await.unwrap();
-        m.close().await;
+        m.stop().await;
         drop(m);
         fake.st().replicas.clear();
         let m = start(dir.path(), &fake).await;
@@ -455,7 +455,7 @@ mod tests {
         assert_ne!(fresh.handle, lost.handle);
         assert_eq!(fresh.index, 0);
         assert_eq!(m.stat_log("/l").unwrap().chunks.len(), 1);
-        m.close().await;
+        m.stop().await;
     }
 
     // Proves (simulator seed 8851): an open chunk created on one secondary only (the master
@@ -472,7 +472,7 @@ mod tests {
             register(&m, &["a:1", "b:1", "c:1"]).await;
             m.create_log("/l", 3, 8192).await.unwrap();
             let stuck = m.open_chunk("/l").await.unwrap();
-            m.close().await;
+            m.stop().await;
             drop(m);
             let lone = stuck.secondaries[0].clone();
             {
@@ -502,7 +502,7 @@ mod tests {
                 assert!(matches!(e, Error::FenceUnanswered { .. }), "{e:?}");
                 assert_eq!(m.stat_log("/l").unwrap().chunks[0].handle, stuck.handle);
             }
-            m.close().await;
+            m.stop().await;
         }
     }
 }

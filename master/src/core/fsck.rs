@@ -201,6 +201,6 @@ mod tests {
             m.stat_log("/l").unwrap().chunks[0].replicas,
             vec!["a:1", "c:1"]
         );
-        m.close().await;
+        m.stop().await;
     }
 }

@@ -359,7 +359,7 @@ mod tests {
         on.sort();
         assert_eq!(on, vec!["a:1", "b:1"]);
         assert_eq!(m.list_logs("/m")[0].min_replicas, 2);
-        m.close().await;
+        m.stop().await;
     }
 
     // Namespace errors: bad paths and options, duplicates, unknown logs; list by prefix.
@@ -402,7 +402,7 @@ mod tests {
         ));
         assert!(matches!(m.stat_log("/a/x"), Err(Error::LogNotFound { .. })));
         assert_eq!(m.list_logs("").len(), 2);
-        m.close().await;
+        m.stop().await;
     }
 
     // StatLog paging over a log too big for one answer: pages are capped by the named limits
@@ -483,6 +483,6 @@ mod tests {
                 .chunks
                 .is_empty()
         );
-        m.close().await;
+        m.stop().await;
     }
 }

@@ -235,6 +235,14 @@ impl<C: ChunkserverApi> MasterCore<C> {
         self.committer.close().await;
     }
 
+    /// [`MasterCore::close`], then stops its Raft node too (tests: a master that restarts on
+    /// the same directory).
+    #[cfg(test)]
+    pub(crate) async fn stop(&self) {
+        self.close().await;
+        let _ = self.committer.raft().shutdown().await;
+    }
+
     /// The metadata lock (see the module doc); never held across an `.await`.
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock is a bug already reported; the state is still the one
@@ -262,6 +270,26 @@ impl<C: ChunkserverApi> MasterCore<C> {
             g.dying.remove(h);
             g.servers.forget_chunk(*h);
         }
+    }
+
+    /// The cluster's id, as the group agreed it (0 until [`MasterCore::settle_cluster_id`]).
+    pub(crate) fn cluster_id(&self) -> u64 {
+        self.lock().meta.cluster_id
+    }
+
+    /// Makes sure the group has a cluster id: a leader of a group that has none yet (its first
+    /// leader, or a master upgraded from a directory whose id was only in its `cluster-id`
+    /// file) commits `candidate`. Returns the group's id.
+    pub(crate) async fn settle_cluster_id(&self, candidate: u64) -> Result<u64> {
+        let sequence = {
+            let mut g = self.lock();
+            if g.meta.cluster_id != 0 {
+                return Ok(g.meta.cluster_id);
+            }
+            g.record(Entry::ClusterId { id: candidate })
+        };
+        self.commit(sequence).await?;
+        Ok(candidate)
     }
 
     /// The heartbeat period chunkservers are asked to keep, in milliseconds.

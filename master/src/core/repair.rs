@@ -492,7 +492,7 @@ mod tests {
         }
         assert_eq!(m.repair_stats().empty_recreated.load(Ordering::Relaxed), 1);
         assert_eq!(m.stat_log("/l").unwrap().chunks[0].replicas.len(), 3);
-        m.close().await;
+        m.stop().await;
     }
 
     // Proves (simulator seed 42634): a copy never lands on a replica the same pass seals in

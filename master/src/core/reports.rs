@@ -168,7 +168,7 @@ mod tests {
             .await
             .unwrap();
         let before = m.stat_log("/l").unwrap();
-        m.close().await;
+        m.stop().await;
         drop(m);
 
         let m = start(dir.path(), &fake).await;
@@ -203,11 +203,11 @@ mod tests {
             (again.handle, again.version),
             (open.handle, ChunkVersion(1))
         );
-        m.close().await;
+        m.stop().await;
         drop(m);
         let m = start(dir.path(), &fake).await;
         assert_eq!(m.stat_log("/l").unwrap().chunks[1].version, ChunkVersion(1));
-        m.close().await;
+        m.stop().await;
     }
 
     // A chunkserver that comes back holding a good replica of a chunk already at its factor
@@ -254,6 +254,6 @@ mod tests {
             let (delete, _) = m.heartbeat(a, &[good]).await.unwrap();
             assert!(delete.is_empty(), "{a} keeps its replica");
         }
-        m.close().await;
+        m.stop().await;
     }
 }

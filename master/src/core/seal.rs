@@ -492,6 +492,6 @@ mod tests {
             .unwrap();
         assert_eq!(&again, next);
         assert_eq!(fake.st().fences.len(), fences);
-        m.close().await;
+        m.stop().await;
     }
 }

@@ -104,11 +104,11 @@ mod tests {
             assert_eq!(primary.1.writer_epochs, BTreeMap::from([(WriterId(7), 1)]));
             assert_eq!(m.resume_writer("/l", WriterId(7)).await.unwrap(), 2);
             assert_eq!(m.resume_writer("/l", WriterId(8)).await.unwrap(), 1);
-            m.close().await;
+            m.stop().await;
         }
         let m = start(dir.path(), &fake).await;
         let epochs = m.lock().meta.logs["/l"].writer_epochs.clone();
         assert_eq!(epochs, BTreeMap::from([(WriterId(7), 2), (WriterId(8), 1)]));
-        m.close().await;
+        m.stop().await;
     }
 }

@@ -2,8 +2,12 @@
 //! back, openraft started, the group initialised on its first start, and this node waited for
 //! until it leads with every committed entry applied.
 //!
-//! Today a master runs a group of one (itself): it leads as soon as it has started, and the
-//! leader's `MasterCore` is built from the state machine's metadata.
+//! A master without `--peers` is a group of one (itself): it forms the group at its first start
+//! and leads as soon as it has started. With `--peers`, the master of the lowest id forms the
+//! group at its first start, and every master then follows whoever is elected (`office::lead`
+//! builds the leader's `MasterCore` from the state machine's metadata). A master whose data
+//! directory was wiped must not form a group again: give it the others' data (not yet
+//! automated).
 //!
 //! A data directory of the file-based operation log (`oplog`, `checkpoint.json`) is moved into
 //! the group on the first start: its metadata is the state machine's starting state, the node
@@ -28,9 +32,6 @@ use super::{TypeConfig, runtime};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::oplog;
-
-/// This master's id in its group (a group of one, today).
-pub(crate) const SELF_ID: u64 = 1;
 
 /// How long a starting master waits to lead its group.
 pub(crate) const LEAD_WAIT: Duration = Duration::from_secs(30);
@@ -156,8 +157,19 @@ pub(crate) async fn start(
     if let Some(seed) = seed {
         runtime::seed_elections(seed);
     }
+    let id = config.id;
+    let members: BTreeMap<u64, BasicNode> = if config.peers.is_empty() {
+        BTreeMap::from([(id, BasicNode::new(address))])
+    } else {
+        config
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect()
+    };
+    let forms_the_group = members.keys().next() == Some(&id);
     let raft = Raft::new(
-        SELF_ID,
+        id,
         Arc::new(raft_config(config)?),
         PeerNetwork::new(connector),
         log,
@@ -165,16 +177,30 @@ pub(crate) async fn start(
     )
     .await
     .map_err(raft_failed)?;
-    if !raft.is_initialized().await.map_err(raft_failed)? {
-        let members = BTreeMap::from([(SELF_ID, BasicNode::new(address))]);
-        match raft.initialize(members).await {
+    if forms_the_group && !raft.is_initialized().await.map_err(raft_failed)? {
+        match raft.initialize(members.clone()).await {
             Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
             Err(e) => return Err(raft_failed(e)),
         }
     }
+    if members.len() > 1 {
+        // A member of a group: `office::lead` serves whenever this one is elected.
+        if migrating {
+            return Err(Error::Config {
+                reason: "an old operation log can be moved into Raft only by a master started \
+                         alone (without --peers); start it alone once, then with its peers"
+                    .to_owned(),
+            });
+        }
+        let (disk, dir) = (disk.clone(), dir.clone());
+        blocking
+            .run(move || oplog::retire_legacy(&*disk, &dir))
+            .await?;
+        return Ok(Node { raft, state });
+    }
     raft.wait(Some(LEAD_WAIT))
         .metrics(
-            |m| m.state == ServerState::Leader && m.current_leader == Some(SELF_ID),
+            |m| m.state == ServerState::Leader && m.current_leader == Some(id),
             "this master leads its group",
         )
         .await

@@ -9,9 +9,10 @@
 //! (any code, `UNAVAILABLE` included) proves the connection works and replaces nothing. Calls
 //! already in flight on the old channel run to their end on it.
 //!
-//! A link may have several endpoints (the masters of a group, any of which serves every
-//! call): each replacement dials the next one in turn, so a call that failed on a dead master
-//! is followed by calls to the next.
+//! A link may have several endpoints (the masters of a group): each replacement dials the next
+//! one in turn, so a call that failed on a dead master is followed by calls to the next. A
+//! master that does not lead answers with [`NOT_LEADER_METADATA`]: that too moves the link on
+//! (the call itself fails, `UNAVAILABLE`, and the caller's retry reaches the next master).
 //!
 //! Every call also carries this process's token, if it has one ([`super::auth::use_token`]).
 
@@ -138,6 +139,10 @@ impl Shared {
     }
 }
 
+/// The gRPC metadata key a master that does not lead its group sets on its `UNAVAILABLE`
+/// answers (value `1`).
+pub const NOT_LEADER_METADATA: &str = "cairn-not-leader";
+
 /// What a call on a [`Link`] returns.
 pub type LinkFuture =
     Pin<Box<dyn Future<Output = Result<http::Response<Body>, tonic::transport::Error>> + Send>>;
@@ -166,7 +171,14 @@ impl Service<http::Request<Body>> for Link {
         let call = self.current.channel.call(request);
         Box::pin(async move {
             let result = call.await;
-            if result.is_err() {
+            let move_on = match &result {
+                Err(_) => true,
+                Ok(response) => {
+                    shared.endpoints.len() > 1
+                        && response.headers().contains_key(NOT_LEADER_METADATA)
+                }
+            };
+            if move_on {
                 shared.replace(generation);
             }
             result
