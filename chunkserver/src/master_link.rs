@@ -195,21 +195,5 @@ fn report((s, primary): &(ReplicaState, bool)) -> ReplicaReport {
 /// Whether a master call failed without reaching a master that could serve it: the master
 /// does not lead its group, or its connection was refused.
 fn moves_on(status: &Status) -> bool {
-    if status
-        .metadata()
-        .get(cairn_proto::net::NOT_LEADER_METADATA)
-        .is_some()
-    {
-        return true;
-    }
-    let mut source = std::error::Error::source(status);
-    while let Some(e) = source {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    cairn_proto::net::not_leader(status) || cairn_proto::net::connection_refused(status)
 }

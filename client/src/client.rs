@@ -259,21 +259,6 @@ fn endpoint(addr: &str) -> Result<Endpoint> {
     })
 }
 
-/// Whether the call failed because its connection was refused (nothing listens there): it
-/// never reached a server.
-fn connection_refused(status: &tonic::Status) -> bool {
-    let mut source = std::error::Error::source(status);
-    while let Some(e) = source {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    false
-}
-
 /// A request with a deadline.
 pub(crate) fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
@@ -412,11 +397,9 @@ impl Client {
         loop {
             match call(self.master()).await {
                 Err(status)
-                    if (status
-                        .metadata()
-                        .get(cairn_proto::net::NOT_LEADER_METADATA)
-                        .is_some()
-                        || (self.inner.masters > 1 && connection_refused(&status)))
+                    if (cairn_proto::net::not_leader(&status)
+                        || (self.inner.masters > 1
+                            && cairn_proto::net::connection_refused(&status)))
                         && started.elapsed() < LEADER_SEARCH =>
                 {
                     refusals += 1;

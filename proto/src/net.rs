@@ -22,7 +22,7 @@ mod link;
 pub mod memory;
 pub mod tls;
 
-pub use link::{Link, LinkFuture, NOT_LEADER_METADATA};
+pub use link::{Link, LinkFuture, NOT_LEADER_METADATA, connection_refused, not_leader};
 
 /// HTTP/2 initial stream window of every channel and server (16 MiB): a maximal batch flows
 /// without waiting for window updates.

@@ -143,6 +143,27 @@ impl Shared {
 /// answers (value `1`).
 pub const NOT_LEADER_METADATA: &str = "cairn-not-leader";
 
+/// Whether `status` is a master's answer that it does not lead its group
+/// ([`NOT_LEADER_METADATA`]): it did nothing, and the leader is another master.
+pub fn not_leader(status: &tonic::Status) -> bool {
+    status.metadata().get(NOT_LEADER_METADATA).is_some()
+}
+
+/// Whether a call failed because its connection was refused (nothing listens there): it never
+/// reached a server, so it did nothing.
+pub fn connection_refused(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// What a call on a [`Link`] returns.
 pub type LinkFuture =
     Pin<Box<dyn Future<Output = Result<http::Response<Body>, tonic::transport::Error>> + Send>>;
