@@ -166,6 +166,20 @@ pub(crate) enum Entry {
     },
 }
 
+#[cfg(test)]
+impl Entry {
+    /// Tests' entry creating the log `path`: replication 3, 1 MiB chunks.
+    pub(crate) fn test_create(path: &str) -> Entry {
+        Entry::CreateLog {
+            path: path.to_owned(),
+            replication: 3,
+            min_replicas: 0,
+            chunk_bytes: 1 << 20,
+            place_on: String::new(),
+        }
+    }
+}
+
 /// Logs and chunks, and the cluster's id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Metadata {
@@ -548,13 +562,7 @@ mod tests {
     }
 
     fn create(path: &str) -> Entry {
-        Entry::CreateLog {
-            path: path.to_owned(),
-            replication: 3,
-            min_replicas: 0,
-            chunk_bytes: 1 << 20,
-            place_on: String::new(),
-        }
+        Entry::test_create(path)
     }
 
     fn allocate(path: &str, index: u32, handle: u64) -> Entry {

@@ -13,19 +13,10 @@ use cairn_client::{Client, LogOptions, ReplayEvent, ReplayOptions};
 use cairn_proto::net::memory::MemoryNet;
 use tokio::sync::oneshot;
 
+mod common;
+use common::Role;
+
 const MASTER: &str = "master.memory:7000";
-
-struct Role {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Role {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.expect("the role ends cleanly");
-    }
-}
 
 fn start_master(net: &MemoryNet, dir: &std::path::Path) -> Role {
     let mut config = cairn_master::Config::new(dir);
@@ -47,35 +38,6 @@ fn start_master(net: &MemoryNet, dir: &std::path::Path) -> Role {
         })
         .await
         .expect("the master serves");
-    });
-    Role { stop, task }
-}
-
-fn start_chunkserver(net: &MemoryNet, i: usize, dir: &std::path::Path) -> Role {
-    use cairn_chunkserver::store::schedule::Scheduling;
-    use cairn_chunkserver::{FaultyDisk, Seams, ServerDisk};
-    let address = format!("cs{i}.memory:{}", 7001 + i);
-    let mut config = cairn_chunkserver::Config::new(dir);
-    config.listen = address.clone();
-    config.advertise = address.clone();
-    config.master = MASTER.to_owned();
-    config.heartbeat_ms = 100;
-    let incoming = net.listen(&address).incoming();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let seams = Seams {
-        connector: Arc::new(net.clone()),
-        disk: ServerDisk::Memory(FaultyDisk::new()),
-        writers: Scheduling::Inline,
-        blocking: cairn_files::Blocking::Inline,
-        metrics: Default::default(),
-        tls: None,
-    };
-    let task = tokio::spawn(async move {
-        cairn_chunkserver::serve_with(config, incoming, seams, async move {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("the chunkserver serves");
     });
     Role { stop, task }
 }
@@ -109,7 +71,7 @@ async fn a_cluster_runs_in_one_process_on_an_in_memory_network() {
     let net = MemoryNet::new();
     let master = start_master(&net, &tmp.path().join("master"));
     let chunkservers: Vec<Role> = (0..3)
-        .map(|i| start_chunkserver(&net, i, &tmp.path().join(format!("cs{i}"))))
+        .map(|i| common::start_chunkserver(&net, i, &tmp.path().join(format!("cs{i}")), MASTER))
         .collect();
     let client = Client::with_connector(MASTER, Arc::new(net.clone()))
         .await
@@ -187,7 +149,7 @@ async fn a_placed_log_keeps_every_chunk_on_its_chunkserver() {
     let net = MemoryNet::new();
     let master = start_master(&net, &tmp.path().join("master"));
     let chunkservers: Vec<Role> = (0..3)
-        .map(|i| start_chunkserver(&net, i, &tmp.path().join(format!("cs{i}"))))
+        .map(|i| common::start_chunkserver(&net, i, &tmp.path().join(format!("cs{i}")), MASTER))
         .collect();
     let client = Client::with_connector(MASTER, Arc::new(net.clone()))
         .await

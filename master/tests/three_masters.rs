@@ -13,24 +13,15 @@ use cairn_client::{Client, LogOptions, ReplayEvent, ReplayOptions};
 use cairn_proto::net::memory::MemoryNet;
 use tokio::sync::oneshot;
 
+mod common;
+use common::Role;
+
 fn master_addr(id: u64) -> String {
     format!("m{id}.memory:7000")
 }
 
 fn all_masters() -> String {
     (1..=3).map(master_addr).collect::<Vec<_>>().join(",")
-}
-
-struct Role {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Role {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.expect("the role ends cleanly");
-    }
 }
 
 fn start_master(net: &MemoryNet, id: u64, dir: &std::path::Path) -> Role {
@@ -59,38 +50,6 @@ fn start_master(net: &MemoryNet, id: u64, dir: &std::path::Path) -> Role {
         })
         .await
         .expect("the master serves");
-    });
-    Role { stop, task }
-}
-
-fn start_chunkserver(net: &MemoryNet, i: usize, dir: &std::path::Path) -> Role {
-    use cairn_chunkserver::store::schedule::Scheduling;
-    use cairn_chunkserver::{FaultyDisk, Seams, ServerDisk};
-    let address = format!("cs{i}.memory:{}", 7001 + i);
-    // The chunkserver records its cluster id in this directory on the real file system (its
-    // replicas are on the in-memory disk).
-    std::fs::create_dir_all(dir).expect("the chunkserver's directory");
-    let mut config = cairn_chunkserver::Config::new(dir);
-    config.listen = address.clone();
-    config.advertise = address.clone();
-    config.master = all_masters();
-    config.heartbeat_ms = 100;
-    let incoming = net.listen(&address).incoming();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let seams = Seams {
-        connector: Arc::new(net.clone()),
-        disk: ServerDisk::Memory(FaultyDisk::new()),
-        writers: Scheduling::Inline,
-        blocking: cairn_files::Blocking::Inline,
-        metrics: Default::default(),
-        tls: None,
-    };
-    let task = tokio::spawn(async move {
-        cairn_chunkserver::serve_with(config, incoming, seams, async move {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("the chunkserver serves");
     });
     Role { stop, task }
 }
@@ -186,7 +145,9 @@ async fn the_group_keeps_serving_through_the_leaders_stop() {
         })
         .collect();
     let chunkservers: Vec<Role> = (0..3)
-        .map(|i| start_chunkserver(&net, i, &tmp.path().join(format!("cs{i}"))))
+        .map(|i| {
+            common::start_chunkserver(&net, i, &tmp.path().join(format!("cs{i}")), &all_masters())
+        })
         .collect();
     let first = leader(&net, &[1, 2, 3]).await;
     let client = Client::with_connector(&all_masters(), Arc::new(net.clone()))

@@ -150,16 +150,7 @@ impl ChunkserverApi for Arc<Fake> {
 /// Raft node started as `cairn master` starts it (a group of one).
 pub(super) async fn start(dir: &Path, fake: &Arc<Fake>) -> Arc<MasterCore<Arc<Fake>>> {
     let config = Config::new(dir);
-    let node = crate::raft::node::start(
-        &config,
-        "fake-master:7000",
-        cairn_files::shared(cairn_files::FsDisk),
-        cairn_files::Blocking::Threads,
-        cairn_proto::net::TcpConnector::shared(),
-        None,
-    )
-    .await
-    .unwrap();
+    let node = crate::raft::node::start_for_test(dir, None).await;
     let applied = node.state.applied();
     Arc::new(MasterCore::new(
         config,

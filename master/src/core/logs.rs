@@ -412,16 +412,7 @@ mod tests {
     async fn stat_log_pages_cover_a_log_of_any_length() {
         let dir = tempfile::tempdir().unwrap();
         let fake = Arc::new(Fake::default());
-        let node = crate::raft::node::start(
-            &Config::new(dir.path()),
-            "fake-master:7000",
-            cairn_files::shared(cairn_files::FsDisk),
-            cairn_files::Blocking::Threads,
-            cairn_proto::net::TcpConnector::shared(),
-            None,
-        )
-        .await
-        .unwrap();
+        let node = crate::raft::node::start_for_test(dir.path(), None).await;
         let last = node.state.applied().sequence;
         let mut meta = Metadata::default();
         meta.apply(&Entry::CreateLog {

@@ -77,13 +77,7 @@ async fn leader_of(nodes: &BTreeMap<u64, Node>) -> u64 {
 }
 
 fn create(path: &str) -> Entry {
-    Entry::CreateLog {
-        path: path.to_owned(),
-        replication: 3,
-        min_replicas: 0,
-        chunk_bytes: 1 << 20,
-        place_on: String::new(),
-    }
+    Entry::test_create(path)
 }
 
 async fn write(nodes: &BTreeMap<u64, Node>, path: &str) -> u64 {

@@ -226,32 +226,32 @@ pub(crate) async fn start(
     Ok(Node { raft, state })
 }
 
+/// Tests: the node of a master (a group of one) on `dir` on the real file system.
+#[cfg(test)]
+pub(crate) async fn start_for_test(dir: &Path, seed: Option<u64>) -> Node {
+    start(
+        &Config::new(dir),
+        "test-master:7000",
+        cairn_files::shared(cairn_files::FsDisk),
+        Blocking::Threads,
+        cairn_proto::net::TcpConnector::shared(),
+        seed,
+    )
+    .await
+    .expect("the master's node starts")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::meta::Entry;
 
     fn create(path: &str) -> Entry {
-        Entry::CreateLog {
-            path: path.to_owned(),
-            replication: 3,
-            min_replicas: 0,
-            chunk_bytes: 1 << 20,
-            place_on: String::new(),
-        }
+        Entry::test_create(path)
     }
 
     async fn start_on(dir: &Path) -> Node {
-        start(
-            &Config::new(dir),
-            "m:7000",
-            cairn_files::shared(cairn_files::FsDisk),
-            Blocking::Threads,
-            cairn_proto::net::TcpConnector::shared(),
-            Some(5),
-        )
-        .await
-        .unwrap()
+        start_for_test(dir, Some(5)).await
     }
 
     // Proves: a data directory of the file-based operation log is moved into Raft at the first

@@ -325,13 +325,7 @@ mod tests {
     }
 
     fn create(path: &str) -> Entry {
-        Entry::CreateLog {
-            path: path.to_owned(),
-            replication: 3,
-            min_replicas: 0,
-            chunk_bytes: 1 << 20,
-            place_on: String::new(),
-        }
+        Entry::test_create(path)
     }
 
     fn entries() -> Vec<openraft::Entry<TypeConfig>> {
