@@ -7,16 +7,16 @@ use cairn_proto::net::memory::MemoryNet;
 use tokio::sync::oneshot;
 
 /// A role serving on a task until [`Role::stop`].
-pub struct Role {
+pub(crate) struct Role {
     /// Ends the role's serving.
-    pub stop: oneshot::Sender<()>,
+    pub(crate) stop: oneshot::Sender<()>,
     /// The task it serves on.
-    pub task: tokio::task::JoinHandle<()>,
+    pub(crate) task: tokio::task::JoinHandle<()>,
 }
 
 impl Role {
     /// Stops the role and waits for its task.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.stop.send(());
         self.task.await.expect("the role ends cleanly");
     }
@@ -24,7 +24,12 @@ impl Role {
 
 /// Chunkserver `i` (`csI.memory:700(1+I)`) of the master(s) `master`, its replicas on an
 /// in-memory disk; `dir` is created on the real file system, where it records its cluster id.
-pub fn start_chunkserver(net: &MemoryNet, i: usize, dir: &std::path::Path, master: &str) -> Role {
+pub(crate) fn start_chunkserver(
+    net: &MemoryNet,
+    i: usize,
+    dir: &std::path::Path,
+    master: &str,
+) -> Role {
     use cairn_chunkserver::store::schedule::Scheduling;
     use cairn_chunkserver::{FaultyDisk, Seams, ServerDisk};
     let address = format!("cs{i}.memory:{}", 7001 + i);
