@@ -137,8 +137,10 @@ fn open_files(
     Ok((log, state, false))
 }
 
-/// Starts the Raft node of the master with `config` on `disk`, reachable at `address`, and
-/// returns once it leads with every committed entry applied (see the module doc).
+/// Starts the Raft node of the master with `config` on `disk`, reachable at `address`. A group
+/// of one returns once it leads with every committed entry applied; a member of a larger group
+/// (`config.peers`) returns at once, and `office::lead` serves whenever it is elected (see the
+/// module doc).
 pub(crate) async fn start(
     config: &Config,
     address: &str,
@@ -168,6 +170,13 @@ pub(crate) async fn start(
             .collect()
     };
     let forms_the_group = members.keys().next() == Some(&id);
+    if migrating && members.len() > 1 {
+        return Err(Error::Config {
+            reason: "an old operation log can be moved into Raft only by a master started \
+                     alone (without --peers); start it alone once, then with its peers"
+                .to_owned(),
+        });
+    }
     let raft = Raft::new(
         id,
         Arc::new(raft_config(config)?),
@@ -185,13 +194,6 @@ pub(crate) async fn start(
     }
     if members.len() > 1 {
         // A member of a group: `office::lead` serves whenever this one is elected.
-        if migrating {
-            return Err(Error::Config {
-                reason: "an old operation log can be moved into Raft only by a master started \
-                         alone (without --peers); start it alone once, then with its peers"
-                    .to_owned(),
-            });
-        }
         let (disk, dir) = (disk.clone(), dir.clone());
         blocking
             .run(move || oplog::retire_legacy(&*disk, &dir))
