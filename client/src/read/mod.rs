@@ -675,8 +675,8 @@ impl Reader {
     }
 
     /// A replay that read every chunk of the cache asks the master for the chunks after them;
-    /// while it cannot be reached, it retries with backoff, and gives up after
-    /// [`READ_RETRY_WINDOW`] with an error (never ends as if the log ended there).
+    /// while it cannot be reached, it retries as a failed read does ([`Reader::read_failed`]:
+    /// backoff, an error after [`READ_RETRY_WINDOW`]), never ending as if the log ended there.
     async fn list_after_cached(&mut self) -> Result<()> {
         match self.client.stat_log(&self.path).await {
             Ok(stat) => {
@@ -693,19 +693,15 @@ impl Reader {
             }
             Err(e @ Error::LogNotFound { .. }) => Err(e),
             Err(e) => {
-                self.failures += 1;
-                let since = *self.failing_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= READ_RETRY_WINDOW {
-                    return Err(Error::Unavailable {
-                        message: format!(
-                            "read the {} sealed chunks of {} the master listed before it became                              unreachable; whether more follow is unknown until it answers: {e}",
-                            self.next_index, self.path
-                        ),
-                    });
-                }
-                debug!(log = %self.path, error = %e, attempt = self.failures, "the master cannot list the chunks after the cached ones; retrying");
-                tokio::time::sleep(backoff(self.failures)).await;
-                Ok(())
+                // Retried as a failed read is: with backoff, and given up after the window.
+                let e = Error::Unavailable {
+                    message: format!(
+                        "read the {} sealed chunks of {} the master listed before it became \
+                         unreachable; whether more follow is unknown until it answers: {e}",
+                        self.next_index, self.path
+                    ),
+                };
+                self.read_failed(e).await
             }
         }
     }
